@@ -1,0 +1,53 @@
+//! The engine's one error type. Every message names what was wrong (file, atom index, element, key).
+
+use std::path::PathBuf;
+
+/// Errors returned by the engine. The C ABI maps each variant to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An argument or input structure is invalid (NaN position, zero-volume cell, bad shapes ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// An atomic number that the model does not know.
+    #[error("unknown species: atom {index} has atomic number {z} ({symbol}), which is not in the model (model species: {known})")]
+    UnknownSpecies {
+        /// Index of the offending atom.
+        index: usize,
+        /// Its atomic number.
+        z: i32,
+        /// Its chemical symbol (or "?").
+        symbol: String,
+        /// The model's species, as symbols.
+        known: String,
+    },
+    /// A file could not be read or written.
+    #[error("I/O error on '{path}': {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A model file is truncated, corrupted, of a wrong version or not a model file at all.
+    #[error("invalid model file '{path}': {msg}")]
+    ModelFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A model configuration is invalid (names the key).
+    #[error("invalid model config: {0}")]
+    Config(String),
+    /// An error raised inside libtorch.
+    #[error("libtorch error: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// Result alias for the engine.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Shorthand for an [`Error::InvalidInput`].
+pub fn invalid<T>(msg: impl Into<String>) -> Result<T> {
+    Err(Error::InvalidInput(msg.into()))
+}
