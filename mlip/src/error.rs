@@ -39,6 +39,10 @@ pub enum Error {
     /// A model configuration is invalid (names the key).
     #[error("invalid model config: {0}")]
     Config(String),
+    /// A failure inside the engine that is not the caller's fault (a libtorch panic caught at the
+    /// engine's boundary, a NaN produced by the model ...).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// An error raised inside libtorch.
     #[error("libtorch error: {0}")]
     Torch(#[from] tch::TchError),

@@ -1,1 +1,28 @@
-//! placeholder
+//! hydragnn-rs engine: structure → neighbour list → graph → model → energy → forces/stress.
+//!
+//! - [`structure`]: positions, species, cell, periodicity.
+//! - [`neighbors`]: O(N) cell-list neighbour lists with integer cell shifts.
+//! - [`model`]: the message-passing models (SchNet, PaiNN) and their heads, in libtorch (tch).
+//! - [`compute`]: energy, forces, virial and per-atom quantities through autograd.
+//! - [`layered`]: layer-by-layer evaluation with ghost-feature exchange (spatial decomposition).
+//! - [`file`]: the self-describing model file.
+//!
+//! Panics inside libtorch are caught at the engine's entry points ([`compute::guarded`]) and
+//! returned as [`Error::Internal`]; the model code itself uses tch's plain operators on tensors
+//! whose shapes the engine has already checked.
+
+pub mod compute;
+pub mod elements;
+pub mod error;
+pub mod file;
+pub mod layered;
+pub mod model;
+pub mod neighbors;
+pub mod structure;
+
+pub use compute::{GraphInput, Request, Results};
+pub use error::{Error, Result};
+pub use layered::LayeredEval;
+pub use model::config::ModelConfig;
+pub use model::Model;
+pub use structure::Structure;

@@ -1,0 +1,340 @@
+//! Energy, forces, virial and per-atom quantities through libtorch autograd, for whole structures
+//! (the engine builds the neighbour list), batches of structures, and caller-supplied graphs of
+//! local + ghost atoms. Forces and virials come from the gradient of the energy with respect to
+//! every edge vector g_e = ∂E/∂r_e (r_e = x_src - x_dst): F_src -= g_e, F_dst += g_e,
+//! W = -Σ_e r_e ⊗ g_e (= -∂E/∂ε, the strain derivative), and each atom of an edge takes half of
+//! that edge's virial.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use tch::{Kind, Tensor};
+
+use crate::error::{invalid, Error, Result};
+use crate::model::{GraphTensors, Model};
+use crate::neighbors::neighbor_list;
+use crate::structure::Structure;
+
+/// A caller-supplied graph. Atoms `0..n_local` are the ones whose energies count; the rest are
+/// ghosts (periodic images or other ranks' atoms). Edge e carries a message from `neighbors[e]` to
+/// `centers[e]`; its vector is `positions[neighbors[e]] - positions[centers[e]] + shifts[e]`.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphInput<'a> {
+    /// Number of local atoms (the first ones).
+    pub n_local: usize,
+    /// Positions of local then ghost atoms (Å).
+    pub positions: &'a [[f64; 3]],
+    /// Atomic numbers of local then ghost atoms.
+    pub numbers: &'a [i32],
+    /// Centre atom of each edge (receives the message).
+    pub centers: &'a [usize],
+    /// Neighbour atom of each edge (sends the message).
+    pub neighbors: &'a [usize],
+    /// Cartesian shift added to each edge vector (None: all zero).
+    pub shifts: Option<&'a [[f64; 3]]>,
+}
+
+/// Which quantities to compute (the energy always is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// Forces on every atom (local and ghost).
+    pub forces: bool,
+    /// The 3x3 virial.
+    pub virial: bool,
+    /// Per-atom energies of local atoms.
+    pub energies: bool,
+    /// Per-atom virials of every atom.
+    pub virials: bool,
+}
+
+impl Request {
+    /// Energy only.
+    pub const ENERGY: Request = Request { forces: false, virial: false, energies: false, virials: false };
+    /// Everything.
+    pub const ALL: Request = Request { forces: true, virial: true, energies: true, virials: true };
+    /// Energy, forces and virial.
+    pub const EFV: Request = Request { forces: true, virial: true, energies: false, virials: false };
+    fn needs_grad(&self) -> bool {
+        self.forces || self.virial || self.virials
+    }
+}
+
+/// Results of one evaluation, in eV, Å, eV/Å; the virial in eV (W = -∂E/∂ε, LAMMPS's sign; the
+/// stress of a periodic cell is -W/V).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Results {
+    /// Total energy of the local atoms.
+    pub energy: f64,
+    /// Forces on every atom (local then ghost); empty if not requested.
+    pub forces: Vec<[f64; 3]>,
+    /// Virial (row-major 3x3); zero if not requested.
+    pub virial: [[f64; 3]; 3],
+    /// Per-atom energies of local atoms; empty if not requested.
+    pub energies: Vec<f64>,
+    /// Per-atom virials of every atom; empty if not requested.
+    pub virials: Vec<[[f64; 3]; 3]>,
+    /// Other outputs of the active branch: graph heads (dim values), node heads (n_local × dim).
+    pub properties: BTreeMap<String, Vec<f64>>,
+}
+
+impl Results {
+    /// Stress (eV/Å^3, row-major 3x3, positive = tensile as in ASE) for a cell of volume `volume`.
+    pub fn stress(&self, volume: f64) -> [[f64; 3]; 3] {
+        let mut s = [[0.0; 3]; 3];
+        for a in 0..3 {
+            for b in 0..3 {
+                s[a][b] = -self.virial[a][b] / volume;
+            }
+        }
+        s
+    }
+}
+
+/// Runs `f`, turning a libtorch panic into [`Error::Internal`], so that nothing panics out of the engine.
+pub fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::Internal(format!("libtorch failed: {msg}")))
+        }
+    }
+}
+
+/// Checks a caller-supplied graph and returns its f64 edge vectors.
+pub(crate) fn check_graph(model: &Model, g: &GraphInput) -> Result<(Vec<i64>, Vec<f64>)> {
+    let n = g.positions.len();
+    if g.numbers.len() != n {
+        return invalid(format!("{n} positions but {} atomic numbers", g.numbers.len()));
+    }
+    if g.n_local > n {
+        return invalid(format!("n_local = {} exceeds the number of atoms {n}", g.n_local));
+    }
+    if g.centers.len() != g.neighbors.len() {
+        return invalid(format!("{} edge centres but {} edge neighbours", g.centers.len(), g.neighbors.len()));
+    }
+    if let Some(s) = g.shifts {
+        if s.len() != g.centers.len() {
+            return invalid(format!("{} edge shifts for {} edges", s.len(), g.centers.len()));
+        }
+    }
+    for (i, p) in g.positions.iter().enumerate() {
+        if !p.iter().all(|x| x.is_finite()) {
+            return invalid(format!("position of atom {i} is not finite: {p:?}"));
+        }
+    }
+    let species = model.species_indices(g.numbers)?;
+    let mut vecs = Vec::with_capacity(3 * g.centers.len());
+    for e in 0..g.centers.len() {
+        let (i, j) = (g.centers[e], g.neighbors[e]);
+        if i >= n || j >= n {
+            return invalid(format!("edge {e} ({i} -> {j}) refers to an atom index >= {n}"));
+        }
+        let s = g.shifts.map(|s| s[e]).unwrap_or([0.0; 3]);
+        if !s.iter().all(|x| x.is_finite()) {
+            return invalid(format!("shift of edge {e} is not finite"));
+        }
+        let r = [0, 1, 2].map(|k| g.positions[j][k] - g.positions[i][k] + s[k]);
+        if r.iter().map(|x| x * x).sum::<f64>() < 1e-20 {
+            return invalid(format!("edge {e}: atoms {i} and {j} are at the same position"));
+        }
+        vecs.extend_from_slice(&r);
+    }
+    Ok((species, vecs))
+}
+
+/// Turns per-edge energy gradients (E×3, row-major) into forces, virial and per-atom virials.
+pub(crate) fn edge_grads_to_results(
+    grad: &[f64],
+    vecs: &[f64],
+    src: &[i64],
+    dst: &[i64],
+    n_total: usize,
+    req: Request,
+    out: &mut Results,
+) {
+    if req.forces {
+        out.forces = vec![[0.0; 3]; n_total];
+    }
+    if req.virials {
+        out.virials = vec![[[0.0; 3]; 3]; n_total];
+    }
+    let mut w = [[0.0; 3]; 3];
+    for e in 0..src.len() {
+        let g = &grad[3 * e..3 * e + 3];
+        let r = &vecs[3 * e..3 * e + 3];
+        let (s, d) = (src[e] as usize, dst[e] as usize);
+        if req.forces {
+            for k in 0..3 {
+                out.forces[s][k] -= g[k];
+                out.forces[d][k] += g[k];
+            }
+        }
+        if req.virial || req.virials {
+            for a in 0..3 {
+                for b in 0..3 {
+                    let v = -r[a] * g[b];
+                    w[a][b] += v;
+                    if req.virials {
+                        out.virials[s][a][b] += 0.5 * v;
+                        out.virials[d][a][b] += 0.5 * v;
+                    }
+                }
+            }
+        }
+    }
+    if req.virial {
+        out.virial = w;
+    }
+}
+
+pub(crate) fn tensor_to_vec(t: &Tensor) -> Result<Vec<f64>> {
+    let t = t.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?.f_contiguous()?.f_view([-1])?;
+    Ok(Vec::<f64>::try_from(&t).map_err(Error::Torch)?)
+}
+
+impl Model {
+    /// Energy, forces, virial ... of a whole structure; the engine builds the neighbour list.
+    pub fn compute(&self, s: &Structure, req: Request) -> Result<Results> {
+        Ok(self.compute_batch(std::slice::from_ref(s), req)?.pop().expect("one result"))
+    }
+
+    /// Several structures evaluated as one batched graph.
+    pub fn compute_batch(&self, structures: &[Structure], req: Request) -> Result<Vec<Results>> {
+        let mut owned = Vec::with_capacity(structures.len());
+        for (k, s) in structures.iter().enumerate() {
+            s.validate().map_err(|e| if structures.len() > 1 { Error::InvalidInput(format!("structure {k}: {e}")) } else { e })?;
+            let nl = neighbor_list(s, self.cutoff())?;
+            let shifts: Vec<[f64; 3]> = nl
+                .shifts
+                .iter()
+                .map(|sh| [0, 1, 2].map(|c| (0..3).map(|k| sh[k] as f64 * s.cell[k][c]).sum()))
+                .collect();
+            owned.push((nl, shifts));
+        }
+        let inputs: Vec<GraphInput> = structures
+            .iter()
+            .zip(&owned)
+            .map(|(s, (nl, shifts))| GraphInput {
+                n_local: s.len(),
+                positions: &s.positions,
+                numbers: &s.numbers,
+                centers: &nl.centers,
+                neighbors: &nl.neighbors,
+                shifts: Some(shifts),
+            })
+            .collect();
+        self.compute_graphs(&inputs, req)
+    }
+
+    /// One caller-supplied graph (local + ghost atoms, explicit edges).
+    pub fn compute_graph(&self, g: &GraphInput, req: Request) -> Result<Results> {
+        Ok(self.compute_graphs(std::slice::from_ref(g), req)?.pop().expect("one result"))
+    }
+
+    /// Several caller-supplied graphs, batched into one evaluation.
+    pub fn compute_graphs(&self, graphs: &[GraphInput], req: Request) -> Result<Vec<Results>> {
+        let mut species = Vec::new();
+        let mut vecs = Vec::new();
+        let (mut src, mut dst, mut batch, mut local) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut node_off = vec![0usize];
+        let mut edge_off = vec![0usize];
+        for (k, g) in graphs.iter().enumerate() {
+            let (sp, v) = check_graph(self, g).map_err(|e| {
+                if graphs.len() > 1 {
+                    Error::InvalidInput(format!("structure {k}: {e}"))
+                } else {
+                    e
+                }
+            })?;
+            let off = *node_off.last().unwrap() as i64;
+            species.extend(sp);
+            vecs.extend(v);
+            src.extend(g.neighbors.iter().map(|&j| j as i64 + off));
+            dst.extend(g.centers.iter().map(|&i| i as i64 + off));
+            batch.extend(std::iter::repeat(k as i64).take(g.positions.len()));
+            local.extend((0..g.positions.len()).map(|i| if i < g.n_local { 1.0 } else { 0.0 }));
+            node_off.push(node_off.last().unwrap() + g.positions.len());
+            edge_off.push(edge_off.last().unwrap() + g.centers.len());
+        }
+        guarded(|| {
+            let (kind, dev) = (self.kind(), self.device());
+            let n_edges = src.len() as i64;
+            let edge_vec = crate::model::nn::tensor_from(&vecs, &[n_edges, 3], kind, dev);
+            let edge_vec = if req.needs_grad() { edge_vec.set_requires_grad(true) } else { edge_vec };
+            let gt = GraphTensors {
+                species: Tensor::from_slice(&species).to_device(dev),
+                src: Tensor::from_slice(&src).to_device(dev),
+                dst: Tensor::from_slice(&dst).to_device(dev),
+                edge_vec: edge_vec.shallow_clone(),
+                batch: Tensor::from_slice(&batch).to_device(dev),
+                n_graphs: graphs.len() as i64,
+            };
+            let out = self.forward(&gt, None)?;
+            let mask = crate::model::nn::tensor_from(&local, &[local.len() as i64], kind, dev);
+            let node_e = &out.node_energy * &mask;
+            let graph_e = Tensor::zeros([graphs.len() as i64], (kind, dev)).index_add(0, &gt.batch, &node_e);
+            let grad = if req.needs_grad() && n_edges > 0 {
+                let total = graph_e.sum(kind);
+                let g = Tensor::f_run_backward(&[&total], &[&edge_vec], false, false)?;
+                tensor_to_vec(&g[0])?
+            } else {
+                vec![0.0; vecs.len()]
+            };
+            let energies = tensor_to_vec(&out.node_energy)?;
+            let graph_e = tensor_to_vec(&graph_e)?;
+            if let Some(k) = graph_e.iter().position(|e| !e.is_finite()) {
+                return Err(Error::Internal(format!("the model produced a non-finite energy for structure {k}")));
+            }
+            let props: Vec<(String, Vec<f64>, bool)> = (out.graph_properties.iter().map(|p| (p, true)))
+                .chain(out.node_properties.iter().map(|p| (p, false)))
+                .map(|((name, t), per_graph)| Ok((name.clone(), tensor_to_vec(t)?, per_graph)))
+                .collect::<Result<_>>()?;
+            let mut results = Vec::with_capacity(graphs.len());
+            for (k, g) in graphs.iter().enumerate() {
+                let (n0, n1) = (node_off[k], node_off[k + 1]);
+                let (e0, e1) = (edge_off[k], edge_off[k + 1]);
+                let mut r = Results { energy: graph_e[k], ..Default::default() };
+                if req.energies {
+                    r.energies = energies[n0..n0 + g.n_local].to_vec();
+                }
+                let s: Vec<i64> = src[e0..e1].iter().map(|&x| x - n0 as i64).collect();
+                let d: Vec<i64> = dst[e0..e1].iter().map(|&x| x - n0 as i64).collect();
+                edge_grads_to_results(&grad[3 * e0..3 * e1], &vecs[3 * e0..3 * e1], &s, &d, n1 - n0, req, &mut r);
+                for (name, v, per_graph) in &props {
+                    let dim = v.len() / if *per_graph { graphs.len() } else { species.len() };
+                    let vals = if *per_graph { v[k * dim..(k + 1) * dim].to_vec() } else { v[n0 * dim..(n0 + g.n_local) * dim].to_vec() };
+                    r.properties.insert(name.clone(), vals);
+                }
+                results.push(r);
+            }
+            Ok(results)
+        })
+    }
+}
+
+/// Sets the number of libtorch intra-op threads (also read from `HYDRAGNN_NUM_THREADS` by
+/// [`threads_from_env`]).
+pub fn set_num_threads(n: i32) -> Result<()> {
+    if n < 1 {
+        return invalid(format!("number of threads must be >= 1, got {n}"));
+    }
+    tch::set_num_threads(n);
+    Ok(())
+}
+
+/// Applies `HYDRAGNN_NUM_THREADS` if it is set; returns the value applied.
+pub fn threads_from_env() -> Result<Option<i32>> {
+    match std::env::var("HYDRAGNN_NUM_THREADS") {
+        Ok(v) => {
+            let n: i32 = v.trim().parse().map_err(|_| Error::InvalidInput(format!("HYDRAGNN_NUM_THREADS='{v}' is not a positive integer")))?;
+            set_num_threads(n)?;
+            Ok(Some(n))
+        }
+        Err(_) => Ok(None),
+    }
+}

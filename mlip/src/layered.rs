@@ -1,0 +1,213 @@
+//! Layer-by-layer evaluation for spatial decomposition (LAMMPS). The caller owns the
+//! communication: after each forward layer it fills the ghost rows of the next layer's node
+//! features from their owners (forward exchange), and after each backward layer it adds the ghost
+//! rows of the feature gradient into their owners (reverse exchange). The ghost shell therefore
+//! needs to be one cutoff wide, whatever the number of layers.
+//!
+//! Protocol, with L layers:
+//! 1. [`LayeredEval::new`]: features entering layer 0 for every atom (no exchange needed).
+//! 2. for l in 0..L: if l > 0, fill ghost rows of `features_mut(l)`; `forward_layer(l)`.
+//! 3. `readout()` (energies of local atoms; seeds the gradient of the final features).
+//! 4. for l in (0..L).rev(): `backward_layer(l)`; if l > 0, reverse-exchange `grads_mut(l)`
+//!    (add ghost rows into owners; ghost rows are ignored afterwards).
+//! 5. `results(req)`: forces on local and ghost atoms (ghost forces belong to their owners),
+//!    virial, per-atom energies and virials.
+
+use tch::Tensor;
+
+use crate::compute::{check_graph, edge_grads_to_results, guarded, tensor_to_vec, GraphInput, Request, Results};
+use crate::error::{invalid, Error, Result};
+use crate::model::nn::tensor_from;
+use crate::model::Model;
+
+struct Saved {
+    input: Tensor,
+    edges: Tensor,
+    output: Tensor,
+}
+
+/// One layer-by-layer evaluation of a graph of local + ghost atoms.
+pub struct LayeredEval<'m> {
+    model: &'m Model,
+    n_local: usize,
+    n_total: usize,
+    species: Tensor,
+    src: Tensor,
+    dst: Tensor,
+    src_v: Vec<i64>,
+    dst_v: Vec<i64>,
+    vecs: Vec<f64>,
+    edge_vec: Tensor,
+    feats: Vec<Vec<f64>>,
+    grads: Vec<Vec<f64>>,
+    saved: Vec<Option<Saved>>,
+    edge_grad: Vec<f64>,
+    energies: Vec<f64>,
+    energy: f64,
+    stage: usize,
+}
+
+impl<'m> LayeredEval<'m> {
+    /// Checks the graph and computes the features entering layer 0 for every atom.
+    pub fn new(model: &'m Model, g: &GraphInput) -> Result<Self> {
+        let (species, vecs) = check_graph(model, g)?;
+        if g.centers.iter().any(|&i| i >= g.n_local) {
+            return invalid("layer-by-layer evaluation needs every edge centre to be a local atom");
+        }
+        guarded(|| {
+            let (kind, dev) = (model.kind(), model.device());
+            let n = g.positions.len();
+            let src_v: Vec<i64> = g.neighbors.iter().map(|&x| x as i64).collect();
+            let dst_v: Vec<i64> = g.centers.iter().map(|&x| x as i64).collect();
+            let species = Tensor::from_slice(&species).to_device(dev);
+            let bb = model.backbone();
+            let x0 = tch::no_grad(|| bb.flatten(&bb.init_state(&model.input_features(&species))));
+            let l = model.num_layers();
+            let mut feats: Vec<Vec<f64>> = (0..=l).map(|k| vec![0.0; n * bb.width(k) as usize]).collect();
+            feats[0] = tensor_to_vec(&x0)?;
+            let grads = (0..=l).map(|k| vec![0.0; n * bb.width(k) as usize]).collect();
+            let edge_vec = tensor_from(&vecs, &[g.centers.len() as i64, 3], kind, dev);
+            Ok(LayeredEval {
+                model,
+                n_local: g.n_local,
+                n_total: n,
+                species,
+                src: Tensor::from_slice(&src_v).to_device(dev),
+                dst: Tensor::from_slice(&dst_v).to_device(dev),
+                edge_grad: vec![0.0; vecs.len()],
+                src_v,
+                dst_v,
+                vecs,
+                edge_vec,
+                feats,
+                grads,
+                saved: (0..l).map(|_| None).collect(),
+                energies: Vec::new(),
+                energy: 0.0,
+                stage: 0,
+            })
+        })
+    }
+
+    /// Number of message-passing layers of the model.
+    pub fn num_layers(&self) -> usize {
+        self.model.num_layers()
+    }
+    /// Number of local atoms.
+    pub fn n_local(&self) -> usize {
+        self.n_local
+    }
+    /// Number of local + ghost atoms.
+    pub fn n_total(&self) -> usize {
+        self.n_total
+    }
+    /// Number of values per atom in the features entering layer `l` (0..=L).
+    pub fn width(&self, l: usize) -> usize {
+        self.model.backbone().width(l) as usize
+    }
+    /// Features entering layer `l`, row-major (n_total × width(l)).
+    pub fn features(&self, l: usize) -> &[f64] {
+        &self.feats[l]
+    }
+    /// Mutable features entering layer `l`: the caller writes ghost rows here.
+    pub fn features_mut(&mut self, l: usize) -> &mut [f64] {
+        &mut self.feats[l]
+    }
+    /// Gradient of the energy with respect to the features entering layer `l`.
+    pub fn grads(&self, l: usize) -> &[f64] {
+        &self.grads[l]
+    }
+    /// Mutable gradient: the caller adds ghost rows into their owners here.
+    pub fn grads_mut(&mut self, l: usize) -> &mut [f64] {
+        &mut self.grads[l]
+    }
+
+    fn rows(&self, data: &[f64], l: usize, ghosts_zero: bool) -> Tensor {
+        let w = self.width(l);
+        let t = tensor_from(data, &[self.n_total as i64, w as i64], self.model.kind(), self.model.device());
+        if ghosts_zero && self.n_total > self.n_local {
+            let _ = t.narrow(0, self.n_local as i64, (self.n_total - self.n_local) as i64).fill_(0.0);
+        }
+        t
+    }
+
+    /// Forward through layer `l`; the local rows of `features(l + 1)` are filled, ghost rows zeroed.
+    pub fn forward_layer(&mut self, l: usize) -> Result<()> {
+        if l != self.stage || l >= self.model.num_layers() {
+            return invalid(format!("forward_layer({l}) called out of order (next expected stage {})", self.stage));
+        }
+        guarded(|| {
+            let bb = self.model.backbone();
+            let input = self.rows(&self.feats[l], l, false).set_requires_grad(true);
+            let edges = self.edge_vec.detach().set_requires_grad(true);
+            let e = self.model.edges(&self.src, &self.dst, &edges, self.n_total as i64);
+            let output = bb.flatten(&bb.layer(l, &bb.unflatten(l, &input), &e));
+            let mut out = tensor_to_vec(&output.detach())?;
+            let w = self.width(l + 1);
+            out[self.n_local * w..].iter_mut().for_each(|x| *x = 0.0);
+            self.feats[l + 1] = out;
+            self.saved[l] = Some(Saved { input, edges, output });
+            self.stage += 1;
+            Ok(())
+        })
+    }
+
+    /// Energies of local atoms from the final features; seeds the backward pass. Returns the
+    /// energy of the local atoms.
+    pub fn readout(&mut self) -> Result<f64> {
+        let l = self.model.num_layers();
+        if self.stage != l {
+            return invalid(format!("readout called before all {l} layers ran forward"));
+        }
+        guarded(|| {
+            let input = self.rows(&self.feats[l], l, false).set_requires_grad(true);
+            let st = self.model.backbone().unflatten(l, &input);
+            let node_e = self.model.node_energy(self.model.active_branch(), &st.s, &self.species)?;
+            let local = node_e.narrow(0, 0, self.n_local as i64);
+            let e = local.sum(self.model.kind());
+            let g = Tensor::f_run_backward(&[&e], &[&input], false, false)?;
+            self.grads[l] = tensor_to_vec(&g[0])?;
+            self.energies = tensor_to_vec(&local.detach())?;
+            self.energy = self.energies.iter().sum();
+            if !self.energy.is_finite() {
+                return Err(Error::Internal("the model produced a non-finite energy".into()));
+            }
+            self.stage += 1;
+            Ok(self.energy)
+        })
+    }
+
+    /// Backward through layer `l`: fills `grads(l)` for every row (ghost rows hold contributions
+    /// that belong to their owners) and accumulates the edge gradients.
+    pub fn backward_layer(&mut self, l: usize) -> Result<()> {
+        let nl = self.model.num_layers();
+        if self.stage != 2 * nl - l {
+            return invalid(format!("backward_layer({l}) called out of order"));
+        }
+        guarded(|| {
+            let saved = self.saved[l].take().ok_or_else(|| Error::Internal(format!("layer {l} has no saved forward pass")))?;
+            let g_out = self.rows(&self.grads[l + 1], l + 1, true);
+            let loss = (&saved.output * g_out).sum(self.model.kind());
+            let g = Tensor::f_run_backward(&[&loss], &[&saved.input, &saved.edges], false, false)?;
+            self.grads[l] = tensor_to_vec(&g[0])?;
+            for (acc, x) in self.edge_grad.iter_mut().zip(tensor_to_vec(&g[1])?) {
+                *acc += x;
+            }
+            self.stage += 1;
+            Ok(())
+        })
+    }
+
+    /// Results after the backward pass through layer 0.
+    pub fn results(&self, req: Request) -> Result<Results> {
+        if self.stage != 2 * self.model.num_layers() + 1 {
+            return invalid("results requested before the backward pass finished");
+        }
+        let mut r = Results { energy: self.energy, ..Default::default() };
+        if req.energies {
+            r.energies = self.energies.clone();
+        }
+        edge_grads_to_results(&self.edge_grad, &self.vecs, &self.src_v, &self.dst_v, self.n_total, req, &mut r);
+        Ok(r)
+    }
+}

@@ -1,0 +1,296 @@
+//! The serde model configuration, in HydraGNN's vocabulary where it has one (`mpnn_type`,
+//! `hidden_dim`, `num_conv_layers`, `radius`, `num_radial`, `activation_function`,
+//! `output_heads`). Unknown keys are rejected with an error naming the key.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Message-passing backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MpnnType {
+    /// SchNet (Schütt et al., 2017): continuous-filter convolutions, invariant.
+    SchNet,
+    /// PaiNN (Schütt et al., 2021): equivariant scalar + vector features.
+    #[serde(rename = "PAINN", alias = "PaiNN")]
+    PaiNN,
+}
+
+/// Radial basis expanding the pair distance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RadialType {
+    /// Gaussians with centres evenly spaced on [0, radius] (SchNet's choice).
+    #[default]
+    Gaussian,
+    /// sqrt(2/rc) sin(nπr/rc)/r (PaiNN's and DimeNet's choice).
+    Bessel,
+}
+
+/// Smooth cutoff envelope multiplying every edge's contribution, so that energies and forces are
+/// continuous when a pair crosses the cutoff.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Envelope {
+    /// 0.5 (cos(πr/rc) + 1): value and first derivative vanish at rc.
+    Cosine,
+    /// DimeNet's polynomial envelope of order p: value, first and second derivatives vanish at rc.
+    Polynomial {
+        /// Order (6 is a good default).
+        p: i32,
+    },
+}
+
+impl Default for Envelope {
+    fn default() -> Self {
+        Envelope::Polynomial { p: 6 }
+    }
+}
+
+/// Non-linearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// x·sigmoid(x).
+    #[default]
+    Silu,
+    /// log(1+e^x) - log 2 (SchNet's shifted softplus).
+    Ssp,
+    /// tanh.
+    Tanh,
+    /// max(0, x) (not smooth: not for MD).
+    Relu,
+}
+
+/// Graph-level outputs pool per-node head values; node-level outputs keep them per atom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// One value (vector of `dim`) per structure.
+    Graph,
+    /// One value (vector of `dim`) per atom.
+    Node,
+}
+
+/// How a graph head pools its per-node values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// Sum over atoms (extensive properties: energy).
+    #[default]
+    Sum,
+    /// Mean over atoms (intensive properties: HOMO-LUMO gap).
+    Mean,
+}
+
+/// One output head: an MLP on the backbone's scalar node features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadConfig {
+    /// Property name ("energy", "gap", "charges" ...). The head named "energy" is the potential energy.
+    pub name: String,
+    /// Graph- or node-level.
+    #[serde(rename = "type")]
+    pub kind: HeadKind,
+    /// Output width (1 for scalars).
+    #[serde(default = "one")]
+    pub dim: i64,
+    /// Hidden layer widths of the head MLP (HydraGNN's `dim_headlayers`).
+    #[serde(default = "default_head_hidden")]
+    pub dim_headlayers: Vec<i64>,
+    /// Pooling for graph heads.
+    #[serde(default)]
+    pub pooling: Pooling,
+}
+
+/// A per-dataset output branch: its heads and its per-element reference energies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchConfig {
+    /// Branch name, usually the dataset's name.
+    pub name: String,
+    /// Output heads of this branch.
+    pub output_heads: Vec<HeadConfig>,
+    /// Per-element reference energies (eV), one per entry of [`ModelConfig::species`]; added to
+    /// the per-atom energies of the "energy" head.
+    #[serde(default)]
+    pub reference_energies: Vec<f64>,
+}
+
+/// How atoms enter the first layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InputConfig {
+    /// A learned embedding table indexed by species (the default; width `hidden_dim`).
+    Embedding,
+    /// Fixed node features per species fed directly into the first layer (HydraGNN's raw `x`):
+    /// `features[k]` is the feature vector of `species[k]`.
+    RawFeatures {
+        /// One feature vector per species, all of the same length.
+        features: Vec<Vec<f64>>,
+    },
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig::Embedding
+    }
+}
+
+/// The architecture of a model, stored inside every model file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Backbone.
+    pub mpnn_type: MpnnType,
+    /// Width of node features.
+    pub hidden_dim: i64,
+    /// Number of message-passing layers.
+    pub num_conv_layers: usize,
+    /// Cutoff radius (Å).
+    pub radius: f64,
+    /// Number of radial basis functions.
+    #[serde(default = "default_num_radial")]
+    pub num_radial: i64,
+    /// Radial basis.
+    #[serde(default)]
+    pub radial_type: RadialType,
+    /// Cutoff envelope.
+    #[serde(default)]
+    pub envelope: Envelope,
+    /// Activation inside the backbone and heads.
+    #[serde(default)]
+    pub activation_function: Activation,
+    /// Atomic numbers the model knows, in the order of its species index.
+    pub species: Vec<i32>,
+    /// How atoms enter the first layer.
+    #[serde(default)]
+    pub input: InputConfig,
+    /// Output branches (one per dataset); at least one.
+    pub branches: Vec<BranchConfig>,
+}
+
+fn one() -> i64 {
+    1
+}
+fn default_num_radial() -> i64 {
+    20
+}
+fn default_head_hidden() -> Vec<i64> {
+    vec![32]
+}
+
+impl ModelConfig {
+    /// Parses a JSON config, naming the offending key on error, and validates it.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let c: ModelConfig = serde_json::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// A small default model: `mpnn_type` for the given species, one "energy" branch.
+    pub fn small(mpnn_type: MpnnType, species: Vec<i32>, radius: f64) -> Self {
+        let n = species.len();
+        ModelConfig {
+            mpnn_type,
+            hidden_dim: 32,
+            num_conv_layers: 2,
+            radius,
+            num_radial: 16,
+            radial_type: if mpnn_type == MpnnType::PaiNN { RadialType::Bessel } else { RadialType::Gaussian },
+            envelope: Envelope::default(),
+            activation_function: Activation::Silu,
+            species,
+            input: InputConfig::Embedding,
+            branches: vec![BranchConfig {
+                name: "default".into(),
+                output_heads: vec![HeadConfig {
+                    name: "energy".into(),
+                    kind: HeadKind::Graph,
+                    dim: 1,
+                    dim_headlayers: vec![32],
+                    pooling: Pooling::Sum,
+                }],
+                reference_energies: vec![0.0; n],
+            }],
+        }
+    }
+
+    /// Checks values that serde cannot: positive sizes, a finite radius, known and unique species,
+    /// branch names, reference-energy counts, an "energy" head that is a summed scalar.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.hidden_dim < 1 {
+            return bad(format!("hidden_dim must be >= 1, got {}", self.hidden_dim));
+        }
+        if self.num_conv_layers < 1 {
+            return bad("num_conv_layers must be >= 1".into());
+        }
+        if !(self.radius.is_finite() && self.radius > 0.0) {
+            return bad(format!("radius must be a positive number, got {}", self.radius));
+        }
+        if self.num_radial < 1 {
+            return bad(format!("num_radial must be >= 1, got {}", self.num_radial));
+        }
+        if self.species.is_empty() {
+            return bad("species must list at least one atomic number".into());
+        }
+        for (k, &z) in self.species.iter().enumerate() {
+            if !(1..=118).contains(&z) {
+                return bad(format!("species[{k}] = {z} is not an atomic number"));
+            }
+            if self.species[..k].contains(&z) {
+                return bad(format!("species[{k}] = {z} is listed twice"));
+            }
+        }
+        if let InputConfig::RawFeatures { features } = &self.input {
+            if features.len() != self.species.len() {
+                return bad(format!("input.features has {} rows for {} species", features.len(), self.species.len()));
+            }
+            let w = features[0].len();
+            if w == 0 || features.iter().any(|f| f.len() != w) {
+                return bad("input.features rows must all have the same, non-zero length".into());
+            }
+        }
+        if let Envelope::Polynomial { p } = self.envelope {
+            if p < 2 {
+                return bad(format!("envelope.p must be >= 2, got {p}"));
+            }
+        }
+        if self.branches.is_empty() {
+            return bad("branches must contain at least one branch".into());
+        }
+        for (b, br) in self.branches.iter().enumerate() {
+            if self.branches[..b].iter().any(|o| o.name == br.name) {
+                return bad(format!("branch name '{}' is used twice", br.name));
+            }
+            if !br.reference_energies.is_empty() && br.reference_energies.len() != self.species.len() {
+                return bad(format!(
+                    "branches[{b}].reference_energies has {} values for {} species",
+                    br.reference_energies.len(),
+                    self.species.len()
+                ));
+            }
+            for h in &br.output_heads {
+                if h.dim < 1 {
+                    return bad(format!("branch '{}' head '{}': dim must be >= 1", br.name, h.name));
+                }
+                if h.name == "energy" && (h.kind != HeadKind::Graph || h.dim != 1 || h.pooling != Pooling::Sum) {
+                    return bad(format!(
+                        "branch '{}': the 'energy' head must be a graph head of dim 1 with sum pooling",
+                        br.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Width of the per-atom input to the first layer.
+    pub fn input_dim(&self) -> i64 {
+        match &self.input {
+            InputConfig::Embedding => self.hidden_dim,
+            InputConfig::RawFeatures { features } => features[0].len() as i64,
+        }
+    }
+}

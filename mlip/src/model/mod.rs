@@ -1,0 +1,327 @@
+//! The models: a species input (embedding or raw features), a message-passing backbone (SchNet,
+//! PaiNN) behind one [`Backbone`] interface, and per-dataset output branches of graph- and
+//! node-level heads. [`Model::forward`] is differentiable end to end (the trainer takes
+//! gradients through it); the energy is Σ_i (head(h_i) + E0[Z_i]).
+
+pub mod config;
+pub mod nn;
+pub mod painn;
+pub mod schnet;
+
+use std::collections::BTreeMap;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use config::{HeadKind, InputConfig, ModelConfig, MpnnType, Pooling};
+use nn::{Edges, Mlp, Radial};
+
+/// Node features flowing between layers: scalars (n, F) and, for equivariant models, vectors (n, 3, F).
+#[derive(Debug)]
+pub struct State {
+    /// Scalar features.
+    pub s: Tensor,
+    /// Vector features, if the backbone has them.
+    pub v: Option<Tensor>,
+}
+
+/// One message-passing backbone. The per-atom state entering layer `l` flattens to `width(l)`
+/// numbers: that is what a spatial-decomposition client exchanges for ghost atoms.
+pub trait Backbone: Send {
+    /// State entering layer 0 from the per-atom input features.
+    fn init_state(&self, x0: &Tensor) -> State;
+    /// Layer `l`: the state after it, for every node that receives messages.
+    fn layer(&self, l: usize, st: &State, e: &Edges) -> State;
+    /// Flattened width of the state entering layer `l` (`l` = number of layers: the final state).
+    fn width(&self, l: usize) -> i64;
+    /// Flattens a state to (n, width).
+    fn flatten(&self, st: &State) -> Tensor;
+    /// Inverse of [`Backbone::flatten`] for the state entering layer `l`.
+    fn unflatten(&self, l: usize, t: &Tensor) -> State;
+}
+
+struct Head {
+    name: String,
+    kind: HeadKind,
+    pooling: Pooling,
+    mlp: Mlp,
+}
+
+struct Branch {
+    name: String,
+    heads: Vec<Head>,
+    energy: Option<usize>,
+    e0: Tensor,
+}
+
+enum Input {
+    Embedding(tch::nn::Embedding),
+    Raw(Tensor),
+}
+
+/// A batch of graphs as tensors. Edge e carries a message from `src[e]` to `dst[e]`, with
+/// `edge_vec[e] = x_src - x_dst` (periodic shift included).
+#[derive(Debug)]
+pub struct GraphTensors {
+    /// Species index (position in the model's `species`) per node, int64 (n,).
+    pub species: Tensor,
+    /// Message sources, int64 (E,).
+    pub src: Tensor,
+    /// Message destinations, int64 (E,).
+    pub dst: Tensor,
+    /// Edge vectors (E, 3) in the model's float kind.
+    pub edge_vec: Tensor,
+    /// Graph index per node, int64 (n,).
+    pub batch: Tensor,
+    /// Number of graphs.
+    pub n_graphs: i64,
+}
+
+/// What [`Model::forward`] returns.
+#[derive(Debug)]
+pub struct Outputs {
+    /// Per-atom energies (n,), reference energies included.
+    pub node_energy: Tensor,
+    /// Per-graph energies (n_graphs,).
+    pub energy: Tensor,
+    /// Other graph heads, (n_graphs, dim).
+    pub graph_properties: BTreeMap<String, Tensor>,
+    /// Other node heads, (n, dim).
+    pub node_properties: BTreeMap<String, Tensor>,
+}
+
+/// A model: configuration, weights (a tch VarStore) and the active branch.
+pub struct Model {
+    config: ModelConfig,
+    vs: tch::nn::VarStore,
+    kind: Kind,
+    input: Input,
+    radial: Radial,
+    backbone: Box<dyn Backbone>,
+    branches: Vec<Branch>,
+    active: usize,
+    species_index: [i64; 119],
+    /// Free-form metadata carried by the model file (units, provenance ...).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("config", &self.config).field("kind", &self.kind).finish()
+    }
+}
+
+impl Model {
+    /// A freshly initialised model (weights from `seed`) in `kind` (Float or Double) on `device`.
+    pub fn new(config: ModelConfig, kind: Kind, device: Device, seed: i64) -> Result<Self> {
+        config.validate()?;
+        if !matches!(kind, Kind::Float | Kind::Double) {
+            return Err(Error::InvalidInput(format!("model precision must be float32 or float64, got {kind:?}")));
+        }
+        tch::manual_seed(seed);
+        let mut vs = tch::nn::VarStore::new(device);
+        let root = vs.root();
+        let input = match &config.input {
+            InputConfig::Embedding => Input::Embedding(tch::nn::embedding(
+                &root / "embedding",
+                config.species.len() as i64,
+                config.hidden_dim,
+                Default::default(),
+            )),
+            InputConfig::RawFeatures { features } => {
+                let w = features[0].len() as i64;
+                let flat: Vec<f64> = features.iter().flatten().copied().collect();
+                Input::Raw(nn::tensor_from(&flat, &[features.len() as i64, w], kind, device))
+            }
+        };
+        let radial = Radial::new(config.radial_type, config.envelope, config.radius, config.num_radial);
+        let backbone: Box<dyn Backbone> = match config.mpnn_type {
+            MpnnType::SchNet => Box::new(schnet::SchNet::new(&root, &config)),
+            MpnnType::PaiNN => Box::new(painn::PaiNN::new(&root, &config)),
+        };
+        let f = config.hidden_dim;
+        let act = config.activation_function;
+        let branches = config
+            .branches
+            .iter()
+            .map(|b| {
+                let p = &root / "branches" / b.name.as_str();
+                let heads: Vec<Head> = b
+                    .output_heads
+                    .iter()
+                    .map(|h| {
+                        let mut dims = vec![f];
+                        dims.extend(&h.dim_headlayers);
+                        dims.push(h.dim);
+                        Head { name: h.name.clone(), kind: h.kind, pooling: h.pooling, mlp: Mlp::new(&(&p / h.name.as_str()), &dims, act) }
+                    })
+                    .collect();
+                let e0 = if b.reference_energies.is_empty() { vec![0.0; config.species.len()] } else { b.reference_energies.clone() };
+                Branch {
+                    name: b.name.clone(),
+                    energy: heads.iter().position(|h| h.name == "energy"),
+                    heads,
+                    e0: nn::tensor_from(&e0, &[e0.len() as i64], kind, device),
+                }
+            })
+            .collect();
+        if kind == Kind::Double {
+            vs.double();
+        } else {
+            vs.float();
+        }
+        let mut species_index = [-1i64; 119];
+        for (k, &z) in config.species.iter().enumerate() {
+            species_index[z as usize] = k as i64;
+        }
+        Ok(Model { config, vs, kind, input, radial, backbone, branches, active: 0, species_index, metadata: BTreeMap::new() })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    /// Float kind of the weights and computations.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+    /// Device of the weights.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+    /// Cutoff radius (Å).
+    pub fn cutoff(&self) -> f64 {
+        self.config.radius
+    }
+    /// Number of message-passing layers.
+    pub fn num_layers(&self) -> usize {
+        self.config.num_conv_layers
+    }
+    /// Atomic numbers known to the model, in species-index order.
+    pub fn species(&self) -> &[i32] {
+        &self.config.species
+    }
+    /// The weights (for the trainer's optimiser and for saving).
+    pub fn var_store(&self) -> &tch::nn::VarStore {
+        &self.vs
+    }
+    /// Mutable weights.
+    pub fn var_store_mut(&mut self) -> &mut tch::nn::VarStore {
+        &mut self.vs
+    }
+    /// The backbone (for layer-by-layer evaluation).
+    pub fn backbone(&self) -> &dyn Backbone {
+        self.backbone.as_ref()
+    }
+    /// Names of the branches.
+    pub fn branch_names(&self) -> Vec<String> {
+        self.branches.iter().map(|b| b.name.clone()).collect()
+    }
+    /// Index of the active branch (the one used by [`Model::forward`] when none is given).
+    pub fn active_branch(&self) -> usize {
+        self.active
+    }
+    /// Selects the branch used for energies by name.
+    pub fn set_branch(&mut self, name: &str) -> Result<()> {
+        match self.branches.iter().position(|b| b.name == name) {
+            Some(i) => {
+                self.active = i;
+                Ok(())
+            }
+            None => Err(Error::InvalidInput(format!(
+                "model has no branch (head) named '{name}'; its branches are: {}",
+                self.branch_names().join(", ")
+            ))),
+        }
+    }
+
+    /// Species index of every atomic number, or an error naming the atom and its element.
+    pub fn species_indices(&self, numbers: &[i32]) -> Result<Vec<i64>> {
+        numbers
+            .iter()
+            .enumerate()
+            .map(|(i, &z)| {
+                let k = if (0..119).contains(&z) { self.species_index[z as usize] } else { -1 };
+                if k < 0 {
+                    Err(Error::UnknownSpecies {
+                        index: i,
+                        z,
+                        symbol: crate::elements::symbol(z).to_string(),
+                        known: self.config.species.iter().map(|&z| crate::elements::symbol(z)).collect::<Vec<_>>().join(", "),
+                    })
+                } else {
+                    Ok(k)
+                }
+            })
+            .collect()
+    }
+
+    /// Per-edge geometry for `edge_vec` (E, 3).
+    pub fn edges(&self, src: &Tensor, dst: &Tensor, edge_vec: &Tensor, n_nodes: i64) -> Edges {
+        Edges::new(src, dst, edge_vec, &self.radial, n_nodes)
+    }
+
+    /// Input features (n, input_dim) of the given species indices.
+    pub fn input_features(&self, species: &Tensor) -> Tensor {
+        match &self.input {
+            Input::Embedding(e) => species.apply(e),
+            Input::Raw(t) => t.index_select(0, species),
+        }
+    }
+
+    /// Runs every layer: the final node state.
+    pub fn propagate(&self, g: &GraphTensors) -> State {
+        let n = g.species.size()[0];
+        let e = self.edges(&g.src, &g.dst, &g.edge_vec, n);
+        let mut st = self.backbone.init_state(&self.input_features(&g.species));
+        for l in 0..self.num_layers() {
+            st = self.backbone.layer(l, &st, &e);
+        }
+        st
+    }
+
+    /// Per-atom energies (n,) of branch `branch` from final scalar node features (n, F).
+    pub fn node_energy(&self, branch: usize, s: &Tensor, species: &Tensor) -> Result<Tensor> {
+        let b = &self.branches[branch];
+        let h = b.energy.ok_or_else(|| Error::InvalidInput(format!("branch '{}' has no 'energy' head", b.name)))?;
+        Ok(b.heads[h].mlp.forward(s).squeeze_dim(-1) + b.e0.index_select(0, species))
+    }
+
+    /// Every head of branch `branch` (None: the active one): energies and other properties.
+    pub fn heads(&self, branch: Option<usize>, s: &Tensor, g: &GraphTensors) -> Result<Outputs> {
+        let bi = branch.unwrap_or(self.active);
+        let b = self.branches.get(bi).ok_or_else(|| Error::InvalidInput(format!("no branch {bi}")))?;
+        let node_energy = self.node_energy(bi, s, &g.species)?;
+        let pool = |x: &Tensor, mean: bool| {
+            let mut shape = x.size();
+            shape[0] = g.n_graphs;
+            let sum = Tensor::zeros(shape.as_slice(), (x.kind(), x.device())).index_add(0, &g.batch, x);
+            if mean {
+                let ones = Tensor::ones([x.size()[0]], (x.kind(), x.device()));
+                let count = Tensor::zeros([g.n_graphs], (x.kind(), x.device())).index_add(0, &g.batch, &ones).clamp_min(1.0);
+                sum / count.unsqueeze(-1)
+            } else {
+                sum
+            }
+        };
+        let energy = pool(&node_energy, false);
+        let (mut graph_properties, mut node_properties) = (BTreeMap::new(), BTreeMap::new());
+        for (k, h) in b.heads.iter().enumerate() {
+            if Some(k) == b.energy {
+                continue;
+            }
+            let y = h.mlp.forward(s);
+            match h.kind {
+                HeadKind::Node => node_properties.insert(h.name.clone(), y),
+                HeadKind::Graph => graph_properties.insert(h.name.clone(), pool(&y, h.pooling == Pooling::Mean)),
+            };
+        }
+        Ok(Outputs { node_energy, energy, graph_properties, node_properties })
+    }
+
+    /// Full differentiable forward pass for branch `branch` (None: the active one).
+    pub fn forward(&self, g: &GraphTensors, branch: Option<usize>) -> Result<Outputs> {
+        let st = self.propagate(g);
+        self.heads(branch, &st.s, g)
+    }
+}

@@ -1,0 +1,151 @@
+//! Building blocks shared by the backbones and heads: activations, MLPs, radial bases, cutoff
+//! envelopes and the per-edge geometry every message-passing layer reads.
+
+use tch::{nn, Kind, Tensor};
+
+use super::config::{Activation, Envelope, RadialType};
+
+/// Applies an activation.
+pub fn act(a: Activation, x: &Tensor) -> Tensor {
+    match a {
+        Activation::Silu => x.silu(),
+        Activation::Ssp => x.softplus() - std::f64::consts::LN_2,
+        Activation::Tanh => x.tanh(),
+        Activation::Relu => x.relu(),
+    }
+}
+
+/// A multi-layer perceptron: Linear, act, Linear, act, ..., Linear (no activation at the end).
+#[derive(Debug)]
+pub struct Mlp {
+    layers: Vec<nn::Linear>,
+    act: Activation,
+}
+
+impl Mlp {
+    /// Layers named `vs/0`, `vs/1`, ... with widths `dims[0] -> dims[1] -> ...`.
+    pub fn new(vs: &nn::Path, dims: &[i64], act: Activation) -> Self {
+        let layers = dims
+            .windows(2)
+            .enumerate()
+            .map(|(k, w)| nn::linear(vs / k.to_string(), w[0], w[1], Default::default()))
+            .collect();
+        Mlp { layers, act }
+    }
+
+    /// Forward pass.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let mut h = x.shallow_clone();
+        for (k, l) in self.layers.iter().enumerate() {
+            h = h.apply(l);
+            if k + 1 < self.layers.len() {
+                h = act(self.act, &h);
+            }
+        }
+        h
+    }
+}
+
+/// Radial basis and envelope of the pair distance.
+#[derive(Debug)]
+pub struct Radial {
+    kind: RadialType,
+    envelope: Envelope,
+    cutoff: f64,
+    n: i64,
+}
+
+impl Radial {
+    /// A basis of `n` functions on [0, cutoff).
+    pub fn new(kind: RadialType, envelope: Envelope, cutoff: f64, n: i64) -> Self {
+        Radial { kind, envelope, cutoff, n }
+    }
+
+    /// Number of basis functions.
+    pub fn size(&self) -> i64 {
+        self.n
+    }
+
+    /// Expands distances `d` (E,) into (E, n).
+    pub fn expand(&self, d: &Tensor) -> Tensor {
+        let (kind, dev) = (d.kind(), d.device());
+        let rc = self.cutoff;
+        match self.kind {
+            RadialType::Gaussian => {
+                let step = if self.n > 1 { rc / (self.n - 1) as f64 } else { rc };
+                let mu = Tensor::linspace(0.0, rc, self.n, (kind, dev));
+                let gamma = -0.5 / (step * step);
+                (d.unsqueeze(-1) - mu).square() * gamma
+            }
+            .exp(),
+            RadialType::Bessel => {
+                let k = Tensor::arange_start(1, self.n + 1, (kind, dev)) * (std::f64::consts::PI / rc);
+                let pref = (2.0 / rc).sqrt();
+                (d.unsqueeze(-1) * k).sin() / d.unsqueeze(-1) * pref
+            }
+        }
+    }
+
+    /// The smooth envelope, exactly 0 at and beyond the cutoff.
+    pub fn envelope(&self, d: &Tensor) -> Tensor {
+        let rc = self.cutoff;
+        let inside = d.lt(rc);
+        // Evaluate the polynomial on a clamped argument so that far pairs give finite values and
+        // zero gradients.
+        let x = (d / rc).clamp_max(1.0);
+        let u = match self.envelope {
+            Envelope::Cosine => ((x * std::f64::consts::PI).cos() + 1.0) * 0.5,
+            Envelope::Polynomial { p } => {
+                let p = p as f64;
+                let a = -(p + 1.0) * (p + 2.0) / 2.0;
+                let b = p * (p + 2.0);
+                let c = -p * (p + 1.0) / 2.0;
+                let xp = x.pow_tensor_scalar(p);
+                (xp.shallow_clone() * a) + (&xp * &x * b) + (&xp * &x * &x * c) + 1.0
+            }
+        };
+        u * inside.to_kind(d.kind())
+    }
+}
+
+/// Per-edge geometry for one layer. Edge e carries a message from `src[e]` (the neighbour j) to
+/// `dst[e]` (the centre i); `vec[e] = x_j - x_i` (including any periodic shift).
+#[derive(Debug)]
+pub struct Edges {
+    /// Message sources (neighbours), int64 (E,).
+    pub src: Tensor,
+    /// Message destinations (centres), int64 (E,).
+    pub dst: Tensor,
+    /// Edge vectors (E, 3).
+    pub vec: Tensor,
+    /// Distances (E,).
+    pub dist: Tensor,
+    /// Radial basis (E, n).
+    pub rbf: Tensor,
+    /// Envelope (E,).
+    pub env: Tensor,
+    /// Number of nodes messages are aggregated into.
+    pub n_nodes: i64,
+}
+
+impl Edges {
+    /// Geometry of the edges `vec` (E,3) under `radial`.
+    pub fn new(src: &Tensor, dst: &Tensor, vec: &Tensor, radial: &Radial, n_nodes: i64) -> Self {
+        let dist = vec.square().sum_dim_intlist(-1, false, vec.kind()).sqrt();
+        let rbf = radial.expand(&dist);
+        let env = radial.envelope(&dist);
+        Edges { src: src.shallow_clone(), dst: dst.shallow_clone(), vec: vec.shallow_clone(), dist, rbf, env, n_nodes }
+    }
+
+    /// Sums per-edge messages `m` (E, ...) into their destination nodes (n_nodes, ...).
+    pub fn aggregate(&self, m: &Tensor) -> Tensor {
+        let mut shape = m.size();
+        shape[0] = self.n_nodes;
+        Tensor::zeros(shape.as_slice(), (m.kind(), m.device())).index_add(0, &self.dst, m)
+    }
+}
+
+/// Casts an f64 slice to a tensor of `kind` on `device`, shaped `shape`.
+pub fn tensor_from(data: &[f64], shape: &[i64], kind: Kind, device: tch::Device) -> Tensor {
+    Tensor::from_slice(data).view(shape).to_kind(kind).to_device(device)
+}

@@ -1,0 +1,82 @@
+//! SchNet (Schütt et al., "SchNet: A continuous-filter convolutional neural network for modeling
+//! quantum interactions", NeurIPS 2017), in the interaction-block form of PyTorch Geometric that
+//! HydraGNN wraps. Reads `hidden_dim`, `num_conv_layers`, `num_radial`, `radial_type`, `envelope`,
+//! `activation_function` from [`ModelConfig`](super::config::ModelConfig).
+//!
+//! Layer l: W_ij = lin(act(lin(rbf(r_ij)))) · envelope(r_ij); m_i = Σ_j lin1(h_j) ⊙ W_ij;
+//! h_i ← h_i + lin3(act(lin2(m_i))) (no residual when the input width differs).
+
+use tch::{nn, Tensor};
+
+use super::config::{Activation, ModelConfig};
+use super::nn::{act, Edges};
+use super::{Backbone, State};
+
+struct Interaction {
+    filter1: nn::Linear,
+    filter2: nn::Linear,
+    lin1: nn::Linear,
+    lin2: nn::Linear,
+    lin3: nn::Linear,
+    residual: bool,
+}
+
+/// The SchNet backbone.
+pub struct SchNet {
+    layers: Vec<Interaction>,
+    act: Activation,
+    dims: Vec<i64>,
+}
+
+impl SchNet {
+    /// Layers under `vs/"layers"/l`.
+    pub fn new(vs: &nn::Path, c: &ModelConfig) -> Self {
+        let f = c.hidden_dim;
+        let mut dims = vec![c.input_dim()];
+        let layers = (0..c.num_conv_layers)
+            .map(|l| {
+                let p = vs / "layers" / l.to_string();
+                let fin = *dims.last().unwrap();
+                dims.push(f);
+                let nobias = nn::LinearConfig { bias: false, ..Default::default() };
+                Interaction {
+                    filter1: nn::linear(&p / "filter1", c.num_radial, f, Default::default()),
+                    filter2: nn::linear(&p / "filter2", f, f, Default::default()),
+                    lin1: nn::linear(&p / "lin1", fin, f, nobias),
+                    lin2: nn::linear(&p / "lin2", f, f, Default::default()),
+                    lin3: nn::linear(&p / "lin3", f, f, Default::default()),
+                    residual: fin == f,
+                }
+            })
+            .collect();
+        SchNet { layers, act: c.activation_function, dims }
+    }
+}
+
+impl Backbone for SchNet {
+    fn init_state(&self, x0: &Tensor) -> State {
+        State { s: x0.shallow_clone(), v: None }
+    }
+
+    fn layer(&self, l: usize, st: &State, e: &Edges) -> State {
+        let b = &self.layers[l];
+        let w = act(self.act, &e.rbf.apply(&b.filter1)).apply(&b.filter2) * e.env.unsqueeze(-1);
+        let x = st.s.apply(&b.lin1);
+        let m = e.aggregate(&(x.index_select(0, &e.src) * w));
+        let v = act(self.act, &m.apply(&b.lin2)).apply(&b.lin3);
+        let s = if b.residual { &st.s + v } else { v };
+        State { s, v: None }
+    }
+
+    fn width(&self, l: usize) -> i64 {
+        self.dims[l]
+    }
+
+    fn flatten(&self, st: &State) -> Tensor {
+        st.s.shallow_clone()
+    }
+
+    fn unflatten(&self, _l: usize, t: &Tensor) -> State {
+        State { s: t.shallow_clone(), v: None }
+    }
+}
