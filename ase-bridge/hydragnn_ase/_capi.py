@@ -1,0 +1,231 @@
+"""ctypes binding of the engine's C ABI (mlip/capi/include/hydragnn.h): library lookup, the
+structs, the exception hierarchy, and the one place where a status code becomes an exception."""
+
+import ctypes
+import errno
+import importlib.util
+import os
+from ctypes import POINTER, Structure, c_char_p, c_double, c_int32, c_int64, c_void_p
+from pathlib import Path
+
+LIBRARY_NAME = "libhydragnn.so"
+
+# Status codes and option constants, as in hydragnn.h.
+HGNN_SUCCESS = 0
+HGNN_ERROR_INVALID_ARGUMENT = 1
+HGNN_ERROR_NULL_POINTER = 2
+HGNN_ERROR_IO = 3
+HGNN_ERROR_MODEL_FILE = 4
+HGNN_ERROR_UNKNOWN_SPECIES = 5
+HGNN_ERROR_INTERNAL = 6
+HGNN_DEVICE_CPU = 0
+HGNN_DEVICE_CUDA = 1
+HGNN_DTYPE_FLOAT32 = 32
+HGNN_DTYPE_FLOAT64 = 64
+
+
+# --- exceptions -----------------------------------------------------------------------------
+
+
+class HydraGNNError(Exception):
+    """An error reported by the engine; `code` is its HGNN_ERROR_* status."""
+
+    code = None
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class InvalidArgumentError(HydraGNNError, ValueError):
+    """An invalid input: a NaN position, a zero-volume cell, a bad option ..."""
+
+    code = HGNN_ERROR_INVALID_ARGUMENT
+
+
+class NullPointerError(HydraGNNError, ValueError):
+    """A NULL pointer reached the engine (a bug in this binding)."""
+
+    code = HGNN_ERROR_NULL_POINTER
+
+
+class ModelIOError(HydraGNNError, OSError):
+    """A model file could not be read."""
+
+    code = HGNN_ERROR_IO
+
+
+class ModelNotFoundError(ModelIOError, FileNotFoundError):
+    """The model file does not exist (errno ENOENT, `filename` is the path)."""
+
+    def __init__(self, path):
+        OSError.__init__(self, errno.ENOENT, f"model file not found: {path}", str(path))
+
+
+class ModelFileError(HydraGNNError, ValueError):
+    """The file is not a valid model file (truncated, corrupted, wrong version, not a model)."""
+
+    code = HGNN_ERROR_MODEL_FILE
+
+
+class UnknownSpeciesError(HydraGNNError, ValueError):
+    """An atom's element is not one of the model's species."""
+
+    code = HGNN_ERROR_UNKNOWN_SPECIES
+
+
+class InternalError(HydraGNNError, RuntimeError):
+    """A failure inside the engine (libtorch error, non-finite model output)."""
+
+    code = HGNN_ERROR_INTERNAL
+
+
+class LibraryNotFoundError(HydraGNNError, ImportError):
+    """libhydragnn.so was not found or could not be loaded."""
+
+
+_ERRORS = {
+    cls.code: cls
+    for cls in (InvalidArgumentError, NullPointerError, ModelIOError, ModelFileError, UnknownSpeciesError, InternalError)
+}
+
+
+# --- structs --------------------------------------------------------------------------------
+
+
+class hgnn_options_t(Structure):
+    _fields_ = [("device", c_int32), ("dtype", c_int32), ("num_threads", c_int32), ("branch", c_char_p)]
+
+
+class hgnn_structure_t(Structure):
+    _fields_ = [
+        ("n_atoms", c_int64),
+        ("positions", POINTER(c_double)),
+        ("atomic_numbers", POINTER(c_int32)),
+        ("cell", c_double * 9),
+        ("pbc", c_int32 * 3),
+    ]
+
+
+class hgnn_results_t(Structure):
+    _fields_ = [
+        ("energy", c_double),
+        ("forces", POINTER(c_double)),
+        ("virial", POINTER(c_double)),
+        ("energies", POINTER(c_double)),
+        ("virials", POINTER(c_double)),
+    ]
+
+
+# --- the library ----------------------------------------------------------------------------
+
+
+def _candidates():
+    """Where to look for the library, in order (env HYDRAGNN_LIB, the package dir, the repo)."""
+    env = os.environ.get("HYDRAGNN_LIB")
+    if env:
+        return [Path(env)]
+    here = Path(__file__).resolve().parent
+    repo = here.parent.parent  # ase-bridge/hydragnn_ase/_capi.py -> repository root
+    out = [here / LIBRARY_NAME]
+    target = os.environ.get("CARGO_TARGET_DIR")
+    if target:
+        out.append(Path(target) / "release" / LIBRARY_NAME)
+    out.append(repo / "target" / "release" / LIBRARY_NAME)
+    return out
+
+
+def library_path():
+    """The path of the libhydragnn.so that `load_library` would load."""
+    cands = _candidates()
+    for p in cands:
+        if p.is_file():
+            return p
+    if os.environ.get("HYDRAGNN_LIB"):
+        raise LibraryNotFoundError(f"HYDRAGNN_LIB={cands[0]} does not exist")
+    tried = "\n  ".join(str(p) for p in cands)
+    raise LibraryNotFoundError(
+        f"{LIBRARY_NAME} not found; tried:\n  {tried}\n"
+        "Build it with `cargo build --release -p hydragnn-capi` in the hydragnn-rs repository, "
+        "or set HYDRAGNN_LIB to its path."
+    )
+
+
+def _preload_libtorch():
+    """Loads libtorch from an installed torch wheel (without importing torch), for a library
+    whose RUNPATH does not point at one; returns False when there is none."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    lib = Path(list(spec.submodule_search_locations)[0]) / "lib"
+    for name in ("libc10.so", "libtorch_cpu.so"):
+        if not (lib / name).is_file():
+            return False
+        ctypes.CDLL(str(lib / name), mode=ctypes.RTLD_GLOBAL)
+    return True
+
+
+def _check(status, func, args):
+    """The one place where a status code is checked: raises the matching HydraGNNError with the
+    engine's message (`hgnn_last_error`, per thread, read right after the failing call)."""
+    if status == HGNN_SUCCESS:
+        return status
+    msg = _LIB.hgnn_last_error().decode("utf-8", "replace")
+    raise _ERRORS.get(status, HydraGNNError)(f"{func.__name__}: {msg}", status)
+
+
+def _bind(lib):
+    P = POINTER
+    status = [
+        ("hgnn_set_num_threads", [c_int32]),
+        ("hgnn_model_load", [c_char_p, P(hgnn_options_t), P(c_void_p)]),
+        ("hgnn_model_cutoff", [c_void_p, P(c_double)]),
+        ("hgnn_model_num_layers", [c_void_p, P(c_int32)]),
+        ("hgnn_model_num_species", [c_void_p, P(c_int32)]),
+        ("hgnn_model_species", [c_void_p, P(c_int32), c_int32]),
+        ("hgnn_model_info", [c_void_p, P(c_char_p)]),
+        ("hgnn_compute", [c_void_p, P(hgnn_structure_t), P(hgnn_results_t)]),
+        ("hgnn_compute_batch", [c_void_p, c_int64, P(hgnn_structure_t), P(hgnn_results_t)]),
+    ]
+    for name, argtypes in status:
+        f = getattr(lib, name)
+        f.argtypes = argtypes
+        f.restype = c_int32
+        f.errcheck = _check
+    lib.hgnn_last_error.argtypes = []
+    lib.hgnn_last_error.restype = c_char_p
+    lib.hgnn_version.argtypes = []
+    lib.hgnn_version.restype = c_char_p
+    lib.hgnn_options_default.argtypes = []
+    lib.hgnn_options_default.restype = hgnn_options_t
+    lib.hgnn_model_free.argtypes = [c_void_p]
+    lib.hgnn_model_free.restype = None
+    return lib
+
+
+_LIB = None
+
+
+def load_library():
+    """The bound library (loaded once per process)."""
+    global _LIB
+    if _LIB is None:
+        path = library_path()
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as first:
+            # The RUNPATH written at build time may not exist here; try the torch wheel.
+            try:
+                found = "libtorch" in str(first) and _preload_libtorch()
+                lib = ctypes.CDLL(str(path)) if found else None
+            except OSError:
+                lib = None
+            if lib is None:
+                raise LibraryNotFoundError(
+                    f"cannot load {path}: {first}\n"
+                    "libhydragnn.so needs libtorch (libtorch_cpu.so, libc10.so): install the same "
+                    "torch version it was built against, or add its lib/ folder to LD_LIBRARY_PATH."
+                ) from first
+        _LIB = _bind(lib)
+    return _LIB

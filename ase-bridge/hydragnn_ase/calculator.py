@@ -1,0 +1,221 @@
+"""`HydraGNNCalculator`: an ASE calculator that evaluates a hydragnn-rs model file with the engine
+through its C ABI (one `hgnn_compute` per configuration, everything in one pass), plus `batch`
+for a list of structures in one `hgnn_compute_batch` call."""
+
+import json
+import os
+import weakref
+from ctypes import POINTER, byref, c_char_p, c_double, c_int32, c_void_p
+
+import numpy as np
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from . import _capi
+from ._capi import HGNN_DEVICE_CPU, HGNN_DEVICE_CUDA, HGNN_DTYPE_FLOAT32, HGNN_DTYPE_FLOAT64
+
+_DEVICES = {"cpu": HGNN_DEVICE_CPU, "cuda": HGNN_DEVICE_CUDA, "cuda:0": HGNN_DEVICE_CUDA}
+_DTYPES = {"float64": HGNN_DTYPE_FLOAT64, "float32": HGNN_DTYPE_FLOAT32}
+_STRESS = ("stress", "stresses")
+# Parameters that select the loaded model; changing one with `set` reloads it.
+_MODEL_KEYS = ("model", "device", "dtype", "head", "threads")
+
+
+def _dptr(a):
+    return a.ctypes.data_as(POINTER(c_double))
+
+
+class _Model:
+    """Owns one `hgnn_model_t` (freed with the object) and the model's self-description."""
+
+    def __init__(self, path, device, dtype, head, threads):
+        self.lib = lib = _capi.load_library()
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise _capi.ModelNotFoundError(path)
+        opts = lib.hgnn_options_default()
+        opts.device = _choice("device", device, _DEVICES)
+        opts.dtype = _choice("dtype", dtype, _DTYPES)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
+            raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
+        opts.num_threads = 0 if threads is None else int(threads)
+        opts.branch = None if head is None else str(head).encode()
+        handle = c_void_p()
+        lib.hgnn_model_load(path.encode(), byref(opts), byref(handle))
+        self.handle = handle
+        self._free = weakref.finalize(self, lib.hgnn_model_free, handle)
+
+        cutoff, n_layers, n_species, info = c_double(), c_int32(), c_int32(), c_char_p()
+        lib.hgnn_model_cutoff(handle, byref(cutoff))
+        lib.hgnn_model_num_layers(handle, byref(n_layers))
+        lib.hgnn_model_num_species(handle, byref(n_species))
+        species = (c_int32 * n_species.value)()
+        lib.hgnn_model_species(handle, species, n_species.value)
+        lib.hgnn_model_info(handle, byref(info))
+        self.cutoff = cutoff.value
+        self.num_layers = n_layers.value
+        self.species = tuple(species)
+        self.info = json.loads(info.value.decode()) if info.value else {}
+
+
+def _choice(name, value, table):
+    key = np.dtype(value).name if name == "dtype" and not isinstance(value, str) else str(value).lower()
+    if key not in table:
+        raise ValueError(f"{name} must be one of {sorted(set(table))}, got {value!r}")
+    return table[key]
+
+
+def _periodic3d(atoms):
+    return bool(np.all(atoms.pbc)) and atoms.cell.rank == 3
+
+
+class _Job:
+    """One structure in the C layout, plus the fresh numpy arrays its results go to (the arrays
+    become the results, so nothing is shared between calls)."""
+
+    def __init__(self, atoms, want):
+        n = len(atoms)
+        self.n = n
+        self.positions = np.ascontiguousarray(atoms.get_positions(), dtype=np.float64)
+        self.numbers = np.ascontiguousarray(atoms.numbers, dtype=np.int32)
+        self.volume = abs(atoms.cell.volume) if _periodic3d(atoms) else None
+        s = _capi.hgnn_structure_t()
+        s.n_atoms = n
+        s.positions = _dptr(self.positions)
+        s.atomic_numbers = self.numbers.ctypes.data_as(POINTER(c_int32))
+        s.cell[:] = np.asarray(atoms.cell.array, dtype=np.float64).ravel().tolist()
+        s.pbc[:] = [int(bool(p)) for p in atoms.pbc]
+        self.structure = s
+        stress = "stress" in want or "stresses" in want
+        self.forces = np.zeros((n, 3))
+        self.energies = np.zeros(n)
+        self.virial = np.zeros((3, 3)) if stress else None
+        self.virials = np.zeros((n, 3, 3)) if stress else None
+        r = _capi.hgnn_results_t()
+        r.forces = _dptr(self.forces)
+        r.energies = _dptr(self.energies)
+        if stress:
+            r.virial = _dptr(self.virial)
+            r.virials = _dptr(self.virials)
+        self.raw = r
+
+    def results(self):
+        """ASE results: eV, eV/Å, and stress = -virial/V in Voigt order (xx yy zz yz xz xy)."""
+        e = float(self.raw.energy)
+        out = {"energy": e, "free_energy": e, "energies": self.energies, "forces": self.forces}
+        if self.virial is not None:
+            out["stress"] = full_3x3_to_voigt_6_stress(-self.virial / self.volume)
+            out["stresses"] = full_3x3_to_voigt_6_stress(-self.virials / self.volume)
+        return out
+
+
+class HydraGNNCalculator(Calculator):
+    """ASE calculator for a hydragnn-rs model file, evaluated by the engine (libhydragnn.so).
+
+    Parameters
+    ----------
+    model : str or os.PathLike
+        The model file (the same file the LAMMPS pair style reads).
+    device : {"cpu", "cuda"}
+        Where the engine evaluates.
+    dtype : {"float64", "float32"}
+        The engine's precision (inputs and outputs are float64 either way).
+    head : str or None
+        The output branch to use; None selects the model's first one.
+    threads : int or None
+        libtorch intra-op threads (process-wide); None keeps the current setting
+        (or the environment variable HYDRAGNN_NUM_THREADS).
+
+    Every calculation computes energy, per-atom energies and forces, and for a fully periodic 3D
+    cell also the stress and per-atom stresses, in one engine call; ASE caches them until the
+    positions, numbers, cell or pbc change. Stress of a molecule or a cell with mixed periodicity
+    raises PropertyNotImplementedError.
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
+
+    def __init__(self, model, device="cpu", dtype="float64", head=None, threads=None, **kwargs):
+        Calculator.__init__(
+            self, model=os.fspath(model), device=device, dtype=dtype, head=head, threads=threads, **kwargs
+        )
+        self._model = _Model(os.fspath(model), device, dtype, head, threads)
+
+    def set(self, **kwargs):
+        changed = Calculator.set(self, **kwargs)
+        if getattr(self, "_model", None) is not None and any(k in changed for k in _MODEL_KEYS):
+            p = self.parameters
+            self._model = _Model(p.model, p.device, p.dtype, p.head, p.threads)
+        return changed
+
+    # --- the model's self-description ---------------------------------------------------------
+
+    @property
+    def cutoff(self):
+        """The model's cutoff radius (Å)."""
+        return self._model.cutoff
+
+    @property
+    def num_layers(self):
+        """The number of message-passing layers."""
+        return self._model.num_layers
+
+    @property
+    def species(self):
+        """The atomic numbers the model knows."""
+        return self._model.species
+
+    @property
+    def info(self):
+        """The model's self-description (cutoff, species, units, dtype, branches, provenance)."""
+        return self._model.info
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        if properties is None:
+            properties = self.implemented_properties
+        Calculator.calculate(self, atoms, properties, system_changes)
+        _check_stress(self.atoms, properties)
+        want = _STRESS if _periodic3d(self.atoms) else ()
+        job = _Job(self.atoms, want)
+        m = self._model
+        m.lib.hgnn_compute(m.handle, byref(job.structure), byref(job.raw))
+        self.results = job.results()
+
+    def batch(self, images, properties=None):
+        """Evaluates a list of structures in one engine call (`hgnn_compute_batch`).
+
+        Returns one dict per structure with the keys of `calculate`'s results. `properties`
+        (default: all that apply to every structure) decides whether stresses are computed; asking
+        for stress when some structure is not fully periodic raises PropertyNotImplementedError.
+        The structures' own calculators are not touched; to attach the results use e.g.
+        `SinglePointCalculator(atoms, **r)`.
+        """
+        images = list(images)
+        if properties is None:
+            properties = [p for p in self.implemented_properties if p not in _STRESS]
+            if images and all(_periodic3d(a) for a in images):
+                properties += list(_STRESS)
+        for p in properties:
+            if p not in self.implemented_properties:
+                raise PropertyNotImplementedError(f"{p} is not one of {self.implemented_properties}")
+        for k, a in enumerate(images):
+            _check_stress(a, properties, f"structure {k}: ")
+        if not images:
+            return []
+        jobs = [_Job(a, properties) for a in images]
+        structures = (_capi.hgnn_structure_t * len(jobs))(*[j.structure for j in jobs])
+        raws = (_capi.hgnn_results_t * len(jobs))(*[j.raw for j in jobs])
+        m = self._model
+        m.lib.hgnn_compute_batch(m.handle, len(jobs), structures, raws)
+        for j, r in zip(jobs, raws):
+            j.raw = r
+        return [j.results() for j in jobs]
+
+
+def _check_stress(atoms, properties, where=""):
+    if any(p in _STRESS for p in properties) and not _periodic3d(atoms):
+        raise PropertyNotImplementedError(
+            f"{where}stress is defined only for a fully periodic 3D cell (pbc={atoms.pbc.tolist()}, "
+            f"cell rank {atoms.cell.rank}); energy and forces work for any periodicity"
+        )
