@@ -1,0 +1,44 @@
+/** pair_style hydragnn: a hydragnn-rs message-passing potential evaluated through the engine's C
+ *  ABI (libhydragnn.so) with spatial decomposition: node features of ghost atoms are exchanged
+ *  after every layer (forward comm) and their gradients after every backward layer (reverse comm),
+ *  so the ghost shell is one cutoff wide whatever the number of layers.
+ *
+ *  This header includes only pair.h; the engine and its header appear only in the .cpp. */
+
+#ifndef LMP_PAIR_HYDRAGNN_H
+#define LMP_PAIR_HYDRAGNN_H
+
+#include "pair.h"
+
+namespace LAMMPS_NS {
+
+class PairHydraGNN : public Pair {
+ public:
+  PairHydraGNN(class LAMMPS *);
+  ~PairHydraGNN() override;
+
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+
+  double memory_usage() override;
+
+ private:
+  struct Impl;    // the engine handles, options and per-step buffers (pair_hydragnn.cpp)
+  Impl *impl;
+
+  void allocate();
+  void load_model();
+  void check(int status, const char *what);
+};
+
+}    // namespace LAMMPS_NS
+
+#endif
