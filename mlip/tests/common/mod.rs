@@ -1,0 +1,74 @@
+//! Shared fixtures for the engine's integration tests: random models and random structures.
+#![allow(dead_code)]
+
+use mlip::model::config::{ModelConfig, MpnnType};
+use mlip::{Model, Structure};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Both backbones.
+pub const BACKBONES: [MpnnType; 2] = [MpnnType::SchNet, MpnnType::PaiNN];
+
+/// A random float64 model over Cu, Ni, O with cutoff `rc` and 3 layers.
+pub fn model(mpnn: MpnnType, rc: f64, seed: i64) -> Model {
+    let mut c = ModelConfig::small(mpnn, vec![29, 28, 8], rc);
+    c.num_conv_layers = 3;
+    c.branches[0].reference_energies = vec![-3.5, -4.4, -1.2];
+    Model::new(c, tch::Kind::Double, tch::Device::Cpu, seed).unwrap()
+}
+
+/// A random triclinic periodic structure of `n` atoms with a minimum separation of ~1.6 Å.
+pub fn random_periodic(n: usize, seed: u64) -> Structure {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let cell = [
+        [6.0 + rng.gen::<f64>(), 0.0, 0.0],
+        [1.2 * rng.gen::<f64>(), 6.0 + rng.gen::<f64>(), 0.0],
+        [rng.gen::<f64>() - 0.5, 1.0 * rng.gen::<f64>(), 6.5 + rng.gen::<f64>()],
+    ];
+    let mut pos: Vec<[f64; 3]> = Vec::new();
+    while pos.len() < n {
+        let f: [f64; 3] = [rng.gen(), rng.gen(), rng.gen()];
+        let p = [0, 1, 2].map(|c| (0..3).map(|k| f[k] * cell[k][c]).sum::<f64>());
+        let s = Structure::new(vec![p], vec![29], cell, [true; 3]).unwrap();
+        let ok = pos.iter().all(|q| {
+            // minimum-image distance through the neighbour list of a two-atom structure
+            let two = Structure::new(vec![*q, s.positions[0]], vec![29, 29], cell, [true; 3]).unwrap();
+            let nl = mlip::neighbors::neighbor_list(&two, 1.6).unwrap();
+            !nl.centers.iter().zip(&nl.neighbors).any(|(a, b)| a != b)
+        });
+        if ok {
+            pos.push(p);
+        }
+    }
+    let numbers = (0..n).map(|i| [29, 28, 8][i % 3]).collect();
+    Structure::new(pos, numbers, cell, [true; 3]).unwrap()
+}
+
+/// A small random molecule (no cell).
+pub fn random_molecule(n: usize, seed: u64) -> Structure {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut pos: Vec<[f64; 3]> = Vec::new();
+    while pos.len() < n {
+        let p = [3.0 * rng.gen::<f64>(), 3.0 * rng.gen::<f64>(), 3.0 * rng.gen::<f64>()];
+        if pos.iter().all(|q| mlip::structure::norm(mlip::structure::sub(*q, p)) > 1.0) {
+            pos.push(p);
+        }
+    }
+    let numbers = (0..n).map(|i| [8, 29, 28][i % 3]).collect();
+    Structure::molecule(pos, numbers).unwrap()
+}
+
+/// fcc copper, `n`×`n`×`n` conventional cells.
+pub fn fcc_cu(n: usize, a: f64) -> Structure {
+    let basis = [[0.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.5]];
+    let pos = basis.iter().map(|b| [b[0] * a, b[1] * a, b[2] * a]).collect();
+    let s = Structure::new(pos, vec![29; 4], [[a, 0.0, 0.0], [0.0, a, 0.0], [0.0, 0.0, a]], [true; 3]).unwrap();
+    s.supercell([n, n, n])
+}
+
+/// max |a - b| / max |b|.
+pub fn rel_err(a: &[[f64; 3]], b: &[[f64; 3]]) -> f64 {
+    let num = a.iter().zip(b).flat_map(|(x, y)| (0..3).map(move |k| (x[k] - y[k]).abs())).fold(0.0, f64::max);
+    let den = b.iter().flat_map(|y| y.iter().map(|v| v.abs())).fold(0.0, f64::max);
+    num / den
+}
