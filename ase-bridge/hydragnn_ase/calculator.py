@@ -26,11 +26,13 @@ def _dptr(a):
 
 
 class _Model:
-    """Owns one `hgnn_model_t` (freed with the object) and the model's self-description."""
+    """Owns one `hgnn_model_t` (freed with the object) and the model's self-description. A copy
+    or an unpickled one loads the file again: a handle is never shared."""
 
     def __init__(self, path, device, dtype, head, threads):
-        self.lib = lib = _capi.load_library()
         path = os.fspath(path)
+        self.args = (path, device, dtype, head, threads)
+        self.lib = lib = _capi.load_library()
         if not os.path.exists(path):
             raise _capi.ModelNotFoundError(path)
         opts = lib.hgnn_options_default()
@@ -56,6 +58,9 @@ class _Model:
         self.num_layers = n_layers.value
         self.species = tuple(species)
         self.info = json.loads(info.value.decode()) if info.value else {}
+
+    def __reduce__(self):
+        return (_Model, self.args)
 
 
 def _choice(name, value, table):
@@ -133,6 +138,9 @@ class HydraGNNCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
+    # The model reads positions, numbers, cell and pbc only: a change of these two is no reason to
+    # recompute.
+    ignored_changes = {"initial_charges", "initial_magmoms"}
 
     def __init__(self, model, device="cpu", dtype="float64", head=None, threads=None, **kwargs):
         Calculator.__init__(
@@ -141,10 +149,15 @@ class HydraGNNCalculator(Calculator):
         self._model = _Model(os.fspath(model), device, dtype, head, threads)
 
     def set(self, **kwargs):
+        """Sets parameters; a new model, device, dtype, head or thread count reloads the model
+        and discards the results."""
+        if "model" in kwargs:
+            kwargs["model"] = os.fspath(kwargs["model"])
         changed = Calculator.set(self, **kwargs)
         if getattr(self, "_model", None) is not None and any(k in changed for k in _MODEL_KEYS):
             p = self.parameters
             self._model = _Model(p.model, p.device, p.dtype, p.head, p.threads)
+            self.reset()
         return changed
 
     # --- the model's self-description ---------------------------------------------------------
