@@ -22,15 +22,14 @@ use crate::structure::{cross, dot, norm, scale, sub, Structure};
 use rayon::prelude::*;
 
 /// Above this many atoms the per-atom search runs on rayon's thread pool (same result).
-const PARALLEL_THRESHOLD: usize = 1000000;
+const PARALLEL_THRESHOLD: usize = 1000;
 /// Centers per parallel task.
 const CHUNK: usize = 256;
 /// Relative safety margin on bin thickness and on the candidate filter, far above rounding.
 const SLACK: f64 = 1e-6;
-/// Bins per cutoff length.
-const BIN_DIV: f64 = 1.0;
-/// Atoms further than this many cells outside the cell are rejected (shifts are `i32`).
-const MAX_WRAP: f64 = (1u64 << 30) as f64;
+/// Atoms further than this many cells outside the cell are rejected (shifts are `i32`: two wraps
+/// plus the images stay below 2^31).
+const MAX_WRAP: f64 = (1u64 << 29) as f64;
 /// Largest number of images searched along one direction on each side (cutoff / height).
 const MAX_IMAGES: f64 = 1e6;
 
@@ -175,17 +174,23 @@ fn neighbor_list_impl(s: &Structure, cutoff: f64, parallel: bool) -> Result<Neig
     if lists.len() == 1 {
         return Ok(lists.into_iter().next().unwrap_or_default());
     }
+    // Concatenate, copying the parts into disjoint slices of the output in parallel.
     let total = lists.iter().map(NeighborList::len).sum();
-    let mut out = NeighborList {
-        centers: Vec::with_capacity(total),
-        neighbors: Vec::with_capacity(total),
-        shifts: Vec::with_capacity(total),
-    };
-    for l in lists {
-        out.centers.extend(l.centers);
-        out.neighbors.extend(l.neighbors);
-        out.shifts.extend(l.shifts);
+    let mut out = NeighborList { centers: vec![0; total], neighbors: vec![0; total], shifts: vec![[0; 3]; total] };
+    let mut slots = Vec::with_capacity(lists.len());
+    let (mut c, mut nb, mut sh) = (&mut out.centers[..], &mut out.neighbors[..], &mut out.shifts[..]);
+    for l in &lists {
+        let (c0, c1) = std::mem::take(&mut c).split_at_mut(l.len());
+        let (n0, n1) = std::mem::take(&mut nb).split_at_mut(l.len());
+        let (s0, s1) = std::mem::take(&mut sh).split_at_mut(l.len());
+        slots.push((c0, n0, s0));
+        (c, nb, sh) = (c1, n1, s1);
     }
+    lists.par_iter().zip(slots).for_each(|(l, (c, n, s))| {
+        c.copy_from_slice(&l.centers);
+        n.copy_from_slice(&l.neighbors);
+        s.copy_from_slice(&l.shifts);
+    });
     Ok(out)
 }
 
@@ -259,7 +264,6 @@ fn build_grid(s: &Structure, cutoff: f64) -> Result<Grid> {
 
     // Bin counts: bins at least one cutoff (plus slack) thick.
     let thick = cutoff * (1.0 + SLACK);
-    let bin_thick = thick / BIN_DIV;
     let mut axes = [Axis { periodic: false, n: 1, m: 0, lo: 0.0, len: 1.0 }; 3];
     for k in 0..3 {
         let (lo, len) = if s.pbc[k] {
@@ -271,12 +275,12 @@ fn build_grid(s: &Structure, cutoff: f64) -> Result<Grid> {
         };
         let span = len * height[k];
         let max_bins = (4 * n_atoms + 64) as f64;
-        let nb = (span / bin_thick).floor().clamp(1.0, max_bins) as usize;
+        let nb = (span / thick).floor().clamp(1.0, max_bins) as usize;
         axes[k] = Axis { periodic: s.pbc[k], n: nb, m: 0, lo, len };
     }
     // Keep the grid O(N) for dilute systems (vacuum, far-apart molecules): coarser bins.
     let max_total = 4 * n_atoms + 64;
-    while axes.iter().map(|a| a.n).product::<usize>() > max_total {
+    while axes.iter().map(|a| a.n as f64).product::<f64>() > max_total as f64 {
         let k = (0..3).max_by_key(|&k| axes[k].n).unwrap_or(0);
         axes[k].n = axes[k].n.div_ceil(2);
     }
