@@ -1,0 +1,120 @@
+/* test_capi.c: exercises libhydragnn.so through include/hydragnn.h only, as a C client would.
+ * Usage: test_capi MODEL CORRUPT_FILE. Exit code 0 when every check passes. */
+#include "hydragnn.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0;
+#define CHECK(cond, ...) do { if (!(cond)) { failures++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+
+/* expect status `code` and a last-error message containing `needle` */
+static void expect_error(hgnn_status_t got, hgnn_status_t code, const char *needle, const char *what) {
+    const char *msg = hgnn_last_error();
+    CHECK(got == code, "%s: status %d, expected %d (%s)", what, got, code, msg);
+    CHECK(strstr(msg, needle) != NULL, "%s: message '%s' does not mention '%s'", what, msg, needle);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) { fprintf(stderr, "usage: test_capi MODEL CORRUPT_FILE\n"); return 2; }
+    hgnn_model_t *model = NULL;
+    hgnn_options_t opts = hgnn_options_default();
+    opts.num_threads = 1;
+    hgnn_status_t s = hgnn_model_load(argv[1], &opts, &model);
+    if (s != HGNN_SUCCESS) { printf("cannot load %s: %s\n", argv[1], hgnn_last_error()); return 1; }
+
+    double rc; int32_t nl, ns, z[8], w0;
+    CHECK(hgnn_model_cutoff(model, &rc) == 0 && fabs(rc - 4.0) < 1e-12, "cutoff %g", rc);
+    CHECK(hgnn_model_num_layers(model, &nl) == 0 && nl == 3, "layers %d", nl);
+    CHECK(hgnn_model_num_species(model, &ns) == 0 && ns == 3, "species %d", ns);
+    CHECK(hgnn_model_species(model, z, 8) == 0 && z[0] == 29 && z[1] == 28 && z[2] == 8, "species list");
+    CHECK(hgnn_model_feature_width(model, 0, &w0) == 0 && w0 > 0, "width");
+    const char *info = NULL;
+    CHECK(hgnn_model_info(model, &info) == 0 && strstr(info, "\"metal\"") != NULL, "info %s", info);
+
+    /* a periodic 4-atom cell, rattled */
+    double a = 3.61;
+    double pos[12] = {0.02, 0, 0, a / 2, a / 2 + 0.05, 0, a / 2, 0, a / 2 - 0.03, 0, a / 2, a / 2};
+    int32_t numbers[4] = {29, 28, 29, 8};
+    hgnn_structure_t st = {4, pos, numbers, {a, 0, 0, 0, a, 0, 0, 0, a}, {1, 1, 1}};
+    double f[12], w[9], e[4], vir[36];
+    hgnn_results_t r = {0, f, w, e, vir};
+    s = hgnn_compute(model, &st, &r);
+    CHECK(s == 0, "compute: %s", hgnn_last_error());
+    double esum = e[0] + e[1] + e[2] + e[3];
+    CHECK(fabs(esum - r.energy) < 1e-10 * fabs(r.energy), "per-atom energies sum %g vs %g", esum, r.energy);
+
+    /* batch of two identical structures gives the same numbers twice */
+    hgnn_structure_t two[2] = {st, st};
+    double f2[2][12];
+    hgnn_results_t r2[2] = {{0, f2[0], NULL, NULL, NULL}, {0, f2[1], NULL, NULL, NULL}};
+    CHECK(hgnn_compute_batch(model, 2, two, r2) == 0, "batch: %s", hgnn_last_error());
+    CHECK(fabs(r2[1].energy - r.energy) < 1e-12 * fabs(r.energy) && fabs(f2[1][4] - f[4]) < 1e-12, "batch differs");
+
+    /* energy only: NULL outputs are skipped */
+    hgnn_results_t only = {0, NULL, NULL, NULL, NULL};
+    CHECK(hgnn_compute(model, &st, &only) == 0 && fabs(only.energy - r.energy) < 1e-12 * fabs(r.energy), "energy only");
+
+    /* ---- bad inputs: each a code and a message naming it ---- */
+    double bad[12];
+    memcpy(bad, pos, sizeof bad);
+    bad[7] = NAN;
+    hgnn_structure_t nan_st = st; nan_st.positions = bad;
+    expect_error(hgnn_compute(model, &nan_st, &r), HGNN_ERROR_INVALID_ARGUMENT, "atom 2", "NaN position");
+    int32_t unknown[4] = {29, 28, 79, 8};
+    hgnn_structure_t unk = st; unk.atomic_numbers = unknown;
+    expect_error(hgnn_compute(model, &unk, &r), HGNN_ERROR_UNKNOWN_SPECIES, "Au", "unknown species");
+    hgnn_structure_t flat = st; flat.cell[8] = 0.0;
+    expect_error(hgnn_compute(model, &flat, &r), HGNN_ERROR_INVALID_ARGUMENT, "zero", "zero-volume cell");
+    hgnn_structure_t nullpos = st; nullpos.positions = NULL;
+    expect_error(hgnn_compute(model, &nullpos, &r), HGNN_ERROR_NULL_POINTER, "positions", "NULL positions");
+    expect_error(hgnn_compute(NULL, &st, &r), HGNN_ERROR_NULL_POINTER, "model", "NULL model");
+    expect_error(hgnn_compute(model, NULL, &r), HGNN_ERROR_NULL_POINTER, "structures", "NULL structure");
+    hgnn_model_t *m2 = NULL;
+    expect_error(hgnn_model_load("/nonexistent/dir/x.model", NULL, &m2), HGNN_ERROR_IO, "x.model", "missing file");
+    CHECK(m2 == NULL, "model pointer set on failure");
+    expect_error(hgnn_model_load(argv[2], NULL, &m2), HGNN_ERROR_MODEL_FILE, "corrupted", "corrupt file");
+    expect_error(hgnn_model_load(NULL, NULL, &m2), HGNN_ERROR_NULL_POINTER, "path", "NULL path");
+    opts.dtype = 16;
+    expect_error(hgnn_model_load(argv[1], &opts, &m2), HGNN_ERROR_INVALID_ARGUMENT, "dtype", "bad dtype");
+    opts.dtype = HGNN_DTYPE_FLOAT64; opts.branch = "nope";
+    expect_error(hgnn_model_load(argv[1], &opts, &m2), HGNN_ERROR_INVALID_ARGUMENT, "nope", "unknown branch");
+    expect_error(hgnn_set_num_threads(0), HGNN_ERROR_INVALID_ARGUMENT, "threads", "zero threads");
+
+    /* ---- a caller-supplied graph: an isolated dimer, one-pass and layer by layer ---- */
+    double gp[6] = {0, 0, 0, 2.3, 0.4, -0.2};
+    int32_t gz[2] = {29, 8};
+    int64_t centers[2] = {0, 1}, neighbors[2] = {1, 0};
+    hgnn_graph_t g = {2, 2, gp, gz, 2, centers, neighbors, NULL};
+    double gf[6], gw[9];
+    hgnn_results_t gr = {0, gf, gw, NULL, NULL};
+    CHECK(hgnn_compute_graph(model, &g, &gr) == 0, "graph: %s", hgnn_last_error());
+    hgnn_structure_t dimer = {2, gp, gz, {0}, {0, 0, 0}};
+    double df[6];
+    hgnn_results_t dr = {0, df, NULL, NULL, NULL};
+    CHECK(hgnn_compute(model, &dimer, &dr) == 0, "dimer: %s", hgnn_last_error());
+    CHECK(fabs(dr.energy - gr.energy) < 1e-12 * fabs(dr.energy), "graph vs structure %.15g %.15g", gr.energy, dr.energy);
+
+    hgnn_eval_t *ev = NULL;
+    CHECK(hgnn_eval_begin(model, &g, &ev) == 0, "eval_begin: %s", hgnn_last_error());
+    for (int l = 0; l < nl; l++) CHECK(hgnn_eval_forward_layer(ev, l) == 0, "forward %d: %s", l, hgnn_last_error());
+    double le;
+    CHECK(hgnn_eval_readout(ev, &le) == 0, "readout");
+    for (int l = nl - 1; l >= 0; l--) CHECK(hgnn_eval_backward_layer(ev, l) == 0, "backward %d", l);
+    double lf[6];
+    hgnn_results_t lr = {0, lf, NULL, NULL, NULL};
+    CHECK(hgnn_eval_results(ev, &lr) == 0, "results: %s", hgnn_last_error());
+    CHECK(fabs(lr.energy - gr.energy) < 1e-12 * fabs(gr.energy), "layered energy");
+    for (int k = 0; k < 6; k++) CHECK(fabs(lf[k] - gf[k]) < 1e-10 * (fabs(gf[k]) + 1e-3), "layered force %d", k);
+    expect_error(hgnn_eval_forward_layer(ev, 0), HGNN_ERROR_INVALID_ARGUMENT, "out of order", "forward after results");
+    hgnn_eval_free(ev);
+    int64_t badn[2] = {1, 5};
+    hgnn_graph_t bg = g; bg.neighbors = badn;
+    expect_error(hgnn_compute_graph(model, &bg, &gr), HGNN_ERROR_INVALID_ARGUMENT, "edge 1", "edge index out of range");
+
+    hgnn_model_free(model);
+    hgnn_model_free(NULL);
+    printf("%s: %d failure(s)\n", argv[0], failures);
+    return failures == 0 ? 0 : 1;
+}
