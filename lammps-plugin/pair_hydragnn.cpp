@@ -24,6 +24,8 @@
 
 #include "hydragnn.h"
 
+#include <dlfcn.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -32,15 +34,103 @@
 
 using namespace LAMMPS_NS;
 
+#ifndef HYDRAGNN_LIB_DEFAULT
+#define HYDRAGNN_LIB_DEFAULT "libhydragnn.so"
+#endif
+
 namespace {
+
+/* The engine library is opened at run time with RTLD_DEEPBIND rather than linked: liblammps
+   exports a reference (unoptimised) BLAS, dgemm_ among it, and an ordinary load would bind
+   libtorch's own dgemm_ calls to it (measured: 1.5x slower float64 evaluation). DEEPBIND makes
+   the engine and libtorch resolve their symbols among themselves first. Path: $HYDRAGNN_LIB, else
+   the library this plugin was built against (HYDRAGNN_LIB_DEFAULT, set by build.sh). */
+struct Engine {
+  void *handle = nullptr;
+#define HGNN_FN(name) decltype(&::name) name = nullptr
+  HGNN_FN(hgnn_last_error);
+  HGNN_FN(hgnn_version);
+  HGNN_FN(hgnn_options_default);
+  HGNN_FN(hgnn_model_load);
+  HGNN_FN(hgnn_model_free);
+  HGNN_FN(hgnn_model_cutoff);
+  HGNN_FN(hgnn_model_num_layers);
+  HGNN_FN(hgnn_model_feature_width);
+  HGNN_FN(hgnn_model_info);
+  HGNN_FN(hgnn_eval_begin);
+  HGNN_FN(hgnn_eval_free);
+  HGNN_FN(hgnn_eval_features);
+  HGNN_FN(hgnn_eval_grads);
+  HGNN_FN(hgnn_eval_forward_layer);
+  HGNN_FN(hgnn_eval_readout);
+  HGNN_FN(hgnn_eval_backward_layer);
+  HGNN_FN(hgnn_eval_results);
+#undef HGNN_FN
+  std::string path;
+};
+
+// The process-wide engine (never unloaded: libtorch does not support it); nullptr and a message
+// in `err` when it cannot be loaded.
+const Engine *engine(std::string &err)
+{
+  static Engine e;
+  static std::string error;
+  static bool tried = false;
+  if (!tried) {
+    tried = true;
+    const char *env = std::getenv("HYDRAGNN_LIB");
+    e.path = (env && *env) ? env : HYDRAGNN_LIB_DEFAULT;
+    e.handle = dlopen(e.path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (!e.handle) {
+      const char *msg = dlerror();
+      error = std::string("cannot load the engine library '") + e.path + "': " + (msg ? msg : "?") +
+          " (set HYDRAGNN_LIB to the path of libhydragnn.so)";
+    } else {
+      bool ok = true;
+#define HGNN_SYM(name)                                                              \
+  if (ok) {                                                                         \
+    e.name = reinterpret_cast<decltype(e.name)>(dlsym(e.handle, #name));          \
+    if (!e.name) {                                                                  \
+      ok = false;                                                                   \
+      error = "engine library '" + e.path + "' lacks " #name " (older than the plugin?)"; \
+    }                                                                               \
+  }
+      HGNN_SYM(hgnn_last_error);
+      HGNN_SYM(hgnn_version);
+      HGNN_SYM(hgnn_options_default);
+      HGNN_SYM(hgnn_model_load);
+      HGNN_SYM(hgnn_model_free);
+      HGNN_SYM(hgnn_model_cutoff);
+      HGNN_SYM(hgnn_model_num_layers);
+      HGNN_SYM(hgnn_model_feature_width);
+      HGNN_SYM(hgnn_model_info);
+      HGNN_SYM(hgnn_eval_begin);
+      HGNN_SYM(hgnn_eval_free);
+      HGNN_SYM(hgnn_eval_features);
+      HGNN_SYM(hgnn_eval_grads);
+      HGNN_SYM(hgnn_eval_forward_layer);
+      HGNN_SYM(hgnn_eval_readout);
+      HGNN_SYM(hgnn_eval_backward_layer);
+      HGNN_SYM(hgnn_eval_results);
+#undef HGNN_SYM
+      if (!ok) e.handle = nullptr;
+    }
+  }
+  err = error;
+  return e.handle ? &e : nullptr;
+}
+
 // Frees a layer-by-layer evaluation however compute() is left.
 struct EvalFree {
-  void operator()(hgnn_eval_t *e) const { hgnn_eval_free(e); }
+  const Engine *api;
+  void operator()(hgnn_eval_t *e) const { api->hgnn_eval_free(e); }
 };
 using EvalPtr = std::unique_ptr<hgnn_eval_t, EvalFree>;
 }    // namespace
 
 struct PairHydraGNN::Impl {
+  const Engine *api = nullptr;
+
   // options from pair_style
   int device = HGNN_DEVICE_CPU;
   int dtype = HGNN_DTYPE_FLOAT64;
@@ -68,7 +158,10 @@ struct PairHydraGNN::Impl {
   std::vector<double> stage;
   int width = 0;
 
-  ~Impl() { hgnn_model_free(model); }
+  ~Impl()
+  {
+    if (api) api->hgnn_model_free(model);
+  }
 };
 
 /* ---------------------------------------------------------------------- */
@@ -107,7 +200,7 @@ void PairHydraGNN::allocate()
 void PairHydraGNN::check(int status, const char *what)
 {
   if (status != HGNN_SUCCESS)
-    error->one(FLERR, "pair_style hydragnn: {} failed: {}", what, hgnn_last_error());
+    error->one(FLERR, "pair_style hydragnn: {} failed: {}", what, impl->api->hgnn_last_error());
 }
 
 /* ----------------------------------------------------------------------
@@ -123,6 +216,9 @@ void PairHydraGNN::settings(int narg, char **arg)
                update->unit_style);
 
   Impl &m = *impl;
+  std::string err;
+  m.api = engine(err);
+  if (!m.api) error->all(FLERR, "pair_style hydragnn: {}", err);
   m.device = HGNN_DEVICE_CPU;
   m.dtype = HGNN_DTYPE_FLOAT64;
   m.threads = 0;
@@ -180,7 +276,7 @@ void PairHydraGNN::load_model()
                "the LAMMPS_POTENTIALS directories)",
                m.path);
 
-  hgnn_options_t opts = hgnn_options_default();
+  hgnn_options_t opts = impl->api->hgnn_options_default();
   opts.device = m.device;
   opts.dtype = m.dtype;
   int threads = m.threads;
@@ -189,23 +285,23 @@ void PairHydraGNN::load_model()
   opts.branch = m.branch.empty() ? nullptr : m.branch.c_str();
 
   hgnn_model_t *model = nullptr;
-  if (hgnn_model_load(file.c_str(), &opts, &model) != HGNN_SUCCESS)
+  if (impl->api->hgnn_model_load(file.c_str(), &opts, &model) != HGNN_SUCCESS)
     error->all(FLERR, "pair_style hydragnn: cannot load model file '{}': {}", file,
-               hgnn_last_error());
-  hgnn_model_free(m.model);
+               impl->api->hgnn_last_error());
+  impl->api->hgnn_model_free(m.model);
   m.model = model;
 
   int32_t nl = 0;
-  if (hgnn_model_cutoff(model, &m.cutoff) != HGNN_SUCCESS ||
-      hgnn_model_num_layers(model, &nl) != HGNN_SUCCESS)
-    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", file, hgnn_last_error());
+  if (impl->api->hgnn_model_cutoff(model, &m.cutoff) != HGNN_SUCCESS ||
+      impl->api->hgnn_model_num_layers(model, &nl) != HGNN_SUCCESS)
+    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", file, impl->api->hgnn_last_error());
   m.nlayers = nl;
   m.widths.assign(nl + 1, 0);
   int maxw = 0;
   for (int l = 0; l <= nl; l++) {
     int32_t w = 0;
-    if (hgnn_model_feature_width(model, l, &w) != HGNN_SUCCESS)
-      error->all(FLERR, "pair_style hydragnn: model file '{}': {}", file, hgnn_last_error());
+    if (impl->api->hgnn_model_feature_width(model, l, &w) != HGNN_SUCCESS)
+      error->all(FLERR, "pair_style hydragnn: model file '{}': {}", file, impl->api->hgnn_last_error());
     m.widths[l] = w;
     // layer 0's features come from the species alone and are never exchanged
     if (l > 0 && l < nl) maxw = std::max(maxw, static_cast<int>(w));
@@ -215,12 +311,12 @@ void PairHydraGNN::load_model()
 
   if (comm->me == 0) {
     const char *info = nullptr;
-    if (hgnn_model_info(model, &info) != HGNN_SUCCESS) info = "{}";
+    if (impl->api->hgnn_model_info(model, &info) != HGNN_SUCCESS) info = "{}";
     utils::logmesg(lmp,
                    "pair_style hydragnn: engine {}, model '{}': cutoff {} A, {} layers, "
                    "{} on {}, {} torch thread(s) per rank, per-layer ghost exchange of up to {} "
                    "values per atom\n  model info: {}\n",
-                   hgnn_version(), file, m.cutoff, nl,
+                   impl->api->hgnn_version(), file, m.cutoff, nl,
                    m.dtype == HGNN_DTYPE_FLOAT32 ? "float32" : "float64",
                    m.device == HGNN_DEVICE_CUDA ? "cuda" : "cpu",
                    threads > 0 ? std::to_string(threads) : std::string("HYDRAGNN_NUM_THREADS"),
@@ -251,8 +347,8 @@ void PairHydraGNN::coeff(int narg, char **arg)
 
   // the model describes itself: its elements (with atomic numbers) and its units
   const char *info = nullptr;
-  if (hgnn_model_info(m.model, &info) != HGNN_SUCCESS)
-    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", m.path, hgnn_last_error());
+  if (impl->api->hgnn_model_info(m.model, &info) != HGNN_SUCCESS)
+    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", m.path, impl->api->hgnn_last_error());
   std::vector<std::string> symbols;
   std::vector<int> numbers;
   std::string units = "metal";
@@ -386,7 +482,7 @@ void PairHydraGNN::compute(int eflag, int vflag)
 
   // A rank without local atoms has nothing to evaluate, but it still takes part in every
   // exchange below (it may relay ghost rows between its neighbours).
-  EvalPtr eval;
+  EvalPtr eval(nullptr, EvalFree{m.api});
   if (n_local > 0) {
     hgnn_graph_t g;
     g.n_local = n_local;
@@ -398,7 +494,7 @@ void PairHydraGNN::compute(int eflag, int vflag)
     g.neighbors = m.neighbors.data();
     g.shifts = nullptr;    // ghost positions are already the periodic images
     hgnn_eval_t *e = nullptr;
-    check(hgnn_eval_begin(m.model, &g, &e), "hgnn_eval_begin");
+    check(impl->api->hgnn_eval_begin(m.model, &g, &e), "hgnn_eval_begin");
     eval.reset(e);
   }
 
@@ -412,7 +508,7 @@ void PairHydraGNN::compute(int eflag, int vflag)
       double *d = nullptr;
       int32_t wd = 0;
       if (eval) {
-        check(hgnn_eval_features(eval.get(), l, &d, &wd), "hgnn_eval_features");
+        check(impl->api->hgnn_eval_features(eval.get(), l, &d, &wd), "hgnn_eval_features");
         if (wd != w) error->one(FLERR, "pair_style hydragnn: feature width mismatch at layer {}", l);
         for (int g = 0; g < n_local; g++)
           std::memcpy(&m.stage[static_cast<size_t>(m.atom_of[g]) * w], d + static_cast<size_t>(g) * w,
@@ -424,14 +520,14 @@ void PairHydraGNN::compute(int eflag, int vflag)
           std::memcpy(d + static_cast<size_t>(g) * w, &m.stage[static_cast<size_t>(m.atom_of[g]) * w],
                       w * sizeof(double));
     }
-    if (eval) check(hgnn_eval_forward_layer(eval.get(), l), "hgnn_eval_forward_layer");
+    if (eval) check(impl->api->hgnn_eval_forward_layer(eval.get(), l), "hgnn_eval_forward_layer");
   }
 
   double energy = 0.0;
-  if (eval) check(hgnn_eval_readout(eval.get(), &energy), "hgnn_eval_readout");
+  if (eval) check(impl->api->hgnn_eval_readout(eval.get(), &energy), "hgnn_eval_readout");
 
   for (int l = L - 1; l >= 0; l--) {
-    if (eval) check(hgnn_eval_backward_layer(eval.get(), l), "hgnn_eval_backward_layer");
+    if (eval) check(impl->api->hgnn_eval_backward_layer(eval.get(), l), "hgnn_eval_backward_layer");
     if (l > 0) {
       const int w = m.widths[l];
       m.width = w;
@@ -439,7 +535,7 @@ void PairHydraGNN::compute(int eflag, int vflag)
       double *d = nullptr;
       int32_t wd = 0;
       if (eval) {
-        check(hgnn_eval_grads(eval.get(), l, &d, &wd), "hgnn_eval_grads");
+        check(impl->api->hgnn_eval_grads(eval.get(), l, &d, &wd), "hgnn_eval_grads");
         if (wd != w) error->one(FLERR, "pair_style hydragnn: gradient width mismatch at layer {}", l);
         for (int g = 0; g < n_total; g++)
           std::memcpy(&m.stage[static_cast<size_t>(m.atom_of[g]) * w], d + static_cast<size_t>(g) * w,
@@ -466,7 +562,7 @@ void PairHydraGNN::compute(int eflag, int vflag)
   const bool peratom_virial = vflag_atom || cvflag_atom;
   if (peratom_virial) m.virials.assign(static_cast<size_t>(n_total) * 9, 0.0);
   r.virials = peratom_virial ? m.virials.data() : nullptr;
-  check(hgnn_eval_results(eval.get(), &r), "hgnn_eval_results");
+  check(impl->api->hgnn_eval_results(eval.get(), &r), "hgnn_eval_results");
 
   // forces on ghost atoms are summed into their owners by LAMMPS (newton_pair on)
   for (int g = 0; g < n_total; g++) {

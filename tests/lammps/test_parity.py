@@ -5,6 +5,7 @@ comm_style brick and tiled (balance rcb), a slab whose vacuum leaves ranks witho
 smaller than twice the cutoff, and a triclinic box."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def _script(cases, plugin, comm_style):
     for name, c in cases.items():
         if comm_style == "tiled" and not c["tiled"]:
             continue
-        s += ["clear", "units metal", "atom_style atomic", "atom_modify map array", "boundary p p p"]
+        s += ["clear", f'print "CASE {name}"', "units metal", "atom_style atomic", "atom_modify map array", "boundary p p p"]
         if comm_style == "tiled":
             s += ["comm_style tiled"]
         elif c["procs"]:
@@ -95,6 +96,8 @@ _first = {}
 def test_lammps_equals_engine(plugin, cases, nprocs, comm_style, tmp_path):
     _, out = run_lammps(_script(cases, plugin, comm_style), str(tmp_path), nprocs)
     res = results(out)
+    chunks = {m.group(1): chunk for chunk in out.split("\nCASE ")[1:] for m in [re.match(r"(\S+)", chunk)]}
+    worst = 0.0
     for name, c in cases.items():
         if comm_style == "tiled" and not c["tiled"]:
             continue
@@ -118,8 +121,17 @@ def test_lammps_equals_engine(plugin, cases, nprocs, comm_style, tmp_path):
             "virials": rel_err(vat, vat_ref),
             "centroid virials": rel_err(cvat, cvat_ref),
         }
+        worst = max(worst, *errs.values())
         bad = {k: v for k, v in errs.items() if not v <= TOL}
         assert not bad, f"{name} on {nprocs} ranks ({comm_style}): relative errors {bad}"
+        # the ghost shell is one cutoff (+ skin) wide whatever the number of layers: the per-layer
+        # exchange, not a layers x cutoff shell, provides the features of distant atoms
+        rc = Model(c["model"]).cutoff
+        ghost_cut = float(re.search(r"ghost atom cutoff = (\S+)", chunks[name]).group(1))
+        assert ghost_cut == pytest.approx(rc + SKIN), f"{name}: ghost cutoff {ghost_cut}, expected {rc + SKIN}"
+        if name.startswith("slab") and comm_style == "brick" and nprocs > 1:
+            nmin = float(re.search(r"Nlocal:\s+\S+ ave\s+\S+ max\s+(\S+) min", chunks[name]).group(1))
+            assert nmin == 0, f"{name}: expected a rank without atoms"
         # identical across rank counts and comm styles (same tolerance; sums run in other orders)
         key = name
         if key in _first:
@@ -127,3 +139,4 @@ def test_lammps_equals_engine(plugin, cases, nprocs, comm_style, tmp_path):
             assert rel_err(f, f0) <= TOL and rel_err(pe, pe0) <= TOL, f"{name}: differs from the first run"
         else:
             _first[key] = (f, pe)
+    print(f"\n{nprocs} ranks, {comm_style}: worst relative error {worst:.2e} over {len(res)} configurations")
