@@ -200,7 +200,8 @@ void PairHydraGNN::allocate()
 void PairHydraGNN::check(int status, const char *what)
 {
   if (status != HGNN_SUCCESS)
-    error->one(FLERR, "pair_style hydragnn: {} failed: {}", what, impl->api->hgnn_last_error());
+    error->one(FLERR, "pair_style hydragnn: {} failed on rank {} at step {} ({} local atoms): {}",
+               what, comm->me, update->ntimestep, atom->nlocal, impl->api->hgnn_last_error());
 }
 
 /* ----------------------------------------------------------------------

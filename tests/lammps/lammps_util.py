@@ -32,13 +32,14 @@ def lmp_command(nprocs):
     return [os.path.join(VENV, "bin", "mpirun"), "-np", str(nprocs), lmp]
 
 
-def run_lammps(script, cwd, nprocs=1, timeout=600, check=True, name="in.test"):
+def run_lammps(script, cwd, nprocs=1, timeout=600, check=True, name="in.test", env_extra=None, args=()):
     """Writes `script` to cwd/name and runs it; returns (returncode, screen output)."""
     path = os.path.join(cwd, name)
     with open(path, "w") as f:
         f.write(script)
-    cmd = lmp_command(nprocs) + ["-in", name, "-log", name + ".log", "-nocite"]
-    p = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    cmd = lmp_command(nprocs) + ["-in", name, "-log", name + ".log", "-nocite", *args]
+    p = subprocess.run(cmd, cwd=cwd, env={**env(), **(env_extra or {})}, capture_output=True, text=True,
+                       timeout=timeout)
     out = p.stdout + p.stderr
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{out[-6000:]}")
