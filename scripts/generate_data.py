@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Generates the two reference datasets of hydragnn-rs as extended XYZ (ASE's writer), deterministically
+from --seed.
+
+1. metals.xyz: ASE EMT fcc Cu, Al and Ni, 2x2x2 conventional supercells (32 atoms), each trajectory
+   starting from a randomly strained (each strain component uniform in +-2%) and rattled cell, frames
+   sampled from Langevin MD at 300, 600 and 900 K. Per frame: energy, forces, stress (eV, eV/A, eV/A^3,
+   ASE sign convention), pbc T T T, config_type="<El>_<T>K".
+2. molecules.xyz: closed-shell H/C/N/O molecules of ase.collections.g2 (<= 12 atoms, even electron
+   count, no initial magnetic moments), frames from GFN2-xTB (tblite) Langevin MD at 300 and 600 K.
+   Per frame: energy, forces, the HOMO-LUMO gap `gap` (eV, from tblite's orbital energies and
+   occupations), per-atom GFN2 partial charges (ASE writes them as the column `charge`), pbc F F F.
+
+Every trajectory draws from its own generator seeded with (seed, dataset, trajectory index), so a
+run is reproducible frame by frame: the same seed and sizes give byte-identical files.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/generate_data.py --out data/
+    # the committed test slices (train/data/):
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/generate_data.py --out train/data \
+        --metals-frames 240 --molecules-frames 300
+"""
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tblite is 10-100x slower with 2 threads on 2 cores
+
+import numpy as np  # noqa: E402
+import ase.io  # noqa: E402
+from ase import units  # noqa: E402
+from ase.build import bulk  # noqa: E402
+from ase.calculators.emt import EMT  # noqa: E402
+from ase.calculators.singlepoint import SinglePointCalculator  # noqa: E402
+from ase.collections import g2  # noqa: E402
+from ase.md.langevin import Langevin  # noqa: E402
+from ase import Atoms  # noqa: E402
+from ase.constraints import FixCom  # noqa: E402
+from ase.md.velocitydistribution import Stationary, thermalize_momenta  # noqa: E402
+
+METALS = ("Cu", "Al", "Ni")
+METAL_TEMPERATURES = (300.0, 600.0, 900.0)
+MOLECULE_TEMPERATURES = (300.0, 600.0)
+ALLOWED = {"H", "C", "N", "O"}
+
+
+def trajectories(n_frames, per_traj):
+    """Yields (trajectory index, number of frames) so that the counts add up to n_frames."""
+    i = 0
+    while n_frames > 0:
+        k = min(per_traj, n_frames)
+        yield i, k
+        n_frames -= k
+        i += 1
+
+
+def run_md(atoms, rng, temperature, timestep_fs, n_frames, burn, interval, snapshot):
+    """Langevin MD from Maxwell-Boltzmann velocities; calls snapshot(atoms) every `interval` steps
+    after `burn` steps, n_frames times."""
+    thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
+    Stationary(atoms)
+    atoms.set_constraint(FixCom())
+    dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=0.01 / units.fs,
+                   fixcm=False, rng=rng)
+    dyn.run(burn)
+    for _ in range(n_frames):
+        dyn.run(interval)
+        snapshot(atoms)
+
+
+def bare(a):
+    """A copy holding only numbers, positions, cell and pbc (no momenta, constraints or info)."""
+    return Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
+
+
+def generate_metals(path, n_frames, seed, per_traj, burn, interval):
+    frames = []
+    for t, k in trajectories(n_frames, per_traj):
+        el = METALS[t % len(METALS)]
+        temp = METAL_TEMPERATURES[(t // len(METALS)) % len(METAL_TEMPERATURES)]
+        rng = np.random.default_rng([seed, 1, t])
+        atoms = bulk(el, "fcc", cubic=True).repeat((2, 2, 2))
+        strain = rng.uniform(-0.02, 0.02, size=(3, 3))
+        strain = 0.5 * (strain + strain.T)
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
+        atoms.positions += rng.normal(0.0, 0.05, size=atoms.positions.shape)
+        atoms.calc = EMT()
+
+        def snapshot(a, el=el, temp=temp):
+            f = bare(a)
+            f.calc = SinglePointCalculator(f, energy=a.get_potential_energy(), forces=a.get_forces(),
+                                           stress=a.get_stress())
+            f.info["config_type"] = f"{el}_{int(temp)}K"
+            frames.append(f)
+
+        run_md(atoms, rng, temp, 2.0, k, burn, interval, snapshot)
+    ase.io.write(path, frames, format="extxyz")
+    return len(frames)
+
+
+def g2_molecules():
+    """Closed-shell H/C/N/O molecules of g2 with at most 12 atoms, in g2's (deterministic) order."""
+    out = []
+    for name in g2.names:
+        a = g2[name]
+        if (set(a.get_chemical_symbols()) <= ALLOWED and len(a) <= 12 and a.numbers.sum() % 2 == 0
+                and not np.any(a.get_initial_magnetic_moments())):
+            out.append((name, a))
+    return out
+
+
+def homo_lumo_gap(calc):
+    """HOMO-LUMO gap in eV from tblite's spin-restricted orbital energies (Hartree) and occupations
+    (0..2, Fermi-smeared at the electronic temperature): HOMO is orbital n_el/2 - 1."""
+    eps = np.asarray(calc._res.get("orbital-energies")).reshape(-1)
+    occ = np.asarray(calc._res.get("orbital-occupations")).reshape(-1)
+    n_occ = int(round(occ.sum() / 2.0))
+    assert np.all(np.diff(eps) >= 0.0), "orbital energies not sorted"
+    assert occ[n_occ - 1] > 1.0 > occ[n_occ], f"not a closed-shell occupation: {occ}"
+    return float((eps[n_occ] - eps[n_occ - 1]) * units.Hartree)
+
+
+def generate_molecules(path, n_frames, seed, per_traj, burn, interval):
+    from tblite.ase import TBLite
+
+    mols = g2_molecules()
+    frames = []
+    for t, k in trajectories(n_frames, per_traj):
+        name, base = mols[t % len(mols)]
+        temp = MOLECULE_TEMPERATURES[t % len(MOLECULE_TEMPERATURES)]  # 57 molecules: odd, so both
+        rng = np.random.default_rng([seed, 2, t])
+        atoms = base.copy()
+        atoms.set_initial_magnetic_moments(None)
+        atoms.positions += rng.normal(0.0, 0.02, size=atoms.positions.shape)
+        atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
+
+        def snapshot(a, name=name, temp=temp):
+            e = a.get_potential_energy()
+            f = bare(a)
+            f.calc = SinglePointCalculator(f, energy=e, forces=a.get_forces(),
+                                           charges=a.calc.results["charges"].copy())
+            f.info["gap"] = homo_lumo_gap(a.calc)
+            f.info["config_type"] = f"{name}_{int(temp)}K"
+            frames.append(f)
+
+        run_md(atoms, rng, temp, 0.5, k, burn, interval, snapshot)
+    ase.io.write(path, frames, format="extxyz")
+    return len(frames)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="data", help="output directory (default: data/)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--metals-frames", type=int, default=1800)
+    p.add_argument("--molecules-frames", type=int, default=1800)
+    p.add_argument("--frames-per-trajectory", type=int, default=10)
+    p.add_argument("--burn", type=int, default=20, help="MD steps before the first frame")
+    p.add_argument("--interval", type=int, default=10, help="MD steps between frames")
+    p.add_argument("--only", choices=["metals", "molecules"], help="generate one dataset only")
+    a = p.parse_args(argv)
+    os.makedirs(a.out, exist_ok=True)
+    for kind, fn, n in (("metals", generate_metals, a.metals_frames),
+                        ("molecules", generate_molecules, a.molecules_frames)):
+        if a.only and a.only != kind:
+            continue
+        path = os.path.join(a.out, f"{kind}.xyz")
+        tmp = path + ".tmp"
+        t0 = time.time()
+        got = fn(tmp, n, a.seed, a.frames_per_trajectory, a.burn, a.interval)
+        os.replace(tmp, path)  # never leave a half-written dataset behind
+        print(f"{path}: {got} frames in {time.time() - t0:.1f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
