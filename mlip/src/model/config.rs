@@ -14,6 +14,10 @@ pub enum MpnnType {
     /// PaiNN (Schütt et al., 2021): equivariant scalar + vector features.
     #[serde(rename = "PAINN", alias = "PaiNN")]
     PaiNN,
+    /// EGNN (Satorras, Hoogeboom, Welling, 2021): invariant messages of the pair distance, with
+    /// optional equivariant coordinate updates.
+    #[serde(rename = "EGNN")]
+    Egnn,
 }
 
 /// Radial basis expanding the pair distance.
@@ -25,6 +29,8 @@ pub enum RadialType {
     Gaussian,
     /// sqrt(2/rc) sin(nπr/rc)/r (PaiNN's and DimeNet's choice).
     Bessel,
+    /// sin(nπr/rc)/r without the prefactor (HydraGNN's PaiNN `sinc_expansion`).
+    Sinc,
 }
 
 /// Smooth cutoff envelope multiplying every edge's contribution, so that energies and forces are
@@ -39,6 +45,9 @@ pub enum Envelope {
         /// Order (6 is a good default).
         p: i32,
     },
+    /// A hard cutoff: 1 inside, 0 at and beyond rc (HydraGNN's EGNN, which has no envelope).
+    /// Energies jump when a pair crosses the cutoff.
+    Hard,
 }
 
 impl Default for Envelope {
@@ -81,6 +90,8 @@ pub enum Pooling {
     Sum,
     /// Mean over atoms (intensive properties: HOMO-LUMO gap).
     Mean,
+    /// Maximum over atoms, per component (HydraGNN's `graph_pooling: "max"`).
+    Max,
 }
 
 /// One output head: an MLP on the backbone's scalar node features.
@@ -101,6 +112,11 @@ pub struct HeadConfig {
     /// Pooling for graph heads.
     #[serde(default)]
     pub pooling: Pooling,
+    /// Graph heads only: pool the node features first, then run the branch's `shared_layers` and
+    /// this head's MLP on the pooled vector (HydraGNN's graph heads). The default runs the MLP on
+    /// every node and pools its outputs (an energy head must do that).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pool_first: bool,
 }
 
 /// A per-dataset output branch: its heads and its per-element reference energies.
@@ -115,6 +131,10 @@ pub struct BranchConfig {
     /// the per-atom energies of the "energy" head.
     #[serde(default)]
     pub reference_energies: Vec<f64>,
+    /// Widths of the Linear+activation layers applied to the pooled features before every
+    /// `pool_first` graph head of this branch (HydraGNN's `graph_shared`); empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_layers: Vec<i64>,
 }
 
 /// How atoms enter the first layer.
@@ -129,6 +149,68 @@ pub enum InputConfig {
         /// One feature vector per species, all of the same length.
         features: Vec<Vec<f64>>,
     },
+}
+
+/// How PaiNN's vector edge term scales with the distance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PainnEdgeVector {
+    /// The unit vector r̂ (Schütt et al.).
+    #[default]
+    Unit,
+    /// r̂ / r, with r̂ = r_vec / (r + 1e-9) (HydraGNN's `PainnMessage`).
+    UnitOverDistance,
+}
+
+/// How PaiNN takes the norm of vector features in the update block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum VectorNorm {
+    /// sqrt(|v|² + 1e-8): smooth at v = 0.
+    #[default]
+    Floored,
+    /// The exact Euclidean norm (HydraGNN: `torch.linalg.norm`); its gradient at v = 0 is 0.
+    Exact,
+}
+
+/// PaiNN options beyond the paper's architecture (the defaults are the engine's PaiNN).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PainnOptions {
+    /// Vector edge term.
+    pub edge_vector: PainnEdgeVector,
+    /// Norm in the update block.
+    pub vector_norm: VectorNorm,
+    /// After every layer, map scalars through Linear→tanh→Linear and vectors through a bias-free
+    /// Linear to `hidden_dim` (HydraGNN's `node_embed_out` / `vec_embed_out`). This lets the first
+    /// layer run at the width of raw input features.
+    pub output_mlp: bool,
+    /// The last layer updates scalars only: its update MLP outputs 2F, and its vector features
+    /// leave the state (HydraGNN's `last_layer`).
+    pub last_layer_scalar_only: bool,
+}
+
+impl PainnOptions {
+    fn is_default(&self) -> bool {
+        *self == PainnOptions::default()
+    }
+}
+
+/// EGNN options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgnnOptions {
+    /// Equivariant coordinate updates in every layer but the last (HydraGNN's `equivariance`):
+    /// x_i += mean_j (r_ij / (|r_ij| + 1)) φ_x(m_ij). The engine carries them as per-atom
+    /// displacements that shift the next layers' edge vectors, so energies stay functions of the
+    /// edge vectors.
+    pub coords_update: bool,
+}
+
+impl EgnnOptions {
+    fn is_default(&self) -> bool {
+        *self == EgnnOptions::default()
+    }
 }
 
 impl Default for InputConfig {
@@ -168,8 +250,25 @@ pub struct ModelConfig {
     pub input: InputConfig,
     /// Output branches (one per dataset); at least one.
     pub branches: Vec<BranchConfig>,
+    /// Activation inside the message-passing blocks' MLPs; None: `activation_function`.
+    /// (HydraGNN hard-codes silu in PaiNN's blocks and relu in EGNN's.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_activation: Option<Activation>,
+    /// Activation applied to the scalar node features after every message-passing layer
+    /// (HydraGNN applies its `activation_function` there); None: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_conv_activation: Option<Activation>,
+    /// PaiNN options.
+    #[serde(default, skip_serializing_if = "PainnOptions::is_default")]
+    pub painn: PainnOptions,
+    /// EGNN options.
+    #[serde(default, skip_serializing_if = "EgnnOptions::is_default")]
+    pub egnn: EgnnOptions,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
 fn one() -> i64 {
     1
 }
@@ -210,9 +309,15 @@ impl ModelConfig {
                     dim: 1,
                     dim_headlayers: vec![32],
                     pooling: Pooling::Sum,
+                    pool_first: false,
                 }],
                 reference_energies: vec![0.0; n],
+                shared_layers: Vec::new(),
             }],
+            conv_activation: None,
+            post_conv_activation: None,
+            painn: PainnOptions::default(),
+            egnn: EgnnOptions::default(),
         }
     }
 
@@ -257,6 +362,19 @@ impl ModelConfig {
                 return bad(format!("envelope.p must be >= 2, got {p}"));
             }
         }
+        if self.mpnn_type != MpnnType::PaiNN && self.painn != PainnOptions::default() {
+            return bad("'painn' options are set but mpnn_type is not PAINN".into());
+        }
+        if self.mpnn_type != MpnnType::Egnn && self.egnn != EgnnOptions::default() {
+            return bad("'egnn' options are set but mpnn_type is not EGNN".into());
+        }
+        if self.mpnn_type == MpnnType::PaiNN && !self.painn.output_mlp && self.input_dim() != self.hidden_dim {
+            return bad(format!(
+                "PaiNN with input width {} != hidden_dim {} needs painn.output_mlp (a per-layer map to hidden_dim)",
+                self.input_dim(),
+                self.hidden_dim
+            ));
+        }
         if self.branches.is_empty() {
             return bad("branches must contain at least one branch".into());
         }
@@ -271,9 +389,18 @@ impl ModelConfig {
                     self.species.len()
                 ));
             }
+            if let Some(w) = br.shared_layers.iter().find(|&&w| w < 1) {
+                return bad(format!("branch '{}': shared_layers widths must be >= 1, got {w}", br.name));
+            }
             for h in &br.output_heads {
                 if h.dim < 1 {
                     return bad(format!("branch '{}' head '{}': dim must be >= 1", br.name, h.name));
+                }
+                if h.pool_first && (h.kind != HeadKind::Graph || h.name == "energy") {
+                    return bad(format!(
+                        "branch '{}' head '{}': pool_first is for graph heads other than 'energy' (the energy must be a sum of per-atom terms)",
+                        br.name, h.name
+                    ));
                 }
                 if h.name == "energy" && (h.kind != HeadKind::Graph || h.dim != 1 || h.pooling != Pooling::Sum) {
                     return bad(format!(

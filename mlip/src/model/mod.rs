@@ -1,9 +1,12 @@
 //! The models: a species input (embedding or raw features), a message-passing backbone (SchNet,
-//! PaiNN) behind one [`Backbone`] interface, and per-dataset output branches of graph- and
+//! PaiNN, EGNN) behind one [`Backbone`] interface, and per-dataset output branches of graph- and
 //! node-level heads. [`Model::forward`] is differentiable end to end (the trainer takes
-//! gradients through it); the energy is Σ_i (head(h_i) + E0[Z_i]).
+//! gradients through it); the energy is Σ_i (head(h_i) + E0[Z_i]). [`hydragnn`] maps models
+//! trained by HydraGNN onto these options.
 
 pub mod config;
+pub mod egnn;
+pub mod hydragnn;
 pub mod nn;
 pub mod painn;
 pub mod schnet;
@@ -44,6 +47,7 @@ struct Head {
     name: String,
     kind: HeadKind,
     pooling: Pooling,
+    pool_first: bool,
     mlp: Mlp,
 }
 
@@ -52,6 +56,8 @@ struct Branch {
     heads: Vec<Head>,
     energy: Option<usize>,
     e0: Tensor,
+    /// Linear+activation layers on pooled features before `pool_first` graph heads.
+    shared: Vec<tch::nn::Linear>,
 }
 
 enum Input {
@@ -138,6 +144,7 @@ impl Model {
         let backbone: Box<dyn Backbone> = match config.mpnn_type {
             MpnnType::SchNet => Box::new(schnet::SchNet::new(&root, &config)),
             MpnnType::PaiNN => Box::new(painn::PaiNN::new(&root, &config)),
+            MpnnType::Egnn => Box::new(egnn::Egnn::new(&root, &config)),
         };
         let f = config.hidden_dim;
         let act = config.activation_function;
@@ -146,14 +153,27 @@ impl Model {
             .iter()
             .map(|b| {
                 let p = &root / "branches" / b.name.as_str();
+                let mut shared_dims = vec![f];
+                shared_dims.extend(&b.shared_layers);
+                let shared = shared_dims
+                    .windows(2)
+                    .enumerate()
+                    .map(|(k, w)| tch::nn::linear(&p / "shared" / k.to_string(), w[0], w[1], Default::default()))
+                    .collect();
                 let heads: Vec<Head> = b
                     .output_heads
                     .iter()
                     .map(|h| {
-                        let mut dims = vec![f];
+                        let mut dims = vec![if h.pool_first { *shared_dims.last().unwrap() } else { f }];
                         dims.extend(&h.dim_headlayers);
                         dims.push(h.dim);
-                        Head { name: h.name.clone(), kind: h.kind, pooling: h.pooling, mlp: Mlp::new(&(&p / h.name.as_str()), &dims, act) }
+                        Head {
+                            name: h.name.clone(),
+                            kind: h.kind,
+                            pooling: h.pooling,
+                            pool_first: h.pool_first,
+                            mlp: Mlp::new(&(&p / h.name.as_str()), &dims, act),
+                        }
                     })
                     .collect();
                 let e0 = if b.reference_energies.is_empty() { vec![0.0; config.species.len()] } else { b.reference_energies.clone() };
@@ -162,6 +182,7 @@ impl Model {
                     energy: heads.iter().position(|h| h.name == "energy"),
                     heads,
                     e0: nn::tensor_from(&e0, &[e0.len() as i64], kind, device),
+                    shared,
                 }
             })
             .collect();
@@ -292,28 +313,37 @@ impl Model {
         let bi = branch.unwrap_or(self.active);
         let b = self.branches.get(bi).ok_or_else(|| Error::InvalidInput(format!("no branch {bi}")))?;
         let node_energy = self.node_energy(bi, s, &g.species)?;
-        let pool = |x: &Tensor, mean: bool| {
+        let pool = |x: &Tensor, pooling: Pooling| {
             let mut shape = x.size();
             shape[0] = g.n_graphs;
-            let sum = Tensor::zeros(shape.as_slice(), (x.kind(), x.device())).index_add(0, &g.batch, x);
-            if mean {
-                let ones = Tensor::ones([x.size()[0]], (x.kind(), x.device()));
-                let count = Tensor::zeros([g.n_graphs], (x.kind(), x.device())).index_add(0, &g.batch, &ones).clamp_min(1.0);
-                sum / count.unsqueeze(-1)
-            } else {
-                sum
+            let zeros = Tensor::zeros(shape.as_slice(), (x.kind(), x.device()));
+            match pooling {
+                Pooling::Max => zeros.index_reduce(0, &g.batch, x, "amax", false),
+                Pooling::Sum => zeros.index_add(0, &g.batch, x),
+                Pooling::Mean => {
+                    let sum = zeros.index_add(0, &g.batch, x);
+                    let ones = Tensor::ones([x.size()[0]], (x.kind(), x.device()));
+                    let count = Tensor::zeros([g.n_graphs], (x.kind(), x.device())).index_add(0, &g.batch, &ones).clamp_min(1.0);
+                    sum / count.unsqueeze(-1)
+                }
             }
         };
-        let energy = pool(&node_energy, false);
+        let energy = pool(&node_energy, Pooling::Sum);
         let (mut graph_properties, mut node_properties) = (BTreeMap::new(), BTreeMap::new());
         for (k, h) in b.heads.iter().enumerate() {
             if Some(k) == b.energy {
                 continue;
             }
-            let y = h.mlp.forward(s);
             match h.kind {
-                HeadKind::Node => node_properties.insert(h.name.clone(), y),
-                HeadKind::Graph => graph_properties.insert(h.name.clone(), pool(&y, h.pooling == Pooling::Mean)),
+                HeadKind::Node => node_properties.insert(h.name.clone(), h.mlp.forward(s)),
+                HeadKind::Graph if h.pool_first => {
+                    let mut x = pool(s, h.pooling);
+                    for l in &b.shared {
+                        x = nn::act(self.config.activation_function, &x.apply(l));
+                    }
+                    graph_properties.insert(h.name.clone(), h.mlp.forward(&x))
+                }
+                HeadKind::Graph => graph_properties.insert(h.name.clone(), pool(&h.mlp.forward(s), h.pooling)),
             };
         }
         Ok(Outputs { node_energy, energy, graph_properties, node_properties })

@@ -47,7 +47,7 @@ impl Mlp {
 }
 
 /// Radial basis and envelope of the pair distance.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Radial {
     kind: RadialType,
     envelope: Envelope,
@@ -83,6 +83,11 @@ impl Radial {
                 let pref = (2.0 / rc).sqrt();
                 (d.unsqueeze(-1) * k).sin() / d.unsqueeze(-1) * pref
             }
+            RadialType::Sinc => {
+                // HydraGNN's order of operations: sin(d·n·π/rc)/d.
+                let n = Tensor::arange_start(1, self.n + 1, (kind, dev));
+                (d.unsqueeze(-1) * n * std::f64::consts::PI / rc).sin() / d.unsqueeze(-1)
+            }
         }
     }
 
@@ -103,6 +108,7 @@ impl Radial {
                 let xp = x.pow_tensor_scalar(p);
                 (xp.shallow_clone() * a) + (&xp * &x * b) + (&xp * &x * &x * c) + 1.0
             }
+            Envelope::Hard => return inside.to_kind(d.kind()),
         };
         u * inside.to_kind(d.kind())
     }

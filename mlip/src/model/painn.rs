@@ -1,30 +1,47 @@
 //! PaiNN (Schütt, Unke, Gastegger, "Equivariant message passing for the prediction of tensorial
 //! properties and molecular spectra", ICML 2021). Scalar features s (n, F) and vector features
 //! v (n, 3, F). Reads `hidden_dim`, `num_conv_layers`, `num_radial`, `radial_type`, `envelope`,
-//! `activation_function` from [`ModelConfig`](super::config::ModelConfig).
+//! `activation_function`, `conv_activation`, `post_conv_activation` and `painn` from
+//! [`ModelConfig`](super::config::ModelConfig).
 //!
 //! Message: [Δs, Δv_v, Δv_s] = φ(s_j) ⊙ W(rbf(r_ij))·envelope; s_i += Σ Δs,
-//! v_i += Σ (v_j ⊙ Δv_v + Δv_s ⊗ r̂_ij). Update: a = MLP([s, |V v|]);
-//! v += a_vv ⊙ U v; s += a_sv ⊙ <U v, V v> + a_ss.
+//! v_i += Σ (v_j ⊙ Δv_v + Δv_s ⊗ e_ij) with e_ij = r̂_ij (or r̂_ij / r_ij, `painn.edge_vector`).
+//! Update: a = MLP([s, |V v|]); v += a_vv ⊙ U v; s += a_sv ⊙ <U v, V v> + a_ss.
+//!
+//! HydraGNN's variant (`painn.output_mlp`, `painn.last_layer_scalar_only`): each layer runs at the
+//! width of its input (1 for a raw atom-type feature in the first layer) and ends with
+//! s ← Linear(tanh(Linear(s))), v ← Linear(v) to `hidden_dim`; the last layer's update outputs
+//! only [a_sv, a_ss] and drops the vectors.
 
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
-use super::config::{Activation, ModelConfig};
-use super::nn::{Edges, Mlp};
+use super::config::{Activation, ModelConfig, PainnEdgeVector, VectorNorm};
+use super::nn::{act, Edges, Mlp};
 use super::{Backbone, State};
 
 struct Layer {
+    /// Width of the features inside the layer (its input width).
+    f: i64,
     phi: Mlp,
     w: nn::Linear,
     u: nn::Linear,
     v: nn::Linear,
     upd: Mlp,
+    scalar_only: bool,
+    out_s: Option<Mlp>,
+    out_v: Option<nn::Linear>,
 }
 
 /// The PaiNN backbone.
 pub struct PaiNN {
     layers: Vec<Layer>,
-    f: i64,
+    /// Scalar width of the state entering layer l (l = 0..=L).
+    s_dims: Vec<i64>,
+    /// Vector width of the state entering layer l, None when it has no vectors.
+    v_dims: Vec<Option<i64>>,
+    edge_vector: PainnEdgeVector,
+    vector_norm: VectorNorm,
+    post_act: Option<Activation>,
 }
 
 /// Norm with a small floor, so the gradient at v = 0 (the first layer) stays finite.
@@ -33,73 +50,112 @@ fn safe_norm(x: &Tensor, dim: i64) -> Tensor {
 }
 
 impl PaiNN {
-    /// Layers under `vs/"layers"/l/{message,update}`.
+    /// Layers under `vs/"layers"/l/{message,update,out}`.
     pub fn new(vs: &nn::Path, c: &ModelConfig) -> Self {
-        let f = c.hidden_dim;
-        assert_eq!(c.input_dim(), f, "PaiNN with raw input features is added by the HydraGNN importer");
-        let a: Activation = c.activation_function;
+        let h = c.hidden_dim;
+        let o = &c.painn;
+        assert!(o.output_mlp || c.input_dim() == h, "validated: PaiNN input width != hidden_dim needs painn.output_mlp");
+        let a: Activation = c.conv_activation.unwrap_or(c.activation_function);
         let nobias = nn::LinearConfig { bias: false, ..Default::default() };
-        let layers = (0..c.num_conv_layers)
+        let mut s_dims = vec![c.input_dim()];
+        let mut v_dims = vec![Some(c.input_dim())];
+        let nl = c.num_conv_layers;
+        let layers = (0..nl)
             .map(|l| {
                 let p = vs / "layers" / l.to_string();
+                let f = s_dims[l];
+                let scalar_only = o.last_layer_scalar_only && l + 1 == nl;
+                let n_upd = if scalar_only { 2 * f } else { 3 * f };
+                let out_s = o.output_mlp.then(|| Mlp::new(&(&p / "out" / "s"), &[f, h, h], Activation::Tanh));
+                let out_v = (o.output_mlp && !scalar_only).then(|| nn::linear(&p / "out" / "v", f, h, nobias));
+                let f_out = if o.output_mlp { h } else { f };
+                s_dims.push(f_out);
+                v_dims.push((!scalar_only).then_some(f_out));
                 Layer {
+                    f,
                     phi: Mlp::new(&(&p / "message" / "phi"), &[f, f, 3 * f], a),
                     w: nn::linear(&p / "message" / "filter", c.num_radial, 3 * f, Default::default()),
                     u: nn::linear(&p / "update" / "U", f, f, nobias),
                     v: nn::linear(&p / "update" / "V", f, f, nobias),
-                    upd: Mlp::new(&(&p / "update" / "mlp"), &[2 * f, f, 3 * f], a),
+                    upd: Mlp::new(&(&p / "update" / "mlp"), &[2 * f, f, n_upd], a),
+                    scalar_only,
+                    out_s,
+                    out_v,
                 }
             })
             .collect();
-        PaiNN { layers, f }
+        PaiNN { layers, s_dims, v_dims, edge_vector: o.edge_vector, vector_norm: o.vector_norm, post_act: c.post_conv_activation }
     }
 }
 
 impl Backbone for PaiNN {
     fn init_state(&self, x0: &Tensor) -> State {
         let n = x0.size()[0];
-        let v = Tensor::zeros([n, 3, self.f], (x0.kind(), x0.device()));
+        let v = Tensor::zeros([n, 3, x0.size()[1]], (x0.kind(), x0.device()));
         State { s: x0.shallow_clone(), v: Some(v) }
     }
 
     fn layer(&self, l: usize, st: &State, e: &Edges) -> State {
         let b = &self.layers[l];
-        let f = self.f;
-        let v = st.v.as_ref().expect("PaiNN state has vector features");
+        let f = b.f;
+        let v = st.v.as_ref().expect("PaiNN state entering a layer has vector features");
         // message
         let x = b.phi.forward(&st.s).index_select(0, &e.src) * (e.rbf.apply(&b.w) * e.env.unsqueeze(-1));
         let parts = x.split(f, -1);
         let (ds, dvv, dvs) = (&parts[0], &parts[1], &parts[2]);
-        let unit = &e.vec / e.dist.unsqueeze(-1);
-        let dv = v.index_select(0, &e.src) * dvv.unsqueeze(1) + dvs.unsqueeze(1) * unit.unsqueeze(-1);
+        let dir = match self.edge_vector {
+            PainnEdgeVector::Unit => &e.vec / e.dist.unsqueeze(-1),
+            PainnEdgeVector::UnitOverDistance => &e.vec / (e.dist.unsqueeze(-1) + 1e-9) / e.dist.unsqueeze(-1),
+        };
+        let dv = v.index_select(0, &e.src) * dvv.unsqueeze(1) + dvs.unsqueeze(1) * dir.unsqueeze(-1);
         let s = &st.s + e.aggregate(ds);
         let v = v + e.aggregate(&dv);
         // update
         let uv = v.apply(&b.u);
         let vv = v.apply(&b.v);
-        let a = b.upd.forward(&Tensor::cat(&[&s, &safe_norm(&vv, 1)], -1));
+        let norm = match self.vector_norm {
+            VectorNorm::Floored => safe_norm(&vv, 1),
+            VectorNorm::Exact => vv.linalg_norm(2.0, [1i64].as_slice(), false, None::<Kind>),
+        };
+        let a = b.upd.forward(&Tensor::cat(&[&s, &norm], -1));
         let parts = a.split(f, -1);
-        let (avv, asv, ass) = (&parts[0], &parts[1], &parts[2]);
-        let v = &v + avv.unsqueeze(1) * &uv;
         let dot = (&uv * &vv).sum_dim_intlist(1, false, v.kind());
-        let s = s + asv * dot + ass;
-        State { s, v: Some(v) }
+        let (mut s, mut v) = if b.scalar_only {
+            (s + &parts[0] * dot + &parts[1], None)
+        } else {
+            let (avv, asv, ass) = (&parts[0], &parts[1], &parts[2]);
+            let v = &v + avv.unsqueeze(1) * &uv;
+            (s + asv * dot + ass, Some(v))
+        };
+        if let Some(m) = &b.out_s {
+            s = m.forward(&s);
+        }
+        if let (Some(lin), Some(vt)) = (&b.out_v, &v) {
+            v = Some(vt.apply(lin));
+        }
+        if let Some(pa) = self.post_act {
+            s = act(pa, &s);
+        }
+        State { s, v }
     }
 
-    fn width(&self, _l: usize) -> i64 {
-        4 * self.f
+    fn width(&self, l: usize) -> i64 {
+        self.s_dims[l] + 3 * self.v_dims[l].unwrap_or(0)
     }
 
     fn flatten(&self, st: &State) -> Tensor {
-        let v = st.v.as_ref().expect("PaiNN state has vector features");
         let n = st.s.size()[0];
-        Tensor::cat(&[&st.s, &v.reshape([n, 3 * self.f])], -1)
+        match &st.v {
+            Some(v) => Tensor::cat(&[&st.s, &v.reshape([n, -1])], -1),
+            None => st.s.shallow_clone(),
+        }
     }
 
-    fn unflatten(&self, _l: usize, t: &Tensor) -> State {
+    fn unflatten(&self, l: usize, t: &Tensor) -> State {
         let n = t.size()[0];
-        let s = t.narrow(1, 0, self.f);
-        let v = t.narrow(1, self.f, 3 * self.f).reshape([n, 3, self.f]);
-        State { s, v: Some(v) }
+        let fs = self.s_dims[l];
+        let s = t.narrow(1, 0, fs);
+        let v = self.v_dims[l].map(|fv| t.narrow(1, fs, 3 * fv).reshape([n, 3, fv]));
+        State { s, v }
     }
 }

@@ -1,7 +1,8 @@
 //! SchNet (Schütt et al., "SchNet: A continuous-filter convolutional neural network for modeling
 //! quantum interactions", NeurIPS 2017), in the interaction-block form of PyTorch Geometric that
 //! HydraGNN wraps. Reads `hidden_dim`, `num_conv_layers`, `num_radial`, `radial_type`, `envelope`,
-//! `activation_function` from [`ModelConfig`](super::config::ModelConfig).
+//! `activation_function`, `conv_activation`, `post_conv_activation` from
+//! [`ModelConfig`](super::config::ModelConfig).
 //!
 //! Layer l: W_ij = lin(act(lin(rbf(r_ij)))) · envelope(r_ij); m_i = Σ_j lin1(h_j) ⊙ W_ij;
 //! h_i ← h_i + lin3(act(lin2(m_i))) (no residual when the input width differs).
@@ -25,6 +26,7 @@ struct Interaction {
 pub struct SchNet {
     layers: Vec<Interaction>,
     act: Activation,
+    post_act: Option<Activation>,
     dims: Vec<i64>,
 }
 
@@ -49,7 +51,7 @@ impl SchNet {
                 }
             })
             .collect();
-        SchNet { layers, act: c.activation_function, dims }
+        SchNet { layers, act: c.conv_activation.unwrap_or(c.activation_function), post_act: c.post_conv_activation, dims }
     }
 }
 
@@ -65,6 +67,10 @@ impl Backbone for SchNet {
         let m = e.aggregate(&(x.index_select(0, &e.src) * w));
         let v = act(self.act, &m.apply(&b.lin2)).apply(&b.lin3);
         let s = if b.residual { &st.s + v } else { v };
+        let s = match self.post_act {
+            Some(a) => act(a, &s),
+            None => s,
+        };
         State { s, v: None }
     }
 

@@ -1,0 +1,124 @@
+//! EGNN (Satorras, Hoogeboom, Welling, "E(n) Equivariant Graph Neural Networks", ICML 2021), in
+//! the E_GCL form HydraGNN uses (no residual, no attention, the plain distance as the edge
+//! input). Reads `hidden_dim`, `num_conv_layers`, `envelope`, `radius`, `activation_function`,
+//! `conv_activation`, `post_conv_activation` and `egnn` from
+//! [`ModelConfig`](super::config::ModelConfig); `num_radial` and `radial_type` are not used.
+//!
+//! Layer l, for edge e from j = src to i = dst with vector r_e and length d_e:
+//! m_e = act(W2 act(W1 [h_i, h_j, d_e])) · envelope(d_e); h_i ← W4 act(W3 [h_i, Σ_e m_e]).
+//! With `egnn.coords_update`, every layer but the last also moves the atoms:
+//! x_i ← x_i + Σ_e clamp(r_e / (d_e + 1) · tanh(w·act(W5 m_e)), ±100) / max(Σ_e envelope, 1).
+//! The engine carries these moves as per-atom displacements D in the state (n, 3, 1), and a layer
+//! sees the edge vectors r_e + D_j - D_i, so the energy stays a function of the edge vectors
+//! (forces, virials and ghost atoms work unchanged).
+
+use tch::{nn, Tensor};
+
+use super::config::{Activation, ModelConfig};
+use super::nn::{act, Edges, Mlp, Radial};
+use super::{Backbone, State};
+
+struct Layer {
+    edge_mlp: Mlp,
+    node_mlp: Mlp,
+    coord: Option<(nn::Linear, nn::Linear)>,
+}
+
+/// The EGNN backbone.
+pub struct Egnn {
+    layers: Vec<Layer>,
+    /// Scalar width of the state entering layer l (l = 0..=L).
+    dims: Vec<i64>,
+    coords: bool,
+    radial: Radial,
+    act: Activation,
+    post_act: Option<Activation>,
+}
+
+impl Egnn {
+    /// Layers under `vs/"layers"/l/{edge_mlp,node_mlp,coord_mlp}`.
+    pub fn new(vs: &nn::Path, c: &ModelConfig) -> Self {
+        let h = c.hidden_dim;
+        let a = c.conv_activation.unwrap_or(c.activation_function);
+        let coords = c.egnn.coords_update;
+        let nl = c.num_conv_layers;
+        let mut dims = vec![c.input_dim()];
+        let layers = (0..nl)
+            .map(|l| {
+                let p = vs / "layers" / l.to_string();
+                let f = dims[l];
+                dims.push(h);
+                let coord = (coords && l + 1 < nl).then(|| {
+                    let nobias = nn::LinearConfig { bias: false, ..Default::default() };
+                    (nn::linear(&p / "coord_mlp" / "0", h, h, Default::default()), nn::linear(&p / "coord_mlp" / "1", h, 1, nobias))
+                });
+                Layer {
+                    edge_mlp: Mlp::new(&(&p / "edge_mlp"), &[2 * f + 1, h, h], a),
+                    node_mlp: Mlp::new(&(&p / "node_mlp"), &[h + f, h, h], a),
+                    coord,
+                }
+            })
+            .collect();
+        let radial = Radial::new(c.radial_type, c.envelope, c.radius, c.num_radial);
+        Egnn { layers, dims, coords, radial, act: a, post_act: c.post_conv_activation }
+    }
+}
+
+impl Backbone for Egnn {
+    fn init_state(&self, x0: &Tensor) -> State {
+        let n = x0.size()[0];
+        let v = self.coords.then(|| Tensor::zeros([n, 3, 1], (x0.kind(), x0.device())));
+        State { s: x0.shallow_clone(), v }
+    }
+
+    fn layer(&self, l: usize, st: &State, e: &Edges) -> State {
+        let b = &self.layers[l];
+        let h = &st.s;
+        // Edge geometry of this layer: the input edges, moved by the atoms' displacements so far.
+        let (vec, dist, env) = match &st.v {
+            Some(d) => {
+                let d = d.squeeze_dim(-1);
+                let vec = &e.vec + d.index_select(0, &e.src) - d.index_select(0, &e.dst);
+                let dist = vec.square().sum_dim_intlist(-1, false, vec.kind()).sqrt();
+                let env = self.radial.envelope(&dist);
+                (vec, dist, env)
+            }
+            None => (e.vec.shallow_clone(), e.dist.shallow_clone(), e.env.shallow_clone()),
+        };
+        let input = Tensor::cat(&[&h.index_select(0, &e.dst), &h.index_select(0, &e.src), &dist.unsqueeze(-1)], -1);
+        let m = act(self.act, &b.edge_mlp.forward(&input)) * env.unsqueeze(-1);
+        let s = b.node_mlp.forward(&Tensor::cat(&[h, &e.aggregate(&m)], -1));
+        let v = match (&st.v, &b.coord) {
+            (Some(d), Some((w1, w2))) => {
+                let phi = act(self.act, &m.apply(w1)).apply(w2).tanh();
+                let trans = (&vec / (dist.unsqueeze(-1) + 1.0) * phi).clamp(-100.0, 100.0) * env.unsqueeze(-1);
+                let count = e.aggregate(&env).clamp_min(1.0);
+                Some(d + (e.aggregate(&trans) / count.unsqueeze(-1)).unsqueeze(-1))
+            }
+            (d, _) => d.as_ref().map(|d| d.shallow_clone()),
+        };
+        let s = match self.post_act {
+            Some(a) => act(a, &s),
+            None => s,
+        };
+        State { s, v }
+    }
+
+    fn width(&self, l: usize) -> i64 {
+        self.dims[l] + if self.coords { 3 } else { 0 }
+    }
+
+    fn flatten(&self, st: &State) -> Tensor {
+        match &st.v {
+            Some(d) => Tensor::cat(&[&st.s, &d.reshape([-1, 3])], -1),
+            None => st.s.shallow_clone(),
+        }
+    }
+
+    fn unflatten(&self, l: usize, t: &Tensor) -> State {
+        let f = self.dims[l];
+        let s = t.narrow(1, 0, f);
+        let v = self.coords.then(|| t.narrow(1, f, 3).reshape([-1, 3, 1]));
+        State { s, v }
+    }
+}
