@@ -27,8 +27,8 @@ def test_forces_equal_finite_differences(model_path, system, rng):
     atoms = random_atoms(rng, species=calc.species, **SYSTEMS[system])
     atoms.calc = calc
     forces = atoms.get_forces()
-    numeric = calculate_numerical_forces(atoms, eps=1e-5)
-    assert scaled_err(forces, numeric) < 1e-6, (forces, numeric)
+    numeric = calculate_numerical_forces(atoms, eps=2e-6)
+    assert scaled_err(forces, numeric) < 1e-7, (forces, numeric)
     # Total force vanishes (translation invariance) for any periodicity.
     assert np.abs(forces.sum(axis=0)).max() < 1e-9 * max(1.0, np.abs(forces).max())
 
@@ -41,7 +41,7 @@ def test_stress_equals_finite_differences(model_path, system, rng):
     stress = atoms.get_stress()
     assert stress.shape == (6,)
     numeric = calculate_numerical_stress(atoms, eps=1e-6)
-    assert scaled_err(stress, numeric) < 1e-6, (stress, numeric)
+    assert scaled_err(stress, numeric) < 1e-7, (stress, numeric)
     # The full 3x3 form is symmetric (rotation invariance) and matches the Voigt one.
     full = atoms.get_stress(voigt=False)
     assert np.abs(full - full.T).max() < 1e-9 * max(1.0, np.abs(full).max())
