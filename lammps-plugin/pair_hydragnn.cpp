@@ -417,6 +417,14 @@ void PairHydraGNN::init_style()
   // a full list of local atoms with local and ghost neighbours; the ghost shell is one model
   // cutoff (+ skin) wide because features are exchanged after every layer
   neighbor->add_request(this, NeighConst::REQ_FULL);
+
+  // Under pair_style hybrid/overlay/scaled the parent sizes LAMMPS's comm buffers from its
+  // sub-styles' comm_forward/comm_reverse as they were at pair_style time, before pair_coeff
+  // loaded the model and set ours: raise the parent's (Comm::init reads them after this).
+  if (force->pair && force->pair != this) {
+    force->pair->comm_forward = std::max(force->pair->comm_forward, comm_forward);
+    force->pair->comm_reverse = std::max(force->pair->comm_reverse, comm_reverse);
+  }
 }
 
 double PairHydraGNN::init_one(int i, int j)
