@@ -49,7 +49,8 @@ static void check(hgnn_status_t s, const char *what) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 6) { fprintf(stderr, "usage: engine_bench MODEL STRUCTURE REPEATS THREADS all|forces\n"); return 2; }
+  if (argc != 7) { fprintf(stderr, "usage: engine_bench MODEL STRUCTURE REPEATS THREADS all|forces cpu|wall\n"); return 2; }
+  clockid_t clock = argv[6][0] == 'c' ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC;
   FILE *f = fopen(argv[2], "rb");
   if (!f) { perror(argv[2]); return 1; }
   int64_t n; hgnn_structure_t s;
@@ -70,9 +71,9 @@ int main(int argc, char **argv) {
   for (int k = 0; k < 3; k++) check(hgnn_compute(m, &s, &r), "hgnn_compute"); /* warm-up */
   for (int k = 0; k < reps; k++) {
     struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_gettime(clock, &t0);
     check(hgnn_compute(m, &s, &r), "hgnn_compute");
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    clock_gettime(clock, &t1);
     printf("%.9f\n", (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec));
   }
   hgnn_model_free(m);
@@ -82,15 +83,15 @@ int main(int argc, char **argv) {
 
 
 def crystal(n_atoms, symbol):
-    """A rattled cubic fcc crystal of n_atoms (a multiple of 4 that factors into a box)."""
+    """A rattled fcc crystal of n_atoms (a multiple of 4) from the most compact box of cubic cells."""
     cells = n_atoms // 4
-    for nx in range(round(cells ** (1 / 3)), 0, -1):
-        for ny in range(nx, 0, -1):
-            if cells % (nx * ny) == 0:
-                atoms = bulk(symbol, "fcc", cubic=True).repeat((nx, ny, cells // (nx * ny)))
-                atoms.rattle(0.02, seed=1)
-                return atoms
-    raise ValueError(n_atoms)
+    if 4 * cells != n_atoms:
+        raise ValueError(f"{n_atoms} is not a multiple of 4")
+    boxes = [(x, y, cells // (x * y)) for x in range(1, cells + 1) for y in range(1, cells + 1) if cells % (x * y) == 0]
+    box = min(boxes, key=lambda b: (max(b) / min(b), b))
+    atoms = bulk(symbol, "fcc", cubic=True).repeat(box)
+    atoms.rattle(0.02, seed=1)
+    return atoms
 
 
 def build_c(workdir, lib):
@@ -106,7 +107,7 @@ def build_c(workdir, lib):
     return exe
 
 
-def time_c(exe, model, atoms, workdir, repeats, threads, request):
+def time_c(exe, model, atoms, workdir, repeats, threads, request, clock):
     path = workdir / f"structure_{len(atoms)}.bin"
     with open(path, "wb") as f:
         f.write(struct.pack("<q", len(atoms)))
@@ -114,13 +115,14 @@ def time_c(exe, model, atoms, workdir, repeats, threads, request):
         f.write(np.asarray(atoms.pbc, dtype="<i4").tobytes())
         f.write(np.ascontiguousarray(atoms.positions, dtype="<f8").tobytes())
         f.write(np.asarray(atoms.numbers, dtype="<i4").tobytes())
-    out = subprocess.run([str(exe), str(model), str(path), str(repeats), str(threads), request],
+    out = subprocess.run([str(exe), str(model), str(path), str(repeats), str(threads), request, clock],
                          check=True, capture_output=True, text=True)
     return [float(x) for x in out.stdout.split()]
 
 
-def time_python(calc, atoms, repeats):
+def time_python(calc, atoms, repeats, clock):
     """Interleaved: (calculator get_forces after a position change, raw ctypes hgnn_compute)."""
+    now = time.process_time if clock == "cpu" else time.perf_counter
     atoms = atoms.copy()
     atoms.calc = calc
     lib, model = calc._model.lib, calc._model.handle
@@ -132,14 +134,34 @@ def time_python(calc, atoms, repeats):
     t_calc, t_raw = [], []
     for k in range(repeats):
         atoms.positions[0, 0] += 1e-6 if k % 2 else -1e-6
-        t0 = time.perf_counter()
+        t0 = now()
         atoms.get_forces()
-        t1 = time.perf_counter()
+        t1 = now()
         lib.hgnn_compute(model, byref(job.structure), byref(job.raw))
-        t2 = time.perf_counter()
+        t2 = now()
         t_calc.append(t1 - t0)
         t_raw.append(t2 - t1)
     return t_calc, t_raw
+
+
+def time_layer(calc, atoms, repeats, clock):
+    """The ASE layer alone: get_forces after a position change with hgnn_compute stubbed out."""
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    atoms = atoms.copy()
+    atoms.calc = calc
+    lib = calc._model.lib
+    real = lib.hgnn_compute
+    lib.hgnn_compute = lambda *args: 0
+    try:
+        out = []
+        for k in range(repeats):
+            atoms.positions[0, 0] += 1e-6 if k % 2 else -1e-6
+            t0 = now()
+            atoms.get_forces()
+            out.append(now() - t0)
+    finally:
+        lib.hgnn_compute = real
+    return out
 
 
 def main(argv=None):
@@ -149,6 +171,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=40, help="timed calls per size and method")
     p.add_argument("--rounds", type=int, default=4, help="the calls are split into this many alternating rounds")
     p.add_argument("--threads", type=int, default=1, help="libtorch intra-op threads")
+    p.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                   help="process CPU time (steady on a loaded machine; = wall time on an idle one with 1 thread) or wall time")
     a = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -163,30 +187,36 @@ def main(argv=None):
         symbol = calc.info.get("species", ["Cu"])[0]
         c_exe = build_c(tmp, lib)
         print(f"model {a.model or 'random SchNet Cu 4.5 Å 2 layers float64'}, {lib}, threads {a.threads}, "
-              f"best / median of {a.repeats} calls in {a.rounds} rounds, ms per force call")
+              f"{a.clock} time, best / median of {a.repeats} calls in {a.rounds} rounds, ms per force call")
         head = (f"{'atoms':>6} {'ASE calc':>17} {'ctypes direct':>17} {'C direct':>17} {'C forces-only':>17}"
-                f" {'calc/ctypes':>11} {'calc/C':>7}")
+                f" {'layer alone':>11} {'calc/ctypes':>11} {'calc/C':>7} {'(C+layer)/C':>11}")
         print(head)
         rows = []
         for n in a.sizes:
             atoms = crystal(n, symbol)
             t_calc, t_raw, t_c, t_f = [], [], [], []
+            t_layer = time_layer(calc, atoms, 10 * a.repeats, a.clock)
             # Rounds alternate the in-process timings with the C program's, so that a change of
             # load on a shared machine reaches all of them.
             per_round = max(1, a.repeats // a.rounds)
             for _ in range(a.rounds):
-                tc, tr = time_python(calc, atoms, per_round)
+                tc, tr = time_python(calc, atoms, per_round, a.clock)
                 t_calc += tc
                 t_raw += tr
                 if c_exe:
-                    t_c += time_c(c_exe, model, atoms, tmp, per_round, a.threads, "all")
-                    t_f += time_c(c_exe, model, atoms, tmp, per_round, a.threads, "forces")
+                    t_c += time_c(c_exe, model, atoms, tmp, per_round, a.threads, "all", a.clock)
+                    t_f += time_c(c_exe, model, atoms, tmp, per_round, a.threads, "forces", a.clock)
             cell = lambda t: f"{1e3 * min(t):7.2f} / {1e3 * statistics.median(t):7.2f}" if t else f"{'n/a':>17}"
             r_raw = min(t_calc) / min(t_raw)
             r_c = min(t_calc) / min(t_c) if t_c else float("nan")
-            rows.append((n, min(t_calc), min(t_raw), min(t_c) if t_c else None, r_raw, r_c))
-            print(f"{len(atoms):>6} {cell(t_calc)} {cell(t_raw)} {cell(t_c)} {cell(t_f)} {r_raw:11.3f} {r_c:7.3f}")
-        print("ratios: best ASE-calculator time / best direct engine time (ctypes in the same process; C program)")
+            engine = min(t_c) if t_c else min(t_raw)
+            r_layer = (engine + min(t_layer)) / engine
+            rows.append((n, min(t_calc), min(t_raw), min(t_c) if t_c else None, min(t_layer), r_raw, r_c, r_layer))
+            print(f"{len(atoms):>6} {cell(t_calc)} {cell(t_raw)} {cell(t_c)} {cell(t_f)} {1e3 * min(t_layer):8.3f} ms"
+                  f" {r_raw:11.3f} {r_c:7.3f} {r_layer:11.3f}")
+        print("layer alone: get_forces with hgnn_compute stubbed out (best of 10x as many calls)")
+        print("ratios: best ASE-calculator time / best direct engine time (ctypes in the same process; C program);")
+        print("        (best C time + layer alone) / best C time, the overhead free of the engine's run-to-run noise")
     return rows
 
 
