@@ -185,10 +185,10 @@ class HydraGNNCalculator(Calculator):
     # --- evaluation ---------------------------------------------------------------------------
 
     def calculate(self, atoms=None, properties=None, system_changes=all_changes):
-        if properties is None:
-            properties = self.implemented_properties
-        Calculator.calculate(self, atoms, properties, system_changes)
-        _check_stress(self.atoms, properties)
+        # properties=None (a direct call): everything that applies to this structure.
+        Calculator.calculate(self, atoms, properties or ["energy"], system_changes)
+        if properties is not None:
+            _check_stress(self.atoms, properties)
         want = _STRESS if _periodic3d(self.atoms) else ()
         job = _Job(self.atoms, want)
         m = self._model
@@ -205,6 +205,8 @@ class HydraGNNCalculator(Calculator):
         `SinglePointCalculator(atoms, **r)`.
         """
         images = list(images)
+        if isinstance(properties, str):
+            properties = [properties]
         if properties is None:
             properties = [p for p in self.implemented_properties if p not in _STRESS]
             if images and all(_periodic3d(a) for a in images):

@@ -251,3 +251,15 @@ def test_float32_is_close_to_float64(schnet_path, rng):
     scale = np.abs(ref.get_forces()).max()
     assert np.abs(atoms.get_forces() - ref.get_forces()).max() < 1e-3 * scale
     assert abs(atoms.get_potential_energy() - ref.get_potential_energy()) < 1e-4 * abs(ref.get_potential_energy())
+
+
+def test_direct_calculate_computes_what_applies(schnet_path, rng):
+    """calc.calculate(atoms) without properties (as some scripts call it) works for a molecule too."""
+    calc = HydraGNNCalculator(schnet_path)
+    molecule = random_atoms(rng, 4, calc.species, pbc=False)
+    calc.calculate(molecule)
+    assert set(calc.results) == {"energy", "free_energy", "energies", "forces"}
+    crystal = random_atoms(rng, 4, calc.species)
+    calc.calculate(crystal)
+    assert set(calc.results) == set(calc.implemented_properties)
+    assert calc.batch([crystal], properties="energy")[0]["energy"] == pytest.approx(calc.results["energy"], rel=1e-12)
