@@ -10,7 +10,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from conftest import random_atoms
+from ase_testutil import random_atoms
 import hydragnn_ase
 from hydragnn_ase import (
     HydraGNNCalculator,

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from ase_testutil import REPO
 
 EXAMPLES = REPO / "examples" / "ase"
 

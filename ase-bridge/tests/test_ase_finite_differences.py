@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 
-from conftest import random_atoms
+from ase_testutil import random_atoms
 from hydragnn_ase import HydraGNNCalculator
 
 SYSTEMS = {

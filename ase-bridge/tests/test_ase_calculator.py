@@ -11,7 +11,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from conftest import random_atoms
+from ase_testutil import random_atoms
 from hydragnn_ase import HydraGNNCalculator
 
 
