@@ -355,7 +355,7 @@ impl Reader {
             ));
         }
         for d in 0..shape.len() {
-            if start[d].checked_add(count[d]).map_or(true, |e| e > shape[d]) {
+            if !matches!(start[d].checked_add(count[d]), Some(e) if e <= shape[d]) {
                 return Err(DataError::schema(
                     &self.path,
                     format!("variable '{name}': selection start {start:?} count {count:?} exceeds shape {shape:?}"),

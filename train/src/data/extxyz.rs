@@ -346,7 +346,7 @@ struct Column {
 
 fn parse_properties(spec: &str) -> std::result::Result<Vec<Column>, String> {
     let parts: Vec<&str> = spec.split(':').collect();
-    if parts.len() % 3 != 0 || parts.is_empty() {
+    if parts.is_empty() || !parts.chunks_exact(3).remainder().is_empty() {
         return Err(format!("Properties='{spec}' is not a list of name:type:columns triples"));
     }
     let mut cols = Vec::new();
@@ -414,7 +414,7 @@ impl<'a> FrameBuilder<'a> {
             if cols[s].kind != ColKind::Str || cols[s].width != 1 {
                 return Err(err(format!("column 'species' must be S:1 (Properties={properties})")));
             }
-        } else if z_col.map_or(true, |z| cols[z].kind != ColKind::Int || cols[z].width != 1) {
+        } else if !matches!(z_col, Some(z) if cols[z].kind == ColKind::Int && cols[z].width == 1) {
             return Err(err(format!("no 'species:S:1' (or 'Z:I:1') column (Properties={properties})")));
         }
         let pos = find("pos").or_else(|| find("positions"));
