@@ -24,10 +24,15 @@ CXX="${CXX:-g++}"
 
 INPUTS=("$SRC/pair_hydragnn.cpp" "$SRC/pair_hydragnn.h" "$SRC/plugin.cpp" "$SRC/build.sh" "$LIB" \
         "$ROOT/mlip/capi/include/hydragnn.h")
+# LAMMPS_PLUGIN_PATH auto-loading only picks up files named *plugin.so
+AUTO="$OUTDIR/hydragnnplugin.so"
 if [ -f "$OUT" ]; then
   stale=0
   for f in "${INPUTS[@]}"; do [ "$f" -nt "$OUT" ] && stale=1; done
-  if [ $stale = 0 ]; then echo "build.sh: $OUT is up to date"; exit 0; fi
+  if [ $stale = 0 ]; then
+    [ -L "$AUTO" ] || ln -sfn "$(basename "$OUT")" "$AUTO"
+    echo "build.sh: $OUT is up to date"; exit 0
+  fi
 fi
 
 mkdir -p "$OUTDIR"
@@ -38,4 +43,5 @@ TMP="$OUT.tmp.$$"
   "$SRC/pair_hydragnn.cpp" "$SRC/plugin.cpp" \
   -ldl -o "$TMP"
 mv -f "$TMP" "$OUT"
-echo "build.sh: built $OUT"
+ln -sfn "$(basename "$OUT")" "$AUTO"
+echo "build.sh: built $OUT (and $AUTO for LAMMPS_PLUGIN_PATH)"

@@ -38,3 +38,24 @@ def test_example_runs(plugin, example, tmp_path):
     # the thermo rows hold finite numbers
     rows = [l.split() for l in out.splitlines() if l.split() and l.split()[0] in ("0", "20")]
     assert rows and all(math.isfinite(float(v)) for r in rows for v in r), rows
+
+
+def test_auto_load_through_lammps_plugin_path(plugin, models, tmp_path):
+    """No `plugin load`: LAMMPS loads hydragnnplugin.so (a link made by build.sh) from
+    LAMMPS_PLUGIN_PATH."""
+    script = f"""units metal
+lattice fcc 3.615
+region box block 0 2 0 2 0 2
+create_box 1 box
+create_atoms 1 box
+mass 1 63.546
+pair_style hydragnn
+pair_coeff * * {models['schnet2']} Cu
+run 0
+"""
+    (tmp_path / "in.auto").write_text(script)
+    e = {**env(), "LAMMPS_PLUGIN_PATH": os.path.dirname(plugin)}
+    p = subprocess.run(lmp_command(1) + ["-in", "in.auto", "-log", "none", "-nocite"], cwd=tmp_path, env=e,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    assert "Loaded 1 plugins" in p.stdout and "Loop time" in p.stdout
