@@ -25,11 +25,12 @@ def plugin():
 @pytest.fixture(scope="session")
 def models(plugin, tmp_path_factory):
     """Random-weight Cu/Ni models: 2-layer SchNet (rc 4.5), 3-layer PaiNN (rc 4.0), a 4-layer
-    SchNet (rc 3.2) and a float32 copy of the SchNet model."""
+    SchNet (rc 3.2), a float32 copy of the SchNet model, and a 3-layer H/C/O SchNet (rc 4.0)."""
     d = tmp_path_factory.mktemp("models")
     return {
         "schnet2": make_random_model(str(d / "schnet2.model"), "SchNet", "Cu,Ni", 4.5, 2, "float64", 11),
         "painn3": make_random_model(str(d / "painn3.model"), "PAINN", "Cu,Ni", 4.0, 3, "float64", 12),
         "schnet4": make_random_model(str(d / "schnet4.model"), "SchNet", "Cu,Ni", 3.2, 4, "float64", 13),
         "schnet2_f32": make_random_model(str(d / "schnet2_f32.model"), "SchNet", "Cu,Ni", 4.5, 2, "float32", 11),
+        "mol3": make_random_model(str(d / "mol3.model"), "SchNet", "H,C,O", 4.0, 3, "float64", 14),
     }

@@ -12,7 +12,7 @@ VENV = os.path.join(ROOT, ".venv")
 PLUGIN = os.environ.get("HYDRAGNN_LAMMPS_PLUGIN", os.path.join(ROOT, "target", "lammps-plugin", "libhydragnn_lammps.so"))
 RANDOM_MODEL = os.path.join(ROOT, "target", "release", "examples", "random_model")
 NKTV2P_METAL = 1.6021765e6  # LAMMPS force->nktv2p for units metal: eV/Å^3 -> bar
-MASS = {29: 63.546, 28: 58.6934}
+MASS = {29: 63.546, 28: 58.6934, 1: 1.008, 6: 12.011, 8: 15.999}
 
 
 def env():

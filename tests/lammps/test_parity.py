@@ -25,10 +25,12 @@ def _cases(models, d):
     rng = np.random.default_rng(2024)
     cases = {}
 
-    def add(name, model, pos, z, lengths, tilt=(0.0, 0.0, 0.0), procs=""):
+    def add(name, model, pos, z, lengths, tilt=(0.0, 0.0, 0.0), procs="", species=(29, 28)):
         path = os.path.join(d, name + ".data")
-        write_data(path, pos, z, lengths, tilt)
+        write_data(path, pos, z, lengths, tilt, species=species)
+        symbols = {29: "Cu", 28: "Ni", 1: "H", 6: "C", 8: "O"}
         cases[name] = dict(data=path, model=models[model], procs=procs, cell=lammps_cell(lengths, tilt), z=z,
+                           elements=" ".join(symbols[s] for s in species),
                            # comm_style tiled cannot reach past one periodic box length (LAMMPS
                            # limitation): boxes shorter than cutoff + skin run with brick only
                            tiled=min(lengths) >= Model(models[model]).cutoff + SKIN)
@@ -54,6 +56,16 @@ def _cases(models, d):
     frac = pos / L
     cart = frac @ lammps_cell(L, tilt)
     add("tri_painn", "painn3", cart, z, L, tilt=tilt)
+    # atom types in the other order than the model's species (type 1 = Ni, type 2 = Cu)
+    pos, z, L = fcc(3.6, (3, 3, 3), rng)
+    add("swapped_types", "painn3", pos, z, L, species=(28, 29))
+    # a molecule (ethanol) in a 20 Å box centred on the corner shared by four sub-domains: on 4
+    # ranks its atoms belong to different ranks, and on 3 or 4 ranks some ranks own nothing
+    mol = np.array([[1.168181, -0.400382, 0.0], [0.0, 0.559462, 0.0], [-1.190083, -0.227669, 0.0],
+                    [-1.946623, 0.381525, 0.0], [0.042557, 1.207508, 0.886933], [0.042557, 1.207508, -0.886933],
+                    [2.115891, 0.1448, 0.0], [1.128599, -1.037234, 0.885881], [1.128599, -1.037234, -0.885881]])
+    zmol = np.array([6, 6, 8, 1, 1, 1, 1, 1, 1], dtype=np.int32)
+    add("molecule", "mol3", mol + 10.0, zmol, np.array([20.0, 20.0, 20.0]), species=(6, 1, 8))
     return cases
 
 
@@ -70,7 +82,7 @@ def _script(cases, plugin, comm_style):
         s += [f"read_data {c['data']}"]
         if comm_style == "tiled":
             s += ["balance 1.0 rcb"]
-        s += ["pair_style hydragnn", f"pair_coeff * * {c['model']} Cu Ni",
+        s += ["pair_style hydragnn", f"pair_coeff * * {c['model']} {c['elements']}",
               "compute pe all pe/atom", "compute st all stress/atom NULL virial",
               "compute cst all centroid/stress/atom NULL virial",
               "compute pv all pressure NULL virial",
