@@ -1,0 +1,112 @@
+//! Data parallelism over MPI (the `mpi` crate): rank and size, gradient and metric allreduce,
+//! and the libtorch thread count per rank. Launched without mpirun the binary is one rank (MPICH
+//! singleton init); [`Dist::single`] is the same without touching MPI at all (library callers,
+//! tests, `eval`).
+//!
+//! The trainer normalises each rank's loss by the *global* batch (graphs and atoms summed over
+//! ranks), so the allreduce **sum** of the ranks' gradients is exactly the single-rank gradient of
+//! the same global batch: `mpirun -np 2` and `-np 1` take the same steps up to rounding.
+
+use mpi::collective::SystemOperation;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::*;
+
+/// The communicator of a training run.
+pub struct Dist {
+    comm: Option<(mpi::environment::Universe, SimpleCommunicator)>,
+    rank: usize,
+    size: usize,
+    local_rank: usize,
+    local_size: usize,
+}
+
+impl std::fmt::Debug for Dist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dist").field("rank", &self.rank).field("size", &self.size).finish()
+    }
+}
+
+impl Dist {
+    /// One process, no MPI.
+    pub fn single() -> Dist {
+        Dist { comm: None, rank: 0, size: 1, local_rank: 0, local_size: 1 }
+    }
+
+    /// Initialises MPI (at most once per process; a second call returns a single-rank `Dist`).
+    /// Without mpirun MPICH starts a singleton: one rank.
+    pub fn init() -> Dist {
+        match mpi::initialize() {
+            Some(universe) => {
+                let world = universe.world();
+                let (rank, size) = (world.rank() as usize, world.size() as usize);
+                let local = world.split_shared(rank as i32);
+                let (local_rank, local_size) = (local.rank() as usize, local.size() as usize);
+                Dist { comm: Some((universe, world)), rank, size, local_rank, local_size }
+            }
+            None => Dist::single(),
+        }
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+    /// Number of ranks.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    /// Number of ranks on this node.
+    pub fn local_size(&self) -> usize {
+        self.local_size
+    }
+    /// Whether this is rank 0 (the one that writes files and logs).
+    pub fn is_root(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// Sums `buf` over all ranks, in place.
+    pub fn allreduce_sum(&self, buf: &mut [f64]) {
+        if let Some((_, world)) = &self.comm {
+            if self.size > 1 {
+                let send = buf.to_vec();
+                world.all_reduce_into(&send[..], buf, SystemOperation::sum());
+            }
+        }
+    }
+
+    /// Logical OR over all ranks (a failure on one rank stops all of them together).
+    pub fn any(&self, flag: bool) -> bool {
+        let mut b = [f64::from(u8::from(flag))];
+        self.allreduce_sum(&mut b);
+        b[0] > 0.0
+    }
+
+    /// Waits for every rank.
+    pub fn barrier(&self) {
+        if let Some((_, world)) = &self.comm {
+            if self.size > 1 {
+                world.barrier();
+            }
+        }
+    }
+
+    /// Sets libtorch's intra-op threads: `HYDRAGNN_NUM_THREADS` if set, otherwise the node's
+    /// cores divided among its ranks (so `mpirun -np 2` on 2 cores runs one thread per rank).
+    pub fn set_threads(&self) -> mlip::Result<()> {
+        if mlip::compute::threads_from_env()?.is_none() && self.local_size > 1 {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            mlip::compute::set_num_threads((cores / self.local_size).max(1) as i32)?;
+        }
+        Ok(())
+    }
+
+    /// The device of this rank: its node-local GPU when CUDA is available, else the CPU.
+    pub fn device(&self) -> tch::Device {
+        if tch::Cuda::is_available() {
+            let n = tch::Cuda::device_count().max(1) as usize;
+            tch::Device::Cuda(self.local_rank % n)
+        } else {
+            tch::Device::Cpu
+        }
+    }
+}

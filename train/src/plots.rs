@@ -1,0 +1,184 @@
+//! Parity plots (predicted vs. true) as PNG, drawn with plotters' bitmap backend. Labels use a
+//! built-in 5x7 bitmap font (upper-case letters, digits, a few signs) instead of plotters' font
+//! support, which needs fontconfig and system fonts: the plots render on any machine.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+
+const W: i32 = 640;
+const H: i32 = 640;
+const LEFT: i32 = 100;
+const RIGHT: i32 = 24;
+const TOP: i32 = 56;
+const BOTTOM: i32 = 80;
+const SCALE: i32 = 2;
+
+/// 5x7 glyphs, one string of 35 cells (`#` = ink) per character.
+fn glyph(c: char) -> Option<&'static str> {
+    Some(match c.to_ascii_uppercase() {
+        '0' => ".###.#...##..###.#.###..##...#.###.",
+        '1' => "..#...##....#....#....#....#...###.",
+        '2' => ".###.#...#....#...#...#...#...#####",
+        '3' => "#####...#...#.....#.....##...#.###.",
+        '4' => "...#...##..#.#.#..#.#####...#....#.",
+        '5' => "######....####.....#....##...#.###.",
+        '6' => "..##..#...#....####.#...##...#.###.",
+        '7' => "#####....#...#...#...#....#....#...",
+        '8' => ".###.#...##...#.###.#...##...#.###.",
+        '9' => ".###.#...##...#.####....#...#..##..",
+        'A' => ".###.#...##...#######...##...##...#",
+        'B' => "####.#...##...#####.#...##...#####.",
+        'C' => ".###.#...##....#....#....#...#.###.",
+        'D' => "###..#..#.#...##...##...##..#.###..",
+        'E' => "######....#....####.#....#....#####",
+        'F' => "######....#....####.#....#....#....",
+        'G' => ".###.#...##....#.####...##...#.####",
+        'H' => "#...##...##...#######...##...##...#",
+        'I' => ".###...#....#....#....#....#...###.",
+        'J' => "..###...#....#....#....#.#..#..##..",
+        'K' => "#...##..#.#.#..##...#.#..#..#.#...#",
+        'L' => "#....#....#....#....#....#....#####",
+        'M' => "#...###.###.#.##.#.##...##...##...#",
+        'N' => "#...##...###..##.#.##..###...##...#",
+        'O' => ".###.#...##...##...##...##...#.###.",
+        'P' => "####.#...##...#####.#....#....#....",
+        'Q' => ".###.#...##...##...##.#.##..#..##.#",
+        'R' => "####.#...##...#####.#.#..#..#.#...#",
+        'S' => ".#####....#.....###.....#....#####.",
+        'T' => "#####..#....#....#....#....#....#..",
+        'U' => "#...##...##...##...##...##...#.###.",
+        'V' => "#...##...##...##...##...#.#.#...#..",
+        'W' => "#...##...##...##.#.##.#.##.#.#.#.#.",
+        'X' => "#...##...#.#.#...#...#.#.#...##...#",
+        'Y' => "#...##...#.#.#...#....#....#....#..",
+        'Z' => "#####....#...#...#...#...#....#####",
+        '.' => "..........................##...##..",
+        ',' => ".....................##....#...#...",
+        '-' => "...............#####...............",
+        '+' => ".......#....#..#####..#....#.......",
+        '/' => ".........#...#...#...#...#.........",
+        ':' => "......##...##........##...##.......",
+        '=' => "..........#####.....#####..........",
+        '(' => "...#...#...#....#....#.....#.....#.",
+        ')' => ".#.....#.....#....#....#...#...#...",
+        '_' => "..............................#####",
+        '%' => "##...##..#...#...#...#...#..##...##",
+        ' ' => "...................................",
+
+        _ => return None,
+    })
+}
+
+fn draw_text<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, text: &str, x: i32, y: i32) {
+    let mut cx = x;
+    for ch in text.chars() {
+        let g = glyph(ch).or_else(|| glyph('_')).unwrap_or("");
+        for (k, cell) in g.chars().take(35).enumerate() {
+            if cell == '#' {
+                let (gx, gy) = ((k % 5) as i32, (k / 5) as i32);
+                let (px, py) = (cx + gx * SCALE, y + gy * SCALE);
+                let _ = area.draw(&Rectangle::new([(px, py), (px + SCALE - 1, py + SCALE - 1)], BLACK.filled()));
+            }
+        }
+        cx += 6 * SCALE;
+    }
+}
+
+fn text_width(text: &str) -> i32 {
+    text.chars().count() as i32 * 6 * SCALE
+}
+
+fn fmt_tick(v: f64, span: f64) -> String {
+    let digits = if span > 0.0 { (2.0 - span.log10().floor()).clamp(0.0, 6.0) as usize } else { 3 };
+    let s = format!("{v:.digits$}");
+    if s.starts_with("-0") && s.trim_start_matches(['-', '0', '.']).is_empty() {
+        s[1..].to_string()
+    } else {
+        s
+    }
+}
+
+/// Writes a parity plot of `pred` against `truth` to `path` (PNG), with `title` and the MAE.
+pub fn parity_png(path: &Path, title: &str, truth: &[f64], pred: &[f64]) -> Result<()> {
+    let n = truth.len().min(pred.len());
+    let err = |e: String| Error::Invalid(format!("{}: cannot draw the parity plot: {e}", path.display()));
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, (W as u32, H as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for v in truth[..n].iter().chain(&pred[..n]) {
+            if v.is_finite() {
+                lo = lo.min(*v);
+                hi = hi.max(*v);
+            }
+        }
+        if !lo.is_finite() {
+            (lo, hi) = (0.0, 1.0);
+        }
+        if hi - lo < 1e-12 {
+            (lo, hi) = (lo - 0.5, hi + 0.5);
+        }
+        let pad = 0.05 * (hi - lo);
+        let (lo, hi) = (lo - pad, hi + pad);
+        let (x0, x1, y0, y1) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
+        let side = (x1 - x0).min(y1 - y0);
+        let (x1, y0) = (x0 + side, y1 - side);
+        let px = |v: f64| x0 + ((v - lo) / (hi - lo) * side as f64).round() as i32;
+        let py = |v: f64| y1 - ((v - lo) / (hi - lo) * side as f64).round() as i32;
+        let grey = RGBColor(200, 200, 200);
+        // Frame, diagonal, ticks.
+        root.draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1))).map_err(|e| err(e.to_string()))?;
+        root.draw(&PathElement::new(vec![(x0, y1), (x1, y0)], grey.stroke_width(1))).map_err(|e| err(e.to_string()))?;
+        for k in 0..=4 {
+            let v = lo + (hi - lo) * k as f64 / 4.0;
+            let label = fmt_tick(v, hi - lo);
+            let (tx, ty) = (px(v), py(v));
+            let _ = root.draw(&PathElement::new(vec![(tx, y1), (tx, y1 + 6)], BLACK));
+            let _ = root.draw(&PathElement::new(vec![(x0 - 6, ty), (x0, ty)], BLACK));
+            draw_text(&root, &label, tx - text_width(&label) / 2, y1 + 12);
+            draw_text(&root, &label, (x0 - 10 - text_width(&label)).max(2), ty - 7);
+        }
+        // Points.
+        let blue = RGBColor(31, 119, 180).mix(0.5);
+        for i in 0..n {
+            if truth[i].is_finite() && pred[i].is_finite() {
+                let _ = root.draw(&Circle::new((px(truth[i]), py(pred[i])), 2, blue.filled()));
+            }
+        }
+        let mae = if n > 0 { truth[..n].iter().zip(&pred[..n]).map(|(a, b)| (a - b).abs()).sum::<f64>() / n as f64 } else { 0.0 };
+        draw_text(&root, title, LEFT, 10);
+        draw_text(&root, &format!("MAE {mae:.4}  N {n}"), LEFT, 32);
+        let xl = "TRUE";
+        draw_text(&root, xl, x0 + side / 2 - text_width(xl) / 2, y1 + 40);
+        draw_text(&root, "PRED", 4, y0 - 24);
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glyphs_are_5x7() {
+        for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ.,-+/:=()_% ".chars() {
+            assert_eq!(glyph(c).map(str::len), Some(35), "glyph {c:?}");
+        }
+    }
+
+    #[test]
+    fn writes_a_png_without_fonts() {
+        let dir = std::env::temp_dir().join(format!("hgnn_plot_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("parity.png");
+        parity_png(&p, "metals energy_per_atom (eV/atom)", &[0.0, 1.0, 2.0], &[0.1, 0.9, 2.2]).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
