@@ -82,12 +82,6 @@ def test_element_not_in_model_in_a_batch_names_the_structure(schnet_path):
         _batch_with_oxygen(schnet_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: Model::compute_batch (mlip/src/compute.rs) rewraps a per-structure "
-    "UnknownSpecies as InvalidInput when the batch has more than one structure, so the C ABI "
-    "returns HGNN_ERROR_INVALID_ARGUMENT; remove this marker once the kind is kept",
-)
 def test_element_not_in_model_in_a_batch_is_unknown_species(schnet_path):
     with pytest.raises(UnknownSpeciesError):
         _batch_with_oxygen(schnet_path)

@@ -207,7 +207,7 @@ impl Model {
     pub fn compute_batch(&self, structures: &[Structure], req: Request) -> Result<Vec<Results>> {
         let mut owned = Vec::with_capacity(structures.len());
         for (k, s) in structures.iter().enumerate() {
-            s.validate().map_err(|e| if structures.len() > 1 { Error::InvalidInput(format!("structure {k}: {e}")) } else { e })?;
+            s.validate().map_err(|e| e.in_structure(k, structures.len()))?;
             let nl = neighbor_list(s, self.cutoff())?;
             let shifts: Vec<[f64; 3]> = nl
                 .shifts
@@ -244,13 +244,7 @@ impl Model {
         let mut node_off = vec![0usize];
         let mut edge_off = vec![0usize];
         for (k, g) in graphs.iter().enumerate() {
-            let (sp, v) = check_graph(self, g).map_err(|e| {
-                if graphs.len() > 1 {
-                    Error::InvalidInput(format!("structure {k}: {e}"))
-                } else {
-                    e
-                }
-            })?;
+            let (sp, v) = check_graph(self, g).map_err(|e| e.in_structure(k, graphs.len()))?;
             let off = *node_off.last().unwrap() as i64;
             species.extend(sp);
             vecs.extend(v);

@@ -43,9 +43,36 @@ pub enum Error {
     /// engine's boundary, a NaN produced by the model ...).
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error about one structure of a batch: which one, and what.
+    #[error("structure {index}: {source}")]
+    InStructure {
+        /// Index of the structure in the batch.
+        index: usize,
+        /// The error.
+        source: Box<Error>,
+    },
     /// An error raised inside libtorch.
     #[error("libtorch error: {0}")]
     Torch(#[from] tch::TchError),
+}
+
+impl Error {
+    /// The error itself, without the batch position of [`Error::InStructure`].
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::InStructure { source, .. } => source.root(),
+            e => e,
+        }
+    }
+
+    /// Tags the error with the index of a structure in a batch (only when the batch has several).
+    pub fn in_structure(self, index: usize, batch: usize) -> Error {
+        if batch > 1 {
+            Error::InStructure { index, source: Box::new(self) }
+        } else {
+            self
+        }
+    }
 }
 
 /// Result alias for the engine.

@@ -145,12 +145,12 @@ struct Fail(hgnn_status_t, String);
 
 impl From<Error> for Fail {
     fn from(e: Error) -> Self {
-        let code = match &e {
+        let code = match e.root() {
             Error::InvalidInput(_) | Error::Config(_) => HGNN_ERROR_INVALID_ARGUMENT,
             Error::UnknownSpecies { .. } => HGNN_ERROR_UNKNOWN_SPECIES,
             Error::Io { .. } => HGNN_ERROR_IO,
             Error::ModelFile { .. } => HGNN_ERROR_MODEL_FILE,
-            Error::Internal(_) | Error::Torch(_) => HGNN_ERROR_INTERNAL,
+            Error::Internal(_) | Error::Torch(_) | Error::InStructure { .. } => HGNN_ERROR_INTERNAL,
         };
         Fail(code, e.to_string())
     }
@@ -371,15 +371,7 @@ unsafe fn structure(s: &hgnn_structure_t, k: usize) -> Result<Structure, Fail> {
     let c = s.cell;
     let cell = [[c[0], c[1], c[2]], [c[3], c[4], c[5]], [c[6], c[7], c[8]]];
     let pbc = s.pbc.map(|p| p != 0);
-    let r = Structure::new(as_vec3(pos), z.to_vec(), cell, pbc);
-    r.map_err(|e| {
-        let f = Fail::from(e);
-        if k == usize::MAX {
-            f
-        } else {
-            Fail(f.0, format!("structure {k}: {}", f.1))
-        }
-    })
+    Structure::new(as_vec3(pos), z.to_vec(), cell, pbc).map_err(|e| Fail::from(if k == usize::MAX { e } else { e.in_structure(k, usize::MAX) }))
 }
 
 fn request(r: &hgnn_results_t) -> Request {
