@@ -1,15 +1,15 @@
 //! `import-hydragnn` against HydraGNN itself: the PaiNN and EGNN checkpoints of
 //! ../shared/hydragnn_golden are imported (config + .pk → Python helper → engine model file), and
 //! the engine reproduces HydraGNN's float64 energy, per-atom energies and forces on the golden
-//! graph (its edge_index and edge_shifts) to 1e-8 relative. The imported models then run on the
-//! engine's own radius graph, one pass and layer by layer with ghost atoms, giving the same numbers.
+//! graph (its edge_index and edge_shifts) to 1e-8 relative. (Radius graph, layer-by-layer and
+//! C-ABI runs of imported models: mlip/tests/hydragnn_golden.rs, mlip/capi/tests/hydragnn_golden.rs.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hydragnn_train::import::{import_hydragnn, ImportOptions};
 use mlip::model::hydragnn::read_npz;
-use mlip::{GraphInput, LayeredEval, Model, Request, Results, Structure};
+use mlip::{GraphInput, Model, Request};
 use tch::{Kind, Tensor};
 
 /// ../shared/hydragnn_golden from the repository root ($HYDRAGNN_GOLDEN overrides it).
@@ -43,7 +43,6 @@ struct Golden {
     centers: Vec<usize>,
     neighbors: Vec<usize>,
     shifts: Vec<[f64; 3]>,
-    cell: [[f64; 3]; 3],
     node_energy: Vec<f64>,
     energy: f64,
     forces: Vec<[f64; 3]>,
@@ -53,13 +52,11 @@ fn golden(m: &str) -> Golden {
     let g: BTreeMap<String, Tensor> = read_npz(&golden_dir().join(format!("LJ_{m}_golden.npz"))).unwrap();
     let ei = Vec::<i64>::try_from(g["edge_index"].contiguous().view([-1])).unwrap();
     let ne = ei.len() / 2;
-    let c = vec3(&g["cell"]);
     Golden {
         positions: vec3(&g["pos"]),
         centers: ei[..ne].iter().map(|&x| x as usize).collect(),
         neighbors: ei[ne..].iter().map(|&x| x as usize).collect(),
         shifts: vec3(&g["edge_shifts"]),
-        cell: [c[0], c[1], c[2]],
         node_energy: flat(&g["node_energy"]),
         energy: flat(&g["energy"])[0],
         forces: vec3(&g["forces"]),
@@ -139,99 +136,4 @@ fn importer_rejects_a_species_with_the_wrong_number_of_features() {
     let opts = ImportOptions { species: Some("Ar=1.0:2.0".into()), ..Default::default() };
     let e = import_hydragnn(&d.join("LJ_EGNN_config.json"), &d.join("LJ_EGNN_checkpoint.pk"), &tmp("bad.hgnn"), &opts).unwrap_err();
     assert!(format!("{e:#}").contains("input_dim is 1"), "{e:#}");
-}
-
-/// Layer-by-layer evaluation of a periodic structure as LAMMPS does it: periodic images become
-/// ghost atoms, their features are copied from their owners after every layer and their feature
-/// gradients and forces are added back into their owners.
-fn layered_with_ghosts(model: &Model, s: &Structure) -> Results {
-    let nl = mlip::neighbors::neighbor_list(s, model.cutoff()).unwrap();
-    let n = s.len();
-    let mut positions = s.positions.clone();
-    let mut numbers = s.numbers.clone();
-    let mut owner: Vec<usize> = (0..n).collect();
-    let mut ghost_of: BTreeMap<(usize, [i32; 3]), usize> = BTreeMap::new();
-    let mut neighbors = Vec::new();
-    for (e, &j) in nl.neighbors.iter().enumerate() {
-        let sh = nl.shifts[e];
-        if sh == [0, 0, 0] {
-            neighbors.push(j);
-            continue;
-        }
-        let k = *ghost_of.entry((j, sh)).or_insert_with(|| {
-            let d = [0, 1, 2].map(|c| (0..3).map(|k| sh[k] as f64 * s.cell[k][c]).sum::<f64>());
-            positions.push([0, 1, 2].map(|c| s.positions[j][c] + d[c]));
-            numbers.push(s.numbers[j]);
-            owner.push(j);
-            positions.len() - 1
-        });
-        neighbors.push(k);
-    }
-    let g = GraphInput { n_local: n, positions: &positions, numbers: &numbers, centers: &nl.centers, neighbors: &neighbors, shifts: None };
-    let mut ev = LayeredEval::new(model, &g).unwrap();
-    let nt = positions.len();
-    for l in 0..ev.num_layers() {
-        if l > 0 {
-            let w = ev.width(l);
-            let f = ev.features_mut(l);
-            for k in n..nt {
-                let o = owner[k];
-                let (a, b) = f.split_at_mut(k * w);
-                b[..w].copy_from_slice(&a[o * w..o * w + w]);
-            }
-        }
-        ev.forward_layer(l).unwrap();
-    }
-    ev.readout().unwrap();
-    for l in (0..ev.num_layers()).rev() {
-        ev.backward_layer(l).unwrap();
-        if l > 0 {
-            let w = ev.width(l);
-            let gr = ev.grads_mut(l);
-            for k in n..nt {
-                let o = owner[k];
-                for c in 0..w {
-                    gr[o * w + c] += gr[k * w + c];
-                }
-            }
-        }
-    }
-    let mut r = ev.results(Request { forces: true, virial: true, energies: true, virials: false }).unwrap();
-    for k in n..nt {
-        let f = r.forces[k];
-        for c in 0..3 {
-            r.forces[owner[k]][c] += f[c];
-        }
-    }
-    r.forces.truncate(n);
-    r
-}
-
-#[test]
-fn imported_models_run_on_the_radius_graph_one_pass_and_layer_by_layer() {
-    for m in ["PAINN", "EGNN"] {
-        let (path, _) = import(m, "layered");
-        let model = Model::load(&path, Kind::Double, tch::Device::Cpu).unwrap();
-        let g = golden(m);
-        // The golden positions, slightly moved so that no pair sits at the cutoff.
-        let pos: Vec<[f64; 3]> = g.positions.iter().enumerate().map(|(i, p)| [0, 1, 2].map(|c| p[c] + 0.03 * ((i * 7 + c * 3) % 5) as f64 - 0.06)).collect();
-        let s = Structure::new(pos, vec![18; g.positions.len()], g.cell, [true; 3]).unwrap();
-        let one = model.compute(&s, Request::EFV).unwrap();
-        let lay = layered_with_ghosts(&model, &s);
-        eprintln!("{m}: radius graph energy {} (golden graph, max_neighbours 5: {}); layered {}", one.energy, g.energy, lay.energy);
-        assert!(((one.energy - lay.energy) / one.energy).abs() < 1e-12, "{m}: layered energy {} vs one pass {}", lay.energy, one.energy);
-        assert!(max_rel(&lay.forces, &one.forces) < 1e-10, "{m}: layered forces differ by {:e}", max_rel(&lay.forces, &one.forces));
-        assert!(max_rel(&lay.virial, &one.virial) < 1e-10, "{m}: layered virial differs");
-        // Forces are minus the gradient of the energy on the radius graph too.
-        let h = 1e-5;
-        for (i, c) in [(0, 0), (13, 1), (26, 2)] {
-            let mut sp = s.clone();
-            sp.positions[i][c] += h;
-            let ep = model.compute(&sp, Request::ENERGY).unwrap().energy;
-            sp.positions[i][c] -= 2.0 * h;
-            let em = model.compute(&sp, Request::ENERGY).unwrap().energy;
-            let fd = -(ep - em) / (2.0 * h);
-            assert!((fd - one.forces[i][c]).abs() < 1e-6 * (1.0 + fd.abs()), "{m}: force [{i}][{c}] {} vs finite difference {fd}", one.forces[i][c]);
-        }
-    }
 }

@@ -316,12 +316,25 @@ impl Model {
         let pool = |x: &Tensor, pooling: Pooling| {
             let mut shape = x.size();
             shape[0] = g.n_graphs;
-            let zeros = Tensor::zeros(shape.as_slice(), (x.kind(), x.device()));
+            let zeros = || Tensor::zeros(shape.as_slice(), (x.kind(), x.device()));
             match pooling {
-                Pooling::Max => zeros.index_reduce(0, &g.batch, x, "amax", false),
-                Pooling::Sum => zeros.index_add(0, &g.batch, x),
+                Pooling::Max => {
+                    // One masked max per graph (libtorch's segment max is still beta); an empty
+                    // graph gets 0.
+                    let mut mask_shape = vec![x.size()[0]];
+                    mask_shape.extend(std::iter::repeat(1).take(x.dim() - 1));
+                    let neg = x.full_like(f64::NEG_INFINITY);
+                    let rows: Vec<Tensor> = (0..g.n_graphs)
+                        .map(|k| {
+                            let m = x.where_self(&g.batch.eq(k).view(mask_shape.as_slice()), &neg).amax(0, false);
+                            m.where_scalarother(&m.isinf().logical_not(), 0.0)
+                        })
+                        .collect();
+                    Tensor::stack(&rows, 0)
+                }
+                Pooling::Sum => zeros().index_add(0, &g.batch, x),
                 Pooling::Mean => {
-                    let sum = zeros.index_add(0, &g.batch, x);
+                    let sum = zeros().index_add(0, &g.batch, x);
                     let ones = Tensor::ones([x.size()[0]], (x.kind(), x.device()));
                     let count = Tensor::zeros([g.n_graphs], (x.kind(), x.device())).index_add(0, &g.batch, &ones).clamp_min(1.0);
                     sum / count.unsqueeze(-1)
