@@ -289,3 +289,18 @@ fn engine_default_configs_serialise_without_the_hydragnn_keys() {
     c.egnn.coords_update = true;
     assert!(c.validate().is_err());
 }
+
+#[test]
+fn on_the_full_radius_graph_the_golden_system_has_164_edges_not_hydragnns_135() {
+    // HydraGNN truncated the golden graph to max_neighbours = 5 (135 edges); the engine's radius
+    // graph keeps all 164 pairs within 5 Å. Reference energies on the full graph: the same PyTorch
+    // transcription as above, on an ASE neighbour list (docs/hydragnn-import.md quotes them).
+    let g = golden("PAINN");
+    let s = Structure::new(g.pos.clone(), vec![18; g.pos.len()], g.cell, [true; 3]).unwrap();
+    assert_eq!(mlip::neighbors::neighbor_list(&s, 5.0).unwrap().len(), 164);
+    assert_eq!(g.centers.len(), 135);
+    for (m, e_ref) in [("PAINN", -85.54557302262795), ("EGNN", -173.11590379925053)] {
+        let e = import_golden(m, |_, _| {}).compute(&s, Request::ENERGY).unwrap().energy;
+        assert!((e - e_ref).abs() < 1e-10 * e_ref.abs(), "{m}: {e} vs {e_ref}");
+    }
+}
