@@ -304,3 +304,19 @@ fn on_the_full_radius_graph_the_golden_system_has_164_edges_not_hydragnns_135() 
         assert!((e - e_ref).abs() < 1e-10 * e_ref.abs(), "{m}: {e} vs {e_ref}");
     }
 }
+
+#[test]
+fn imported_models_are_finite_for_atoms_whose_only_pairs_lie_beyond_the_cutoff() {
+    // PaiNN's exact vector norm is 0 for such an atom (no message reaches it): its gradient must be
+    // 0, not NaN, since LAMMPS hands the engine every pair within cutoff + skin.
+    let pos = [[0.0, 0.0, 0.0], [3.5, 0.0, 0.0], [0.0, 3.6, 0.0], [12.0, 0.0, 0.0], [17.5, 0.0, 0.0]];
+    let numbers = [18; 5];
+    let (centers, neighbors): (Vec<usize>, Vec<usize>) = [(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1), (3, 4), (4, 3)].into_iter().unzip();
+    for m in ["PAINN", "EGNN"] {
+        let model = import_golden(m, |_, _| {});
+        let g = GraphInput { n_local: 5, positions: &pos, numbers: &numbers, centers: &centers, neighbors: &neighbors, shifts: None };
+        let r = model.compute_graph(&g, Request::ALL).unwrap();
+        assert!(r.energy.is_finite() && r.forces.iter().flatten().all(|f| f.is_finite()), "{m}: {r:?}");
+        assert_eq!(r.forces[3], [0.0; 3], "{m}: a pair beyond the cutoff exerts no force");
+    }
+}
