@@ -86,6 +86,30 @@ def test_float32(plugin, models, config, tmp_path):
     assert rel_err(e2, e1) < 1e-5 and rel_err(f2, f1) < 1e-4
 
 
+def test_float32_model_file(plugin, models, config, tmp_path):
+    """A model file saved in float32, evaluated in float32 and (converted on load) in float64."""
+    m = models["schnet2_f32"]
+    e32, f32, d = _run0(plugin, config, f"pair_style hydragnn precision float32\npair_coeff * * {m} Cu Ni", tmp_path, "m32")
+    e64, f64, _ = _run0(plugin, config, f"pair_style hydragnn\npair_coeff * * {m} Cu Ni", tmp_path, "m64", nprocs=2)
+    pos = np.stack([d["x"], d["y"], d["z"]], axis=1)
+    ref32 = Model(m, dtype=32).compute(pos, config["z"], config["cell"])
+    ref64 = Model(m).compute(pos, config["z"], config["cell"])
+    assert rel_err(e32, ref32["energy"]) < 1e-5 and rel_err(f32, ref32["forces"]) < 1e-4
+    assert rel_err(e64, ref64["energy"]) <= TOL and rel_err(f64, ref64["forces"]) <= TOL
+
+
+def test_pair_style_reissued_reloads(plugin, models, config, tmp_path):
+    """pair_style hydragnn given again after pair_coeff keeps the coefficients and reloads the
+    model with the new keywords."""
+    m = models["schnet2"]
+    pair = (f"pair_style hydragnn\npair_coeff * * {m} Cu Ni\nrun 0\nprint \"RESULT first $(pe:%.17g)\"\n"
+            "pair_style hydragnn precision float32")
+    e2, _, _ = _run0(plugin, config, pair, tmp_path, "reissue")
+    e1 = _run0(plugin, config, f"pair_style hydragnn\npair_coeff * * {m} Cu Ni", tmp_path, "plain")[0]
+    e32 = _run0(plugin, config, f"pair_style hydragnn precision float32\npair_coeff * * {m} Cu Ni", tmp_path, "p32")[0]
+    assert e2 == e32 and e2 != e1
+
+
 def test_threads_and_branch(plugin, models, config, tmp_path):
     m = models["schnet2"]
     e1, f1, _ = _run0(plugin, config, f"pair_style hydragnn\npair_coeff * * {m} Cu Ni", tmp_path, "t1")
