@@ -237,6 +237,10 @@ fn reader_errors_name_file_and_variable() {
     let err = Dataset::open(dir.join("missing.bp")).err().unwrap();
     assert!(matches!(err, DataError::Io { .. }) && err.to_string().contains("missing.bp"), "{err}");
 
+    // An extxyz file is not a BP file.
+    let err = Dataset::open(committed("metals.xyz")).err().unwrap();
+    assert!(err.to_string().contains("metals.xyz"), "{err}");
+
     // A BP file that is not a dataset.
     let p = dir.join("other.bp");
     let mut w = Writer::create(&p).unwrap();

@@ -602,7 +602,17 @@ pub fn write_extxyz(path: impl AsRef<Path>, frames: &[Frame]) -> Result<()> {
     std::fs::write(path, to_extxyz_string(frames)).map_err(|e| DataError::io(path, e))
 }
 
-/// The extxyz text of `frames` (see [`write_extxyz`]).
+/// A comment-line key, quoted (with backslash escapes) unless it is a plain word.
+fn quote_key(k: &str) -> String {
+    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.+".contains(c)) {
+        k.to_string()
+    } else {
+        format!("\"{}\"", k.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// The extxyz text of `frames` (see [`write_extxyz`]). Per-atom property names must not contain
+/// `:` (the Properties separator).
 pub fn to_extxyz_string(frames: &[Frame]) -> String {
     let mut s = String::new();
     for f in frames {
@@ -628,7 +638,7 @@ pub fn to_extxyz_string(frames: &[Frame]) -> String {
             let _ = write!(s, " stress=\"{}\"", v.join(" "));
         }
         for (k, v) in &f.scalars {
-            let _ = write!(s, " {k}={v:?}");
+            let _ = write!(s, " {}={v:?}", quote_key(k));
         }
         let b = |x: bool| if x { "T" } else { "F" };
         let _ = writeln!(s, " pbc=\"{} {} {}\"", b(f.pbc[0]), b(f.pbc[1]), b(f.pbc[2]));
@@ -700,6 +710,7 @@ mod tests {
             ..Default::default()
         };
         f.scalars.insert("gap".into(), 2.0f64.sqrt());
+        f.scalars.insert("odd key \"x\"=1".into(), -0.5);
         f.atom_props.insert("charge".into(), AtomProp { width: 1, values: vec![0.1, -0.1] });
         f.atom_props.insert("dipole".into(), AtomProp { width: 3, values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] });
         let text = to_extxyz_string(&[f.clone(), f.clone()]);
