@@ -2,3 +2,21 @@
 #![warn(missing_docs)]
 
 pub mod data;
+
+// The training half (config, batches, loss and metrics, optimiser, checkpoints, MPI, plots).
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod dist;
+pub mod error;
+pub mod evaluate;
+pub mod metrics;
+pub mod optim;
+pub mod plots;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use dist::Dist;
+pub use error::{Error, Result};
+pub use trainer::{train, TrainOptions, TrainSummary};
+pub mod import;
