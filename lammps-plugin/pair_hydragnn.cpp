@@ -26,6 +26,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -45,28 +46,20 @@ namespace {
    libtorch's own dgemm_ calls to it (measured: 1.5x slower float64 evaluation). DEEPBIND makes
    the engine and libtorch resolve their symbols among themselves first. Path: $HYDRAGNN_LIB, else
    the library this plugin was built against (HYDRAGNN_LIB_DEFAULT, set by build.sh). */
+// Every engine function the plugin calls, resolved with dlsym into Engine.
+#define HGNN_FUNCTIONS(X)                                                                  \
+  X(hgnn_last_error) X(hgnn_version) X(hgnn_options_default) X(hgnn_model_load)            \
+  X(hgnn_model_free) X(hgnn_model_cutoff) X(hgnn_model_num_layers)                          \
+  X(hgnn_model_feature_width) X(hgnn_model_info) X(hgnn_eval_begin) X(hgnn_eval_free)       \
+  X(hgnn_eval_features) X(hgnn_eval_grads) X(hgnn_eval_forward_layer) X(hgnn_eval_readout)  \
+  X(hgnn_eval_backward_layer) X(hgnn_eval_results)
+
 struct Engine {
   void *handle = nullptr;
-#define HGNN_FN(name) decltype(&::name) name = nullptr
-  HGNN_FN(hgnn_last_error);
-  HGNN_FN(hgnn_version);
-  HGNN_FN(hgnn_options_default);
-  HGNN_FN(hgnn_model_load);
-  HGNN_FN(hgnn_model_free);
-  HGNN_FN(hgnn_model_cutoff);
-  HGNN_FN(hgnn_model_num_layers);
-  HGNN_FN(hgnn_model_feature_width);
-  HGNN_FN(hgnn_model_info);
-  HGNN_FN(hgnn_eval_begin);
-  HGNN_FN(hgnn_eval_free);
-  HGNN_FN(hgnn_eval_features);
-  HGNN_FN(hgnn_eval_grads);
-  HGNN_FN(hgnn_eval_forward_layer);
-  HGNN_FN(hgnn_eval_readout);
-  HGNN_FN(hgnn_eval_backward_layer);
-  HGNN_FN(hgnn_eval_results);
-#undef HGNN_FN
   std::string path;
+#define HGNN_DECLARE(name) decltype(&::name) name = nullptr;
+  HGNN_FUNCTIONS(HGNN_DECLARE)
+#undef HGNN_DECLARE
 };
 
 // The process-wide engine (never unloaded: libtorch does not support it); nullptr and a message
@@ -83,37 +76,19 @@ const Engine *engine(std::string &err)
     e.handle = dlopen(e.path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     if (!e.handle) {
       const char *msg = dlerror();
-      error = std::string("cannot load the engine library '") + e.path + "': " + (msg ? msg : "?") +
+      error = "cannot load the engine library '" + e.path + "': " + (msg ? msg : "?") +
           " (set HYDRAGNN_LIB to the path of libhydragnn.so)";
     } else {
-      bool ok = true;
-#define HGNN_SYM(name)                                                              \
-  if (ok) {                                                                         \
-    e.name = reinterpret_cast<decltype(e.name)>(dlsym(e.handle, #name));          \
-    if (!e.name) {                                                                  \
-      ok = false;                                                                   \
-      error = "engine library '" + e.path + "' lacks " #name " (older than the plugin?)"; \
-    }                                                                               \
-  }
-      HGNN_SYM(hgnn_last_error);
-      HGNN_SYM(hgnn_version);
-      HGNN_SYM(hgnn_options_default);
-      HGNN_SYM(hgnn_model_load);
-      HGNN_SYM(hgnn_model_free);
-      HGNN_SYM(hgnn_model_cutoff);
-      HGNN_SYM(hgnn_model_num_layers);
-      HGNN_SYM(hgnn_model_feature_width);
-      HGNN_SYM(hgnn_model_info);
-      HGNN_SYM(hgnn_eval_begin);
-      HGNN_SYM(hgnn_eval_free);
-      HGNN_SYM(hgnn_eval_features);
-      HGNN_SYM(hgnn_eval_grads);
-      HGNN_SYM(hgnn_eval_forward_layer);
-      HGNN_SYM(hgnn_eval_readout);
-      HGNN_SYM(hgnn_eval_backward_layer);
-      HGNN_SYM(hgnn_eval_results);
-#undef HGNN_SYM
-      if (!ok) e.handle = nullptr;
+      std::string missing;
+#define HGNN_RESOLVE(name)                                                        \
+  e.name = reinterpret_cast<decltype(e.name)>(dlsym(e.handle, #name));           \
+  if (!e.name && missing.empty()) missing = #name;
+      HGNN_FUNCTIONS(HGNN_RESOLVE)
+#undef HGNN_RESOLVE
+      if (!missing.empty()) {
+        error = "engine library '" + e.path + "' lacks " + missing + " (older than the plugin?)";
+        e.handle = nullptr;
+      }
     }
   }
   err = error;
