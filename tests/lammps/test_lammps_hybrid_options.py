@@ -9,7 +9,7 @@ import pytest
 
 from hgnn_ref import Model
 from lammps_util import fcc, lammps_cell, read_dump, results, rel_err, run_lammps, write_data
-from test_nve import EAM
+from test_lammps_nve import EAM
 
 TOL = 1e-10
 
