@@ -16,11 +16,15 @@ use tch::{Kind, Tensor};
 
 fn golden_dir() -> PathBuf {
     let r = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    [std::env::var_os("HYDRAGNN_GOLDEN").map(PathBuf::from), Some(r.join("../shared/hydragnn_golden")), Some(r.join("shared/hydragnn_golden"))]
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("README.md").exists())
-        .expect("golden data not found: expected ../shared/hydragnn_golden next to the repository (or set HYDRAGNN_GOLDEN)")
+    [
+        std::env::var_os("HYDRAGNN_GOLDEN").map(PathBuf::from),
+        Some(r.join("../shared/hydragnn_golden")),
+        Some(r.join("shared/hydragnn_golden")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.join("README.md").exists())
+    .expect("golden data not found: expected ../shared/hydragnn_golden next to the repository (or set HYDRAGNN_GOLDEN)")
 }
 
 fn flat(t: &Tensor) -> Vec<f64> {
@@ -68,7 +72,8 @@ fn golden(m: &str) -> Golden {
 fn import_golden(m: &str, edit: impl FnOnce(&mut serde_json::Value, &mut BTreeMap<String, Tensor>)) -> Model {
     let d = golden_dir();
     let mut state = read_npz(&d.join(format!("LJ_{m}_state_dict.npz"))).unwrap();
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join(format!("LJ_{m}_config.json"))).unwrap()).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join(format!("LJ_{m}_config.json"))).unwrap()).unwrap();
     edit(&mut config, &mut state);
     let opts = ImportOptions { species: Some(parse_species("Ar=1.0").unwrap()), ..Default::default() };
     let imported = import(&config.to_string(), &state, &opts).unwrap();
@@ -78,7 +83,14 @@ fn import_golden(m: &str, edit: impl FnOnce(&mut serde_json::Value, &mut BTreeMa
 
 fn on_golden_graph(model: &Model, g: &Golden) -> Results {
     let numbers = vec![18; g.pos.len()];
-    let gi = GraphInput { n_local: g.pos.len(), positions: &g.pos, numbers: &numbers, centers: &g.centers, neighbors: &g.neighbors, shifts: Some(&g.shifts) };
+    let gi = GraphInput {
+        n_local: g.pos.len(),
+        positions: &g.pos,
+        numbers: &numbers,
+        centers: &g.centers,
+        neighbors: &g.neighbors,
+        shifts: Some(&g.shifts),
+    };
     model.compute_graph(&gi, Request::ALL).unwrap()
 }
 
@@ -177,9 +189,9 @@ fn layered_with_ghosts(model: &Model, s: &Structure) -> Results {
         }
     }
     let mut r = ev.results(Request::EFV).unwrap();
-    for k in n..nt {
+    for (k, &o) in owner.iter().enumerate().skip(n) {
         let f = r.forces[k];
-        (0..3).for_each(|c| r.forces[owner[k]][c] += f[c]);
+        (0..3).for_each(|c| r.forces[o][c] += f[c]);
     }
     r.forces.truncate(n);
     r
@@ -199,7 +211,11 @@ fn check_radius_graph(name: &str, model: &Model, s: &Structure) {
         sp.positions[i][c] -= 2.0 * h;
         let em = model.compute(&sp, Request::ENERGY).unwrap().energy;
         let fd = -(ep - em) / (2.0 * h);
-        assert!((fd - one.forces[i][c]).abs() < 1e-6 * (1.0 + fd.abs()), "{name}: force [{i}][{c}] {} vs finite difference {fd}", one.forces[i][c]);
+        assert!(
+            (fd - one.forces[i][c]).abs() < 1e-6 * (1.0 + fd.abs()),
+            "{name}: force [{i}][{c}] {} vs finite difference {fd}",
+            one.forces[i][c]
+        );
     }
 }
 
@@ -207,7 +223,8 @@ fn check_radius_graph(name: &str, model: &Model, s: &Structure) {
 fn imported_models_on_the_radius_graph_layered_equals_one_pass() {
     let g = golden("PAINN");
     // The golden positions, moved a little so that no pair sits at the cutoff.
-    let pos: Vec<[f64; 3]> = g.pos.iter().enumerate().map(|(i, p)| [0, 1, 2].map(|c| p[c] + 0.03 * ((i * 7 + c * 3) % 5) as f64 - 0.06)).collect();
+    let pos: Vec<[f64; 3]> =
+        g.pos.iter().enumerate().map(|(i, p)| [0, 1, 2].map(|c| p[c] + 0.03 * ((i * 7 + c * 3) % 5) as f64 - 0.06)).collect();
     let s = Structure::new(pos, vec![18; g.pos.len()], g.cell, [true; 3]).unwrap();
     check_radius_graph("PAINN", &import_golden("PAINN", |_, _| {}), &s);
     check_radius_graph("EGNN", &import_golden("EGNN", |_, _| {}), &s);
@@ -238,7 +255,14 @@ fn pool_first_graph_heads_pool_then_run_shared_layers_and_the_head() {
     let mut c = ModelConfig::small(MpnnType::PaiNN, vec![29, 8], 4.0);
     c.branches[0].shared_layers = vec![6, 5];
     for (name, pooling) in [("gap", Pooling::Mean), ("top", Pooling::Max)] {
-        c.branches[0].output_heads.push(HeadConfig { name: name.into(), kind: HeadKind::Graph, dim: 2, dim_headlayers: vec![4], pooling, pool_first: true });
+        c.branches[0].output_heads.push(HeadConfig {
+            name: name.into(),
+            kind: HeadKind::Graph,
+            dim: 2,
+            dim_headlayers: vec![4],
+            pooling,
+            pool_first: true,
+        });
     }
     let m = Model::new(c, Kind::Double, tch::Device::Cpu, 3).unwrap();
     let a = Structure::molecule(vec![[0.0, 0.0, 0.0], [1.1, 0.2, 0.0], [0.1, 1.3, 0.4]], vec![29, 8, 29]).unwrap();
@@ -311,7 +335,8 @@ fn imported_models_are_finite_for_atoms_whose_only_pairs_lie_beyond_the_cutoff()
     // 0, not NaN, since LAMMPS hands the engine every pair within cutoff + skin.
     let pos = [[0.0, 0.0, 0.0], [3.5, 0.0, 0.0], [0.0, 3.6, 0.0], [12.0, 0.0, 0.0], [17.5, 0.0, 0.0]];
     let numbers = [18; 5];
-    let (centers, neighbors): (Vec<usize>, Vec<usize>) = [(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1), (3, 4), (4, 3)].into_iter().unzip();
+    let (centers, neighbors): (Vec<usize>, Vec<usize>) =
+        [(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1), (3, 4), (4, 3)].into_iter().unzip();
     for m in ["PAINN", "EGNN"] {
         let model = import_golden(m, |_, _| {});
         let g = GraphInput { n_local: 5, positions: &pos, numbers: &numbers, centers: &centers, neighbors: &neighbors, shifts: None };

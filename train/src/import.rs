@@ -69,7 +69,8 @@ fn python(opts: &ImportOptions) -> PathBuf {
 
 fn is_npz(p: &Path) -> bool {
     let mut head = Vec::new();
-    std::fs::File::open(p).and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 512), &mut head)).is_ok() && hydragnn::is_npz(&head)
+    std::fs::File::open(p).and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 512), &mut head)).is_ok()
+        && hydragnn::is_npz(&head)
 }
 
 /// Runs the Python helper: the checkpoint's state dict into a safetensors file at `export`.
@@ -82,7 +83,9 @@ fn export_state_dict(py: &Path, checkpoint: &Path, export: &Path) -> anyhow::Res
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("cannot run '{}' (the Python with torch that reads the checkpoint; set --python or HYDRAGNN_PYTHON)", py.display()))?;
+        .with_context(|| {
+            format!("cannot run '{}' (the Python with torch that reads the checkpoint; set --python or HYDRAGNN_PYTHON)", py.display())
+        })?;
     child.stdin.take().expect("piped stdin").write_all(HELPER.as_bytes()).context("writing the helper to Python")?;
     let out = child.wait_with_output().context("waiting for the Python helper")?;
     if !out.status.success() {

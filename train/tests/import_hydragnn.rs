@@ -15,7 +15,11 @@ use tch::{Kind, Tensor};
 /// ../shared/hydragnn_golden from the repository root ($HYDRAGNN_GOLDEN overrides it).
 fn golden_dir() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let candidates = [std::env::var_os("HYDRAGNN_GOLDEN").map(PathBuf::from), Some(root.join("../shared/hydragnn_golden")), Some(root.join("shared/hydragnn_golden"))];
+    let candidates = [
+        std::env::var_os("HYDRAGNN_GOLDEN").map(PathBuf::from),
+        Some(root.join("../shared/hydragnn_golden")),
+        Some(root.join("shared/hydragnn_golden")),
+    ];
     candidates
         .into_iter()
         .flatten()

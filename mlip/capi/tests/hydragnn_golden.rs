@@ -23,11 +23,15 @@ fn root() -> PathBuf {
 /// ../shared/hydragnn_golden from the repository root ($HYDRAGNN_GOLDEN overrides it).
 fn golden_dir() -> PathBuf {
     let r = root();
-    [std::env::var_os("HYDRAGNN_GOLDEN").map(PathBuf::from), Some(r.join("../shared/hydragnn_golden")), Some(r.join("shared/hydragnn_golden"))]
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("README.md").exists())
-        .expect("golden data not found: expected ../shared/hydragnn_golden next to the repository (or set HYDRAGNN_GOLDEN)")
+    [
+        std::env::var_os("HYDRAGNN_GOLDEN").map(PathBuf::from),
+        Some(r.join("../shared/hydragnn_golden")),
+        Some(r.join("shared/hydragnn_golden")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.join("README.md").exists())
+    .expect("golden data not found: expected ../shared/hydragnn_golden next to the repository (or set HYDRAGNN_GOLDEN)")
 }
 
 /// A Python with torch: $HYDRAGNN_PYTHON, the project's .venv, or python3.
@@ -115,7 +119,10 @@ fn check(m: &str) {
     let fmax = f_gold.iter().map(|x| x.abs()).fold(0.0, f64::max);
     let f_rel = forces.iter().zip(&f_gold).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / fmax;
     let ne_rel = energies.iter().zip(&ne_gold).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / e_gold.abs();
-    eprintln!("{m} via the C ABI: energy {} (golden {e_gold}, rel {e_rel:.1e}), forces rel {f_rel:.1e}, per-atom rel {ne_rel:.1e}", res.energy);
+    eprintln!(
+        "{m} via the C ABI: energy {} (golden {e_gold}, rel {e_rel:.1e}), forces rel {f_rel:.1e}, per-atom rel {ne_rel:.1e}",
+        res.energy
+    );
     assert!(e_rel < 1e-8, "{m}: energy {} vs HydraGNN {e_gold}", res.energy);
     assert!(ne_rel < 1e-8, "{m}: per-atom energies differ by {ne_rel:e} relative");
     assert!(f_rel < 1e-8, "{m}: forces differ by {f_rel:e} relative");

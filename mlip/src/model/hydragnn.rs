@@ -214,7 +214,12 @@ fn parse_npy(b: &[u8]) -> std::result::Result<(Tensor, usize), String> {
     }
     let shape_txt = field("shape")?;
     let inner = shape_txt.trim_start_matches('(').split(')').next().unwrap_or("");
-    let shape: Vec<i64> = inner.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse::<i64>().map_err(|_| format!("bad shape '{shape_txt}'"))).collect::<std::result::Result<_, _>>()?;
+    let shape: Vec<i64> = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<i64>().map_err(|_| format!("bad shape '{shape_txt}'")))
+        .collect::<std::result::Result<_, _>>()?;
     let (kind, size) = match descr {
         "<f8" => (Kind::Double, 8),
         "<f4" => (Kind::Float, 4),
@@ -323,7 +328,9 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
     let (species, features, species_map) = match &opts.species {
         None => {
             if input_dim != 1 {
-                return Err(cfg(format!("input_dim is {input_dim}: give every element's {input_dim} feature values with --species (e.g. Cu=29:0.5)")));
+                return Err(cfg(format!(
+                    "input_dim is {input_dim}: give every element's {input_dim} feature values with --species (e.g. Cu=29:0.5)"
+                )));
             }
             warnings.push(
                 "no --species given: every element H..Og maps to x = [Z] (HydraGNN's atomic-number convention); \
@@ -401,7 +408,9 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
         match getv(heads_cfg, kind) {
             None => Ok(Vec::new()),
             Some(Value::Array(a)) => Ok(a.clone()),
-            Some(_) => Err(cfg(format!("output_heads.{kind} is not a list of branches (configs older than HydraGNN's multi-branch heads are not supported)"))),
+            Some(_) => Err(cfg(format!(
+                "output_heads.{kind} is not a list of branches (configs older than HydraGNN's multi-branch heads are not supported)"
+            ))),
         }
     };
     let graph_branches = branch_list("graph")?;
@@ -435,7 +444,10 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
             shared_layers = vec![w; n as usize];
             for k in 0..n {
                 for p in ["weight", "bias"] {
-                    sources.insert(format!("branches.{bkey}.shared.{k}.{p}"), Source::Copy(format!("model.graph_shared.{bname}.{}.{p}", 2 * k)));
+                    sources.insert(
+                        format!("branches.{bkey}.shared.{k}.{p}"),
+                        Source::Copy(format!("model.graph_shared.{bname}.{}.{p}", 2 * k)),
+                    );
                 }
             }
         }
@@ -449,7 +461,10 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
                         "mlp" => {}
                         o => return Err(cfg(format!("node head type '{o}' is not supported (only 'mlp' is)"))),
                     }
-                    (ints(a.get("dim_headlayers").unwrap_or(&Value::Null), "dim_headlayers")?, format!("model.heads_NN.{}.{bname}.mlp.0", h.index))
+                    (
+                        ints(a.get("dim_headlayers").unwrap_or(&Value::Null), "dim_headlayers")?,
+                        format!("model.heads_NN.{}.{bname}.mlp.0", h.index),
+                    )
                 }
                 HeadKind::Graph => {
                     let b = gb.as_ref().ok_or_else(|| cfg(format!("graph head {} has no graph branch '{bname}'", h.index)))?;
@@ -547,7 +562,14 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
                         .into(),
                 );
             }
-            (1, RadialType::Gaussian, Envelope::Hard, Activation::Relu, PainnOptions::default(), EgnnOptions { coords_update: equivariance })
+            (
+                1,
+                RadialType::Gaussian,
+                Envelope::Hard,
+                Activation::Relu,
+                PainnOptions::default(),
+                EgnnOptions { coords_update: equivariance },
+            )
         }
         MpnnType::SchNet => unreachable!("rejected above"),
     };
@@ -583,7 +605,9 @@ fn load_weights(model: &Model, state: &BTreeMap<String, Tensor>, sources: &BTree
         let key = match src {
             Source::Copy(k) | Source::PermuteRows(k, ..) | Source::SwapCols(k, _) | Source::FirstRows(k, _) => k,
         };
-        let t = state.get(key).ok_or_else(|| cfg(format!("the checkpoint has no tensor '{key}' (needed for '{name}'); is the config the one it was trained with?")))?;
+        let t = state.get(key).ok_or_else(|| {
+            cfg(format!("the checkpoint has no tensor '{key}' (needed for '{name}'); is the config the one it was trained with?"))
+        })?;
         used.insert(key.clone());
         let t = match src {
             Source::Copy(_) => t.shallow_clone(),

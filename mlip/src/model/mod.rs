@@ -322,7 +322,7 @@ impl Model {
                     // One masked max per graph (libtorch's segment max is still beta); an empty
                     // graph gets 0.
                     let mut mask_shape = vec![x.size()[0]];
-                    mask_shape.extend(std::iter::repeat(1).take(x.dim() - 1));
+                    mask_shape.resize(x.dim(), 1);
                     let neg = x.full_like(f64::NEG_INFINITY);
                     let rows: Vec<Tensor> = (0..g.n_graphs)
                         .map(|k| {
