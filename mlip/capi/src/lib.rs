@@ -172,12 +172,7 @@ fn wrap(f: impl FnOnce() -> Result<(), Fail>) -> hgnn_status_t {
             code
         }
         Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            set_error(&format!("internal error (panic caught at the C ABI): {msg}"));
+            set_error(&format!("internal error (panic caught at the C ABI): {}", mlip::compute::panic_message(p.as_ref())));
             HGNN_ERROR_INTERNAL
         }
     }
@@ -508,12 +503,28 @@ unsafe fn eval_mut<'a>(e: *mut hgnn_eval_t) -> Result<&'a mut LayeredEval<'stati
     e.as_mut().map(|e| &mut e.eval).ok_or_else(|| null("eval"))
 }
 
-fn check_layer(e: &LayeredEval, layer: i32, max: usize) -> Result<usize, Fail> {
-    let _ = e;
+fn check_layer(layer: i32, max: usize) -> Result<usize, Fail> {
     if layer < 0 || layer as usize > max {
         return Err(arg(format!("layer {layer} is outside 0..={max}")));
     }
     Ok(layer as usize)
+}
+
+/// Points `*data` at one of the evaluation's per-layer buffers (n_total × `*width` doubles).
+unsafe fn eval_buffer(
+    eval: *mut hgnn_eval_t,
+    layer: i32,
+    data: *mut *mut f64,
+    width: *mut i32,
+    pick: for<'a> fn(&'a mut LayeredEval<'static>, usize) -> &'a mut [f64],
+) -> hgnn_status_t {
+    wrap(|| {
+        let e = eval_mut(eval)?;
+        let l = check_layer(layer, e.num_layers())?;
+        *out(width, "width")? = e.width(l) as i32;
+        *out(data, "data")? = pick(e, l).as_mut_ptr();
+        Ok(())
+    })
 }
 
 /// Node features entering layer `layer`: `*data` points to n_total × `*width` doubles owned by
@@ -522,14 +533,7 @@ fn check_layer(e: &LayeredEval, layer: i32, max: usize) -> Result<usize, Fail> {
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn hgnn_eval_features(eval: *mut hgnn_eval_t, layer: i32, data: *mut *mut f64, width: *mut i32) -> hgnn_status_t {
-    wrap(|| {
-        let e = eval_mut(eval)?;
-        let max = e.num_layers();
-        let l = check_layer(e, layer, max)?;
-        *out(width, "width")? = e.width(l) as i32;
-        *out(data, "data")? = e.features_mut(l).as_mut_ptr();
-        Ok(())
-    })
+    eval_buffer(eval, layer, data, width, |e, l| e.features_mut(l))
 }
 
 /// Gradient of the energy with respect to the features entering layer `layer`: after
@@ -537,14 +541,7 @@ pub unsafe extern "C" fn hgnn_eval_features(eval: *mut hgnn_eval_t, layer: i32, 
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn hgnn_eval_grads(eval: *mut hgnn_eval_t, layer: i32, data: *mut *mut f64, width: *mut i32) -> hgnn_status_t {
-    wrap(|| {
-        let e = eval_mut(eval)?;
-        let max = e.num_layers();
-        let l = check_layer(e, layer, max)?;
-        *out(width, "width")? = e.width(l) as i32;
-        *out(data, "data")? = e.grads_mut(l).as_mut_ptr();
-        Ok(())
-    })
+    eval_buffer(eval, layer, data, width, |e, l| e.grads_mut(l))
 }
 
 /// Runs layer `layer` forward (layers in order 0, 1, ...).
@@ -553,7 +550,7 @@ pub unsafe extern "C" fn hgnn_eval_grads(eval: *mut hgnn_eval_t, layer: i32, dat
 pub unsafe extern "C" fn hgnn_eval_forward_layer(eval: *mut hgnn_eval_t, layer: i32) -> hgnn_status_t {
     wrap(|| {
         let e = eval_mut(eval)?;
-        let l = check_layer(e, layer, e.num_layers())?;
+        let l = check_layer(layer, e.num_layers())?;
         Ok(e.forward_layer(l)?)
     })
 }
@@ -578,7 +575,7 @@ pub unsafe extern "C" fn hgnn_eval_readout(eval: *mut hgnn_eval_t, energy: *mut 
 pub unsafe extern "C" fn hgnn_eval_backward_layer(eval: *mut hgnn_eval_t, layer: i32) -> hgnn_status_t {
     wrap(|| {
         let e = eval_mut(eval)?;
-        let l = check_layer(e, layer, e.num_layers())?;
+        let l = check_layer(layer, e.num_layers())?;
         Ok(e.backward_layer(l)?)
     })
 }
