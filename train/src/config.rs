@@ -127,6 +127,11 @@ pub struct Architecture {
     /// `compute_grad_energy` the energy's terms are weighted by the three weights below instead.
     #[serde(default)]
     pub task_weights: Option<Vec<f64>>,
+    /// Extension: start every output head's last layer at zero (default true), so that training
+    /// starts from the reference energies (E = Σ e_Z, F = 0) instead of the large random
+    /// energies of a fresh message-passing stack; the first steps then fit the residual.
+    #[serde(default = "yes")]
+    pub zero_init_heads: bool,
     /// Weight of the total-energy term (default 1).
     #[serde(default = "one_f")]
     pub energy_weight: f64,

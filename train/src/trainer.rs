@@ -269,6 +269,32 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
     Ok((mc, metas.into_iter().map(|(m, s)| (m, s)).collect()))
 }
 
+/// Zeroes the last layer (weight and bias) of every output head: variables named
+/// `branches.<branch>.<head>.<k>.{weight,bias}` with the largest `k` of their head.
+pub fn zero_last_head_layers(model: &Model) {
+    let vars = model.var_store().variables();
+    let mut last: BTreeMap<String, usize> = BTreeMap::new();
+    for name in vars.keys() {
+        let parts: Vec<&str> = name.split('.').collect();
+        if parts.len() == 5 && parts[0] == "branches" {
+            if let Ok(k) = parts[3].parse::<usize>() {
+                let head = format!("{}.{}.{}", parts[0], parts[1], parts[2]);
+                let e = last.entry(head).or_insert(k);
+                *e = (*e).max(k);
+            }
+        }
+    }
+    tch::no_grad(|| {
+        for (head, k) in &last {
+            for p in ["weight", "bias"] {
+                if let Some(v) = vars.get(&format!("{head}.{k}.{p}")) {
+                    let _ = v.shallow_clone().zero_();
+                }
+            }
+        }
+    });
+}
+
 /// The batches of one epoch: (dataset, trainset graph indices), independent of the number of ranks.
 pub fn epoch_plan(seed: u64, epoch: usize, sizes: &[usize], batch_size: usize) -> Vec<(usize, Vec<usize>)> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -347,6 +373,9 @@ impl<'a> Trainer<'a> {
         let kind = t.precision.kind();
         let device = dist.device();
         let model = new_model(mc.clone(), kind, device, t.seed as i64)?;
+        if cfg.arch().zero_init_heads {
+            zero_last_head_layers(&model);
+        }
         let gs = GraphSpec::new(mc.radius, &mc.species, !cfg.arch().periodic_boundary_conditions);
         let (rank, size) = (dist.rank(), dist.size());
         let mut datasets = Vec::new();
@@ -767,13 +796,6 @@ impl<'a> Trainer<'a> {
             "epochs": h,
         });
         checkpoint::write_atomic(&self.opts.out_dir.join(files::METRICS_JSON), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
-        if self.verbose >= 1 {
-            for (split, per) in &all {
-                for (b, m) in per {
-                    eprintln!("best model (epoch {}) {split} {b}: {}", self.state.best.map_or(0, |(_, e)| e), m.summary());
-                }
-            }
-        }
         Ok(all)
     }
 }

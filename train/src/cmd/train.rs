@@ -42,7 +42,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("stopped: {} after {} epochs, {} steps; best: {best}", s.stopped, s.epochs, s.steps);
         for (split, per) in &s.final_metrics {
             for (branch, m) in per {
-                println!("{split} {branch}: {}", m.summary());
+                println!("best model, {split} {branch}: {}", m.summary());
             }
         }
         println!("outputs in {}", s.out_dir.display());
