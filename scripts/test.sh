@@ -9,19 +9,26 @@ cd "$ROOT"
 scripts/bootstrap.sh
 . scripts/env.sh
 step() { printf '\n==== %s ====\n' "$*"; }
+failed=()
+# Every suite runs even when an earlier one failed; the exit status says whether all passed.
+suite() { local name="$1"; shift; step "$name"; "$@" || failed+=("$name"); }
 
 step "build (release, all targets)"
 cargo build --release --workspace --all-targets
 
-step "Rust tests"
-cargo test --release --workspace --no-fail-fast
+suite "Rust tests (engine, C ABI and C program, trainer, importer)" cargo test --release --workspace --no-fail-fast
 
 step "LAMMPS plugin"
 lammps-plugin/build.sh
 
-step "Python tests (ASE calculator, LAMMPS, cross-component)"
 suites=()
 for d in ase-bridge/tests tests; do [ -d "$d" ] && suites+=("$d"); done
-python -m pytest -q -p no:cacheprovider "${suites[@]}"
+# The LAMMPS suite's fixtures would rebuild what was just built; skip that.
+suite "Python tests (ASE calculator, LAMMPS under mpirun, cross-component)" \
+  env HYDRAGNN_LAMMPS_NO_BUILD=1 python -m pytest -q -p no:cacheprovider "${suites[@]}"
 
+if [ ${#failed[@]} -gt 0 ]; then
+  step "FAILED: ${failed[*]}"
+  exit 1
+fi
 step "all tests passed"
