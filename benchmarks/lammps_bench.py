@@ -4,10 +4,10 @@ atoms) on 1 and 2 MPI ranks, with LAMMPS's own pair_style eam (Cu_u3.eam) measur
 LAMMPS run and the ratio printed; and the ghost atoms per rank that the per-layer exchange needs
 (one cutoff + skin) against an n_layers x cutoff (+ skin) shell, read from LAMMPS's run summary.
 
-    .venv/bin/python benchmarks/lammps_bench.py [--model potentials/cu_schnet.model] [--cells 10]
+    .venv/bin/python benchmarks/lammps_bench.py [--model potentials/metals_schnet.model] [--cells 10]
         [--steps 20] [--eam-steps 500] [--ranks 1,2] [--json out.json]
 
-Without --model it uses potentials/cu_schnet.model if present, else a random-weight SchNet (Cu,
+Without --model it uses potentials/metals_schnet.model if present, else a random-weight SchNet (Cu,
 cutoff 4.5 Å, 2 layers, hidden 32: the cost does not depend on the weights). Timings are
 wall-clock, NVE at 300 K, dt = 1 fs, after a warm-up run; one torch thread per rank.
 """
@@ -96,7 +96,7 @@ def main():
     p.add_argument("--json")
     a = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="hgnn_bench_")
-    model = a.model or os.path.join(ROOT, "potentials", "cu_schnet.model")
+    model = a.model or os.path.join(ROOT, "potentials", "metals_schnet.model")
     if not os.path.exists(model):
         model = make_random_model(os.path.join(tmp, "cu_random.model"), "SchNet", "Cu", 4.5, 2, "float64", 1)
     rc, layers = model_info(model)

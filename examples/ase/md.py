@@ -4,7 +4,7 @@ Verlet), printing the energies and the NVE energy drift.
 
     python examples/ase/md.py [MODEL] [--steps-langevin 200] [--steps-nve 200] ...
 
-MODEL defaults to potentials/cu_schnet.model; any model file works (the crystal is built from the
+MODEL defaults to potentials/metals_schnet.model; any model file works (the crystal is built from the
 model's first element, or --element)."""
 
 import argparse
@@ -30,7 +30,7 @@ except ImportError:  # running from a checkout without `pip install ./ase-bridge
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model", nargs="?", default=str(REPO / "potentials" / "cu_schnet.model"), help="model file")
+    p.add_argument("model", nargs="?", default=str(REPO / "potentials" / "metals_schnet.model"), help="model file")
     p.add_argument("--element", help="element of the fcc crystal (default: the model's first species)")
     p.add_argument("--size", type=int, default=3, help="cubic fcc cells per direction (4 atoms each)")
     p.add_argument("--temperature", type=float, default=300.0, help="Langevin temperature (K)")

@@ -4,7 +4,7 @@ relaxed by BFGS through ASE's FrechetCellFilter, printing energy, stress and lat
 
     python examples/ase/relax.py [MODEL] [--fmax 0.01] [--steps 200] ...
 
-MODEL defaults to potentials/cu_schnet.model; any model file works (the crystal is built from the
+MODEL defaults to potentials/metals_schnet.model; any model file works (the crystal is built from the
 model's first element, or --element)."""
 
 import argparse
@@ -27,7 +27,7 @@ except ImportError:  # running from a checkout without `pip install ./ase-bridge
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model", nargs="?", default=str(REPO / "potentials" / "cu_schnet.model"), help="model file")
+    p.add_argument("model", nargs="?", default=str(REPO / "potentials" / "metals_schnet.model"), help="model file")
     p.add_argument("--element", help="element of the fcc crystal (default: the model's first species)")
     p.add_argument("--size", type=int, default=2, help="cubic fcc cells per direction (4 atoms each)")
     p.add_argument("--strain", type=float, default=0.02, help="initial random strain amplitude")

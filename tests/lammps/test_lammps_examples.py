@@ -15,8 +15,8 @@ POTENTIALS = os.path.join(ROOT, "potentials")
 
 # example -> (model file it uses by default, the elements that model needs, ranks)
 CASES = {
-    "in.cu_nve": ("cu_schnet.model", "Cu", 1),
-    "in.cu_npt": ("cu_schnet.model", "Cu", 2),
+    "in.cu_nve": ("metals_schnet.model", "Cu", 1),
+    "in.cu_npt": ("metals_schnet.model", "Cu", 2),
     "in.molecule": ("molecules_schnet.model", "C,H,O", 1),
 }
 

