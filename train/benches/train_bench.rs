@@ -31,7 +31,10 @@ fn write_graph_file(path: &Path, b: &Batch, i: usize) {
     for z in &b.numbers[a.clone()] {
         buf.extend_from_slice(&z.to_le_bytes());
     }
-    let f64s = |buf: &mut Vec<u8>, v: &[f64]| v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+    let f64s = |buf: &mut Vec<u8>, v: &[f64]| {
+        v.iter()
+            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()))
+    };
     f64s(&mut buf, &b.positions[3 * a.start..3 * a.end]);
     f64s(&mut buf, &b.cell[9 * i..9 * i + 9]);
     buf.extend(b.pbc[3 * i..3 * i + 3].iter().map(|&p| u8::from(p)));
@@ -39,24 +42,36 @@ fn write_graph_file(path: &Path, b: &Batch, i: usize) {
     if let Some(f) = &b.forces {
         f64s(&mut buf, &f[3 * a.start..3 * a.end]);
     }
-    std::fs::File::create(path).and_then(|mut f| f.write_all(&buf)).expect("write graph file");
+    std::fs::File::create(path)
+        .and_then(|mut f| f.write_all(&buf))
+        .expect("write graph file");
 }
 
 /// Reads one graph file back into arrays (what a per-graph dataset loader does).
 fn read_graph_file(path: &Path) -> (Vec<i32>, Vec<f64>, usize) {
     let mut bytes = Vec::new();
-    std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).expect("read graph file");
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .expect("read graph file");
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let mut off = 8;
-    let numbers: Vec<i32> = (0..n).map(|k| i32::from_le_bytes(bytes[off + 4 * k..off + 4 * k + 4].try_into().unwrap())).collect();
+    let numbers: Vec<i32> = (0..n)
+        .map(|k| i32::from_le_bytes(bytes[off + 4 * k..off + 4 * k + 4].try_into().unwrap()))
+        .collect();
     off += 4 * n;
     let rest = &bytes[off..];
-    let floats: Vec<f64> = rest.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+    let floats: Vec<f64> = rest
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     (numbers, floats, n)
 }
 
 fn main() {
-    let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let mut args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let mut opt = |name: &str, default: usize| -> usize {
         match args.iter().position(|a| a == name) {
             Some(i) => {
@@ -73,21 +88,42 @@ fn main() {
     let tmp = std::env::temp_dir().join(format!("hydragnn_bench_{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let data: PathBuf = match args.first() {
-        Some(p) => PathBuf::from(p),
+        // cargo runs benches in the crate's directory: relative paths are taken from the workspace root.
+        Some(p) => {
+            let p = PathBuf::from(p);
+            if p.is_relative() && !p.exists() {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .parent()
+                    .unwrap()
+                    .join(p)
+            } else {
+                p
+            }
+        }
         None => {
             let root = Path::new(env!("CARGO_MANIFEST_DIR"));
             let out = tmp.join("metals.bp");
-            ingest(&[(root.join("data/metals.xyz"), SplitSpec::Random)], &out, "metals", &IngestOptions::default()).expect("ingest");
+            ingest(
+                &[(root.join("data/metals.xyz"), SplitSpec::Random)],
+                &out,
+                "metals",
+                &IngestOptions::default(),
+            )
+            .expect("ingest");
             out
         }
     };
-    println!("dataset {} | libtorch threads {} | batch {batch}", data.display(), tch::get_num_threads());
+    println!(
+        "dataset {} | libtorch threads {} | batch {batch}",
+        data.display(),
+        tch::get_num_threads()
+    );
 
     // 1. ADIOS2 slice reads.
     let ds = Dataset::open(&data).expect("open dataset");
     let sr = ds.split("trainset").expect("trainset");
     let n = sr.n_graphs();
-    let reps = (2000 / n.max(1)).max(1);
+    let reps = (20000 / n.max(1)).max(1);
     let t0 = Instant::now();
     let mut atoms = 0usize;
     for _ in 0..reps {
@@ -142,7 +178,11 @@ fn main() {
     let graphs: Vec<Graph> = gs.graphs_of_batch(&all, "bench").expect("graphs");
     let nl_secs = t0.elapsed().as_secs_f64();
     let edges: usize = graphs.iter().map(|g| g.src.len()).sum();
-    println!("neighbour lists:      {:10.0} graphs/s ({:.1} edges per atom)", n as f64 / nl_secs, edges as f64 / all.total_atoms() as f64);
+    println!(
+        "neighbour lists:      {:10.0} graphs/s ({:.1} edges per atom)",
+        n as f64 / nl_secs,
+        edges as f64 / all.total_atoms() as f64
+    );
     let mut opt = AdamW::new(model.var_store(), &cfg.training().optimizer);
     let mut run = |k: usize| -> usize {
         let s = (k * batch) % n.saturating_sub(batch).max(1);
@@ -151,7 +191,14 @@ fn main() {
         opt.zero_grad();
         let c = collate(&part, &[], &[], Kind::Float, Device::Cpu, true);
         let p = predict(&model, &spec, &c, true).expect("predict");
-        let l = batch_loss(&spec, &p, &c, hydragnn_train::config::LossType::Mse, part.len() as f64, atoms as f64);
+        let l = batch_loss(
+            &spec,
+            &p,
+            &c,
+            hydragnn_train::config::LossType::Mse,
+            part.len() as f64,
+            atoms as f64,
+        );
         l.backward();
         opt.step(|_| true);
         atoms

@@ -66,7 +66,11 @@ impl GraphSpec {
         for (k, &z) in species.iter().enumerate() {
             species_index[z as usize] = k as i64;
         }
-        GraphSpec { cutoff, species_index, no_pbc }
+        GraphSpec {
+            cutoff,
+            species_index,
+            no_pbc,
+        }
     }
 
     /// The graph of one structure; `what` names it in errors (`metals.bp trainset graph 12`).
@@ -76,17 +80,30 @@ impl GraphSpec {
             .iter()
             .enumerate()
             .map(|(i, &z)| {
-                let k = if (0..119).contains(&z) { self.species_index[z as usize] } else { -1 };
+                let k = if (0..119).contains(&z) {
+                    self.species_index[z as usize]
+                } else {
+                    -1
+                };
                 if k < 0 {
-                    Err(Error::Invalid(format!("{}: atom {i} has atomic number {z}, which the model does not know", what())))
+                    Err(Error::Invalid(format!(
+                        "{}: atom {i} has atomic number {z}, which the model does not know",
+                        what()
+                    )))
                 } else {
                     Ok(k)
                 }
             })
             .collect::<Result<Vec<_>>>()?;
         let pbc = if self.no_pbc { [false; 3] } else { f.pbc };
-        let s = Structure { positions: f.positions.clone(), numbers: f.numbers.clone(), cell: f.cell, pbc };
-        let nl = neighbor_list(&s, self.cutoff).map_err(|e| Error::Invalid(format!("{}: {e}", what())))?;
+        let s = Structure {
+            positions: f.positions.clone(),
+            numbers: f.numbers.clone(),
+            cell: f.cell,
+            pbc,
+        };
+        let nl = neighbor_list(&s, self.cutoff)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", what())))?;
         let vecs = nl.edge_vectors(&s);
         let mut props = BTreeMap::new();
         for (k, v) in &f.scalars {
@@ -103,7 +120,10 @@ impl GraphSpec {
             dst: nl.centers.iter().map(|&i| i as i64).collect(),
             edge_vec: vecs.iter().flatten().copied().collect(),
             energy: f.energy,
-            forces: f.forces.as_ref().map(|x| x.iter().flatten().copied().collect()),
+            forces: f
+                .forces
+                .as_ref()
+                .map(|x| x.iter().flatten().copied().collect()),
             props,
         })
     }
@@ -120,7 +140,12 @@ impl GraphSpec {
     }
 
     /// Reads graphs `range` of a split and builds their graphs.
-    pub fn load(&self, split: &SplitReader<'_>, range: Range<usize>, label: &str) -> Result<Vec<Graph>> {
+    pub fn load(
+        &self,
+        split: &SplitReader<'_>,
+        range: Range<usize>,
+        label: &str,
+    ) -> Result<Vec<Graph>> {
         let b = split.read_batch(range)?;
         self.graphs_of_batch(&b, label)
     }
@@ -169,13 +194,22 @@ pub fn collate(
         src.extend(g.src.iter().map(|&s| s + off));
         dst.extend(g.dst.iter().map(|&d| d + off));
         vecs.extend_from_slice(&g.edge_vec);
-        batch.extend(std::iter::repeat(k as i64).take(g.n_atoms()));
+        batch.extend(std::iter::repeat_n(k as i64, g.n_atoms()));
         n_atoms.push(g.n_atoms() as f64);
         off += g.n_atoms() as i64;
     }
-    let t = |v: &[f64], shape: &[i64]| Tensor::from_slice(v).view(shape).to_kind(kind).to_device(device);
+    let t = |v: &[f64], shape: &[i64]| {
+        Tensor::from_slice(v)
+            .view(shape)
+            .to_kind(kind)
+            .to_device(device)
+    };
     let edge_vec = t(&vecs, &[n_edges as i64, 3]);
-    let edge_vec = if edge_grad { edge_vec.set_requires_grad(true) } else { edge_vec };
+    let edge_vec = if edge_grad {
+        edge_vec.set_requires_grad(true)
+    } else {
+        edge_vec
+    };
     let energy = graphs
         .iter()
         .map(|g| g.energy)
@@ -188,11 +222,17 @@ pub fn collate(
         .map(|f| t(&f.concat(), &[n_atoms_total as i64, 3]));
     let mut props = BTreeMap::new();
     for (name, w) in graph_props {
-        let v: Vec<f64> = graphs.iter().flat_map(|g| g.props[name].iter().copied()).collect();
+        let v: Vec<f64> = graphs
+            .iter()
+            .flat_map(|g| g.props[name].iter().copied())
+            .collect();
         props.insert(name.clone(), t(&v, &[graphs.len() as i64, *w as i64]));
     }
     for (name, w) in node_props {
-        let v: Vec<f64> = graphs.iter().flat_map(|g| g.props[name].iter().copied()).collect();
+        let v: Vec<f64> = graphs
+            .iter()
+            .flat_map(|g| g.props[name].iter().copied())
+            .collect();
         props.insert(name.clone(), t(&v, &[n_atoms_total as i64, *w as i64]));
     }
     let i64t = |v: &[i64]| Tensor::from_slice(v).to_device(device);

@@ -59,11 +59,17 @@ fn kind_dtype(k: Kind) -> Result<(Dtype, usize)> {
     match k {
         Kind::Float => Ok((Dtype::F32, 4)),
         Kind::Double => Ok((Dtype::F64, 8)),
-        k => Err(Error::Invalid(format!("cannot checkpoint a tensor of kind {k:?}"))),
+        k => Err(Error::Invalid(format!(
+            "cannot checkpoint a tensor of kind {k:?}"
+        ))),
     }
 }
 
-fn checksum<'a>(items: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>, state: &str, config: &str) -> String {
+fn checksum<'a>(
+    items: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>,
+    state: &str,
+    config: &str,
+) -> String {
     let mut items: Vec<_> = items.collect();
     items.sort_by(|a, b| a.0.cmp(b.0));
     let mut h = Sha256::new();
@@ -83,8 +89,14 @@ fn checksum<'a>(items: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>, s
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let io = |e: std::io::Error| Error::io(path, e);
     {
@@ -103,7 +115,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Saves a checkpoint. `tensors` are (name, tensor) pairs: weights and moments.
-pub fn save(path: &Path, tensors: &[(String, &Tensor)], state: &TrainState, config_text: &str) -> Result<()> {
+pub fn save(
+    path: &Path,
+    tensors: &[(String, &Tensor)],
+    state: &TrainState,
+    config_text: &str,
+) -> Result<()> {
     let mut blobs = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t.detach().to_device(tch::Device::Cpu).contiguous();
@@ -114,8 +131,15 @@ pub fn save(path: &Path, tensors: &[(String, &Tensor)], state: &TrainState, conf
         t.f_copy_data_u8(&mut bytes, numel)?;
         blobs.push((name.clone(), dtype, shape, bytes));
     }
-    let state_json = serde_json::to_string(state).map_err(|e| Error::checkpoint(path, format!("state does not serialise: {e}")))?;
-    let sum = checksum(blobs.iter().map(|(n, _, s, b)| (n.as_str(), s.as_slice(), b.as_slice())), &state_json, config_text);
+    let state_json = serde_json::to_string(state)
+        .map_err(|e| Error::checkpoint(path, format!("state does not serialise: {e}")))?;
+    let sum = checksum(
+        blobs
+            .iter()
+            .map(|(n, _, s, b)| (n.as_str(), s.as_slice(), b.as_slice())),
+        &state_json,
+        config_text,
+    );
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("version".to_string(), VERSION.to_string());
@@ -124,9 +148,16 @@ pub fn save(path: &Path, tensors: &[(String, &Tensor)], state: &TrainState, conf
     meta.insert("checksum".to_string(), sum);
     let views = blobs
         .iter()
-        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| Error::checkpoint(path, e.to_string()))?)))
+        .map(|(n, d, s, b)| {
+            Ok((
+                n.clone(),
+                TensorView::new(*d, s.clone(), b)
+                    .map_err(|e| Error::checkpoint(path, e.to_string()))?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::tensor::serialize(views, &Some(meta)).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    let bytes = safetensors::tensor::serialize(views, &Some(meta))
+        .map_err(|e| Error::checkpoint(path, e.to_string()))?;
     write_atomic(path, &bytes)
 }
 
@@ -144,32 +175,67 @@ pub struct Loaded {
 /// Reads and verifies a checkpoint.
 pub fn load(path: &Path) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::checkpoint(path, format!("not a checkpoint, or truncated ({e:?})")))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::checkpoint(path, format!("unreadable header ({e:?})")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::checkpoint(path, format!("not a checkpoint, or truncated ({e:?})")))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::checkpoint(path, format!("unreadable header ({e:?})")))?;
     let meta = header.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(Error::checkpoint(path, format!("not a hydragnn-rs checkpoint (format {:?})", meta.get("format"))));
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "not a hydragnn-rs checkpoint (format {:?})",
+                meta.get("format")
+            ),
+        ));
     }
     if meta.get("version").and_then(|v| v.parse::<u32>().ok()) != Some(VERSION) {
-        return Err(Error::checkpoint(path, format!("version {:?}, this build reads {VERSION}", meta.get("version"))));
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "version {:?}, this build reads {VERSION}",
+                meta.get("version")
+            ),
+        ));
     }
-    let get = |k: &str| meta.get(k).cloned().ok_or_else(|| Error::checkpoint(path, format!("missing '{k}'")));
+    let get = |k: &str| {
+        meta.get(k)
+            .cloned()
+            .ok_or_else(|| Error::checkpoint(path, format!("missing '{k}'")))
+    };
     let (state_json, config) = (get("state")?, get("config")?);
     let views = st.tensors();
-    let sum = checksum(views.iter().map(|(n, v)| (n.as_str(), v.shape(), v.data())), &state_json, &config);
+    let sum = checksum(
+        views.iter().map(|(n, v)| (n.as_str(), v.shape(), v.data())),
+        &state_json,
+        &config,
+    );
     if meta.get("checksum") != Some(&sum) {
-        return Err(Error::checkpoint(path, "checksum mismatch: the file is corrupted"));
+        return Err(Error::checkpoint(
+            path,
+            "checksum mismatch: the file is corrupted",
+        ));
     }
-    let state: TrainState = serde_json::from_str(&state_json).map_err(|e| Error::checkpoint(path, format!("bad state: {e}")))?;
+    let state: TrainState = serde_json::from_str(&state_json)
+        .map_err(|e| Error::checkpoint(path, format!("bad state: {e}")))?;
     let mut tensors = BTreeMap::new();
     for (name, v) in views {
         let kind = match v.dtype() {
             Dtype::F32 => Kind::Float,
             Dtype::F64 => Kind::Double,
-            d => return Err(Error::checkpoint(path, format!("tensor '{name}' has unsupported dtype {d:?}"))),
+            d => {
+                return Err(Error::checkpoint(
+                    path,
+                    format!("tensor '{name}' has unsupported dtype {d:?}"),
+                ))
+            }
         };
         let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
         tensors.insert(name, Tensor::f_from_data_size(v.data(), &shape, kind)?);
     }
-    Ok(Loaded { tensors, state, config })
+    Ok(Loaded {
+        tensors,
+        state,
+        config,
+    })
 }

@@ -299,7 +299,8 @@ impl Optimizer {
     }
     /// The weight decay in effect.
     pub fn weight_decay(&self) -> f64 {
-        self.weight_decay.unwrap_or(if self.decoupled() { 0.01 } else { 0.0 })
+        self.weight_decay
+            .unwrap_or(if self.decoupled() { 0.01 } else { 0.0 })
     }
 }
 
@@ -326,7 +327,13 @@ pub struct Scheduler {
 
 impl Default for Scheduler {
     fn default() -> Self {
-        Scheduler { kind: plateau(), factor: 0.5, patience: 5, min_lr: 1e-5, threshold: 1e-4 }
+        Scheduler {
+            kind: plateau(),
+            factor: 0.5,
+            patience: 5,
+            min_lr: 1e-5,
+            threshold: 1e-4,
+        }
     }
 }
 
@@ -432,10 +439,18 @@ impl TrainConfig {
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
-            let key = if key.is_empty() || key == "." { ".".to_string() } else { key };
+            let key = if key.is_empty() || key == "." {
+                ".".to_string()
+            } else {
+                key
+            };
             Error::config(path, key, format!("{inner}"))
         })?;
-        let tc = TrainConfig { config, path: path.to_path_buf(), text: text.to_string() };
+        let tc = TrainConfig {
+            config,
+            path: path.to_path_buf(),
+            text: text.to_string(),
+        };
         tc.validate()?;
         Ok(tc)
     }
@@ -449,7 +464,13 @@ impl TrainConfig {
         let c = &self.config;
         let ds = &c.dataset;
         if ds.format != "adios" {
-            return self.err("Dataset.format", format!("'{}' is not supported; ingest extxyz with `hydragnn ingest` and use \"adios\"", ds.format));
+            return self.err(
+                "Dataset.format",
+                format!(
+                    "'{}' is not supported; ingest extxyz with `hydragnn ingest` and use \"adios\"",
+                    ds.format
+                ),
+            );
         }
         if ds.datasets.is_empty() {
             return self.err("Dataset.datasets", "list at least one dataset");
@@ -462,7 +483,12 @@ impl TrainConfig {
         let t = &c.neural_network.training;
         for (i, d) in ds.datasets.iter().enumerate() {
             let key = format!("Dataset.datasets[{i}].name");
-            if d.name.is_empty() || !d.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-".contains(ch)) {
+            if d.name.is_empty()
+                || !d
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-".contains(ch))
+            {
                 return self.err(&key, format!("'{}': use letters, digits, '_' and '-' only (it names the branch, its weights and files)", d.name));
             }
             if ds.datasets[..i].iter().any(|o| o.name == d.name) {
@@ -478,48 +504,83 @@ impl TrainConfig {
                     }
                 }
                 if t.compute_grad_energy && !names.iter().any(|n| n == "energy") {
-                    return self.err(&format!("Dataset.datasets[{i}].output_names"), "compute_grad_energy needs 'energy' in every dataset");
+                    return self.err(
+                        &format!("Dataset.datasets[{i}].output_names"),
+                        "compute_grad_energy needs 'energy' in every dataset",
+                    );
                 }
             }
         }
 
         let arch = "NeuralNetwork.Architecture";
         if !(a.radius.is_finite() && a.radius > 0.0) {
-            return self.err(&format!("{arch}.radius"), format!("must be a positive number, got {}", a.radius));
+            return self.err(
+                &format!("{arch}.radius"),
+                format!("must be a positive number, got {}", a.radius),
+            );
         }
         if a.hidden_dim < 1 {
-            return self.err(&format!("{arch}.hidden_dim"), format!("must be >= 1, got {}", a.hidden_dim));
+            return self.err(
+                &format!("{arch}.hidden_dim"),
+                format!("must be >= 1, got {}", a.hidden_dim),
+            );
         }
         if a.num_conv_layers < 1 {
             return self.err(&format!("{arch}.num_conv_layers"), "must be >= 1");
         }
         if a.num_radial < 1 {
-            return self.err(&format!("{arch}.num_radial"), format!("must be >= 1, got {}", a.num_radial));
+            return self.err(
+                &format!("{arch}.num_radial"),
+                format!("must be >= 1, got {}", a.num_radial),
+            );
         }
         if let Some(p) = a.envelope_exponent {
             if p < 2 {
-                return self.err(&format!("{arch}.envelope_exponent"), format!("must be >= 2, got {p}"));
+                return self.err(
+                    &format!("{arch}.envelope_exponent"),
+                    format!("must be >= 2, got {p}"),
+                );
             }
         }
         if a.graph_pooling != "mean" && a.graph_pooling != "sum" {
-            return self.err(&format!("{arch}.graph_pooling"), format!("'{}': use \"mean\" or \"sum\"", a.graph_pooling));
+            return self.err(
+                &format!("{arch}.graph_pooling"),
+                format!("'{}': use \"mean\" or \"sum\"", a.graph_pooling),
+            );
         }
-        for (name, h) in [("graph", &a.output_heads.graph), ("node", &a.output_heads.node)] {
+        for (name, h) in [
+            ("graph", &a.output_heads.graph),
+            ("node", &a.output_heads.node),
+        ] {
             if let Some(h) = h {
                 if h.num_headlayers != h.dim_headlayers.len() {
                     return self.err(
                         &format!("{arch}.output_heads.{name}.num_headlayers"),
-                        format!("is {} but dim_headlayers lists {} widths", h.num_headlayers, h.dim_headlayers.len()),
+                        format!(
+                            "is {} but dim_headlayers lists {} widths",
+                            h.num_headlayers,
+                            h.dim_headlayers.len()
+                        ),
                     );
                 }
                 if let Some(k) = h.dim_headlayers.iter().position(|&d| d < 1) {
-                    return self.err(&format!("{arch}.output_heads.{name}.dim_headlayers[{k}]"), "must be >= 1");
+                    return self.err(
+                        &format!("{arch}.output_heads.{name}.dim_headlayers[{k}]"),
+                        "must be >= 1",
+                    );
                 }
             }
         }
-        for (key, w) in [("energy_weight", a.energy_weight), ("energy_peratom_weight", a.energy_peratom_weight), ("force_weight", a.force_weight)] {
+        for (key, w) in [
+            ("energy_weight", a.energy_weight),
+            ("energy_peratom_weight", a.energy_peratom_weight),
+            ("force_weight", a.force_weight),
+        ] {
             if !(w.is_finite() && w >= 0.0) {
-                return self.err(&format!("{arch}.{key}"), format!("must be a finite number >= 0, got {w}"));
+                return self.err(
+                    &format!("{arch}.{key}"),
+                    format!("must be a finite number >= 0, got {w}"),
+                );
             }
         }
 
@@ -528,11 +589,25 @@ impl TrainConfig {
             return self.err(&format!("{voi}.output_names"), "list at least one output");
         }
         if v.types.len() != v.output_names.len() {
-            return self.err(&format!("{voi}.type"), format!("has {} entries for {} output_names", v.types.len(), v.output_names.len()));
+            return self.err(
+                &format!("{voi}.type"),
+                format!(
+                    "has {} entries for {} output_names",
+                    v.types.len(),
+                    v.output_names.len()
+                ),
+            );
         }
         if let Some(d) = &v.output_dim {
             if d.len() != v.output_names.len() {
-                return self.err(&format!("{voi}.output_dim"), format!("has {} entries for {} output_names", d.len(), v.output_names.len()));
+                return self.err(
+                    &format!("{voi}.output_dim"),
+                    format!(
+                        "has {} entries for {} output_names",
+                        d.len(),
+                        v.output_names.len()
+                    ),
+                );
             }
             if let Some(k) = d.iter().position(|&x| x < 1) {
                 return self.err(&format!("{voi}.output_dim[{k}]"), "must be >= 1");
@@ -540,14 +615,27 @@ impl TrainConfig {
         }
         if let Some(w) = &a.task_weights {
             if w.len() != v.output_names.len() {
-                return self.err(&format!("{arch}.task_weights"), format!("has {} entries for {} output_names", w.len(), v.output_names.len()));
+                return self.err(
+                    &format!("{arch}.task_weights"),
+                    format!(
+                        "has {} entries for {} output_names",
+                        w.len(),
+                        v.output_names.len()
+                    ),
+                );
             }
             if let Some(k) = w.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
-                return self.err(&format!("{arch}.task_weights[{k}]"), "must be a finite number >= 0");
+                return self.err(
+                    &format!("{arch}.task_weights[{k}]"),
+                    "must be a finite number >= 0",
+                );
             }
         }
         if v.denormalize_output {
-            return self.err(&format!("{voi}.denormalize_output"), "only false is supported (targets are trained in their own units)");
+            return self.err(
+                &format!("{voi}.denormalize_output"),
+                "only false is supported (targets are trained in their own units)",
+            );
         }
         for (k, n) in v.output_names.iter().enumerate() {
             let key = format!("{voi}.output_names[{k}]");
@@ -567,15 +655,24 @@ impl TrainConfig {
             }
             if n == "energy" {
                 if v.types[k] != HeadKind::Graph {
-                    return self.err(&format!("{voi}.type[{k}]"), "the 'energy' output must be of type \"graph\"");
+                    return self.err(
+                        &format!("{voi}.type[{k}]"),
+                        "the 'energy' output must be of type \"graph\"",
+                    );
                 }
                 if v.output_dim.as_ref().is_some_and(|d| d[k] != 1) {
-                    return self.err(&format!("{voi}.output_dim[{k}]"), "the 'energy' output has dimension 1");
+                    return self.err(
+                        &format!("{voi}.output_dim[{k}]"),
+                        "the 'energy' output has dimension 1",
+                    );
                 }
             }
         }
         if t.compute_grad_energy && !v.output_names.iter().any(|n| n == "energy") {
-            return self.err("NeuralNetwork.Training.compute_grad_energy", "needs an 'energy' output in Variables_of_interest.output_names");
+            return self.err(
+                "NeuralNetwork.Training.compute_grad_energy",
+                "needs an 'energy' output in Variables_of_interest.output_names",
+            );
         }
 
         let tr = "NeuralNetwork.Training";
@@ -590,13 +687,22 @@ impl TrainConfig {
         }
         let o = &t.optimizer;
         if o.kind != "AdamW" && o.kind != "Adam" {
-            return self.err(&format!("{tr}.Optimizer.type"), format!("'{}': use \"AdamW\" or \"Adam\"", o.kind));
+            return self.err(
+                &format!("{tr}.Optimizer.type"),
+                format!("'{}': use \"AdamW\" or \"Adam\"", o.kind),
+            );
         }
         if !(o.learning_rate.is_finite() && o.learning_rate > 0.0) {
-            return self.err(&format!("{tr}.Optimizer.learning_rate"), format!("must be a positive number, got {}", o.learning_rate));
+            return self.err(
+                &format!("{tr}.Optimizer.learning_rate"),
+                format!("must be a positive number, got {}", o.learning_rate),
+            );
         }
         if !(o.weight_decay() >= 0.0 && o.weight_decay().is_finite()) {
-            return self.err(&format!("{tr}.Optimizer.weight_decay"), "must be a finite number >= 0");
+            return self.err(
+                &format!("{tr}.Optimizer.weight_decay"),
+                "must be a finite number >= 0",
+            );
         }
         if !o.betas.iter().all(|b| (0.0..1.0).contains(b)) {
             return self.err(&format!("{tr}.Optimizer.betas"), "each must be in [0, 1)");
@@ -606,28 +712,49 @@ impl TrainConfig {
         }
         let s = &t.scheduler;
         if s.kind != "ReduceLROnPlateau" {
-            return self.err(&format!("{tr}.Scheduler.type"), format!("'{}': only \"ReduceLROnPlateau\"", s.kind));
+            return self.err(
+                &format!("{tr}.Scheduler.type"),
+                format!("'{}': only \"ReduceLROnPlateau\"", s.kind),
+            );
         }
         if !(s.factor > 0.0 && s.factor < 1.0) {
-            return self.err(&format!("{tr}.Scheduler.factor"), format!("must be in (0, 1), got {}", s.factor));
+            return self.err(
+                &format!("{tr}.Scheduler.factor"),
+                format!("must be in (0, 1), got {}", s.factor),
+            );
         }
         if !(s.min_lr >= 0.0 && s.min_lr.is_finite()) {
-            return self.err(&format!("{tr}.Scheduler.min_lr"), "must be a finite number >= 0");
+            return self.err(
+                &format!("{tr}.Scheduler.min_lr"),
+                "must be a finite number >= 0",
+            );
         }
         if !(s.threshold >= 0.0 && s.threshold.is_finite()) {
-            return self.err(&format!("{tr}.Scheduler.threshold"), "must be a finite number >= 0");
+            return self.err(
+                &format!("{tr}.Scheduler.threshold"),
+                "must be a finite number >= 0",
+            );
         }
         if let Some(c) = t.clip_grad_norm {
             if !(c.is_finite() && c > 0.0) {
-                return self.err(&format!("{tr}.clip_grad_norm"), format!("must be a positive number, got {c}"));
+                return self.err(
+                    &format!("{tr}.clip_grad_norm"),
+                    format!("must be a positive number, got {c}"),
+                );
             }
         }
         if t.precision == Precision::Bf16 {
-            return self.err(&format!("{tr}.precision"), "bf16 is not supported by the engine yet; use \"fp32\" or \"fp64\"");
+            return self.err(
+                &format!("{tr}.precision"),
+                "bf16 is not supported by the engine yet; use \"fp32\" or \"fp64\"",
+            );
         }
         if let Some(m) = t.max_time {
             if !(m.is_finite() && m > 0.0) {
-                return self.err(&format!("{tr}.max_time"), "must be a positive number of seconds");
+                return self.err(
+                    &format!("{tr}.max_time"),
+                    "must be a positive number of seconds",
+                );
             }
         }
         Ok(())
@@ -664,7 +791,7 @@ impl TrainConfig {
         v.output_names
             .iter()
             .enumerate()
-            .filter(|(_, n)| only.map_or(true, |o| o.contains(n)))
+            .filter(|(_, n)| only.is_none_or(|o| o.contains(n)))
             .map(|(k, n)| Output {
                 name: n.clone(),
                 kind: v.types[k],
@@ -681,7 +808,8 @@ impl TrainConfig {
             HeadKind::Graph => &a.output_heads.graph,
             HeadKind::Node => &a.output_heads.node,
         };
-        h.as_ref().map_or(vec![a.hidden_dim], |h| h.dim_headlayers.clone())
+        h.as_ref()
+            .map_or(vec![a.hidden_dim], |h| h.dim_headlayers.clone())
     }
 }
 
@@ -710,14 +838,27 @@ mod tests {
     #[test]
     fn unknown_key_names_its_path() {
         let text = MIN.replace("\"batch_size\": 2", "\"batch_size\": 2, \"bogus\": 1");
-        let e = TrainConfig::parse(&text, Path::new("cfg.json")).unwrap_err().to_string();
-        assert!(e.contains("NeuralNetwork.Training") && e.contains("bogus"), "{e}");
+        let e = TrainConfig::parse(&text, Path::new("cfg.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("NeuralNetwork.Training") && e.contains("bogus"),
+            "{e}"
+        );
     }
 
     #[test]
     fn forces_output_is_explained() {
-        let text = MIN.replace(r#"["energy"], "type": ["graph"]"#, r#"["energy", "forces"], "type": ["graph", "node"]"#);
-        let e = TrainConfig::parse(&text, Path::new("cfg.json")).unwrap_err().to_string();
-        assert!(e.contains("output_names[1]") && e.contains("compute_grad_energy"), "{e}");
+        let text = MIN.replace(
+            r#"["energy"], "type": ["graph"]"#,
+            r#"["energy", "forces"], "type": ["graph", "node"]"#,
+        );
+        let e = TrainConfig::parse(&text, Path::new("cfg.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("output_names[1]") && e.contains("compute_grad_energy"),
+            "{e}"
+        );
     }
 }

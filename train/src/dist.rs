@@ -22,14 +22,23 @@ pub struct Dist {
 
 impl std::fmt::Debug for Dist {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dist").field("rank", &self.rank).field("size", &self.size).finish()
+        f.debug_struct("Dist")
+            .field("rank", &self.rank)
+            .field("size", &self.size)
+            .finish()
     }
 }
 
 impl Dist {
     /// One process, no MPI.
     pub fn single() -> Dist {
-        Dist { comm: None, rank: 0, size: 1, local_rank: 0, local_size: 1 }
+        Dist {
+            comm: None,
+            rank: 0,
+            size: 1,
+            local_rank: 0,
+            local_size: 1,
+        }
     }
 
     /// Initialises MPI (at most once per process; a second call returns a single-rank `Dist`).
@@ -41,7 +50,13 @@ impl Dist {
                 let (rank, size) = (world.rank() as usize, world.size() as usize);
                 let local = world.split_shared(rank as i32);
                 let (local_rank, local_size) = (local.rank() as usize, local.size() as usize);
-                Dist { comm: Some((universe, world)), rank, size, local_rank, local_size }
+                Dist {
+                    comm: Some((universe, world)),
+                    rank,
+                    size,
+                    local_rank,
+                    local_size,
+                }
             }
             None => Dist::single(),
         }

@@ -58,14 +58,24 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<Path>, err: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().to_path_buf(), err }
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            err,
+        }
     }
     /// A config error at `key` of the file `path`.
     pub fn config(path: impl AsRef<Path>, key: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Config { path: path.as_ref().to_path_buf(), key: key.into(), msg: msg.into() }
+        Error::Config {
+            path: path.as_ref().to_path_buf(),
+            key: key.into(),
+            msg: msg.into(),
+        }
     }
     /// A checkpoint error.
     pub fn checkpoint(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
-        Error::Checkpoint { path: path.as_ref().to_path_buf(), msg: msg.into() }
+        Error::Checkpoint {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+        }
     }
 }

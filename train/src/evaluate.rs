@@ -57,8 +57,16 @@ pub fn spec_for_model(model: &Model, branch: usize, meta: &DatasetMeta) -> Resul
             continue;
         }
         let width = match h.kind {
-            HeadKind::Graph => meta.scalars.iter().find(|p| p.name == h.name).map(|p| p.width),
-            HeadKind::Node => meta.atom_props.iter().find(|p| p.name == h.name).map(|p| p.width),
+            HeadKind::Graph => meta
+                .scalars
+                .iter()
+                .find(|p| p.name == h.name)
+                .map(|p| p.width),
+            HeadKind::Node => meta
+                .atom_props
+                .iter()
+                .find(|p| p.name == h.name)
+                .map(|p| p.width),
         };
         match width {
             Some(w) if w as i64 == h.dim => props.push(PropSpec { name: h.name.clone(), kind: h.kind, width: w, weight: 1.0 }),

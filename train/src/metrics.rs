@@ -52,11 +52,19 @@ pub struct BranchSpec {
 impl BranchSpec {
     /// Graph-level properties with widths (for [`crate::batch::collate`]).
     pub fn graph_props(&self) -> Vec<(String, usize)> {
-        self.props.iter().filter(|p| p.kind == HeadKind::Graph).map(|p| (p.name.clone(), p.width)).collect()
+        self.props
+            .iter()
+            .filter(|p| p.kind == HeadKind::Graph)
+            .map(|p| (p.name.clone(), p.width))
+            .collect()
     }
     /// Node-level properties with widths.
     pub fn node_props(&self) -> Vec<(String, usize)> {
-        self.props.iter().filter(|p| p.kind == HeadKind::Node).map(|p| (p.name.clone(), p.width)).collect()
+        self.props
+            .iter()
+            .filter(|p| p.kind == HeadKind::Node)
+            .map(|p| (p.name.clone(), p.width))
+            .collect()
     }
     /// Length of the flat sums vector of this branch.
     pub fn sums_len(&self) -> usize {
@@ -78,18 +86,31 @@ pub struct Prediction {
 /// Runs the model on a batch. Forces are -dE/dx through autograd over the edge vectors
 /// (`create_graph` keeps them differentiable for the force loss); the batch must have been
 /// collated with `edge_grad` when forces are wanted.
-pub fn predict(model: &Model, spec: &BranchSpec, c: &Collated, create_graph: bool) -> Result<Prediction> {
+pub fn predict(
+    model: &Model,
+    spec: &BranchSpec,
+    c: &Collated,
+    create_graph: bool,
+) -> Result<Prediction> {
     let out = model.forward(&c.graph, Some(spec.branch))?;
     let kind = out.energy.kind();
     let forces = if spec.forces && c.graph.edge_vec.size()[0] > 0 {
-        let g = Tensor::f_run_backward(&[out.energy.sum(kind)], &[&c.graph.edge_vec], create_graph, create_graph)?
-            .pop()
-            .expect("one gradient");
+        let g = Tensor::f_run_backward(
+            &[out.energy.sum(kind)],
+            &[&c.graph.edge_vec],
+            create_graph,
+            create_graph,
+        )?
+        .pop()
+        .expect("one gradient");
         let n = c.n_atoms_total as i64;
         let z = Tensor::zeros([n, 3], (kind, g.device()));
         Some(z.index_add(0, &c.graph.dst, &g) - z.index_add(0, &c.graph.src, &g))
     } else if spec.forces {
-        Some(Tensor::zeros([c.n_atoms_total as i64, 3], (kind, out.energy.device())))
+        Some(Tensor::zeros(
+            [c.n_atoms_total as i64, 3],
+            (kind, out.energy.device()),
+        ))
     } else {
         None
     };
@@ -103,7 +124,11 @@ pub fn predict(model: &Model, spec: &BranchSpec, c: &Collated, create_graph: boo
             props.insert(p.name.clone(), t.shallow_clone());
         }
     }
-    Ok(Prediction { energy: out.energy, forces, props })
+    Ok(Prediction {
+        energy: out.energy,
+        forces,
+        props,
+    })
 }
 
 fn elem(loss: LossType, d: &Tensor) -> Tensor {
@@ -116,22 +141,29 @@ fn elem(loss: LossType, d: &Tensor) -> Tensor {
 /// The weighted loss of a batch, each term *summed* over this batch and divided by the global
 /// counts `graphs` and `atoms` (of the whole global batch, over all ranks): the sum over ranks is
 /// then the loss of the global batch, and so are the gradients.
-pub fn batch_loss(spec: &BranchSpec, p: &Prediction, c: &Collated, loss: LossType, graphs: f64, atoms: f64) -> Tensor {
+pub fn batch_loss(
+    spec: &BranchSpec,
+    p: &Prediction,
+    c: &Collated,
+    loss: LossType,
+    graphs: f64,
+    atoms: f64,
+) -> Tensor {
     let kind = p.energy.kind();
     let mut total = Tensor::zeros([], (kind, p.energy.device()));
     if spec.energy {
         let e = c.energy.as_ref().expect("energy targets collated");
         let d = &p.energy - e;
         if spec.w_energy > 0.0 {
-            total = total + elem(loss, &d).sum(kind) * (spec.w_energy / graphs);
+            total += elem(loss, &d).sum(kind) * (spec.w_energy / graphs);
         }
         if spec.w_energy_peratom > 0.0 {
-            total = total + elem(loss, &(&d / &c.n_atoms)).sum(kind) * (spec.w_energy_peratom / graphs);
+            total += elem(loss, &(&d / &c.n_atoms)).sum(kind) * (spec.w_energy_peratom / graphs);
         }
     }
     if let (true, Some(f), Some(t)) = (spec.forces, &p.forces, &c.forces) {
         if spec.w_forces > 0.0 {
-            total = total + elem(loss, &(f - t)).sum(kind) * (spec.w_forces / (3.0 * atoms));
+            total += elem(loss, &(f - t)).sum(kind) * (spec.w_forces / (3.0 * atoms));
         }
     }
     for ps in &spec.props {
@@ -143,7 +175,7 @@ pub fn batch_loss(spec: &BranchSpec, p: &Prediction, c: &Collated, loss: LossTyp
             HeadKind::Graph => graphs,
             HeadKind::Node => atoms,
         } * ps.width as f64;
-        total = total + elem(loss, &(y - t)).sum(kind) * (ps.weight / n);
+        total += elem(loss, &(y - t)).sum(kind) * (ps.weight / n);
     }
     total
 }
@@ -226,11 +258,17 @@ pub fn finish(spec: &BranchSpec, s: &[f64]) -> BranchMetrics {
     let mut loss = 0.0;
     let energy_per_atom = spec.energy.then(|| {
         loss += spec.w_energy * s[S_E_LOSS] / g + spec.w_energy_peratom * s[S_EPA_LOSS] / g;
-        Err2 { mae: s[S_E_ABS] / g, rmse: (s[S_E_SQ] / g).sqrt() }
+        Err2 {
+            mae: s[S_E_ABS] / g,
+            rmse: (s[S_E_SQ] / g).sqrt(),
+        }
     });
     let forces = spec.forces.then(|| {
         loss += spec.w_forces * s[S_F_LOSS] / (3.0 * a);
-        Err2 { mae: s[S_F_ABS] / (3.0 * a), rmse: (s[S_F_SQ] / (3.0 * a)).sqrt() }
+        Err2 {
+            mae: s[S_F_ABS] / (3.0 * a),
+            rmse: (s[S_F_SQ] / (3.0 * a)).sqrt(),
+        }
     });
     let mut props = BTreeMap::new();
     for (k, ps) in spec.props.iter().enumerate() {
@@ -240,9 +278,22 @@ pub fn finish(spec: &BranchSpec, s: &[f64]) -> BranchMetrics {
             HeadKind::Node => a,
         } * ps.width as f64;
         loss += ps.weight * s[o + 2] / n;
-        props.insert(ps.name.clone(), Err2 { mae: s[o] / n, rmse: (s[o + 1] / n).sqrt() });
+        props.insert(
+            ps.name.clone(),
+            Err2 {
+                mae: s[o] / n,
+                rmse: (s[o + 1] / n).sqrt(),
+            },
+        );
     }
-    BranchMetrics { n_graphs: s[S_GRAPHS] as usize, n_atoms: s[S_ATOMS] as usize, loss, energy_per_atom, forces, props }
+    BranchMetrics {
+        n_graphs: s[S_GRAPHS] as usize,
+        n_atoms: s[S_ATOMS] as usize,
+        loss,
+        energy_per_atom,
+        forces,
+        props,
+    }
 }
 
 impl BranchMetrics {
@@ -269,7 +320,11 @@ impl BranchMetrics {
     pub fn summary(&self) -> String {
         let mut parts = vec![format!("{} graphs", self.n_graphs)];
         if let Some(e) = self.energy_per_atom {
-            parts.push(format!("E MAE {:.2} meV/atom (RMSE {:.2})", 1e3 * e.mae, 1e3 * e.rmse));
+            parts.push(format!(
+                "E MAE {:.2} meV/atom (RMSE {:.2})",
+                1e3 * e.mae,
+                1e3 * e.rmse
+            ));
         }
         if let Some(f) = self.forces {
             parts.push(format!("F MAE {:.4} eV/A (RMSE {:.4})", f.mae, f.rmse));
@@ -291,7 +346,10 @@ pub struct Parity {
 impl Parity {
     /// Adds a batch.
     pub fn add(&mut self, spec: &BranchSpec, p: &Prediction, c: &Collated) {
-        let v = |t: &Tensor| -> Vec<f64> { Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).contiguous().view([-1])).unwrap_or_default() };
+        let v = |t: &Tensor| -> Vec<f64> {
+            Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).contiguous().view([-1]))
+                .unwrap_or_default()
+        };
         let mut push = |name: &str, t: &Tensor, y: &Tensor| {
             let e = self.series.entry(name.to_string()).or_default();
             e.0.extend(v(t));
@@ -299,7 +357,11 @@ impl Parity {
         };
         if spec.energy {
             let n = &c.n_atoms;
-            push("energy_per_atom", &(c.energy.as_ref().expect("energy") / n), &(&p.energy / n));
+            push(
+                "energy_per_atom",
+                &(c.energy.as_ref().expect("energy") / n),
+                &(&p.energy / n),
+            );
         }
         if let (Some(f), Some(t)) = (&p.forces, &c.forces) {
             push("forces", t, f);

@@ -46,9 +46,17 @@ impl AdamW {
     /// For the trainable variables of `vs`; makes every gradient defined (zero), so that
     /// gradients can be read and written as one flat buffer from the first step on.
     pub fn new(vs: &tch::nn::VarStore, cfg: &OptConfig) -> Self {
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut vars: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        if let Some(total) = vars.iter().map(|(_, v)| (v * 0.0).sum(v.kind())).reduce(|a, b| a + b) {
+        if let Some(total) = vars
+            .iter()
+            .map(|(_, v)| (v * 0.0).sum(v.kind()))
+            .reduce(|a, b| a + b)
+        {
             total.backward();
         }
         let params = vars
@@ -89,12 +97,16 @@ impl AdamW {
             let g = p.var.grad();
             let n = p.var.numel();
             if g.defined() {
-                let g = g.to_kind(Kind::Double).to_device(tch::Device::Cpu).contiguous().view([-1]);
+                let g = g
+                    .to_kind(Kind::Double)
+                    .to_device(tch::Device::Cpu)
+                    .contiguous()
+                    .view([-1]);
                 let mut buf = vec![0.0; n];
                 g.copy_data(&mut buf, n);
                 out.extend_from_slice(&buf);
             } else {
-                out.extend(std::iter::repeat(0.0).take(n));
+                out.extend(std::iter::repeat_n(0.0, n));
             }
         }
         out
@@ -107,7 +119,10 @@ impl AdamW {
             for p in &mut self.params {
                 let n = p.var.numel();
                 let mut g = p.var.grad();
-                let src = Tensor::from_slice(&flat[off..off + n]).view(p.var.size().as_slice()).to_kind(p.var.kind()).to_device(p.var.device());
+                let src = Tensor::from_slice(&flat[off..off + n])
+                    .view(p.var.size().as_slice())
+                    .to_kind(p.var.kind())
+                    .to_device(p.var.device());
                 g.copy_(&src);
                 off += n;
             }
@@ -144,7 +159,7 @@ impl AdamW {
                     if decoupled {
                         let _ = p.var.g_mul_scalar_(1.0 - lr * wd);
                     } else {
-                        g = g + &p.var * wd;
+                        g += &p.var * wd;
                     }
                 }
                 let _ = p.m.g_mul_scalar_(b1);
@@ -170,7 +185,10 @@ pub struct Plateau {
 
 impl Default for Plateau {
     fn default() -> Self {
-        Plateau { best: f64::MAX, bad_epochs: 0 }
+        Plateau {
+            best: f64::MAX,
+            bad_epochs: 0,
+        }
     }
 }
 
@@ -204,7 +222,10 @@ pub struct EarlyStopping {
 
 impl Default for EarlyStopping {
     fn default() -> Self {
-        EarlyStopping { best: f64::MAX, counter: 0 }
+        EarlyStopping {
+            best: f64::MAX,
+            counter: 0,
+        }
     }
 }
 
@@ -231,7 +252,13 @@ mod tests {
         let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
         let w = vs.root().var("w", &[1], tch::nn::Init::Const(1.0));
         vs.double();
-        let cfg = OptConfig { kind: "AdamW".into(), learning_rate: 0.1, weight_decay: Some(0.01), betas: [0.9, 0.999], eps: 1e-8 };
+        let cfg = OptConfig {
+            kind: "AdamW".into(),
+            learning_rate: 0.1,
+            weight_decay: Some(0.01),
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+        };
         let mut opt = AdamW::new(&vs, &cfg);
         let (mut p, mut m, mut v) = (1.0f64, 0.0, 0.0);
         for t in 1..=2 {
@@ -254,7 +281,10 @@ mod tests {
 
     #[test]
     fn plateau_reduces_after_patience() {
-        let cfg = SchedConfig { patience: 1, ..Default::default() };
+        let cfg = SchedConfig {
+            patience: 1,
+            ..Default::default()
+        };
         let mut s = Plateau::default();
         let mut lr = 1.0;
         for v in [1.0, 1.0, 1.0] {

@@ -72,7 +72,12 @@ fn glyph(c: char) -> Option<&'static str> {
     })
 }
 
-fn draw_text<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, text: &str, x: i32, y: i32) {
+fn draw_text<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    text: &str,
+    x: i32,
+    y: i32,
+) {
     let mut cx = x;
     for ch in text.chars() {
         let g = glyph(ch).or_else(|| glyph('_')).unwrap_or("");
@@ -80,7 +85,10 @@ fn draw_text<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>,
             if cell == '#' {
                 let (gx, gy) = ((k % 5) as i32, (k / 5) as i32);
                 let (px, py) = (cx + gx * SCALE, y + gy * SCALE);
-                let _ = area.draw(&Rectangle::new([(px, py), (px + SCALE - 1, py + SCALE - 1)], BLACK.filled()));
+                let _ = area.draw(&Rectangle::new(
+                    [(px, py), (px + SCALE - 1, py + SCALE - 1)],
+                    BLACK.filled(),
+                ));
             }
         }
         cx += 6 * SCALE;
@@ -92,7 +100,11 @@ fn text_width(text: &str) -> i32 {
 }
 
 fn fmt_tick(v: f64, span: f64) -> String {
-    let digits = if span > 0.0 { (2.0 - span.log10().floor()).clamp(0.0, 6.0) as usize } else { 3 };
+    let digits = if span > 0.0 {
+        (2.0 - span.log10().floor()).clamp(0.0, 6.0) as usize
+    } else {
+        3
+    };
     let s = format!("{v:.digits$}");
     if s.starts_with("-0") && s.trim_start_matches(['-', '0', '.']).is_empty() {
         s[1..].to_string()
@@ -104,7 +116,12 @@ fn fmt_tick(v: f64, span: f64) -> String {
 /// Writes a parity plot of `pred` against `truth` to `path` (PNG), with `title` and the MAE.
 pub fn parity_png(path: &Path, title: &str, truth: &[f64], pred: &[f64]) -> Result<()> {
     let n = truth.len().min(pred.len());
-    let err = |e: String| Error::Invalid(format!("{}: cannot draw the parity plot: {e}", path.display()));
+    let err = |e: String| {
+        Error::Invalid(format!(
+            "{}: cannot draw the parity plot: {e}",
+            path.display()
+        ))
+    };
     let tmp = path.with_extension("tmp.png");
     {
         let root = BitMapBackend::new(&tmp, (W as u32, H as u32)).into_drawing_area();
@@ -131,8 +148,13 @@ pub fn parity_png(path: &Path, title: &str, truth: &[f64], pred: &[f64]) -> Resu
         let py = |v: f64| y1 - ((v - lo) / (hi - lo) * side as f64).round() as i32;
         let grey = RGBColor(200, 200, 200);
         // Frame, diagonal, ticks.
-        root.draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1))).map_err(|e| err(e.to_string()))?;
-        root.draw(&PathElement::new(vec![(x0, y1), (x1, y0)], grey.stroke_width(1))).map_err(|e| err(e.to_string()))?;
+        root.draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1)))
+            .map_err(|e| err(e.to_string()))?;
+        root.draw(&PathElement::new(
+            vec![(x0, y1), (x1, y0)],
+            grey.stroke_width(1),
+        ))
+        .map_err(|e| err(e.to_string()))?;
         for k in 0..=4 {
             let v = lo + (hi - lo) * k as f64 / 4.0;
             let label = fmt_tick(v, hi - lo);
@@ -149,7 +171,16 @@ pub fn parity_png(path: &Path, title: &str, truth: &[f64], pred: &[f64]) -> Resu
                 let _ = root.draw(&Circle::new((px(truth[i]), py(pred[i])), 2, blue.filled()));
             }
         }
-        let mae = if n > 0 { truth[..n].iter().zip(&pred[..n]).map(|(a, b)| (a - b).abs()).sum::<f64>() / n as f64 } else { 0.0 };
+        let mae = if n > 0 {
+            truth[..n]
+                .iter()
+                .zip(&pred[..n])
+                .map(|(a, b)| (a - b).abs())
+                .sum::<f64>()
+                / n as f64
+        } else {
+            0.0
+        };
         draw_text(&root, title, LEFT, 10);
         draw_text(&root, &format!("MAE {mae:.4}  N {n}"), LEFT, 32);
         let xl = "TRUE";
@@ -176,7 +207,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hgnn_plot_{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("parity.png");
-        parity_png(&p, "metals energy_per_atom (eV/atom)", &[0.0, 1.0, 2.0], &[0.1, 0.9, 2.2]).unwrap();
+        parity_png(
+            &p,
+            "metals energy_per_atom (eV/atom)",
+            &[0.0, 1.0, 2.0],
+            &[0.1, 0.9, 2.2],
+        )
+        .unwrap();
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -144,44 +144,85 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
     let mut metas = Vec::new();
     for (i, d) in cfg.config.dataset.datasets.iter().enumerate() {
         let path = cfg.dataset_path(i);
-        let ds = Dataset::open(&path).map_err(|e| Error::config(&cfg.path, format!("Dataset.datasets[{i}].path"), e.to_string()))?;
+        let ds = Dataset::open(&path).map_err(|e| {
+            Error::config(
+                &cfg.path,
+                format!("Dataset.datasets[{i}].path"),
+                e.to_string(),
+            )
+        })?;
         let meta = ds.meta().clone();
         let what = format!("dataset '{}' ({})", d.name, path.display());
         for split in ["trainset", "valset"] {
             if meta.n_graphs(split) == 0 {
-                return Err(Error::config(&cfg.path, format!("Dataset.datasets[{i}]"), format!("{what} has no graphs in its {split}")));
+                return Err(Error::config(
+                    &cfg.path,
+                    format!("Dataset.datasets[{i}]"),
+                    format!("{what} has no graphs in its {split}"),
+                ));
             }
         }
         let voi = "NeuralNetwork.Variables_of_interest";
         let mut props = Vec::new();
         let mut energy = false;
         for o in cfg.outputs_of(i) {
-            let k = cfg.variables().output_names.iter().position(|n| *n == o.name).expect("validated");
+            let k = cfg
+                .variables()
+                .output_names
+                .iter()
+                .position(|n| *n == o.name)
+                .expect("validated");
             let key = format!("{voi}.output_names[{k}]");
-            let has = |list: &[crate::data::PropertyInfo]| list.iter().find(|p| p.name == o.name).map(|p| p.width);
+            let has = |list: &[crate::data::PropertyInfo]| {
+                list.iter().find(|p| p.name == o.name).map(|p| p.width)
+            };
             if o.name == "energy" {
                 if !meta.layout.energy {
-                    return Err(Error::config(&cfg.path, key, format!("the config asks for 'energy' but {what} has no energies")));
+                    return Err(Error::config(
+                        &cfg.path,
+                        key,
+                        format!("the config asks for 'energy' but {what} has no energies"),
+                    ));
                 }
                 energy = true;
                 continue;
             }
             let (mine, other, level, other_level) = match o.kind {
-                HeadKind::Graph => (has(&meta.scalars), has(&meta.atom_props), "per-frame", "per-atom"),
-                HeadKind::Node => (has(&meta.atom_props), has(&meta.scalars), "per-atom", "per-frame"),
+                HeadKind::Graph => (
+                    has(&meta.scalars),
+                    has(&meta.atom_props),
+                    "per-frame",
+                    "per-atom",
+                ),
+                HeadKind::Node => (
+                    has(&meta.atom_props),
+                    has(&meta.scalars),
+                    "per-atom",
+                    "per-frame",
+                ),
             };
             let width = match (mine, other) {
                 (Some(w), _) => w,
-                (None, Some(_)) => {
-                    return Err(Error::config(
-                        &cfg.path,
-                        format!("{voi}.type[{k}]"),
-                        format!("'{}' is {other_level} in {what}, but the config asks for a {level} output", o.name),
-                    ))
-                }
+                (None, Some(_)) => return Err(Error::config(
+                    &cfg.path,
+                    format!("{voi}.type[{k}]"),
+                    format!(
+                        "'{}' is {other_level} in {what}, but the config asks for a {level} output",
+                        o.name
+                    ),
+                )),
                 (None, None) => {
-                    let mut have: Vec<String> = meta.scalars.iter().chain(&meta.atom_props).map(|p| p.name.clone()).collect();
-                    for (n, on) in [("energy", meta.layout.energy), ("forces", meta.layout.forces), ("stress", meta.layout.stress)] {
+                    let mut have: Vec<String> = meta
+                        .scalars
+                        .iter()
+                        .chain(&meta.atom_props)
+                        .map(|p| p.name.clone())
+                        .collect();
+                    for (n, on) in [
+                        ("energy", meta.layout.energy),
+                        ("forces", meta.layout.forces),
+                        ("stress", meta.layout.stress),
+                    ] {
                         if on {
                             have.insert(0, n.to_string());
                         }
@@ -189,7 +230,11 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
                     return Err(Error::config(
                         &cfg.path,
                         key,
-                        format!("the config asks for '{}' but {what} has no such property (it has: {})", o.name, have.join(", ")),
+                        format!(
+                            "the config asks for '{}' but {what} has no such property (it has: {})",
+                            o.name,
+                            have.join(", ")
+                        ),
                     ));
                 }
             };
@@ -202,7 +247,12 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
                     ));
                 }
             }
-            props.push(PropSpec { name: o.name.clone(), kind: o.kind, width, weight: o.weight });
+            props.push(PropSpec {
+                name: o.name.clone(),
+                kind: o.kind,
+                width,
+                weight: o.weight,
+            });
         }
         if t.compute_grad_energy && energy && !meta.layout.forces {
             return Err(Error::config(
@@ -211,7 +261,11 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
                 format!("is true but {what} has no forces"),
             ));
         }
-        let tw = cfg.outputs_of(i).iter().find(|o| o.name == "energy").map_or(1.0, |o| o.weight);
+        let tw = cfg
+            .outputs_of(i)
+            .iter()
+            .find(|o| o.name == "energy")
+            .map_or(1.0, |o| o.weight);
         let spec = BranchSpec {
             name: d.name.clone(),
             branch: i,
@@ -220,12 +274,19 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
             props,
             w_energy: tw * a.energy_weight,
             w_energy_peratom: tw * a.energy_peratom_weight,
-            w_forces: if t.compute_grad_energy { a.force_weight } else { 0.0 },
+            w_forces: if t.compute_grad_energy {
+                a.force_weight
+            } else {
+                0.0
+            },
         };
         metas.push((meta, spec));
     }
 
-    let mut species: Vec<i32> = metas.iter().flat_map(|(m, _)| m.elements.iter().copied()).collect();
+    let mut species: Vec<i32> = metas
+        .iter()
+        .flat_map(|(m, _)| m.elements.iter().copied())
+        .collect();
     species.sort_unstable();
     species.dedup();
     let radial = a.radial_type.unwrap_or(if a.mpnn_type == MpnnType::SchNet {
@@ -264,9 +325,10 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
     if let Some(p) = a.envelope_exponent {
         mc["envelope"] = serde_json::json!({"type": "polynomial", "p": p});
     }
-    let mc: ModelConfig = serde_json::from_value(mc).map_err(|e| Error::Invalid(format!("model config: {e}")))?;
+    let mc: ModelConfig =
+        serde_json::from_value(mc).map_err(|e| Error::Invalid(format!("model config: {e}")))?;
     mc.validate()?;
-    Ok((mc, metas.into_iter().map(|(m, s)| (m, s)).collect()))
+    Ok((mc, metas))
 }
 
 /// Zeroes the last layer (weight and bias) of every output head: variables named
@@ -296,7 +358,12 @@ pub fn zero_last_head_layers(model: &Model) {
 }
 
 /// The batches of one epoch: (dataset, trainset graph indices), independent of the number of ranks.
-pub fn epoch_plan(seed: u64, epoch: usize, sizes: &[usize], batch_size: usize) -> Vec<(usize, Vec<usize>)> {
+pub fn epoch_plan(
+    seed: u64,
+    epoch: usize,
+    sizes: &[usize],
+    batch_size: usize,
+) -> Vec<(usize, Vec<usize>)> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(epoch as u64);
     let mut batches = Vec::new();
@@ -313,7 +380,9 @@ pub fn epoch_plan(seed: u64, epoch: usize, sizes: &[usize], batch_size: usize) -
 /// branches get no gradient from it).
 fn active_in(name: &str, branch: &str) -> bool {
     match name.strip_prefix("branches.") {
-        Some(rest) => rest.strip_prefix(branch).is_some_and(|r| r.starts_with('.')),
+        Some(rest) => rest
+            .strip_prefix(branch)
+            .is_some_and(|r| r.starts_with('.')),
         None => true,
     }
 }
@@ -362,7 +431,10 @@ impl<'a> Trainer<'a> {
         let (mc, metas) = plan_model(cfg)?;
         let ckpt_path = opts.out_dir.join(files::CHECKPOINT);
         if opts.resume && !ckpt_path.exists() {
-            return Err(Error::checkpoint(&ckpt_path, "--resume given but there is no checkpoint"));
+            return Err(Error::checkpoint(
+                &ckpt_path,
+                "--resume given but there is no checkpoint",
+            ));
         }
         if !opts.resume && ckpt_path.exists() {
             return Err(Error::checkpoint(
@@ -376,7 +448,11 @@ impl<'a> Trainer<'a> {
         if cfg.arch().zero_init_heads {
             zero_last_head_layers(&model);
         }
-        let gs = GraphSpec::new(mc.radius, &mc.species, !cfg.arch().periodic_boundary_conditions);
+        let gs = GraphSpec::new(
+            mc.radius,
+            &mc.species,
+            !cfg.arch().periodic_boundary_conditions,
+        );
         let (rank, size) = (dist.rank(), dist.size());
         let mut datasets = Vec::new();
         for (i, (meta, spec)) in metas.into_iter().enumerate() {
@@ -390,7 +466,16 @@ impl<'a> Trainer<'a> {
             let va = ds.split("valset")?;
             let vshard = shard_range(va.n_graphs(), rank, size);
             let val = gs.load(&va, vshard, &format!("{} valset", path.display()))?;
-            datasets.push(DatasetRun { name: spec.name.clone(), path, meta, spec, train, train_shard: shard, train_atoms, val });
+            datasets.push(DatasetRun {
+                name: spec.name.clone(),
+                path,
+                meta,
+                spec,
+                train,
+                train_shard: shard,
+                train_atoms,
+                val,
+            });
         }
         let opt = AdamW::new(model.var_store(), &t.optimizer);
         let state = TrainState {
@@ -409,22 +494,49 @@ impl<'a> Trainer<'a> {
             finished: false,
         };
         let verbose = cfg.config.verbosity.level;
-        let mut tr = Trainer { cfg, opts, dist, model, datasets, opt, state, kind, device, log: StepLog { file: None, len: 0 }, started, base_elapsed: 0.0, verbose };
+        let mut tr = Trainer {
+            cfg,
+            opts,
+            dist,
+            model,
+            datasets,
+            opt,
+            state,
+            kind,
+            device,
+            log: StepLog { file: None, len: 0 },
+            started,
+            base_elapsed: 0.0,
+            verbose,
+        };
         if tr.opts.resume {
             tr.restore(&ckpt_path)?;
         }
         if dist.is_root() {
-            std::fs::create_dir_all(&tr.opts.out_dir).map_err(|e| Error::io(&tr.opts.out_dir, e))?;
+            std::fs::create_dir_all(&tr.opts.out_dir)
+                .map_err(|e| Error::io(&tr.opts.out_dir, e))?;
             let steps = tr.opts.out_dir.join(files::STEPS);
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(&steps).map_err(|e| Error::io(&steps, e))?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&steps)
+                .map_err(|e| Error::io(&steps, e))?;
             if tr.opts.resume {
-                f.set_len(tr.state.steps_log_len).map_err(|e| Error::io(&steps, e))?;
-                tr.log = StepLog { file: Some(f), len: tr.state.steps_log_len };
+                f.set_len(tr.state.steps_log_len)
+                    .map_err(|e| Error::io(&steps, e))?;
+                tr.log = StepLog {
+                    file: Some(f),
+                    len: tr.state.steps_log_len,
+                };
                 tr.write_metrics()?;
             } else {
                 f.set_len(0).map_err(|e| Error::io(&steps, e))?;
-                tr.log = StepLog { file: Some(f), len: 0 };
-                tr.log.line("step,epoch,dataset,graphs,atoms,loss,lr\n", &steps)?;
+                tr.log = StepLog {
+                    file: Some(f),
+                    len: 0,
+                };
+                tr.log
+                    .line("step,epoch,dataset,graphs,atoms,loss,lr\n", &steps)?;
             }
         }
         Ok(tr)
@@ -442,7 +554,8 @@ impl<'a> Trainer<'a> {
 
     fn restore(&mut self, path: &Path) -> Result<()> {
         let ck = checkpoint::load(path)?;
-        let old = TrainConfig::parse(&ck.config, &self.cfg.path).map_err(|e| Error::checkpoint(path, format!("its config no longer parses: {e}")))?;
+        let old = TrainConfig::parse(&ck.config, &self.cfg.path)
+            .map_err(|e| Error::checkpoint(path, format!("its config no longer parses: {e}")))?;
         if resume_key(&old) != resume_key(self.cfg) {
             return Err(Error::checkpoint(
                 path,
@@ -454,15 +567,30 @@ impl<'a> Trainer<'a> {
         tch::no_grad(|| -> Result<()> {
             for (name, var) in &vars {
                 let mut var = var.shallow_clone();
-                let t = ck.tensors.get(&format!("model/{name}")).ok_or_else(|| Error::checkpoint(path, format!("no weights for '{name}'")))?;
+                let t = ck
+                    .tensors
+                    .get(&format!("model/{name}"))
+                    .ok_or_else(|| Error::checkpoint(path, format!("no weights for '{name}'")))?;
                 if t.size() != var.size() {
-                    return Err(Error::checkpoint(path, format!("'{name}' has shape {:?}, the model {:?}", t.size(), var.size())));
+                    return Err(Error::checkpoint(
+                        path,
+                        format!(
+                            "'{name}' has shape {:?}, the model {:?}",
+                            t.size(),
+                            var.size()
+                        ),
+                    ));
                 }
                 var.f_copy_(&t.to_kind(self.kind).to_device(self.device))?;
             }
             for p in &mut self.opt.params {
                 for (prefix, dst) in [("adam_m", &mut p.m), ("adam_v", &mut p.v)] {
-                    let t = ck.tensors.get(&format!("{prefix}/{}", p.name)).ok_or_else(|| Error::checkpoint(path, format!("no {prefix} for '{}'", p.name)))?;
+                    let t = ck
+                        .tensors
+                        .get(&format!("{prefix}/{}", p.name))
+                        .ok_or_else(|| {
+                            Error::checkpoint(path, format!("no {prefix} for '{}'", p.name))
+                        })?;
                     dst.f_copy_(&t.to_kind(self.kind).to_device(self.device))?;
                 }
             }
@@ -484,12 +612,20 @@ impl<'a> Trainer<'a> {
         self.state.steps_log_len = self.log.len;
         self.state.elapsed = self.elapsed();
         let vars = self.model.var_store().variables();
-        let mut tensors: Vec<(String, &Tensor)> = vars.iter().map(|(n, t)| (format!("model/{n}"), t)).collect();
+        let mut tensors: Vec<(String, &Tensor)> = vars
+            .iter()
+            .map(|(n, t)| (format!("model/{n}"), t))
+            .collect();
         for p in &self.opt.params {
             tensors.push((format!("adam_m/{}", p.name), &p.m));
             tensors.push((format!("adam_v/{}", p.name), &p.v));
         }
-        checkpoint::save(&self.opts.out_dir.join(files::CHECKPOINT), &tensors, &self.state, &self.cfg.text)
+        checkpoint::save(
+            &self.opts.out_dir.join(files::CHECKPOINT),
+            &tensors,
+            &self.state,
+            &self.cfg.text,
+        )
     }
 
     /// Training seconds: earlier sessions (from the checkpoint) plus this one.
@@ -501,15 +637,33 @@ impl<'a> Trainer<'a> {
     fn step(&mut self, d: usize, idx: &[usize]) -> Result<f64> {
         let run = &self.datasets[d];
         let spec = &run.spec;
-        let local: Vec<&Graph> = idx.iter().filter(|i| run.train_shard.contains(i)).map(|&i| &run.train[i - run.train_shard.start]).collect();
+        let local: Vec<&Graph> = idx
+            .iter()
+            .filter(|i| run.train_shard.contains(i))
+            .map(|&i| &run.train[i - run.train_shard.start])
+            .collect();
         let graphs = idx.len() as f64;
         let atoms = idx.iter().map(|&i| run.train_atoms[i]).sum::<usize>() as f64;
         self.opt.zero_grad();
         let mut local_loss = 0.0;
         if !local.is_empty() {
-            let c = collate(&local, &spec.graph_props(), &spec.node_props(), self.kind, self.device, spec.forces);
+            let c = collate(
+                &local,
+                &spec.graph_props(),
+                &spec.node_props(),
+                self.kind,
+                self.device,
+                spec.forces,
+            );
             let p = predict(&self.model, spec, &c, true)?;
-            let loss = batch_loss(spec, &p, &c, self.cfg.training().loss_function_type, graphs, atoms);
+            let loss = batch_loss(
+                spec,
+                &p,
+                &c,
+                self.cfg.training().loss_function_type,
+                graphs,
+                atoms,
+            );
             loss.f_backward()?;
             local_loss = loss.double_value(&[]);
         }
@@ -541,7 +695,16 @@ impl<'a> Trainer<'a> {
         let mut out = BTreeMap::new();
         let mut total = 0.0;
         for run in &self.datasets {
-            let mut s = eval_sums(&self.model, &run.spec, &run.val, bs, t.loss_function_type, self.kind, self.device, None)?;
+            let mut s = eval_sums(
+                &self.model,
+                &run.spec,
+                &run.val,
+                bs,
+                t.loss_function_type,
+                self.kind,
+                self.device,
+                None,
+            )?;
             self.dist.allreduce_sum(&mut s);
             let m = finish(&run.spec, &s);
             total += m.loss;
@@ -568,9 +731,11 @@ impl<'a> Trainer<'a> {
             let bar = bar_on.then(|| {
                 let b = indicatif::ProgressBar::new(plan.len() as u64);
                 b.set_style(
-                    indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
-                        .expect("template")
-                        .progress_chars("=> "),
+                    indicatif::ProgressStyle::with_template(
+                        "epoch {prefix} [{bar:30}] {pos}/{len} {msg}",
+                    )
+                    .expect("template")
+                    .progress_chars("=> "),
                 );
                 b.set_prefix(format!("{}/{}", self.state.epoch + 1, t.num_epoch));
                 b.set_position(self.state.step_in_epoch as u64);
@@ -599,10 +764,14 @@ impl<'a> Trainer<'a> {
                 self.log.line(&line, &steps_path)?;
                 if let Some(b) = &bar {
                     let secs = epoch_start.elapsed().as_secs_f64().max(1e-9);
-                    b.set_message(format!("loss {loss:.4e} | {:.1} graphs/s {:.0} atoms/s", n_graphs as f64 / secs, n_atoms as f64 / secs));
+                    b.set_message(format!(
+                        "loss {loss:.4e} | {:.1} graphs/s {:.0} atoms/s",
+                        n_graphs as f64 / secs,
+                        n_atoms as f64 / secs
+                    ));
                     b.inc(1);
                 }
-                if t.checkpoint_every > 0 && self.state.step % t.checkpoint_every == 0 {
+                if t.checkpoint_every > 0 && self.state.step.is_multiple_of(t.checkpoint_every) {
                     self.save_checkpoint()?;
                 }
                 if t.max_steps.is_some_and(|m| self.state.step >= m) {
@@ -620,7 +789,10 @@ impl<'a> Trainer<'a> {
             // End of epoch: validate, schedule, early-stop, export the best model.
             let (branches, val_loss) = self.validate()?;
             if !val_loss.is_finite() {
-                return Err(Error::Diverged(format!("validation loss is {val_loss} after epoch {}", self.state.epoch + 1)));
+                return Err(Error::Diverged(format!(
+                    "validation loss is {val_loss} after epoch {}",
+                    self.state.epoch + 1
+                )));
             }
             let epoch = self.state.epoch + 1;
             let lr_used = self.opt.lr;
@@ -636,7 +808,7 @@ impl<'a> Trainer<'a> {
             };
             self.opt.lr = self.state.plateau.step(val_loss, self.opt.lr, &t.scheduler);
             let stop_early = t.early_stopping && self.state.early.step(val_loss, t.patience);
-            if self.state.best.map_or(true, |(b, _)| val_loss < b) {
+            if self.state.best.is_none_or(|(b, _)| val_loss < b) {
                 self.state.best = Some((val_loss, epoch));
                 self.export_best(&rec)?;
             }
@@ -662,7 +834,10 @@ impl<'a> Trainer<'a> {
             last_epoch_secs = epoch_start.elapsed().as_secs_f64();
             if stop_early {
                 stopped = "early_stopping".into();
-            } else if t.max_time.is_some_and(|m| self.started.elapsed().as_secs_f64() + last_epoch_secs > m) {
+            } else if t
+                .max_time
+                .is_some_and(|m| self.started.elapsed().as_secs_f64() + last_epoch_secs > m)
+            {
                 stopped = "max_time".into();
             } else if self.state.epoch >= t.num_epoch {
                 stopped = "num_epoch".into();
@@ -682,7 +857,10 @@ impl<'a> Trainer<'a> {
             steps: self.state.step,
             epochs: self.state.history.len(),
             stopped: stopped.clone(),
-            best: self.state.best.map(|(_, e)| (e, self.state.history[e - 1].branches.clone())),
+            best: self
+                .state
+                .best
+                .map(|(_, e)| (e, self.state.history[e - 1].branches.clone())),
             final_metrics: BTreeMap::new(),
         };
         if stopped != "max_steps" && root && self.state.best.is_some() {
@@ -705,13 +883,22 @@ impl<'a> Trainer<'a> {
             })
             .collect();
         let mut p = BTreeMap::new();
-        p.insert("trainer".into(), format!("hydragnn-rs {} (hydragnn train)", env!("CARGO_PKG_VERSION")));
+        p.insert(
+            "trainer".into(),
+            format!("hydragnn-rs {} (hydragnn train)", env!("CARGO_PKG_VERSION")),
+        );
         p.insert("command".into(), self.opts.command.clone());
         p.insert("config".into(), self.cfg.text.clone());
-        p.insert("datasets".into(), serde_json::Value::Array(datasets).to_string());
+        p.insert(
+            "datasets".into(),
+            serde_json::Value::Array(datasets).to_string(),
+        );
         p.insert("epoch".into(), rec.epoch.to_string());
         p.insert("step".into(), rec.step.to_string());
-        p.insert("validation_metrics".into(), serde_json::to_string(&rec.branches).unwrap_or_default());
+        p.insert(
+            "validation_metrics".into(),
+            serde_json::to_string(&rec.branches).unwrap_or_default(),
+        );
         p
     }
 
@@ -727,7 +914,10 @@ impl<'a> Trainer<'a> {
     /// Rewrites metrics.csv and metrics.json from the history (atomically).
     fn write_metrics(&self) -> Result<()> {
         let h = &self.state.history;
-        let mut cols: Vec<String> = vec!["epoch", "step", "lr", "train_loss", "val_loss", "time_s"].into_iter().map(String::from).collect();
+        let mut cols: Vec<String> = vec!["epoch", "step", "lr", "train_loss", "val_loss", "time_s"]
+            .into_iter()
+            .map(String::from)
+            .collect();
         if let Some(r) = h.first() {
             for (b, m) in &r.branches {
                 cols.extend(m.columns().into_iter().map(|(c, _)| format!("{b}/{c}")));
@@ -735,7 +925,14 @@ impl<'a> Trainer<'a> {
         }
         let mut csv = cols.join(",") + "\n";
         for r in h {
-            let mut v = vec![r.epoch.to_string(), r.step.to_string(), format!("{:e}", r.lr), format!("{:e}", r.train_loss), format!("{:e}", r.val_loss), format!("{:.3}", r.time_s)];
+            let mut v = vec![
+                r.epoch.to_string(),
+                r.step.to_string(),
+                format!("{:e}", r.lr),
+                format!("{:e}", r.train_loss),
+                format!("{:e}", r.val_loss),
+                format!("{:.3}", r.time_s),
+            ];
             for m in r.branches.values() {
                 v.extend(m.columns().into_iter().map(|(_, x)| format!("{x:e}")));
             }
@@ -747,14 +944,27 @@ impl<'a> Trainer<'a> {
             "best_epoch": self.state.best.map(|(_, e)| e),
             "epochs": h,
         });
-        checkpoint::write_atomic(&self.opts.out_dir.join(files::METRICS_JSON), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())
+        checkpoint::write_atomic(
+            &self.opts.out_dir.join(files::METRICS_JSON),
+            serde_json::to_string_pretty(&json)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
     }
 
     /// Rank 0: the best model on the full validation and test splits, parity plots, metrics.json.
     fn final_outputs(&self) -> Result<BTreeMap<String, BTreeMap<String, BranchMetrics>>> {
         let t = self.cfg.training();
-        let best = load_model(&self.opts.out_dir.join(files::BEST_MODEL), self.kind, self.device)?;
-        let gs = GraphSpec::new(best.cutoff(), best.species(), !self.cfg.arch().periodic_boundary_conditions);
+        let best = load_model(
+            &self.opts.out_dir.join(files::BEST_MODEL),
+            self.kind,
+            self.device,
+        )?;
+        let gs = GraphSpec::new(
+            best.cutoff(),
+            best.species(),
+            !self.cfg.arch().periodic_boundary_conditions,
+        );
         let bs = t.val_batch_size.unwrap_or(t.batch_size);
         let mut all = BTreeMap::new();
         for split in ["valset", "testset"] {
@@ -765,17 +975,38 @@ impl<'a> Trainer<'a> {
                 }
                 let ds = Dataset::open(&run.path)?;
                 let sr = ds.split(split)?;
-                let graphs = gs.load(&sr, 0..sr.n_graphs(), &format!("{} {split}", run.path.display()))?;
+                let graphs = gs.load(
+                    &sr,
+                    0..sr.n_graphs(),
+                    &format!("{} {split}", run.path.display()),
+                )?;
                 let mut parity = Parity::default();
-                let s = eval_sums(&best, &run.spec, &graphs, bs, t.loss_function_type, self.kind, self.device, Some(&mut parity))?;
+                let s = eval_sums(
+                    &best,
+                    &run.spec,
+                    &graphs,
+                    bs,
+                    t.loss_function_type,
+                    self.kind,
+                    self.device,
+                    Some(&mut parity),
+                )?;
                 let m = finish(&run.spec, &s);
                 if split == "valset" && self.cfg.config.visualization.create_plots {
                     for (name, (x, y)) in &parity.series {
-                        let file = self.opts.out_dir.join(format!("parity_{}_{name}.png", run.name));
+                        let file = self
+                            .opts
+                            .out_dir
+                            .join(format!("parity_{}_{name}.png", run.name));
                         let unit = match name.as_str() {
                             "energy_per_atom" => "eV/atom",
                             "forces" => "eV/A",
-                            n => run.meta.units.get(&format!("graph/{n}")).or_else(|| run.meta.units.get(&format!("atom/{n}"))).map_or("", |s| s.as_str()),
+                            n => run
+                                .meta
+                                .units
+                                .get(&format!("graph/{n}"))
+                                .or_else(|| run.meta.units.get(&format!("atom/{n}")))
+                                .map_or("", |s| s.as_str()),
                         };
                         let title = format!("{} {} ({})", run.name, name, unit);
                         crate::plots::parity_png(&file, &title, x, y)?;
@@ -795,7 +1026,12 @@ impl<'a> Trainer<'a> {
             "best_model_metrics": all,
             "epochs": h,
         });
-        checkpoint::write_atomic(&self.opts.out_dir.join(files::METRICS_JSON), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
+        checkpoint::write_atomic(
+            &self.opts.out_dir.join(files::METRICS_JSON),
+            serde_json::to_string_pretty(&json)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
         Ok(all)
     }
 }

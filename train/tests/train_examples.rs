@@ -15,7 +15,10 @@ use hydragnn_train::{train, Dist, TrainConfig, TrainOptions};
 use tch::{Device, Kind};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The committed slices as datasets in `dir`: (metals.bp, molecules.bp).
@@ -23,7 +26,16 @@ fn slices(dir: &Path) -> (PathBuf, PathBuf) {
     let mut out = Vec::new();
     for name in ["metals", "molecules"] {
         let p = dir.join(format!("{name}.bp"));
-        ingest(&[(root().join(format!("train/data/{name}.xyz")), SplitSpec::Random)], &p, name, &IngestOptions::default()).unwrap();
+        ingest(
+            &[(
+                root().join(format!("train/data/{name}.xyz")),
+                SplitSpec::Random,
+            )],
+            &p,
+            name,
+            &IngestOptions::default(),
+        )
+        .unwrap();
         out.push(p);
     }
     (out[0].clone(), out[1].clone())
@@ -34,7 +46,11 @@ fn example(name: &str, metals: &Path, molecules: &Path, steps: usize) -> serde_j
     let text = std::fs::read_to_string(root().join("examples/train").join(name)).unwrap();
     let mut c: serde_json::Value = serde_json::from_str(&text).unwrap();
     for d in c["Dataset"]["datasets"].as_array_mut().unwrap() {
-        let p = if d["name"] == "metals" { metals } else { molecules };
+        let p = if d["name"] == "metals" {
+            metals
+        } else {
+            molecules
+        };
         d["path"] = serde_json::json!(p);
     }
     let t = &mut c["NeuralNetwork"]["Training"];
@@ -55,16 +71,28 @@ fn example_configs_validate_and_train() {
         .filter(|n| n.ends_with(".json"))
         .collect();
     names.sort();
-    assert!(names.contains(&"metals.json".to_string()) && names.contains(&"joint.json".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"metals.json".to_string()) && names.contains(&"joint.json".to_string()),
+        "{names:?}"
+    );
     for name in &names {
         // Every example parses as committed (paths unresolved).
-        TrainConfig::load(root().join("examples/train").join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        TrainConfig::load(root().join("examples/train").join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let c = example(name, &m, &mol, 2);
         let cp = write_config(dir.path(), name, &c);
         let cfg = TrainConfig::load(&cp).unwrap();
         let out = dir.path().join(format!("out_{name}"));
-        let s = train(&cfg, TrainOptions { out_dir: out.clone(), resume: false, command: "test".into() }, &Dist::single())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let s = train(
+            &cfg,
+            TrainOptions {
+                out_dir: out.clone(),
+                resume: false,
+                command: "test".into(),
+            },
+            &Dist::single(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(s.steps, 2, "{name}");
         assert_eq!(step_losses(&out).len(), 2, "{name}");
     }
@@ -79,7 +107,16 @@ fn fresh_models_start_from_the_reference_energies() {
     let cfg = TrainConfig::load(&cp).unwrap();
     let (_, metas) = plan_model(&cfg).unwrap();
     let dist = Dist::single();
-    let t = Trainer::new(&cfg, TrainOptions { out_dir: dir.path().join("o"), resume: false, command: String::new() }, &dist).unwrap();
+    let t = Trainer::new(
+        &cfg,
+        TrainOptions {
+            out_dir: dir.path().join("o"),
+            resume: false,
+            command: String::new(),
+        },
+        &dist,
+    )
+    .unwrap();
     for (b, (meta, spec)) in metas.iter().enumerate() {
         let ds = Dataset::open(&t.datasets()[b].path).unwrap();
         let sr = ds.split("valset").unwrap();
@@ -87,12 +124,22 @@ fn fresh_models_start_from_the_reference_energies() {
         let gs = GraphSpec::new(t.model.cutoff(), t.model.species(), false);
         let graphs = gs.graphs_of_batch(&batch, "v").unwrap();
         let refs: Vec<_> = graphs.iter().collect();
-        let col = collate(&refs, &spec.graph_props(), &spec.node_props(), Kind::Float, Device::Cpu, true);
+        let col = collate(
+            &refs,
+            &spec.graph_props(),
+            &spec.node_props(),
+            Kind::Float,
+            Device::Cpu,
+            true,
+        );
         let p = predict(&t.model, spec, &col, false).unwrap();
         for (i, g) in graphs.iter().enumerate() {
             let e0: f64 = g.numbers.iter().map(|&z| meta.reference_energy(z)).sum();
             let e = p.energy.double_value(&[i as i64]);
-            assert!((e - e0).abs() < 1e-3 * e0.abs().max(1.0), "branch {b} graph {i}: {e} vs {e0}");
+            assert!(
+                (e - e0).abs() < 1e-3 * e0.abs().max(1.0),
+                "branch {b} graph {i}: {e} vs {e0}"
+            );
         }
         assert!(p.forces.unwrap().abs().max().double_value(&[]) == 0.0);
     }

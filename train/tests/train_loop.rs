@@ -19,14 +19,27 @@ use tch::{Device, Kind};
 
 fn run(cfg_path: &Path, out: &Path, resume: bool) -> hydragnn_train::TrainSummary {
     let cfg = TrainConfig::load(cfg_path).unwrap();
-    train(&cfg, TrainOptions { out_dir: out.to_path_buf(), resume, command: "test".into() }, &Dist::single()).unwrap()
+    train(
+        &cfg,
+        TrainOptions {
+            out_dir: out.to_path_buf(),
+            resume,
+            command: "test".into(),
+        },
+        &Dist::single(),
+    )
+    .unwrap()
 }
 
 #[test]
 fn tiny_run_learns_and_writes_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let data = metals(dir.path(), 16, 8);
-    let c = config(&[("metals", &data, None)], &[("energy", "graph")], serde_json::json!({"num_epoch": 4}));
+    let c = config(
+        &[("metals", &data, None)],
+        &[("energy", "graph")],
+        serde_json::json!({"num_epoch": 4}),
+    );
     let cp = write_config(dir.path(), "c.json", &c);
     let out = dir.path().join("out");
     let s = run(&cp, &out, false);
@@ -37,25 +50,51 @@ fn tiny_run_learns_and_writes_outputs() {
     let first: f64 = losses[..4].iter().map(|l| l.1).sum();
     let last: f64 = losses[12..].iter().map(|l| l.1).sum();
     assert!(last < first, "loss did not decrease: {first} -> {last}");
-    for f in ["steps.csv", "metrics.csv", "metrics.json", "checkpoint.st", "best.model", "parity_metals_energy_per_atom.png", "parity_metals_forces.png"] {
+    for f in [
+        "steps.csv",
+        "metrics.csv",
+        "metrics.json",
+        "checkpoint.st",
+        "best.model",
+        "parity_metals_energy_per_atom.png",
+        "parity_metals_forces.png",
+    ] {
         assert!(out.join(f).exists(), "missing {f}");
     }
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    assert!(csv.lines().next().unwrap().contains("metals/energy_mae_per_atom"), "{csv}");
-    assert!(csv.lines().next().unwrap().contains("metals/force_rmse"), "{csv}");
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .contains("metals/energy_mae_per_atom"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines().next().unwrap().contains("metals/force_rmse"),
+        "{csv}"
+    );
     assert_eq!(csv.lines().count(), 5);
     // The best model is the engine's model file, with provenance.
     let m = load_model(&out.join("best.model"), Kind::Float, Device::Cpu).unwrap();
     assert_eq!(m.branch_names(), vec!["metals".to_string()]);
     let info: serde_json::Value = serde_json::from_str(&m.metadata["info"]).unwrap();
-    assert!(info["provenance"]["config"].as_str().unwrap().contains("\"metals\""));
-    assert!(info["provenance"]["validation_metrics"].as_str().unwrap().contains("\"forces\""));
+    assert!(info["provenance"]["config"]
+        .as_str()
+        .unwrap()
+        .contains("\"metals\""));
+    assert!(info["provenance"]["validation_metrics"]
+        .as_str()
+        .unwrap()
+        .contains("\"forces\""));
     // The final metrics are those of the best model on the whole valset.
     let best = &s.final_metrics["valset"]["metals"];
     assert_eq!(best.n_graphs, 8);
     let (be, bm) = s.best.unwrap();
     let rec = &bm["metals"];
-    assert!((rec.forces.unwrap().mae - best.forces.unwrap().mae).abs() < 1e-6, "epoch {be}: {rec:?} vs {best:?}");
+    assert!(
+        (rec.forces.unwrap().mae - best.forces.unwrap().mae).abs() < 1e-6,
+        "epoch {be}: {rec:?} vs {best:?}"
+    );
 }
 
 #[test]
@@ -63,7 +102,11 @@ fn same_seed_same_losses_and_resume_equals_uninterrupted() {
     let dir = tempfile::tempdir().unwrap();
     let data = metals(dir.path(), 12, 4);
     let base = serde_json::json!({"num_epoch": 3, "batch_size": 3, "clip_grad_norm": 5.0});
-    let c = config(&[("metals", &data, None)], &[("energy", "graph")], base.clone());
+    let c = config(
+        &[("metals", &data, None)],
+        &[("energy", "graph")],
+        base.clone(),
+    );
     let cp = write_config(dir.path(), "c.json", &c);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     run(&cp, &a, false);
@@ -75,23 +118,58 @@ fn same_seed_same_losses_and_resume_equals_uninterrupted() {
     // Stop after 5 steps (mid-epoch), then resume with the original config.
     let mut stop = base.clone();
     stop["max_steps"] = serde_json::json!(5);
-    let cs = write_config(dir.path(), "stop.json", &config(&[("metals", &data, None)], &[("energy", "graph")], stop));
+    let cs = write_config(
+        dir.path(),
+        "stop.json",
+        &config(&[("metals", &data, None)], &[("energy", "graph")], stop),
+    );
     let r = dir.path().join("r");
     let s = run(&cs, &r, false);
     assert_eq!((s.steps, s.stopped.as_str()), (5, "max_steps"));
     run(&cp, &r, true);
-    assert_eq!(step_losses(&r), la, "resumed run differs from the uninterrupted one");
+    assert_eq!(
+        step_losses(&r),
+        la,
+        "resumed run differs from the uninterrupted one"
+    );
     let ma = std::fs::read_to_string(a.join("metrics.csv")).unwrap();
     let mr = std::fs::read_to_string(r.join("metrics.csv")).unwrap();
     // Identical metrics apart from the time column.
-    let col = ma.lines().next().unwrap().split(',').position(|c| c == "time_s").unwrap();
-    let drop_time = |s: &str| s.lines().map(|l| l.split(',').enumerate().filter(|(i, _)| *i != col).map(|(_, x)| x).collect::<Vec<_>>().join(",")).collect::<Vec<_>>();
+    let col = ma
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|c| c == "time_s")
+        .unwrap();
+    let drop_time = |s: &str| {
+        s.lines()
+            .map(|l| {
+                l.split(',')
+                    .enumerate()
+                    .filter(|(i, _)| *i != col)
+                    .map(|(_, x)| x)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect::<Vec<_>>()
+    };
     let mb = std::fs::read_to_string(b.join("metrics.csv")).unwrap();
     assert_eq!(drop_time(&ma), drop_time(&mb), "a vs b");
     assert_eq!(drop_time(&ma), drop_time(&mr));
     // A run that already has a checkpoint refuses to start over.
     let cfg = TrainConfig::load(&cp).unwrap();
-    let e = Trainer::new(&cfg, TrainOptions { out_dir: a.clone(), resume: false, command: String::new() }, &Dist::single()).err().unwrap();
+    let e = Trainer::new(
+        &cfg,
+        TrainOptions {
+            out_dir: a.clone(),
+            resume: false,
+            command: String::new(),
+        },
+        &Dist::single(),
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("--resume"), "{e}");
 }
 
@@ -109,8 +187,19 @@ fn two_branches_report_per_branch_metrics() {
     let out = dir.path().join("out");
     let s = run(&cp, &out, false);
     assert_eq!(s.steps, 2 * (2 + 2));
-    let head = std::fs::read_to_string(out.join("metrics.csv")).unwrap().lines().next().unwrap().to_string();
-    for col in ["metals/energy_mae_per_atom", "metals/force_mae", "molecules/force_mae", "molecules/gap_mae", "molecules/charge_mae"] {
+    let head = std::fs::read_to_string(out.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    for col in [
+        "metals/energy_mae_per_atom",
+        "metals/force_mae",
+        "molecules/force_mae",
+        "molecules/gap_mae",
+        "molecules/charge_mae",
+    ] {
         assert!(head.contains(col), "no {col} in {head}");
     }
     assert!(!head.contains("metals/gap"), "{head}");
@@ -118,7 +207,10 @@ fn two_branches_report_per_branch_metrics() {
     let text = std::fs::read_to_string(out.join("steps.csv")).unwrap();
     assert!(text.contains(",metals,") && text.contains(",molecules,"));
     let model = load_model(&out.join("best.model"), Kind::Float, Device::Cpu).unwrap();
-    assert_eq!(model.branch_names(), vec!["metals".to_string(), "molecules".to_string()]);
+    assert_eq!(
+        model.branch_names(),
+        vec!["metals".to_string(), "molecules".to_string()]
+    );
     assert!(out.join("parity_molecules_gap.png").exists());
     // The molecules branch has its own reference energies (H, C, O), the metals branch Ni and Cu.
     let e0 = &model.config().branches[1].reference_energies;
@@ -130,7 +222,11 @@ fn two_branches_report_per_branch_metrics() {
 fn autograd_forces_match_the_engine_and_rank_split_gradients_add_up() {
     let dir = tempfile::tempdir().unwrap();
     let data = metals(dir.path(), 6, 2);
-    let c = config(&[("metals", &data, None)], &[("energy", "graph")], serde_json::json!({"precision": "fp64"}));
+    let c = config(
+        &[("metals", &data, None)],
+        &[("energy", "graph")],
+        serde_json::json!({"precision": "fp64"}),
+    );
     let cp = write_config(dir.path(), "c.json", &c);
     let cfg = TrainConfig::load(&cp).unwrap();
     let (mc, metas) = plan_model(&cfg).unwrap();
@@ -148,7 +244,8 @@ fn autograd_forces_match_the_engine_and_rank_split_gradients_add_up() {
     let f: Vec<f64> = Vec::try_from(p.forces.unwrap().view([-1])).unwrap();
     let b = sr.read_batch(0..1).unwrap();
     let fr = b.frame(0);
-    let s = mlip::Structure::new(fr.positions.clone(), fr.numbers.clone(), fr.cell, fr.pbc).unwrap();
+    let s =
+        mlip::Structure::new(fr.positions.clone(), fr.numbers.clone(), fr.cell, fr.pbc).unwrap();
     let r = model.compute(&s, mlip::Request::EFV).unwrap();
     let fe: Vec<f64> = r.forces.iter().flatten().copied().collect();
     for (x, y) in f.iter().zip(&fe) {
@@ -173,6 +270,14 @@ fn autograd_forces_match_the_engine_and_rank_split_gradients_add_up() {
     let (l2, g2) = grad_of(&mut opt, &refs[2..]);
     assert!((l_all - (l1 + l2)).abs() <= 1e-12 * l_all.abs());
     let norm = g_all.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let diff = g_all.iter().zip(g1.iter().zip(&g2)).map(|(a, (b, c))| (a - b - c).powi(2)).sum::<f64>().sqrt();
-    assert!(diff <= 1e-10 * norm, "gradient split differs: {diff} vs norm {norm}");
+    let diff = g_all
+        .iter()
+        .zip(g1.iter().zip(&g2))
+        .map(|(a, (b, c))| (a - b - c).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!(
+        diff <= 1e-10 * norm,
+        "gradient split differs: {diff} vs norm {norm}"
+    );
 }

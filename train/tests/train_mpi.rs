@@ -24,25 +24,62 @@ fn two_ranks_equal_one_rank() {
     );
     let cfg = write_config(dir.path(), "c.json", &c);
     let (one, two) = (dir.path().join("np1"), dir.path().join("np2"));
-    let o = Command::new(bin()).args(["train", cfg.to_str().unwrap(), "--out", one.to_str().unwrap()]).output().unwrap();
-    assert!(o.status.success(), "np 1: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(bin())
+        .args([
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            one.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "np 1: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = Command::new(&mpirun)
-        .args(["-np", "2", bin().to_str().unwrap(), "train", cfg.to_str().unwrap(), "--out", two.to_str().unwrap()])
+        .args([
+            "-np",
+            "2",
+            bin().to_str().unwrap(),
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            two.to_str().unwrap(),
+        ])
         .env("HYDRAGNN_NUM_THREADS", "1")
         .output()
         .unwrap();
-    assert!(o.status.success(), "np 2: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "np 2: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     let (a, b) = (step_losses(&one), step_losses(&two));
     assert_eq!(a.len(), 2 * (4 + 3));
     assert_eq!(a.len(), b.len());
     for ((s, x), (_, y)) in a.iter().zip(&b) {
-        assert!((x - y).abs() <= 1e-5 * x.abs(), "step {s}: np1 {x} vs np2 {y}");
+        assert!(
+            (x - y).abs() <= 1e-5 * x.abs(),
+            "step {s}: np1 {x} vs np2 {y}"
+        );
     }
-    let ma: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(one.join("metrics.json")).unwrap()).unwrap();
-    let mb: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(two.join("metrics.json")).unwrap()).unwrap();
+    let ma: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(one.join("metrics.json")).unwrap()).unwrap();
+    let mb: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(two.join("metrics.json")).unwrap()).unwrap();
     for branch in ["metals", "molecules"] {
-        let fa = ma["epochs"][1]["branches"][branch]["forces"]["mae"].as_f64().unwrap();
-        let fb = mb["epochs"][1]["branches"][branch]["forces"]["mae"].as_f64().unwrap();
-        assert!((fa - fb).abs() <= 1e-5 * fa, "{branch}: validation force MAE {fa} vs {fb}");
+        let fa = ma["epochs"][1]["branches"][branch]["forces"]["mae"]
+            .as_f64()
+            .unwrap();
+        let fb = mb["epochs"][1]["branches"][branch]["forces"]["mae"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (fa - fb).abs() <= 1e-5 * fa,
+            "{branch}: validation force MAE {fa} vs {fb}"
+        );
     }
 }

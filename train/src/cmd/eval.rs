@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use hydragnn_train::batch::{Graph, GraphSpec};
 use hydragnn_train::config::LossType;
-use hydragnn_train::data::{read_extxyz, Batch, Dataset, DatasetMeta, Layout, ParseOptions, PropertyInfo, SPLITS};
+use hydragnn_train::data::{
+    read_extxyz, Batch, Dataset, DatasetMeta, Layout, ParseOptions, PropertyInfo, SPLITS,
+};
 use hydragnn_train::evaluate::{eval_sums, spec_for_model};
 use hydragnn_train::metrics::{finish, BranchMetrics};
 use mlip::Model;
@@ -55,12 +57,31 @@ fn meta_of_frames(path: &Path, b: &Batch) -> anyhow::Result<DatasetMeta> {
     elements.sort_unstable();
     elements.dedup();
     Ok(DatasetMeta {
-        name: path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default(),
         schema_version: 0,
         reference_energies: vec![0.0; elements.len()],
         elements,
-        scalars: layout.scalars.iter().map(|n| PropertyInfo { name: n.clone(), width: 1, unit: String::new() }).collect(),
-        atom_props: layout.atom_props.iter().map(|(n, w)| PropertyInfo { name: n.clone(), width: *w, unit: String::new() }).collect(),
+        scalars: layout
+            .scalars
+            .iter()
+            .map(|n| PropertyInfo {
+                name: n.clone(),
+                width: 1,
+                unit: String::new(),
+            })
+            .collect(),
+        atom_props: layout
+            .atom_props
+            .iter()
+            .map(|(n, w)| PropertyInfo {
+                name: n.clone(),
+                width: *w,
+                unit: String::new(),
+            })
+            .collect(),
         layout,
         splits: vec![("all".into(), b.n_graphs())],
         sources: vec![path.display().to_string()],
@@ -72,7 +93,11 @@ fn meta_of_frames(path: &Path, b: &Batch) -> anyhow::Result<DatasetMeta> {
 pub fn run(a: Args) -> anyhow::Result<()> {
     mlip::compute::threads_from_env()?;
     let kind = if a.fp64 { Kind::Double } else { Kind::Float };
-    let device = if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu };
+    let device = if tch::Cuda::is_available() {
+        Device::Cuda(0)
+    } else {
+        Device::Cpu
+    };
     let model = Model::load(&a.model, kind, device)?;
     let gs = GraphSpec::new(model.cutoff(), model.species(), false);
 
@@ -81,7 +106,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let ds = Dataset::open(&a.data)?;
         let meta = ds.meta().clone();
         let splits: Vec<String> = if a.split == "all" {
-            SPLITS.iter().filter(|s| meta.n_graphs(s) > 0).map(|s| s.to_string()).collect()
+            SPLITS
+                .iter()
+                .filter(|s| meta.n_graphs(s) > 0)
+                .map(|s| s.to_string())
+                .collect()
         } else {
             vec![a.split.clone()]
         };
@@ -94,7 +123,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (meta, parts)
     } else {
         let frames = read_extxyz(&a.data, &ParseOptions::default())?;
-        let b = Batch::from_frames(&frames).with_context(|| format!("reading {}", a.data.display()))?;
+        let b =
+            Batch::from_frames(&frames).with_context(|| format!("reading {}", a.data.display()))?;
         let meta = meta_of_frames(&a.data, &b)?;
         let graphs = gs.graphs_of_batch(&b, &a.data.display().to_string())?;
         (meta, vec![("all".to_string(), graphs)])
@@ -102,26 +132,62 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
     let names = model.branch_names();
     let branch = match &a.branch {
-        Some(b) => names.iter().position(|n| n == b).with_context(|| format!("--branch '{b}': the model's branches are {}", names.join(", ")))?,
+        Some(b) => names.iter().position(|n| n == b).with_context(|| {
+            format!(
+                "--branch '{b}': the model's branches are {}",
+                names.join(", ")
+            )
+        })?,
         None => match names.iter().position(|n| *n == meta.name) {
             Some(i) => i,
             None if names.len() == 1 => 0,
-            None => bail!("the model has branches {} and none is named '{}': choose one with --branch", names.join(", "), meta.name),
+            None => bail!(
+                "the model has branches {} and none is named '{}': choose one with --branch",
+                names.join(", "),
+                meta.name
+            ),
         },
     };
     let spec = spec_for_model(&model, branch, &meta)?;
-    println!("model {} (branch '{}'), data {}", a.model.display(), spec.name, a.data.display());
+    println!(
+        "model {} (branch '{}'), data {}",
+        a.model.display(),
+        spec.name,
+        a.data.display()
+    );
     let mut all: BTreeMap<String, BranchMetrics> = BTreeMap::new();
     for (split, graphs) in &parts {
-        let s = eval_sums(&model, &spec, graphs, a.batch_size, LossType::Mse, kind, device, None)?;
+        let s = eval_sums(
+            &model,
+            &spec,
+            graphs,
+            a.batch_size,
+            LossType::Mse,
+            kind,
+            device,
+            None,
+        )?;
         let m = finish(&spec, &s);
-        let cols: Vec<String> = m.columns().into_iter().skip(1).map(|(c, v)| format!("{c}={v:.6e}")).collect();
-        println!("{split} {}: graphs={} atoms={} {}", spec.name, m.n_graphs, m.n_atoms, cols.join(" "));
+        let cols: Vec<String> = m
+            .columns()
+            .into_iter()
+            .skip(1)
+            .map(|(c, v)| format!("{c}={v:.6e}"))
+            .collect();
+        println!(
+            "{split} {}: graphs={} atoms={} {}",
+            spec.name,
+            m.n_graphs,
+            m.n_atoms,
+            cols.join(" ")
+        );
         println!("    {}", m.summary());
         all.insert(split.clone(), m);
     }
     if let Some(j) = &a.json {
-        let text = serde_json::to_string_pretty(&serde_json::json!({"model": a.model, "data": a.data, "branch": spec.name, "metrics": all}))?;
+        let text = serde_json::to_string_pretty(
+            &serde_json::json!({"model": a.model, "data": a.data, "branch": spec.name, "metrics": all}),
+        )?;
         std::fs::write(j, text).with_context(|| format!("writing {}", j.display()))?;
     }
     Ok(())

@@ -68,16 +68,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let mut units = BTreeMap::new();
     for u in &a.units {
-        let Some((k, v)) = u.split_once('=') else { bail!("--unit '{u}': expected NAME=UNIT") };
+        let Some((k, v)) = u.split_once('=') else {
+            bail!("--unit '{u}': expected NAME=UNIT")
+        };
         units.insert(k.to_string(), v.to_string());
     }
-    let mut opts = IngestOptions { seed: a.seed, units, drop_partial: a.drop_partial, overwrite: a.overwrite, ..Default::default() };
+    let mut opts = IngestOptions {
+        seed: a.seed,
+        units,
+        drop_partial: a.drop_partial,
+        overwrite: a.overwrite,
+        ..Default::default()
+    };
     opts.fractions = [a.fractions[0], a.fractions[1], a.fractions[2]];
     opts.parse.require_forces = !a.no_forces;
     opts.parse.require_energy = !a.no_energy;
     opts.parse.energy_key = a.energy_key.clone();
     opts.parse.forces_key = a.forces_key.clone();
-    let s = ingest(&inputs, &a.out, &a.name, &opts).with_context(|| format!("ingesting into {}", a.out.display()))?;
+    let s = ingest(&inputs, &a.out, &a.name, &opts)
+        .with_context(|| format!("ingesting into {}", a.out.display()))?;
     println!("wrote {} (dataset '{}')", s.path.display(), s.meta.name);
     for (split, graphs, atoms) in &s.counts {
         println!("  {split:9} {graphs:7} graphs {atoms:9} atoms");
@@ -91,10 +100,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .collect();
     println!("  reference energies (eV): {}", elements.join(" "));
     if let Some(r) = &s.reference {
-        println!("  reference fit: rmse {:.4} eV/structure, rank {}", r.rmse, r.rank);
+        println!(
+            "  reference fit: rmse {:.4} eV/structure, rank {}",
+            r.rmse, r.rank
+        );
     }
     let mut props: Vec<String> = s.meta.scalars.iter().map(|p| p.name.clone()).collect();
-    props.extend(s.meta.atom_props.iter().map(|p| format!("{} (per atom, {})", p.name, p.width)));
+    props.extend(
+        s.meta
+            .atom_props
+            .iter()
+            .map(|p| format!("{} (per atom, {})", p.name, p.width)),
+    );
     if !props.is_empty() {
         println!("  properties: {}", props.join(", "));
     }

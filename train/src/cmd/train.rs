@@ -23,9 +23,15 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     // Validate before MPI starts: a bad config fails fast, with the key named, on every rank.
     let cfg = TrainConfig::load(&a.config)?;
-    let dist = if std::env::var_os("HYDRAGNN_NO_MPI").is_some() { Dist::single() } else { Dist::init() };
+    let dist = if std::env::var_os("HYDRAGNN_NO_MPI").is_some() {
+        Dist::single()
+    } else {
+        Dist::init()
+    };
     dist.set_threads()?;
-    let out_dir = a.out.unwrap_or_else(|| PathBuf::from("logs").join(&cfg.config.dataset.name));
+    let out_dir = a
+        .out
+        .unwrap_or_else(|| PathBuf::from("logs").join(&cfg.config.dataset.name));
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     if dist.is_root() && cfg.config.verbosity.level >= 1 {
         eprintln!(
@@ -35,11 +41,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             out_dir.display()
         );
     }
-    let opts = TrainOptions { out_dir: out_dir.clone(), resume: a.resume, command };
-    let s = hydragnn_train::train(&cfg, opts, &dist).with_context(|| format!("training {}", a.config.display()))?;
+    let opts = TrainOptions {
+        out_dir: out_dir.clone(),
+        resume: a.resume,
+        command,
+    };
+    let s = hydragnn_train::train(&cfg, opts, &dist)
+        .with_context(|| format!("training {}", a.config.display()))?;
     if dist.is_root() {
-        let best = s.best.as_ref().map_or("none".to_string(), |(e, _)| format!("epoch {e}"));
-        println!("stopped: {} after {} epochs, {} steps; best: {best}", s.stopped, s.epochs, s.steps);
+        let best = s
+            .best
+            .as_ref()
+            .map_or("none".to_string(), |(e, _)| format!("epoch {e}"));
+        println!(
+            "stopped: {} after {} epochs, {} steps; best: {best}",
+            s.stopped, s.epochs, s.steps
+        );
         for (split, per) in &s.final_metrics {
             for (branch, m) in per {
                 println!("best model, {split} {branch}: {}", m.summary());

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hydragnn_train::data::{extxyz::AtomProp, ingest, write_extxyz, Frame, IngestOptions, SplitSpec};
+use hydragnn_train::data::{
+    extxyz::AtomProp, ingest, write_extxyz, Frame, IngestOptions, SplitSpec,
+};
 use mlip::neighbors::neighbor_list;
 use mlip::Structure;
 use rand::{Rng, SeedableRng};
@@ -52,12 +54,20 @@ pub fn metal_frames(n: usize, seed: u64) -> Vec<Frame> {
             for x in 0..2 {
                 for y in 0..2 {
                     for z in 0..2 {
-                        pos.push([x as f64 * a + rng.gen_range(-0.12..0.12), y as f64 * a + rng.gen_range(-0.12..0.12), z as f64 * a + rng.gen_range(-0.12..0.12)]);
+                        pos.push([
+                            x as f64 * a + rng.gen_range(-0.12..0.12),
+                            y as f64 * a + rng.gen_range(-0.12..0.12),
+                            z as f64 * a + rng.gen_range(-0.12..0.12),
+                        ]);
                         numbers.push(if rng.gen_bool(0.5) { 28 } else { 29 });
                     }
                 }
             }
-            let cell = [[2.0 * a, 0.0, 0.0], [0.0, 2.0 * a, 0.0], [0.0, 0.0, 2.0 * a]];
+            let cell = [
+                [2.0 * a, 0.0, 0.0],
+                [0.0, 2.0 * a, 0.0],
+                [0.0, 0.0, 2.0 * a],
+            ];
             let s = Structure::new(pos.clone(), numbers.clone(), cell, [true; 3]).unwrap();
             let (e, f) = label(&s);
             Frame {
@@ -81,8 +91,15 @@ pub fn molecule_frames(n: usize, seed: u64) -> Vec<Frame> {
             let k = rng.gen_range(3..6);
             let mut pos: Vec<[f64; 3]> = Vec::new();
             while pos.len() < k {
-                let p = [rng.gen_range(0.0..3.0), rng.gen_range(0.0..3.0), rng.gen_range(0.0..3.0)];
-                if pos.iter().all(|q| (0..3).map(|c| (p[c] - q[c]).powi(2)).sum::<f64>() > 1.8 * 1.8) {
+                let p = [
+                    rng.gen_range(0.0..3.0),
+                    rng.gen_range(0.0..3.0),
+                    rng.gen_range(0.0..3.0),
+                ];
+                if pos
+                    .iter()
+                    .all(|q| (0..3).map(|c| (p[c] - q[c]).powi(2)).sum::<f64>() > 1.8 * 1.8)
+                {
                     pos.push(p);
                 }
             }
@@ -90,12 +107,29 @@ pub fn molecule_frames(n: usize, seed: u64) -> Vec<Frame> {
             let s = Structure::molecule(pos.clone(), numbers.clone()).unwrap();
             let (e, f) = label(&s);
             let gap = 4.0 + 0.3 * numbers.iter().filter(|&&z| z == 8).count() as f64 + 0.1 * e;
-            let charge: Vec<f64> = numbers.iter().map(|&z| 0.1 * (z as f64 - 5.0) / 3.0).collect();
+            let charge: Vec<f64> = numbers
+                .iter()
+                .map(|&z| 0.1 * (z as f64 - 5.0) / 3.0)
+                .collect();
             let mut scalars = BTreeMap::new();
             scalars.insert("gap".to_string(), gap);
             let mut atom_props = BTreeMap::new();
-            atom_props.insert("charge".to_string(), AtomProp { width: 1, values: charge });
-            Frame { numbers, positions: pos, energy: Some(e - 1.0 * k as f64), forces: Some(f), scalars, atom_props, ..Default::default() }
+            atom_props.insert(
+                "charge".to_string(),
+                AtomProp {
+                    width: 1,
+                    values: charge,
+                },
+            );
+            Frame {
+                numbers,
+                positions: pos,
+                energy: Some(e - 1.0 * k as f64),
+                forces: Some(f),
+                scalars,
+                atom_props,
+                ..Default::default()
+            }
         })
         .collect()
 }
@@ -103,7 +137,11 @@ pub fn molecule_frames(n: usize, seed: u64) -> Vec<Frame> {
 /// Writes frames as extxyz and ingests them (train/val/test files) into `dir/<name>.bp`.
 pub fn dataset(dir: &Path, name: &str, train: &[Frame], val: &[Frame], test: &[Frame]) -> PathBuf {
     let mut inputs = Vec::new();
-    for (split, frames, spec) in [("train", train, SplitSpec::Train), ("val", val, SplitSpec::Val), ("test", test, SplitSpec::Test)] {
+    for (split, frames, spec) in [
+        ("train", train, SplitSpec::Train),
+        ("val", val, SplitSpec::Val),
+        ("test", test, SplitSpec::Test),
+    ] {
         if frames.is_empty() {
             continue;
         }
@@ -129,7 +167,11 @@ pub fn molecules(dir: &Path, n_train: usize, n_val: usize) -> PathBuf {
 }
 
 /// A small training config over `datasets` ((name, path, outputs) each).
-pub fn config(datasets: &[(&str, &Path, Option<&[&str]>)], outputs: &[(&str, &str)], training: serde_json::Value) -> serde_json::Value {
+pub fn config(
+    datasets: &[(&str, &Path, Option<&[&str]>)],
+    outputs: &[(&str, &str)],
+    training: serde_json::Value,
+) -> serde_json::Value {
     let ds: Vec<serde_json::Value> = datasets
         .iter()
         .map(|(n, p, o)| {
@@ -193,8 +235,14 @@ pub fn bin() -> PathBuf {
 /// The venv's mpirun, if the project's environment has one.
 pub fn mpirun() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let venv = std::env::var_os("HYDRAGNN_VENV").map(PathBuf::from).unwrap_or_else(|| root.join(".venv"));
-    let venv = if venv.is_absolute() { venv } else { root.join(venv) };
+    let venv = std::env::var_os("HYDRAGNN_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv"));
+    let venv = if venv.is_absolute() {
+        venv
+    } else {
+        root.join(venv)
+    };
     let p = venv.join("bin").join("mpirun");
     p.exists().then_some(p)
 }
