@@ -765,7 +765,7 @@ impl<'a> Trainer<'a> {
                 if let Some(b) = &bar {
                     let secs = epoch_start.elapsed().as_secs_f64().max(1e-9);
                     b.set_message(format!(
-                        "loss {loss:.4e} | {:.1} graphs/s {:.0} atoms/s",
+                        "loss {loss:.3e} | {:.0} graphs/s {:.0} atoms/s",
                         n_graphs as f64 / secs,
                         n_atoms as f64 / secs
                     ));
@@ -888,6 +888,7 @@ impl<'a> Trainer<'a> {
             format!("hydragnn-rs {} (hydragnn train)", env!("CARGO_PKG_VERSION")),
         );
         p.insert("command".into(), self.opts.command.clone());
+        p.insert("ranks".into(), self.dist.size().to_string());
         p.insert("config".into(), self.cfg.text.clone());
         p.insert(
             "datasets".into(),
