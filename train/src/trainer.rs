@@ -203,14 +203,16 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
             };
             let width = match (mine, other) {
                 (Some(w), _) => w,
-                (None, Some(_)) => return Err(Error::config(
-                    &cfg.path,
-                    format!("{voi}.type[{k}]"),
-                    format!(
+                (None, Some(_)) => {
+                    return Err(Error::config(
+                        &cfg.path,
+                        format!("{voi}.type[{k}]"),
+                        format!(
                         "'{}' is {other_level} in {what}, but the config asks for a {level} output",
                         o.name
                     ),
-                )),
+                    ))
+                }
                 (None, None) => {
                     let mut have: Vec<String> = meta
                         .scalars
