@@ -17,7 +17,7 @@ POTENTIALS = os.path.join(ROOT, "potentials")
 CASES = {
     "in.cu_nve": ("metals_schnet.model", "Cu", 1),
     "in.cu_npt": ("metals_schnet.model", "Cu", 2),
-    "in.molecule": ("molecules_schnet.model", "C,H,O", 1),
+    "in.molecule": ("joint_schnet.model", "C,H,O", 1),
 }
 
 
@@ -25,10 +25,12 @@ CASES = {
 def test_example_runs(plugin, example, tmp_path):
     model_name, elements, nprocs = CASES[example]
     model = os.path.join(POTENTIALS, model_name)
+    extra = []
     if not os.path.exists(model):
         model = make_random_model(str(tmp_path / model_name), "SchNet", elements, 4.5, 2, "float64", 5)
+        extra = ["-var", "args", ""]  # a one-branch stand-in has no 'molecules' branch
     cmd = lmp_command(nprocs) + ["-in", example, "-var", "model", model, "-var", "plugin", plugin,
-                                 "-var", "steps", "20", "-log", str(tmp_path / "log.lammps"), "-nocite"]
+                                 "-var", "steps", "20", "-log", str(tmp_path / "log.lammps"), "-nocite"] + extra
     if example != "in.molecule":
         cmd += ["-var", "n", "2"]
     p = subprocess.run(cmd, cwd=EXAMPLES, env=env(), capture_output=True, text=True, timeout=600)
