@@ -41,6 +41,19 @@ using namespace LAMMPS_NS;
 
 namespace {
 
+// Adds a row-major 3x3 virial to LAMMPS's 6-component one (xx yy zz xy xz yz). The engine's
+// W[a][b] = sum over edges of (r_center - r_neighbor)_a * F_center_b is LAMMPS's convention
+// (pair virial xy = delx * fy).
+inline void add_voigt6(double *dst, const double *w9)
+{
+  dst[0] += w9[0];
+  dst[1] += w9[4];
+  dst[2] += w9[8];
+  dst[3] += w9[1];
+  dst[4] += w9[2];
+  dst[5] += w9[5];
+}
+
 /* The engine library is opened at run time with RTLD_DEEPBIND rather than linked: liblammps
    exports a reference (unoptimised) BLAS, dgemm_ among it, and an ordinary load would bind
    libtorch's own dgemm_ calls to it (measured: 1.5x slower float64 evaluation). DEEPBIND makes
@@ -558,38 +571,15 @@ void PairHydraGNN::compute(int eflag, int vflag)
   if (eflag_global) eng_vdwl += r.energy;
   if (eflag_atom)
     for (int g = 0; g < n_local; g++) eatom[m.atom_of[g]] += m.energies[g];
-  // the engine's W[a][b] = sum over edges of (r_center - r_neighbor)_a * F_center_b, LAMMPS's
-  // convention (pair virial xy = delx * fy)
-  if (vflag_global) {
-    virial[0] += w9[0];
-    virial[1] += w9[4];
-    virial[2] += w9[8];
-    virial[3] += w9[1];
-    virial[4] += w9[2];
-    virial[5] += w9[5];
-  }
+  if (vflag_global) add_voigt6(virial, w9);
   if (vflag_atom)
-    for (int g = 0; g < n_total; g++) {
-      const double *v = &m.virials[9 * static_cast<size_t>(g)];
-      double *va = vatom[m.atom_of[g]];
-      va[0] += v[0];
-      va[1] += v[4];
-      va[2] += v[8];
-      va[3] += v[1];
-      va[4] += v[2];
-      va[5] += v[5];
-    }
+    for (int g = 0; g < n_total; g++) add_voigt6(vatom[m.atom_of[g]], &m.virials[9 * static_cast<size_t>(g)]);
   if (cvflag_atom)
     for (int g = 0; g < n_total; g++) {
       const double *v = &m.virials[9 * static_cast<size_t>(g)];
       double *cva = cvatom[m.atom_of[g]];
       // xx yy zz xy xz yz yx zx zy
-      cva[0] += v[0];
-      cva[1] += v[4];
-      cva[2] += v[8];
-      cva[3] += v[1];
-      cva[4] += v[2];
-      cva[5] += v[5];
+      add_voigt6(cva, v);
       cva[6] += v[3];
       cva[7] += v[6];
       cva[8] += v[7];

@@ -25,7 +25,10 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
     Error::ModelFile { path: path.to_path_buf(), msg: msg.into() }
 }
 
-fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> String {
+/// SHA-256 (hex) over the names, shapes and bytes of `tensors` (in name order), then over each
+/// `extra` string (separated by a zero byte). Model files use no extras; the trainer's
+/// checkpoints add their training state and config.
+pub fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>, extra: &[&str]) -> String {
     let mut items: Vec<_> = tensors.collect();
     items.sort_by(|a, b| a.0.cmp(b.0));
     let mut h = Sha256::new();
@@ -36,6 +39,12 @@ fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>)
             h.update((*d as u64).to_le_bytes());
         }
         h.update(data);
+    }
+    for (k, e) in extra.iter().enumerate() {
+        if k > 0 {
+            h.update([0u8]);
+        }
+        h.update(e.as_bytes());
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -60,7 +69,7 @@ impl Model {
             t.f_copy_data_u8(&mut bytes, numel)?;
             blobs.push((name.clone(), shape, bytes));
         }
-        let sum = checksum(blobs.iter().map(|(n, s, b)| (n.as_str(), s.as_slice(), b.as_slice())));
+        let sum = checksum(blobs.iter().map(|(n, s, b)| (n.as_str(), s.as_slice(), b.as_slice())), &[]);
         let c = self.config();
         let info = serde_json::json!({
             "cutoff": c.radius,
@@ -118,7 +127,7 @@ impl Model {
             return Err(bad(path, format!("format version {version} is not supported by this engine (it reads 1..={FORMAT_VERSION}); upgrade hydragnn-rs")));
         }
         let tensors = st.tensors();
-        let sum = checksum(tensors.iter().map(|(n, v)| (n.as_str(), v.shape(), v.data())));
+        let sum = checksum(tensors.iter().map(|(n, v)| (n.as_str(), v.shape(), v.data())), &[]);
         if meta.get("checksum") != Some(&sum) {
             return Err(bad(path, "checksum mismatch: the weights are corrupted"));
         }

@@ -13,7 +13,6 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -70,21 +69,7 @@ fn checksum<'a>(
     state: &str,
     config: &str,
 ) -> String {
-    let mut items: Vec<_> = items.collect();
-    items.sort_by(|a, b| a.0.cmp(b.0));
-    let mut h = Sha256::new();
-    for (name, shape, data) in items {
-        h.update(name.as_bytes());
-        h.update([0u8]);
-        for d in shape {
-            h.update((*d as u64).to_le_bytes());
-        }
-        h.update(data);
-    }
-    h.update(state.as_bytes());
-    h.update([0u8]);
-    h.update(config.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    mlip::file::checksum(items, &[state, config])
 }
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
