@@ -168,17 +168,22 @@ impl Batch {
         self.atom_offset[i]..self.atom_offset[i] + self.n_atoms[i]
     }
 
-    /// Concatenates frames that share one [`Layout`] (graph indices 0..n).
-    pub fn from_frames(frames: &[Frame]) -> Result<Batch> {
-        let layout = frames.first().map(Layout::of).unwrap_or_default();
-        let mut b = Batch {
+    /// An empty batch with the arrays of `layout` present.
+    fn empty(layout: &Layout) -> Batch {
+        Batch {
             energy: layout.energy.then(Vec::new),
             forces: layout.forces.then(Vec::new),
             stress: layout.stress.then(Vec::new),
             scalars: layout.scalars.iter().map(|k| (k.clone(), Vec::new())).collect(),
             atom_props: layout.atom_props.iter().map(|(k, w)| (k.clone(), AtomProp { width: *w, values: Vec::new() })).collect(),
             ..Default::default()
-        };
+        }
+    }
+
+    /// Concatenates frames that share one [`Layout`] (graph indices 0..n).
+    pub fn from_frames(frames: &[Frame]) -> Result<Batch> {
+        let layout = frames.first().map(Layout::of).unwrap_or_default();
+        let mut b = Batch::empty(&layout);
         for (i, f) in frames.iter().enumerate() {
             if let Some(d) = layout.diff(&Layout::of(f)) {
                 return Err(DataError::Invalid(format!("graph {i} {d}, which graph 0 does not")));
@@ -679,14 +684,7 @@ impl SplitReader<'_> {
             return Err(DataError::Invalid(format!("{}: graphs {range:?} out of 0..{g} ({})", self.name, self.ds.path().display())));
         }
         let layout = &self.ds.meta.layout;
-        let mut b = Batch {
-            energy: layout.energy.then(Vec::new),
-            forces: layout.forces.then(Vec::new),
-            stress: layout.stress.then(Vec::new),
-            scalars: layout.scalars.iter().map(|k| (k.clone(), Vec::new())).collect(),
-            atom_props: layout.atom_props.iter().map(|(k, w)| (k.clone(), AtomProp { width: *w, values: Vec::new() })).collect(),
-            ..Default::default()
-        };
+        let mut b = Batch::empty(layout);
         if range.is_empty() {
             return Ok(b);
         }
