@@ -6,6 +6,7 @@
  *
  *  Syntax:
  *    pair_style hydragnn [device cpu|cuda] [precision float32|float64] [branch NAME] [threads N]
+ *                        [compress yes|no]
  *    pair_coeff * * model.file Elem1 ... ElemN      (one element per atom type; NULL skips a type)
  */
 
@@ -65,7 +66,7 @@ inline void add_voigt6(double *dst, const double *w9)
   X(hgnn_model_free) X(hgnn_model_cutoff) X(hgnn_model_num_layers)                          \
   X(hgnn_model_feature_width) X(hgnn_model_info) X(hgnn_eval_begin) X(hgnn_eval_free)       \
   X(hgnn_eval_features) X(hgnn_eval_grads) X(hgnn_eval_forward_layer) X(hgnn_eval_readout)  \
-  X(hgnn_eval_backward_layer) X(hgnn_eval_results)
+  X(hgnn_eval_backward_layer) X(hgnn_eval_results) X(hgnn_model_set_compress) X(hgnn_model_path)
 
 struct Engine {
   void *handle = nullptr;
@@ -124,6 +125,7 @@ struct PairHydraGNN::Impl {
   int dtype = HGNN_DTYPE_FLOAT64;
   int threads = 0;    // 0: HYDRAGNN_NUM_THREADS if set, else 1 per rank
   std::string branch;
+  int compress = 1;    // fast path (tabulated radial filters, fused kernels) where available
 
   // the model, from pair_coeff
   std::string path;    // as given to pair_coeff
@@ -194,6 +196,7 @@ void PairHydraGNN::check(int status, const char *what)
 
 /* ----------------------------------------------------------------------
    pair_style hydragnn [device cpu|cuda] [precision float32|float64] [branch NAME] [threads N]
+                       [compress yes|no]
 ------------------------------------------------------------------------- */
 
 void PairHydraGNN::settings(int narg, char **arg)
@@ -212,6 +215,7 @@ void PairHydraGNN::settings(int narg, char **arg)
   m.dtype = HGNN_DTYPE_FLOAT64;
   m.threads = 0;
   m.branch.clear();
+  m.compress = 1;
   for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string key = arg[iarg];
     if (iarg + 1 >= narg)
@@ -238,10 +242,12 @@ void PairHydraGNN::settings(int narg, char **arg)
       m.threads = utils::inumeric(FLERR, val, false, lmp);
       if (m.threads < 1)
         error->all(FLERR, "pair_style hydragnn: threads must be >= 1, got {}", m.threads);
+    } else if (key == "compress") {
+      m.compress = utils::logical(FLERR, val, false, lmp);
     } else {
       error->all(FLERR,
                  "pair_style hydragnn: unknown keyword '{}' (known: device, precision, branch, "
-                 "threads)",
+                 "threads, compress)",
                  key);
     }
   }
@@ -279,6 +285,8 @@ void PairHydraGNN::load_model()
                impl->api->hgnn_last_error());
   impl->api->hgnn_model_free(m.model);
   m.model = model;
+  if (impl->api->hgnn_model_set_compress(model, m.compress, 0.0) != HGNN_SUCCESS)
+    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", file, impl->api->hgnn_last_error());
 
   int32_t nl = 0;
   if (impl->api->hgnn_model_cutoff(model, &m.cutoff) != HGNN_SUCCESS ||
@@ -310,6 +318,12 @@ void PairHydraGNN::load_model()
                    m.device == HGNN_DEVICE_CUDA ? "cuda" : "cpu",
                    threads > 0 ? std::to_string(threads) : std::string("HYDRAGNN_NUM_THREADS"),
                    maxw, info);
+    const char *path = nullptr;
+    if (impl->api->hgnn_model_path(model, &path) == HGNN_SUCCESS && path) {
+      auto j = json::parse(path, nullptr, false);
+      std::string d = j.is_object() && j.contains("description") ? j["description"].get<std::string>() : path;
+      utils::logmesg(lmp, "pair_style hydragnn: {}\n", d);
+    }
   }
 }
 

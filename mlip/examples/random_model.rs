@@ -34,7 +34,11 @@ fn main() {
         .collect();
     let radius: f64 = a.get(4).map(|s| s.parse().expect("radius")).unwrap_or(4.5);
     let layers: usize = a.get(5).map(|s| s.parse().expect("layers")).unwrap_or(2);
-    let kind = if a.get(6).map(|s| s.as_str()) == Some("float32") { tch::Kind::Float } else { tch::Kind::Double };
+    let kind = if a.get(6).map(|s| s.as_str()) == Some("float32") {
+        tch::Kind::Float
+    } else {
+        tch::Kind::Double
+    };
     let seed: i64 = a.get(7).map(|s| s.parse().expect("seed")).unwrap_or(7);
     let mut c = ModelConfig::small(mpnn, species.clone(), radius);
     c.num_conv_layers = layers;
@@ -44,7 +48,10 @@ fn main() {
         std::process::exit(1)
     });
     let mut prov = BTreeMap::new();
-    prov.insert("note".to_string(), format!("random weights, seed {seed}, not trained"));
+    prov.insert(
+        "note".to_string(),
+        format!("random weights, seed {seed}, not trained"),
+    );
     if let Err(e) = m.save(&a[1], &prov) {
         eprintln!("{e}");
         std::process::exit(1);

@@ -49,11 +49,26 @@ pub struct Request {
 
 impl Request {
     /// Energy only.
-    pub const ENERGY: Request = Request { forces: false, virial: false, energies: false, virials: false };
+    pub const ENERGY: Request = Request {
+        forces: false,
+        virial: false,
+        energies: false,
+        virials: false,
+    };
     /// Everything.
-    pub const ALL: Request = Request { forces: true, virial: true, energies: true, virials: true };
+    pub const ALL: Request = Request {
+        forces: true,
+        virial: true,
+        energies: true,
+        virials: true,
+    };
     /// Energy, forces and virial.
-    pub const EFV: Request = Request { forces: true, virial: true, energies: false, virials: false };
+    pub const EFV: Request = Request {
+        forces: true,
+        virial: true,
+        energies: false,
+        virials: false,
+    };
     fn needs_grad(&self) -> bool {
         self.forces || self.virial || self.virials
     }
@@ -94,7 +109,10 @@ impl Results {
 pub fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(p) => Err(Error::Internal(format!("libtorch failed: {}", panic_message(p.as_ref())))),
+        Err(p) => Err(Error::Internal(format!(
+            "libtorch failed: {}",
+            panic_message(p.as_ref())
+        ))),
     }
 }
 
@@ -111,17 +129,31 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 pub(crate) fn check_graph(model: &Model, g: &GraphInput) -> Result<(Vec<i64>, Vec<f64>)> {
     let n = g.positions.len();
     if g.numbers.len() != n {
-        return invalid(format!("{n} positions but {} atomic numbers", g.numbers.len()));
+        return invalid(format!(
+            "{n} positions but {} atomic numbers",
+            g.numbers.len()
+        ));
     }
     if g.n_local > n {
-        return invalid(format!("n_local = {} exceeds the number of atoms {n}", g.n_local));
+        return invalid(format!(
+            "n_local = {} exceeds the number of atoms {n}",
+            g.n_local
+        ));
     }
     if g.centers.len() != g.neighbors.len() {
-        return invalid(format!("{} edge centres but {} edge neighbours", g.centers.len(), g.neighbors.len()));
+        return invalid(format!(
+            "{} edge centres but {} edge neighbours",
+            g.centers.len(),
+            g.neighbors.len()
+        ));
     }
     if let Some(s) = g.shifts {
         if s.len() != g.centers.len() {
-            return invalid(format!("{} edge shifts for {} edges", s.len(), g.centers.len()));
+            return invalid(format!(
+                "{} edge shifts for {} edges",
+                s.len(),
+                g.centers.len()
+            ));
         }
     }
     for (i, p) in g.positions.iter().enumerate() {
@@ -134,7 +166,9 @@ pub(crate) fn check_graph(model: &Model, g: &GraphInput) -> Result<(Vec<i64>, Ve
     for e in 0..g.centers.len() {
         let (i, j) = (g.centers[e], g.neighbors[e]);
         if i >= n || j >= n {
-            return invalid(format!("edge {e} ({i} -> {j}) refers to an atom index >= {n}"));
+            return invalid(format!(
+                "edge {e} ({i} -> {j}) refers to an atom index >= {n}"
+            ));
         }
         let s = g.shifts.map(|s| s[e]).unwrap_or([0.0; 3]);
         if !s.iter().all(|x| x.is_finite()) {
@@ -142,7 +176,9 @@ pub(crate) fn check_graph(model: &Model, g: &GraphInput) -> Result<(Vec<i64>, Ve
         }
         let r = [0, 1, 2].map(|k| g.positions[j][k] - g.positions[i][k] + s[k]);
         if r.iter().map(|x| x * x).sum::<f64>() < 1e-20 {
-            return invalid(format!("edge {e}: atoms {i} and {j} are at the same position"));
+            return invalid(format!(
+                "edge {e}: atoms {i} and {j} are at the same position"
+            ));
         }
         vecs.extend_from_slice(&r);
     }
@@ -195,21 +231,29 @@ pub(crate) fn edge_grads_to_results(
 }
 
 pub(crate) fn tensor_to_vec(t: &Tensor) -> Result<Vec<f64>> {
-    let t = t.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?.f_contiguous()?.f_view([-1])?;
+    let t = t
+        .f_to_kind(Kind::Double)?
+        .f_to_device(tch::Device::Cpu)?
+        .f_contiguous()?
+        .f_view([-1])?;
     Ok(Vec::<f64>::try_from(&t).map_err(Error::Torch)?)
 }
 
 impl Model {
     /// Energy, forces, virial ... of a whole structure; the engine builds the neighbour list.
     pub fn compute(&self, s: &Structure, req: Request) -> Result<Results> {
-        Ok(self.compute_batch(std::slice::from_ref(s), req)?.pop().expect("one result"))
+        Ok(self
+            .compute_batch(std::slice::from_ref(s), req)?
+            .pop()
+            .expect("one result"))
     }
 
     /// Several structures evaluated as one batched graph.
     pub fn compute_batch(&self, structures: &[Structure], req: Request) -> Result<Vec<Results>> {
         let mut owned = Vec::with_capacity(structures.len());
         for (k, s) in structures.iter().enumerate() {
-            s.validate().map_err(|e| e.in_structure(k, structures.len()))?;
+            s.validate()
+                .map_err(|e| e.in_structure(k, structures.len()))?;
             let nl = neighbor_list(s, self.cutoff())?;
             let shifts: Vec<[f64; 3]> = nl
                 .shifts
@@ -235,14 +279,18 @@ impl Model {
 
     /// One caller-supplied graph (local + ghost atoms, explicit edges).
     pub fn compute_graph(&self, g: &GraphInput, req: Request) -> Result<Results> {
-        Ok(self.compute_graphs(std::slice::from_ref(g), req)?.pop().expect("one result"))
+        Ok(self
+            .compute_graphs(std::slice::from_ref(g), req)?
+            .pop()
+            .expect("one result"))
     }
 
     /// Several caller-supplied graphs, batched into one evaluation.
     pub fn compute_graphs(&self, graphs: &[GraphInput], req: Request) -> Result<Vec<Results>> {
         let mut species = Vec::new();
         let mut vecs = Vec::new();
-        let (mut src, mut dst, mut batch, mut local) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut src, mut dst, mut batch, mut local) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut node_off = vec![0usize];
         let mut edge_off = vec![0usize];
         for (k, g) in graphs.iter().enumerate() {
@@ -257,11 +305,23 @@ impl Model {
             node_off.push(node_off.last().unwrap() + g.positions.len());
             edge_off.push(edge_off.last().unwrap() + g.centers.len());
         }
+        if let Some(fast) = self.fast() {
+            return guarded(|| {
+                self.compute_graphs_fast(
+                    fast, graphs, &species, &vecs, &src, &dst, &batch, &local, &node_off,
+                    &edge_off, req,
+                )
+            });
+        }
         guarded(|| {
             let (kind, dev) = (self.kind(), self.device());
             let n_edges = src.len() as i64;
             let edge_vec = crate::model::nn::tensor_from(&vecs, &[n_edges, 3], kind, dev);
-            let edge_vec = if req.needs_grad() { edge_vec.set_requires_grad(true) } else { edge_vec };
+            let edge_vec = if req.needs_grad() {
+                edge_vec.set_requires_grad(true)
+            } else {
+                edge_vec
+            };
             let gt = GraphTensors {
                 species: Tensor::from_slice(&species).to_device(dev),
                 src: Tensor::from_slice(&src).to_device(dev),
@@ -273,7 +333,8 @@ impl Model {
             let out = self.forward(&gt, None)?;
             let mask = crate::model::nn::tensor_from(&local, &[local.len() as i64], kind, dev);
             let node_e = &out.node_energy * &mask;
-            let graph_e = Tensor::zeros([graphs.len() as i64], (kind, dev)).index_add(0, &gt.batch, &node_e);
+            let graph_e =
+                Tensor::zeros([graphs.len() as i64], (kind, dev)).index_add(0, &gt.batch, &node_e);
             let grad = if req.needs_grad() && n_edges > 0 {
                 let total = graph_e.sum(kind);
                 let g = Tensor::f_run_backward(&[&total], &[&edge_vec], false, false)?;
@@ -284,32 +345,171 @@ impl Model {
             let energies = tensor_to_vec(&out.node_energy)?;
             let graph_e = tensor_to_vec(&graph_e)?;
             if let Some(k) = graph_e.iter().position(|e| !e.is_finite()) {
-                return Err(Error::Internal(format!("the model produced a non-finite energy for structure {k}")));
+                return Err(Error::Internal(format!(
+                    "the model produced a non-finite energy for structure {k}"
+                )));
             }
-            let props: Vec<(String, Vec<f64>, bool)> = (out.graph_properties.iter().map(|p| (p, true)))
-                .chain(out.node_properties.iter().map(|p| (p, false)))
-                .map(|((name, t), per_graph)| Ok((name.clone(), tensor_to_vec(t)?, per_graph)))
-                .collect::<Result<_>>()?;
+            let props: Vec<(String, Vec<f64>, bool)> =
+                (out.graph_properties.iter().map(|p| (p, true)))
+                    .chain(out.node_properties.iter().map(|p| (p, false)))
+                    .map(|((name, t), per_graph)| Ok((name.clone(), tensor_to_vec(t)?, per_graph)))
+                    .collect::<Result<_>>()?;
             let mut results = Vec::with_capacity(graphs.len());
             for (k, g) in graphs.iter().enumerate() {
                 let (n0, n1) = (node_off[k], node_off[k + 1]);
                 let (e0, e1) = (edge_off[k], edge_off[k + 1]);
-                let mut r = Results { energy: graph_e[k], ..Default::default() };
+                let mut r = Results {
+                    energy: graph_e[k],
+                    ..Default::default()
+                };
                 if req.energies {
                     r.energies = energies[n0..n0 + g.n_local].to_vec();
                 }
                 let s: Vec<i64> = src[e0..e1].iter().map(|&x| x - n0 as i64).collect();
                 let d: Vec<i64> = dst[e0..e1].iter().map(|&x| x - n0 as i64).collect();
-                edge_grads_to_results(&grad[3 * e0..3 * e1], &vecs[3 * e0..3 * e1], &s, &d, n1 - n0, req, &mut r);
+                edge_grads_to_results(
+                    &grad[3 * e0..3 * e1],
+                    &vecs[3 * e0..3 * e1],
+                    &s,
+                    &d,
+                    n1 - n0,
+                    req,
+                    &mut r,
+                );
                 for (name, v, per_graph) in &props {
-                    let dim = v.len() / if *per_graph { graphs.len() } else { species.len() };
-                    let vals = if *per_graph { v[k * dim..(k + 1) * dim].to_vec() } else { v[n0 * dim..(n0 + g.n_local) * dim].to_vec() };
+                    let dim = v.len()
+                        / if *per_graph {
+                            graphs.len()
+                        } else {
+                            species.len()
+                        };
+                    let vals = if *per_graph {
+                        v[k * dim..(k + 1) * dim].to_vec()
+                    } else {
+                        v[n0 * dim..(n0 + g.n_local) * dim].to_vec()
+                    };
                     r.properties.insert(name.clone(), vals);
                 }
                 results.push(r);
             }
             Ok(results)
         })
+    }
+}
+
+impl Model {
+    /// [`Model::compute_graphs`] on the fast path: energies, forces and virials from the fused
+    /// kernels; other heads of the active branch (if any) from the final features through
+    /// libtorch, without gradients.
+    #[allow(clippy::too_many_arguments)]
+    fn compute_graphs_fast(
+        &self,
+        fast: &crate::fast::FastModel,
+        graphs: &[GraphInput],
+        species: &[i64],
+        vecs: &[f64],
+        src: &[i64],
+        dst: &[i64],
+        batch: &[i64],
+        local: &[f64],
+        node_off: &[usize],
+        edge_off: &[usize],
+        req: Request,
+    ) -> Result<Vec<Results>> {
+        let is_local: Vec<bool> = local.iter().map(|&x| x > 0.0).collect();
+        let has_props = self.config().branches[self.active_branch()]
+            .output_heads
+            .iter()
+            .any(|h| h.name != "energy");
+        let mut feats = Vec::new();
+        let out = fast.whole(
+            self.active_branch(),
+            species,
+            src,
+            dst,
+            vecs,
+            &is_local,
+            self.cutoff(),
+            req.needs_grad(),
+            has_props.then_some(&mut feats),
+        )?;
+        let mut graph_e = vec![0.0; graphs.len()];
+        for (i, &e) in out.node_energy.iter().enumerate() {
+            if is_local[i] {
+                graph_e[batch[i] as usize] += e;
+            }
+        }
+        if let Some(k) = graph_e.iter().position(|e| !e.is_finite()) {
+            return Err(Error::Internal(format!(
+                "the model produced a non-finite energy for structure {k}"
+            )));
+        }
+        let mut props: Vec<(String, Vec<f64>, bool)> = Vec::new();
+        if has_props {
+            let (kind, dev) = (self.kind(), self.device());
+            let n = species.len() as i64;
+            let s = crate::model::nn::tensor_from(
+                &feats,
+                &[n, feats.len() as i64 / n.max(1)],
+                kind,
+                dev,
+            );
+            let gt = GraphTensors {
+                species: Tensor::from_slice(species).to_device(dev),
+                src: Tensor::from_slice(src).to_device(dev),
+                dst: Tensor::from_slice(dst).to_device(dev),
+                edge_vec: Tensor::zeros([src.len() as i64, 3], (kind, dev)),
+                batch: Tensor::from_slice(batch).to_device(dev),
+                n_graphs: graphs.len() as i64,
+            };
+            let st = self.backbone().unflatten(self.num_layers(), &s);
+            let o = tch::no_grad(|| self.heads(None, &st.s, &gt))?;
+            for (name, t) in o.graph_properties.iter() {
+                props.push((name.clone(), tensor_to_vec(t)?, true));
+            }
+            for (name, t) in o.node_properties.iter() {
+                props.push((name.clone(), tensor_to_vec(t)?, false));
+            }
+        }
+        let mut results = Vec::with_capacity(graphs.len());
+        for (k, g) in graphs.iter().enumerate() {
+            let (n0, n1) = (node_off[k], node_off[k + 1]);
+            let (e0, e1) = (edge_off[k], edge_off[k + 1]);
+            let mut r = Results {
+                energy: graph_e[k],
+                ..Default::default()
+            };
+            if req.energies {
+                r.energies = out.node_energy[n0..n0 + g.n_local].to_vec();
+            }
+            let s: Vec<i64> = src[e0..e1].iter().map(|&x| x - n0 as i64).collect();
+            let d: Vec<i64> = dst[e0..e1].iter().map(|&x| x - n0 as i64).collect();
+            edge_grads_to_results(
+                &out.edge_grad[3 * e0..3 * e1],
+                &vecs[3 * e0..3 * e1],
+                &s,
+                &d,
+                n1 - n0,
+                req,
+                &mut r,
+            );
+            for (name, v, per_graph) in &props {
+                let dim = v.len()
+                    / if *per_graph {
+                        graphs.len()
+                    } else {
+                        species.len()
+                    };
+                let vals = if *per_graph {
+                    v[k * dim..(k + 1) * dim].to_vec()
+                } else {
+                    v[n0 * dim..(n0 + g.n_local) * dim].to_vec()
+                };
+                r.properties.insert(name.clone(), vals);
+            }
+            results.push(r);
+        }
+        Ok(results)
     }
 }
 
@@ -327,7 +527,11 @@ pub fn set_num_threads(n: i32) -> Result<()> {
 pub fn threads_from_env() -> Result<Option<i32>> {
     match std::env::var("HYDRAGNN_NUM_THREADS") {
         Ok(v) => {
-            let n: i32 = v.trim().parse().map_err(|_| Error::InvalidInput(format!("HYDRAGNN_NUM_THREADS='{v}' is not a positive integer")))?;
+            let n: i32 = v.trim().parse().map_err(|_| {
+                Error::InvalidInput(format!(
+                    "HYDRAGNN_NUM_THREADS='{v}' is not a positive integer"
+                ))
+            })?;
             set_num_threads(n)?;
             Ok(Some(n))
         }

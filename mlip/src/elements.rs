@@ -23,5 +23,9 @@ pub fn symbol(z: i32) -> &'static str {
 
 /// The atomic number of a chemical symbol (case-sensitive, e.g. "Cu"), if it is one.
 pub fn atomic_number(sym: &str) -> Option<i32> {
-    SYMBOLS.iter().skip(1).position(|s| *s == sym).map(|i| i as i32 + 1)
+    SYMBOLS
+        .iter()
+        .skip(1)
+        .position(|s| *s == sym)
+        .map(|i| i as i32 + 1)
 }

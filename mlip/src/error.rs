@@ -68,7 +68,10 @@ impl Error {
     /// Tags the error with the index of a structure in a batch (only when the batch has several).
     pub fn in_structure(self, index: usize, batch: usize) -> Error {
         if batch > 1 {
-            Error::InStructure { index, source: Box::new(self) }
+            Error::InStructure {
+                index,
+                source: Box::new(self),
+            }
         } else {
             self
         }

@@ -22,13 +22,19 @@ pub const FORMAT: &str = "hydragnn-rs-model";
 pub const FORMAT_VERSION: u32 = 1;
 
 fn bad(path: &Path, msg: impl Into<String>) -> Error {
-    Error::ModelFile { path: path.to_path_buf(), msg: msg.into() }
+    Error::ModelFile {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
 }
 
 /// SHA-256 (hex) over the names, shapes and bytes of `tensors` (in name order), then over each
 /// `extra` string (separated by a zero byte). Model files use no extras; the trainer's
 /// checkpoints add their training state and config.
-pub fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>, extra: &[&str]) -> String {
+pub fn checksum<'a>(
+    tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>,
+    extra: &[&str],
+) -> String {
     let mut items: Vec<_> = tensors.collect();
     items.sort_by(|a, b| a.0.cmp(b.0));
     let mut h = Sha256::new();
@@ -52,7 +58,11 @@ pub fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8
 impl Model {
     /// Writes the model file atomically (a temporary file renamed into place). `provenance` is
     /// stored under `info.provenance` (training data, command, git revision ...).
-    pub fn save(&self, path: impl AsRef<Path>, provenance: &BTreeMap<String, String>) -> Result<()> {
+    pub fn save(
+        &self,
+        path: impl AsRef<Path>,
+        provenance: &BTreeMap<String, String>,
+    ) -> Result<()> {
         let path = path.as_ref();
         let (dtype, kind) = match self.kind() {
             Kind::Double => (Dtype::F64, Kind::Double),
@@ -62,14 +72,22 @@ impl Model {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let mut blobs = Vec::with_capacity(vars.len());
         for (name, t) in &vars {
-            let t = t.f_to_device(Device::Cpu)?.f_to_kind(kind)?.f_contiguous()?;
+            let t = t
+                .f_to_device(Device::Cpu)?
+                .f_to_kind(kind)?
+                .f_contiguous()?;
             let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
             let numel: usize = shape.iter().product();
             let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
             t.f_copy_data_u8(&mut bytes, numel)?;
             blobs.push((name.clone(), shape, bytes));
         }
-        let sum = checksum(blobs.iter().map(|(n, s, b)| (n.as_str(), s.as_slice(), b.as_slice())), &[]);
+        let sum = checksum(
+            blobs
+                .iter()
+                .map(|(n, s, b)| (n.as_str(), s.as_slice(), b.as_slice())),
+            &[],
+        );
         let c = self.config();
         let info = serde_json::json!({
             "cutoff": c.radius,
@@ -85,16 +103,28 @@ impl Model {
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), FORMAT.to_string());
         meta.insert("format_version".to_string(), FORMAT_VERSION.to_string());
-        meta.insert("config".to_string(), serde_json::to_string(c).expect("config serialises"));
+        meta.insert(
+            "config".to_string(),
+            serde_json::to_string(c).expect("config serialises"),
+        );
         meta.insert("info".to_string(), info.to_string());
         meta.insert("checksum".to_string(), sum);
         let views = blobs
             .iter()
-            .map(|(n, s, b)| Ok((n.clone(), TensorView::new(dtype, s.clone(), b).map_err(|e| bad(path, e.to_string()))?)))
+            .map(|(n, s, b)| {
+                Ok((
+                    n.clone(),
+                    TensorView::new(dtype, s.clone(), b).map_err(|e| bad(path, e.to_string()))?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let io = |e: std::io::Error| Error::Io { path: path.to_path_buf(), source: e };
-        let bytes = safetensors::tensor::serialize(views, &Some(meta)).map_err(|e| bad(path, e.to_string()))?;
+        let io = |e: std::io::Error| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let bytes = safetensors::tensor::serialize(views, &Some(meta))
+            .map_err(|e| bad(path, e.to_string()))?;
         std::fs::write(&tmp, bytes).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)?;
         Ok(())
@@ -103,21 +133,33 @@ impl Model {
     /// Reads a model file into a model of precision `kind` (Float or Double) on `device`.
     pub fn load(path: impl AsRef<Path>, kind: Kind, device: Device) -> Result<Model> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        let bytes = std::fs::read(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         Self::from_bytes(&bytes, path, kind, device)
     }
 
     /// Parses the bytes of a model file (`path` is only used in messages).
     pub fn from_bytes(bytes: &[u8], path: &Path, kind: Kind, device: Device) -> Result<Model> {
         let st = SafeTensors::deserialize(bytes).map_err(|e| {
-            bad(path, format!("not a model file, or truncated or corrupted (safetensors: {e:?})"))
+            bad(
+                path,
+                format!("not a model file, or truncated or corrupted (safetensors: {e:?})"),
+            )
         })?;
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(path, format!("unreadable header: {e:?}")))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| bad(path, format!("unreadable header: {e:?}")))?;
         let meta = header.metadata().clone().unwrap_or_default();
         match meta.get("format") {
             Some(f) if f == FORMAT => {}
             Some(f) => return Err(bad(path, format!("format is '{f}', expected '{FORMAT}'"))),
-            None => return Err(bad(path, "a safetensors file but not a hydragnn-rs model (no 'format' metadata)")),
+            None => {
+                return Err(bad(
+                    path,
+                    "a safetensors file but not a hydragnn-rs model (no 'format' metadata)",
+                ))
+            }
         }
         let version: u32 = meta
             .get("format_version")
@@ -127,33 +169,63 @@ impl Model {
             return Err(bad(path, format!("format version {version} is not supported by this engine (it reads 1..={FORMAT_VERSION}); upgrade hydragnn-rs")));
         }
         let tensors = st.tensors();
-        let sum = checksum(tensors.iter().map(|(n, v)| (n.as_str(), v.shape(), v.data())), &[]);
+        let sum = checksum(
+            tensors
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.shape(), v.data())),
+            &[],
+        );
         if meta.get("checksum") != Some(&sum) {
             return Err(bad(path, "checksum mismatch: the weights are corrupted"));
         }
-        let config_text = meta.get("config").ok_or_else(|| bad(path, "missing 'config' metadata"))?;
+        let config_text = meta
+            .get("config")
+            .ok_or_else(|| bad(path, "missing 'config' metadata"))?;
         let config = ModelConfig::from_json(config_text).map_err(|e| bad(path, e.to_string()))?;
         let mut model = Model::new(config, kind, device, 0)?;
         let mut vars = model.var_store().variables();
         let mut seen = 0;
         for (name, view) in &tensors {
-            let var = vars.get_mut(name).ok_or_else(|| bad(path, format!("unexpected tensor '{name}' for this architecture")))?;
+            let var = vars.get_mut(name).ok_or_else(|| {
+                bad(
+                    path,
+                    format!("unexpected tensor '{name}' for this architecture"),
+                )
+            })?;
             let src_kind = match view.dtype() {
                 Dtype::F64 => Kind::Double,
                 Dtype::F32 => Kind::Float,
-                d => return Err(bad(path, format!("tensor '{name}' has unsupported dtype {d:?}"))),
+                d => {
+                    return Err(bad(
+                        path,
+                        format!("tensor '{name}' has unsupported dtype {d:?}"),
+                    ))
+                }
             };
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             if shape != var.size() {
-                return Err(bad(path, format!("tensor '{name}' has shape {shape:?}, the architecture expects {:?}", var.size())));
+                return Err(bad(
+                    path,
+                    format!(
+                        "tensor '{name}' has shape {shape:?}, the architecture expects {:?}",
+                        var.size()
+                    ),
+                ));
             }
             let t = Tensor::f_from_data_size(view.data(), &shape, src_kind)?;
             tch::no_grad(|| var.f_copy_(&t.to_kind(kind).to_device(device)))?;
             seen += 1;
         }
         if seen != vars.len() {
-            let missing: Vec<_> = vars.keys().filter(|k| !tensors.iter().any(|(n, _)| n == *k)).cloned().collect();
-            return Err(bad(path, format!("missing tensors: {}", missing.join(", "))));
+            let missing: Vec<_> = vars
+                .keys()
+                .filter(|k| !tensors.iter().any(|(n, _)| n == *k))
+                .cloned()
+                .collect();
+            return Err(bad(
+                path,
+                format!("missing tensors: {}", missing.join(", ")),
+            ));
         }
         model.metadata = meta.into_iter().collect();
         Ok(model)

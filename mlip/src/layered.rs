@@ -15,7 +15,9 @@
 
 use tch::Tensor;
 
-use crate::compute::{check_graph, edge_grads_to_results, guarded, tensor_to_vec, GraphInput, Request, Results};
+use crate::compute::{
+    check_graph, edge_grads_to_results, guarded, tensor_to_vec, GraphInput, Request, Results,
+};
 use crate::error::{invalid, Error, Result};
 use crate::model::nn::tensor_from;
 use crate::model::Model;
@@ -45,6 +47,8 @@ pub struct LayeredEval<'m> {
     energies: Vec<f64>,
     energy: f64,
     stage: usize,
+    /// The fast path's evaluation, when the model has one enabled.
+    fast: Option<crate::fast::Layered<'m>>,
 }
 
 impl<'m> LayeredEval<'m> {
@@ -59,13 +63,57 @@ impl<'m> LayeredEval<'m> {
             let n = g.positions.len();
             let src_v: Vec<i64> = g.neighbors.iter().map(|&x| x as i64).collect();
             let dst_v: Vec<i64> = g.centers.iter().map(|&x| x as i64).collect();
+            if let Some(f) = model.fast() {
+                let bb = model.backbone();
+                let l = model.num_layers();
+                let mut fast = crate::fast::Layered::new(
+                    f,
+                    &species,
+                    g.n_local,
+                    &src_v,
+                    &dst_v,
+                    &vecs,
+                    model.cutoff(),
+                );
+                let feats: Vec<Vec<f64>> = (0..=l)
+                    .map(|k| vec![0.0; n * bb.width(k) as usize])
+                    .collect();
+                let grads = feats.clone();
+                let mut ev = LayeredEval {
+                    model,
+                    n_local: g.n_local,
+                    n_total: n,
+                    species: Tensor::new(),
+                    src: Tensor::new(),
+                    dst: Tensor::new(),
+                    edge_grad: vec![0.0; vecs.len()],
+                    src_v,
+                    dst_v,
+                    vecs,
+                    edge_vec: Tensor::new(),
+                    feats,
+                    grads,
+                    saved: (0..l).map(|_| None).collect(),
+                    energies: Vec::new(),
+                    energy: 0.0,
+                    stage: 0,
+                    fast: None,
+                };
+                fast.features0(&mut ev.feats[0]);
+                ev.fast = Some(fast);
+                return Ok(ev);
+            }
             let species = Tensor::from_slice(&species).to_device(dev);
             let bb = model.backbone();
             let x0 = tch::no_grad(|| bb.flatten(&bb.init_state(&model.input_features(&species))));
             let l = model.num_layers();
-            let mut feats: Vec<Vec<f64>> = (0..=l).map(|k| vec![0.0; n * bb.width(k) as usize]).collect();
+            let mut feats: Vec<Vec<f64>> = (0..=l)
+                .map(|k| vec![0.0; n * bb.width(k) as usize])
+                .collect();
             feats[0] = tensor_to_vec(&x0)?;
-            let grads = (0..=l).map(|k| vec![0.0; n * bb.width(k) as usize]).collect();
+            let grads = (0..=l)
+                .map(|k| vec![0.0; n * bb.width(k) as usize])
+                .collect();
             let edge_vec = tensor_from(&vecs, &[g.centers.len() as i64, 3], kind, dev);
             Ok(LayeredEval {
                 model,
@@ -85,6 +133,7 @@ impl<'m> LayeredEval<'m> {
                 energies: Vec::new(),
                 energy: 0.0,
                 stage: 0,
+                fast: None,
             })
         })
     }
@@ -124,9 +173,16 @@ impl<'m> LayeredEval<'m> {
 
     fn rows(&self, data: &[f64], l: usize, ghosts_zero: bool) -> Tensor {
         let w = self.width(l);
-        let t = tensor_from(data, &[self.n_total as i64, w as i64], self.model.kind(), self.model.device());
+        let t = tensor_from(
+            data,
+            &[self.n_total as i64, w as i64],
+            self.model.kind(),
+            self.model.device(),
+        );
         if ghosts_zero && self.n_total > self.n_local {
-            let _ = t.narrow(0, self.n_local as i64, (self.n_total - self.n_local) as i64).fill_(0.0);
+            let _ = t
+                .narrow(0, self.n_local as i64, (self.n_total - self.n_local) as i64)
+                .fill_(0.0);
         }
         t
     }
@@ -134,19 +190,36 @@ impl<'m> LayeredEval<'m> {
     /// Forward through layer `l`; the local rows of `features(l + 1)` are filled, ghost rows zeroed.
     pub fn forward_layer(&mut self, l: usize) -> Result<()> {
         if l != self.stage || l >= self.model.num_layers() {
-            return invalid(format!("forward_layer({l}) called out of order (next expected stage {})", self.stage));
+            return invalid(format!(
+                "forward_layer({l}) called out of order (next expected stage {})",
+                self.stage
+            ));
+        }
+        if let Some(fast) = self.fast.as_mut() {
+            let (a, b) = self.feats.split_at_mut(l + 1);
+            fast.forward_layer(l, &a[l], &mut b[0]);
+            let w = self.model.backbone().width(l + 1) as usize;
+            b[0][self.n_local * w..].iter_mut().for_each(|x| *x = 0.0);
+            self.stage += 1;
+            return Ok(());
         }
         guarded(|| {
             let bb = self.model.backbone();
             let input = self.rows(&self.feats[l], l, false).set_requires_grad(true);
             let edges = self.edge_vec.detach().set_requires_grad(true);
-            let e = self.model.edges(&self.src, &self.dst, &edges, self.n_total as i64);
+            let e = self
+                .model
+                .edges(&self.src, &self.dst, &edges, self.n_total as i64);
             let output = bb.flatten(&bb.layer(l, &bb.unflatten(l, &input), &e));
             let mut out = tensor_to_vec(&output.detach())?;
             let w = self.width(l + 1);
             out[self.n_local * w..].iter_mut().for_each(|x| *x = 0.0);
             self.feats[l + 1] = out;
-            self.saved[l] = Some(Saved { input, edges, output });
+            self.saved[l] = Some(Saved {
+                input,
+                edges,
+                output,
+            });
             self.stage += 1;
             Ok(())
         })
@@ -159,10 +232,28 @@ impl<'m> LayeredEval<'m> {
         if self.stage != l {
             return invalid(format!("readout called before all {l} layers ran forward"));
         }
+        if let Some(fast) = self.fast.as_mut() {
+            fast.readout(
+                self.model.active_branch(),
+                &self.feats[l],
+                &mut self.grads[l],
+                &mut self.energies,
+            )?;
+            self.energy = self.energies.iter().sum();
+            if !self.energy.is_finite() {
+                return Err(Error::Internal(
+                    "the model produced a non-finite energy".into(),
+                ));
+            }
+            self.stage += 1;
+            return Ok(self.energy);
+        }
         guarded(|| {
             let input = self.rows(&self.feats[l], l, false).set_requires_grad(true);
             let st = self.model.backbone().unflatten(l, &input);
-            let node_e = self.model.node_energy(self.model.active_branch(), &st.s, &self.species)?;
+            let node_e =
+                self.model
+                    .node_energy(self.model.active_branch(), &st.s, &self.species)?;
             let local = node_e.narrow(0, 0, self.n_local as i64);
             let e = local.sum(self.model.kind());
             let g = Tensor::f_run_backward(&[&e], &[&input], false, false)?;
@@ -170,7 +261,9 @@ impl<'m> LayeredEval<'m> {
             self.energies = tensor_to_vec(&local.detach())?;
             self.energy = self.energies.iter().sum();
             if !self.energy.is_finite() {
-                return Err(Error::Internal("the model produced a non-finite energy".into()));
+                return Err(Error::Internal(
+                    "the model produced a non-finite energy".into(),
+                ));
             }
             self.stage += 1;
             Ok(self.energy)
@@ -184,8 +277,21 @@ impl<'m> LayeredEval<'m> {
         if self.stage != 2 * nl - l {
             return invalid(format!("backward_layer({l}) called out of order"));
         }
+        if let Some(fast) = self.fast.as_mut() {
+            let w = self.model.backbone().width(l + 1) as usize;
+            let (a, b) = self.grads.split_at_mut(l + 1);
+            b[0][self.n_local * w..].iter_mut().for_each(|x| *x = 0.0);
+            fast.backward_layer(l, &b[0], &mut a[l]);
+            if l == 0 {
+                fast.edge_grads(&mut self.edge_grad);
+            }
+            self.stage += 1;
+            return Ok(());
+        }
         guarded(|| {
-            let saved = self.saved[l].take().ok_or_else(|| Error::Internal(format!("layer {l} has no saved forward pass")))?;
+            let saved = self.saved[l]
+                .take()
+                .ok_or_else(|| Error::Internal(format!("layer {l} has no saved forward pass")))?;
             let g_out = self.rows(&self.grads[l + 1], l + 1, true);
             let loss = (&saved.output * g_out).sum(self.model.kind());
             let g = Tensor::f_run_backward(&[&loss], &[&saved.input, &saved.edges], false, false)?;
@@ -203,11 +309,22 @@ impl<'m> LayeredEval<'m> {
         if self.stage != 2 * self.model.num_layers() + 1 {
             return invalid("results requested before the backward pass finished");
         }
-        let mut r = Results { energy: self.energy, ..Default::default() };
+        let mut r = Results {
+            energy: self.energy,
+            ..Default::default()
+        };
         if req.energies {
             r.energies = self.energies.clone();
         }
-        edge_grads_to_results(&self.edge_grad, &self.vecs, &self.src_v, &self.dst_v, self.n_total, req, &mut r);
+        edge_grads_to_results(
+            &self.edge_grad,
+            &self.vecs,
+            &self.src_v,
+            &self.dst_v,
+            self.n_total,
+            req,
+            &mut r,
+        );
         Ok(r)
     }
 }

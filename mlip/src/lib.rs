@@ -6,6 +6,7 @@
 //! - [`compute`]: energy, forces, virial and per-atom quantities through autograd.
 //! - [`layered`]: layer-by-layer evaluation with ghost-feature exchange (spatial decomposition).
 //! - [`file`]: the self-describing model file.
+//! - [`fast`]: the fast evaluation path (compressed radial filters, fused edge kernels, hand-written backward).
 //!
 //! Panics inside libtorch are caught at the engine's entry points ([`compute::guarded`]) and
 //! returned as [`Error::Internal`]; the model code itself uses tch's plain operators on tensors
@@ -14,6 +15,7 @@
 pub mod compute;
 pub mod elements;
 pub mod error;
+pub mod fast;
 pub mod file;
 pub mod layered;
 pub mod model;

@@ -156,7 +156,9 @@ struct Grid {
 fn neighbor_list_impl(s: &Structure, cutoff: f64, parallel: bool) -> Result<NeighborList> {
     s.validate()?;
     if !cutoff.is_finite() || cutoff <= 0.0 {
-        return invalid(format!("neighbour-list cutoff must be finite and > 0, got {cutoff}"));
+        return invalid(format!(
+            "neighbour-list cutoff must be finite and > 0, got {cutoff}"
+        ));
     }
     if s.is_empty() {
         return Ok(NeighborList::default());
@@ -176,9 +178,17 @@ fn neighbor_list_impl(s: &Structure, cutoff: f64, parallel: bool) -> Result<Neig
     }
     // Concatenate, copying the parts into disjoint slices of the output in parallel.
     let total = lists.iter().map(NeighborList::len).sum();
-    let mut out = NeighborList { centers: vec![0; total], neighbors: vec![0; total], shifts: vec![[0; 3]; total] };
+    let mut out = NeighborList {
+        centers: vec![0; total],
+        neighbors: vec![0; total],
+        shifts: vec![[0; 3]; total],
+    };
     let mut slots = Vec::with_capacity(lists.len());
-    let (mut c, mut nb, mut sh) = (&mut out.centers[..], &mut out.neighbors[..], &mut out.shifts[..]);
+    let (mut c, mut nb, mut sh) = (
+        &mut out.centers[..],
+        &mut out.neighbors[..],
+        &mut out.shifts[..],
+    );
     for l in &lists {
         let (c0, c1) = std::mem::take(&mut c).split_at_mut(l.len());
         let (n0, n1) = std::mem::take(&mut nb).split_at_mut(l.len());
@@ -264,19 +274,37 @@ fn build_grid(s: &Structure, cutoff: f64) -> Result<Grid> {
 
     // Bin counts: bins at least one cutoff (plus slack) thick.
     let thick = cutoff * (1.0 + SLACK);
-    let mut axes = [Axis { periodic: false, n: 1, m: 0, lo: 0.0, len: 1.0 }; 3];
+    let mut axes = [Axis {
+        periodic: false,
+        n: 1,
+        m: 0,
+        lo: 0.0,
+        len: 1.0,
+    }; 3];
     for k in 0..3 {
         let (lo, len) = if s.pbc[k] {
             (0.0, 1.0)
         } else {
-            let lo = frac.iter().map(|f: &[f64; 3]| f[k]).fold(f64::INFINITY, f64::min);
-            let hi = frac.iter().map(|f: &[f64; 3]| f[k]).fold(f64::NEG_INFINITY, f64::max);
+            let lo = frac
+                .iter()
+                .map(|f: &[f64; 3]| f[k])
+                .fold(f64::INFINITY, f64::min);
+            let hi = frac
+                .iter()
+                .map(|f: &[f64; 3]| f[k])
+                .fold(f64::NEG_INFINITY, f64::max);
             (lo, hi - lo)
         };
         let span = len * height[k];
         let max_bins = (4 * n_atoms + 64) as f64;
         let nb = (span / thick).floor().clamp(1.0, max_bins) as usize;
-        axes[k] = Axis { periodic: s.pbc[k], n: nb, m: 0, lo, len };
+        axes[k] = Axis {
+            periodic: s.pbc[k],
+            n: nb,
+            m: 0,
+            lo,
+            len,
+        };
     }
     // Keep the grid O(N) for dilute systems (vacuum, far-apart molecules): coarser bins.
     let max_total = 4 * n_atoms + 64;
@@ -323,7 +351,15 @@ fn build_grid(s: &Structure, cutoff: f64) -> Result<Grid> {
         idx[fill[b]] = i;
         fill[b] += 1;
     }
-    Ok(Grid { axes, start, pos, idx, bin_of, wrapped, wrap })
+    Ok(Grid {
+        axes,
+        start,
+        pos,
+        idx,
+        bin_of,
+        wrapped,
+        wrap,
+    })
 }
 
 /// The edges of the centers in `range`, sorted.
@@ -431,7 +467,9 @@ mod tests {
         // A few hundred atoms in a skewed, partly periodic cell: chunked rayon search == serial.
         let mut state = 12345u64;
         let mut rnd = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (state >> 11) as f64 / (1u64 << 53) as f64
         };
         let cell = [[9.0, 0.0, 0.0], [6.0, 8.0, 0.0], [-3.0, 2.0, 7.0]];

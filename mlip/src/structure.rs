@@ -19,8 +19,18 @@ pub struct Structure {
 
 impl Structure {
     /// A structure with a cell; checks shapes, finiteness and (for periodic directions) the cell.
-    pub fn new(positions: Vec<[f64; 3]>, numbers: Vec<i32>, cell: [[f64; 3]; 3], pbc: [bool; 3]) -> Result<Self> {
-        let s = Structure { positions, numbers, cell, pbc };
+    pub fn new(
+        positions: Vec<[f64; 3]>,
+        numbers: Vec<i32>,
+        cell: [[f64; 3]; 3],
+        pbc: [bool; 3],
+    ) -> Result<Self> {
+        let s = Structure {
+            positions,
+            numbers,
+            cell,
+            pbc,
+        };
         s.validate()?;
         Ok(s)
     }
@@ -65,11 +75,18 @@ impl Structure {
         }
         if self.pbc.iter().any(|&p| p) {
             let v = self.volume().abs();
-            let scale = self.cell.iter().map(|r| norm(*r)).fold(0.0, f64::max).max(1e-300);
+            let scale = self
+                .cell
+                .iter()
+                .map(|r| norm(*r))
+                .fold(0.0, f64::max)
+                .max(1e-300);
             // Each periodic vector must be non-zero; when all three are periodic the volume must be too.
             for k in 0..3 {
                 if self.pbc[k] && norm(self.cell[k]) < 1e-8 {
-                    return invalid(format!("cell vector {k} is zero along a periodic direction"));
+                    return invalid(format!(
+                        "cell vector {k} is zero along a periodic direction"
+                    ));
                 }
             }
             if self.pbc.iter().all(|&p| p) && v < 1e-10 * scale.powi(3) {
@@ -101,7 +118,10 @@ impl Structure {
         for a in 0..reps[0] {
             for b in 0..reps[1] {
                 for c in 0..reps[2] {
-                    let t = add(add(scale(self.cell[0], a as f64), scale(self.cell[1], b as f64)), scale(self.cell[2], c as f64));
+                    let t = add(
+                        add(scale(self.cell[0], a as f64), scale(self.cell[1], b as f64)),
+                        scale(self.cell[2], c as f64),
+                    );
                     for (p, &z) in self.positions.iter().zip(&self.numbers) {
                         positions.push(add(*p, t));
                         numbers.push(z);
@@ -113,7 +133,12 @@ impl Structure {
         for k in 0..3 {
             cell[k] = scale(cell[k], reps[k] as f64);
         }
-        Structure { positions, numbers, cell, pbc: self.pbc }
+        Structure {
+            positions,
+            numbers,
+            cell,
+            pbc: self.pbc,
+        }
     }
 }
 
@@ -123,7 +148,11 @@ pub fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
 }
 /// Cross product.
 pub fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
 }
 /// Euclidean norm.
 pub fn norm(a: [f64; 3]) -> f64 {

@@ -36,7 +36,10 @@ fn round_trip_is_exact_and_self_describing() {
         assert_eq!(info["provenance"]["dataset"], "unit test");
         assert_eq!(info["species"][0], "Cu");
         let s = random_periodic(7, 3);
-        let (a, b) = (m.compute(&s, Request::EFV).unwrap(), l.compute(&s, Request::EFV).unwrap());
+        let (a, b) = (
+            m.compute(&s, Request::EFV).unwrap(),
+            l.compute(&s, Request::EFV).unwrap(),
+        );
         assert_eq!(a.energy, b.energy);
         assert_eq!(a.forces, b.forces);
     }
@@ -47,18 +50,29 @@ fn round_trip_is_exact_and_self_describing() {
 fn bad_files_give_clear_errors() {
     let d = tmpdir("bad");
     let good = d.join("good.model");
-    model(BACKBONES[0], 4.0, 1).save(&good, &Default::default()).unwrap();
+    model(BACKBONES[0], 4.0, 1)
+        .save(&good, &Default::default())
+        .unwrap();
     let bytes = std::fs::read(&good).unwrap();
 
     // missing
     let e = load_err(&d.join("nope.model"));
-    assert!(e.contains("nope.model") && e.contains("No such file"), "{e}");
-    assert!(matches!(Model::load(d.join("nope.model"), tch::Kind::Double, tch::Device::Cpu), Err(Error::Io { .. })));
+    assert!(
+        e.contains("nope.model") && e.contains("No such file"),
+        "{e}"
+    );
+    assert!(matches!(
+        Model::load(d.join("nope.model"), tch::Kind::Double, tch::Device::Cpu),
+        Err(Error::Io { .. })
+    ));
     // truncated
     let p = d.join("truncated.model");
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(&p);
-    assert!(e.contains("truncated.model") && e.contains("truncated or corrupted"), "{e}");
+    assert!(
+        e.contains("truncated.model") && e.contains("truncated or corrupted"),
+        "{e}"
+    );
     // corrupted weights (flip bytes at the end of the data)
     let p = d.join("corrupt.model");
     let mut c = bytes.clone();
@@ -73,7 +87,10 @@ fn bad_files_give_clear_errors() {
     let p = d.join("notes.txt");
     std::fs::write(&p, "pair_style eam\npair_coeff * * Cu_u3.eam\n").unwrap();
     let e = load_err(&p);
-    assert!(e.contains("notes.txt") && e.contains("not a model file"), "{e}");
+    assert!(
+        e.contains("notes.txt") && e.contains("not a model file"),
+        "{e}"
+    );
     // an empty file
     let p = d.join("empty.model");
     std::fs::write(&p, b"").unwrap();
@@ -92,7 +109,8 @@ fn bad_files_give_clear_errors() {
     // a safetensors file that is not a model
     let p = d.join("plain.safetensors");
     let data = vec![0u8; 8];
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &data).unwrap();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &data).unwrap();
     safetensors::tensor::serialize_to_file(vec![("w", view)], &None, &p).unwrap();
     let e = load_err(&p);
     assert!(e.contains("not a hydragnn-rs model"), "{e}");
@@ -109,14 +127,24 @@ fn bad_structures_give_clear_errors() {
     let mut s = random_periodic(5, 1);
     s.numbers[2] = 79;
     let e = m.compute(&s, Request::EFV).unwrap_err().to_string();
-    assert!(e.contains("atom 2") && e.contains("Au") && e.contains("Cu, Ni, O"), "{e}");
+    assert!(
+        e.contains("atom 2") && e.contains("Au") && e.contains("Cu, Ni, O"),
+        "{e}"
+    );
     let mut s = random_periodic(5, 1);
     s.cell[2] = s.cell[0];
     let e = m.compute(&s, Request::EFV).unwrap_err().to_string();
     assert!(e.contains("zero volume"), "{e}");
     let s = mlip::Structure::molecule(vec![[0.0; 3], [0.0; 3]], vec![29, 29]).unwrap();
     let nl_edges = (vec![0usize, 1], vec![1usize, 0]);
-    let g = mlip::GraphInput { n_local: 2, positions: &s.positions, numbers: &s.numbers, centers: &nl_edges.0, neighbors: &nl_edges.1, shifts: None };
+    let g = mlip::GraphInput {
+        n_local: 2,
+        positions: &s.positions,
+        numbers: &s.numbers,
+        centers: &nl_edges.0,
+        neighbors: &nl_edges.1,
+        shifts: None,
+    };
     let e = m.compute_graph(&g, Request::EFV).unwrap_err().to_string();
     assert!(e.contains("same position"), "{e}");
 }

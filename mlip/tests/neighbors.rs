@@ -12,7 +12,11 @@ use std::collections::BTreeSet;
 type Edge = (usize, usize, [i32; 3]);
 
 fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
 }
 fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
@@ -47,7 +51,10 @@ fn edge_vec(s: &Structure, i: usize, j: usize, sh: [i32; 3]) -> [f64; 3] {
     let (pi, pj, c) = (s.positions[i], s.positions[j], &s.cell);
     let mut r = [0.0; 3];
     for x in 0..3 {
-        r[x] = (pj[x] - pi[x]) + sh[0] as f64 * c[0][x] + sh[1] as f64 * c[1][x] + sh[2] as f64 * c[2][x];
+        r[x] = (pj[x] - pi[x])
+            + sh[0] as f64 * c[0][x]
+            + sh[1] as f64 * c[1][x]
+            + sh[2] as f64 * c[2][x];
     }
     r
 }
@@ -57,7 +64,11 @@ fn edge_vec(s: &Structure, i: usize, j: usize, sh: [i32; 3]) -> [f64; 3] {
 /// zero); since |r · g_k| <= |r| / h_k, shift k lies within cutoff / h_k of -Δf_k.
 fn brute_force(s: &Structure, cutoff: f64, full: &[[f64; 3]; 3]) -> BTreeSet<Edge> {
     let (g, h) = reciprocal(full);
-    let frac: Vec<[f64; 3]> = s.positions.iter().map(|&p| [dot(p, g[0]), dot(p, g[1]), dot(p, g[2])]).collect();
+    let frac: Vec<[f64; 3]> = s
+        .positions
+        .iter()
+        .map(|&p| [dot(p, g[0]), dot(p, g[1]), dot(p, g[2])])
+        .collect();
     let mut out = BTreeSet::new();
     for i in 0..s.len() {
         for j in 0..s.len() {
@@ -92,24 +103,39 @@ fn checked_set(s: &Structure, nl: &NeighborList, cutoff: f64) -> BTreeSet<Edge> 
     assert_eq!(nl.neighbors.len(), nl.len());
     assert_eq!(nl.shifts.len(), nl.len());
     assert_eq!(nl.is_empty(), nl.centers.is_empty());
-    let edges: Vec<Edge> = (0..nl.len()).map(|e| (nl.centers[e], nl.neighbors[e], nl.shifts[e])).collect();
+    let edges: Vec<Edge> = (0..nl.len())
+        .map(|e| (nl.centers[e], nl.neighbors[e], nl.shifts[e]))
+        .collect();
     // Strictly sorted by (center, neighbor, shift): deterministic, no duplicates.
-    assert!(edges.windows(2).all(|w| w[0] < w[1]), "edges not strictly sorted");
+    assert!(
+        edges.windows(2).all(|w| w[0] < w[1]),
+        "edges not strictly sorted"
+    );
     let vecs = nl.edge_vectors(s);
     assert_eq!(vecs.len(), nl.len());
     for (e, &(i, j, sh)) in edges.iter().enumerate() {
         for (k, (&p, &x)) in s.pbc.iter().zip(&sh).enumerate() {
-            assert!(p || x == 0, "non-zero shift along non-periodic direction {k}");
+            assert!(
+                p || x == 0,
+                "non-zero shift along non-periodic direction {k}"
+            );
         }
         let r = edge_vec(s, i, j, sh);
         assert_eq!(vecs[e], r);
         let r2 = dot(r, r);
-        assert!(r2 > 0.0 && r2 < cutoff * cutoff, "edge {e} has |r| = {} (cutoff {cutoff})", r2.sqrt());
+        assert!(
+            r2 > 0.0 && r2 < cutoff * cutoff,
+            "edge {e} has |r| = {} (cutoff {cutoff})",
+            r2.sqrt()
+        );
     }
     let set: BTreeSet<Edge> = edges.into_iter().collect();
     // Full list: every edge has its reverse.
     for &(i, j, sh) in &set {
-        assert!(set.contains(&(j, i, [-sh[0], -sh[1], -sh[2]])), "missing reverse of ({i}, {j}, {sh:?})");
+        assert!(
+            set.contains(&(j, i, [-sh[0], -sh[1], -sh[2]])),
+            "missing reverse of ({i}, {j}, {sh:?})"
+        );
     }
     set
 }
@@ -132,7 +158,12 @@ fn assert_matches_brute_force(s: &Structure, cutoff: f64, full: &[[f64; 3]; 3]) 
 
 /// fcc conventional cell (4 atoms), lattice constant `a`.
 fn fcc(a: f64) -> Structure {
-    let f = [[0.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]];
+    let f = [
+        [0.0, 0.0, 0.0],
+        [0.0, 0.5, 0.5],
+        [0.5, 0.0, 0.5],
+        [0.5, 0.5, 0.0],
+    ];
     let positions = f.iter().map(|p| [p[0] * a, p[1] * a, p[2] * a]).collect();
     let cell = [[a, 0.0, 0.0], [0.0, a, 0.0], [0.0, 0.0, a]];
     Structure::new(positions, vec![29; 4], cell, [true; 3]).unwrap()
@@ -156,14 +187,22 @@ fn fcc_copper_shell_counts() {
     let prim = Structure::new(
         vec![[0.3, -0.2, 0.1]],
         vec![29],
-        [[0.0, a / 2.0, a / 2.0], [a / 2.0, 0.0, a / 2.0], [a / 2.0, a / 2.0, 0.0]],
+        [
+            [0.0, a / 2.0, a / 2.0],
+            [a / 2.0, 0.0, a / 2.0],
+            [a / 2.0, a / 2.0, 0.0],
+        ],
         [true; 3],
     )
     .unwrap();
     for s in [fcc(a), fcc(a).supercell([3, 2, 2]), prim] {
         for (cutoff, want) in [(3.0, 12), (3.7, 18), (5.0, 42)] {
             let nl = neighbor_list(&s, cutoff).unwrap();
-            assert!(counts_per_atom(&s, &nl).iter().all(|&c| c == want), "cutoff {cutoff}: {:?}", counts_per_atom(&s, &nl));
+            assert!(
+                counts_per_atom(&s, &nl).iter().all(|&c| c == want),
+                "cutoff {cutoff}: {:?}",
+                counts_per_atom(&s, &nl)
+            );
             assert_matches_brute_force(&s, cutoff, &s.cell);
         }
     }
@@ -179,25 +218,51 @@ fn one_atom_unit_cube_counts_its_images() {
     assert!(nl.centers.iter().chain(&nl.neighbors).all(|&i| i == 0));
     assert_matches_brute_force(&s, 2.5, &IDENTITY);
     // In a plane: 4 + 4 + 4 + 8 = 20; along a line: 2 * 2 = 4.
-    assert_eq!(neighbor_list(&mk([true, true, false]), 2.5).unwrap().len(), 20);
-    assert_eq!(neighbor_list(&mk([false, true, false]), 2.5).unwrap().len(), 4);
+    assert_eq!(
+        neighbor_list(&mk([true, true, false]), 2.5).unwrap().len(),
+        20
+    );
+    assert_eq!(
+        neighbor_list(&mk([false, true, false]), 2.5).unwrap().len(),
+        4
+    );
     assert_eq!(neighbor_list(&mk([false; 3]), 2.5).unwrap().len(), 0);
 }
 
 #[test]
 fn molecule_with_zero_cell() {
     // Water plus a far-away atom (the bounding box must not blow up the bin grid).
-    let positions = vec![[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.2400, 0.9266, 0.0], [1.0e4, -3.0e4, 2.0e4]];
+    let positions = vec![
+        [0.0, 0.0, 0.0],
+        [0.9572, 0.0, 0.0],
+        [-0.2400, 0.9266, 0.0],
+        [1.0e4, -3.0e4, 2.0e4],
+    ];
     let s = Structure::molecule(positions, vec![8, 1, 1, 1]).unwrap();
     let nl = neighbor_list(&s, 1.2).unwrap();
     let set = checked_set(&s, &nl, 1.2);
-    let want: BTreeSet<Edge> = [(0, 1, [0; 3]), (0, 2, [0; 3]), (1, 0, [0; 3]), (2, 0, [0; 3])].into_iter().collect();
+    let want: BTreeSet<Edge> = [
+        (0, 1, [0; 3]),
+        (0, 2, [0; 3]),
+        (1, 0, [0; 3]),
+        (2, 0, [0; 3]),
+    ]
+    .into_iter()
+    .collect();
     assert_eq!(set, want);
     assert_eq!(neighbor_list(&s, 2.0).unwrap().len(), 6);
     assert_matches_brute_force(&s, 2.0, &IDENTITY);
     // A random cluster.
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let positions: Vec<[f64; 3]> = (0..200).map(|_| [rng.gen_range(-8.0..8.0), rng.gen_range(-8.0..8.0), rng.gen_range(-3.0..3.0)]).collect();
+    let positions: Vec<[f64; 3]> = (0..200)
+        .map(|_| {
+            [
+                rng.gen_range(-8.0..8.0),
+                rng.gen_range(-8.0..8.0),
+                rng.gen_range(-3.0..3.0),
+            ]
+        })
+        .collect();
     let s = Structure::molecule(positions, vec![6; 200]).unwrap();
     assert_matches_brute_force(&s, 2.7, &IDENTITY);
 }
@@ -208,9 +273,25 @@ fn slab_with_zero_out_of_plane_cell_vector() {
     let a = [4.0, 0.0, 0.0];
     let b = [3.0, 2.5, 0.4];
     let full = [a, b, [0.0, -0.3, 1.0]];
-    let positions: Vec<[f64; 3]> =
-        (0..40).map(|_| cart([rng.gen_range(-1.0..2.0), rng.gen_range(-1.0..2.0), rng.gen_range(-6.0..6.0)], &full)).collect();
-    let s = Structure::new(positions, vec![6; 40], [a, b, [0.0; 3]], [true, true, false]).unwrap();
+    let positions: Vec<[f64; 3]> = (0..40)
+        .map(|_| {
+            cart(
+                [
+                    rng.gen_range(-1.0..2.0),
+                    rng.gen_range(-1.0..2.0),
+                    rng.gen_range(-6.0..6.0),
+                ],
+                &full,
+            )
+        })
+        .collect();
+    let s = Structure::new(
+        positions,
+        vec![6; 40],
+        [a, b, [0.0; 3]],
+        [true, true, false],
+    )
+    .unwrap();
     assert_matches_brute_force(&s, 3.5, &full);
 }
 
@@ -222,8 +303,16 @@ fn unwrapped_positions_give_the_same_edge_vectors() {
     let mut moved = s.clone();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     for p in moved.positions.iter_mut() {
-        let n = [rng.gen_range(-5..=5) as f64, rng.gen_range(-5..=5) as f64, rng.gen_range(-5..=5) as f64];
-        *p = [p[0] + cart(n, &s.cell)[0], p[1] + cart(n, &s.cell)[1], p[2] + cart(n, &s.cell)[2]];
+        let n = [
+            rng.gen_range(-5..=5) as f64,
+            rng.gen_range(-5..=5) as f64,
+            rng.gen_range(-5..=5) as f64,
+        ];
+        *p = [
+            p[0] + cart(n, &s.cell)[0],
+            p[1] + cart(n, &s.cell)[1],
+            p[2] + cart(n, &s.cell)[2],
+        ];
     }
     let unwrapped = neighbor_list(&moved, 4.0).unwrap();
     assert_eq!(unwrapped.len(), wrapped.len());
@@ -232,12 +321,21 @@ fn unwrapped_positions_give_the_same_edge_vectors() {
         let mut k: Vec<(usize, usize, [i64; 3])> = v
             .iter()
             .enumerate()
-            .map(|(e, r)| (nl.centers[e], nl.neighbors[e], r.map(|x| (x * 1e6).round() as i64)))
+            .map(|(e, r)| {
+                (
+                    nl.centers[e],
+                    nl.neighbors[e],
+                    r.map(|x| (x * 1e6).round() as i64),
+                )
+            })
             .collect();
         k.sort();
         k
     };
-    assert_eq!(key(wrapped.edge_vectors(&s), &wrapped), key(unwrapped.edge_vectors(&moved), &unwrapped));
+    assert_eq!(
+        key(wrapped.edge_vectors(&s), &wrapped),
+        key(unwrapped.edge_vectors(&moved), &unwrapped)
+    );
     assert_matches_brute_force(&moved, 4.0, &moved.cell);
 }
 
@@ -252,10 +350,16 @@ fn invalid_cutoff_and_structure_are_errors() {
     }
     let mut bad = s.clone();
     bad.positions[2][1] = f64::NAN;
-    assert!(matches!(neighbor_list(&bad, 3.0), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        neighbor_list(&bad, 3.0),
+        Err(Error::InvalidInput(_))
+    ));
     let mut flat = s.clone();
     flat.cell[2] = [0.0; 3];
-    assert!(matches!(neighbor_list(&flat, 3.0), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        neighbor_list(&flat, 3.0),
+        Err(Error::InvalidInput(_))
+    ));
 }
 
 #[test]
@@ -271,8 +375,18 @@ fn large_structures_on_the_parallel_path_match_brute_force() {
     let cell = [[16.0, 0.0, 0.0], [7.0, 14.0, 0.0], [-4.0, 3.0, 15.0]];
     for pbc in [[true; 3], [true, false, true], [false, false, true]] {
         let n = 1050;
-        let positions: Vec<[f64; 3]> =
-            (0..n).map(|_| cart([rng.gen_range(-0.5..1.5), rng.gen_range(0.0..1.0), rng.gen_range(-1.0..1.0)], &cell)).collect();
+        let positions: Vec<[f64; 3]> = (0..n)
+            .map(|_| {
+                cart(
+                    [
+                        rng.gen_range(-0.5..1.5),
+                        rng.gen_range(0.0..1.0),
+                        rng.gen_range(-1.0..1.0),
+                    ],
+                    &cell,
+                )
+            })
+            .collect();
         let s = Structure::new(positions, vec![14; n], cell, pbc).unwrap();
         assert_matches_brute_force(&s, 3.1, &cell);
     }
@@ -289,7 +403,11 @@ fn fcc_copper_4000_atoms() {
         nl = neighbor_list(&s, 5.0).unwrap();
         best = best.min(t.elapsed().as_secs_f64());
     }
-    println!("fcc Cu, 4000 atoms, cutoff 5 A: {} edges in {:.2} ms (best of 10)", nl.len(), best * 1e3);
+    println!(
+        "fcc Cu, 4000 atoms, cutoff 5 A: {} edges in {:.2} ms (best of 10)",
+        nl.len(),
+        best * 1e3
+    );
     assert_eq!(nl.len(), 4000 * 42);
     assert!(counts_per_atom(&s, &nl).iter().all(|&c| c == 42));
 }
@@ -297,15 +415,19 @@ fn fcc_copper_4000_atoms() {
 /// A random cell: lattice vector k has length scale L_k along axis k plus skew components of up
 /// to 1.5 L_k along the other axes.
 fn cell_strategy() -> impl Strategy<Value = [[f64; 3]; 3]> {
-    (prop::array::uniform3(0.7f64..7.0), prop::array::uniform3(prop::array::uniform3(-1.5f64..1.5))).prop_map(|(l, t)| {
-        let mut c = [[0.0; 3]; 3];
-        for k in 0..3 {
-            for x in 0..3 {
-                c[k][x] = if x == k { l[k] } else { t[k][x] * l[k] };
+    (
+        prop::array::uniform3(0.7f64..7.0),
+        prop::array::uniform3(prop::array::uniform3(-1.5f64..1.5)),
+    )
+        .prop_map(|(l, t)| {
+            let mut c = [[0.0; 3]; 3];
+            for k in 0..3 {
+                for x in 0..3 {
+                    c[k][x] = if x == k { l[k] } else { t[k][x] * l[k] };
+                }
             }
-        }
-        c
-    })
+            c
+        })
 }
 
 proptest! {

@@ -135,6 +135,21 @@ hgnn_status_t hgnn_model_load(const char *path,
                               const struct hgnn_options_t *options,
                               struct hgnn_model_t **model);
 
+// Chooses the evaluation path. `compress` = 1: the fast path (radial filters tabulated to
+// relative error `tolerance`, or the default 1e-8 when `tolerance` <= 0; fused kernels), where
+// the model's backbone has one, else the exact path; 0: the exact path (libtorch autograd).
+// Models load on the fast path unless the environment sets `HYDRAGNN_COMPRESS=0`. Not to be
+// called while an evaluation (`hgnn_eval_*`) of this model is in progress.
+hgnn_status_t hgnn_model_set_compress(struct hgnn_model_t *model,
+                                      int32_t compress,
+                                      double tolerance);
+
+// Which evaluation path runs, as JSON: `{"path": "fast" | "exact", "description": ...}` plus,
+// on the fast path, the tables' errors (`table_rel_error`, `table_abs_error`, ...) and the work
+// per edge and per atom; on the exact path the `reason`. Lives until the next
+// `hgnn_model_set_compress` or `hgnn_model_free`.
+hgnn_status_t hgnn_model_path(const struct hgnn_model_t *model, const char **json);
+
 // Frees a model (NULL is allowed).
 void hgnn_model_free(struct hgnn_model_t *model);
 

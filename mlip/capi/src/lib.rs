@@ -53,6 +53,7 @@ pub const HGNN_DTYPE_FLOAT64: i32 = 64;
 pub struct hgnn_model_t {
     model: Model,
     info: CString,
+    path: CString,
 }
 
 /// A layer-by-layer evaluation in progress (opaque). It refers to its model, which must outlive it.
@@ -172,7 +173,10 @@ fn wrap(f: impl FnOnce() -> Result<(), Fail>) -> hgnn_status_t {
             code
         }
         Err(p) => {
-            set_error(&format!("internal error (panic caught at the C ABI): {}", mlip::compute::panic_message(p.as_ref())));
+            set_error(&format!(
+                "internal error (panic caught at the C ABI): {}",
+                mlip::compute::panic_message(p.as_ref())
+            ));
             HGNN_ERROR_INTERNAL
         }
     }
@@ -211,7 +215,12 @@ pub extern "C" fn hgnn_version() -> *const c_char {
 /// Default options: CPU, float64, threads unchanged, first branch.
 #[no_mangle]
 pub extern "C" fn hgnn_options_default() -> hgnn_options_t {
-    hgnn_options_t { device: HGNN_DEVICE_CPU, dtype: HGNN_DTYPE_FLOAT64, num_threads: 0, branch: std::ptr::null() }
+    hgnn_options_t {
+        device: HGNN_DEVICE_CPU,
+        dtype: HGNN_DTYPE_FLOAT64,
+        num_threads: 0,
+        branch: std::ptr::null(),
+    }
 }
 
 /// Sets the number of libtorch intra-op threads for the process (also: `HYDRAGNN_NUM_THREADS`).
@@ -225,7 +234,11 @@ pub extern "C" fn hgnn_set_num_threads(n: i32) -> hgnn_status_t {
 /// release it with `hgnn_model_free`.
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_model_load(path: *const c_char, options: *const hgnn_options_t, model: *mut *mut hgnn_model_t) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_model_load(
+    path: *const c_char,
+    options: *const hgnn_options_t,
+    model: *mut *mut hgnn_model_t,
+) -> hgnn_status_t {
     wrap(|| {
         if path.is_null() {
             return Err(null("path"));
@@ -234,38 +247,153 @@ pub unsafe extern "C" fn hgnn_model_load(path: *const c_char, options: *const hg
             return Err(null("model"));
         }
         *model = std::ptr::null_mut();
-        let path = CStr::from_ptr(path).to_str().map_err(|_| arg("path is not valid UTF-8".into()))?;
-        let opts = if options.is_null() { hgnn_options_default() } else { *options };
+        let path = CStr::from_ptr(path)
+            .to_str()
+            .map_err(|_| arg("path is not valid UTF-8".into()))?;
+        let opts = if options.is_null() {
+            hgnn_options_default()
+        } else {
+            *options
+        };
         let kind = match opts.dtype {
             HGNN_DTYPE_FLOAT32 => tch::Kind::Float,
             HGNN_DTYPE_FLOAT64 => tch::Kind::Double,
-            d => return Err(arg(format!("dtype must be HGNN_DTYPE_FLOAT32 (32) or HGNN_DTYPE_FLOAT64 (64), got {d}"))),
+            d => {
+                return Err(arg(format!(
+                    "dtype must be HGNN_DTYPE_FLOAT32 (32) or HGNN_DTYPE_FLOAT64 (64), got {d}"
+                )))
+            }
         };
         let device = match opts.device {
             HGNN_DEVICE_CPU => tch::Device::Cpu,
             HGNN_DEVICE_CUDA => {
                 if !tch::Cuda::is_available() {
-                    return Err(arg("device cuda requested but no CUDA device is available".into()));
+                    return Err(arg(
+                        "device cuda requested but no CUDA device is available".into()
+                    ));
                 }
                 tch::Device::Cuda(0)
             }
-            d => return Err(arg(format!("device must be HGNN_DEVICE_CPU (0) or HGNN_DEVICE_CUDA (1), got {d}"))),
+            d => {
+                return Err(arg(format!(
+                    "device must be HGNN_DEVICE_CPU (0) or HGNN_DEVICE_CUDA (1), got {d}"
+                )))
+            }
         };
         if opts.num_threads > 0 {
             mlip::compute::set_num_threads(opts.num_threads)?;
         } else if opts.num_threads == 0 {
             mlip::compute::threads_from_env()?;
         } else {
-            return Err(arg(format!("num_threads must be >= 0, got {}", opts.num_threads)));
+            return Err(arg(format!(
+                "num_threads must be >= 0, got {}",
+                opts.num_threads
+            )));
         }
         let mut m = mlip::compute::guarded(|| Model::load(path, kind, device))?;
         if !opts.branch.is_null() {
-            let b = CStr::from_ptr(opts.branch).to_str().map_err(|_| arg("branch is not valid UTF-8".into()))?;
+            let b = CStr::from_ptr(opts.branch)
+                .to_str()
+                .map_err(|_| arg("branch is not valid UTF-8".into()))?;
             m.set_branch(b)?;
         }
-        let info = m.metadata.get("info").cloned().unwrap_or_else(|| "{}".into());
+        let info = m
+            .metadata
+            .get("info")
+            .cloned()
+            .unwrap_or_else(|| "{}".into());
         let info = CString::new(info).map_err(|_| arg("model info contains a NUL byte".into()))?;
-        *model = Box::into_raw(Box::new(hgnn_model_t { model: m, info }));
+        let compress = match std::env::var("HYDRAGNN_COMPRESS").as_deref().map(str::trim) {
+            Err(_) | Ok("") | Ok("1") | Ok("yes") | Ok("on") => true,
+            Ok("0") | Ok("no") | Ok("off") => false,
+            Ok(v) => return Err(arg(format!("HYDRAGNN_COMPRESS='{v}' must be yes/no (1/0)"))),
+        };
+        let mut h = hgnn_model_t {
+            model: m,
+            info,
+            path: CString::default(),
+        };
+        select_path(&mut h, compress, mlip::fast::DEFAULT_TOLERANCE)?;
+        *model = Box::into_raw(Box::new(h));
+        Ok(())
+    })
+}
+
+/// Turns the fast path on (where the backbone has one) or off, and records which path runs.
+fn select_path(h: &mut hgnn_model_t, compress: bool, tol: f64) -> Result<(), Fail> {
+    let desc = if compress && h.model.device() != tch::Device::Cpu {
+        h.model.disable_fast();
+        let why = "the fast path runs on the CPU; on a GPU the model runs in libtorch";
+        serde_json::json!({"path": "exact", "reason": why, "description": format!("exact path (autograd): {why}")})
+    } else if compress {
+        match h.model.enable_fast(tol) {
+            Ok(i) => serde_json::json!({
+                "path": "fast",
+                "table_tolerance": tol,
+                "table_rel_error": i.rel_error,
+                "table_abs_error": i.abs_error,
+                "table_abs_error_derivative": i.abs_error_deriv,
+                "table_spacing": i.spacing,
+                "table_bytes": i.table_bytes,
+                "flops_per_edge": i.flops_per_edge,
+                "flops_per_atom": i.flops_per_node,
+                "description": i.describe(),
+            }),
+            Err(mlip::Error::InvalidInput(why)) => {
+                h.model.disable_fast();
+                serde_json::json!({"path": "exact", "reason": why, "description": format!("exact path (autograd): {why}")})
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        h.model.disable_fast();
+        serde_json::json!({"path": "exact", "reason": "compression off", "description": "exact path (autograd): compression turned off"})
+    };
+    h.path = CString::new(desc.to_string())
+        .map_err(|_| arg("path description contains a NUL byte".into()))?;
+    Ok(())
+}
+
+/// Chooses the evaluation path. `compress` = 1: the fast path (radial filters tabulated to
+/// relative error `tolerance`, or the default 1e-8 when `tolerance` <= 0; fused kernels), where
+/// the model's backbone has one, else the exact path; 0: the exact path (libtorch autograd).
+/// Models load on the fast path unless the environment sets `HYDRAGNN_COMPRESS=0`. Not to be
+/// called while an evaluation (`hgnn_eval_*`) of this model is in progress.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn hgnn_model_set_compress(
+    model: *mut hgnn_model_t,
+    compress: i32,
+    tolerance: f64,
+) -> hgnn_status_t {
+    wrap(|| {
+        let h = model.as_mut().ok_or_else(|| null("model"))?;
+        let tol = if tolerance > 0.0 {
+            tolerance
+        } else {
+            mlip::fast::DEFAULT_TOLERANCE
+        };
+        if !(tol < 1e-2) {
+            return Err(arg(format!(
+                "tolerance must be below 1e-2, got {tolerance}"
+            )));
+        }
+        select_path(h, compress != 0, tol)
+    })
+}
+
+/// Which evaluation path runs, as JSON: `{"path": "fast" | "exact", "description": ...}` plus,
+/// on the fast path, the tables' errors (`table_rel_error`, `table_abs_error`, ...) and the work
+/// per edge and per atom; on the exact path the `reason`. Lives until the next
+/// `hgnn_model_set_compress` or `hgnn_model_free`.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn hgnn_model_path(
+    model: *const hgnn_model_t,
+    json: *mut *const c_char,
+) -> hgnn_status_t {
+    wrap(|| {
+        *out(json, "json")? = model_ref(model)?.path.as_ptr();
         Ok(())
     })
 }
@@ -289,7 +417,10 @@ unsafe fn out<'a, T>(p: *mut T, what: &str) -> Result<&'a mut T, Fail> {
 /// The model's cutoff radius (Å).
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_model_cutoff(model: *const hgnn_model_t, cutoff: *mut f64) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_model_cutoff(
+    model: *const hgnn_model_t,
+    cutoff: *mut f64,
+) -> hgnn_status_t {
     wrap(|| {
         *out(cutoff, "cutoff")? = model_ref(model)?.model.cutoff();
         Ok(())
@@ -299,7 +430,10 @@ pub unsafe extern "C" fn hgnn_model_cutoff(model: *const hgnn_model_t, cutoff: *
 /// The number of message-passing layers.
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_model_num_layers(model: *const hgnn_model_t, num_layers: *mut i32) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_model_num_layers(
+    model: *const hgnn_model_t,
+    num_layers: *mut i32,
+) -> hgnn_status_t {
     wrap(|| {
         *out(num_layers, "num_layers")? = model_ref(model)?.model.num_layers() as i32;
         Ok(())
@@ -309,7 +443,10 @@ pub unsafe extern "C" fn hgnn_model_num_layers(model: *const hgnn_model_t, num_l
 /// The number of species (elements) the model knows.
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_model_num_species(model: *const hgnn_model_t, num_species: *mut i32) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_model_num_species(
+    model: *const hgnn_model_t,
+    num_species: *mut i32,
+) -> hgnn_status_t {
     wrap(|| {
         *out(num_species, "num_species")? = model_ref(model)?.model.species().len() as i32;
         Ok(())
@@ -319,11 +456,18 @@ pub unsafe extern "C" fn hgnn_model_num_species(model: *const hgnn_model_t, num_
 /// Writes the model's atomic numbers into `atomic_numbers` (room for `capacity` values).
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_model_species(model: *const hgnn_model_t, atomic_numbers: *mut i32, capacity: i32) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_model_species(
+    model: *const hgnn_model_t,
+    atomic_numbers: *mut i32,
+    capacity: i32,
+) -> hgnn_status_t {
     wrap(|| {
         let sp = model_ref(model)?.model.species();
         if (capacity as i64) < sp.len() as i64 {
-            return Err(arg(format!("capacity {capacity} is smaller than the number of species {}", sp.len())));
+            return Err(arg(format!(
+                "capacity {capacity} is smaller than the number of species {}",
+                sp.len()
+            )));
         }
         if atomic_numbers.is_null() {
             return Err(null("atomic_numbers"));
@@ -337,11 +481,18 @@ pub unsafe extern "C" fn hgnn_model_species(model: *const hgnn_model_t, atomic_n
 /// size of one atom's message in the ghost exchange of `hgnn_eval_*`.
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_model_feature_width(model: *const hgnn_model_t, layer: i32, width: *mut i32) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_model_feature_width(
+    model: *const hgnn_model_t,
+    layer: i32,
+    width: *mut i32,
+) -> hgnn_status_t {
     wrap(|| {
         let m = &model_ref(model)?.model;
         if layer < 0 || layer as usize > m.num_layers() {
-            return Err(arg(format!("layer {layer} is outside 0..={}", m.num_layers())));
+            return Err(arg(format!(
+                "layer {layer} is outside 0..={}",
+                m.num_layers()
+            )));
         }
         *out(width, "width")? = m.backbone().width(layer as usize) as i32;
         Ok(())
@@ -352,7 +503,10 @@ pub unsafe extern "C" fn hgnn_model_feature_width(model: *const hgnn_model_t, la
 /// the string lives as long as the model.
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_model_info(model: *const hgnn_model_t, json: *mut *const c_char) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_model_info(
+    model: *const hgnn_model_t,
+    json: *mut *const c_char,
+) -> hgnn_status_t {
     wrap(|| {
         *out(json, "json")? = model_ref(model)?.info.as_ptr();
         Ok(())
@@ -366,17 +520,29 @@ unsafe fn structure(s: &hgnn_structure_t, k: usize) -> Result<Structure, Fail> {
     let c = s.cell;
     let cell = [[c[0], c[1], c[2]], [c[3], c[4], c[5]], [c[6], c[7], c[8]]];
     let pbc = s.pbc.map(|p| p != 0);
-    Structure::new(as_vec3(pos), z.to_vec(), cell, pbc).map_err(|e| Fail::from(if k == usize::MAX { e } else { e.in_structure(k, usize::MAX) }))
+    Structure::new(as_vec3(pos), z.to_vec(), cell, pbc).map_err(|e| {
+        Fail::from(if k == usize::MAX {
+            e
+        } else {
+            e.in_structure(k, usize::MAX)
+        })
+    })
 }
 
 fn request(r: &hgnn_results_t) -> Request {
-    Request { forces: !r.forces.is_null(), virial: !r.virial.is_null(), energies: !r.energies.is_null(), virials: !r.virials.is_null() }
+    Request {
+        forces: !r.forces.is_null(),
+        virial: !r.virial.is_null(),
+        energies: !r.energies.is_null(),
+        virials: !r.virials.is_null(),
+    }
 }
 
 unsafe fn write_results(src: &Results, dst: &mut hgnn_results_t, n_total: usize, n_local: usize) {
     dst.energy = src.energy;
     if !dst.forces.is_null() {
-        std::slice::from_raw_parts_mut(dst.forces, 3 * n_total).copy_from_slice(src.forces.as_flattened());
+        std::slice::from_raw_parts_mut(dst.forces, 3 * n_total)
+            .copy_from_slice(src.forces.as_flattened());
     }
     if !dst.virial.is_null() {
         std::slice::from_raw_parts_mut(dst.virial, 9).copy_from_slice(src.virial.as_flattened());
@@ -385,7 +551,11 @@ unsafe fn write_results(src: &Results, dst: &mut hgnn_results_t, n_total: usize,
         std::slice::from_raw_parts_mut(dst.energies, n_local).copy_from_slice(&src.energies);
     }
     if !dst.virials.is_null() {
-        let flat: Vec<f64> = src.virials.iter().flat_map(|m| m.as_flattened().iter().copied()).collect();
+        let flat: Vec<f64> = src
+            .virials
+            .iter()
+            .flat_map(|m| m.as_flattened().iter().copied())
+            .collect();
         std::slice::from_raw_parts_mut(dst.virials, 9 * n_total).copy_from_slice(&flat);
     }
 }
@@ -393,7 +563,11 @@ unsafe fn write_results(src: &Results, dst: &mut hgnn_results_t, n_total: usize,
 /// Energy (and the requested forces, virial, per-atom energies and virials) of one structure.
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_compute(model: *const hgnn_model_t, structure: *const hgnn_structure_t, results: *mut hgnn_results_t) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_compute(
+    model: *const hgnn_model_t,
+    structure: *const hgnn_structure_t,
+    results: *mut hgnn_results_t,
+) -> hgnn_status_t {
     hgnn_compute_batch(model, 1, structure, results)
 }
 
@@ -413,12 +587,22 @@ pub unsafe extern "C" fn hgnn_compute_batch(
         if results.is_null() && n > 0 {
             return Err(null("results"));
         }
-        let rs = if n > 0 { std::slice::from_raw_parts_mut(results, n) } else { &mut [] };
+        let rs = if n > 0 {
+            std::slice::from_raw_parts_mut(results, n)
+        } else {
+            &mut []
+        };
         let tag = |k: usize| if n == 1 { usize::MAX } else { k };
-        let parsed = ss.iter().enumerate().map(|(k, s)| structure(s, tag(k))).collect::<Result<Vec<_>, _>>()?;
+        let parsed = ss
+            .iter()
+            .enumerate()
+            .map(|(k, s)| structure(s, tag(k)))
+            .collect::<Result<Vec<_>, _>>()?;
         let req = rs.first().map(request).unwrap_or(Request::ENERGY);
         if rs.iter().any(|r| request(r) != req) {
-            return Err(arg("every results entry of a batch must request the same quantities".into()));
+            return Err(arg(
+                "every results entry of a batch must request the same quantities".into(),
+            ));
         }
         let out = m.compute_batch(&parsed, req)?;
         for ((r, s), dst) in out.iter().zip(&parsed).zip(rs.iter_mut()) {
@@ -428,7 +612,18 @@ pub unsafe extern "C" fn hgnn_compute_batch(
     })
 }
 
-unsafe fn graph_input(g: &hgnn_graph_t) -> Result<(GraphInput<'static>, Vec<[f64; 3]>, Vec<usize>, Vec<usize>, Option<Vec<[f64; 3]>>), Fail> {
+unsafe fn graph_input(
+    g: &hgnn_graph_t,
+) -> Result<
+    (
+        GraphInput<'static>,
+        Vec<[f64; 3]>,
+        Vec<usize>,
+        Vec<usize>,
+        Option<Vec<[f64; 3]>>,
+    ),
+    Fail,
+> {
     let n = count(g.n_total, "n_total")?;
     let nl = count(g.n_local, "n_local")?;
     if nl > n {
@@ -441,12 +636,18 @@ unsafe fn graph_input(g: &hgnn_graph_t) -> Result<(GraphInput<'static>, Vec<[f64
         slice(p, ne, what)?
             .iter()
             .enumerate()
-            .map(|(e, &i)| usize::try_from(i).map_err(|_| arg(format!("{what}[{e}] = {i} is negative"))))
+            .map(|(e, &i)| {
+                usize::try_from(i).map_err(|_| arg(format!("{what}[{e}] = {i} is negative")))
+            })
             .collect()
     };
     let centers = idx(g.centers, "centers")?;
     let neighbors = idx(g.neighbors, "neighbors")?;
-    let shifts = if g.shifts.is_null() { None } else { Some(as_vec3(slice(g.shifts, 3 * ne, "shifts")?)) };
+    let shifts = if g.shifts.is_null() {
+        None
+    } else {
+        Some(as_vec3(slice(g.shifts, 3 * ne, "shifts")?))
+    };
     // The GraphInput borrows the vectors returned alongside it; callers keep them alive.
     let gi = GraphInput {
         n_local: nl,
@@ -454,7 +655,9 @@ unsafe fn graph_input(g: &hgnn_graph_t) -> Result<(GraphInput<'static>, Vec<[f64
         numbers: z,
         centers: std::mem::transmute::<&[usize], &'static [usize]>(centers.as_slice()),
         neighbors: std::mem::transmute::<&[usize], &'static [usize]>(neighbors.as_slice()),
-        shifts: shifts.as_ref().map(|s| std::mem::transmute::<&[[f64; 3]], &'static [[f64; 3]]>(s.as_slice())),
+        shifts: shifts
+            .as_ref()
+            .map(|s| std::mem::transmute::<&[[f64; 3]], &'static [[f64; 3]]>(s.as_slice())),
     };
     Ok((gi, pos, centers, neighbors, shifts))
 }
@@ -462,7 +665,11 @@ unsafe fn graph_input(g: &hgnn_graph_t) -> Result<(GraphInput<'static>, Vec<[f64
 /// Energy etc. of a caller-supplied graph in one pass (no exchange between layers).
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_compute_graph(model: *const hgnn_model_t, graph: *const hgnn_graph_t, results: *mut hgnn_results_t) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_compute_graph(
+    model: *const hgnn_model_t,
+    graph: *const hgnn_graph_t,
+    results: *mut hgnn_results_t,
+) -> hgnn_status_t {
     wrap(|| {
         let m = &model_ref(model)?.model;
         let g = graph.as_ref().ok_or_else(|| null("graph"))?;
@@ -478,7 +685,11 @@ pub unsafe extern "C" fn hgnn_compute_graph(model: *const hgnn_model_t, graph: *
 /// graph's arrays are copied; `model` must outlive the evaluation. Free with `hgnn_eval_free`.
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_eval_begin(model: *const hgnn_model_t, graph: *const hgnn_graph_t, eval: *mut *mut hgnn_eval_t) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_eval_begin(
+    model: *const hgnn_model_t,
+    graph: *const hgnn_graph_t,
+    eval: *mut *mut hgnn_eval_t,
+) -> hgnn_status_t {
     wrap(|| {
         let m: &'static Model = &model_ref(model)?.model;
         let g = graph.as_ref().ok_or_else(|| null("graph"))?;
@@ -532,7 +743,12 @@ unsafe fn eval_buffer(
 /// ghost rows (copies of their owners' rows).
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_eval_features(eval: *mut hgnn_eval_t, layer: i32, data: *mut *mut f64, width: *mut i32) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_eval_features(
+    eval: *mut hgnn_eval_t,
+    layer: i32,
+    data: *mut *mut f64,
+    width: *mut i32,
+) -> hgnn_status_t {
     eval_buffer(eval, layer, data, width, |e, l| e.features_mut(l))
 }
 
@@ -540,14 +756,22 @@ pub unsafe extern "C" fn hgnn_eval_features(eval: *mut hgnn_eval_t, layer: i32, 
 /// `hgnn_eval_backward_layer(layer)` the caller adds the ghost rows into their owners' rows.
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_eval_grads(eval: *mut hgnn_eval_t, layer: i32, data: *mut *mut f64, width: *mut i32) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_eval_grads(
+    eval: *mut hgnn_eval_t,
+    layer: i32,
+    data: *mut *mut f64,
+    width: *mut i32,
+) -> hgnn_status_t {
     eval_buffer(eval, layer, data, width, |e, l| e.grads_mut(l))
 }
 
 /// Runs layer `layer` forward (layers in order 0, 1, ...).
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_eval_forward_layer(eval: *mut hgnn_eval_t, layer: i32) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_eval_forward_layer(
+    eval: *mut hgnn_eval_t,
+    layer: i32,
+) -> hgnn_status_t {
     wrap(|| {
         let e = eval_mut(eval)?;
         let l = check_layer(layer, e.num_layers())?;
@@ -558,7 +782,10 @@ pub unsafe extern "C" fn hgnn_eval_forward_layer(eval: *mut hgnn_eval_t, layer: 
 /// After the last forward layer: per-atom energies and the energy of the local atoms.
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_eval_readout(eval: *mut hgnn_eval_t, energy: *mut f64) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_eval_readout(
+    eval: *mut hgnn_eval_t,
+    energy: *mut f64,
+) -> hgnn_status_t {
     wrap(|| {
         let e = eval_mut(eval)?;
         let v = e.readout()?;
@@ -572,7 +799,10 @@ pub unsafe extern "C" fn hgnn_eval_readout(eval: *mut hgnn_eval_t, energy: *mut 
 /// Runs layer `layer` backward (layers in order num_layers-1, ..., 0).
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_eval_backward_layer(eval: *mut hgnn_eval_t, layer: i32) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_eval_backward_layer(
+    eval: *mut hgnn_eval_t,
+    layer: i32,
+) -> hgnn_status_t {
     wrap(|| {
         let e = eval_mut(eval)?;
         let l = check_layer(layer, e.num_layers())?;
@@ -584,7 +814,10 @@ pub unsafe extern "C" fn hgnn_eval_backward_layer(eval: *mut hgnn_eval_t, layer:
 /// all n_total atoms, energies for local atoms).
 #[no_mangle]
 #[must_use]
-pub unsafe extern "C" fn hgnn_eval_results(eval: *mut hgnn_eval_t, results: *mut hgnn_results_t) -> hgnn_status_t {
+pub unsafe extern "C" fn hgnn_eval_results(
+    eval: *mut hgnn_eval_t,
+    results: *mut hgnn_results_t,
+) -> hgnn_status_t {
     wrap(|| {
         let e = eval_mut(eval)?;
         let r = out(results, "results")?;

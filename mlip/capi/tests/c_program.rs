@@ -10,7 +10,11 @@ fn c_program_uses_the_abi() {
     // target/<profile>/deps/<test> -> target/<profile>
     let exe = std::env::current_exe().unwrap();
     let libdir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    assert!(libdir.join("libhydragnn.so").exists(), "libhydragnn.so not found in {}", libdir.display());
+    assert!(
+        libdir.join("libhydragnn.so").exists(),
+        "libhydragnn.so not found in {}",
+        libdir.display()
+    );
     let tmp = std::env::temp_dir().join(format!("hgnn-capi-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let bin = tmp.join("test_capi");
@@ -25,9 +29,14 @@ fn c_program_uses_the_abi() {
         .arg(&bin)
         .output()
         .expect("gcc runs");
-    assert!(out.status.success(), "gcc failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "gcc failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let mut c = mlip::ModelConfig::small(mlip::model::config::MpnnType::SchNet, vec![29, 28, 8], 4.0);
+    let mut c =
+        mlip::ModelConfig::small(mlip::model::config::MpnnType::SchNet, vec![29, 28, 8], 4.0);
     c.num_conv_layers = 3;
     let m = mlip::Model::new(c, tch::Kind::Double, tch::Device::Cpu, 3).unwrap();
     let model = tmp.join("m.model");
@@ -38,9 +47,17 @@ fn c_program_uses_the_abi() {
     let corrupt = tmp.join("corrupt.model");
     std::fs::write(&corrupt, bytes).unwrap();
 
-    let out = Command::new(&bin).arg(&model).arg(&corrupt).output().unwrap();
+    let out = Command::new(&bin)
+        .arg(&model)
+        .arg(&corrupt)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "C test failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "C test failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("0 failure(s)"));
     std::fs::remove_dir_all(tmp).ok();
 }

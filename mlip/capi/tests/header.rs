@@ -4,7 +4,8 @@
 #[test]
 fn committed_header_matches_generated() {
     let dir = env!("CARGO_MANIFEST_DIR");
-    let config = cbindgen::Config::from_file(format!("{dir}/cbindgen.toml")).expect("cbindgen.toml");
+    let config =
+        cbindgen::Config::from_file(format!("{dir}/cbindgen.toml")).expect("cbindgen.toml");
     let mut buf = Vec::new();
     cbindgen::Builder::new()
         .with_crate(dir)

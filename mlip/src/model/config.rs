@@ -282,7 +282,8 @@ fn default_head_hidden() -> Vec<i64> {
 impl ModelConfig {
     /// Parses a JSON config, naming the offending key on error, and validates it.
     pub fn from_json(text: &str) -> Result<Self> {
-        let c: ModelConfig = serde_json::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let c: ModelConfig =
+            serde_json::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         c.validate()?;
         Ok(c)
     }
@@ -296,7 +297,11 @@ impl ModelConfig {
             num_conv_layers: 2,
             radius,
             num_radial: 16,
-            radial_type: if mpnn_type == MpnnType::PaiNN { RadialType::Bessel } else { RadialType::Gaussian },
+            radial_type: if mpnn_type == MpnnType::PaiNN {
+                RadialType::Bessel
+            } else {
+                RadialType::Gaussian
+            },
             envelope: Envelope::default(),
             activation_function: Activation::Silu,
             species,
@@ -332,7 +337,10 @@ impl ModelConfig {
             return bad("num_conv_layers must be >= 1".into());
         }
         if !(self.radius.is_finite() && self.radius > 0.0) {
-            return bad(format!("radius must be a positive number, got {}", self.radius));
+            return bad(format!(
+                "radius must be a positive number, got {}",
+                self.radius
+            ));
         }
         if self.num_radial < 1 {
             return bad(format!("num_radial must be >= 1, got {}", self.num_radial));
@@ -350,7 +358,11 @@ impl ModelConfig {
         }
         if let InputConfig::RawFeatures { features } = &self.input {
             if features.len() != self.species.len() {
-                return bad(format!("input.features has {} rows for {} species", features.len(), self.species.len()));
+                return bad(format!(
+                    "input.features has {} rows for {} species",
+                    features.len(),
+                    self.species.len()
+                ));
             }
             let w = features[0].len();
             if w == 0 || features.iter().any(|f| f.len() != w) {
@@ -368,7 +380,10 @@ impl ModelConfig {
         if self.mpnn_type != MpnnType::Egnn && self.egnn != EgnnOptions::default() {
             return bad("'egnn' options are set but mpnn_type is not EGNN".into());
         }
-        if self.mpnn_type == MpnnType::PaiNN && !self.painn.output_mlp && self.input_dim() != self.hidden_dim {
+        if self.mpnn_type == MpnnType::PaiNN
+            && !self.painn.output_mlp
+            && self.input_dim() != self.hidden_dim
+        {
             return bad(format!(
                 "PaiNN with input width {} != hidden_dim {} needs painn.output_mlp (a per-layer map to hidden_dim)",
                 self.input_dim(),
@@ -382,7 +397,9 @@ impl ModelConfig {
             if self.branches[..b].iter().any(|o| o.name == br.name) {
                 return bad(format!("branch name '{}' is used twice", br.name));
             }
-            if !br.reference_energies.is_empty() && br.reference_energies.len() != self.species.len() {
+            if !br.reference_energies.is_empty()
+                && br.reference_energies.len() != self.species.len()
+            {
                 return bad(format!(
                     "branches[{b}].reference_energies has {} values for {} species",
                     br.reference_energies.len(),
@@ -390,11 +407,17 @@ impl ModelConfig {
                 ));
             }
             if let Some(w) = br.shared_layers.iter().find(|&&w| w < 1) {
-                return bad(format!("branch '{}': shared_layers widths must be >= 1, got {w}", br.name));
+                return bad(format!(
+                    "branch '{}': shared_layers widths must be >= 1, got {w}",
+                    br.name
+                ));
             }
             for h in &br.output_heads {
                 if h.dim < 1 {
-                    return bad(format!("branch '{}' head '{}': dim must be >= 1", br.name, h.name));
+                    return bad(format!(
+                        "branch '{}' head '{}': dim must be >= 1",
+                        br.name, h.name
+                    ));
                 }
                 if h.pool_first && (h.kind != HeadKind::Graph || h.name == "energy") {
                     return bad(format!(
@@ -402,7 +425,9 @@ impl ModelConfig {
                         br.name, h.name
                     ));
                 }
-                if h.name == "energy" && (h.kind != HeadKind::Graph || h.dim != 1 || h.pooling != Pooling::Sum) {
+                if h.name == "energy"
+                    && (h.kind != HeadKind::Graph || h.dim != 1 || h.pooling != Pooling::Sum)
+                {
                     return bad(format!(
                         "branch '{}': the 'energy' head must be a graph head of dim 1 with sum pooling",
                         br.name

@@ -49,8 +49,14 @@ impl Egnn {
                 let f = dims[l];
                 dims.push(h);
                 let coord = (coords && l + 1 < nl).then(|| {
-                    let nobias = nn::LinearConfig { bias: false, ..Default::default() };
-                    (nn::linear(&p / "coord_mlp" / "0", h, h, Default::default()), nn::linear(&p / "coord_mlp" / "1", h, 1, nobias))
+                    let nobias = nn::LinearConfig {
+                        bias: false,
+                        ..Default::default()
+                    };
+                    (
+                        nn::linear(&p / "coord_mlp" / "0", h, h, Default::default()),
+                        nn::linear(&p / "coord_mlp" / "1", h, 1, nobias),
+                    )
                 });
                 Layer {
                     edge_mlp: Mlp::new(&(&p / "edge_mlp"), &[2 * f + 1, h, h], a),
@@ -60,15 +66,27 @@ impl Egnn {
             })
             .collect();
         let radial = Radial::new(c.radial_type, c.envelope, c.radius, c.num_radial);
-        Egnn { layers, dims, coords, radial, act: a, post_act: c.post_conv_activation }
+        Egnn {
+            layers,
+            dims,
+            coords,
+            radial,
+            act: a,
+            post_act: c.post_conv_activation,
+        }
     }
 }
 
 impl Backbone for Egnn {
     fn init_state(&self, x0: &Tensor) -> State {
         let n = x0.size()[0];
-        let v = self.coords.then(|| Tensor::zeros([n, 3, 1], (x0.kind(), x0.device())));
-        State { s: x0.shallow_clone(), v }
+        let v = self
+            .coords
+            .then(|| Tensor::zeros([n, 3, 1], (x0.kind(), x0.device())));
+        State {
+            s: x0.shallow_clone(),
+            v,
+        }
     }
 
     fn layer(&self, l: usize, st: &State, e: &Edges) -> State {
@@ -83,15 +101,27 @@ impl Backbone for Egnn {
                 let env = self.radial.envelope(&dist);
                 (vec, dist, env)
             }
-            None => (e.vec.shallow_clone(), e.dist.shallow_clone(), e.env.shallow_clone()),
+            None => (
+                e.vec.shallow_clone(),
+                e.dist.shallow_clone(),
+                e.env.shallow_clone(),
+            ),
         };
-        let input = Tensor::cat(&[&h.index_select(0, &e.dst), &h.index_select(0, &e.src), &dist.unsqueeze(-1)], -1);
+        let input = Tensor::cat(
+            &[
+                &h.index_select(0, &e.dst),
+                &h.index_select(0, &e.src),
+                &dist.unsqueeze(-1),
+            ],
+            -1,
+        );
         let m = act(self.act, &b.edge_mlp.forward(&input)) * env.unsqueeze(-1);
         let s = b.node_mlp.forward(&Tensor::cat(&[h, &e.aggregate(&m)], -1));
         let v = match (&st.v, &b.coord) {
             (Some(d), Some((w1, w2))) => {
                 let phi = act(self.act, &m.apply(w1)).apply(w2).tanh();
-                let trans = (&vec / (dist.unsqueeze(-1) + 1.0) * phi).clamp(-100.0, 100.0) * env.unsqueeze(-1);
+                let trans = (&vec / (dist.unsqueeze(-1) + 1.0) * phi).clamp(-100.0, 100.0)
+                    * env.unsqueeze(-1);
                 let count = e.aggregate(&env).clamp_min(1.0);
                 Some(d + (e.aggregate(&trans) / count.unsqueeze(-1)).unsqueeze(-1))
             }

@@ -32,8 +32,8 @@ use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
 use super::config::{
-    Activation, BranchConfig, EgnnOptions, Envelope, HeadConfig, HeadKind, InputConfig, ModelConfig, MpnnType, PainnEdgeVector,
-    PainnOptions, Pooling, RadialType, VectorNorm,
+    Activation, BranchConfig, EgnnOptions, Envelope, HeadConfig, HeadKind, InputConfig,
+    ModelConfig, MpnnType, PainnEdgeVector, PainnOptions, Pooling, RadialType, VectorNorm,
 };
 use super::Model;
 use crate::error::{Error, Result};
@@ -59,18 +59,27 @@ pub fn parse_species(spec: &str) -> Result<Vec<SpeciesFeatures>> {
             Some((s, v)) => (s.trim(), Some(v)),
             None => (item, None),
         };
-        let z = crate::elements::atomic_number(sym)
-            .ok_or_else(|| Error::InvalidInput(format!("species '{item}': '{sym}' is not a chemical symbol (e.g. Ar, Cu)")))?;
+        let z = crate::elements::atomic_number(sym).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "species '{item}': '{sym}' is not a chemical symbol (e.g. Ar, Cu)"
+            ))
+        })?;
         let features = match vals {
             None => None,
             Some(v) => Some(
                 v.split(':')
-                    .map(|x| x.trim().parse::<f64>().map_err(|_| Error::InvalidInput(format!("species '{item}': '{x}' is not a number"))))
+                    .map(|x| {
+                        x.trim().parse::<f64>().map_err(|_| {
+                            Error::InvalidInput(format!("species '{item}': '{x}' is not a number"))
+                        })
+                    })
                     .collect::<Result<Vec<f64>>>()?,
             ),
         };
         if out.iter().any(|s: &SpeciesFeatures| s.z == z) {
-            return Err(Error::InvalidInput(format!("species '{sym}' is given twice")));
+            return Err(Error::InvalidInput(format!(
+                "species '{sym}' is given twice"
+            )));
         }
         out.push(SpeciesFeatures { z, features });
     }
@@ -95,7 +104,11 @@ pub struct ImportOptions {
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions { species: None, energy_head: 0, kind: Kind::Double }
+        ImportOptions {
+            species: None,
+            energy_head: 0,
+            kind: Kind::Double,
+        }
     }
 }
 
@@ -120,8 +133,14 @@ fn cfg(msg: impl Into<String>) -> Error {
 /// export of `tools/import_hydragnn.py`, or an uncompressed `.npz` of float arrays
 /// (`np.savez(path, **{k: v.numpy() for k, v in state_dict.items()})`), which needs no torch.
 pub fn read_state_dict(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-    let bad = |m: String| Error::ModelFile { path: path.to_path_buf(), msg: m };
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let bad = |m: String| Error::ModelFile {
+        path: path.to_path_buf(),
+        msg: m,
+    };
     if is_npz(&bytes) {
         let arrays = parse_npz(&bytes).map_err(bad)?;
         let mut out = BTreeMap::new();
@@ -131,11 +150,17 @@ pub fn read_state_dict(path: &Path) -> Result<BTreeMap<String, Tensor>> {
         }
         return Ok(out);
     }
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a safetensors state-dict export: {e:?}")))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("unreadable header: {e:?}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a safetensors state-dict export: {e:?}")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("unreadable header: {e:?}")))?;
     match header.metadata().as_ref().and_then(|m| m.get("format")) {
         Some(f) if f == EXPORT_FORMAT => {}
-        _ => return Err(bad(format!("not written by tools/import_hydragnn.py (no format '{EXPORT_FORMAT}')"))),
+        _ => {
+            return Err(bad(format!(
+                "not written by tools/import_hydragnn.py (no format '{EXPORT_FORMAT}')"
+            )))
+        }
     }
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
@@ -144,7 +169,11 @@ pub fn read_state_dict(path: &Path) -> Result<BTreeMap<String, Tensor>> {
             safetensors::Dtype::F32 => Kind::Float,
             safetensors::Dtype::F16 => Kind::Half,
             safetensors::Dtype::BF16 => Kind::BFloat16,
-            d => return Err(bad(format!("tensor '{name}' has dtype {d:?}, expected a float"))),
+            d => {
+                return Err(bad(format!(
+                    "tensor '{name}' has dtype {d:?}, expected a float"
+                )))
+            }
         };
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)?.f_to_kind(Kind::Double)?;
@@ -160,32 +189,50 @@ pub fn is_npz(head: &[u8]) -> bool {
         return false;
     }
     let n = u16::from_le_bytes([head[26], head[27]]) as usize;
-    head.get(30..30 + n).is_some_and(|name| name.ends_with(b".npy"))
+    head.get(30..30 + n)
+        .is_some_and(|name| name.ends_with(b".npy"))
 }
 
 /// Reads an `.npz` archive written by `np.savez` (stored, not compressed) of float64, float32,
 /// int64 or int32 arrays in C order, as CPU tensors of those kinds.
 pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     parse_npz(&bytes).map_err(|m| Error::InvalidInput(format!("'{}': {m}", path.display())))
 }
 
 fn parse_npz(b: &[u8]) -> std::result::Result<BTreeMap<String, Tensor>, String> {
-    let u16_at = |p: usize| b.get(p..p + 2).map(|x| u16::from_le_bytes([x[0], x[1]]) as usize).ok_or("truncated archive");
+    let u16_at = |p: usize| {
+        b.get(p..p + 2)
+            .map(|x| u16::from_le_bytes([x[0], x[1]]) as usize)
+            .ok_or("truncated archive")
+    };
     let mut out = BTreeMap::new();
     let mut pos = 0;
     while b.get(pos..pos + 4) == Some(b"PK\x03\x04") {
         if u16_at(pos + 8)? != 0 {
-            return Err("compressed .npz (np.savez_compressed) is not supported: write it with np.savez".into());
+            return Err(
+                "compressed .npz (np.savez_compressed) is not supported: write it with np.savez"
+                    .into(),
+            );
         }
         let (name_len, extra_len) = (u16_at(pos + 26)?, u16_at(pos + 28)?);
-        let name = String::from_utf8_lossy(b.get(pos + 30..pos + 30 + name_len).ok_or("truncated archive")?).to_string();
+        let name = String::from_utf8_lossy(
+            b.get(pos + 30..pos + 30 + name_len)
+                .ok_or("truncated archive")?,
+        )
+        .to_string();
         let start = pos + 30 + name_len + extra_len;
-        let (t, len) = parse_npy(b.get(start..).ok_or("truncated archive")?).map_err(|e| format!("array '{name}': {e}"))?;
+        let (t, len) = parse_npy(b.get(start..).ok_or("truncated archive")?)
+            .map_err(|e| format!("array '{name}': {e}"))?;
         out.insert(name.strip_suffix(".npy").unwrap_or(&name).to_string(), t);
         // The next entry (after an optional data descriptor), or the central directory.
         pos = start + len;
-        match (pos..b.len().saturating_sub(4)).find(|&p| &b[p..p + 4] == b"PK\x03\x04" || &b[p..p + 4] == b"PK\x01\x02") {
+        match (pos..b.len().saturating_sub(4))
+            .find(|&p| &b[p..p + 4] == b"PK\x03\x04" || &b[p..p + 4] == b"PK\x01\x02")
+        {
             Some(p) => pos = p,
             None => break,
         }
@@ -204,32 +251,59 @@ fn parse_npy(b: &[u8]) -> std::result::Result<(Tensor, usize), String> {
     let (hlen, hstart) = if b[6] == 1 {
         (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
     } else {
-        (u32::from_le_bytes(b.get(8..12).ok_or("truncated")?.try_into().unwrap()) as usize, 12)
+        (
+            u32::from_le_bytes(b.get(8..12).ok_or("truncated")?.try_into().unwrap()) as usize,
+            12,
+        )
     };
-    let header = std::str::from_utf8(b.get(hstart..hstart + hlen).ok_or("truncated header")?).map_err(|_| "bad header")?;
-    let field = |key: &str| header.split(&format!("'{key}':")).nth(1).map(str::trim).ok_or(format!("no '{key}' in header"));
-    let descr = field("descr")?.trim_start_matches('\'').split('\'').next().unwrap_or("");
+    let header = std::str::from_utf8(b.get(hstart..hstart + hlen).ok_or("truncated header")?)
+        .map_err(|_| "bad header")?;
+    let field = |key: &str| {
+        header
+            .split(&format!("'{key}':"))
+            .nth(1)
+            .map(str::trim)
+            .ok_or(format!("no '{key}' in header"))
+    };
+    let descr = field("descr")?
+        .trim_start_matches('\'')
+        .split('\'')
+        .next()
+        .unwrap_or("");
     if field("fortran_order")?.starts_with("True") {
         return Err("Fortran-ordered arrays are not supported".into());
     }
     let shape_txt = field("shape")?;
-    let inner = shape_txt.trim_start_matches('(').split(')').next().unwrap_or("");
+    let inner = shape_txt
+        .trim_start_matches('(')
+        .split(')')
+        .next()
+        .unwrap_or("");
     let shape: Vec<i64> = inner
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<i64>().map_err(|_| format!("bad shape '{shape_txt}'")))
+        .map(|s| {
+            s.parse::<i64>()
+                .map_err(|_| format!("bad shape '{shape_txt}'"))
+        })
         .collect::<std::result::Result<_, _>>()?;
     let (kind, size) = match descr {
         "<f8" => (Kind::Double, 8),
         "<f4" => (Kind::Float, 4),
         "<i8" => (Kind::Int64, 8),
         "<i4" => (Kind::Int, 4),
-        d => return Err(format!("dtype '{d}' is not supported (little-endian f8, f4, i8, i4 are)")),
+        d => {
+            return Err(format!(
+                "dtype '{d}' is not supported (little-endian f8, f4, i8, i4 are)"
+            ))
+        }
     };
     let n: i64 = shape.iter().product();
     let start = hstart + hlen;
-    let data = b.get(start..start + n as usize * size).ok_or("truncated data")?;
+    let data = b
+        .get(start..start + n as usize * size)
+        .ok_or("truncated data")?;
     let t = Tensor::f_from_data_size(data, &shape, kind).map_err(|e| e.to_string())?;
     Ok((t, start + data.len()))
 }
@@ -260,7 +334,9 @@ fn getv<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
 }
 
 fn int(v: &Value, key: &str) -> Result<i64> {
-    getv(v, key).and_then(Value::as_i64).ok_or_else(|| cfg(format!("Architecture.{key} is missing or not an integer")))
+    getv(v, key)
+        .and_then(Value::as_i64)
+        .ok_or_else(|| cfg(format!("Architecture.{key} is missing or not an integer")))
 }
 
 fn ints(v: &Value, what: &str) -> Result<Vec<i64>> {
@@ -278,14 +354,22 @@ struct HeadSpec {
 
 /// Builds the engine model of a HydraGNN `config.json` (text) and its state dict (keys without
 /// the `module.` prefix).
-pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &ImportOptions) -> Result<Imported> {
-    let root: Value = serde_json::from_str(config_json).map_err(|e| cfg(format!("not JSON: {e}")))?;
+pub fn import(
+    config_json: &str,
+    state: &BTreeMap<String, Tensor>,
+    opts: &ImportOptions,
+) -> Result<Imported> {
+    let root: Value =
+        serde_json::from_str(config_json).map_err(|e| cfg(format!("not JSON: {e}")))?;
     let nn = getv(&root, "NeuralNetwork").unwrap_or(&root);
-    let arch = getv(nn, "Architecture").ok_or_else(|| cfg("no NeuralNetwork.Architecture section"))?;
+    let arch =
+        getv(nn, "Architecture").ok_or_else(|| cfg("no NeuralNetwork.Architecture section"))?;
     let voi = getv(nn, "Variables_of_interest");
     let mut warnings = Vec::new();
 
-    let mpnn = getv(arch, "mpnn_type").and_then(Value::as_str).ok_or_else(|| cfg("Architecture.mpnn_type is missing"))?;
+    let mpnn = getv(arch, "mpnn_type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| cfg("Architecture.mpnn_type is missing"))?;
     let mpnn_type = match mpnn {
         "PAINN" => MpnnType::PaiNN,
         "EGNN" => MpnnType::Egnn,
@@ -293,22 +377,36 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
     };
     if let Some(g) = getv(arch, "global_attn_engine").and_then(Value::as_str) {
         if !g.is_empty() {
-            return Err(cfg(format!("global attention ('{g}') is not supported by the engine")));
+            return Err(cfg(format!(
+                "global attention ('{g}') is not supported by the engine"
+            )));
         }
     }
     if getv(arch, "edge_dim").and_then(Value::as_i64).unwrap_or(0) > 0 {
-        return Err(cfg("edge features (edge_dim) are not supported by the engine"));
+        return Err(cfg(
+            "edge features (edge_dim) are not supported by the engine",
+        ));
     }
-    if voi.and_then(|v| getv(v, "denormalize_output")).and_then(Value::as_bool) == Some(true) {
+    if voi
+        .and_then(|v| getv(v, "denormalize_output"))
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         return Err(cfg("denormalize_output is true: outputs were min-max scaled; the engine cannot undo that yet"));
     }
     let hidden_dim = int(arch, "hidden_dim")?;
     let num_conv_layers = int(arch, "num_conv_layers")? as usize;
-    let radius = getv(arch, "radius").and_then(Value::as_f64).ok_or_else(|| cfg("Architecture.radius is missing"))?;
+    let radius = getv(arch, "radius")
+        .and_then(Value::as_f64)
+        .ok_or_else(|| cfg("Architecture.radius is missing"))?;
     let input_dim = int(arch, "input_dim")?;
-    let act_name = getv(arch, "activation_function").and_then(Value::as_str).unwrap_or("relu");
+    let act_name = getv(arch, "activation_function")
+        .and_then(Value::as_str)
+        .unwrap_or("relu");
     let act = activation(act_name)?;
-    let equivariance = getv(arch, "equivariance").and_then(Value::as_bool).unwrap_or(false);
+    let equivariance = getv(arch, "equivariance")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let max_neighbours = getv(arch, "max_neighbours").and_then(Value::as_i64);
     if let Some(k) = max_neighbours {
         warnings.push(format!(
@@ -365,19 +463,34 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
     // Heads.
     let out_type: Vec<String> = getv(arch, "output_type")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
         .ok_or_else(|| cfg("Architecture.output_type is missing"))?;
-    let out_dim = ints(getv(arch, "output_dim").ok_or_else(|| cfg("Architecture.output_dim is missing"))?, "output_dim")?;
+    let out_dim = ints(
+        getv(arch, "output_dim").ok_or_else(|| cfg("Architecture.output_dim is missing"))?,
+        "output_dim",
+    )?;
     if out_dim.len() != out_type.len() {
         return Err(cfg("output_dim and output_type have different lengths"));
     }
     let names: Vec<String> = voi
         .and_then(|v| getv(v, "output_names"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     if opts.energy_head >= out_type.len() {
-        return Err(cfg(format!("energy head {} does not exist: the model has {} output heads", opts.energy_head, out_type.len())));
+        return Err(cfg(format!(
+            "energy head {} does not exist: the model has {} output heads",
+            opts.energy_head,
+            out_type.len()
+        )));
     }
     if out_type[opts.energy_head] != "node" || out_dim[opts.energy_head] != 1 {
         return Err(cfg(format!(
@@ -396,14 +509,24 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
         let name = if i == opts.energy_head {
             "energy".to_string()
         } else {
-            names.get(i).cloned().unwrap_or_else(|| format!("head{i}")).replace('.', "_")
+            names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("head{i}"))
+                .replace('.', "_")
         };
         if heads.iter().any(|h: &HeadSpec| h.name == name) {
             return Err(cfg(format!("two output heads are named '{name}'")));
         }
-        heads.push(HeadSpec { name, kind, dim: d, index: i });
+        heads.push(HeadSpec {
+            name,
+            kind,
+            dim: d,
+            index: i,
+        });
     }
-    let heads_cfg = getv(arch, "output_heads").ok_or_else(|| cfg("Architecture.output_heads is missing"))?;
+    let heads_cfg =
+        getv(arch, "output_heads").ok_or_else(|| cfg("Architecture.output_heads is missing"))?;
     let branch_list = |kind: &str| -> Result<Vec<Value>> {
         match getv(heads_cfg, kind) {
             None => Ok(Vec::new()),
@@ -417,12 +540,18 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
     let node_branches = branch_list("node")?;
     let mut branch_names: Vec<String> = Vec::new();
     for b in graph_branches.iter().chain(&node_branches) {
-        let n = b.get("type").and_then(Value::as_str).ok_or_else(|| cfg("an output_heads branch has no 'type' (its name)"))?;
+        let n = b
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| cfg("an output_heads branch has no 'type' (its name)"))?;
         if !branch_names.iter().any(|x| x == n) {
             branch_names.push(n.to_string());
         }
     }
-    let graph_pooling = match getv(arch, "graph_pooling").and_then(Value::as_str).unwrap_or("mean") {
+    let graph_pooling = match getv(arch, "graph_pooling")
+        .and_then(Value::as_str)
+        .unwrap_or("mean")
+    {
         "mean" => Pooling::Mean,
         "add" | "sum" => Pooling::Sum,
         "max" => Pooling::Max,
@@ -433,12 +562,18 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
     let mut branches = Vec::new();
     for bname in &branch_names {
         let bkey = bname.replace('.', "_");
-        let find = |list: &[Value]| list.iter().find(|b| b.get("type").and_then(Value::as_str) == Some(bname)).cloned();
+        let find = |list: &[Value]| {
+            list.iter()
+                .find(|b| b.get("type").and_then(Value::as_str) == Some(bname))
+                .cloned()
+        };
         let gb = find(&graph_branches);
         let nb = find(&node_branches);
         let mut shared_layers = Vec::new();
         if let Some(g) = &gb {
-            let a = g.get("architecture").ok_or_else(|| cfg(format!("graph branch '{bname}' has no architecture")))?;
+            let a = g
+                .get("architecture")
+                .ok_or_else(|| cfg(format!("graph branch '{bname}' has no architecture")))?;
             let n = int(a, "num_sharedlayers")?;
             let w = int(a, "dim_sharedlayers")?;
             shared_layers = vec![w; n as usize];
@@ -455,44 +590,84 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
         for h in &heads {
             let (spec, prefix) = match h.kind {
                 HeadKind::Node => {
-                    let b = nb.as_ref().ok_or_else(|| cfg(format!("node head {} has no node branch '{bname}'", h.index)))?;
-                    let a = b.get("architecture").ok_or_else(|| cfg(format!("node branch '{bname}' has no architecture")))?;
+                    let b = nb.as_ref().ok_or_else(|| {
+                        cfg(format!(
+                            "node head {} has no node branch '{bname}'",
+                            h.index
+                        ))
+                    })?;
+                    let a = b
+                        .get("architecture")
+                        .ok_or_else(|| cfg(format!("node branch '{bname}' has no architecture")))?;
                     match a.get("type").and_then(Value::as_str).unwrap_or("mlp") {
                         "mlp" => {}
-                        o => return Err(cfg(format!("node head type '{o}' is not supported (only 'mlp' is)"))),
+                        o => {
+                            return Err(cfg(format!(
+                                "node head type '{o}' is not supported (only 'mlp' is)"
+                            )))
+                        }
                     }
                     (
-                        ints(a.get("dim_headlayers").unwrap_or(&Value::Null), "dim_headlayers")?,
+                        ints(
+                            a.get("dim_headlayers").unwrap_or(&Value::Null),
+                            "dim_headlayers",
+                        )?,
                         format!("model.heads_NN.{}.{bname}.mlp.0", h.index),
                     )
                 }
                 HeadKind::Graph => {
-                    let b = gb.as_ref().ok_or_else(|| cfg(format!("graph head {} has no graph branch '{bname}'", h.index)))?;
-                    let a = b.get("architecture").ok_or_else(|| cfg(format!("graph branch '{bname}' has no architecture")))?;
+                    let b = gb.as_ref().ok_or_else(|| {
+                        cfg(format!(
+                            "graph head {} has no graph branch '{bname}'",
+                            h.index
+                        ))
+                    })?;
+                    let a = b.get("architecture").ok_or_else(|| {
+                        cfg(format!("graph branch '{bname}' has no architecture"))
+                    })?;
                     let n = int(a, "num_headlayers")? as usize;
-                    let dims = ints(a.get("dim_headlayers").unwrap_or(&Value::Null), "dim_headlayers")?;
-                    (dims.into_iter().take(n).collect(), format!("model.heads_NN.{}.{bname}", h.index))
+                    let dims = ints(
+                        a.get("dim_headlayers").unwrap_or(&Value::Null),
+                        "dim_headlayers",
+                    )?;
+                    (
+                        dims.into_iter().take(n).collect(),
+                        format!("model.heads_NN.{}.{bname}", h.index),
+                    )
                 }
             };
             let nlin = spec.len() + 1;
             for k in 0..nlin {
                 for p in ["weight", "bias"] {
                     let src = format!("{prefix}.{}.{p}", 2 * k);
-                    let s = if k + 1 == nlin && var_output { Source::FirstRows(src, h.dim) } else { Source::Copy(src) };
+                    let s = if k + 1 == nlin && var_output {
+                        Source::FirstRows(src, h.dim)
+                    } else {
+                        Source::Copy(src)
+                    };
                     sources.insert(format!("branches.{bkey}.{}.{k}.{p}", h.name), s);
                 }
             }
             let graph = h.kind == HeadKind::Graph;
             output_heads.push(HeadConfig {
                 name: h.name.clone(),
-                kind: if h.name == "energy" { HeadKind::Graph } else { h.kind },
+                kind: if h.name == "energy" {
+                    HeadKind::Graph
+                } else {
+                    h.kind
+                },
                 dim: h.dim,
                 dim_headlayers: spec,
                 pooling: if graph { graph_pooling } else { Pooling::Sum },
                 pool_first: graph,
             });
         }
-        branches.push(BranchConfig { name: bkey, output_heads, reference_energies: Vec::new(), shared_layers });
+        branches.push(BranchConfig {
+            name: bkey,
+            output_heads,
+            reference_energies: Vec::new(),
+            shared_layers,
+        });
     }
     if branches.is_empty() {
         return Err(cfg("output_heads defines no branch"));
@@ -507,23 +682,56 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
             for l in 0..num_conv_layers {
                 let last = l + 1 == num_conv_layers;
                 let e = |rest: &str| format!("layers.{l}.{rest}");
-                sources.insert(e("message.phi.0.weight"), Source::Copy(conv(l, "module_0.scalar_message_mlp.0.weight")));
-                sources.insert(e("message.phi.0.bias"), Source::Copy(conv(l, "module_0.scalar_message_mlp.0.bias")));
+                sources.insert(
+                    e("message.phi.0.weight"),
+                    Source::Copy(conv(l, "module_0.scalar_message_mlp.0.weight")),
+                );
+                sources.insert(
+                    e("message.phi.0.bias"),
+                    Source::Copy(conv(l, "module_0.scalar_message_mlp.0.bias")),
+                );
                 // HydraGNN chunks (vector gate, edge gate, scalar) -> engine (scalar, vector gate, edge gate).
-                for (dst, src) in [("message.phi.1", "module_0.scalar_message_mlp.2"), ("message.filter", "module_0.filter_layer")] {
+                for (dst, src) in [
+                    ("message.phi.1", "module_0.scalar_message_mlp.2"),
+                    ("message.filter", "module_0.filter_layer"),
+                ] {
                     for p in ["weight", "bias"] {
-                        sources.insert(e(&format!("{dst}.{p}")), Source::PermuteRows(conv(l, &format!("{src}.{p}")), f, [1, 2, 0]));
+                        sources.insert(
+                            e(&format!("{dst}.{p}")),
+                            Source::PermuteRows(conv(l, &format!("{src}.{p}")), f, [1, 2, 0]),
+                        );
                     }
                 }
-                sources.insert(e("update.U.weight"), Source::Copy(conv(l, "module_1.update_U.weight")));
-                sources.insert(e("update.V.weight"), Source::Copy(conv(l, "module_1.update_V.weight")));
-                sources.insert(e("update.mlp.0.weight"), Source::SwapCols(conv(l, "module_1.update_mlp.0.weight"), f));
-                sources.insert(e("update.mlp.0.bias"), Source::Copy(conv(l, "module_1.update_mlp.0.bias")));
-                sources.insert(e("update.mlp.1.weight"), Source::Copy(conv(l, "module_1.update_mlp.2.weight")));
-                sources.insert(e("update.mlp.1.bias"), Source::Copy(conv(l, "module_1.update_mlp.2.bias")));
+                sources.insert(
+                    e("update.U.weight"),
+                    Source::Copy(conv(l, "module_1.update_U.weight")),
+                );
+                sources.insert(
+                    e("update.V.weight"),
+                    Source::Copy(conv(l, "module_1.update_V.weight")),
+                );
+                sources.insert(
+                    e("update.mlp.0.weight"),
+                    Source::SwapCols(conv(l, "module_1.update_mlp.0.weight"), f),
+                );
+                sources.insert(
+                    e("update.mlp.0.bias"),
+                    Source::Copy(conv(l, "module_1.update_mlp.0.bias")),
+                );
+                sources.insert(
+                    e("update.mlp.1.weight"),
+                    Source::Copy(conv(l, "module_1.update_mlp.2.weight")),
+                );
+                sources.insert(
+                    e("update.mlp.1.bias"),
+                    Source::Copy(conv(l, "module_1.update_mlp.2.bias")),
+                );
                 for (k, hk) in [(0, 0), (1, 2)] {
                     for p in ["weight", "bias"] {
-                        sources.insert(e(&format!("out.s.{k}.{p}")), Source::Copy(conv(l, &format!("module_2.{hk}.{p}"))));
+                        sources.insert(
+                            e(&format!("out.s.{k}.{p}")),
+                            Source::Copy(conv(l, &format!("module_2.{hk}.{p}"))),
+                        );
                     }
                 }
                 if !last {
@@ -537,22 +745,44 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
                 output_mlp: true,
                 last_layer_scalar_only: true,
             };
-            (num_radial, RadialType::Sinc, Envelope::Cosine, Activation::Silu, p, EgnnOptions::default())
+            (
+                num_radial,
+                RadialType::Sinc,
+                Envelope::Cosine,
+                Activation::Silu,
+                p,
+                EgnnOptions::default(),
+            )
         }
         MpnnType::Egnn => {
             for l in 0..num_conv_layers {
                 let e = |rest: &str| format!("layers.{l}.{rest}");
-                for (mlp, ks) in [("edge_mlp", [(0, 0), (1, 2)]), ("node_mlp", [(0, 0), (1, 2)])] {
+                for (mlp, ks) in [
+                    ("edge_mlp", [(0, 0), (1, 2)]),
+                    ("node_mlp", [(0, 0), (1, 2)]),
+                ] {
                     for (k, hk) in ks {
                         for p in ["weight", "bias"] {
-                            sources.insert(e(&format!("{mlp}.{k}.{p}")), Source::Copy(conv(l, &format!("module_0.{mlp}.{hk}.{p}"))));
+                            sources.insert(
+                                e(&format!("{mlp}.{k}.{p}")),
+                                Source::Copy(conv(l, &format!("module_0.{mlp}.{hk}.{p}"))),
+                            );
                         }
                     }
                 }
                 if equivariance && l + 1 < num_conv_layers {
-                    sources.insert(e("coord_mlp.0.weight"), Source::Copy(conv(l, "module_0.coord_mlp.0.weight")));
-                    sources.insert(e("coord_mlp.0.bias"), Source::Copy(conv(l, "module_0.coord_mlp.0.bias")));
-                    sources.insert(e("coord_mlp.1.weight"), Source::Copy(conv(l, "module_0.coord_mlp.2.weight")));
+                    sources.insert(
+                        e("coord_mlp.0.weight"),
+                        Source::Copy(conv(l, "module_0.coord_mlp.0.weight")),
+                    );
+                    sources.insert(
+                        e("coord_mlp.0.bias"),
+                        Source::Copy(conv(l, "module_0.coord_mlp.0.bias")),
+                    );
+                    sources.insert(
+                        e("coord_mlp.1.weight"),
+                        Source::Copy(conv(l, "module_0.coord_mlp.2.weight")),
+                    );
                 }
             }
             if equivariance {
@@ -568,7 +798,9 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
                 Envelope::Hard,
                 Activation::Relu,
                 PainnOptions::default(),
-                EgnnOptions { coords_update: equivariance },
+                EgnnOptions {
+                    coords_update: equivariance,
+                },
             )
         }
         MpnnType::SchNet => unreachable!("rejected above"),
@@ -594,16 +826,31 @@ pub fn import(config_json: &str, state: &BTreeMap<String, Tensor>, opts: &Import
     config.validate()?;
     let model = Model::new(config, opts.kind, Device::Cpu, 0)?;
     load_weights(&model, state, &sources, opts.kind)?;
-    Ok(Imported { model, warnings, max_neighbours, species_map })
+    Ok(Imported {
+        model,
+        warnings,
+        max_neighbours,
+        species_map,
+    })
 }
 
-fn load_weights(model: &Model, state: &BTreeMap<String, Tensor>, sources: &BTreeMap<String, Source>, kind: Kind) -> Result<()> {
+fn load_weights(
+    model: &Model,
+    state: &BTreeMap<String, Tensor>,
+    sources: &BTreeMap<String, Source>,
+    kind: Kind,
+) -> Result<()> {
     let vars = model.var_store().variables();
     let mut used = BTreeSet::new();
     for (name, var) in &vars {
-        let src = sources.get(name).ok_or_else(|| Error::Internal(format!("no HydraGNN source for engine weight '{name}'")))?;
+        let src = sources.get(name).ok_or_else(|| {
+            Error::Internal(format!("no HydraGNN source for engine weight '{name}'"))
+        })?;
         let key = match src {
-            Source::Copy(k) | Source::PermuteRows(k, ..) | Source::SwapCols(k, _) | Source::FirstRows(k, _) => k,
+            Source::Copy(k)
+            | Source::PermuteRows(k, ..)
+            | Source::SwapCols(k, _)
+            | Source::FirstRows(k, _) => k,
         };
         let t = state.get(key).ok_or_else(|| {
             cfg(format!("the checkpoint has no tensor '{key}' (needed for '{name}'); is the config the one it was trained with?"))
@@ -613,7 +860,10 @@ fn load_weights(model: &Model, state: &BTreeMap<String, Tensor>, sources: &BTree
             Source::Copy(_) => t.shallow_clone(),
             Source::PermuteRows(_, f, order) => {
                 if t.size()[0] != 3 * f {
-                    return Err(cfg(format!("'{key}' has {} rows, expected 3 x {f}", t.size()[0])));
+                    return Err(cfg(format!(
+                        "'{key}' has {} rows, expected 3 x {f}",
+                        t.size()[0]
+                    )));
                 }
                 let chunks = t.split(*f, 0);
                 let mut out: Vec<&Tensor> = vec![&chunks[0]; 3];
@@ -624,14 +874,21 @@ fn load_weights(model: &Model, state: &BTreeMap<String, Tensor>, sources: &BTree
             }
             Source::SwapCols(_, f) => {
                 if t.dim() != 2 || t.size()[1] != 2 * f {
-                    return Err(cfg(format!("'{key}' has shape {:?}, expected (_, 2 x {f})", t.size())));
+                    return Err(cfg(format!(
+                        "'{key}' has shape {:?}, expected (_, 2 x {f})",
+                        t.size()
+                    )));
                 }
                 Tensor::cat(&[t.narrow(1, *f, *f), t.narrow(1, 0, *f)], 1)
             }
             Source::FirstRows(_, n) => t.narrow(0, 0, *n),
         };
         if t.size() != var.size() {
-            return Err(cfg(format!("'{key}' has shape {:?}, the engine's '{name}' needs {:?}", t.size(), var.size())));
+            return Err(cfg(format!(
+                "'{key}' has shape {:?}, the engine's '{name}' needs {:?}",
+                t.size(),
+                var.size()
+            )));
         }
         let mut var = var.shallow_clone();
         tch::no_grad(|| var.f_copy_(&t.to_kind(kind)))?;

@@ -109,11 +109,17 @@ pub struct Model {
     species_index: [i64; 119],
     /// Free-form metadata carried by the model file (units, provenance ...).
     pub metadata: BTreeMap<String, String>,
+    /// The fast path, when enabled ([`Model::enable_fast`]); evaluations use it for energies,
+    /// forces and virials. It is a snapshot of the weights: changing them disables it.
+    fast: Option<crate::fast::FastModel>,
 }
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("config", &self.config).field("kind", &self.kind).finish()
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 
@@ -122,7 +128,9 @@ impl Model {
     pub fn new(config: ModelConfig, kind: Kind, device: Device, seed: i64) -> Result<Self> {
         config.validate()?;
         if !matches!(kind, Kind::Float | Kind::Double) {
-            return Err(Error::InvalidInput(format!("model precision must be float32 or float64, got {kind:?}")));
+            return Err(Error::InvalidInput(format!(
+                "model precision must be float32 or float64, got {kind:?}"
+            )));
         }
         tch::manual_seed(seed);
         let mut vs = tch::nn::VarStore::new(device);
@@ -137,10 +145,20 @@ impl Model {
             InputConfig::RawFeatures { features } => {
                 let w = features[0].len() as i64;
                 let flat: Vec<f64> = features.iter().flatten().copied().collect();
-                Input::Raw(nn::tensor_from(&flat, &[features.len() as i64, w], kind, device))
+                Input::Raw(nn::tensor_from(
+                    &flat,
+                    &[features.len() as i64, w],
+                    kind,
+                    device,
+                ))
             }
         };
-        let radial = Radial::new(config.radial_type, config.envelope, config.radius, config.num_radial);
+        let radial = Radial::new(
+            config.radial_type,
+            config.envelope,
+            config.radius,
+            config.num_radial,
+        );
         let backbone: Box<dyn Backbone> = match config.mpnn_type {
             MpnnType::SchNet => Box::new(schnet::SchNet::new(&root, &config)),
             MpnnType::PaiNN => Box::new(painn::PaiNN::new(&root, &config)),
@@ -158,13 +176,24 @@ impl Model {
                 let shared = shared_dims
                     .windows(2)
                     .enumerate()
-                    .map(|(k, w)| tch::nn::linear(&p / "shared" / k.to_string(), w[0], w[1], Default::default()))
+                    .map(|(k, w)| {
+                        tch::nn::linear(
+                            &p / "shared" / k.to_string(),
+                            w[0],
+                            w[1],
+                            Default::default(),
+                        )
+                    })
                     .collect();
                 let heads: Vec<Head> = b
                     .output_heads
                     .iter()
                     .map(|h| {
-                        let mut dims = vec![if h.pool_first { *shared_dims.last().unwrap() } else { f }];
+                        let mut dims = vec![if h.pool_first {
+                            *shared_dims.last().unwrap()
+                        } else {
+                            f
+                        }];
                         dims.extend(&h.dim_headlayers);
                         dims.push(h.dim);
                         Head {
@@ -176,7 +205,11 @@ impl Model {
                         }
                     })
                     .collect();
-                let e0 = if b.reference_energies.is_empty() { vec![0.0; config.species.len()] } else { b.reference_energies.clone() };
+                let e0 = if b.reference_energies.is_empty() {
+                    vec![0.0; config.species.len()]
+                } else {
+                    b.reference_energies.clone()
+                };
                 Branch {
                     name: b.name.clone(),
                     energy: heads.iter().position(|h| h.name == "energy"),
@@ -195,7 +228,19 @@ impl Model {
         for (k, &z) in config.species.iter().enumerate() {
             species_index[z as usize] = k as i64;
         }
-        Ok(Model { config, vs, kind, input, radial, backbone, branches, active: 0, species_index, metadata: BTreeMap::new() })
+        Ok(Model {
+            config,
+            vs,
+            kind,
+            input,
+            radial,
+            backbone,
+            branches,
+            active: 0,
+            species_index,
+            metadata: BTreeMap::new(),
+            fast: None,
+        })
     }
 
     /// The architecture.
@@ -226,9 +271,27 @@ impl Model {
     pub fn var_store(&self) -> &tch::nn::VarStore {
         &self.vs
     }
-    /// Mutable weights.
+    /// Mutable weights (disables the fast path, whose tables would no longer match them).
     pub fn var_store_mut(&mut self) -> &mut tch::nn::VarStore {
+        self.fast = None;
         &mut self.vs
+    }
+    /// Builds the fast path from the current weights ([`crate::fast`]): radial filters tabulated
+    /// to relative tolerance `tol` (e.g. [`crate::fast::DEFAULT_TOLERANCE`]). Fails for
+    /// backbones without one (EGNN); the exact path stays in use then.
+    pub fn enable_fast(&mut self, tol: f64) -> Result<crate::fast::FastInfo> {
+        let f = crate::fast::FastModel::build(self, tol)?;
+        let info = f.info();
+        self.fast = Some(f);
+        Ok(info)
+    }
+    /// Returns to the exact (autograd) path.
+    pub fn disable_fast(&mut self) {
+        self.fast = None;
+    }
+    /// The fast path, if enabled.
+    pub fn fast(&self) -> Option<&crate::fast::FastModel> {
+        self.fast.as_ref()
     }
     /// The backbone (for layer-by-layer evaluation).
     pub fn backbone(&self) -> &dyn Backbone {
@@ -262,13 +325,23 @@ impl Model {
             .iter()
             .enumerate()
             .map(|(i, &z)| {
-                let k = if (0..119).contains(&z) { self.species_index[z as usize] } else { -1 };
+                let k = if (0..119).contains(&z) {
+                    self.species_index[z as usize]
+                } else {
+                    -1
+                };
                 if k < 0 {
                     Err(Error::UnknownSpecies {
                         index: i,
                         z,
                         symbol: crate::elements::symbol(z).to_string(),
-                        known: self.config.species.iter().map(|&z| crate::elements::symbol(z)).collect::<Vec<_>>().join(", "),
+                        known: self
+                            .config
+                            .species
+                            .iter()
+                            .map(|&z| crate::elements::symbol(z))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     })
                 } else {
                     Ok(k)
@@ -304,14 +377,19 @@ impl Model {
     /// Per-atom energies (n,) of branch `branch` from final scalar node features (n, F).
     pub fn node_energy(&self, branch: usize, s: &Tensor, species: &Tensor) -> Result<Tensor> {
         let b = &self.branches[branch];
-        let h = b.energy.ok_or_else(|| Error::InvalidInput(format!("branch '{}' has no 'energy' head", b.name)))?;
+        let h = b.energy.ok_or_else(|| {
+            Error::InvalidInput(format!("branch '{}' has no 'energy' head", b.name))
+        })?;
         Ok(b.heads[h].mlp.forward(s).squeeze_dim(-1) + b.e0.index_select(0, species))
     }
 
     /// Every head of branch `branch` (None: the active one): energies and other properties.
     pub fn heads(&self, branch: Option<usize>, s: &Tensor, g: &GraphTensors) -> Result<Outputs> {
         let bi = branch.unwrap_or(self.active);
-        let b = self.branches.get(bi).ok_or_else(|| Error::InvalidInput(format!("no branch {bi}")))?;
+        let b = self
+            .branches
+            .get(bi)
+            .ok_or_else(|| Error::InvalidInput(format!("no branch {bi}")))?;
         let node_energy = self.node_energy(bi, s, &g.species)?;
         let pool = |x: &Tensor, pooling: Pooling| {
             let mut shape = x.size();
@@ -326,7 +404,9 @@ impl Model {
                     let neg = x.full_like(f64::NEG_INFINITY);
                     let rows: Vec<Tensor> = (0..g.n_graphs)
                         .map(|k| {
-                            let m = x.where_self(&g.batch.eq(k).view(mask_shape.as_slice()), &neg).amax(0, false);
+                            let m = x
+                                .where_self(&g.batch.eq(k).view(mask_shape.as_slice()), &neg)
+                                .amax(0, false);
                             m.where_scalarother(&m.isinf().logical_not(), 0.0)
                         })
                         .collect();
@@ -336,7 +416,9 @@ impl Model {
                 Pooling::Mean => {
                     let sum = zeros().index_add(0, &g.batch, x);
                     let ones = Tensor::ones([x.size()[0]], (x.kind(), x.device()));
-                    let count = Tensor::zeros([g.n_graphs], (x.kind(), x.device())).index_add(0, &g.batch, &ones).clamp_min(1.0);
+                    let count = Tensor::zeros([g.n_graphs], (x.kind(), x.device()))
+                        .index_add(0, &g.batch, &ones)
+                        .clamp_min(1.0);
                     sum / count.unsqueeze(-1)
                 }
             }
@@ -356,10 +438,17 @@ impl Model {
                     }
                     graph_properties.insert(h.name.clone(), h.mlp.forward(&x))
                 }
-                HeadKind::Graph => graph_properties.insert(h.name.clone(), pool(&h.mlp.forward(s), h.pooling)),
+                HeadKind::Graph => {
+                    graph_properties.insert(h.name.clone(), pool(&h.mlp.forward(s), h.pooling))
+                }
             };
         }
-        Ok(Outputs { node_energy, energy, graph_properties, node_properties })
+        Ok(Outputs {
+            node_energy,
+            energy,
+            graph_properties,
+            node_properties,
+        })
     }
 
     /// Full differentiable forward pass for branch `branch` (None: the active one).

@@ -58,7 +58,12 @@ pub struct Radial {
 impl Radial {
     /// A basis of `n` functions on [0, cutoff).
     pub fn new(kind: RadialType, envelope: Envelope, cutoff: f64, n: i64) -> Self {
-        Radial { kind, envelope, cutoff, n }
+        Radial {
+            kind,
+            envelope,
+            cutoff,
+            n,
+        }
     }
 
     /// Number of basis functions.
@@ -72,14 +77,19 @@ impl Radial {
         let rc = self.cutoff;
         match self.kind {
             RadialType::Gaussian => {
-                let step = if self.n > 1 { rc / (self.n - 1) as f64 } else { rc };
+                let step = if self.n > 1 {
+                    rc / (self.n - 1) as f64
+                } else {
+                    rc
+                };
                 let mu = Tensor::linspace(0.0, rc, self.n, (kind, dev));
                 let gamma = -0.5 / (step * step);
                 (d.unsqueeze(-1) - mu).square() * gamma
             }
             .exp(),
             RadialType::Bessel => {
-                let k = Tensor::arange_start(1, self.n + 1, (kind, dev)) * (std::f64::consts::PI / rc);
+                let k =
+                    Tensor::arange_start(1, self.n + 1, (kind, dev)) * (std::f64::consts::PI / rc);
                 let pref = (2.0 / rc).sqrt();
                 (d.unsqueeze(-1) * k).sin() / d.unsqueeze(-1) * pref
             }
@@ -140,7 +150,15 @@ impl Edges {
         let dist = vec.square().sum_dim_intlist(-1, false, vec.kind()).sqrt();
         let rbf = radial.expand(&dist);
         let env = radial.envelope(&dist);
-        Edges { src: src.shallow_clone(), dst: dst.shallow_clone(), vec: vec.shallow_clone(), dist, rbf, env, n_nodes }
+        Edges {
+            src: src.shallow_clone(),
+            dst: dst.shallow_clone(),
+            vec: vec.shallow_clone(),
+            dist,
+            rbf,
+            env,
+            n_nodes,
+        }
     }
 
     /// Sums per-edge messages `m` (E, ...) into their destination nodes (n_nodes, ...).
@@ -153,5 +171,8 @@ impl Edges {
 
 /// Casts an f64 slice to a tensor of `kind` on `device`, shaped `shape`.
 pub fn tensor_from(data: &[f64], shape: &[i64], kind: Kind, device: tch::Device) -> Tensor {
-    Tensor::from_slice(data).view(shape).to_kind(kind).to_device(device)
+    Tensor::from_slice(data)
+        .view(shape)
+        .to_kind(kind)
+        .to_device(device)
 }

@@ -54,9 +54,15 @@ impl PaiNN {
     pub fn new(vs: &nn::Path, c: &ModelConfig) -> Self {
         let h = c.hidden_dim;
         let o = &c.painn;
-        assert!(o.output_mlp || c.input_dim() == h, "validated: PaiNN input width != hidden_dim needs painn.output_mlp");
+        assert!(
+            o.output_mlp || c.input_dim() == h,
+            "validated: PaiNN input width != hidden_dim needs painn.output_mlp"
+        );
         let a: Activation = c.conv_activation.unwrap_or(c.activation_function);
-        let nobias = nn::LinearConfig { bias: false, ..Default::default() };
+        let nobias = nn::LinearConfig {
+            bias: false,
+            ..Default::default()
+        };
         let mut s_dims = vec![c.input_dim()];
         let mut v_dims = vec![Some(c.input_dim())];
         let nl = c.num_conv_layers;
@@ -66,15 +72,23 @@ impl PaiNN {
                 let f = s_dims[l];
                 let scalar_only = o.last_layer_scalar_only && l + 1 == nl;
                 let n_upd = if scalar_only { 2 * f } else { 3 * f };
-                let out_s = o.output_mlp.then(|| Mlp::new(&(&p / "out" / "s"), &[f, h, h], Activation::Tanh));
-                let out_v = (o.output_mlp && !scalar_only).then(|| nn::linear(&p / "out" / "v", f, h, nobias));
+                let out_s = o
+                    .output_mlp
+                    .then(|| Mlp::new(&(&p / "out" / "s"), &[f, h, h], Activation::Tanh));
+                let out_v = (o.output_mlp && !scalar_only)
+                    .then(|| nn::linear(&p / "out" / "v", f, h, nobias));
                 let f_out = if o.output_mlp { h } else { f };
                 s_dims.push(f_out);
                 v_dims.push((!scalar_only).then_some(f_out));
                 Layer {
                     f,
                     phi: Mlp::new(&(&p / "message" / "phi"), &[f, f, 3 * f], a),
-                    w: nn::linear(&p / "message" / "filter", c.num_radial, 3 * f, Default::default()),
+                    w: nn::linear(
+                        &p / "message" / "filter",
+                        c.num_radial,
+                        3 * f,
+                        Default::default(),
+                    ),
                     u: nn::linear(&p / "update" / "U", f, f, nobias),
                     v: nn::linear(&p / "update" / "V", f, f, nobias),
                     upd: Mlp::new(&(&p / "update" / "mlp"), &[2 * f, f, n_upd], a),
@@ -84,7 +98,14 @@ impl PaiNN {
                 }
             })
             .collect();
-        PaiNN { layers, s_dims, v_dims, edge_vector: o.edge_vector, vector_norm: o.vector_norm, post_act: c.post_conv_activation }
+        PaiNN {
+            layers,
+            s_dims,
+            v_dims,
+            edge_vector: o.edge_vector,
+            vector_norm: o.vector_norm,
+            post_act: c.post_conv_activation,
+        }
     }
 }
 
@@ -92,22 +113,31 @@ impl Backbone for PaiNN {
     fn init_state(&self, x0: &Tensor) -> State {
         let n = x0.size()[0];
         let v = Tensor::zeros([n, 3, x0.size()[1]], (x0.kind(), x0.device()));
-        State { s: x0.shallow_clone(), v: Some(v) }
+        State {
+            s: x0.shallow_clone(),
+            v: Some(v),
+        }
     }
 
     fn layer(&self, l: usize, st: &State, e: &Edges) -> State {
         let b = &self.layers[l];
         let f = b.f;
-        let v = st.v.as_ref().expect("PaiNN state entering a layer has vector features");
+        let v =
+            st.v.as_ref()
+                .expect("PaiNN state entering a layer has vector features");
         // message
-        let x = b.phi.forward(&st.s).index_select(0, &e.src) * (e.rbf.apply(&b.w) * e.env.unsqueeze(-1));
+        let x = b.phi.forward(&st.s).index_select(0, &e.src)
+            * (e.rbf.apply(&b.w) * e.env.unsqueeze(-1));
         let parts = x.split(f, -1);
         let (ds, dvv, dvs) = (&parts[0], &parts[1], &parts[2]);
         let dir = match self.edge_vector {
             PainnEdgeVector::Unit => &e.vec / e.dist.unsqueeze(-1),
-            PainnEdgeVector::UnitOverDistance => &e.vec / (e.dist.unsqueeze(-1) + 1e-9) / e.dist.unsqueeze(-1),
+            PainnEdgeVector::UnitOverDistance => {
+                &e.vec / (e.dist.unsqueeze(-1) + 1e-9) / e.dist.unsqueeze(-1)
+            }
         };
-        let dv = v.index_select(0, &e.src) * dvv.unsqueeze(1) + dvs.unsqueeze(1) * dir.unsqueeze(-1);
+        let dv =
+            v.index_select(0, &e.src) * dvv.unsqueeze(1) + dvs.unsqueeze(1) * dir.unsqueeze(-1);
         let s = &st.s + e.aggregate(ds);
         let v = v + e.aggregate(&dv);
         // update

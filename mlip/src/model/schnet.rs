@@ -40,7 +40,10 @@ impl SchNet {
                 let p = vs / "layers" / l.to_string();
                 let fin = *dims.last().unwrap();
                 dims.push(f);
-                let nobias = nn::LinearConfig { bias: false, ..Default::default() };
+                let nobias = nn::LinearConfig {
+                    bias: false,
+                    ..Default::default()
+                };
                 Interaction {
                     filter1: nn::linear(&p / "filter1", c.num_radial, f, Default::default()),
                     filter2: nn::linear(&p / "filter2", f, f, Default::default()),
@@ -51,13 +54,21 @@ impl SchNet {
                 }
             })
             .collect();
-        SchNet { layers, act: c.conv_activation.unwrap_or(c.activation_function), post_act: c.post_conv_activation, dims }
+        SchNet {
+            layers,
+            act: c.conv_activation.unwrap_or(c.activation_function),
+            post_act: c.post_conv_activation,
+            dims,
+        }
     }
 }
 
 impl Backbone for SchNet {
     fn init_state(&self, x0: &Tensor) -> State {
-        State { s: x0.shallow_clone(), v: None }
+        State {
+            s: x0.shallow_clone(),
+            v: None,
+        }
     }
 
     fn layer(&self, l: usize, st: &State, e: &Edges) -> State {
@@ -83,6 +94,9 @@ impl Backbone for SchNet {
     }
 
     fn unflatten(&self, _l: usize, t: &Tensor) -> State {
-        State { s: t.shallow_clone(), v: None }
+        State {
+            s: t.shallow_clone(),
+            v: None,
+        }
     }
 }

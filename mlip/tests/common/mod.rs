@@ -9,12 +9,59 @@ use rand_chacha::ChaCha8Rng;
 /// Both backbones.
 pub const BACKBONES: [MpnnType; 2] = [MpnnType::SchNet, MpnnType::PaiNN];
 
-/// A random float64 model over Cu, Ni, O with cutoff `rc` and 3 layers.
+/// A backbone on one evaluation path: exact (libtorch autograd) or fast ([`mlip::fast`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Variant {
+    /// The backbone.
+    pub mpnn: MpnnType,
+    /// Whether the fast path is enabled.
+    pub fast: bool,
+}
+
+/// Every backbone on every evaluation path that it has: the physics and parity tests run on each.
+pub const VARIANTS: [Variant; 4] = [
+    Variant {
+        mpnn: MpnnType::SchNet,
+        fast: false,
+    },
+    Variant {
+        mpnn: MpnnType::PaiNN,
+        fast: false,
+    },
+    Variant {
+        mpnn: MpnnType::SchNet,
+        fast: true,
+    },
+    Variant {
+        mpnn: MpnnType::PaiNN,
+        fast: true,
+    },
+];
+
+/// [`model`] on the path of `v`.
+pub fn model_on(v: Variant, rc: f64, seed: i64) -> Model {
+    let mut m = model(v.mpnn, rc, seed);
+    if v.fast {
+        m.enable_fast(mlip::fast::DEFAULT_TOLERANCE).unwrap();
+    }
+    m
+}
+
+/// A random float64 model over Cu, Ni, O with cutoff `rc` and 3 layers, its weights halved so
+/// that energies and forces have the magnitudes of a trained potential (a few eV/atom, below
+/// ~1 eV/Å): libtorch's default initialisation gives a PaiNN of 3 layers energies up to 1e20
+/// eV/atom in bulk, where finite differences lose their meaning.
 pub fn model(mpnn: MpnnType, rc: f64, seed: i64) -> Model {
     let mut c = ModelConfig::small(mpnn, vec![29, 28, 8], rc);
     c.num_conv_layers = 3;
     c.branches[0].reference_energies = vec![-3.5, -4.4, -1.2];
-    Model::new(c, tch::Kind::Double, tch::Device::Cpu, seed).unwrap()
+    let mut m = Model::new(c, tch::Kind::Double, tch::Device::Cpu, seed).unwrap();
+    tch::no_grad(|| {
+        for (_, mut t) in m.var_store_mut().variables() {
+            let _ = t.g_mul_scalar_(0.5);
+        }
+    });
+    m
 }
 
 /// A random triclinic periodic structure of `n` atoms with a minimum separation of ~1.6 Å.
@@ -23,7 +70,11 @@ pub fn random_periodic(n: usize, seed: u64) -> Structure {
     let cell = [
         [6.0 + rng.gen::<f64>(), 0.0, 0.0],
         [1.2 * rng.gen::<f64>(), 6.0 + rng.gen::<f64>(), 0.0],
-        [rng.gen::<f64>() - 0.5, 1.0 * rng.gen::<f64>(), 6.5 + rng.gen::<f64>()],
+        [
+            rng.gen::<f64>() - 0.5,
+            1.0 * rng.gen::<f64>(),
+            6.5 + rng.gen::<f64>(),
+        ],
     ];
     let mut pos: Vec<[f64; 3]> = Vec::new();
     while pos.len() < n {
@@ -32,7 +83,8 @@ pub fn random_periodic(n: usize, seed: u64) -> Structure {
         let s = Structure::new(vec![p], vec![29], cell, [true; 3]).unwrap();
         let ok = pos.iter().all(|q| {
             // minimum-image distance through the neighbour list of a two-atom structure
-            let two = Structure::new(vec![*q, s.positions[0]], vec![29, 29], cell, [true; 3]).unwrap();
+            let two =
+                Structure::new(vec![*q, s.positions[0]], vec![29, 29], cell, [true; 3]).unwrap();
             let nl = mlip::neighbors::neighbor_list(&two, 1.6).unwrap();
             !nl.centers.iter().zip(&nl.neighbors).any(|(a, b)| a != b)
         });
@@ -49,8 +101,15 @@ pub fn random_molecule(n: usize, seed: u64) -> Structure {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut pos: Vec<[f64; 3]> = Vec::new();
     while pos.len() < n {
-        let p = [3.0 * rng.gen::<f64>(), 3.0 * rng.gen::<f64>(), 3.0 * rng.gen::<f64>()];
-        if pos.iter().all(|q| mlip::structure::norm(mlip::structure::sub(*q, p)) > 1.0) {
+        let p = [
+            3.0 * rng.gen::<f64>(),
+            3.0 * rng.gen::<f64>(),
+            3.0 * rng.gen::<f64>(),
+        ];
+        if pos
+            .iter()
+            .all(|q| mlip::structure::norm(mlip::structure::sub(*q, p)) > 1.0)
+        {
             pos.push(p);
         }
     }
@@ -60,15 +119,36 @@ pub fn random_molecule(n: usize, seed: u64) -> Structure {
 
 /// fcc copper, `n`×`n`×`n` conventional cells.
 pub fn fcc_cu(n: usize, a: f64) -> Structure {
-    let basis = [[0.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.5]];
-    let pos = basis.iter().map(|b| [b[0] * a, b[1] * a, b[2] * a]).collect();
-    let s = Structure::new(pos, vec![29; 4], [[a, 0.0, 0.0], [0.0, a, 0.0], [0.0, 0.0, a]], [true; 3]).unwrap();
+    let basis = [
+        [0.0, 0.0, 0.0],
+        [0.5, 0.5, 0.0],
+        [0.5, 0.0, 0.5],
+        [0.0, 0.5, 0.5],
+    ];
+    let pos = basis
+        .iter()
+        .map(|b| [b[0] * a, b[1] * a, b[2] * a])
+        .collect();
+    let s = Structure::new(
+        pos,
+        vec![29; 4],
+        [[a, 0.0, 0.0], [0.0, a, 0.0], [0.0, 0.0, a]],
+        [true; 3],
+    )
+    .unwrap();
     s.supercell([n, n, n])
 }
 
 /// max |a - b| / max |b|.
 pub fn rel_err(a: &[[f64; 3]], b: &[[f64; 3]]) -> f64 {
-    let num = a.iter().zip(b).flat_map(|(x, y)| (0..3).map(move |k| (x[k] - y[k]).abs())).fold(0.0, f64::max);
-    let den = b.iter().flat_map(|y| y.iter().map(|v| v.abs())).fold(0.0, f64::max);
+    let num = a
+        .iter()
+        .zip(b)
+        .flat_map(|(x, y)| (0..3).map(move |k| (x[k] - y[k]).abs()))
+        .fold(0.0, f64::max);
+    let den = b
+        .iter()
+        .flat_map(|y| y.iter().map(|v| v.abs()))
+        .fold(0.0, f64::max);
     num / den
 }

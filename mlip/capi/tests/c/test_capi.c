@@ -113,6 +113,23 @@ int main(int argc, char **argv) {
     hgnn_graph_t bg = g; bg.neighbors = badn;
     expect_error(hgnn_compute_graph(model, &bg, &gr), HGNN_ERROR_INVALID_ARGUMENT, "edge 1", "edge index out of range");
 
+    /* ---- evaluation paths: the fast path by default for SchNet, the exact one on request ---- */
+    const char *path = NULL;
+    CHECK(hgnn_model_path(model, &path) == 0 && strstr(path, "\"path\":\"fast\"") != NULL, "default path %s", path);
+    CHECK(strstr(path, "table_rel_error") != NULL, "fast path states its table error: %s", path);
+    double fe = r.energy, ff4 = f[4];
+    CHECK(hgnn_model_set_compress(model, 0, 0.0) == 0, "compress off: %s", hgnn_last_error());
+    CHECK(hgnn_model_path(model, &path) == 0 && strstr(path, "\"path\":\"exact\"") != NULL, "exact path %s", path);
+    CHECK(hgnn_compute(model, &st, &r) == 0, "exact compute: %s", hgnn_last_error());
+    /* a random model (~300 eV/atom): the paths agree to the tables' relative error */
+    CHECK(fabs(r.energy - fe) < 1e-7 * fabs(fe) && fabs(f[4] - ff4) < 1e-5 * (fabs(ff4) + 1.0),
+          "fast %.12g vs exact %.12g, force %.12g vs %.12g", fe, r.energy, ff4, f[4]);
+    CHECK(fe != r.energy, "the two paths are different code (energies equal to the last bit)");
+    expect_error(hgnn_model_set_compress(model, 1, 0.5), HGNN_ERROR_INVALID_ARGUMENT, "tolerance", "bad tolerance");
+    expect_error(hgnn_model_set_compress(NULL, 1, 0.0), HGNN_ERROR_NULL_POINTER, "model", "NULL model (compress)");
+    CHECK(hgnn_model_set_compress(model, 1, 1e-10) == 0, "compress on: %s", hgnn_last_error());
+    CHECK(hgnn_model_path(model, &path) == 0 && strstr(path, "\"path\":\"fast\"") != NULL, "fast path again %s", path);
+
     hgnn_model_free(model);
     hgnn_model_free(NULL);
     printf("%s: %d failure(s)\n", argv[0], failures);
