@@ -99,6 +99,30 @@ impl Real for f64 {
     }
 }
 
+/// a·b + c, fused when `FMA` (use `FMA = true` only in code compiled with the `fma` target
+/// feature, where it is one instruction; elsewhere it would be a slow library call).
+#[inline(always)]
+pub fn madd<T: Real, const FMA: bool>(a: T, b: T, c: T) -> T {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Whether this CPU has AVX2 and FMA (the fast kernels' vector code path); checked once.
+#[inline]
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Activation value and derivative at `z`, in f64 (libtorch's formulas: softplus switches to the
 /// identity above 20).
 pub fn act_scalar(a: Activation, z: f64) -> (f64, f64) {

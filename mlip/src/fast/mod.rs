@@ -61,7 +61,7 @@ impl Csr {
     }
 
     /// Rebuilds from edge lists (dst = centre, src = neighbour, vecs E×3), keeping the caller's
-    /// order within each centre; `n` nodes.
+    /// order within each centre; `n` centres (every dst is below it).
     pub fn build(&mut self, n: usize, src: &[i64], dst: &[i64], vecs: &[f64], cutoff: f64) {
         self.start.clear();
         self.start.resize(n + 1, 0);
@@ -148,15 +148,26 @@ pub trait Layer<T: Real>: Send + Sync {
     fn width_out(&self) -> usize;
     /// The layer's radial table.
     fn table(&self) -> Option<&Table<T>>;
-    /// Forward for `n` nodes: `out` (n × width_out) from `input` (n × width_in).
-    fn forward(&self, csr: &Csr, n: usize, input: &[T], out: &mut [T], sv: &mut Saved<T>);
-    /// Backward: `g_in` (n × width_in, overwritten) from `g_out` (n × width_out, may be used as
-    /// scratch); ∂E/∂(edge vector) added into `edge_grad` (indexed by CSR position).
+    /// Forward for `n` nodes of which the first `nr` receive messages (the CSR's centres): `out`
+    /// (n × width_out; rows from `nr` on are set to zero) from `input` (n × width_in). Node-side
+    /// work runs on the `nr` receiving rows only (ghost atoms' outputs are not needed).
+    fn forward(
+        &self,
+        csr: &Csr,
+        n: usize,
+        nr: usize,
+        input: &[T],
+        out: &mut [T],
+        sv: &mut Saved<T>,
+    );
+    /// Backward: `g_in` (n × width_in, overwritten) from the first `nr` rows of `g_out` (may be
+    /// used as scratch); ∂E/∂(edge vector) added into `edge_grad` (indexed by CSR position).
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
         csr: &Csr,
         n: usize,
+        nr: usize,
         input: &[T],
         sv: &mut Saved<T>,
         g_out: &mut [T],
@@ -434,8 +445,9 @@ impl<T: Real> Net<T> {
     }
 
     fn forward_layer(&self, ws: &mut Workspace<T>, l: usize, n: usize) {
+        let nr = ws.csr.n_centres();
         let (a, b) = ws.feats.split_at_mut(l + 1);
-        self.layers[l].forward(&ws.csr, n, &a[l], &mut b[0], &mut ws.saved[l]);
+        self.layers[l].forward(&ws.csr, n, nr, &a[l], &mut b[0], &mut ws.saved[l]);
     }
 
     /// Node energies (all n nodes) into ws.e_node; seeds ws.grads[L] with ∂E/∂s for the nodes
@@ -449,6 +461,8 @@ impl<T: Real> Net<T> {
         need_grad: bool,
     ) -> Result<()> {
         let n = species.len();
+        // the head runs on the receiving rows (every node, or the local atoms layer by layer)
+        let nr = ws.csr.n_centres();
         let l = self.layers.len();
         let h = self.head(branch)?;
         let fl = self.layers[l - 1].width_out();
@@ -456,7 +470,7 @@ impl<T: Real> Net<T> {
         hs.ensure(1);
         resize(&mut ws.e_node, n);
         h.mlp.forward(
-            n,
+            nr,
             &ws.feats[l],
             fl,
             &mut ws.e_node,
@@ -465,13 +479,13 @@ impl<T: Real> Net<T> {
         );
         if need_grad {
             let mut gy = std::mem::take(&mut hs.bufs[0]);
-            resize(&mut gy, n);
-            for (i, g) in gy[..n].iter_mut().enumerate() {
+            resize(&mut gy, nr);
+            for (i, g) in gy[..nr].iter_mut().enumerate() {
                 *g = if weight(i) { T::one() } else { T::zero() };
             }
             zeroed(&mut ws.grads[l], n * fl);
             h.mlp.backward(
-                n,
+                nr,
                 &gy,
                 &mut ws.grads[l],
                 fl,
@@ -485,11 +499,13 @@ impl<T: Real> Net<T> {
     }
 
     fn backward_layer(&self, ws: &mut Workspace<T>, l: usize, n: usize) {
+        let nr = ws.csr.n_centres();
         let (a, b) = ws.grads.split_at_mut(l + 1);
         resize(&mut a[l], n * self.layers[l].width_in());
         self.layers[l].backward(
             &ws.csr,
             n,
+            nr,
             &ws.feats[l],
             &mut ws.saved[l],
             &mut b[0],
@@ -498,6 +514,8 @@ impl<T: Real> Net<T> {
         );
     }
 
+    /// Groups the edges by centre: the first `n` nodes (every node in a whole-graph evaluation,
+    /// the local atoms layer by layer; every edge's centre is below `n`).
     fn start_edges(
         &self,
         ws: &mut Workspace<T>,
@@ -801,7 +819,7 @@ impl<'m> Layered<'m> {
         ) -> LayeredT<'m, T> {
             let mut ws = net.take_ws();
             net.init(&mut ws, species);
-            net.start_edges(&mut ws, species.len(), src, dst, vecs, cutoff);
+            net.start_edges(&mut ws, n_local, src, dst, vecs, cutoff);
             LayeredT {
                 net,
                 ws: Some(ws),

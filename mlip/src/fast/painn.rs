@@ -9,7 +9,9 @@
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, ModelConfig, PainnEdgeVector, VectorNorm};
 
-use super::dense::{act_backward, act_forward, resize, zeroed, Dense, MlpK, Real};
+use super::dense::{
+    act_backward, act_forward, has_avx2_fma, madd, resize, zeroed, Dense, MlpK, Real,
+};
 use super::radial::Table;
 use super::{Csr, Layer, Saved, WeightSource};
 
@@ -139,7 +141,15 @@ impl<T: Real> Layer<T> for PaiNNLayer<T> {
         Some(&self.table)
     }
 
-    fn forward(&self, csr: &Csr, n: usize, input: &[T], out: &mut [T], sv: &mut Saved<T>) {
+    fn forward(
+        &self,
+        csr: &Csr,
+        n: usize,
+        nr: usize,
+        input: &[T],
+        out: &mut [T],
+        sv: &mut Saved<T>,
+    ) {
         let f = self.f;
         let (wi, wo) = (self.width_in(), self.width_out());
         sv.ensure(NBUF);
@@ -149,49 +159,39 @@ impl<T: Real> Layer<T> for PaiNNLayer<T> {
             let (z, a) = (&mut sv.zs[M_PHI], &mut sv.acts[M_PHI]);
             self.phi.forward(n, input, wi, &mut phi, z, a);
         }
-        // s1 = s, v1 = v; then the messages
-        let mut s1 = take(sv, S1, n * f);
-        let mut v1 = take(sv, V1, n * 3 * f);
+        // s1 = s, v1 = v (receiving rows); then the messages
+        let mut s1 = take(sv, S1, nr * f);
+        let mut v1 = take(sv, V1, nr * 3 * f);
         let mut vin = take(sv, VIN, n * 3 * f);
         for i in 0..n {
             let row = &input[i * wi..(i + 1) * wi];
-            s1[i * f..(i + 1) * f].copy_from_slice(&row[..f]);
+            if i < nr {
+                s1[i * f..(i + 1) * f].copy_from_slice(&row[..f]);
+            }
             vin[i * 3 * f..(i + 1) * 3 * f].copy_from_slice(&row[f..4 * f]);
         }
-        v1[..n * 3 * f].copy_from_slice(&vin[..n * 3 * f]);
+        v1[..nr * 3 * f].copy_from_slice(&vin[..nr * 3 * f]);
         let c3 = 3 * f;
-        resize(&mut sv.w, c3);
-        resize(&mut sv.dw, c3);
-        let (w, dw) = (&mut sv.w[..c3], &mut sv.dw[..c3]);
-        for i in 0..csr.n_centres() {
-            let (si, vi) = (&mut s1[i * f..(i + 1) * f], &mut v1[i * c3..(i + 1) * c3]);
-            for e in csr.edges_of(i) {
-                let r = csr.r[e];
-                self.table.eval(r, w, dw);
-                let j = csr.nbr[e] as usize;
-                let pj = &phi[j * c3..(j + 1) * c3];
-                let vj = &vin[j * c3..(j + 1) * c3];
-                let (d, _, _) = self.dir(&csr.vec[e], r);
-                let d = [T::from_f(d[0]), T::from_f(d[1]), T::from_f(d[2])];
-                for c in 0..f {
-                    si[c] += pj[c] * w[c];
-                    let dvv = pj[f + c] * w[f + c];
-                    let dvs = pj[2 * f + c] * w[2 * f + c];
-                    vi[c] += vj[c] * dvv + dvs * d[0];
-                    vi[f + c] += vj[f + c] * dvv + dvs * d[1];
-                    vi[2 * f + c] += vj[2 * f + c] * dvv + dvs * d[2];
-                }
-            }
-        }
+        resize(&mut sv.w, 7 * f);
+        edges_forward(
+            self,
+            csr,
+            f,
+            &phi,
+            &vin,
+            &mut s1,
+            &mut v1,
+            &mut sv.w[..7 * f],
+        );
         // update block
-        let mut uv = take(sv, UV, n * c3);
-        let mut vv = take(sv, VV, n * c3);
-        self.u.forward(3 * n, &v1, f, &mut uv);
-        self.v.forward(3 * n, &v1, f, &mut vv);
-        let mut norm = take(sv, NORM, n * f);
-        let mut cat = take(sv, CAT, n * 2 * f);
+        let mut uv = take(sv, UV, nr * c3);
+        let mut vv = take(sv, VV, nr * c3);
+        self.u.forward(3 * nr, &v1, f, &mut uv);
+        self.v.forward(3 * nr, &v1, f, &mut vv);
+        let mut norm = take(sv, NORM, nr * f);
+        let mut cat = take(sv, CAT, nr * 2 * f);
         let floor = T::from_f(1e-8);
-        for i in 0..n {
+        for i in 0..nr {
             for c in 0..f {
                 let q = vv[i * c3 + c] * vv[i * c3 + c]
                     + vv[i * c3 + f + c] * vv[i * c3 + f + c]
@@ -206,14 +206,14 @@ impl<T: Real> Layer<T> for PaiNNLayer<T> {
             cat[i * 2 * f..i * 2 * f + f].copy_from_slice(&s1[i * f..(i + 1) * f]);
         }
         let nu = self.upd.fout();
-        let mut a = take(sv, A, n * nu);
+        let mut a = take(sv, A, nr * nu);
         {
             let (z, ac) = (&mut sv.zs[M_UPD], &mut sv.acts[M_UPD]);
-            self.upd.forward(n, &cat, 2 * f, &mut a, z, ac);
+            self.upd.forward(nr, &cat, 2 * f, &mut a, z, ac);
         }
-        let mut s2 = take(sv, S2, n * f);
-        let mut v2 = take(sv, V2, n * c3);
-        for i in 0..n {
+        let mut s2 = take(sv, S2, nr * f);
+        let mut v2 = take(sv, V2, nr * c3);
+        for i in 0..nr {
             let ai = &a[i * nu..(i + 1) * nu];
             for c in 0..f {
                 let o = i * c3;
@@ -232,15 +232,15 @@ impl<T: Real> Layer<T> for PaiNNLayer<T> {
         }
         // output maps into `out` rows [s (fo), v (3 fo_v)]
         let (fo, fov) = (self.fo(), self.fo_v());
-        let mut s3 = take(sv, S3, n * fo);
+        let mut s3 = take(sv, S3, nr * fo);
         match &self.out_s {
             Some(m) => {
                 let (z, ac) = (&mut sv.zs[M_OUT], &mut sv.acts[M_OUT]);
-                m.forward(n, &s2, f, &mut s3, z, ac);
+                m.forward(nr, &s2, f, &mut s3, z, ac);
             }
-            None => s3[..n * f].copy_from_slice(&s2[..n * f]),
+            None => s3[..nr * f].copy_from_slice(&s2[..nr * f]),
         }
-        for i in 0..n {
+        for i in 0..nr {
             let row = &mut out[i * wo..i * wo + fo];
             match self.post_act {
                 Some(pa) => act_forward(pa, &s3[i * fo..(i + 1) * fo], row),
@@ -248,20 +248,21 @@ impl<T: Real> Layer<T> for PaiNNLayer<T> {
             }
         }
         if fov > 0 {
-            let mut g0 = take(sv, G0, n * 3 * fov);
+            let mut g0 = take(sv, G0, nr * 3 * fov);
             let vout: &[T] = match &self.out_v {
                 Some(d) => {
-                    d.forward(3 * n, &v2, f, &mut g0);
+                    d.forward(3 * nr, &v2, f, &mut g0);
                     &g0
                 }
                 None => &v2,
             };
-            for i in 0..n {
+            for i in 0..nr {
                 out[i * wo + fo..(i + 1) * wo]
                     .copy_from_slice(&vout[i * 3 * fov..(i + 1) * 3 * fov]);
             }
             sv.bufs[G0] = g0;
         }
+        out[nr * wo..n * wo].iter_mut().for_each(|x| *x = T::zero());
         for (k, b) in [
             (S1, s1),
             (V1, v1),
@@ -284,6 +285,7 @@ impl<T: Real> Layer<T> for PaiNNLayer<T> {
         &self,
         csr: &Csr,
         n: usize,
+        nr: usize,
         _input: &[T],
         sv: &mut Saved<T>,
         g_out: &mut [T],
@@ -295,48 +297,48 @@ impl<T: Real> Layer<T> for PaiNNLayer<T> {
         let (wi, wo) = (self.width_in(), self.width_out());
         let (fo, fov) = (self.fo(), self.fo_v());
         let nu = self.upd.fout();
-        // ∂E/∂s3 (n × fo) and ∂E/∂v2 (n × 3f)
-        let mut gs3 = take(sv, G0, n * fo);
-        for i in 0..n {
+        // ∂E/∂s3 (nr × fo) and ∂E/∂v2 (nr × 3f)
+        let mut gs3 = take(sv, G0, nr * fo);
+        for i in 0..nr {
             gs3[i * fo..(i + 1) * fo].copy_from_slice(&g_out[i * wo..i * wo + fo]);
         }
         if let Some(pa) = self.post_act {
-            act_backward(pa, &sv.bufs[S3][..n * fo], &mut gs3[..n * fo]);
+            act_backward(pa, &sv.bufs[S3][..nr * fo], &mut gs3[..nr * fo]);
         }
-        let mut gs2 = take(sv, G1, n * f);
+        let mut gs2 = take(sv, G1, nr * f);
         match &self.out_s {
-            Some(m) => m.backward(n, &gs3, &mut gs2, f, false, &sv.zs[M_OUT], &mut sv.scratch),
-            None => gs2[..n * f].copy_from_slice(&gs3[..n * f]),
+            Some(m) => m.backward(nr, &gs3, &mut gs2, f, false, &sv.zs[M_OUT], &mut sv.scratch),
+            None => gs2[..nr * f].copy_from_slice(&gs3[..nr * f]),
         }
-        let mut gv2 = take(sv, G2, n * c3);
+        let mut gv2 = take(sv, G2, nr * c3);
         if fov > 0 {
             let mut gv3 = std::mem::take(&mut gs3);
-            resize(&mut gv3, n * 3 * fov);
-            for i in 0..n {
+            resize(&mut gv3, nr * 3 * fov);
+            for i in 0..nr {
                 gv3[i * 3 * fov..(i + 1) * 3 * fov]
                     .copy_from_slice(&g_out[i * wo + fo..(i + 1) * wo]);
             }
             match &self.out_v {
-                Some(d) => d.backward(3 * n, &gv3, &mut gv2, f, false),
-                None => gv2[..n * c3].copy_from_slice(&gv3[..n * c3]),
+                Some(d) => d.backward(3 * nr, &gv3, &mut gv2, f, false),
+                None => gv2[..nr * c3].copy_from_slice(&gv3[..nr * c3]),
             }
             gs3 = gv3;
         } else {
-            gv2[..n * c3].iter_mut().for_each(|x| *x = T::zero());
+            gv2[..nr * c3].iter_mut().for_each(|x| *x = T::zero());
         }
         sv.bufs[G0] = gs3;
-        // update block backward: gs1 (n × f), gv1 (n × 3f)
+        // update block backward: gs1 (nr × f), gv1 (nr × 3f)
         let (uv_b, vv_b, a_b, norm_b) = (
             std::mem::take(&mut sv.bufs[UV]),
             std::mem::take(&mut sv.bufs[VV]),
             std::mem::take(&mut sv.bufs[A]),
             std::mem::take(&mut sv.bufs[NORM]),
         );
-        let mut ga = take_free(&mut sv.scratch[0], n * nu);
-        let mut guv = vec_take(&mut sv.bufs, G3, n * c3);
-        let mut gvv = vec_take(&mut sv.bufs, G4, n * c3);
+        let mut ga = take_free(&mut sv.scratch[0], nr * nu);
+        let mut guv = vec_take(&mut sv.bufs, G3, nr * c3);
+        let mut gvv = vec_take(&mut sv.bufs, G4, nr * c3);
         let (uv, vv, a, norm) = (&uv_b[..], &vv_b[..], &a_b[..], &norm_b[..]);
-        for i in 0..n {
+        for i in 0..nr {
             let o = i * c3;
             let ai = &a[i * nu..(i + 1) * nu];
             let gai = &mut ga[i * nu..(i + 1) * nu];
@@ -375,15 +377,15 @@ impl<T: Real> Layer<T> for PaiNNLayer<T> {
         }
         // update MLP backward into gcat = [gs1 part, gnorm]
         let mut gcat = std::mem::take(&mut sv.scratch[1]);
-        resize(&mut gcat, n * 2 * f);
+        resize(&mut gcat, nr * 2 * f);
         {
             let mut scr = [std::mem::take(&mut sv.w), std::mem::take(&mut sv.dw)];
             self.upd
-                .backward(n, &ga, &mut gcat, 2 * f, false, &sv.zs[M_UPD], &mut scr);
+                .backward(nr, &ga, &mut gcat, 2 * f, false, &sv.zs[M_UPD], &mut scr);
             [sv.w, sv.dw] = scr;
         }
         // gs1 = gs2 + gcat[:, :f] (into gs2); gvv += gnorm · vv / norm
-        for i in 0..n {
+        for i in 0..nr {
             for c in 0..f {
                 gs2[i * f + c] += gcat[i * 2 * f + c];
                 let gn = gcat[i * 2 * f + f + c];
@@ -397,74 +399,40 @@ impl<T: Real> Layer<T> for PaiNNLayer<T> {
             }
         }
         // gv1 = gv2 (if vectors continue) + Uᵀ guv + Vᵀ gvv   (gv2 holds gv1 from here on)
-        self.u.backward(3 * n, &guv, &mut gv2, f, true);
-        self.v.backward(3 * n, &gvv, &mut gv2, f, true);
+        self.u.backward(3 * nr, &guv, &mut gv2, f, true);
+        self.v.backward(3 * nr, &gvv, &mut gv2, f, true);
         sv.scratch[0] = ga;
         sv.scratch[1] = gcat;
         let gs1 = gs2;
         let gv1 = gv2;
         // messages backward: g_in = [gs1 + φᵀ(gφ), gv1 + Σ ...]; gφ accumulated per neighbour
         let mut gphi = guv; // reuse (n × 3f)
+        resize(&mut gphi, n * c3);
         gphi[..n * c3].iter_mut().for_each(|x| *x = T::zero());
         let mut gvin = gvv; // reuse (n × 3f)
-        gvin[..n * c3].copy_from_slice(&gv1[..n * c3]);
+        resize(&mut gvin, n * c3);
+        gvin[..nr * c3].copy_from_slice(&gv1[..nr * c3]);
+        gvin[nr * c3..n * c3]
+            .iter_mut()
+            .for_each(|x| *x = T::zero());
         let (phi, vin) = (&sv.bufs[PHI], &sv.bufs[VIN]);
         let (mut w, mut dw) = (std::mem::take(&mut sv.w), std::mem::take(&mut sv.dw));
-        resize(&mut w, c3);
+        resize(&mut w, 7 * f);
         resize(&mut dw, c3);
-        for i in 0..csr.n_centres() {
-            let gsi = &gs1[i * f..(i + 1) * f];
-            let gvi = &gv1[i * c3..(i + 1) * c3];
-            for e in csr.edges_of(i) {
-                let r = csr.r[e];
-                self.table.eval(r, &mut w, &mut dw);
-                let j = csr.nbr[e] as usize;
-                let pj = &phi[j * c3..(j + 1) * c3];
-                let vj = &vin[j * c3..(j + 1) * c3];
-                let vec = &csr.vec[e];
-                let (d, q, dq) = self.dir(vec, r);
-                let dt = [T::from_f(d[0]), T::from_f(d[1]), T::from_f(d[2])];
-                let gpj = &mut gphi[j * c3..(j + 1) * c3];
-                let mut gr = T::zero();
-                let mut gdir = [T::zero(); 3];
-                for c in 0..f {
-                    // Δs
-                    let gx0 = gsi[c];
-                    // Δv_v: v_j ⊙ dvv
-                    let gx1 =
-                        gvi[c] * vj[c] + gvi[f + c] * vj[f + c] + gvi[2 * f + c] * vj[2 * f + c];
-                    // Δv_s ⊗ e
-                    let gx2 = gvi[c] * dt[0] + gvi[f + c] * dt[1] + gvi[2 * f + c] * dt[2];
-                    let dvv = pj[f + c] * w[f + c];
-                    let dvs = pj[2 * f + c] * w[2 * f + c];
-                    gdir[0] += gvi[c] * dvs;
-                    gdir[1] += gvi[f + c] * dvs;
-                    gdir[2] += gvi[2 * f + c] * dvs;
-                    gvin[j * c3 + c] += gvi[c] * dvv;
-                    gvin[j * c3 + f + c] += gvi[f + c] * dvv;
-                    gvin[j * c3 + 2 * f + c] += gvi[2 * f + c] * dvv;
-                    gpj[c] += gx0 * w[c];
-                    gpj[f + c] += gx1 * w[f + c];
-                    gpj[2 * f + c] += gx2 * w[2 * f + c];
-                    gr += gx0 * pj[c] * dw[c]
-                        + gx1 * pj[f + c] * dw[f + c]
-                        + gx2 * pj[2 * f + c] * dw[2 * f + c];
-                }
-                // e = vec·q(r): ∂e_k/∂vec_m = q δ_km + vec_k q'(r) vec_m / r
-                let gd = [gdir[0].to_f(), gdir[1].to_f(), gdir[2].to_f()];
-                let gdv = gd[0] * vec[0] + gd[1] * vec[1] + gd[2] * vec[2];
-                let s = gr.to_f() / r + gdv * dq / r;
-                let g = &mut edge_grad[e];
-                for k in 0..3 {
-                    g[k] += s * vec[k] + q * gd[k];
-                }
-            }
-        }
+        edges_backward(
+            self, csr, f, phi, vin, &gs1, &gv1, &mut gphi, &mut gvin, &mut w, &mut dw, edge_grad,
+        );
         sv.w = w;
         sv.dw = dw;
         // g_in rows: [gs1 + φ backward, gvin]
         for i in 0..n {
-            g_in[i * wi..i * wi + f].copy_from_slice(&gs1[i * f..(i + 1) * f]);
+            if i < nr {
+                g_in[i * wi..i * wi + f].copy_from_slice(&gs1[i * f..(i + 1) * f]);
+            } else {
+                g_in[i * wi..i * wi + f]
+                    .iter_mut()
+                    .for_each(|x| *x = T::zero());
+            }
             g_in[i * wi + f..(i + 1) * wi].copy_from_slice(&gvin[i * c3..(i + 1) * c3]);
         }
         {
@@ -505,4 +473,221 @@ fn vec_take<T: Real>(bufs: &mut [Vec<T>], k: usize, n: usize) -> Vec<T> {
     let mut b = std::mem::take(&mut bufs[k]);
     resize(&mut b, n);
     b
+}
+
+macro_rules! dispatch_fma {
+    ($name:ident, $fma:ident, $k:ident, ($($a:ident : $t:ty),*)) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name<T: Real>($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2_fma() {
+                // SAFETY: the CPU has AVX2 and FMA (checked above).
+                unsafe { $fma($($a),*) };
+                return;
+            }
+            $k::<T, false>($($a),*)
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $fma<T: Real>($($a: $t),*) {
+            $k::<T, true>($($a),*)
+        }
+    };
+}
+
+dispatch_fma!(edges_forward, edges_forward_fma, edges_forward_k, (l: &PaiNNLayer<T>, csr: &Csr, f: usize, phi: &[T], vin: &[T], s1: &mut [T], v1: &mut [T], w: &mut [T]));
+dispatch_fma!(
+    edges_backward,
+    edges_backward_fma,
+    edges_backward_k,
+    (l: &PaiNNLayer<T>, csr: &Csr, f: usize, phi: &[T], vin: &[T], gs1: &[T], gv1: &[T], gphi: &mut [T], gvin: &mut [T], w: &mut [T], dw: &mut [T], edge_grad: &mut [[f64; 3]])
+);
+
+/// y += a ⊙ b.
+#[inline(always)]
+fn axpy<T: Real, const FMA: bool>(y: &mut [T], a: &[T], b: &[T]) {
+    for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+        *y = madd::<T, FMA>(a, b, *y);
+    }
+}
+
+/// y += a ⊙ b + c·s.
+#[inline(always)]
+fn axpy_s<T: Real, const FMA: bool>(y: &mut [T], a: &[T], b: &[T], c: &[T], s: T) {
+    for (((y, &a), &b), &c) in y.iter_mut().zip(a).zip(b).zip(c) {
+        *y = madd::<T, FMA>(a, b, madd::<T, FMA>(c, s, *y));
+    }
+}
+
+/// y = a ⊙ b.
+#[inline(always)]
+fn mul<T: Real>(y: &mut [T], a: &[T], b: &[T]) {
+    for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+        *y = a * b;
+    }
+}
+
+/// Σ a ⊙ b ⊙ c, in eight independent partial sums (vector code).
+#[inline(always)]
+fn dot3<T: Real, const FMA: bool>(a: &[T], b: &[T], c: &[T]) -> f64 {
+    let mut acc = [T::zero(); 8];
+    let (ac, bc, cc) = (a.chunks_exact(8), b.chunks_exact(8), c.chunks_exact(8));
+    let (ar, br, cr) = (ac.remainder(), bc.remainder(), cc.remainder());
+    for ((a, b), c) in ac.zip(bc).zip(cc) {
+        for k in 0..8 {
+            acc[k] = madd::<T, FMA>(a[k] * b[k], c[k], acc[k]);
+        }
+    }
+    let mut s = acc.iter().fold(0.0, |x, &y| x + y.to_f());
+    for ((a, b), c) in ar.iter().zip(br).zip(cr) {
+        s += (*a * *b * *c).to_f();
+    }
+    s
+}
+
+/// Σ a ⊙ b, in eight independent partial sums (vector code).
+#[inline(always)]
+fn dot<T: Real, const FMA: bool>(a: &[T], b: &[T]) -> f64 {
+    let mut acc = [T::zero(); 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (a, b) in ac.zip(bc) {
+        for k in 0..8 {
+            acc[k] = madd::<T, FMA>(a[k], b[k], acc[k]);
+        }
+    }
+    let mut s = acc.iter().fold(0.0, |x, &y| x + y.to_f());
+    for (a, b) in ar.iter().zip(br) {
+        s += (*a * *b).to_f();
+    }
+    s
+}
+
+/// The three f-wide thirds of a 3f row.
+#[inline(always)]
+fn thirds<T>(v: &[T], f: usize) -> (&[T], &[T], &[T]) {
+    let (a, r) = v[..3 * f].split_at(f);
+    let (b, c) = r.split_at(f);
+    (a, b, c)
+}
+
+#[inline(always)]
+fn thirds_mut<T>(v: &mut [T], f: usize) -> (&mut [T], &mut [T], &mut [T]) {
+    let (a, r) = v[..3 * f].split_at_mut(f);
+    let (b, c) = r.split_at_mut(f);
+    (a, b, c)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn edges_forward_k<T: Real, const FMA: bool>(
+    l: &PaiNNLayer<T>,
+    csr: &Csr,
+    f: usize,
+    phi: &[T],
+    vin: &[T],
+    s1: &mut [T],
+    v1: &mut [T],
+    w: &mut [T],
+) {
+    let c3 = 3 * f;
+    let (w, tmp) = w.split_at_mut(c3);
+    let (tvv, tvs) = tmp[..2 * f].split_at_mut(f);
+    for i in 0..csr.n_centres() {
+        let si = &mut s1[i * f..(i + 1) * f];
+        let (vx, vy, vz) = thirds_mut(&mut v1[i * c3..(i + 1) * c3], f);
+        for e in csr.edges_of(i) {
+            let r = csr.r[e];
+            l.table.eval_k::<FMA>(r, w, None);
+            let j = csr.nbr[e] as usize;
+            let (p0, p1, p2) = thirds(&phi[j * c3..(j + 1) * c3], f);
+            let (ux, uy, uz) = thirds(&vin[j * c3..(j + 1) * c3], f);
+            let (w0, w1, w2) = thirds(w, f);
+            let (d, _, _) = l.dir(&csr.vec[e], r);
+            axpy::<T, FMA>(si, p0, w0);
+            mul(tvv, p1, w1);
+            mul(tvs, p2, w2);
+            axpy_s::<T, FMA>(vx, ux, tvv, tvs, T::from_f(d[0]));
+            axpy_s::<T, FMA>(vy, uy, tvv, tvs, T::from_f(d[1]));
+            axpy_s::<T, FMA>(vz, uz, tvv, tvs, T::from_f(d[2]));
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn edges_backward_k<T: Real, const FMA: bool>(
+    l: &PaiNNLayer<T>,
+    csr: &Csr,
+    f: usize,
+    phi: &[T],
+    vin: &[T],
+    gs1: &[T],
+    gv1: &[T],
+    gphi: &mut [T],
+    gvin: &mut [T],
+    w: &mut [T],
+    dw: &mut [T],
+    edge_grad: &mut [[f64; 3]],
+) {
+    let c3 = 3 * f;
+    let (w, tmp) = w.split_at_mut(c3);
+    let (t1, rest) = tmp[..4 * f].split_at_mut(f);
+    let (t2, rest) = rest.split_at_mut(f);
+    let (tvv, tvs) = rest.split_at_mut(f);
+    let dw = &mut dw[..c3];
+    for i in 0..csr.n_centres() {
+        let gsi = &gs1[i * f..(i + 1) * f];
+        let (gx, gy, gz) = thirds(&gv1[i * c3..(i + 1) * c3], f);
+        for e in csr.edges_of(i) {
+            let r = csr.r[e];
+            l.table.eval_k::<FMA>(r, w, Some(&mut *dw));
+            let j = csr.nbr[e] as usize;
+            let (p0, p1, p2) = thirds(&phi[j * c3..(j + 1) * c3], f);
+            let (ux, uy, uz) = thirds(&vin[j * c3..(j + 1) * c3], f);
+            let (w0, w1, w2) = thirds(w, f);
+            let (e0, e1, e2) = thirds(dw, f);
+            let vec = &csr.vec[e];
+            let (d, q, dq) = l.dir(vec, r);
+            let dt = [T::from_f(d[0]), T::from_f(d[1]), T::from_f(d[2])];
+            // ∂E/∂Δv_v (t1) and ∂E/∂Δv_s (t2)
+            for (((((t1, t2), &gx), &gy), &gz), ((&ux, &uy), &uz)) in t1
+                .iter_mut()
+                .zip(t2.iter_mut())
+                .zip(gx)
+                .zip(gy)
+                .zip(gz)
+                .zip(ux.iter().zip(uy).zip(uz))
+            {
+                *t1 = madd::<T, FMA>(gx, ux, madd::<T, FMA>(gy, uy, gz * uz));
+                *t2 = madd::<T, FMA>(gx, dt[0], madd::<T, FMA>(gy, dt[1], gz * dt[2]));
+            }
+            let (gp0, gp1, gp2) = thirds_mut(&mut gphi[j * c3..(j + 1) * c3], f);
+            axpy::<T, FMA>(gp0, gsi, w0);
+            axpy::<T, FMA>(gp1, t1, w1);
+            axpy::<T, FMA>(gp2, t2, w2);
+            let gr = dot3::<T, FMA>(gsi, p0, e0)
+                + dot3::<T, FMA>(t1, p1, e1)
+                + dot3::<T, FMA>(t2, p2, e2);
+            mul(tvs, p2, w2);
+            let gd = [
+                dot::<T, FMA>(gx, tvs),
+                dot::<T, FMA>(gy, tvs),
+                dot::<T, FMA>(gz, tvs),
+            ];
+            mul(tvv, p1, w1);
+            let (gvx, gvy, gvz) = thirds_mut(&mut gvin[j * c3..(j + 1) * c3], f);
+            axpy::<T, FMA>(gvx, gx, tvv);
+            axpy::<T, FMA>(gvy, gy, tvv);
+            axpy::<T, FMA>(gvz, gz, tvv);
+            // e = vec·q(r): ∂e_k/∂vec_m = q δ_km + vec_k q'(r) vec_m / r
+            let gdv = gd[0] * vec[0] + gd[1] * vec[1] + gd[2] * vec[2];
+            let s = gr / r + gdv * dq / r;
+            let g = &mut edge_grad[e];
+            for k in 0..3 {
+                g[k] += s * vec[k] + q * gd[k];
+            }
+        }
+    }
 }

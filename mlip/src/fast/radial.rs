@@ -5,7 +5,7 @@
 
 use crate::model::config::{Activation, Envelope, RadialType};
 
-use super::dense::{act_scalar, Real};
+use super::dense::{act_scalar, madd, Real};
 
 /// Radial basis and envelope, scalar, with derivatives (the same numbers as
 /// [`crate::model::nn::Radial`] in f64).
@@ -248,54 +248,161 @@ impl<T: Real> Table<T> {
     }
 
     /// Filter values and derivatives at `r` (< cutoff) into `w`, `dw` (length C).
-    #[inline]
+    #[inline(always)]
     pub fn eval(&self, r: f64, w: &mut [T], dw: &mut [T]) {
+        self.eval_k::<false>(r, w, Some(dw))
+    }
+
+    /// Filter values and, when `dw` is given, derivatives at `r` (< cutoff); `FMA` selects fused
+    /// multiply-adds (only inside code compiled with the `fma` target feature).
+    #[inline(always)]
+    pub fn eval_k<const FMA: bool>(&self, r: f64, w: &mut [T], dw: Option<&mut [T]>) {
+        let c = self.channels;
         if r < self.r_lo {
-            let c = self.channels;
-            let (mut a, mut b) = (vec![0.0; c], vec![0.0; c]);
-            self.exact.eval(r, &mut a, &mut b);
-            for ch in 0..c {
-                w[ch] = T::from_f(a[ch]);
-                dw[ch] = T::from_f(b[ch]);
-            }
+            self.eval_exact(r, w, dw);
             return;
         }
         let x = (r - self.r_lo) * self.inv_h;
         let k = (x as usize).min(self.n_int - 1);
         let t = x - k as f64;
-        // Hermite basis on [0, 1] and its derivative (per unit t).
+        // Hermite basis on [0, 1] and its derivative (per unit r).
         let t2 = t * t;
         let t3 = t2 * t;
-        let h00 = 2.0 * t3 - 3.0 * t2 + 1.0;
-        let h10 = (t3 - 2.0 * t2 + t) * self.h;
         let h01 = -2.0 * t3 + 3.0 * t2;
+        let h00 = 1.0 - h01;
+        let h10 = (t3 - 2.0 * t2 + t) * self.h;
         let h11 = (t3 - t2) * self.h;
-        let d00 = (6.0 * t2 - 6.0 * t) * self.inv_h;
-        let d10 = 3.0 * t2 - 4.0 * t + 1.0;
-        let d01 = -d00;
-        let d11 = 3.0 * t2 - 2.0 * t;
+        let base = k * 2 * c;
+        let n = &self.nodes[base..base + 4 * c];
+        let (y0, rest) = n.split_at(c);
+        let (m0, rest) = rest.split_at(c);
+        let (y1, m1) = rest.split_at(c);
         let (h00, h10, h01, h11) = (
             T::from_f(h00),
             T::from_f(h10),
             T::from_f(h01),
             T::from_f(h11),
         );
-        let (d00, d10, d01, d11) = (
-            T::from_f(d00),
-            T::from_f(d10),
-            T::from_f(d01),
-            T::from_f(d11),
-        );
+        let w = &mut w[..c];
+        for ch in 0..c {
+            w[ch] = madd::<T, FMA>(
+                y0[ch],
+                h00,
+                madd::<T, FMA>(m0[ch], h10, madd::<T, FMA>(y1[ch], h01, m1[ch] * h11)),
+            );
+        }
+        if let Some(dw) = dw {
+            // d/dr of the basis: h00' = -h01' = a, h10' = d10, h11' = d11
+            let a = T::from_f((6.0 * t2 - 6.0 * t) * self.inv_h);
+            let (d10, d11) = (
+                T::from_f(3.0 * t2 - 4.0 * t + 1.0),
+                T::from_f(3.0 * t2 - 2.0 * t),
+            );
+            let dw = &mut dw[..c];
+            for ch in 0..c {
+                dw[ch] = madd::<T, FMA>(
+                    y0[ch] - y1[ch],
+                    a,
+                    madd::<T, FMA>(m0[ch], d10, m1[ch] * d11),
+                );
+            }
+        }
+    }
+
+    /// Where `r` falls in the table and the Hermite weights there, for kernels that evaluate
+    /// the filter channel by channel in registers; None below `r_lo` (use [`Table::eval`]).
+    #[inline(always)]
+    pub fn locate(&self, r: f64) -> Option<Interp<'_, T>> {
+        if r < self.r_lo {
+            return None;
+        }
         let c = self.channels;
+        let x = (r - self.r_lo) * self.inv_h;
+        let k = (x as usize).min(self.n_int - 1);
+        let t = x - k as f64;
+        let t2 = t * t;
+        let t3 = t2 * t;
+        let h01 = -2.0 * t3 + 3.0 * t2;
         let base = k * 2 * c;
         let n = &self.nodes[base..base + 4 * c];
         let (y0, rest) = n.split_at(c);
         let (m0, rest) = rest.split_at(c);
         let (y1, m1) = rest.split_at(c);
-        let (w, dw) = (&mut w[..c], &mut dw[..c]);
+        Some(Interp {
+            y0,
+            m0,
+            y1,
+            m1,
+            h: [
+                T::from_f(1.0 - h01),
+                T::from_f((t3 - 2.0 * t2 + t) * self.h),
+                T::from_f(h01),
+                T::from_f((t3 - t2) * self.h),
+            ],
+            d: [
+                T::from_f((6.0 * t2 - 6.0 * t) * self.inv_h),
+                T::from_f(3.0 * t2 - 4.0 * t + 1.0),
+                T::from_f(3.0 * t2 - 2.0 * t),
+            ],
+        })
+    }
+
+    #[cold]
+    fn eval_exact(&self, r: f64, w: &mut [T], dw: Option<&mut [T]>) {
+        let c = self.channels;
+        let (mut a, mut b) = (vec![0.0; c], vec![0.0; c]);
+        self.exact.eval(r, &mut a, &mut b);
         for ch in 0..c {
-            w[ch] = y0[ch] * h00 + m0[ch] * h10 + y1[ch] * h01 + m1[ch] * h11;
-            dw[ch] = y0[ch] * d00 + m0[ch] * d10 + y1[ch] * d01 + m1[ch] * d11;
+            w[ch] = T::from_f(a[ch]);
         }
+        if let Some(dw) = dw {
+            for ch in 0..c {
+                dw[ch] = T::from_f(b[ch]);
+            }
+        }
+    }
+}
+
+/// The table's interval around one distance: node values and derivatives of both ends, and the
+/// Hermite weights of the value (`h`) and of its r-derivative (`d`).
+pub struct Interp<'a, T> {
+    /// Values at the left node.
+    pub y0: &'a [T],
+    /// Derivatives at the left node.
+    pub m0: &'a [T],
+    /// Values at the right node.
+    pub y1: &'a [T],
+    /// Derivatives at the right node.
+    pub m1: &'a [T],
+    /// Weights of y0, m0, y1, m1 in the value.
+    pub h: [T; 4],
+    /// Weights in the derivative: (y0 - y1)·d[0] + m0·d[1] + m1·d[2].
+    pub d: [T; 3],
+}
+
+impl<T: Real> Interp<'_, T> {
+    /// Filter value of channel `c`.
+    #[inline(always)]
+    pub fn value<const FMA: bool>(&self, c: usize) -> T {
+        let h = &self.h;
+        madd::<T, FMA>(
+            self.y0[c],
+            h[0],
+            madd::<T, FMA>(
+                self.m0[c],
+                h[1],
+                madd::<T, FMA>(self.y1[c], h[2], self.m1[c] * h[3]),
+            ),
+        )
+    }
+    /// Derivative d/dr of channel `c`.
+    #[inline(always)]
+    pub fn deriv<const FMA: bool>(&self, c: usize) -> T {
+        let d = &self.d;
+        madd::<T, FMA>(
+            self.y0[c] - self.y1[c],
+            d[0],
+            madd::<T, FMA>(self.m0[c], d[1], self.m1[c] * d[2]),
+        )
     }
 }
