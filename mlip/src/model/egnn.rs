@@ -107,15 +107,22 @@ impl Backbone for Egnn {
                 e.env.shallow_clone(),
             ),
         };
-        let input = Tensor::cat(
-            &[
-                &h.index_select(0, &e.dst),
-                &h.index_select(0, &e.src),
-                &dist.unsqueeze(-1),
-            ],
-            -1,
+        // The edge MLP's first layer on [h_i, h_j, d] is A·h_i + B·h_j + c·d + b: A·h and B·h are
+        // computed once per node and gathered, instead of a (2F+1)-wide product on every edge.
+        let first = b.edge_mlp.first();
+        let f = h.size()[1];
+        let (wa, wb, wc) = (
+            first.ws.narrow(1, 0, f),
+            first.ws.narrow(1, f, f),
+            first.ws.narrow(1, 2 * f, 1),
         );
-        let m = act(self.act, &b.edge_mlp.forward(&input)) * env.unsqueeze(-1);
+        let mut z0 = h.matmul(&wa.tr()).index_select(0, &e.dst)
+            + h.matmul(&wb.tr()).index_select(0, &e.src)
+            + dist.unsqueeze(-1) * wc.squeeze_dim(1);
+        if let Some(bias) = &first.bs {
+            z0 = z0 + bias;
+        }
+        let m = act(self.act, &b.edge_mlp.forward_after_first(&z0)) * env.unsqueeze(-1);
         let s = b.node_mlp.forward(&Tensor::cat(&[h, &e.aggregate(&m)], -1));
         let v = match (&st.v, &b.coord) {
             (Some(d), Some((w1, w2))) => {

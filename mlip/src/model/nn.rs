@@ -33,6 +33,20 @@ impl Mlp {
         Mlp { layers, act }
     }
 
+    /// The first layer (its weight is (out, in), its bias (out)).
+    pub fn first(&self) -> &nn::Linear {
+        &self.layers[0]
+    }
+
+    /// The rest of the forward pass given the first layer's output `z0` (before its activation).
+    pub fn forward_after_first(&self, z0: &Tensor) -> Tensor {
+        let mut h = z0.shallow_clone();
+        for l in self.layers.iter().skip(1) {
+            h = act(self.act, &h).apply(l);
+        }
+        h
+    }
+
     /// Forward pass.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let mut h = x.shallow_clone();
