@@ -3,6 +3,8 @@
 //! molecule and a box smaller than twice the cutoff; float32 within the bounds stated below; its
 //! forces and virial are the exact derivatives of its own energy; its tables state their error.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 use common::*;
 use mlip::model::config::MpnnType;

@@ -373,7 +373,7 @@ pub unsafe extern "C" fn hgnn_model_set_compress(
         } else {
             mlip::fast::DEFAULT_TOLERANCE
         };
-        if !(tol < 1e-2) {
+        if tol.is_nan() || tol >= 1e-2 {
             return Err(arg(format!(
                 "tolerance must be below 1e-2, got {tolerance}"
             )));

@@ -70,9 +70,9 @@ impl Csr {
             let v = &vecs[3 * e..3 * e + 3];
             v[0] * v[0] + v[1] * v[1] + v[2] * v[2] < rc2
         };
-        for e in 0..dst.len() {
+        for (e, &d) in dst.iter().enumerate() {
             if keep(e) {
-                self.start[dst[e] as usize + 1] += 1;
+                self.start[d as usize + 1] += 1;
             }
         }
         for i in 0..n {

@@ -183,7 +183,12 @@ impl<T: Real> Table<T> {
             if t.rel_error <= tol || n_int >= 32768 {
                 return Self::with_intervals(f, r_lo, n_int);
             }
-            n_int *= 2;
+            // cubic Hermite: error ∝ h⁴; jump to the predicted grid (a power of two, at least
+            // double) rather than doubling one step at a time
+            let want = n_int as f64 * (t.rel_error / tol).powf(0.25) * 1.1;
+            n_int = (want.ceil() as usize)
+                .next_power_of_two()
+                .clamp(2 * n_int, 32768);
         }
     }
 

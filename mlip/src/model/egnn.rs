@@ -120,7 +120,7 @@ impl Backbone for Egnn {
             + h.matmul(&wb.tr()).index_select(0, &e.src)
             + dist.unsqueeze(-1) * wc.squeeze_dim(1);
         if let Some(bias) = &first.bs {
-            z0 = z0 + bias;
+            z0 += bias;
         }
         let m = act(self.act, &b.edge_mlp.forward_after_first(&z0)) * env.unsqueeze(-1);
         let s = b.node_mlp.forward(&Tensor::cat(&[h, &e.aggregate(&m)], -1));
