@@ -458,8 +458,9 @@ impl<T: Real> Layer<T> for PaiNNLayer<T> {
             + self.upd.flops()
             + self.out_s.as_ref().map(|m| m.flops()).unwrap_or(0)
             + 3 * self.out_v.as_ref().map(|d| d.flops()).unwrap_or(0);
-        // per edge: table (8 per channel, 3F channels) forward and backward, message 8F, backward 22F
-        (48 * f + 8 * f + 22 * f, 2 * node)
+        // per edge, per f: forward = table values of 3f channels (12) + messages (9); backward =
+        // table values and derivatives (21) + ∂Δv (6) + ∂φ (3) + ∂r (6) + ∂e (4) + ∂v (4)
+        (65 * f, 2 * node)
     }
 }
 

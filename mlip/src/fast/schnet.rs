@@ -133,9 +133,10 @@ impl<T: Real> Layer<T> for SchNetLayer<T> {
 
     fn flops(&self) -> (usize, usize) {
         let f = self.lin1.fout;
-        // per edge: table value + derivative (8 per channel), message (1), backward (3)
+        // per edge and channel: forward = table value (4) + message (1); backward = table value
+        // and derivative (7) + ∂x_j (1) + ∂r (2)
         (
-            12 * f,
+            15 * f,
             2 * (self.lin1.flops() + self.lin2.flops() + self.lin3.flops()),
         )
     }
