@@ -285,8 +285,43 @@ impl Model {
             .expect("one result"))
     }
 
-    /// Several caller-supplied graphs, batched into one evaluation.
+    /// Several caller-supplied graphs, batched: consecutive graphs are evaluated together in
+    /// chunks of at most [`BATCH_EDGES`] edges (libtorch) or [`BATCH_EDGES_FAST`] (fast path), so
+    /// that a large batch is never slower than a loop over its graphs (libtorch's tensors grow
+    /// past the allocator's reuse and every step pays page faults; measured in
+    /// `cargo bench -p mlip --bench engine`).
     pub fn compute_graphs(&self, graphs: &[GraphInput], req: Request) -> Result<Vec<Results>> {
+        let limit = if self.fast().is_some() {
+            BATCH_EDGES_FAST
+        } else {
+            BATCH_EDGES
+        };
+        let mut out = Vec::with_capacity(graphs.len());
+        let mut start = 0;
+        while start < graphs.len() {
+            let mut end = start + 1;
+            let mut edges = graphs[start].centers.len();
+            while end < graphs.len() && edges + graphs[end].centers.len() <= limit {
+                edges += graphs[end].centers.len();
+                end += 1;
+            }
+            let chunk = self
+                .compute_graphs_chunk(&graphs[start..end], req)
+                .map_err(|e| match e {
+                    Error::InStructure { index, source } => Error::InStructure {
+                        index: index + start,
+                        source,
+                    },
+                    e if end - start == 1 => e.in_structure(start, graphs.len()),
+                    e => e,
+                })?;
+            out.extend(chunk);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    fn compute_graphs_chunk(&self, graphs: &[GraphInput], req: Request) -> Result<Vec<Results>> {
         let mut species = Vec::new();
         let mut vecs = Vec::new();
         let (mut src, mut dst, mut batch, mut local) =
@@ -345,9 +380,10 @@ impl Model {
             let energies = tensor_to_vec(&out.node_energy)?;
             let graph_e = tensor_to_vec(&graph_e)?;
             if let Some(k) = graph_e.iter().position(|e| !e.is_finite()) {
-                return Err(Error::Internal(format!(
-                    "the model produced a non-finite energy for structure {k}"
-                )));
+                return Err(
+                    Error::Internal("the model produced a non-finite energy".into())
+                        .in_structure(k, graphs.len()),
+                );
             }
             let props: Vec<(String, Vec<f64>, bool)> =
                 (out.graph_properties.iter().map(|p| (p, true)))
@@ -440,9 +476,10 @@ impl Model {
             }
         }
         if let Some(k) = graph_e.iter().position(|e| !e.is_finite()) {
-            return Err(Error::Internal(format!(
-                "the model produced a non-finite energy for structure {k}"
-            )));
+            return Err(
+                Error::Internal("the model produced a non-finite energy".into())
+                    .in_structure(k, graphs.len()),
+            );
         }
         let mut props: Vec<(String, Vec<f64>, bool)> = Vec::new();
         if has_props {
@@ -512,6 +549,11 @@ impl Model {
         Ok(results)
     }
 }
+
+/// Largest number of edges evaluated in one libtorch pass by [`Model::compute_graphs`].
+pub const BATCH_EDGES: usize = 20_000;
+/// Largest number of edges evaluated in one fast-path pass by [`Model::compute_graphs`].
+pub const BATCH_EDGES_FAST: usize = 200_000;
 
 /// Sets the number of libtorch intra-op threads (also read from `HYDRAGNN_NUM_THREADS` by
 /// [`threads_from_env`]).

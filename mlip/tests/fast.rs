@@ -335,3 +335,34 @@ fn nve_drift_on_the_fast_path_is_no_worse_than_on_the_exact_one() {
         "fast-path drift {df:e} eV/atom vs exact {de:e}"
     );
 }
+
+#[test]
+fn large_batches_run_in_chunks_with_the_same_numbers_and_error_positions() {
+    for fast in [false, true] {
+        let mut m = model(MpnnType::SchNet, 4.0, 260);
+        if fast {
+            m.enable_fast(mlip::fast::DEFAULT_TOLERANCE).unwrap();
+        }
+        // 250 molecules of 12 atoms: ~30,000 edges, more than one libtorch chunk
+        let mols: Vec<Structure> = (0..250).map(|k| random_molecule(12, 1000 + k)).collect();
+        let batch = m.compute_batch(&mols, Request::EFV).unwrap();
+        for k in [0, 120, 249] {
+            let one = m.compute(&mols[k], Request::EFV).unwrap();
+            assert!(
+                (batch[k].energy - one.energy).abs() <= 1e-12 * one.energy.abs(),
+                "fast={fast} structure {k}"
+            );
+            assert!(
+                max_abs_diff(&batch[k].forces, &one.forces) <= 1e-12,
+                "fast={fast} structure {k}"
+            );
+        }
+        let mut bad = mols.clone();
+        bad[230].numbers[3] = 79;
+        let err = m.compute_batch(&bad, Request::EFV).unwrap_err().to_string();
+        assert!(
+            err.contains("230") && err.contains("Au"),
+            "fast={fast}: {err}"
+        );
+    }
+}
