@@ -66,7 +66,7 @@ impl<'m> LayeredEval<'m> {
             if let Some(f) = model.fast() {
                 let bb = model.backbone();
                 let l = model.num_layers();
-                let mut fast = crate::fast::Layered::new(
+                let fast = crate::fast::Layered::new(
                     f,
                     &species,
                     g.n_local,
@@ -75,10 +75,9 @@ impl<'m> LayeredEval<'m> {
                     &vecs,
                     model.cutoff(),
                 );
-                let feats: Vec<Vec<f64>> = (0..=l)
-                    .map(|k| vec![0.0; n * bb.width(k) as usize])
-                    .collect();
-                let grads = feats.clone();
+                let _ = bb;
+                // the rows the caller exchanges live in the fast path's pooled workspace
+                let (feats, grads) = (Vec::new(), Vec::new());
                 let mut ev = LayeredEval {
                     model,
                     n_local: g.n_local,
@@ -99,7 +98,6 @@ impl<'m> LayeredEval<'m> {
                     stage: 0,
                     fast: None,
                 };
-                fast.features0(&mut ev.feats[0]);
                 ev.fast = Some(fast);
                 return Ok(ev);
             }
@@ -156,19 +154,31 @@ impl<'m> LayeredEval<'m> {
     }
     /// Features entering layer `l`, row-major (n_total × width(l)).
     pub fn features(&self, l: usize) -> &[f64] {
-        &self.feats[l]
+        match &self.fast {
+            Some(f) => f.features(l),
+            None => &self.feats[l],
+        }
     }
     /// Mutable features entering layer `l`: the caller writes ghost rows here.
     pub fn features_mut(&mut self, l: usize) -> &mut [f64] {
-        &mut self.feats[l]
+        match &mut self.fast {
+            Some(f) => f.features_mut(l),
+            None => &mut self.feats[l],
+        }
     }
     /// Gradient of the energy with respect to the features entering layer `l`.
     pub fn grads(&self, l: usize) -> &[f64] {
-        &self.grads[l]
+        match &self.fast {
+            Some(f) => f.grads(l),
+            None => &self.grads[l],
+        }
     }
     /// Mutable gradient: the caller adds ghost rows into their owners here.
     pub fn grads_mut(&mut self, l: usize) -> &mut [f64] {
-        &mut self.grads[l]
+        match &mut self.fast {
+            Some(f) => f.grads_mut(l),
+            None => &mut self.grads[l],
+        }
     }
 
     fn rows(&self, data: &[f64], l: usize, ghosts_zero: bool) -> Tensor {
@@ -196,10 +206,7 @@ impl<'m> LayeredEval<'m> {
             ));
         }
         if let Some(fast) = self.fast.as_mut() {
-            let (a, b) = self.feats.split_at_mut(l + 1);
-            fast.forward_layer(l, &a[l], &mut b[0]);
-            let w = self.model.backbone().width(l + 1) as usize;
-            b[0][self.n_local * w..].iter_mut().for_each(|x| *x = 0.0);
+            fast.forward_layer(l);
             self.stage += 1;
             return Ok(());
         }
@@ -233,12 +240,7 @@ impl<'m> LayeredEval<'m> {
             return invalid(format!("readout called before all {l} layers ran forward"));
         }
         if let Some(fast) = self.fast.as_mut() {
-            fast.readout(
-                self.model.active_branch(),
-                &self.feats[l],
-                &mut self.grads[l],
-                &mut self.energies,
-            )?;
+            fast.readout(self.model.active_branch(), &mut self.energies)?;
             self.energy = self.energies.iter().sum();
             if !self.energy.is_finite() {
                 return Err(Error::Internal(
@@ -278,10 +280,7 @@ impl<'m> LayeredEval<'m> {
             return invalid(format!("backward_layer({l}) called out of order"));
         }
         if let Some(fast) = self.fast.as_mut() {
-            let w = self.model.backbone().width(l + 1) as usize;
-            let (a, b) = self.grads.split_at_mut(l + 1);
-            b[0][self.n_local * w..].iter_mut().for_each(|x| *x = 0.0);
-            fast.backward_layer(l, &b[0], &mut a[l]);
+            fast.backward_layer(l);
             if l == 0 {
                 fast.edge_grads(&mut self.edge_grad);
             }

@@ -202,6 +202,10 @@ pub struct Workspace<T> {
     head: Saved<T>,
     edge_grad: Vec<[f64; 3]>,
     e_node: Vec<T>,
+    /// Layer-by-layer evaluation: the f64 rows the caller exchanges (features and gradients
+    /// entering each layer), kept here so that they are reused across MD steps.
+    host_feats: Vec<Vec<f64>>,
+    host_grads: Vec<Vec<f64>>,
 }
 
 /// What the fast path is and how far its tables are from the exact filters.
@@ -716,36 +720,60 @@ impl<T: Real> LayeredT<'_, T> {
     fn n(&self) -> usize {
         self.species.len()
     }
-    fn features0(&mut self, out: &mut [f64]) {
+    fn ws_ref(&self) -> &Workspace<T> {
+        self.ws.as_ref().expect("workspace present until drop")
+    }
+    /// Sizes the host buffers and fills the features entering layer 0.
+    fn init_host(&mut self) {
         let n = self.n();
-        let w0 = self.net.layers[0].width_in();
-        let ws = self.ws.as_ref().expect("workspace");
-        for (o, x) in out.iter_mut().zip(&ws.feats[0][..n * w0]) {
+        let net = self.net;
+        let nl = net.layers.len();
+        let ws = self.ws();
+        ws.host_feats.resize_with(nl + 1, Vec::new);
+        ws.host_grads.resize_with(nl + 1, Vec::new);
+        for k in 0..=nl {
+            let w = if k == 0 {
+                net.layers[0].width_in()
+            } else {
+                net.layers[k - 1].width_out()
+            };
+            ws.host_feats[k].resize(n * w, 0.0);
+            ws.host_grads[k].resize(n * w, 0.0);
+        }
+        let w0 = net.layers[0].width_in();
+        let Workspace {
+            feats, host_feats, ..
+        } = ws;
+        for (o, x) in host_feats[0].iter_mut().zip(&feats[0][..n * w0]) {
             *o = x.to_f();
         }
     }
-    fn forward_layer(&mut self, l: usize, input: &[f64], output: &mut [f64]) {
+    fn forward_layer(&mut self, l: usize) {
         let n = self.n();
+        let n_local = self.n_local;
         let net = self.net;
         let ws = self.ws();
         let w = net.layers[l].width_in();
         resize(&mut ws.feats[l], n * w);
-        for (d, &s) in ws.feats[l][..n * w].iter_mut().zip(input) {
+        for (d, &s) in ws.feats[l][..n * w].iter_mut().zip(&ws.host_feats[l]) {
             *d = T::from_f(s);
         }
         net.forward_layer(ws, l, n);
         let wo = net.layers[l].width_out();
-        for (d, s) in output.iter_mut().zip(&ws.feats[l + 1][..n * wo]) {
+        let Workspace {
+            feats, host_feats, ..
+        } = ws;
+        let out = &mut host_feats[l + 1];
+        for (d, s) in out[..n_local * wo]
+            .iter_mut()
+            .zip(&feats[l + 1][..n_local * wo])
+        {
             *d = s.to_f();
         }
+        // ghost rows: filled by the caller's exchange before the next layer
+        out[n_local * wo..].iter_mut().for_each(|x| *x = 0.0);
     }
-    fn readout(
-        &mut self,
-        branch: usize,
-        input: &[f64],
-        grad: &mut [f64],
-        energies: &mut Vec<f64>,
-    ) -> Result<()> {
+    fn readout(&mut self, branch: usize, energies: &mut Vec<f64>) -> Result<()> {
         let n = self.n();
         let nl = self.net.layers.len();
         let net = self.net;
@@ -753,12 +781,15 @@ impl<T: Real> LayeredT<'_, T> {
         let species = std::mem::take(&mut self.species);
         let ws = self.ws.as_mut().expect("workspace");
         let w = net.layers[nl - 1].width_out();
-        for (d, &s) in ws.feats[nl][..n * w].iter_mut().zip(input) {
+        for (d, &s) in ws.feats[nl][..n * w].iter_mut().zip(&ws.host_feats[nl]) {
             *d = T::from_f(s);
         }
         let r = net.readout(ws, branch, &species, &|i| i < n_local, true);
         if r.is_ok() {
-            for (d, s) in grad.iter_mut().zip(&ws.grads[nl][..n * w]) {
+            let Workspace {
+                grads, host_grads, ..
+            } = &mut *ws;
+            for (d, s) in host_grads[nl].iter_mut().zip(&grads[nl][..n * w]) {
                 *d = s.to_f();
             }
             let e0 = &net.head(branch)?.e0;
@@ -768,18 +799,36 @@ impl<T: Real> LayeredT<'_, T> {
         self.species = species;
         r
     }
-    fn backward_layer(&mut self, l: usize, g_out: &[f64], g_in: &mut [f64]) {
+    fn backward_layer(&mut self, l: usize) {
         let n = self.n();
+        let n_local = self.n_local;
         let net = self.net;
         let ws = self.ws();
         let wo = net.layers[l].width_out();
         resize(&mut ws.grads[l + 1], n * wo);
-        for (d, &s) in ws.grads[l + 1][..n * wo].iter_mut().zip(g_out) {
-            *d = T::from_f(s);
+        {
+            let Workspace {
+                grads, host_grads, ..
+            } = &mut *ws;
+            // ghost rows of the incoming gradient were added into their owners by the caller
+            for (i, (d, &s)) in grads[l + 1][..n * wo]
+                .iter_mut()
+                .zip(&host_grads[l + 1])
+                .enumerate()
+            {
+                *d = if i < n_local * wo {
+                    T::from_f(s)
+                } else {
+                    T::zero()
+                };
+            }
         }
         net.backward_layer(ws, l, n);
         let wi = net.layers[l].width_in();
-        for (d, s) in g_in.iter_mut().zip(&ws.grads[l][..n * wi]) {
+        let Workspace {
+            grads, host_grads, ..
+        } = ws;
+        for (d, s) in host_grads[l].iter_mut().zip(&grads[l][..n * wi]) {
             *d = s.to_f();
         }
     }
@@ -820,39 +869,48 @@ impl<'m> Layered<'m> {
             let mut ws = net.take_ws();
             net.init(&mut ws, species);
             net.start_edges(&mut ws, n_local, src, dst, vecs, cutoff);
-            LayeredT {
+            let mut l = LayeredT {
                 net,
                 ws: Some(ws),
                 species: species.to_vec(),
                 n_local,
-            }
+            };
+            l.init_host();
+            l
         }
         match fast {
             FastModel::F32(n) => Layered::F32(make(n, species, n_local, src, dst, vecs, cutoff)),
             FastModel::F64(n) => Layered::F64(make(n, species, n_local, src, dst, vecs, cutoff)),
         }
     }
-    /// Features entering layer 0 (n × width(0)).
-    pub fn features0(&mut self, out: &mut [f64]) {
-        both!(self, x => x.features0(out))
+    /// Features entering layer `l` (n × width(l), f64 rows), for the caller's exchange.
+    pub fn features(&self, l: usize) -> &[f64] {
+        both!(self, x => &x.ws_ref().host_feats[l])
     }
-    /// Runs layer `l` on `input` (n × width(l)) into `output` (n × width(l+1)).
-    pub fn forward_layer(&mut self, l: usize, input: &[f64], output: &mut [f64]) {
-        both!(self, x => x.forward_layer(l, input, output))
+    /// Mutable features entering layer `l`: the caller writes ghost rows here.
+    pub fn features_mut(&mut self, l: usize) -> &mut [f64] {
+        both!(self, x => &mut x.ws().host_feats[l])
     }
-    /// Energy head on the final features: ∂E_local/∂features into `grad`, local energies.
-    pub fn readout(
-        &mut self,
-        branch: usize,
-        input: &[f64],
-        grad: &mut [f64],
-        energies: &mut Vec<f64>,
-    ) -> Result<()> {
-        both!(self, x => x.readout(branch, input, grad, energies))
+    /// Gradient of the energy with respect to the features entering layer `l`.
+    pub fn grads(&self, l: usize) -> &[f64] {
+        both!(self, x => &x.ws_ref().host_grads[l])
     }
-    /// Backward through layer `l`: `g_in` from `g_out`; edge gradients accumulated.
-    pub fn backward_layer(&mut self, l: usize, g_out: &[f64], g_in: &mut [f64]) {
-        both!(self, x => x.backward_layer(l, g_out, g_in))
+    /// Mutable gradient: the caller adds ghost rows into their owners here.
+    pub fn grads_mut(&mut self, l: usize) -> &mut [f64] {
+        both!(self, x => &mut x.ws().host_grads[l])
+    }
+    /// Runs layer `l` on `features(l)` into `features(l + 1)` (local rows; ghost rows zeroed).
+    pub fn forward_layer(&mut self, l: usize) {
+        both!(self, x => x.forward_layer(l))
+    }
+    /// Energy head on the final features: ∂E_local/∂features into `grads(L)`, local energies.
+    pub fn readout(&mut self, branch: usize, energies: &mut Vec<f64>) -> Result<()> {
+        both!(self, x => x.readout(branch, energies))
+    }
+    /// Backward through layer `l`: `grads(l)` from the local rows of `grads(l + 1)`; edge
+    /// gradients accumulated.
+    pub fn backward_layer(&mut self, l: usize) {
+        both!(self, x => x.backward_layer(l))
     }
     /// The accumulated ∂E/∂(edge vector), E×3 in the caller's order.
     pub fn edge_grads(&mut self, grad: &mut [f64]) {
