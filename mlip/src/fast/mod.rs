@@ -29,6 +29,9 @@ use crate::model::Model;
 use dense::{resize, zeroed, Dense, MlpK, Real};
 use radial::{Basis, Filter, Table};
 
+/// Finest table tolerance used in float32 (its own rounding is ~6e-8 relative).
+pub const F32_TOLERANCE: f64 = 1e-7;
+
 /// Default relative tolerance of the radial tables (value error over max |filter|).
 pub const DEFAULT_TOLERANCE: f64 = 1e-8;
 
@@ -633,7 +636,8 @@ impl FastModel {
             )));
         }
         crate::compute::guarded(|| match model.kind() {
-            Kind::Float => Ok(FastModel::F32(Net::build(model, tol)?)),
+            // float32 rounds the tables' values at ~6e-8 relative: a finer grid than 1e-7 buys nothing
+            Kind::Float => Ok(FastModel::F32(Net::build(model, tol.max(F32_TOLERANCE))?)),
             _ => Ok(FastModel::F64(Net::build(model, tol)?)),
         })
     }
