@@ -15,7 +15,9 @@ step() { printf '\n==== %s ====\n' "$*"; }
 stamp() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
 step "build"
-cargo build --release -p hydragnn-train -p hydragnn-capi -p mlip --bins --examples
+# --lib: the engine library libhydragnn.so (a cdylib) that the LAMMPS plugin, the ASE calculator
+# and the examples load; --bins/--examples alone would not build it.
+cargo build --release -p hydragnn-train -p hydragnn-capi -p mlip --lib --bins --examples
 lammps-plugin/build.sh
 HYDRAGNN="$ROOT/target/release/hydragnn"
 

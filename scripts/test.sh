@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-#! Runs every test of the project from a fresh clone: installs the native stack (cached), builds
-#! the workspace, runs the Rust suites (engine, C ABI + C program, trainer, importer), builds the
-#! LAMMPS plugin and runs the Python suites (ASE calculator, LAMMPS under mpirun, cross-component).
+#! Runs every test of the project from a fresh clone: installs the native stack (cached), runs the
+#! main job (scripts/run.sh) as its first suite, builds the workspace, runs the Rust suites
+#! (engine, C ABI + C program, trainer, importer), builds the LAMMPS plugin and runs the Python
+#! suites (ASE calculator, LAMMPS under mpirun, cross-component).
 #! Idempotent: a second run reuses .venv and target/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +13,10 @@ step() { printf '\n==== %s ====\n' "$*"; }
 failed=()
 # Every suite runs even when an earlier one failed; the exit status says whether all passed.
 suite() { local name="$1"; shift; step "$name"; "$@" || failed+=("$name"); }
+
+# First the README's main command, as a user runs it: on a fresh clone with an empty target/
+# (what CI starts from) this is the proof that `scripts/run.sh` works on a fresh machine.
+suite "main job (scripts/run.sh)" scripts/run.sh
 
 step "build (release, all targets)"
 cargo build --release --workspace --all-targets

@@ -185,6 +185,8 @@ def _bind(lib):
         ("hgnn_model_num_species", [c_void_p, P(c_int32)]),
         ("hgnn_model_species", [c_void_p, P(c_int32), c_int32]),
         ("hgnn_model_info", [c_void_p, P(c_char_p)]),
+        ("hgnn_model_set_compress", [c_void_p, c_int32, c_double]),
+        ("hgnn_model_path", [c_void_p, P(c_char_p)]),
         ("hgnn_compute", [c_void_p, P(hgnn_structure_t), P(hgnn_results_t)]),
         ("hgnn_compute_batch", [c_void_p, c_int64, P(hgnn_structure_t), P(hgnn_results_t)]),
     ]

@@ -1,7 +1,9 @@
 """`HydraGNNCalculator`: an ASE calculator that evaluates a hydragnn-rs model file with the engine
 through its C ABI (one `hgnn_compute` per configuration, everything in one pass), plus `batch`
-for a list of structures in one `hgnn_compute_batch` call."""
+for a list of structures in one `hgnn_compute_batch` call. `compress` chooses between the
+engine's fast path (tabulated radial filters, fused kernels) and its exact libtorch path."""
 
+import copy
 import json
 import os
 import weakref
@@ -17,7 +19,8 @@ from ._capi import HGNN_DEVICE_CPU, HGNN_DEVICE_CUDA, HGNN_DTYPE_FLOAT32, HGNN_D
 _DEVICES = {"cpu": HGNN_DEVICE_CPU, "cuda": HGNN_DEVICE_CUDA, "cuda:0": HGNN_DEVICE_CUDA}
 _DTYPES = {"float64": HGNN_DTYPE_FLOAT64, "float32": HGNN_DTYPE_FLOAT32}
 _STRESS = ("stress", "stresses")
-# Parameters that select the loaded model; changing one with `set` reloads it.
+# Parameters that select the loaded model; changing one with `set` reloads it. (`compress` only
+# switches the evaluation path of the loaded model.)
 _MODEL_KEYS = ("model", "device", "dtype", "head", "threads")
 
 
@@ -29,8 +32,9 @@ class _Model:
     """Owns one `hgnn_model_t` (freed with the object) and the model's self-description. A copy
     or an unpickled one loads the file again: a handle is never shared."""
 
-    def __init__(self, path, device, dtype, head, threads):
+    def __init__(self, path, device, dtype, head, threads, compress=True):
         path = os.fspath(path)
+        _check_compress(compress)
         self.args = (path, device, dtype, head, threads)
         self.lib = lib = _capi.load_library()
         if not os.path.exists(path):
@@ -58,9 +62,29 @@ class _Model:
         self.num_layers = n_layers.value
         self.species = tuple(species)
         self.info = json.loads(info.value.decode()) if info.value else {}
+        self.set_compress(compress)
+
+    def set_compress(self, compress):
+        """Selects the engine's evaluation path (`hgnn_model_set_compress`) and records which one
+        runs (`hgnn_model_path`): the fast path falls back to the exact one, with a reason, for a
+        backbone that has none."""
+        _check_compress(compress)
+        self.lib.hgnn_model_set_compress(self.handle, int(bool(compress)), 0.0)  # 0: default tolerance
+        self.compress = bool(compress)
+        path = c_char_p()
+        self.lib.hgnn_model_path(self.handle, byref(path))
+        self.path_info = json.loads(path.value.decode()) if path.value else {}
 
     def __reduce__(self):
-        return (_Model, self.args)
+        return (_Model, self.args + (self.compress,))
+
+
+def _check_compress(value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"compress must be True (the engine's fast path, where the model has one) or False "
+            f"(the exact libtorch path), got {value!r} of type {type(value).__name__}"
+        )
 
 
 def _choice(name, value, table):
@@ -130,6 +154,11 @@ class HydraGNNCalculator(Calculator):
     threads : int or None
         libtorch intra-op threads (process-wide); None keeps the current setting
         (or the environment variable HYDRAGNN_NUM_THREADS).
+    compress : bool
+        True (default): the engine's fast path (radial filters tabulated to the engine's default
+        tolerance, fused kernels) where the model's backbone has one, else the exact path; False: the exact
+        path (libtorch autograd). `path_info` says which one runs. Set explicitly, so the
+        environment variable HYDRAGNN_COMPRESS does not apply to the calculator.
 
     Every calculation computes energy, per-atom energies and forces, and for a fully periodic 3D
     cell also the stress and per-atom stresses, in one engine call; ASE caches them until the
@@ -142,22 +171,32 @@ class HydraGNNCalculator(Calculator):
     # recompute.
     ignored_changes = {"initial_charges", "initial_magmoms"}
 
-    def __init__(self, model, device="cpu", dtype="float64", head=None, threads=None, **kwargs):
+    def __init__(self, model, device="cpu", dtype="float64", head=None, threads=None, compress=True, **kwargs):
+        _check_compress(compress)
         Calculator.__init__(
-            self, model=os.fspath(model), device=device, dtype=dtype, head=head, threads=threads, **kwargs
+            self, model=os.fspath(model), device=device, dtype=dtype, head=head, threads=threads,
+            compress=bool(compress), **kwargs
         )
-        self._model = _Model(os.fspath(model), device, dtype, head, threads)
+        self._model = _Model(os.fspath(model), device, dtype, head, threads, compress)
 
     def set(self, **kwargs):
         """Sets parameters; a new model, device, dtype, head or thread count reloads the model
-        and discards the results."""
+        and discards the results; a new `compress` switches the loaded model's path and discards
+        the results."""
         if "model" in kwargs:
             kwargs["model"] = os.fspath(kwargs["model"])
+        if "compress" in kwargs:
+            _check_compress(kwargs["compress"])
+            kwargs["compress"] = bool(kwargs["compress"])
         changed = Calculator.set(self, **kwargs)
-        if getattr(self, "_model", None) is not None and any(k in changed for k in _MODEL_KEYS):
+        if getattr(self, "_model", None) is not None:
             p = self.parameters
-            self._model = _Model(p.model, p.device, p.dtype, p.head, p.threads)
-            self.reset()
+            if any(k in changed for k in _MODEL_KEYS):
+                self._model = _Model(p.model, p.device, p.dtype, p.head, p.threads, p.get("compress", True))
+                self.reset()
+            elif "compress" in changed:
+                self._model.set_compress(p.compress)
+                self.reset()
         return changed
 
     # --- the model's self-description ---------------------------------------------------------
@@ -181,6 +220,14 @@ class HydraGNNCalculator(Calculator):
     def info(self):
         """The model's self-description (cutoff, species, units, dtype, branches, provenance)."""
         return self._model.info
+
+    @property
+    def path_info(self):
+        """Which evaluation path the engine runs (`hgnn_model_path`), a dict: `path` is "fast"
+        or "exact", `description` a sentence; on the fast path also the tables' errors
+        (`table_rel_error`, ...), on the exact path the `reason` (compression off, or a backbone
+        without a fast path)."""
+        return copy.deepcopy(self._model.path_info)
 
     # --- evaluation ---------------------------------------------------------------------------
 

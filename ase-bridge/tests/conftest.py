@@ -1,5 +1,6 @@
-"""Fixtures for the hydragnn_ase tests: the random models (written once per session) and a
-fresh random generator per test (the seed is printed; HYDRAGNN_TEST_SEED replays a failure)."""
+"""Fixtures for the hydragnn_ase tests: the random models (written once per session), the engine's
+two evaluation paths (`compress`), and a fresh random generator per test (the seed is printed;
+HYDRAGNN_TEST_SEED replays a failure)."""
 
 import os
 
@@ -31,6 +32,13 @@ def schnet_path(model_dir):
 @pytest.fixture(scope="session")
 def painn_path(model_dir):
     return model_dir / "painn.model"
+
+
+@pytest.fixture(params=[True, False], ids=["fast", "exact"])
+def compress(request):
+    """Each of the engine's evaluation paths in turn: compress=True (the fast path, where the
+    backbone has one) and compress=False (the exact libtorch path)."""
+    return request.param
 
 
 @pytest.fixture

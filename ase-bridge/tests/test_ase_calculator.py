@@ -1,6 +1,7 @@
 """The calculator's contract with ASE: properties and their conventions, per-atom sums, caching
 (one engine call per configuration, counted by wrapping the C function), recomputation after
-every kind of change, batch evaluation, and fresh result arrays."""
+every kind of change, batch evaluation, and fresh result arrays; each on both of the engine's
+evaluation paths (the `compress` fixture: fast and exact)."""
 
 import copy
 import pickle
@@ -36,15 +37,15 @@ def counted(monkeypatch):
     return wrap
 
 
-def fresh(atoms, model_path):
-    """The same configuration on a brand-new calculator."""
+def fresh(atoms, model_path, compress=True):
+    """The same configuration on a brand-new calculator (on the same evaluation path)."""
     a = atoms.copy()
-    a.calc = HydraGNNCalculator(model_path)
+    a.calc = HydraGNNCalculator(model_path, compress=compress)
     return a
 
 
-def test_energies_sum_to_energy_and_stresses_to_stress(model_path, rng):
-    calc = HydraGNNCalculator(model_path)
+def test_energies_sum_to_energy_and_stresses_to_stress(model_path, rng, compress):
+    calc = HydraGNNCalculator(model_path, compress=compress)
     atoms = random_atoms(rng, 8, calc.species)
     atoms.calc = calc
     e, energies = atoms.get_potential_energy(), atoms.get_potential_energies()
@@ -56,10 +57,10 @@ def test_energies_sum_to_energy_and_stresses_to_stress(model_path, rng):
     assert np.abs(stresses.sum(axis=0) - stress).max() < 1e-10 * max(1.0, np.abs(stress).max())
 
 
-def test_stress_is_minus_virial_over_volume_in_voigt_order(schnet_path, rng):
+def test_stress_is_minus_virial_over_volume_in_voigt_order(schnet_path, rng, compress):
     """xx yy zz yz xz xy, from the strain derivative: dE/dε_ab = -V σ_ab, checked on a
     shear (xy) strain, where a wrong Voigt order would show."""
-    calc = HydraGNNCalculator(schnet_path)
+    calc = HydraGNNCalculator(schnet_path, compress=compress)
     atoms = random_atoms(rng, 6, calc.species)
     atoms.calc = calc
     sigma = voigt_6_to_full_3x3_stress(atoms.get_stress())
@@ -77,8 +78,8 @@ def test_stress_is_minus_virial_over_volume_in_voigt_order(schnet_path, rng):
 
 
 @pytest.mark.parametrize("pbc", [False, [True, True, False], [True, False, False]])
-def test_stress_without_a_3d_cell_raises_but_the_rest_works(schnet_path, rng, pbc):
-    calc = HydraGNNCalculator(schnet_path)
+def test_stress_without_a_3d_cell_raises_but_the_rest_works(schnet_path, rng, pbc, compress):
+    calc = HydraGNNCalculator(schnet_path, compress=compress)
     atoms = random_atoms(rng, 5, calc.species, pbc=pbc)
     atoms.calc = calc
     f = atoms.get_forces()
@@ -89,17 +90,17 @@ def test_stress_without_a_3d_cell_raises_but_the_rest_works(schnet_path, rng, pb
     assert np.array_equal(atoms.get_forces(), f)
 
 
-def test_molecule_with_a_zero_cell(schnet_path, rng):
-    calc = HydraGNNCalculator(schnet_path)
+def test_molecule_with_a_zero_cell(schnet_path, rng, compress):
+    calc = HydraGNNCalculator(schnet_path, compress=compress)
     atoms = random_atoms(rng, 5, calc.species, pbc=False)
-    e = fresh(atoms, schnet_path).get_potential_energy()
+    e = fresh(atoms, schnet_path, compress).get_potential_energy()
     atoms.set_cell(np.zeros((3, 3)))
     atoms.calc = calc
     assert atoms.get_potential_energy() == e
 
 
-def test_unknown_property_raises(schnet_path, rng):
-    calc = HydraGNNCalculator(schnet_path)
+def test_unknown_property_raises(schnet_path, rng, compress):
+    calc = HydraGNNCalculator(schnet_path, compress=compress)
     atoms = random_atoms(rng, 3, calc.species)
     atoms.calc = calc
     for name in ("dipole", "magmom", "charges"):
@@ -107,8 +108,8 @@ def test_unknown_property_raises(schnet_path, rng):
             calc.get_property(name, atoms)
 
 
-def test_no_recomputation_when_unchanged(schnet_path, rng, counted):
-    calc = HydraGNNCalculator(schnet_path)
+def test_no_recomputation_when_unchanged(schnet_path, rng, counted, compress):
+    calc = HydraGNNCalculator(schnet_path, compress=compress)
     calls = counted(calc)
     atoms = random_atoms(rng, 6, calc.species)
     atoms.calc = calc
@@ -154,8 +155,8 @@ CHANGES = {"positions": _change_positions, "numbers": _change_numbers, "cell": _
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))
-def test_recomputation_after_each_kind_of_change(painn_path, rng, counted, change):
-    calc = HydraGNNCalculator(painn_path)
+def test_recomputation_after_each_kind_of_change(painn_path, rng, counted, change, compress):
+    calc = HydraGNNCalculator(painn_path, compress=compress)
     calls = counted(calc)
     atoms = random_atoms(rng, 6, calc.species)
     atoms.calc = calc
@@ -167,14 +168,14 @@ def test_recomputation_after_each_kind_of_change(painn_path, rng, counted, chang
     assert calls == ["hgnn_compute"] * 2
     assert e_after != e_before
     assert not np.array_equal(after, before)
-    ref = fresh(atoms, painn_path)  # (the wrapper counts every calculator's calls)
+    ref = fresh(atoms, painn_path, compress)  # (the wrapper counts every calculator's calls)
     assert e_after == ref.get_potential_energy()
     assert np.array_equal(after, ref.get_forces())
 
 
-def test_results_are_fresh_arrays(schnet_path, rng):
+def test_results_are_fresh_arrays(schnet_path, rng, compress):
     """A later calculation must not overwrite arrays handed out (or kept) earlier."""
-    calc = HydraGNNCalculator(schnet_path)
+    calc = HydraGNNCalculator(schnet_path, compress=compress)
     atoms = random_atoms(rng, 4, calc.species)
     atoms.calc = calc
     atoms.get_forces()
@@ -187,8 +188,8 @@ def test_results_are_fresh_arrays(schnet_path, rng):
         assert np.array_equal(v, kept[k]), k
 
 
-def test_batch_equals_one_by_one(model_path, rng, counted):
-    calc = HydraGNNCalculator(model_path)
+def test_batch_equals_one_by_one(model_path, rng, counted, compress):
+    calc = HydraGNNCalculator(model_path, compress=compress)
     images = [random_atoms(rng, n, calc.species) for n in (3, 7, 5)]
     calls = counted(calc)
     batch = calc.batch(images)
@@ -196,7 +197,7 @@ def test_batch_equals_one_by_one(model_path, rng, counted):
     assert len(batch) == 3
     for atoms, r in zip(images, batch):
         assert atoms.calc is None
-        ref = fresh(atoms, model_path)
+        ref = fresh(atoms, model_path, compress)
         assert set(r) == {"energy", "free_energy", "energies", "forces", "stress", "stresses"}
         assert abs(r["energy"] - ref.get_potential_energy()) <= 1e-12 * max(1.0, abs(r["energy"]))
         for key, value in [
@@ -211,14 +212,14 @@ def test_batch_equals_one_by_one(model_path, rng, counted):
     assert images[0].get_potential_energy() == batch[0]["energy"]
 
 
-def test_batch_of_mixed_periodicity(schnet_path, rng):
-    calc = HydraGNNCalculator(schnet_path)
+def test_batch_of_mixed_periodicity(schnet_path, rng, compress):
+    calc = HydraGNNCalculator(schnet_path, compress=compress)
     images = [random_atoms(rng, 4, calc.species), random_atoms(rng, 4, calc.species, pbc=False)]
     out = calc.batch(images)
     assert "stress" not in out[0] and "stress" not in out[1]
     for atoms, r in zip(images, out):
         # (equal to round-off: a batch sums in another order)
-        assert np.allclose(r["forces"], fresh(atoms, schnet_path).get_forces(), rtol=1e-12, atol=1e-12)
+        assert np.allclose(r["forces"], fresh(atoms, schnet_path, compress).get_forces(), rtol=1e-12, atol=1e-12)
     with pytest.raises(PropertyNotImplementedError, match="structure 1: stress"):
         calc.batch(images, properties=["energy", "stress"])
     with pytest.raises(PropertyNotImplementedError):
@@ -226,14 +227,14 @@ def test_batch_of_mixed_periodicity(schnet_path, rng):
     assert calc.batch([]) == []
 
 
-def test_set_reloads_and_copies_are_independent(model_dir, rng):
-    calc = HydraGNNCalculator(model_dir / "schnet.model")
+def test_set_reloads_and_copies_are_independent(model_dir, rng, compress):
+    calc = HydraGNNCalculator(model_dir / "schnet.model", compress=compress)
     atoms = random_atoms(rng, 4, [29])
     atoms.calc = calc
     e_schnet = atoms.get_potential_energy()
     calc.set(model=str(model_dir / "painn.model"))
     assert calc.results == {} and set(calc.species) == {28, 29}
-    assert atoms.get_potential_energy() == fresh(atoms, model_dir / "painn.model").get_potential_energy()
+    assert atoms.get_potential_energy() == fresh(atoms, model_dir / "painn.model", compress).get_potential_energy()
     # deepcopy and pickle reload the model rather than share (and double-free) the handle.
     for twin in (copy.deepcopy(calc), pickle.loads(pickle.dumps(calc))):
         twin.set(model=str(model_dir / "schnet.model"))
@@ -243,19 +244,19 @@ def test_set_reloads_and_copies_are_independent(model_dir, rng):
     assert set(calc.species) == {28, 29}
 
 
-def test_float32_is_close_to_float64(schnet_path, rng):
+def test_float32_is_close_to_float64(schnet_path, rng, compress):
     atoms = random_atoms(rng, 6, [29])
-    ref = fresh(atoms, schnet_path)
-    atoms.calc = HydraGNNCalculator(schnet_path, dtype="float32")
+    ref = fresh(atoms, schnet_path, compress)
+    atoms.calc = HydraGNNCalculator(schnet_path, dtype="float32", compress=compress)
     assert atoms.calc.info["species"] == ["Cu"]
     scale = np.abs(ref.get_forces()).max()
     assert np.abs(atoms.get_forces() - ref.get_forces()).max() < 1e-3 * scale
     assert abs(atoms.get_potential_energy() - ref.get_potential_energy()) < 1e-4 * abs(ref.get_potential_energy())
 
 
-def test_direct_calculate_computes_what_applies(schnet_path, rng):
+def test_direct_calculate_computes_what_applies(schnet_path, rng, compress):
     """calc.calculate(atoms) without properties (as some scripts call it) works for a molecule too."""
-    calc = HydraGNNCalculator(schnet_path)
+    calc = HydraGNNCalculator(schnet_path, compress=compress)
     molecule = random_atoms(rng, 4, calc.species, pbc=False)
     calc.calculate(molecule)
     assert set(calc.results) == {"energy", "free_energy", "energies", "forces"}

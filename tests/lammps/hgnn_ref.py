@@ -1,7 +1,11 @@
 """The engine's direct evaluation (hgnn_compute through ctypes on libhydragnn.so): the reference
-that LAMMPS results are compared with. Independent of the ASE bridge on purpose."""
+that LAMMPS results are compared with. Independent of the ASE bridge on purpose. The evaluation
+path is set explicitly (hgnn_model_set_compress), like `pair_style hydragnn compress yes|no`:
+compress=True (the default, as the pair style's) is the fast path where the backbone has one,
+compress=False the exact libtorch path."""
 
 import ctypes
+import json
 import os
 
 import numpy as np
@@ -41,8 +45,11 @@ def lib():
         _lib = ctypes.CDLL(LIB_PATH)
         _lib.hgnn_last_error.restype = ctypes.c_char_p
         _lib.hgnn_options_default.restype = _Options
-        for name in ("hgnn_model_load", "hgnn_compute", "hgnn_model_cutoff", "hgnn_model_num_layers"):
+        for name in ("hgnn_model_load", "hgnn_compute", "hgnn_model_cutoff", "hgnn_model_num_layers",
+                     "hgnn_model_set_compress", "hgnn_model_path"):
             getattr(_lib, name).restype = ctypes.c_int32
+        _lib.hgnn_model_set_compress.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_double]
+        _lib.hgnn_model_path.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p)]
     return _lib
 
 
@@ -56,18 +63,29 @@ def _dptr(a):
 
 
 class Model:
-    """A loaded model file (float64 on the CPU unless told otherwise)."""
+    """A loaded model file (float64 on the CPU unless told otherwise), on the fast path
+    (compress=True, where the backbone has one) or the exact path (compress=False)."""
 
-    def __init__(self, path, dtype=64):
+    def __init__(self, path, dtype=64, compress=True):
+        if not isinstance(compress, bool):
+            raise TypeError(f"compress must be True or False, got {compress!r}")
         opts = lib().hgnn_options_default()
         opts.dtype = dtype
         opts.num_threads = 1
         self._ptr = ctypes.c_void_p()
         _check(lib().hgnn_model_load(os.fsencode(path), ctypes.byref(opts), ctypes.byref(self._ptr)))
+        _check(lib().hgnn_model_set_compress(self._ptr, int(compress), 0.0))  # 0: default tolerance
 
     def __del__(self):
         if getattr(self, "_ptr", None):
             lib().hgnn_model_free(self._ptr)
+
+    @property
+    def path_info(self):
+        """hgnn_model_path as a dict: {"path": "fast" | "exact", "description": ..., ...}."""
+        out = ctypes.c_char_p()
+        _check(lib().hgnn_model_path(self._ptr, ctypes.byref(out)))
+        return json.loads(out.value.decode())
 
     @property
     def cutoff(self):

@@ -1,8 +1,10 @@
 """Clear LAMMPS errors (and no hang under mpirun) for the mistakes users make: a missing or corrupt
 model file, an element the model does not know, units other than metal, newton_pair off, unknown
-keywords, a missing engine library, and an engine failure inside compute() on one rank only."""
+keywords (`compress maybe` included), a missing engine library, and an engine failure inside
+compute() on one rank only."""
 
 import os
+import re
 
 import pytest
 
@@ -78,6 +80,19 @@ def test_newton_pair_off(plugin, models, tmp_path, nprocs):
 def test_bad_keywords(plugin, models, tmp_path, style, msg):
     out = _fails(_script(plugin, pair_style=style, model=models["schnet2"]), tmp_path)
     assert msg in out
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_compress_needs_yes_or_no(plugin, models, tmp_path, nprocs):
+    """`compress maybe`: an ERROR whose own line names the keyword and the bad value (not only
+    LAMMPS's echo of the input line), on every rank count without a hang."""
+    out = _fails(_script(plugin, pair_style="pair_style hydragnn compress maybe", model=models["schnet2"]),
+                 tmp_path, nprocs, timeout=60)
+    errors = [l for l in out.splitlines() if l.startswith("ERROR")]
+    assert errors, out[-3000:]
+    assert any(re.search(r"compress", l) and "'maybe'" in l for l in errors), errors
+    out = _fails(_script(plugin, pair_style="pair_style hydragnn compress", model=models["schnet2"]), tmp_path)
+    assert "keyword 'compress' needs a value" in out
 
 
 def test_missing_engine_library(plugin, models, tmp_path):

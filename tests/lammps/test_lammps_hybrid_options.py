@@ -1,8 +1,9 @@
 """pair_style hydragnn under hybrid styles (overlay sums, NULL element mapping), its keywords
-(precision float32, threads, branch), and MD trajectories that agree across rank counts and comm
+(precision float32, threads, branch, compress and the logged evaluation path), and MD trajectories that agree across rank counts and comm
 styles while atoms migrate between ranks."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ def config(tmp_path_factory):
     return dict(data=path, z=z, cell=lammps_cell(L))
 
 
-def _run0(plugin, config, pair_lines, tmp_path, name, nprocs=1, extra=""):
+def _run0(plugin, config, pair_lines, tmp_path, name, nprocs=1, extra="", output=False):
     script = f"""plugin load {plugin}
 units metal
 atom_style atomic
@@ -40,7 +41,8 @@ print "RESULT {name} $(pe:%.17g)"
 """
     _, out = run_lammps(script, str(tmp_path), nprocs=nprocs, name=f"in.{name}")
     d = read_dump(str(tmp_path / f"{name}.dump"))
-    return results(out)[name][0], np.stack([d["fx"], d["fy"], d["fz"]], axis=1), d
+    r = (results(out)[name][0], np.stack([d["fx"], d["fy"], d["fz"]], axis=1), d)
+    return r + (out,) if output else r
 
 
 def test_hybrid_overlay_is_the_sum(plugin, models, config, tmp_path):
@@ -108,6 +110,40 @@ def test_pair_style_reissued_reloads(plugin, models, config, tmp_path):
     e1 = _run0(plugin, config, f"pair_style hydragnn\npair_coeff * * {m} Cu Ni", tmp_path, "plain")[0]
     e32 = _run0(plugin, config, f"pair_style hydragnn precision float32\npair_coeff * * {m} Cu Ni", tmp_path, "p32")[0]
     assert e2 == e32 and e2 != e1
+
+
+def _logged_paths(out):
+    return re.findall(r"^pair_style hydragnn: (fast|exact) path", out, flags=re.M)
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_compress_keyword_and_the_logged_path(plugin, models, config, tmp_path, nprocs):
+    """`compress yes` (the default) runs the engine's fast path, `compress no` the exact one; rank 0
+    logs one line naming the path; each equals the engine on that path; the two agree to the
+    tables' accuracy; pair_style re-issued with another `compress` reloads on the other path."""
+    m = models["schnet2"]
+    e_d, f_d, d, out_d = _run0(plugin, config, f"pair_style hydragnn\npair_coeff * * {m} Cu Ni", tmp_path,
+                               "cdefault", nprocs=nprocs, output=True)
+    e_y, f_y, _, out_y = _run0(plugin, config, f"pair_style hydragnn compress yes\npair_coeff * * {m} Cu Ni",
+                               tmp_path, "cyes", nprocs=nprocs, output=True)
+    e_n, f_n, _, out_n = _run0(plugin, config, f"pair_style hydragnn compress no\npair_coeff * * {m} Cu Ni",
+                               tmp_path, "cno", nprocs=nprocs, output=True)
+    assert _logged_paths(out_d) == ["fast"], out_d[-3000:]
+    assert _logged_paths(out_y) == ["fast"], out_y[-3000:]
+    assert _logged_paths(out_n) == ["exact"], out_n[-3000:]
+    assert e_d == e_y and np.array_equal(f_d, f_y)
+    pos = np.stack([d["x"], d["y"], d["z"]], axis=1)
+    for compress, e, f in ((True, e_y, f_y), (False, e_n, f_n)):
+        ref = Model(m, compress=compress).compute(pos, config["z"], config["cell"])
+        assert rel_err(e, ref["energy"]) <= TOL and rel_err(f, ref["forces"]) <= TOL, compress
+    assert e_y != e_n
+    assert rel_err(e_y, e_n) < 1e-5 and rel_err(f_y, f_n) < 1e-5
+    # re-issued after pair_coeff: the model is reloaded on the other path
+    pair = (f"pair_style hydragnn\npair_coeff * * {m} Cu Ni\nrun 0\n"
+            "pair_style hydragnn compress no")
+    e_r, f_r, _, out_r = _run0(plugin, config, pair, tmp_path, "creissue", nprocs=nprocs, output=True)
+    assert _logged_paths(out_r) == ["fast", "exact"], out_r[-3000:]
+    assert rel_err(e_r, e_n) <= TOL and rel_err(f_r, f_n) <= TOL
 
 
 def test_threads_and_branch(plugin, models, config, tmp_path):

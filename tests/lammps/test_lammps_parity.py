@@ -2,7 +2,9 @@
 engine's direct whole-structure evaluation (hgnn_compute): energy, forces, global virial,
 per-atom energies and per-atom (and centroid) virials to 1e-10 relative in float64, on 1-4 ranks,
 comm_style brick and tiled (balance rcb), a slab whose vacuum leaves ranks without atoms, boxes
-smaller than twice the cutoff, and a triclinic box."""
+smaller than twice the cutoff, and a triclinic box. Each on both evaluation paths: `compress yes`
+against the engine on the fast path, `compress no` against the exact path; LAMMPS logs the path
+the engine reports, and the two paths agree to the tables' accuracy."""
 
 import os
 import re
@@ -15,6 +17,7 @@ from lammps_util import (NKTV2P_METAL, fcc, lammps_cell, read_dump, results, rel
                          write_data)
 
 TOL = 1e-10
+PATH_TOL = 1e-5  # fast path vs exact path, relative to the largest force (the tables are relative to 1e-8)
 SKIN = 2.0  # LAMMPS's default neighbour skin for units metal
 VOIGT = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
 CENTROID = VOIGT + [(1, 0), (2, 0), (2, 1)]
@@ -69,7 +72,7 @@ def _cases(models, d):
     return cases
 
 
-def _script(cases, plugin, comm_style):
+def _script(cases, plugin, comm_style, compress):
     s = [f"plugin load {plugin}"]
     for name, c in cases.items():
         if comm_style == "tiled" and not c["tiled"]:
@@ -82,7 +85,7 @@ def _script(cases, plugin, comm_style):
         s += [f"read_data {c['data']}"]
         if comm_style == "tiled":
             s += ["balance 1.0 rcb"]
-        s += ["pair_style hydragnn", f"pair_coeff * * {c['model']} {c['elements']}",
+        s += [f"pair_style hydragnn compress {'yes' if compress else 'no'}", f"pair_coeff * * {c['model']} {c['elements']}",
               "compute pe all pe/atom", "compute st all stress/atom NULL virial",
               "compute cst all centroid/stress/atom NULL virial",
               "compute pv all pressure NULL virial",
@@ -103,10 +106,11 @@ def cases(models, tmp_path_factory):
 _first = {}
 
 
+@pytest.mark.parametrize("compress", [True, False], ids=["fast", "exact"])
 @pytest.mark.parametrize("nprocs,comm_style", [(1, "brick"), (2, "brick"), (3, "brick"), (4, "brick"),
                                                (1, "tiled"), (2, "tiled"), (3, "tiled"), (4, "tiled")])
-def test_lammps_equals_engine(plugin, cases, nprocs, comm_style, tmp_path):
-    _, out = run_lammps(_script(cases, plugin, comm_style), str(tmp_path), nprocs)
+def test_lammps_equals_engine(plugin, cases, nprocs, comm_style, compress, tmp_path):
+    _, out = run_lammps(_script(cases, plugin, comm_style, compress), str(tmp_path), nprocs)
     res = results(out)
     chunks = {m.group(1): chunk for chunk in out.split("\nCASE ")[1:] for m in [re.match(r"(\S+)", chunk)]}
     worst = 0.0
@@ -116,7 +120,14 @@ def test_lammps_equals_engine(plugin, cases, nprocs, comm_style, tmp_path):
         d = read_dump(str(tmp_path / f"{name}.dump"))
         pos = np.stack([d["x"], d["y"], d["z"]], axis=1)
         z = c["z"]
-        ref = Model(c["model"]).compute(pos, z, c["cell"])
+        model = Model(c["model"], compress=compress)
+        path = model.path_info["path"]
+        if not compress:
+            assert path == "exact", model.path_info
+        # LAMMPS reports the path the engine runs, once (rank 0)
+        logged = re.findall(r"pair_style hydragnn: (fast|exact) path", chunks[name])
+        assert logged == [path], f"{name}: log names {logged}, the engine runs the {path} path"
+        ref = model.compute(pos, z, c["cell"])
         pe, *pv, vol = res[name]
         f = np.stack([d["fx"], d["fy"], d["fz"]], axis=1)
         w_lmp = np.array(pv) * vol / NKTV2P_METAL
@@ -145,10 +156,17 @@ def test_lammps_equals_engine(plugin, cases, nprocs, comm_style, tmp_path):
             nmin = float(re.search(r"Nlocal:\s+\S+ ave\s+\S+ max\s+(\S+) min", chunks[name]).group(1))
             assert nmin == 0, f"{name}: expected a rank without atoms"
         # identical across rank counts and comm styles (same tolerance; sums run in other orders)
-        key = name
+        key = (name, compress)
         if key in _first:
             f0, pe0 = _first[key]
             assert rel_err(f, f0) <= TOL and rel_err(pe, pe0) <= TOL, f"{name}: differs from the first run"
         else:
             _first[key] = (f, pe)
-    print(f"\n{nprocs} ranks, {comm_style}: worst relative error {worst:.2e} over {len(res)} configurations")
+        # the other path agrees to the tables' accuracy
+        other = _first.get((name, not compress))
+        if other is not None:
+            f1, pe1 = other
+            assert rel_err(f, f1) <= PATH_TOL and rel_err(pe, pe1) <= PATH_TOL, \
+                f"{name}: fast and exact paths differ by {rel_err(f, f1):.2e} (forces), {rel_err(pe, pe1):.2e} (energy)"
+    label = "compress yes" if compress else "compress no"
+    print(f"\n{nprocs} ranks, {comm_style}, {label}: worst relative error {worst:.2e} over {len(res)} configurations")
