@@ -243,7 +243,12 @@ void PairHydraGNN::settings(int narg, char **arg)
       if (m.threads < 1)
         error->all(FLERR, "pair_style hydragnn: threads must be >= 1, got {}", m.threads);
     } else if (key == "compress") {
-      m.compress = utils::logical(FLERR, val, false, lmp);
+      if (val == "yes" || val == "on" || val == "true" || val == "1")
+        m.compress = 1;
+      else if (val == "no" || val == "off" || val == "false" || val == "0")
+        m.compress = 0;
+      else
+        error->all(FLERR, "pair_style hydragnn: compress must be yes or no, got '{}'", val);
     } else {
       error->all(FLERR,
                  "pair_style hydragnn: unknown keyword '{}' (known: device, precision, branch, "
