@@ -436,7 +436,7 @@ impl<T: Real> MlpK<T> {
                 }
                 let mut ak = std::mem::take(&mut a[k]);
                 resize(&mut ak, n * l.fout);
-                act_forward(self.act, &zk, &mut ak);
+                act_forward(self.act, &zk[..n * l.fout], &mut ak[..n * l.fout]);
                 z[k] = zk;
                 a[k] = ak;
             }
@@ -529,6 +529,36 @@ mod tests {
     fn vector_exp_and_log_are_accurate() {
         check::<f64>(1e-15);
         check::<f32>(5e-7);
+    }
+
+    #[test]
+    fn mlp_work_follows_the_rows_of_the_call_not_the_grown_buffers() {
+        // a large call grows the buffers; a later small call must not run over their whole
+        // length (that made every call after a large batch several times slower)
+        let mlp = MlpK::<f64> {
+            layers: vec![
+                Dense::new(&[0.5; 6], Some(&[0.1; 3]), 2, 3),
+                Dense::new(&[0.3; 3], None, 3, 1),
+            ],
+            act: Activation::Silu,
+        };
+        let (mut z, mut a) = (Vec::new(), Vec::new());
+        let mut y = vec![0.0; 100];
+        mlp.forward(100, &vec![1.0; 200], 2, &mut y, &mut z, &mut a);
+        assert_eq!(a[0].len(), 300);
+        a[0][6..].iter_mut().for_each(|v| *v = -7.0);
+        mlp.forward(2, &[0.2, 0.4, 0.6, 0.8], 2, &mut y, &mut z, &mut a);
+        assert!(
+            a[0][6..].iter().all(|&v| v == -7.0),
+            "rows beyond the call were recomputed"
+        );
+        let (z0, a0) = act_scalar(Activation::Silu, 0.5 * 0.6 + 0.1);
+        assert!(
+            (a[0][0] - z0).abs() < 1e-15 && (y[0] - 0.9 * z0).abs() < 1e-15,
+            "{} {} {a0}",
+            a[0][0],
+            y[0]
+        );
     }
 
     #[test]
