@@ -390,45 +390,20 @@ impl Model {
                     .chain(out.node_properties.iter().map(|p| (p, false)))
                     .map(|((name, t), per_graph)| Ok((name.clone(), tensor_to_vec(t)?, per_graph)))
                     .collect::<Result<_>>()?;
-            let mut results = Vec::with_capacity(graphs.len());
-            for (k, g) in graphs.iter().enumerate() {
-                let (n0, n1) = (node_off[k], node_off[k + 1]);
-                let (e0, e1) = (edge_off[k], edge_off[k + 1]);
-                let mut r = Results {
-                    energy: graph_e[k],
-                    ..Default::default()
-                };
-                if req.energies {
-                    r.energies = energies[n0..n0 + g.n_local].to_vec();
-                }
-                let s: Vec<i64> = src[e0..e1].iter().map(|&x| x - n0 as i64).collect();
-                let d: Vec<i64> = dst[e0..e1].iter().map(|&x| x - n0 as i64).collect();
-                edge_grads_to_results(
-                    &grad[3 * e0..3 * e1],
-                    &vecs[3 * e0..3 * e1],
-                    &s,
-                    &d,
-                    n1 - n0,
-                    req,
-                    &mut r,
-                );
-                for (name, v, per_graph) in &props {
-                    let dim = v.len()
-                        / if *per_graph {
-                            graphs.len()
-                        } else {
-                            species.len()
-                        };
-                    let vals = if *per_graph {
-                        v[k * dim..(k + 1) * dim].to_vec()
-                    } else {
-                        v[n0 * dim..(n0 + g.n_local) * dim].to_vec()
-                    };
-                    r.properties.insert(name.clone(), vals);
-                }
-                results.push(r);
-            }
-            Ok(results)
+            Ok(split_results(
+                graphs,
+                species.len(),
+                &src,
+                &dst,
+                &vecs,
+                &node_off,
+                &edge_off,
+                &energies,
+                &grad,
+                &graph_e,
+                &props,
+                req,
+            ))
         })
     }
 }
@@ -508,46 +483,74 @@ impl Model {
                 props.push((name.clone(), tensor_to_vec(t)?, false));
             }
         }
-        let mut results = Vec::with_capacity(graphs.len());
-        for (k, g) in graphs.iter().enumerate() {
-            let (n0, n1) = (node_off[k], node_off[k + 1]);
-            let (e0, e1) = (edge_off[k], edge_off[k + 1]);
-            let mut r = Results {
-                energy: graph_e[k],
-                ..Default::default()
-            };
-            if req.energies {
-                r.energies = out.node_energy[n0..n0 + g.n_local].to_vec();
-            }
-            let s: Vec<i64> = src[e0..e1].iter().map(|&x| x - n0 as i64).collect();
-            let d: Vec<i64> = dst[e0..e1].iter().map(|&x| x - n0 as i64).collect();
-            edge_grads_to_results(
-                &out.edge_grad[3 * e0..3 * e1],
-                &vecs[3 * e0..3 * e1],
-                &s,
-                &d,
-                n1 - n0,
-                req,
-                &mut r,
-            );
-            for (name, v, per_graph) in &props {
-                let dim = v.len()
-                    / if *per_graph {
-                        graphs.len()
-                    } else {
-                        species.len()
-                    };
-                let vals = if *per_graph {
-                    v[k * dim..(k + 1) * dim].to_vec()
-                } else {
-                    v[n0 * dim..(n0 + g.n_local) * dim].to_vec()
-                };
-                r.properties.insert(name.clone(), vals);
-            }
-            results.push(r);
-        }
-        Ok(results)
+        Ok(split_results(
+            graphs,
+            species.len(),
+            src,
+            dst,
+            vecs,
+            node_off,
+            edge_off,
+            &out.node_energy,
+            &out.edge_grad,
+            &graph_e,
+            &props,
+            req,
+        ))
     }
+}
+
+/// Splits a batched evaluation into per-graph results: energies, forces, virials from the edge
+/// gradients, and the other heads' properties (per graph or per local atom).
+#[allow(clippy::too_many_arguments)]
+fn split_results(
+    graphs: &[GraphInput],
+    n_nodes: usize,
+    src: &[i64],
+    dst: &[i64],
+    vecs: &[f64],
+    node_off: &[usize],
+    edge_off: &[usize],
+    node_energy: &[f64],
+    grad: &[f64],
+    graph_e: &[f64],
+    props: &[(String, Vec<f64>, bool)],
+    req: Request,
+) -> Vec<Results> {
+    let mut results = Vec::with_capacity(graphs.len());
+    for (k, g) in graphs.iter().enumerate() {
+        let (n0, n1) = (node_off[k], node_off[k + 1]);
+        let (e0, e1) = (edge_off[k], edge_off[k + 1]);
+        let mut r = Results {
+            energy: graph_e[k],
+            ..Default::default()
+        };
+        if req.energies {
+            r.energies = node_energy[n0..n0 + g.n_local].to_vec();
+        }
+        let s: Vec<i64> = src[e0..e1].iter().map(|&x| x - n0 as i64).collect();
+        let d: Vec<i64> = dst[e0..e1].iter().map(|&x| x - n0 as i64).collect();
+        edge_grads_to_results(
+            &grad[3 * e0..3 * e1],
+            &vecs[3 * e0..3 * e1],
+            &s,
+            &d,
+            n1 - n0,
+            req,
+            &mut r,
+        );
+        for (name, v, per_graph) in props {
+            let dim = v.len() / if *per_graph { graphs.len() } else { n_nodes };
+            let vals = if *per_graph {
+                v[k * dim..(k + 1) * dim].to_vec()
+            } else {
+                v[n0 * dim..(n0 + g.n_local) * dim].to_vec()
+            };
+            r.properties.insert(name.clone(), vals);
+        }
+        results.push(r);
+    }
+    results
 }
 
 /// Largest number of edges evaluated in one libtorch pass by [`Model::compute_graphs`].
