@@ -29,7 +29,12 @@ fn lib_in(dir: &Path) -> Option<String> {
 }
 
 fn candidates_from_prefix(p: &Path) -> Vec<PathBuf> {
-    vec![p.to_path_buf(), p.join("lib"), p.join("lib64"), p.join("lib").join("x86_64-linux-gnu")]
+    vec![
+        p.to_path_buf(),
+        p.join("lib"),
+        p.join("lib64"),
+        p.join("lib").join("x86_64-linux-gnu"),
+    ]
 }
 
 fn find() -> Result<(PathBuf, String), String> {
@@ -41,7 +46,9 @@ fn find() -> Result<(PathBuf, String), String> {
                 return Ok((c, l));
             }
         }
-        return Err(format!("ADIOS2_DIR={d}: no libadios2_c*.so in it or its lib/, lib64/"));
+        return Err(format!(
+            "ADIOS2_DIR={d}: no libadios2_c*.so in it or its lib/, lib64/"
+        ));
     }
     let venv = std::env::var("HYDRAGNN_VENV").unwrap_or_else(|_| ".venv".into());
     let lib = Path::new(&venv).join("lib");
@@ -50,7 +57,11 @@ fn find() -> Result<(PathBuf, String), String> {
         let mut pys: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python3")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("python3"))
+            })
             .collect();
         pys.sort();
         for py in pys {

@@ -69,7 +69,9 @@ fn python(opts: &ImportOptions) -> PathBuf {
 
 fn is_npz(p: &Path) -> bool {
     let mut head = Vec::new();
-    std::fs::File::open(p).and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 512), &mut head)).is_ok()
+    std::fs::File::open(p)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 512), &mut head))
+        .is_ok()
         && hydragnn::is_npz(&head)
 }
 
@@ -86,23 +88,46 @@ fn export_state_dict(py: &Path, checkpoint: &Path, export: &Path) -> anyhow::Res
         .with_context(|| {
             format!("cannot run '{}' (the Python with torch that reads the checkpoint; set --python or HYDRAGNN_PYTHON)", py.display())
         })?;
-    child.stdin.take().expect("piped stdin").write_all(HELPER.as_bytes()).context("writing the helper to Python")?;
-    let out = child.wait_with_output().context("waiting for the Python helper")?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(HELPER.as_bytes())
+        .context("writing the helper to Python")?;
+    let out = child
+        .wait_with_output()
+        .context("waiting for the Python helper")?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        bail!("reading checkpoint '{}' failed ({}): {}", checkpoint.display(), out.status, err.trim());
+        bail!(
+            "reading checkpoint '{}' failed ({}): {}",
+            checkpoint.display(),
+            out.status,
+            err.trim()
+        );
     }
     Ok(())
 }
 
 /// Imports a HydraGNN model: `config` (HydraGNN's `config.json`), `checkpoint` (its `.pk`, or
 /// its state dict as an uncompressed `.npz`) → the engine's model file `out`.
-pub fn import_hydragnn(config: &Path, checkpoint: &Path, out: &Path, opts: &ImportOptions) -> anyhow::Result<ImportReport> {
-    let text = std::fs::read_to_string(config).with_context(|| format!("reading HydraGNN config '{}'", config.display()))?;
+pub fn import_hydragnn(
+    config: &Path,
+    checkpoint: &Path,
+    out: &Path,
+    opts: &ImportOptions,
+) -> anyhow::Result<ImportReport> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("reading HydraGNN config '{}'", config.display()))?;
     if !checkpoint.is_file() {
         bail!("checkpoint '{}' does not exist", checkpoint.display());
     }
-    let species = opts.species.as_deref().map(hydragnn::parse_species).transpose().context("--species")?;
+    let species = opts
+        .species
+        .as_deref()
+        .map(hydragnn::parse_species)
+        .transpose()
+        .context("--species")?;
     let state = if is_npz(checkpoint) {
         // A state dict saved with np.savez: no torch needed.
         hydragnn::read_state_dict(checkpoint)?
@@ -111,26 +136,54 @@ pub fn import_hydragnn(config: &Path, checkpoint: &Path, out: &Path, opts: &Impo
         let k = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let export = out.with_extension(format!("state-dict.tmp{}-{k}", std::process::id()));
         let exported = export_state_dict(&python(opts), checkpoint, &export);
-        let state = exported.and_then(|_| hydragnn::read_state_dict(&export).map_err(anyhow::Error::from));
+        let state =
+            exported.and_then(|_| hydragnn::read_state_dict(&export).map_err(anyhow::Error::from));
         let _ = std::fs::remove_file(&export);
         state?
     };
-    let kind = if opts.float32 { tch::Kind::Float } else { tch::Kind::Double };
-    let hopts = hydragnn::ImportOptions { species, energy_head: opts.energy_head, kind };
+    let kind = if opts.float32 {
+        tch::Kind::Float
+    } else {
+        tch::Kind::Double
+    };
+    let hopts = hydragnn::ImportOptions {
+        species,
+        energy_head: opts.energy_head,
+        kind,
+    };
     let imported = mlip::compute::guarded(|| hydragnn::import(&text, &state, &hopts))
-        .with_context(|| format!("importing '{}' with '{}'", checkpoint.display(), config.display()))?;
+        .with_context(|| {
+            format!(
+                "importing '{}' with '{}'",
+                checkpoint.display(),
+                config.display()
+            )
+        })?;
     let m = &imported.model;
-    let mpnn_type = serde_json::to_value(m.config().mpnn_type)?.as_str().unwrap_or("?").to_string();
+    let mpnn_type = serde_json::to_value(m.config().mpnn_type)?
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
     let mut prov = BTreeMap::new();
-    prov.insert("source".to_string(), "HydraGNN (import-hydragnn)".to_string());
+    prov.insert(
+        "source".to_string(),
+        "HydraGNN (import-hydragnn)".to_string(),
+    );
     prov.insert("hydragnn_config".to_string(), config.display().to_string());
-    prov.insert("hydragnn_checkpoint".to_string(), checkpoint.display().to_string());
+    prov.insert(
+        "hydragnn_checkpoint".to_string(),
+        checkpoint.display().to_string(),
+    );
     prov.insert("species_map".to_string(), imported.species_map.join("; "));
     if let Some(k) = imported.max_neighbours {
         prov.insert("hydragnn_max_neighbours".to_string(), k.to_string());
     }
-    prov.insert("graph".to_string(), "plain radius graph at inference (no max_neighbours truncation)".to_string());
-    m.save(out, &prov).with_context(|| format!("writing model file '{}'", out.display()))?;
+    prov.insert(
+        "graph".to_string(),
+        "plain radius graph at inference (no max_neighbours truncation)".to_string(),
+    );
+    m.save(out, &prov)
+        .with_context(|| format!("writing model file '{}'", out.display()))?;
     Ok(ImportReport {
         model: out.to_path_buf(),
         mpnn_type,

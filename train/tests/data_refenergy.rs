@@ -9,13 +9,21 @@ use hydragnn_train::data::{
 use rand::{Rng, SeedableRng};
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("hydragnn-data-tests-{}", std::process::id())).join(name);
+    let d = std::env::temp_dir()
+        .join(format!("hydragnn-data-tests-{}", std::process::id()))
+        .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
-const TRUE: [(i32, f64); 5] = [(1, -13.6), (6, -1029.8), (7, -1485.3), (8, -2041.0), (29, -3.5)];
+const TRUE: [(i32, f64); 5] = [
+    (1, -13.6),
+    (6, -1029.8),
+    (7, -1485.3),
+    (8, -2041.0),
+    (29, -3.5),
+];
 
 /// Random compositions with energies `Σ n_Z e_Z + noise`.
 fn synthetic(n: usize, noise: f64, seed: u64) -> (Vec<Vec<i32>>, Vec<f64>) {
@@ -23,8 +31,13 @@ fn synthetic(n: usize, noise: f64, seed: u64) -> (Vec<Vec<i32>>, Vec<f64>) {
     let mut numbers = Vec::new();
     let mut energies = Vec::new();
     for _ in 0..n {
-        let atoms: Vec<i32> = (0..rng.gen_range(1..30)).map(|_| TRUE[rng.gen_range(0..TRUE.len())].0).collect();
-        let e: f64 = atoms.iter().map(|z| TRUE.iter().find(|t| t.0 == *z).unwrap().1).sum();
+        let atoms: Vec<i32> = (0..rng.gen_range(1..30))
+            .map(|_| TRUE[rng.gen_range(0..TRUE.len())].0)
+            .collect();
+        let e: f64 = atoms
+            .iter()
+            .map(|z| TRUE.iter().find(|t| t.0 == *z).unwrap().1)
+            .sum();
         energies.push(e + noise * (rng.gen::<f64>() - 0.5));
         numbers.push(atoms);
     }
@@ -50,7 +63,11 @@ fn fit_recovers_known_energies() {
     for (z, e) in TRUE {
         assert!((fit.of(z) - e).abs() < 5e-3, "Z={z}: {} vs {e}", fit.of(z));
     }
-    assert!((fit.rmse - 0.1 / 12f64.sqrt()).abs() < 0.01, "rmse {}", fit.rmse);
+    assert!(
+        (fit.rmse - 0.1 / 12f64.sqrt()).abs() < 0.01,
+        "rmse {}",
+        fit.rmse
+    );
 }
 
 #[test]
@@ -84,13 +101,24 @@ fn ingest_fits_on_the_trainset_only() {
         forces: Some(vec![[0.0; 3]; n.len()]),
         ..Default::default()
     };
-    let train: Vec<Frame> = numbers[..40].iter().zip(&energies[..40]).map(|(n, &e)| frame(n, e, 0.0)).collect();
+    let train: Vec<Frame> = numbers[..40]
+        .iter()
+        .zip(&energies[..40])
+        .map(|(n, &e)| frame(n, e, 0.0))
+        .collect();
     // Validation energies far off: they must not move the fit.
-    let val: Vec<Frame> = numbers[40..].iter().zip(&energies[40..]).map(|(n, &e)| frame(n, e, 1000.0)).collect();
+    let val: Vec<Frame> = numbers[40..]
+        .iter()
+        .zip(&energies[40..])
+        .map(|(n, &e)| frame(n, e, 1000.0))
+        .collect();
     write_extxyz(dir.join("train.xyz"), &train).unwrap();
     write_extxyz(dir.join("val.xyz"), &val).unwrap();
     let out = dir.join("syn.bp");
-    let inputs = vec![(dir.join("train.xyz"), SplitSpec::Train), (dir.join("val.xyz"), SplitSpec::Val)];
+    let inputs = vec![
+        (dir.join("train.xyz"), SplitSpec::Train),
+        (dir.join("val.xyz"), SplitSpec::Val),
+    ];
     let s = ingest(&inputs, &out, "synthetic", &IngestOptions::default()).unwrap();
     let fit = s.reference.unwrap();
     assert!(fit.rmse < 1e-9);
@@ -99,5 +127,8 @@ fn ingest_fits_on_the_trainset_only() {
         assert!((ds.meta().reference_energy(z) - e).abs() < 1e-9, "Z={z}");
     }
     assert_eq!(ds.meta().n_graphs("testset"), 0);
-    assert_eq!(ds.split("testset").unwrap().read_graphs(0..0).unwrap(), vec![]);
+    assert_eq!(
+        ds.split("testset").unwrap().read_graphs(0..0).unwrap(),
+        vec![]
+    );
 }

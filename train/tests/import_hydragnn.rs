@@ -53,7 +53,8 @@ struct Golden {
 }
 
 fn golden(m: &str) -> Golden {
-    let g: BTreeMap<String, Tensor> = read_npz(&golden_dir().join(format!("LJ_{m}_golden.npz"))).unwrap();
+    let g: BTreeMap<String, Tensor> =
+        read_npz(&golden_dir().join(format!("LJ_{m}_golden.npz"))).unwrap();
     let ei = Vec::<i64>::try_from(g["edge_index"].contiguous().view([-1])).unwrap();
     let ne = ei.len() / 2;
     Golden {
@@ -71,14 +72,26 @@ fn golden(m: &str) -> Golden {
 fn import(m: &str, test: &str) -> (PathBuf, hydragnn_train::import::ImportReport) {
     let d = golden_dir();
     let out = tmp(&format!("{m}-{test}.hgnn"));
-    let opts = ImportOptions { species: Some("Ar=1.0".into()), ..Default::default() };
-    let report = import_hydragnn(&d.join(format!("LJ_{m}_config.json")), &d.join(format!("LJ_{m}_checkpoint.pk")), &out, &opts)
-        .unwrap_or_else(|e| panic!("import of {m} failed: {e:#}"));
+    let opts = ImportOptions {
+        species: Some("Ar=1.0".into()),
+        ..Default::default()
+    };
+    let report = import_hydragnn(
+        &d.join(format!("LJ_{m}_config.json")),
+        &d.join(format!("LJ_{m}_checkpoint.pk")),
+        &out,
+        &opts,
+    )
+    .unwrap_or_else(|e| panic!("import of {m} failed: {e:#}"));
     (out, report)
 }
 
 fn max_rel(a: &[[f64; 3]], b: &[[f64; 3]]) -> f64 {
-    let num = a.iter().zip(b).flat_map(|(x, y)| (0..3).map(move |k| (x[k] - y[k]).abs())).fold(0.0, f64::max);
+    let num = a
+        .iter()
+        .zip(b)
+        .flat_map(|(x, y)| (0..3).map(move |k| (x[k] - y[k]).abs()))
+        .fold(0.0, f64::max);
     num / b.iter().flatten().map(|v| v.abs()).fold(0.0, f64::max)
 }
 
@@ -86,7 +99,14 @@ fn check_golden(m: &str) {
     let (path, report) = import(m, "golden");
     assert_eq!(report.mpnn_type, m);
     assert_eq!(report.max_neighbours, Some(5));
-    assert!(report.warnings.iter().any(|w| w.contains("max_neighbours = 5")), "{:?}", report.warnings);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("max_neighbours = 5")),
+        "{:?}",
+        report.warnings
+    );
     let model = Model::load(&path, Kind::Double, tch::Device::Cpu).unwrap();
     assert_eq!(model.species(), &[18]);
     let g = golden(m);
@@ -102,9 +122,20 @@ fn check_golden(m: &str) {
     let r = model.compute_graph(&gi, Request::ALL).unwrap();
     let e_rel = (r.energy - g.energy).abs() / g.energy.abs();
     let f_rel = max_rel(&r.forces, &g.forces);
-    let ne_rel = r.energies.iter().zip(&g.node_energy).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / g.energy.abs();
+    let ne_rel = r
+        .energies
+        .iter()
+        .zip(&g.node_energy)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+        / g.energy.abs();
     eprintln!("{m}: energy {} vs golden {} (rel {e_rel:.2e}), forces rel {f_rel:.2e}, per-atom rel {ne_rel:.2e}", r.energy, g.energy);
-    assert!(e_rel < 1e-8, "{m}: energy {} vs golden {}", r.energy, g.energy);
+    assert!(
+        e_rel < 1e-8,
+        "{m}: energy {} vs golden {}",
+        r.energy,
+        g.energy
+    );
     assert!(ne_rel < 1e-8, "{m}: per-atom energies differ by {ne_rel:e}");
     assert!(f_rel < 1e-8, "{m}: forces differ by {f_rel:e} relative");
 }
@@ -122,22 +153,43 @@ fn egnn_checkpoint_reproduces_hydragnn_energy_and_forces() {
 #[test]
 fn state_dict_npz_imports_the_same_model_as_the_checkpoint() {
     let d = golden_dir();
-    let opts = ImportOptions { species: Some("Ar=1.0".into()), ..Default::default() };
+    let opts = ImportOptions {
+        species: Some("Ar=1.0".into()),
+        ..Default::default()
+    };
     let (pk, _) = import("PAINN", "npz");
     let npz = tmp("PAINN-npz.hgnn");
-    import_hydragnn(&d.join("LJ_PAINN_config.json"), &d.join("LJ_PAINN_state_dict.npz"), &npz, &opts).unwrap();
+    import_hydragnn(
+        &d.join("LJ_PAINN_config.json"),
+        &d.join("LJ_PAINN_state_dict.npz"),
+        &npz,
+        &opts,
+    )
+    .unwrap();
     let a = Model::load(&pk, Kind::Double, tch::Device::Cpu).unwrap();
     let b = Model::load(&npz, Kind::Double, tch::Device::Cpu).unwrap();
     let va = a.var_store().variables();
     for (k, t) in b.var_store().variables() {
-        assert!(va[&k].equal(&t), "weight {k} differs between the .pk and the .npz import");
+        assert!(
+            va[&k].equal(&t),
+            "weight {k} differs between the .pk and the .npz import"
+        );
     }
 }
 
 #[test]
 fn importer_rejects_a_species_with_the_wrong_number_of_features() {
     let d = golden_dir();
-    let opts = ImportOptions { species: Some("Ar=1.0:2.0".into()), ..Default::default() };
-    let e = import_hydragnn(&d.join("LJ_EGNN_config.json"), &d.join("LJ_EGNN_checkpoint.pk"), &tmp("bad.hgnn"), &opts).unwrap_err();
+    let opts = ImportOptions {
+        species: Some("Ar=1.0:2.0".into()),
+        ..Default::default()
+    };
+    let e = import_hydragnn(
+        &d.join("LJ_EGNN_config.json"),
+        &d.join("LJ_EGNN_checkpoint.pk"),
+        &tmp("bad.hgnn"),
+        &opts,
+    )
+    .unwrap_err();
     assert!(format!("{e:#}").contains("input_dim is 1"), "{e:#}");
 }

@@ -155,7 +155,11 @@ extern "C" {
     /// Sets the engine type ("BP5", "BP4", "File", ...).
     pub fn adios2_set_engine(io: *mut adios2_io, engine_type: *const c_char) -> adios2_error;
     /// Sets one engine parameter.
-    pub fn adios2_set_parameter(io: *mut adios2_io, key: *const c_char, value: *const c_char) -> adios2_error;
+    pub fn adios2_set_parameter(
+        io: *mut adios2_io,
+        key: *const c_char,
+        value: *const c_char,
+    ) -> adios2_error;
     /// Defines a variable; for a global array `shape` is the global size and `start`/`count` the
     /// block this process writes. NULL on failure.
     pub fn adios2_define_variable(
@@ -169,7 +173,8 @@ extern "C" {
         constant_dims: adios2_constant_dims,
     ) -> *mut adios2_variable;
     /// Finds a variable (in read mode: one present in the file); NULL when absent.
-    pub fn adios2_inquire_variable(io: *mut adios2_io, name: *const c_char) -> *mut adios2_variable;
+    pub fn adios2_inquire_variable(io: *mut adios2_io, name: *const c_char)
+        -> *mut adios2_variable;
     /// Defines a single-value attribute (`value` is `const char*` for strings). NULL on failure.
     pub fn adios2_define_attribute(
         io: *mut adios2_io,
@@ -186,9 +191,16 @@ extern "C" {
         size: usize,
     ) -> *mut adios2_attribute;
     /// Finds an attribute; NULL when absent.
-    pub fn adios2_inquire_attribute(io: *mut adios2_io, name: *const c_char) -> *mut adios2_attribute;
+    pub fn adios2_inquire_attribute(
+        io: *mut adios2_io,
+        name: *const c_char,
+    ) -> *mut adios2_attribute;
     /// Opens an engine on `name` (a file or directory path). NULL on failure.
-    pub fn adios2_open(io: *mut adios2_io, name: *const c_char, mode: adios2_mode) -> *mut adios2_engine;
+    pub fn adios2_open(
+        io: *mut adios2_io,
+        name: *const c_char,
+        mode: adios2_mode,
+    ) -> *mut adios2_engine;
 
     // ---- adios2_c_engine.h
     /// Begins a step.
@@ -232,31 +244,64 @@ extern "C" {
         count: *const usize,
     ) -> adios2_error;
     /// Selects steps for the next get (random-access reading).
-    pub fn adios2_set_step_selection(variable: *mut adios2_variable, step_start: usize, step_count: usize)
-        -> adios2_error;
+    pub fn adios2_set_step_selection(
+        variable: *mut adios2_variable,
+        step_start: usize,
+        step_count: usize,
+    ) -> adios2_error;
     /// Element type of a variable.
-    pub fn adios2_variable_type(type_: *mut adios2_type, variable: *const adios2_variable) -> adios2_error;
+    pub fn adios2_variable_type(
+        type_: *mut adios2_type,
+        variable: *const adios2_variable,
+    ) -> adios2_error;
     /// Shape kind of a variable.
-    pub fn adios2_variable_shapeid(shapeid: *mut adios2_shapeid, variable: *const adios2_variable) -> adios2_error;
+    pub fn adios2_variable_shapeid(
+        shapeid: *mut adios2_shapeid,
+        variable: *const adios2_variable,
+    ) -> adios2_error;
     /// Number of dimensions of a variable.
-    pub fn adios2_variable_ndims(ndims: *mut usize, variable: *const adios2_variable) -> adios2_error;
+    pub fn adios2_variable_ndims(
+        ndims: *mut usize,
+        variable: *const adios2_variable,
+    ) -> adios2_error;
     /// Global shape of a variable (`shape` must hold `ndims` values).
-    pub fn adios2_variable_shape(shape: *mut usize, variable: *const adios2_variable) -> adios2_error;
+    pub fn adios2_variable_shape(
+        shape: *mut usize,
+        variable: *const adios2_variable,
+    ) -> adios2_error;
     /// Number of steps of a variable.
-    pub fn adios2_variable_steps(steps: *mut usize, variable: *const adios2_variable) -> adios2_error;
+    pub fn adios2_variable_steps(
+        steps: *mut usize,
+        variable: *const adios2_variable,
+    ) -> adios2_error;
     /// Number of elements of the current selection.
-    pub fn adios2_selection_size(size: *mut usize, variable: *const adios2_variable) -> adios2_error;
+    pub fn adios2_selection_size(
+        size: *mut usize,
+        variable: *const adios2_variable,
+    ) -> adios2_error;
 
     // ---- adios2_c_attribute.h
     /// Element type of an attribute.
-    pub fn adios2_attribute_type(type_: *mut adios2_type, attribute: *const adios2_attribute) -> adios2_error;
+    pub fn adios2_attribute_type(
+        type_: *mut adios2_type,
+        attribute: *const adios2_attribute,
+    ) -> adios2_error;
     /// Whether an attribute is a single value (true) or an array.
-    pub fn adios2_attribute_is_value(result: *mut adios2_bool, attribute: *const adios2_attribute) -> adios2_error;
+    pub fn adios2_attribute_is_value(
+        result: *mut adios2_bool,
+        attribute: *const adios2_attribute,
+    ) -> adios2_error;
     /// Number of elements of an attribute (1 for a single value).
-    pub fn adios2_attribute_size(size: *mut usize, attribute: *const adios2_attribute) -> adios2_error;
+    pub fn adios2_attribute_size(
+        size: *mut usize,
+        attribute: *const adios2_attribute,
+    ) -> adios2_error;
     /// Copies a numeric attribute's data into `data` (pre-allocated).
-    pub fn adios2_attribute_data(data: *mut c_void, size: *mut usize, attribute: *const adios2_attribute)
-        -> adios2_error;
+    pub fn adios2_attribute_data(
+        data: *mut c_void,
+        size: *mut usize,
+        attribute: *const adios2_attribute,
+    ) -> adios2_error;
     /// Two-call read of a single-value string attribute (length excludes the NUL).
     pub fn adios2_attribute_string_data(
         attribute: *const adios2_attribute,
@@ -304,7 +349,10 @@ mod tests {
             let eng = adios2_open(io, path.as_ptr(), adios2_mode_write);
             assert!(!eng.is_null());
             let data = [1.0f64, 2.0, 3.0, 4.0];
-            assert_eq!(adios2_put(eng, var, data.as_ptr().cast(), adios2_mode_sync), adios2_error_none);
+            assert_eq!(
+                adios2_put(eng, var, data.as_ptr().cast(), adios2_mode_sync),
+                adios2_error_none
+            );
             assert_eq!(adios2_close(eng), adios2_error_none);
 
             let io = adios2_declare_io(ad, c"r".as_ptr());
@@ -314,8 +362,14 @@ mod tests {
             assert!(!var.is_null());
             let mut got = [0.0f64; 2];
             let (s, c) = ([1usize], [2usize]);
-            assert_eq!(adios2_set_selection(var, 1, s.as_ptr(), c.as_ptr()), adios2_error_none);
-            assert_eq!(adios2_get(eng, var, got.as_mut_ptr().cast(), adios2_mode_sync), adios2_error_none);
+            assert_eq!(
+                adios2_set_selection(var, 1, s.as_ptr(), c.as_ptr()),
+                adios2_error_none
+            );
+            assert_eq!(
+                adios2_get(eng, var, got.as_mut_ptr().cast(), adios2_mode_sync),
+                adios2_error_none
+            );
             assert_eq!(got, [2.0, 3.0]);
             assert_eq!(adios2_close(eng), adios2_error_none);
             assert_eq!(adios2_finalize(ad), adios2_error_none);
@@ -327,11 +381,16 @@ mod tests {
     /// linked (when build.rs found that header next to it).
     #[test]
     fn constants_match_header() {
-        let Some(h) = option_env!("ADIOS2_C_TYPES_H") else { return };
+        let Some(h) = option_env!("ADIOS2_C_TYPES_H") else {
+            return;
+        };
         let text = std::fs::read_to_string(h).unwrap();
         let ours: &[(&str, i32)] = &[
             ("adios2_error_none", adios2_error_none),
-            ("adios2_error_invalid_argument", adios2_error_invalid_argument),
+            (
+                "adios2_error_invalid_argument",
+                adios2_error_invalid_argument,
+            ),
             ("adios2_error_system_error", adios2_error_system_error),
             ("adios2_error_runtime_error", adios2_error_runtime_error),
             ("adios2_error_exception", adios2_error_exception),
@@ -361,10 +420,16 @@ mod tests {
             ("adios2_step_mode_append", adios2_step_mode_append),
             ("adios2_step_mode_update", adios2_step_mode_update),
             ("adios2_step_mode_read", adios2_step_mode_read),
-            ("adios2_step_status_other_error", adios2_step_status_other_error),
+            (
+                "adios2_step_status_other_error",
+                adios2_step_status_other_error,
+            ),
             ("adios2_step_status_ok", adios2_step_status_ok),
             ("adios2_step_status_not_ready", adios2_step_status_not_ready),
-            ("adios2_step_status_end_of_stream", adios2_step_status_end_of_stream),
+            (
+                "adios2_step_status_end_of_stream",
+                adios2_step_status_end_of_stream,
+            ),
             ("adios2_shapeid_unknown", adios2_shapeid_unknown),
             ("adios2_shapeid_global_value", adios2_shapeid_global_value),
             ("adios2_shapeid_global_array", adios2_shapeid_global_array),
@@ -377,8 +442,18 @@ mod tests {
                 .lines()
                 .find(|l| l.trim_start().starts_with(&format!("{name} =")))
                 .unwrap_or_else(|| panic!("{name} not in {h}"));
-            let v: i32 = line.split('=').nth(1).unwrap().trim().trim_end_matches(',').split_whitespace().next()
-                .unwrap().trim_end_matches(',').parse().unwrap();
+            let v: i32 = line
+                .split('=')
+                .nth(1)
+                .unwrap()
+                .trim()
+                .trim_end_matches(',')
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches(',')
+                .parse()
+                .unwrap();
             assert_eq!(v, *value, "{name}");
         }
     }

@@ -35,7 +35,12 @@ pub struct Args {
 
 /// Runs the import and prints what was written.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let opts = ImportOptions { species: a.species, energy_head: a.energy_head, python: a.python, float32: a.float32 };
+    let opts = ImportOptions {
+        species: a.species,
+        energy_head: a.energy_head,
+        python: a.python,
+        float32: a.float32,
+    };
     let r = import_hydragnn(&a.config, &a.checkpoint, &a.out, &opts)?;
     for w in &r.warnings {
         eprintln!("warning: {w}");

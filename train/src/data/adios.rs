@@ -64,7 +64,8 @@ fn type_name(t: sys::adios2_type) -> &'static str {
 }
 
 fn cstring(path: &Path, name: &str) -> Result<CString> {
-    CString::new(name).map_err(|_| DataError::schema(path, format!("name '{name}' contains a NUL byte")))
+    CString::new(name)
+        .map_err(|_| DataError::schema(path, format!("name '{name}' contains a NUL byte")))
 }
 
 /// An ADIOS2 factory (`adios2_init_serial` ... `adios2_finalize`).
@@ -82,7 +83,12 @@ impl Adios {
         // SAFETY: no arguments; a NULL return is checked.
         let ptr = unsafe { sys::adios2_init_serial() };
         if ptr.is_null() {
-            return Err(DataError::Adios { path: PathBuf::new(), name: "adios".into(), op: "init", code: -1 });
+            return Err(DataError::Adios {
+                path: PathBuf::new(),
+                name: "adios".into(),
+                op: "init",
+                code: -1,
+            });
         }
         Ok(Adios { ptr })
     }
@@ -92,7 +98,12 @@ impl Adios {
         // SAFETY: valid factory and NUL-terminated name.
         let io = unsafe { sys::adios2_declare_io(self.ptr, c.as_ptr()) };
         if io.is_null() {
-            return Err(DataError::Adios { path: path.into(), name: name.into(), op: "declare_io", code: -1 });
+            return Err(DataError::Adios {
+                path: path.into(),
+                name: name.into(),
+                op: "declare_io",
+                code: -1,
+            });
         }
         Ok(io)
     }
@@ -111,7 +122,12 @@ fn check(path: &Path, name: &str, op: &'static str, code: sys::adios2_error) -> 
     if code == sys::adios2_error_none {
         Ok(())
     } else {
-        Err(DataError::Adios { path: path.into(), name: name.into(), op, code })
+        Err(DataError::Adios {
+            path: path.into(),
+            name: name.into(),
+            op,
+            code,
+        })
     }
 }
 
@@ -139,16 +155,36 @@ impl Writer {
         let p = cstring(&path, s)?;
         // SAFETY: valid io and NUL-terminated strings for every call below.
         unsafe {
-            check(&path, "engine", "set_engine", sys::adios2_set_engine(io, c"BP5".as_ptr()))?;
+            check(
+                &path,
+                "engine",
+                "set_engine",
+                sys::adios2_set_engine(io, c"BP5".as_ptr()),
+            )?;
             // No profiling.json next to the data.
-            check(&path, "Profile", "set_parameter", sys::adios2_set_parameter(io, c"Profile".as_ptr(), c"Off".as_ptr()))?;
+            check(
+                &path,
+                "Profile",
+                "set_parameter",
+                sys::adios2_set_parameter(io, c"Profile".as_ptr(), c"Off".as_ptr()),
+            )?;
         }
         // SAFETY: valid io and path.
         let engine = unsafe { sys::adios2_open(io, p.as_ptr(), sys::adios2_mode_write) };
         if engine.is_null() {
-            return Err(DataError::Adios { path, name: "engine".into(), op: "open for writing", code: -1 });
+            return Err(DataError::Adios {
+                path,
+                name: "engine".into(),
+                op: "open for writing",
+                code: -1,
+            });
         }
-        Ok(Writer { path, io, engine, _adios: adios })
+        Ok(Writer {
+            path,
+            io,
+            engine,
+            _adios: adios,
+        })
     }
 
     /// The file being written.
@@ -163,11 +199,17 @@ impl Writer {
         if n != data.len() {
             return Err(DataError::schema(
                 &self.path,
-                format!("variable '{name}': shape {shape:?} holds {n} values, got {}", data.len()),
+                format!(
+                    "variable '{name}': shape {shape:?} holds {n} values, got {}",
+                    data.len()
+                ),
             ));
         }
         if n == 0 {
-            return Err(DataError::schema(&self.path, format!("variable '{name}': empty arrays are not written")));
+            return Err(DataError::schema(
+                &self.path,
+                format!("variable '{name}': empty arrays are not written"),
+            ));
         }
         let c = cstring(&self.path, name)?;
         let start = vec![0usize; shape.len()];
@@ -185,10 +227,22 @@ impl Writer {
             )
         };
         if var.is_null() {
-            return Err(DataError::Adios { path: self.path.clone(), name: name.into(), op: "define_variable", code: -1 });
+            return Err(DataError::Adios {
+                path: self.path.clone(),
+                name: name.into(),
+                op: "define_variable",
+                code: -1,
+            });
         }
         // SAFETY: data holds exactly the selection's n values of type T; sync mode copies them now.
-        let code = unsafe { sys::adios2_put(self.engine, var, data.as_ptr().cast::<c_void>(), sys::adios2_mode_sync) };
+        let code = unsafe {
+            sys::adios2_put(
+                self.engine,
+                var,
+                data.as_ptr().cast::<c_void>(),
+                sys::adios2_mode_sync,
+            )
+        };
         check(&self.path, name, "put", code)
     }
 
@@ -196,19 +250,30 @@ impl Writer {
     pub fn attr<T: AdiosType>(&mut self, name: &str, value: T) -> Result<()> {
         let c = cstring(&self.path, name)?;
         // SAFETY: value points to one T of the declared type.
-        let a = unsafe { sys::adios2_define_attribute(self.io, c.as_ptr(), T::TYPE, (&value as *const T).cast()) };
+        let a = unsafe {
+            sys::adios2_define_attribute(self.io, c.as_ptr(), T::TYPE, (&value as *const T).cast())
+        };
         self.attr_done(name, a)
     }
 
     /// Defines a numeric array attribute (non-empty).
     pub fn attr_array<T: AdiosType>(&mut self, name: &str, values: &[T]) -> Result<()> {
         if values.is_empty() {
-            return Err(DataError::schema(&self.path, format!("attribute '{name}': empty arrays are not written")));
+            return Err(DataError::schema(
+                &self.path,
+                format!("attribute '{name}': empty arrays are not written"),
+            ));
         }
         let c = cstring(&self.path, name)?;
         // SAFETY: values holds `len` Ts of the declared type.
         let a = unsafe {
-            sys::adios2_define_attribute_array(self.io, c.as_ptr(), T::TYPE, values.as_ptr().cast(), values.len())
+            sys::adios2_define_attribute_array(
+                self.io,
+                c.as_ptr(),
+                T::TYPE,
+                values.as_ptr().cast(),
+                values.len(),
+            )
         };
         self.attr_done(name, a)
     }
@@ -218,28 +283,52 @@ impl Writer {
         let c = cstring(&self.path, name)?;
         let v = cstring(&self.path, value)?;
         // SAFETY: for strings the value is a `const char*`.
-        let a = unsafe { sys::adios2_define_attribute(self.io, c.as_ptr(), sys::adios2_type_string, v.as_ptr().cast()) };
+        let a = unsafe {
+            sys::adios2_define_attribute(
+                self.io,
+                c.as_ptr(),
+                sys::adios2_type_string,
+                v.as_ptr().cast(),
+            )
+        };
         self.attr_done(name, a)
     }
 
     /// Defines a string array attribute (non-empty).
     pub fn attr_strs(&mut self, name: &str, values: &[String]) -> Result<()> {
         if values.is_empty() {
-            return Err(DataError::schema(&self.path, format!("attribute '{name}': empty arrays are not written")));
+            return Err(DataError::schema(
+                &self.path,
+                format!("attribute '{name}': empty arrays are not written"),
+            ));
         }
         let c = cstring(&self.path, name)?;
-        let owned = values.iter().map(|v| cstring(&self.path, v)).collect::<Result<Vec<_>>>()?;
+        let owned = values
+            .iter()
+            .map(|v| cstring(&self.path, v))
+            .collect::<Result<Vec<_>>>()?;
         let ptrs: Vec<*const c_char> = owned.iter().map(|s| s.as_ptr()).collect();
         // SAFETY: for string arrays the data is a `const char**` of `len` NUL-terminated strings.
         let a = unsafe {
-            sys::adios2_define_attribute_array(self.io, c.as_ptr(), sys::adios2_type_string, ptrs.as_ptr().cast(), ptrs.len())
+            sys::adios2_define_attribute_array(
+                self.io,
+                c.as_ptr(),
+                sys::adios2_type_string,
+                ptrs.as_ptr().cast(),
+                ptrs.len(),
+            )
         };
         self.attr_done(name, a)
     }
 
     fn attr_done(&self, name: &str, a: *mut sys::adios2_attribute) -> Result<()> {
         if a.is_null() {
-            return Err(DataError::Adios { path: self.path.clone(), name: name.into(), op: "define_attribute", code: -1 });
+            return Err(DataError::Adios {
+                path: self.path.clone(),
+                name: name.into(),
+                op: "define_attribute",
+                code: -1,
+            });
         }
         Ok(())
     }
@@ -281,7 +370,10 @@ impl Reader {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if !path.exists() {
-            return Err(DataError::io(&path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+            return Err(DataError::io(
+                &path,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
         }
         let Some(s) = path.to_str() else {
             return Err(DataError::schema(&path, "path is not valid UTF-8"));
@@ -292,9 +384,19 @@ impl Reader {
         // SAFETY: valid io and path.
         let engine = unsafe { sys::adios2_open(io, p.as_ptr(), sys::adios2_mode_readRandomAccess) };
         if engine.is_null() {
-            return Err(DataError::Adios { path, name: "engine".into(), op: "open for reading (not a BP file?)", code: -1 });
+            return Err(DataError::Adios {
+                path,
+                name: "engine".into(),
+                op: "open for reading (not a BP file?)",
+                code: -1,
+            });
         }
-        Ok(Reader { path, io, engine, _adios: adios })
+        Ok(Reader {
+            path,
+            io,
+            engine,
+            _adios: adios,
+        })
     }
 
     /// The file being read.
@@ -310,7 +412,8 @@ impl Reader {
     }
 
     fn var_or_err(&self, name: &str) -> Result<*mut sys::adios2_variable> {
-        self.var(name)?.ok_or_else(|| DataError::schema(&self.path, format!("variable '{name}' is missing")))
+        self.var(name)?
+            .ok_or_else(|| DataError::schema(&self.path, format!("variable '{name}' is missing")))
     }
 
     /// Whether the variable `name` exists.
@@ -320,38 +423,59 @@ impl Reader {
 
     /// The global shape of variable `name`, or `None` when it does not exist.
     pub fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
-        let Some(v) = self.var(name)? else { return Ok(None) };
+        let Some(v) = self.var(name)? else {
+            return Ok(None);
+        };
         self.shape_of(name, v).map(Some)
     }
 
     fn shape_of(&self, name: &str, v: *mut sys::adios2_variable) -> Result<Vec<usize>> {
         let mut nd = 0usize;
         // SAFETY: valid variable; shape buffer holds ndims values.
-        check(&self.path, name, "variable_ndims", unsafe { sys::adios2_variable_ndims(&mut nd, v) })?;
+        check(&self.path, name, "variable_ndims", unsafe {
+            sys::adios2_variable_ndims(&mut nd, v)
+        })?;
         let mut shape = vec![0usize; nd];
         if nd > 0 {
-            check(&self.path, name, "variable_shape", unsafe { sys::adios2_variable_shape(shape.as_mut_ptr(), v) })?;
+            check(&self.path, name, "variable_shape", unsafe {
+                sys::adios2_variable_shape(shape.as_mut_ptr(), v)
+            })?;
         }
         Ok(shape)
     }
 
     /// Reads the box `start`/`count` of the global array `name` (row-major), checking its type.
-    pub fn read<T: AdiosType>(&self, name: &str, start: &[usize], count: &[usize]) -> Result<Vec<T>> {
+    pub fn read<T: AdiosType>(
+        &self,
+        name: &str,
+        start: &[usize],
+        count: &[usize],
+    ) -> Result<Vec<T>> {
         let v = self.var_or_err(name)?;
         let mut t = sys::adios2_type_unknown;
         // SAFETY: valid variable.
-        check(&self.path, name, "variable_type", unsafe { sys::adios2_variable_type(&mut t, v) })?;
+        check(&self.path, name, "variable_type", unsafe {
+            sys::adios2_variable_type(&mut t, v)
+        })?;
         if t != T::TYPE {
             return Err(DataError::schema(
                 &self.path,
-                format!("variable '{name}' holds {}, read as {}", type_name(t), T::NAME),
+                format!(
+                    "variable '{name}' holds {}, read as {}",
+                    type_name(t),
+                    T::NAME
+                ),
             ));
         }
         let shape = self.shape_of(name, v)?;
         if start.len() != shape.len() || count.len() != shape.len() {
             return Err(DataError::schema(
                 &self.path,
-                format!("variable '{name}' has {} dimensions, selection has {}", shape.len(), start.len()),
+                format!(
+                    "variable '{name}' has {} dimensions, selection has {}",
+                    shape.len(),
+                    start.len()
+                ),
             ));
         }
         for d in 0..shape.len() {
@@ -370,14 +494,29 @@ impl Reader {
         // SAFETY: valid variable; start/count hold ndims values; out holds the selection's n values
         // of type T; the get is synchronous so `out` is filled before the call returns.
         unsafe {
-            check(&self.path, name, "set_step_selection", sys::adios2_set_step_selection(v, 0, 1))?;
+            check(
+                &self.path,
+                name,
+                "set_step_selection",
+                sys::adios2_set_step_selection(v, 0, 1),
+            )?;
             check(
                 &self.path,
                 name,
                 "set_selection",
                 sys::adios2_set_selection(v, shape.len(), start.as_ptr(), count.as_ptr()),
             )?;
-            check(&self.path, name, "get", sys::adios2_get(self.engine, v, out.as_mut_ptr().cast(), sys::adios2_mode_sync))?;
+            check(
+                &self.path,
+                name,
+                "get",
+                sys::adios2_get(
+                    self.engine,
+                    v,
+                    out.as_mut_ptr().cast(),
+                    sys::adios2_mode_sync,
+                ),
+            )?;
         }
         Ok(out)
     }
@@ -390,7 +529,10 @@ impl Reader {
         Ok((shape, data))
     }
 
-    fn attribute(&self, name: &str) -> Result<Option<(*mut sys::adios2_attribute, sys::adios2_type, usize)>> {
+    fn attribute(
+        &self,
+        name: &str,
+    ) -> Result<Option<(*mut sys::adios2_attribute, sys::adios2_type, usize)>> {
         let c = cstring(&self.path, name)?;
         // SAFETY: valid io and name; then valid attribute handle.
         unsafe {
@@ -399,20 +541,36 @@ impl Reader {
                 return Ok(None);
             }
             let mut t = sys::adios2_type_unknown;
-            check(&self.path, name, "attribute_type", sys::adios2_attribute_type(&mut t, a))?;
+            check(
+                &self.path,
+                name,
+                "attribute_type",
+                sys::adios2_attribute_type(&mut t, a),
+            )?;
             let mut n = 0usize;
-            check(&self.path, name, "attribute_size", sys::adios2_attribute_size(&mut n, a))?;
+            check(
+                &self.path,
+                name,
+                "attribute_size",
+                sys::adios2_attribute_size(&mut n, a),
+            )?;
             Ok(Some((a, t, n)))
         }
     }
 
     /// A numeric attribute (single value or array) as a vector, `None` when absent.
     pub fn attr<T: AdiosType>(&self, name: &str) -> Result<Option<Vec<T>>> {
-        let Some((a, t, n)) = self.attribute(name)? else { return Ok(None) };
+        let Some((a, t, n)) = self.attribute(name)? else {
+            return Ok(None);
+        };
         if t != T::TYPE {
             return Err(DataError::schema(
                 &self.path,
-                format!("attribute '{name}' holds {}, read as {}", type_name(t), T::NAME),
+                format!(
+                    "attribute '{name}' holds {}, read as {}",
+                    type_name(t),
+                    T::NAME
+                ),
             ));
         }
         let mut out = vec![T::default(); n];
@@ -427,23 +585,42 @@ impl Reader {
 
     /// A string attribute (single value or array) as a vector of strings, `None` when absent.
     pub fn attr_strs(&self, name: &str) -> Result<Option<Vec<String>>> {
-        let Some((a, t, n)) = self.attribute(name)? else { return Ok(None) };
+        let Some((a, t, n)) = self.attribute(name)? else {
+            return Ok(None);
+        };
         if t != sys::adios2_type_string {
-            return Err(DataError::schema(&self.path, format!("attribute '{name}' holds {}, read as string", type_name(t))));
+            return Err(DataError::schema(
+                &self.path,
+                format!("attribute '{name}' holds {}, read as string", type_name(t)),
+            ));
         }
         let mut is_value = sys::adios2_false;
         // SAFETY: valid attribute.
-        check(&self.path, name, "attribute_is_value", unsafe { sys::adios2_attribute_is_value(&mut is_value, a) })?;
+        check(&self.path, name, "attribute_is_value", unsafe {
+            sys::adios2_attribute_is_value(&mut is_value, a)
+        })?;
         let utf8 = |b: Vec<u8>| {
-            String::from_utf8(b).map_err(|_| DataError::schema(&self.path, format!("attribute '{name}' is not UTF-8")))
+            String::from_utf8(b).map_err(|_| {
+                DataError::schema(&self.path, format!("attribute '{name}' is not UTF-8"))
+            })
         };
         if is_value == sys::adios2_true {
             let mut len = 0usize;
             // SAFETY: two-call pattern: length first, then a buffer of len + 1 bytes.
             unsafe {
-                check(&self.path, name, "attribute_string_data", sys::adios2_attribute_string_data(a, std::ptr::null_mut(), &mut len))?;
+                check(
+                    &self.path,
+                    name,
+                    "attribute_string_data",
+                    sys::adios2_attribute_string_data(a, std::ptr::null_mut(), &mut len),
+                )?;
                 let mut buf = vec![0u8; len + 1];
-                check(&self.path, name, "attribute_string_data", sys::adios2_attribute_string_data(a, buf.as_mut_ptr().cast(), &mut len))?;
+                check(
+                    &self.path,
+                    name,
+                    "attribute_string_data",
+                    sys::adios2_attribute_string_data(a, buf.as_mut_ptr().cast(), &mut len),
+                )?;
                 buf.truncate(len);
                 Ok(Some(vec![utf8(buf)?]))
             }
@@ -451,14 +628,37 @@ impl Reader {
             let mut lens = vec![0usize; n];
             // SAFETY: two-call pattern: lengths first, then one buffer of len + 1 bytes per string.
             unsafe {
-                check(&self.path, name, "attribute_string_data_array", sys::adios2_attribute_string_data_array(a, std::ptr::null_mut(), lens.as_mut_ptr()))?;
+                check(
+                    &self.path,
+                    name,
+                    "attribute_string_data_array",
+                    sys::adios2_attribute_string_data_array(
+                        a,
+                        std::ptr::null_mut(),
+                        lens.as_mut_ptr(),
+                    ),
+                )?;
                 let mut bufs: Vec<Vec<u8>> = lens.iter().map(|&l| vec![0u8; l + 1]).collect();
-                let mut ptrs: Vec<*mut c_char> = bufs.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
-                check(&self.path, name, "attribute_string_data_array", sys::adios2_attribute_string_data_array(a, ptrs.as_mut_ptr(), lens.as_mut_ptr()))?;
-                bufs.into_iter().zip(&lens).map(|(mut b, &l)| {
-                    b.truncate(l);
-                    utf8(b)
-                }).collect::<Result<Vec<_>>>().map(Some)
+                let mut ptrs: Vec<*mut c_char> =
+                    bufs.iter_mut().map(|b| b.as_mut_ptr().cast()).collect();
+                check(
+                    &self.path,
+                    name,
+                    "attribute_string_data_array",
+                    sys::adios2_attribute_string_data_array(
+                        a,
+                        ptrs.as_mut_ptr(),
+                        lens.as_mut_ptr(),
+                    ),
+                )?;
+                bufs.into_iter()
+                    .zip(&lens)
+                    .map(|(mut b, &l)| {
+                        b.truncate(l);
+                        utf8(b)
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some)
             }
         }
     }

@@ -66,7 +66,11 @@ impl Layout {
             forces: f.forces.is_some(),
             stress: f.stress.is_some(),
             scalars: f.scalars.keys().cloned().collect(),
-            atom_props: f.atom_props.iter().map(|(k, p)| (k.clone(), p.width)).collect(),
+            atom_props: f
+                .atom_props
+                .iter()
+                .map(|(k, p)| (k.clone(), p.width))
+                .collect(),
         }
     }
 
@@ -76,16 +80,34 @@ impl Layout {
             energy: self.energy && o.energy,
             forces: self.forces && o.forces,
             stress: self.stress && o.stress,
-            scalars: self.scalars.iter().filter(|s| o.scalars.contains(s)).cloned().collect(),
-            atom_props: self.atom_props.iter().filter(|p| o.atom_props.contains(p)).cloned().collect(),
+            scalars: self
+                .scalars
+                .iter()
+                .filter(|s| o.scalars.contains(s))
+                .cloned()
+                .collect(),
+            atom_props: self
+                .atom_props
+                .iter()
+                .filter(|p| o.atom_props.contains(p))
+                .cloned()
+                .collect(),
         }
     }
 
     /// The first difference of `other` from `self`, as a sentence about `other`, or `None`.
     pub fn diff(&self, other: &Layout) -> Option<String> {
-        for (name, a, b) in [("energy", self.energy, other.energy), ("forces", self.forces, other.forces), ("stress", self.stress, other.stress)] {
+        for (name, a, b) in [
+            ("energy", self.energy, other.energy),
+            ("forces", self.forces, other.forces),
+            ("stress", self.stress, other.stress),
+        ] {
             if a != b {
-                return Some(if a { format!("lacks '{name}'") } else { format!("has '{name}'") });
+                return Some(if a {
+                    format!("lacks '{name}'")
+                } else {
+                    format!("has '{name}'")
+                });
             }
         }
         if let Some(s) = self.scalars.iter().find(|s| !other.scalars.contains(s)) {
@@ -97,11 +119,19 @@ impl Layout {
         for (n, w) in &self.atom_props {
             match other.atom_props.iter().find(|(m, _)| m == n) {
                 None => return Some(format!("lacks the per-atom property '{n}'")),
-                Some((_, v)) if v != w => return Some(format!("has the per-atom property '{n}' with {v} columns, not {w}")),
+                Some((_, v)) if v != w => {
+                    return Some(format!(
+                        "has the per-atom property '{n}' with {v} columns, not {w}"
+                    ))
+                }
                 _ => {}
             }
         }
-        if let Some((n, _)) = other.atom_props.iter().find(|(n, _)| !self.atom_props.iter().any(|(m, _)| m == n)) {
+        if let Some((n, _)) = other
+            .atom_props
+            .iter()
+            .find(|(n, _)| !self.atom_props.iter().any(|(m, _)| m == n))
+        {
             return Some(format!("has the per-atom property '{n}'"));
         }
         None
@@ -119,7 +149,8 @@ impl Layout {
             f.stress = None;
         }
         f.scalars.retain(|k, _| self.scalars.contains(k));
-        f.atom_props.retain(|k, p| self.atom_props.iter().any(|(n, w)| n == k && *w == p.width));
+        f.atom_props
+            .retain(|k, p| self.atom_props.iter().any(|(n, w)| n == k && *w == p.width));
     }
 }
 
@@ -174,8 +205,24 @@ impl Batch {
             energy: layout.energy.then(Vec::new),
             forces: layout.forces.then(Vec::new),
             stress: layout.stress.then(Vec::new),
-            scalars: layout.scalars.iter().map(|k| (k.clone(), Vec::new())).collect(),
-            atom_props: layout.atom_props.iter().map(|(k, w)| (k.clone(), AtomProp { width: *w, values: Vec::new() })).collect(),
+            scalars: layout
+                .scalars
+                .iter()
+                .map(|k| (k.clone(), Vec::new()))
+                .collect(),
+            atom_props: layout
+                .atom_props
+                .iter()
+                .map(|(k, w)| {
+                    (
+                        k.clone(),
+                        AtomProp {
+                            width: *w,
+                            values: Vec::new(),
+                        },
+                    )
+                })
+                .collect(),
             ..Default::default()
         }
     }
@@ -186,11 +233,15 @@ impl Batch {
         let mut b = Batch::empty(&layout);
         for (i, f) in frames.iter().enumerate() {
             if let Some(d) = layout.diff(&Layout::of(f)) {
-                return Err(DataError::Invalid(format!("graph {i} {d}, which graph 0 does not")));
+                return Err(DataError::Invalid(format!(
+                    "graph {i} {d}, which graph 0 does not"
+                )));
             }
             let n = f.n_atoms();
             if f.positions.len() != n || f.forces.as_ref().is_some_and(|x| x.len() != n) {
-                return Err(DataError::Invalid(format!("graph {i}: arrays of different lengths")));
+                return Err(DataError::Invalid(format!(
+                    "graph {i}: arrays of different lengths"
+                )));
             }
             b.graph_index.push(i);
             b.atom_offset.push(b.numbers.len());
@@ -214,7 +265,10 @@ impl Batch {
             for (k, p) in &mut b.atom_props {
                 let q = &f.atom_props[k];
                 if q.values.len() != n * q.width {
-                    return Err(DataError::Invalid(format!("graph {i}: per-atom '{k}' has {} values for {n} atoms", q.values.len())));
+                    return Err(DataError::Invalid(format!(
+                        "graph {i}: per-atom '{k}' has {} values for {n} atoms",
+                        q.values.len()
+                    )));
                 }
                 p.values.extend_from_slice(&q.values);
             }
@@ -225,7 +279,12 @@ impl Batch {
     /// Graph `i` as a [`Frame`].
     pub fn frame(&self, i: usize) -> Frame {
         let a = self.atoms_of(i);
-        let v3 = |v: &[f64]| -> Vec<[f64; 3]> { v[3 * a.start..3 * a.end].chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect() };
+        let v3 = |v: &[f64]| -> Vec<[f64; 3]> {
+            v[3 * a.start..3 * a.end]
+                .chunks_exact(3)
+                .map(|c| [c[0], c[1], c[2]])
+                .collect()
+        };
         let c = &self.cell[9 * i..9 * i + 9];
         Frame {
             numbers: self.numbers[a.clone()].to_vec(),
@@ -234,12 +293,27 @@ impl Batch {
             pbc: [self.pbc[3 * i], self.pbc[3 * i + 1], self.pbc[3 * i + 2]],
             energy: self.energy.as_ref().map(|e| e[i]),
             forces: self.forces.as_ref().map(|f| v3(f)),
-            stress: self.stress.as_ref().map(|s| s[9 * i..9 * i + 9].try_into().expect("9 values")),
-            scalars: self.scalars.iter().map(|(k, v)| (k.clone(), v[i])).collect(),
+            stress: self
+                .stress
+                .as_ref()
+                .map(|s| s[9 * i..9 * i + 9].try_into().expect("9 values")),
+            scalars: self
+                .scalars
+                .iter()
+                .map(|(k, v)| (k.clone(), v[i]))
+                .collect(),
             atom_props: self
                 .atom_props
                 .iter()
-                .map(|(k, p)| (k.clone(), AtomProp { width: p.width, values: p.values[p.width * a.start..p.width * a.end].to_vec() }))
+                .map(|(k, p)| {
+                    (
+                        k.clone(),
+                        AtomProp {
+                            width: p.width,
+                            values: p.values[p.width * a.start..p.width * a.end].to_vec(),
+                        },
+                    )
+                })
                 .collect(),
         }
     }
@@ -255,8 +329,24 @@ impl Batch {
             energy: self.energy.as_ref().map(|_| Vec::new()),
             forces: self.forces.as_ref().map(|_| Vec::new()),
             stress: self.stress.as_ref().map(|_| Vec::new()),
-            scalars: self.scalars.keys().map(|k| (k.clone(), Vec::new())).collect(),
-            atom_props: self.atom_props.iter().map(|(k, p)| (k.clone(), AtomProp { width: p.width, values: Vec::new() })).collect(),
+            scalars: self
+                .scalars
+                .keys()
+                .map(|k| (k.clone(), Vec::new()))
+                .collect(),
+            atom_props: self
+                .atom_props
+                .iter()
+                .map(|(k, p)| {
+                    (
+                        k.clone(),
+                        AtomProp {
+                            width: p.width,
+                            values: Vec::new(),
+                        },
+                    )
+                })
+                .collect(),
             ..Default::default()
         };
         for &i in positions {
@@ -265,7 +355,8 @@ impl Batch {
             b.atom_offset.push(b.numbers.len());
             b.n_atoms.push(self.n_atoms[i]);
             b.numbers.extend_from_slice(&self.numbers[a.clone()]);
-            b.positions.extend_from_slice(&self.positions[3 * a.start..3 * a.end]);
+            b.positions
+                .extend_from_slice(&self.positions[3 * a.start..3 * a.end]);
             b.cell.extend_from_slice(&self.cell[9 * i..9 * i + 9]);
             b.pbc.extend_from_slice(&self.pbc[3 * i..3 * i + 3]);
             if let (Some(v), Some(s)) = (&mut b.energy, &self.energy) {
@@ -282,7 +373,8 @@ impl Batch {
             }
             for (k, p) in &mut b.atom_props {
                 let w = p.width;
-                p.values.extend_from_slice(&self.atom_props[k].values[w * a.start..w * a.end]);
+                p.values
+                    .extend_from_slice(&self.atom_props[k].values[w * a.start..w * a.end]);
             }
         }
         b
@@ -292,13 +384,18 @@ impl Batch {
     pub fn append(&mut self, other: &Batch) {
         let base = self.numbers.len();
         self.graph_index.extend_from_slice(&other.graph_index);
-        self.atom_offset.extend(other.atom_offset.iter().map(|o| o + base));
+        self.atom_offset
+            .extend(other.atom_offset.iter().map(|o| o + base));
         self.n_atoms.extend_from_slice(&other.n_atoms);
         self.numbers.extend_from_slice(&other.numbers);
         self.positions.extend_from_slice(&other.positions);
         self.cell.extend_from_slice(&other.cell);
         self.pbc.extend_from_slice(&other.pbc);
-        for (a, b) in [(&mut self.energy, &other.energy), (&mut self.forces, &other.forces), (&mut self.stress, &other.stress)] {
+        for (a, b) in [
+            (&mut self.energy, &other.energy),
+            (&mut self.forces, &other.forces),
+            (&mut self.stress, &other.stress),
+        ] {
             if let (Some(a), Some(b)) = (a, b) {
                 a.extend_from_slice(b);
             }
@@ -318,7 +415,10 @@ impl Batch {
 /// # Panics
 /// When `size == 0` or `rank >= size`.
 pub fn shard_range(n: usize, rank: usize, size: usize) -> Range<usize> {
-    assert!(size > 0 && rank < size, "shard_range: rank {rank} of size {size}");
+    assert!(
+        size > 0 && rank < size,
+        "shard_range: rank {rank} of size {size}"
+    );
     let (q, r) = (n / size, n % size);
     let start = rank * q + rank.min(r);
     start..start + q + usize::from(rank < r)
@@ -329,7 +429,10 @@ pub fn shard_range(n: usize, rank: usize, size: usize) -> Range<usize> {
 /// # Panics
 /// When `size == 0` or `rank >= size`.
 pub fn shard_strided(n: usize, rank: usize, size: usize) -> Vec<usize> {
-    assert!(size > 0 && rank < size, "shard_strided: rank {rank} of size {size}");
+    assert!(
+        size > 0 && rank < size,
+        "shard_strided: rank {rank} of size {size}"
+    );
     (rank..n).step_by(size).collect()
 }
 
@@ -372,7 +475,11 @@ pub struct DatasetMeta {
 impl DatasetMeta {
     /// The reference energy of element `z` (0 when the dataset has none for it).
     pub fn reference_energy(&self, z: i32) -> f64 {
-        self.elements.binary_search(&z).ok().and_then(|i| self.reference_energies.get(i).copied()).unwrap_or(0.0)
+        self.elements
+            .binary_search(&z)
+            .ok()
+            .and_then(|i| self.reference_energies.get(i).copied())
+            .unwrap_or(0.0)
     }
 
     /// Whether graphs carry the named label or property (`energy`, `forces`, `stress`, a per-graph
@@ -382,13 +489,19 @@ impl DatasetMeta {
             "energy" => self.layout.energy,
             "forces" => self.layout.forces,
             "stress" => self.layout.stress,
-            n => self.scalars.iter().any(|p| p.name == n) || self.atom_props.iter().any(|p| p.name == n),
+            n => {
+                self.scalars.iter().any(|p| p.name == n)
+                    || self.atom_props.iter().any(|p| p.name == n)
+            }
         }
     }
 
     /// Number of graphs of `split` (0 when absent).
     pub fn n_graphs(&self, split: &str) -> usize {
-        self.splits.iter().find(|(s, _)| s == split).map_or(0, |(_, n)| *n)
+        self.splits
+            .iter()
+            .find(|(s, _)| s == split)
+            .map_or(0, |(_, n)| *n)
     }
 }
 
@@ -408,23 +521,43 @@ pub struct DatasetInfo {
 /// Writes a dataset of named splits to the BP file `path` (overwriting it). Every frame of every
 /// split must share one [`Layout`]. Not atomic by itself: [`super::ingest`] writes to a temporary
 /// name and renames.
-pub fn write_dataset(path: &Path, info: &DatasetInfo, splits: &[(String, Vec<Frame>)]) -> Result<DatasetMeta> {
+pub fn write_dataset(
+    path: &Path,
+    info: &DatasetInfo,
+    splits: &[(String, Vec<Frame>)],
+) -> Result<DatasetMeta> {
     let first = splits.iter().flat_map(|(_, f)| f.first()).next();
     let layout = first.map(Layout::of).unwrap_or_default();
     for (s, frames) in splits {
         for (i, f) in frames.iter().enumerate() {
             if let Some(d) = layout.diff(&Layout::of(f)) {
-                return Err(DataError::Invalid(format!("{s} graph {i} {d}, unlike the first graph")));
+                return Err(DataError::Invalid(format!(
+                    "{s} graph {i} {d}, unlike the first graph"
+                )));
             }
         }
     }
-    let mut elements: Vec<i32> = splits.iter().flat_map(|(_, f)| f.iter().flat_map(|f| f.numbers.iter().copied())).collect();
+    let mut elements: Vec<i32> = splits
+        .iter()
+        .flat_map(|(_, f)| f.iter().flat_map(|f| f.numbers.iter().copied()))
+        .collect();
     elements.sort_unstable();
     elements.dedup();
-    let reference_energies: Vec<f64> = elements.iter().map(|&z| info.reference.as_ref().map_or(0.0, |r| r.of(z))).collect();
+    let reference_energies: Vec<f64> = elements
+        .iter()
+        .map(|&z| info.reference.as_ref().map_or(0.0, |r| r.of(z)))
+        .collect();
 
-    let mut units: BTreeMap<String, String> = FIXED_UNITS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let unit = |n: &str| info.units.get(n).cloned().unwrap_or_else(|| default_unit(n).to_string());
+    let mut units: BTreeMap<String, String> = FIXED_UNITS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let unit = |n: &str| {
+        info.units
+            .get(n)
+            .cloned()
+            .unwrap_or_else(|| default_unit(n).to_string())
+    };
     for s in &layout.scalars {
         units.insert(format!("graph/{s}"), unit(s));
     }
@@ -447,13 +580,20 @@ pub fn write_dataset(path: &Path, info: &DatasetInfo, splits: &[(String, Vec<Fra
     if let Some(r) = &info.reference {
         w.attr("reference_energies/rmse", r.rmse)?;
         w.attr("reference_energies/rank", r.rank as i32)?;
-        w.attr_str("reference_energies/fit", "least squares E_g = sum_Z n_gZ e_Z over the trainset (SVD)")?;
+        w.attr_str(
+            "reference_energies/fit",
+            "least squares E_g = sum_Z n_gZ e_Z over the trainset (SVD)",
+        )?;
     }
-    let labels: Vec<String> = [("energy", layout.energy), ("forces", layout.forces), ("stress", layout.stress)]
-        .iter()
-        .filter(|(_, on)| *on)
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let labels: Vec<String> = [
+        ("energy", layout.energy),
+        ("forces", layout.forces),
+        ("stress", layout.stress),
+    ]
+    .iter()
+    .filter(|(_, on)| *on)
+    .map(|(n, _)| n.to_string())
+    .collect();
     if !labels.is_empty() {
         w.attr_strs("labels", &labels)?;
     }
@@ -461,13 +601,30 @@ pub fn write_dataset(path: &Path, info: &DatasetInfo, splits: &[(String, Vec<Fra
         w.attr_strs("graph_properties", &layout.scalars)?;
     }
     if !layout.atom_props.is_empty() {
-        w.attr_strs("atom_properties", &layout.atom_props.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>())?;
-        w.attr_array("atom_property_widths", &layout.atom_props.iter().map(|(_, w)| *w as i32).collect::<Vec<_>>())?;
+        w.attr_strs(
+            "atom_properties",
+            &layout
+                .atom_props
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect::<Vec<_>>(),
+        )?;
+        w.attr_array(
+            "atom_property_widths",
+            &layout
+                .atom_props
+                .iter()
+                .map(|(_, w)| *w as i32)
+                .collect::<Vec<_>>(),
+        )?;
     }
     for (k, u) in &units {
         w.attr_str(&format!("units/{k}"), u)?;
     }
-    w.attr_str("stress_convention", "ASE: (1/V) dE/d(strain), 3x3 row-major, = -virial/V")?;
+    w.attr_str(
+        "stress_convention",
+        "ASE: (1/V) dE/d(strain), 3x3 row-major, = -virial/V",
+    )?;
     if !info.sources.is_empty() {
         w.attr_strs("sources", &info.sources)?;
     }
@@ -483,12 +640,24 @@ pub fn write_dataset(path: &Path, info: &DatasetInfo, splits: &[(String, Vec<Fra
             continue;
         }
         let v = |name: &str| format!("{s}/{name}");
-        w.put(&v("n_atoms"), &[g], &b.n_atoms.iter().map(|&x| x as i64).collect::<Vec<_>>())?;
-        w.put(&v("atom_offset"), &[g], &b.atom_offset.iter().map(|&x| x as i64).collect::<Vec<_>>())?;
+        w.put(
+            &v("n_atoms"),
+            &[g],
+            &b.n_atoms.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+        )?;
+        w.put(
+            &v("atom_offset"),
+            &[g],
+            &b.atom_offset.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+        )?;
         w.put(&v("numbers"), &[n], &b.numbers)?;
         w.put(&v("positions"), &[n, 3], &b.positions)?;
         w.put(&v("cell"), &[g, 9], &b.cell)?;
-        w.put(&v("pbc"), &[g, 3], &b.pbc.iter().map(|&p| u8::from(p)).collect::<Vec<_>>())?;
+        w.put(
+            &v("pbc"),
+            &[g, 3],
+            &b.pbc.iter().map(|&p| u8::from(p)).collect::<Vec<_>>(),
+        )?;
         if let Some(e) = &b.energy {
             w.put(&v("energy"), &[g], e)?;
         }
@@ -512,11 +681,23 @@ pub fn write_dataset(path: &Path, info: &DatasetInfo, splits: &[(String, Vec<Fra
         schema_version: SCHEMA_VERSION,
         elements,
         reference_energies,
-        scalars: layout.scalars.iter().map(|n| PropertyInfo { name: n.clone(), width: 1, unit: unit_of(format!("graph/{n}")) }).collect(),
+        scalars: layout
+            .scalars
+            .iter()
+            .map(|n| PropertyInfo {
+                name: n.clone(),
+                width: 1,
+                unit: unit_of(format!("graph/{n}")),
+            })
+            .collect(),
         atom_props: layout
             .atom_props
             .iter()
-            .map(|(n, w)| PropertyInfo { name: n.clone(), width: *w, unit: unit_of(format!("atom/{n}")) })
+            .map(|(n, w)| PropertyInfo {
+                name: n.clone(),
+                width: *w,
+                unit: unit_of(format!("atom/{n}")),
+            })
             .collect(),
         layout,
         splits: split_counts,
@@ -541,23 +722,44 @@ impl Dataset {
         if schema.as_deref() != Some(SCHEMA) {
             return Err(DataError::schema(&p, format!("not a hydragnn-rs dataset (attribute 'schema' is {schema:?}, expected \"{SCHEMA}\")")));
         }
-        let version = reader.attr::<i32>("schema_version")?.and_then(|v| v.first().copied()).unwrap_or(-1);
+        let version = reader
+            .attr::<i32>("schema_version")?
+            .and_then(|v| v.first().copied())
+            .unwrap_or(-1);
         if version != SCHEMA_VERSION {
-            return Err(DataError::schema(&p, format!("schema version {version}, this build reads version {SCHEMA_VERSION}")));
+            return Err(DataError::schema(
+                &p,
+                format!("schema version {version}, this build reads version {SCHEMA_VERSION}"),
+            ));
         }
-        let strs = |name: &str| -> Result<Vec<String>> { Ok(reader.attr_strs(name)?.unwrap_or_default()) };
+        let strs =
+            |name: &str| -> Result<Vec<String>> { Ok(reader.attr_strs(name)?.unwrap_or_default()) };
         let name = reader.attr_str("dataset_name")?.unwrap_or_default();
         let elements = reader.attr::<i32>("elements")?.unwrap_or_default();
-        let reference_energies = reader.attr::<f64>("reference_energies")?.unwrap_or_else(|| vec![0.0; elements.len()]);
+        let reference_energies = reader
+            .attr::<f64>("reference_energies")?
+            .unwrap_or_else(|| vec![0.0; elements.len()]);
         if reference_energies.len() != elements.len() {
-            return Err(DataError::schema(&p, format!("{} reference energies for {} elements", reference_energies.len(), elements.len())));
+            return Err(DataError::schema(
+                &p,
+                format!(
+                    "{} reference energies for {} elements",
+                    reference_energies.len(),
+                    elements.len()
+                ),
+            ));
         }
         let labels = strs("labels")?;
         let scalar_names = strs("graph_properties")?;
         let atom_names = strs("atom_properties")?;
-        let widths = reader.attr::<i32>("atom_property_widths")?.unwrap_or_default();
+        let widths = reader
+            .attr::<i32>("atom_property_widths")?
+            .unwrap_or_default();
         if widths.len() != atom_names.len() {
-            return Err(DataError::schema(&p, "attributes 'atom_properties' and 'atom_property_widths' differ in length"));
+            return Err(DataError::schema(
+                &p,
+                "attributes 'atom_properties' and 'atom_property_widths' differ in length",
+            ));
         }
         let mut units = BTreeMap::new();
         let mut unit = |k: String| -> Result<String> {
@@ -570,27 +772,56 @@ impl Dataset {
         }
         let scalars = scalar_names
             .iter()
-            .map(|n| Ok(PropertyInfo { name: n.clone(), width: 1, unit: unit(format!("graph/{n}"))? }))
+            .map(|n| {
+                Ok(PropertyInfo {
+                    name: n.clone(),
+                    width: 1,
+                    unit: unit(format!("graph/{n}"))?,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         let atom_props = atom_names
             .iter()
             .zip(&widths)
-            .map(|(n, &w)| Ok(PropertyInfo { name: n.clone(), width: w.max(1) as usize, unit: unit(format!("atom/{n}"))? }))
+            .map(|(n, &w)| {
+                Ok(PropertyInfo {
+                    name: n.clone(),
+                    width: w.max(1) as usize,
+                    unit: unit(format!("atom/{n}"))?,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         let layout = Layout {
             energy: labels.iter().any(|l| l == "energy"),
             forces: labels.iter().any(|l| l == "forces"),
             stress: labels.iter().any(|l| l == "stress"),
             scalars: scalar_names.clone(),
-            atom_props: atom_props.iter().map(|p| (p.name.clone(), p.width)).collect(),
+            atom_props: atom_props
+                .iter()
+                .map(|p| (p.name.clone(), p.width))
+                .collect(),
         };
         let mut splits = Vec::new();
         for s in strs("splits")? {
-            let g = reader.attr::<i64>(&format!("{s}/n_graphs"))?.and_then(|v| v.first().copied()).unwrap_or(0);
+            let g = reader
+                .attr::<i64>(&format!("{s}/n_graphs"))?
+                .and_then(|v| v.first().copied())
+                .unwrap_or(0);
             splits.push((s, g.max(0) as usize));
         }
         let sources = strs("sources")?;
-        let meta = DatasetMeta { name, schema_version: version, elements, reference_energies, layout, scalars, atom_props, splits, sources, units };
+        let meta = DatasetMeta {
+            name,
+            schema_version: version,
+            elements,
+            reference_energies,
+            layout,
+            scalars,
+            atom_props,
+            splits,
+            sources,
+            units,
+        };
         Ok(Dataset { reader, meta })
     }
 
@@ -609,15 +840,30 @@ impl Dataset {
     pub fn split(&self, name: &str) -> Result<SplitReader<'_>> {
         let Some(&(_, g)) = self.meta.splits.iter().find(|(s, _)| s == name) else {
             let have: Vec<&str> = self.meta.splits.iter().map(|(s, _)| s.as_str()).collect();
-            return Err(DataError::schema(self.path(), format!("no split '{name}' (splits: {have:?})")));
+            return Err(DataError::schema(
+                self.path(),
+                format!("no split '{name}' (splits: {have:?})"),
+            ));
         };
-        let mut sr = SplitReader { ds: self, name: name.to_string(), n_atoms: vec![], offsets: vec![], total: 0 };
+        let mut sr = SplitReader {
+            ds: self,
+            name: name.to_string(),
+            n_atoms: vec![],
+            offsets: vec![],
+            total: 0,
+        };
         if g == 0 {
             return Ok(sr);
         }
         let n_atoms = self.reader.read::<i64>(&sr.var("n_atoms"), &[0], &[g])?;
-        let offsets = self.reader.read::<i64>(&sr.var("atom_offset"), &[0], &[g])?;
-        let total = self.reader.shape(&sr.var("numbers"))?.and_then(|s| s.first().copied()).unwrap_or(0);
+        let offsets = self
+            .reader
+            .read::<i64>(&sr.var("atom_offset"), &[0], &[g])?;
+        let total = self
+            .reader
+            .shape(&sr.var("numbers"))?
+            .and_then(|s| s.first().copied())
+            .unwrap_or(0);
         let mut acc = 0i64;
         for (i, (&n, &o)) in n_atoms.iter().zip(&offsets).enumerate() {
             if n <= 0 || o != acc {
@@ -626,7 +872,10 @@ impl Dataset {
             acc += n;
         }
         if acc as usize != total {
-            return Err(DataError::schema(self.path(), format!("{name}: n_atoms add up to {acc}, '{name}/numbers' holds {total}")));
+            return Err(DataError::schema(
+                self.path(),
+                format!("{name}: n_atoms add up to {acc}, '{name}/numbers' holds {total}"),
+            ));
         }
         sr.n_atoms = n_atoms.iter().map(|&n| n as usize).collect();
         sr.offsets = offsets.iter().map(|&o| o as usize).collect();
@@ -672,7 +921,9 @@ impl SplitReader<'_> {
     /// The contiguous shard of `rank` among `size` ranks ([`shard_range`]).
     pub fn shard(&self, rank: usize, size: usize) -> Result<Range<usize>> {
         if size == 0 || rank >= size {
-            return Err(DataError::Invalid(format!("shard: rank {rank} is not in 0..{size}")));
+            return Err(DataError::Invalid(format!(
+                "shard: rank {rank} is not in 0..{size}"
+            )));
         }
         Ok(shard_range(self.n_graphs(), rank, size))
     }
@@ -681,7 +932,11 @@ impl SplitReader<'_> {
     pub fn read_batch(&self, range: Range<usize>) -> Result<Batch> {
         let g = self.n_graphs();
         if range.start > range.end || range.end > g {
-            return Err(DataError::Invalid(format!("{}: graphs {range:?} out of 0..{g} ({})", self.name, self.ds.path().display())));
+            return Err(DataError::Invalid(format!(
+                "{}: graphs {range:?} out of 0..{g} ({})",
+                self.name,
+                self.ds.path().display()
+            )));
         }
         let layout = &self.ds.meta.layout;
         let mut b = Batch::empty(layout);
@@ -698,7 +953,11 @@ impl SplitReader<'_> {
         b.numbers = r.read(&self.var("numbers"), &[a0], &[na])?;
         b.positions = r.read(&self.var("positions"), &[a0, 0], &[na, 3])?;
         b.cell = r.read(&self.var("cell"), &[g0, 0], &[ng, 9])?;
-        b.pbc = r.read::<u8>(&self.var("pbc"), &[g0, 0], &[ng, 3])?.into_iter().map(|p| p != 0).collect();
+        b.pbc = r
+            .read::<u8>(&self.var("pbc"), &[g0, 0], &[ng, 3])?
+            .into_iter()
+            .map(|p| p != 0)
+            .collect();
         if layout.energy {
             b.energy = Some(r.read(&self.var("energy"), &[g0], &[ng])?);
         }
@@ -730,7 +989,11 @@ impl SplitReader<'_> {
         sorted.dedup();
         if let Some(&last) = sorted.last() {
             if last >= self.n_graphs() {
-                return Err(DataError::Invalid(format!("{}: graph {last} out of 0..{}", self.name, self.n_graphs())));
+                return Err(DataError::Invalid(format!(
+                    "{}: graph {last} out of 0..{}",
+                    self.name,
+                    self.n_graphs()
+                )));
             }
         }
         let mut all = self.read_batch(0..0)?;
@@ -743,7 +1006,10 @@ impl SplitReader<'_> {
             all.append(&self.read_batch(sorted[i]..sorted[j - 1] + 1)?);
             i = j;
         }
-        let pos: Vec<usize> = indices.iter().map(|x| sorted.binary_search(x).expect("present")).collect();
+        let pos: Vec<usize> = indices
+            .iter()
+            .map(|x| sorted.binary_search(x).expect("present"))
+            .collect();
         Ok(all.select(&pos))
     }
 

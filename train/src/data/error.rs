@@ -65,14 +65,24 @@ pub type Result<T> = std::result::Result<T, DataError>;
 impl DataError {
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<Path>, err: std::io::Error) -> Self {
-        DataError::Io { path: path.as_ref().to_path_buf(), err }
+        DataError::Io {
+            path: path.as_ref().to_path_buf(),
+            err,
+        }
     }
     /// A parse error at `path:line`.
     pub fn parse(path: impl AsRef<Path>, line: usize, msg: impl Into<String>) -> Self {
-        DataError::Parse { path: path.as_ref().to_path_buf(), line, msg: msg.into() }
+        DataError::Parse {
+            path: path.as_ref().to_path_buf(),
+            line,
+            msg: msg.into(),
+        }
     }
     /// A schema error in the dataset at `path`.
     pub fn schema(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
-        DataError::Schema { path: path.as_ref().to_path_buf(), msg: msg.into() }
+        DataError::Schema {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+        }
     }
 }

@@ -73,7 +73,8 @@ impl Frame {
     /// Cell volume (|det|), Angstrom^3.
     pub fn volume(&self) -> f64 {
         let [a, b, c] = self.cell;
-        let det = a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0]) + a[2] * (b[0] * c[1] - b[1] * c[0]);
+        let det = a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0])
+            + a[2] * (b[0] * c[1] - b[1] * c[0]);
         det.abs()
     }
 }
@@ -107,11 +108,17 @@ impl Default for ParseOptions {
 
 /// Reads every frame of an extxyz file.
 pub fn read_extxyz(path: impl AsRef<Path>, opts: &ParseOptions) -> Result<Vec<Frame>> {
-    Ok(read_extxyz_lines(path, opts)?.into_iter().map(|(_, f)| f).collect())
+    Ok(read_extxyz_lines(path, opts)?
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect())
 }
 
 /// Reads every frame of an extxyz file, each with the 1-based line number of its atom-count line.
-pub fn read_extxyz_lines(path: impl AsRef<Path>, opts: &ParseOptions) -> Result<Vec<(usize, Frame)>> {
+pub fn read_extxyz_lines(
+    path: impl AsRef<Path>,
+    opts: &ParseOptions,
+) -> Result<Vec<(usize, Frame)>> {
     let path = path.as_ref();
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     parse(BufReader::new(file), path, opts)
@@ -119,7 +126,10 @@ pub fn read_extxyz_lines(path: impl AsRef<Path>, opts: &ParseOptions) -> Result<
 
 /// Parses extxyz text; `path` is only used in error messages.
 pub fn parse_extxyz(text: &str, path: impl AsRef<Path>, opts: &ParseOptions) -> Result<Vec<Frame>> {
-    Ok(parse(text.as_bytes(), path.as_ref(), opts)?.into_iter().map(|(_, f)| f).collect())
+    Ok(parse(text.as_bytes(), path.as_ref(), opts)?
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect())
 }
 
 fn parse(reader: impl BufRead, path: &Path, opts: &ParseOptions) -> Result<Vec<(usize, Frame)>> {
@@ -128,7 +138,11 @@ fn parse(reader: impl BufRead, path: &Path, opts: &ParseOptions) -> Result<Vec<(
         match lines.next() {
             None => Ok(None),
             Some((n, Ok(l))) => Ok(Some((n, l))),
-            Some((n, Err(e))) => Err(DataError::parse(path, n, format!("cannot read {what}: {e}"))),
+            Some((n, Err(e))) => Err(DataError::parse(
+                path,
+                n,
+                format!("cannot read {what}: {e}"),
+            )),
         }
     };
     let mut frames = Vec::new();
@@ -143,12 +157,21 @@ fn parse(reader: impl BufRead, path: &Path, opts: &ParseOptions) -> Result<Vec<(
         };
         let n_atoms: usize = match count_text.trim().parse::<usize>() {
             Ok(n) if n > 0 => n,
-            Ok(_) => return Err(DataError::parse(path, count_line, "bad atom count 0 (a frame needs atoms)")),
+            Ok(_) => {
+                return Err(DataError::parse(
+                    path,
+                    count_line,
+                    "bad atom count 0 (a frame needs atoms)",
+                ))
+            }
             Err(_) => {
                 return Err(DataError::parse(
                     path,
                     count_line,
-                    format!("bad atom count '{}': expected a positive integer", count_text.trim()),
+                    format!(
+                        "bad atom count '{}': expected a positive integer",
+                        count_text.trim()
+                    ),
                 ))
             }
         };
@@ -198,15 +221,30 @@ impl Value {
         if let Some(b) = parse_bool(t) {
             return Value::Bool(b);
         }
-        let parts: Vec<&str> = t.split(|c: char| c.is_whitespace() || c == ',').filter(|s| !s.is_empty()).collect();
+        let parts: Vec<&str> = t
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|s| !s.is_empty())
+            .collect();
         if parts.len() > 1 {
-            if let Ok(v) = parts.iter().map(|p| p.parse::<i64>()).collect::<std::result::Result<Vec<_>, _>>() {
+            if let Ok(v) = parts
+                .iter()
+                .map(|p| p.parse::<i64>())
+                .collect::<std::result::Result<Vec<_>, _>>()
+            {
                 return Value::Ints(v);
             }
-            if let Some(v) = parts.iter().map(|p| parse_float(p)).collect::<Option<Vec<_>>>() {
+            if let Some(v) = parts
+                .iter()
+                .map(|p| parse_float(p))
+                .collect::<Option<Vec<_>>>()
+            {
                 return Value::Floats(v);
             }
-            if let Some(v) = parts.iter().map(|p| parse_bool(p)).collect::<Option<Vec<_>>>() {
+            if let Some(v) = parts
+                .iter()
+                .map(|p| parse_bool(p))
+                .collect::<Option<Vec<_>>>()
+            {
                 return Value::Bools(v);
             }
         }
@@ -347,7 +385,9 @@ struct Column {
 fn parse_properties(spec: &str) -> std::result::Result<Vec<Column>, String> {
     let parts: Vec<&str> = spec.split(':').collect();
     if parts.is_empty() || !parts.chunks_exact(3).remainder().is_empty() {
-        return Err(format!("Properties='{spec}' is not a list of name:type:columns triples"));
+        return Err(format!(
+            "Properties='{spec}' is not a list of name:type:columns triples"
+        ));
     }
     let mut cols = Vec::new();
     let mut first = 0;
@@ -357,16 +397,31 @@ fn parse_properties(spec: &str) -> std::result::Result<Vec<Column>, String> {
             "R" => ColKind::Real,
             "I" => ColKind::Int,
             "L" => ColKind::Logical,
-            k => return Err(format!("Properties: column '{}' has unknown type '{k}' (S, R, I or L)", t[0])),
+            k => {
+                return Err(format!(
+                    "Properties: column '{}' has unknown type '{k}' (S, R, I or L)",
+                    t[0]
+                ))
+            }
         };
         let width: usize = match t[2].parse() {
             Ok(w) if w > 0 => w,
-            _ => return Err(format!("Properties: column '{}' has a bad column count '{}'", t[0], t[2])),
+            _ => {
+                return Err(format!(
+                    "Properties: column '{}' has a bad column count '{}'",
+                    t[0], t[2]
+                ))
+            }
         };
         if cols.iter().any(|c: &Column| c.name == t[0]) {
             return Err(format!("Properties: column '{}' appears twice", t[0]));
         }
-        cols.push(Column { name: t[0].to_string(), kind, width, first });
+        cols.push(Column {
+            name: t[0].to_string(),
+            kind,
+            width,
+            first,
+        });
         first += width;
     }
     Ok(cols)
@@ -390,7 +445,13 @@ struct FrameBuilder<'a> {
 }
 
 impl<'a> FrameBuilder<'a> {
-    fn new(path: &'a Path, line: usize, header: &str, n_atoms: usize, opts: &'a ParseOptions) -> Result<Self> {
+    fn new(
+        path: &'a Path,
+        line: usize,
+        header: &str,
+        n_atoms: usize,
+        opts: &'a ParseOptions,
+    ) -> Result<Self> {
         let err = |msg: String| DataError::parse(path, line, msg);
         let mut kv: Vec<(String, Value)> = Vec::new();
         let mut properties = None;
@@ -412,20 +473,35 @@ impl<'a> FrameBuilder<'a> {
         let z_col = find("Z");
         if let Some(s) = species {
             if cols[s].kind != ColKind::Str || cols[s].width != 1 {
-                return Err(err(format!("column 'species' must be S:1 (Properties={properties})")));
+                return Err(err(format!(
+                    "column 'species' must be S:1 (Properties={properties})"
+                )));
             }
         } else if !matches!(z_col, Some(z) if cols[z].kind == ColKind::Int && cols[z].width == 1) {
-            return Err(err(format!("no 'species:S:1' (or 'Z:I:1') column (Properties={properties})")));
+            return Err(err(format!(
+                "no 'species:S:1' (or 'Z:I:1') column (Properties={properties})"
+            )));
         }
         let pos = find("pos").or_else(|| find("positions"));
         let pos = match pos {
             Some(p) if cols[p].kind == ColKind::Real && cols[p].width == 3 => p,
-            Some(_) => return Err(err(format!("column 'pos' must be R:3 (Properties={properties})"))),
-            None => return Err(err(format!("no 'pos:R:3' column (Properties={properties})"))),
+            Some(_) => {
+                return Err(err(format!(
+                    "column 'pos' must be R:3 (Properties={properties})"
+                )))
+            }
+            None => {
+                return Err(err(format!(
+                    "no 'pos:R:3' column (Properties={properties})"
+                )))
+            }
         };
         match find(&opts.forces_key) {
             Some(f) if cols[f].kind != ColKind::Real || cols[f].width != 3 => {
-                return Err(err(format!("column '{}' must be R:3 (Properties={properties})", opts.forces_key)))
+                return Err(err(format!(
+                    "column '{}' must be R:3 (Properties={properties})",
+                    opts.forces_key
+                )))
             }
             None if opts.require_forces => {
                 return Err(err(format!(
@@ -439,13 +515,23 @@ impl<'a> FrameBuilder<'a> {
         let numeric = cols
             .iter()
             .enumerate()
-            .filter(|(i, c)| *i != pos && matches!(c.kind, ColKind::Real | ColKind::Int) && Some(*i) != z_col.filter(|_| species.is_none()))
+            .filter(|(i, c)| {
+                *i != pos
+                    && matches!(c.kind, ColKind::Real | ColKind::Int)
+                    && Some(*i) != z_col.filter(|_| species.is_none())
+            })
             .map(|(i, c)| (i, Vec::with_capacity(n_atoms * c.width)))
             .collect();
 
-        let mut frame = Frame { numbers: Vec::with_capacity(n_atoms), positions: Vec::with_capacity(n_atoms), ..Default::default() };
+        let mut frame = Frame {
+            numbers: Vec::with_capacity(n_atoms),
+            positions: Vec::with_capacity(n_atoms),
+            ..Default::default()
+        };
         let numbers_of = |key: &str, v: &Value| -> Result<Vec<f64>> {
-            let xs = v.numbers().ok_or_else(|| err(format!("'{key}' is not numeric")))?;
+            let xs = v
+                .numbers()
+                .ok_or_else(|| err(format!("'{key}' is not numeric")))?;
             if let Some(x) = xs.iter().find(|x| !x.is_finite()) {
                 return Err(err(format!("non-finite value {x} in '{key}'")));
             }
@@ -473,15 +559,22 @@ impl<'a> FrameBuilder<'a> {
             } else if *k == opts.energy_key {
                 let xs = numbers_of(k, v)?;
                 if xs.len() != 1 {
-                    return Err(err(format!("'{k}' has {} values, expected one number", xs.len())));
+                    return Err(err(format!(
+                        "'{k}' has {} values, expected one number",
+                        xs.len()
+                    )));
                 }
                 frame.energy = Some(xs[0]);
             } else if *k == opts.stress_key || k == "virial" {
                 let xs = numbers_of(k, v)?;
                 let full = match xs.len() {
-                    9 => [xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7], xs[8]],
+                    9 => [
+                        xs[0], xs[1], xs[2], xs[3], xs[4], xs[5], xs[6], xs[7], xs[8],
+                    ],
                     // Voigt order xx yy zz yz xz xy.
-                    6 => [xs[0], xs[5], xs[4], xs[5], xs[1], xs[3], xs[4], xs[3], xs[2]],
+                    6 => [
+                        xs[0], xs[5], xs[4], xs[5], xs[1], xs[3], xs[4], xs[3], xs[2],
+                    ],
                     n => return Err(err(format!("'{k}' has {n} components, expected 9 or 6"))),
                 };
                 if *k == opts.stress_key {
@@ -505,7 +598,10 @@ impl<'a> FrameBuilder<'a> {
             }
         }
         if opts.require_energy && frame.energy.is_none() {
-            return Err(err(format!("missing energy: no '{}=' on the comment line", opts.energy_key)));
+            return Err(err(format!(
+                "missing energy: no '{}=' on the comment line",
+                opts.energy_key
+            )));
         }
         Ok(FrameBuilder {
             path,
@@ -528,11 +624,16 @@ impl<'a> FrameBuilder<'a> {
         let err = |msg: String| DataError::parse(self.path, line, msg);
         let tokens: Vec<&str> = text.split_whitespace().collect();
         if tokens.len() != self.n_cols {
-            let hint = if tokens.is_empty() || (tokens.len() == 1 && tokens[0].parse::<usize>().is_ok()) {
-                format!(" (bad atom count? the frame at line {} declares {} atoms)", self.header_line - 1, self.n_atoms)
-            } else {
-                String::new()
-            };
+            let hint =
+                if tokens.is_empty() || (tokens.len() == 1 && tokens[0].parse::<usize>().is_ok()) {
+                    format!(
+                        " (bad atom count? the frame at line {} declares {} atoms)",
+                        self.header_line - 1,
+                        self.n_atoms
+                    )
+                } else {
+                    String::new()
+                };
             return Err(err(format!(
                 "wrong column count: expected {} columns (Properties={}), found {}{hint}",
                 self.n_cols,
@@ -555,7 +656,11 @@ impl<'a> FrameBuilder<'a> {
             let t = tokens[c.first];
             match t.parse::<i32>() {
                 Ok(z) if (1..=118).contains(&z) => z,
-                _ => return Err(err(format!("unknown element: atomic number '{t}' in column 'Z'"))),
+                _ => {
+                    return Err(err(format!(
+                        "unknown element: atomic number '{t}' in column 'Z'"
+                    )))
+                }
             }
         };
         self.frame.numbers.push(z);
@@ -566,12 +671,22 @@ impl<'a> FrameBuilder<'a> {
             };
             match x {
                 Some(x) if x.is_finite() => Ok(x),
-                Some(_) => Err(err(format!("non-finite value '{t}' in column '{}'", c.name))),
-                None => Err(err(format!("cannot parse '{t}' in column '{}' as a number", c.name))),
+                Some(_) => Err(err(format!(
+                    "non-finite value '{t}' in column '{}'",
+                    c.name
+                ))),
+                None => Err(err(format!(
+                    "cannot parse '{t}' in column '{}' as a number",
+                    c.name
+                ))),
             }
         };
         let pc = &self.cols[self.pos];
-        let p = [num(pc, tokens[pc.first])?, num(pc, tokens[pc.first + 1])?, num(pc, tokens[pc.first + 2])?];
+        let p = [
+            num(pc, tokens[pc.first])?,
+            num(pc, tokens[pc.first + 1])?,
+            num(pc, tokens[pc.first + 2])?,
+        ];
         self.frame.positions.push(p);
         for (ci, buf) in &mut self.numeric {
             let c = &self.cols[*ci];
@@ -586,9 +701,16 @@ impl<'a> FrameBuilder<'a> {
         for (ci, values) in std::mem::take(&mut self.numeric) {
             let c = &self.cols[ci];
             if c.name == self.opts.forces_key {
-                self.frame.forces = Some(values.chunks_exact(3).map(|f| [f[0], f[1], f[2]]).collect());
+                self.frame.forces =
+                    Some(values.chunks_exact(3).map(|f| [f[0], f[1], f[2]]).collect());
             } else {
-                self.frame.atom_props.insert(c.name.clone(), AtomProp { width: c.width, values });
+                self.frame.atom_props.insert(
+                    c.name.clone(),
+                    AtomProp {
+                        width: c.width,
+                        values,
+                    },
+                );
             }
         }
         Ok(self.frame)
@@ -604,7 +726,10 @@ pub fn write_extxyz(path: impl AsRef<Path>, frames: &[Frame]) -> Result<()> {
 
 /// A comment-line key, quoted (with backslash escapes) unless it is a plain word.
 fn quote_key(k: &str) -> String {
-    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.+".contains(c)) {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.+".contains(c))
+    {
         k.to_string()
     } else {
         format!("\"{}\"", k.replace('\\', "\\\\").replace('"', "\\\""))
@@ -641,10 +766,23 @@ pub fn to_extxyz_string(frames: &[Frame]) -> String {
             let _ = write!(s, " {}={v:?}", quote_key(k));
         }
         let b = |x: bool| if x { "T" } else { "F" };
-        let _ = writeln!(s, " pbc=\"{} {} {}\"", b(f.pbc[0]), b(f.pbc[1]), b(f.pbc[2]));
+        let _ = writeln!(
+            s,
+            " pbc=\"{} {} {}\"",
+            b(f.pbc[0]),
+            b(f.pbc[1]),
+            b(f.pbc[2])
+        );
         for i in 0..f.n_atoms() {
             let p = f.positions[i];
-            let _ = write!(s, "{} {:?} {:?} {:?}", mlip::elements::symbol(f.numbers[i]), p[0], p[1], p[2]);
+            let _ = write!(
+                s,
+                "{} {:?} {:?} {:?}",
+                mlip::elements::symbol(f.numbers[i]),
+                p[0],
+                p[1],
+                p[2]
+            );
             if let Some(fr) = &f.forces {
                 let _ = write!(s, " {:?} {:?} {:?}", fr[i][0], fr[i][1], fr[i][2]);
             }
@@ -690,11 +828,17 @@ mod tests {
     fn voigt_stress_and_virial() {
         let text = "1\nLattice=\"2 0 0 0 2 0 0 0 2\" stress=\"1 2 3 4 5 6\" virial=\"8 0 0 0 8 0 0 0 8\" Properties=species:S:1:pos:R:3\nH 0 0 0\n";
         let f = &parse_extxyz(text, "t.xyz", &ParseOptions::default()).unwrap()[0];
-        assert_eq!(f.stress, Some([1.0, 6.0, 5.0, 6.0, 2.0, 4.0, 5.0, 4.0, 3.0]));
+        assert_eq!(
+            f.stress,
+            Some([1.0, 6.0, 5.0, 6.0, 2.0, 4.0, 5.0, 4.0, 3.0])
+        );
         assert_eq!(f.pbc, [true; 3]);
         let text = "1\nLattice=\"2 0 0 0 2 0 0 0 2\" virial=\"8 0 0 0 8 0 0 0 8\" Properties=species:S:1:pos:R:3\nH 0 0 0\n";
         let f = &parse_extxyz(text, "t.xyz", &ParseOptions::default()).unwrap()[0];
-        assert_eq!(f.stress, Some([-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0]));
+        assert_eq!(
+            f.stress,
+            Some([-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0])
+        );
     }
 
     #[test]
@@ -711,8 +855,20 @@ mod tests {
         };
         f.scalars.insert("gap".into(), 2.0f64.sqrt());
         f.scalars.insert("odd key \"x\"=1".into(), -0.5);
-        f.atom_props.insert("charge".into(), AtomProp { width: 1, values: vec![0.1, -0.1] });
-        f.atom_props.insert("dipole".into(), AtomProp { width: 3, values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] });
+        f.atom_props.insert(
+            "charge".into(),
+            AtomProp {
+                width: 1,
+                values: vec![0.1, -0.1],
+            },
+        );
+        f.atom_props.insert(
+            "dipole".into(),
+            AtomProp {
+                width: 3,
+                values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            },
+        );
         let text = to_extxyz_string(&[f.clone(), f.clone()]);
         let back = parse_extxyz(&text, "t.xyz", &ParseOptions::default()).unwrap();
         assert_eq!(back, vec![f.clone(), f]);

@@ -40,7 +40,9 @@ impl FromStr for SplitSpec {
             "valset" | "val" | "validation" => Ok(SplitSpec::Val),
             "testset" | "test" => Ok(SplitSpec::Test),
             "random" => Ok(SplitSpec::Random),
-            _ => Err(DataError::Invalid(format!("unknown split '{s}' (trainset, valset, testset or random)"))),
+            _ => Err(DataError::Invalid(format!(
+                "unknown split '{s}' (trainset, valset, testset or random)"
+            ))),
         }
     }
 }
@@ -65,7 +67,11 @@ pub struct IngestOptions {
 impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions {
-            parse: ParseOptions { require_energy: true, require_forces: true, ..Default::default() },
+            parse: ParseOptions {
+                require_energy: true,
+                require_forces: true,
+                ..Default::default()
+            },
             fractions: [0.8, 0.1, 0.1],
             seed: 0,
             units: BTreeMap::new(),
@@ -109,20 +115,31 @@ fn remove_any(p: &Path) {
 }
 
 /// Ingests extended XYZ files into the dataset `out` named `name` (see the module docs).
-pub fn ingest(inputs: &[(PathBuf, SplitSpec)], out: &Path, name: &str, opts: &IngestOptions) -> Result<IngestSummary> {
+pub fn ingest(
+    inputs: &[(PathBuf, SplitSpec)],
+    out: &Path,
+    name: &str,
+    opts: &IngestOptions,
+) -> Result<IngestSummary> {
     if inputs.is_empty() {
         return Err(DataError::Invalid("ingest: no input files".into()));
     }
     if inputs.iter().any(|(_, s)| *s == SplitSpec::Random) {
         let f = opts.fractions;
-        if f.iter().any(|x| !(0.0..=1.0).contains(x)) || (f.iter().sum::<f64>() - 1.0).abs() > 1e-9 {
-            return Err(DataError::Invalid(format!("split fractions {f:?} must be in [0, 1] and add up to 1")));
+        if f.iter().any(|x| !(0.0..=1.0).contains(x)) || (f.iter().sum::<f64>() - 1.0).abs() > 1e-9
+        {
+            return Err(DataError::Invalid(format!(
+                "split fractions {f:?} must be in [0, 1] and add up to 1"
+            )));
         }
     }
     if out.exists() && !opts.overwrite {
         return Err(DataError::io(
             out,
-            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists (remove it, or ingest with overwrite)"),
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "already exists (remove it, or ingest with overwrite)",
+            ),
         ));
     }
 
@@ -140,13 +157,19 @@ pub fn ingest(inputs: &[(PathBuf, SplitSpec)], out: &Path, name: &str, opts: &In
     let first = Layout::of(&frames[0].2);
     let mut dropped = Vec::new();
     if opts.drop_partial {
-        let common = frames.iter().fold(first.clone(), |l, (_, _, f)| l.intersect(&Layout::of(f)));
+        let common = frames
+            .iter()
+            .fold(first.clone(), |l, (_, _, f)| l.intersect(&Layout::of(f)));
         let union_names = |l: &Layout| -> Vec<String> {
-            let mut v: Vec<String> = [("energy", l.energy), ("forces", l.forces), ("stress", l.stress)]
-                .iter()
-                .filter(|(_, b)| *b)
-                .map(|(n, _)| n.to_string())
-                .collect();
+            let mut v: Vec<String> = [
+                ("energy", l.energy),
+                ("forces", l.forces),
+                ("stress", l.stress),
+            ]
+            .iter()
+            .filter(|(_, b)| *b)
+            .map(|(n, _)| n.to_string())
+            .collect();
             v.extend(l.scalars.iter().cloned());
             v.extend(l.atom_props.iter().map(|(n, _)| n.clone()));
             v
@@ -189,7 +212,9 @@ pub fn ingest(inputs: &[(PathBuf, SplitSpec)], out: &Path, name: &str, opts: &In
             SplitSpec::Random => usize::MAX,
         })
         .collect();
-    let random: Vec<usize> = (0..frames.len()).filter(|&i| assign[frames[i].0] == usize::MAX).collect();
+    let random: Vec<usize> = (0..frames.len())
+        .filter(|&i| assign[frames[i].0] == usize::MAX)
+        .collect();
     let mut split_of = vec![0usize; frames.len()];
     for (i, (fi, _, _)) in frames.iter().enumerate() {
         split_of[i] = assign[*fi];
@@ -201,11 +226,18 @@ pub fn ingest(inputs: &[(PathBuf, SplitSpec)], out: &Path, name: &str, opts: &In
         let n_train = ((opts.fractions[0] * n as f64).round() as usize).min(n);
         let n_val = ((opts.fractions[1] * n as f64).round() as usize).min(n - n_train);
         for (k, &i) in order.iter().enumerate() {
-            split_of[i] = if k < n_train { 0 } else if k < n_train + n_val { 1 } else { 2 };
+            split_of[i] = if k < n_train {
+                0
+            } else if k < n_train + n_val {
+                1
+            } else {
+                2
+            };
         }
     }
     assign.clear();
-    let mut splits: Vec<(String, Vec<Frame>)> = SPLITS.iter().map(|s| (s.to_string(), Vec::new())).collect();
+    let mut splits: Vec<(String, Vec<Frame>)> =
+        SPLITS.iter().map(|s| (s.to_string(), Vec::new())).collect();
     for (i, (_, _, f)) in frames.into_iter().enumerate() {
         splits[split_of[i]].1.push(f);
     }
@@ -213,8 +245,14 @@ pub fn ingest(inputs: &[(PathBuf, SplitSpec)], out: &Path, name: &str, opts: &In
     // Reference energies from the trainset only.
     let train = &splits[0].1;
     let reference = if train.first().is_some_and(|f| f.energy.is_some()) {
-        let energies: Vec<f64> = train.iter().map(|f| f.energy.expect("layout checked")).collect();
-        Some(fit_reference_energies(train.iter().map(|f| f.numbers.as_slice()), &energies)?)
+        let energies: Vec<f64> = train
+            .iter()
+            .map(|f| f.energy.expect("layout checked"))
+            .collect();
+        Some(fit_reference_energies(
+            train.iter().map(|f| f.numbers.as_slice()),
+            &energies,
+        )?)
     } else {
         None
     };
@@ -223,9 +261,15 @@ pub fn ingest(inputs: &[(PathBuf, SplitSpec)], out: &Path, name: &str, opts: &In
         name: name.to_string(),
         reference: reference.clone(),
         units: opts.units.clone(),
-        sources: inputs.iter().map(|(p, _)| p.display().to_string()).collect(),
+        sources: inputs
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect(),
     };
-    let counts = splits.iter().map(|(s, f)| (s.clone(), f.len(), f.iter().map(Frame::n_atoms).sum())).collect();
+    let counts = splits
+        .iter()
+        .map(|(s, f)| (s.clone(), f.len(), f.iter().map(Frame::n_atoms).sum()))
+        .collect();
 
     // Write to <out>.tmp, then rename over <out>.
     let tmp = tmp_path(out);
@@ -251,5 +295,11 @@ pub fn ingest(inputs: &[(PathBuf, SplitSpec)], out: &Path, name: &str, opts: &In
         std::fs::rename(&tmp, out).map_err(|e| DataError::io(out, e))?;
     }
     guard.0 = None;
-    Ok(IngestSummary { path: out.to_path_buf(), meta, reference, counts, dropped })
+    Ok(IngestSummary {
+        path: out.to_path_buf(),
+        meta,
+        reference,
+        counts,
+        dropped,
+    })
 }

@@ -25,7 +25,10 @@ pub struct ReferenceEnergies {
 impl ReferenceEnergies {
     /// The reference energy of element `z` (0 for an element the fit did not see).
     pub fn of(&self, z: i32) -> f64 {
-        self.elements.binary_search(&z).map(|i| self.energies[i]).unwrap_or(0.0)
+        self.elements
+            .binary_search(&z)
+            .map(|i| self.energies[i])
+            .unwrap_or(0.0)
     }
 
     /// `Σ_i e_{Z_i}` over the atoms of a structure.
@@ -48,7 +51,9 @@ pub fn fit_reference_energies<'a>(
         )));
     }
     if numbers.is_empty() {
-        return Err(DataError::Invalid("reference-energy fit: no structures (empty training split)".into()));
+        return Err(DataError::Invalid(
+            "reference-energy fit: no structures (empty training split)".into(),
+        ));
     }
     let mut elements: Vec<i32> = numbers.iter().flat_map(|n| n.iter().copied()).collect();
     elements.sort_unstable();
@@ -66,8 +71,15 @@ pub fn fit_reference_energies<'a>(
     let smax = svd.singular_values.iter().cloned().fold(0.0, f64::max);
     let eps = smax * (g.max(k) as f64) * f64::EPSILON;
     let rank = svd.singular_values.iter().filter(|&&s| s > eps).count();
-    let x = svd.solve(&b, eps).map_err(|e| DataError::Invalid(format!("reference-energy fit: {e}")))?;
+    let x = svd
+        .solve(&b, eps)
+        .map_err(|e| DataError::Invalid(format!("reference-energy fit: {e}")))?;
     let r = &a * &x - &b;
     let rmse = (r.norm_squared() / g as f64).sqrt();
-    Ok(ReferenceEnergies { elements, energies: x.iter().copied().collect(), rmse, rank })
+    Ok(ReferenceEnergies {
+        elements,
+        energies: x.iter().copied().collect(),
+        rmse,
+        rank,
+    })
 }
