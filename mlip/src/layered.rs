@@ -64,7 +64,6 @@ impl<'m> LayeredEval<'m> {
             let src_v: Vec<i64> = g.neighbors.iter().map(|&x| x as i64).collect();
             let dst_v: Vec<i64> = g.centers.iter().map(|&x| x as i64).collect();
             if let Some(f) = model.fast() {
-                let bb = model.backbone();
                 let l = model.num_layers();
                 let fast = crate::fast::Layered::new(
                     f,
@@ -75,7 +74,6 @@ impl<'m> LayeredEval<'m> {
                     &vecs,
                     model.cutoff(),
                 );
-                let _ = bb;
                 // the rows the caller exchanges live in the fast path's pooled workspace
                 let (feats, grads) = (Vec::new(), Vec::new());
                 let mut ev = LayeredEval {

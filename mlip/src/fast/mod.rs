@@ -14,6 +14,29 @@
 //! Layouts of the per-atom state are those of the libtorch backbones ([`crate::model::Backbone`]),
 //! so the layer-by-layer ghost exchange is the same on both paths.
 
+/// Defines `$name`, which runs the kernel `$k::<T, FMA>` compiled with AVX2 + FMA (`$fma`) when
+/// the CPU has them and as baseline x86-64 code otherwise.
+macro_rules! dispatch_fma {
+    ($name:ident, $fma:ident, $k:ident, ($($a:ident : $t:ty),*)) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name<T: $crate::fast::dense::Real>($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            if $crate::fast::dense::has_avx2_fma() {
+                // SAFETY: the CPU has AVX2 and FMA (checked above).
+                unsafe { $fma($($a),*) };
+                return;
+            }
+            $k::<T, false>($($a),*)
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $fma<T: $crate::fast::dense::Real>($($a: $t),*) {
+            $k::<T, true>($($a),*)
+        }
+    };
+}
+
 pub mod dense;
 pub mod painn;
 pub mod radial;
@@ -24,7 +47,7 @@ use std::sync::Mutex;
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::config::MpnnType;
+use crate::model::config::{Activation, MpnnType};
 use crate::model::Model;
 use dense::{resize, zeroed, Dense, MlpK, Real};
 use radial::{Basis, Filter, Table};
@@ -252,19 +275,19 @@ pub enum FastModel {
     F64(Net<f64>),
 }
 
-struct Weights<'a> {
+/// Read access to a model's weights by their variable-store names, for the layer builders.
+pub(crate) struct Weights {
     vars: std::collections::HashMap<String, Tensor>,
-    model: &'a Model,
 }
 
-impl Weights<'_> {
+impl Weights {
     fn get(&self, name: &str) -> Result<(Vec<f64>, Vec<i64>)> {
         let t = self.vars.get(name).ok_or_else(|| {
             Error::Internal(format!("fast path: weight '{name}' not found in the model"))
         })?;
         Ok((crate::compute::tensor_to_vec(t)?, t.size()))
     }
-    fn dense<T: Real>(&self, prefix: &str, bias: bool) -> Result<Dense<T>> {
+    pub(crate) fn dense<T: Real>(&self, prefix: &str, bias: bool) -> Result<Dense<T>> {
         let (w, shape) = self.get(&format!("{prefix}.weight"))?;
         let b = if bias {
             Some(self.get(&format!("{prefix}.bias"))?.0)
@@ -283,14 +306,16 @@ impl Weights<'_> {
         let b = self.get(&format!("{prefix}.bias"))?.0;
         Ok((w, b, shape[0] as usize, shape[1] as usize))
     }
-    fn mlp<T: Real>(&self, prefix: &str, n_layers: usize) -> Result<MlpK<T>> {
+    pub(crate) fn mlp<T: Real>(
+        &self,
+        prefix: &str,
+        n_layers: usize,
+        act: Activation,
+    ) -> Result<MlpK<T>> {
         let layers = (0..n_layers)
             .map(|k| self.dense(&format!("{prefix}.{k}"), true))
             .collect::<Result<Vec<_>>>()?;
-        Ok(MlpK {
-            layers,
-            act: self.model.config().activation_function,
-        })
+        Ok(MlpK { layers, act })
     }
 }
 
@@ -299,7 +324,6 @@ impl<T: Real> Net<T> {
         let c = model.config();
         let wts = Weights {
             vars: model.var_store().variables(),
-            model,
         };
         let basis = Basis {
             kind: c.radial_type,
@@ -338,7 +362,7 @@ impl<T: Real> Net<T> {
                 MpnnType::PaiNN => {
                     let filter = Filter { basis, layers: vec![wts.dense_f64(&format!("{p}.message.filter"))?], act: conv_act };
                     let f = if l == 0 { fin } else { fin / 4 };
-                    layers.push(Box::new(painn::PaiNNLayer::build(&wts_adapter(&wts), &p, c, l, f, Table::build(filter, tol))?));
+                    layers.push(Box::new(painn::PaiNNLayer::build(&wts, &p, c, l, f, Table::build(filter, tol))?));
                 }
                 MpnnType::Egnn => {
                     return Err(Error::InvalidInput(
@@ -358,6 +382,7 @@ impl<T: Real> Net<T> {
                 let mlp = wts.mlp(
                     &format!("branches.{}.energy", b.name),
                     h.dim_headlayers.len() + 1,
+                    c.activation_function,
                 )?;
                 let e0 = if b.reference_energies.is_empty() {
                     vec![0.0; ns]
@@ -587,34 +612,6 @@ impl<T: Real> Net<T> {
             node_energy,
             edge_grad: grad,
         })
-    }
-}
-
-/// Adapter so that layer builders read weights without knowing the float type of the caller.
-fn wts_adapter<'a>(w: &'a Weights<'a>) -> WeightSource<'a> {
-    WeightSource { w }
-}
-
-/// Read access to a model's weights for the layer builders.
-pub struct WeightSource<'a> {
-    w: &'a Weights<'a>,
-}
-
-impl WeightSource<'_> {
-    /// A dense layer `prefix`.{weight,bias}.
-    pub fn dense<T: Real>(&self, prefix: &str, bias: bool) -> Result<Dense<T>> {
-        self.w.dense(prefix, bias)
-    }
-    /// An MLP `prefix`.{0,1,...} with `n_layers` layers and activation `act`.
-    pub fn mlp<T: Real>(
-        &self,
-        prefix: &str,
-        n_layers: usize,
-        act: crate::model::config::Activation,
-    ) -> Result<MlpK<T>> {
-        let mut m = self.w.mlp(prefix, n_layers)?;
-        m.act = act;
-        Ok(m)
     }
 }
 

@@ -9,11 +9,9 @@
 use crate::error::{Error, Result};
 use crate::model::config::{Activation, ModelConfig, PainnEdgeVector, VectorNorm};
 
-use super::dense::{
-    act_backward, act_forward, has_avx2_fma, madd, resize, zeroed, Dense, MlpK, Real,
-};
+use super::dense::{act_backward, act_forward, madd, resize, zeroed, Dense, MlpK, Real};
 use super::radial::Table;
-use super::{Csr, Layer, Saved, WeightSource};
+use super::{Csr, Layer, Saved, Weights};
 
 /// One PaiNN layer on the fast path.
 pub struct PaiNNLayer<T> {
@@ -57,8 +55,8 @@ const M_OUT: usize = 2;
 impl<T: Real> PaiNNLayer<T> {
     /// Reads layer `l` (weights under `p`) of a PaiNN model whose state entering it has `fin`
     /// scalars (and as many vector channels).
-    pub fn build(
-        w: &WeightSource,
+    pub(crate) fn build(
+        w: &Weights,
         p: &str,
         c: &ModelConfig,
         l: usize,
@@ -474,27 +472,6 @@ fn vec_take<T: Real>(bufs: &mut [Vec<T>], k: usize, n: usize) -> Vec<T> {
     let mut b = std::mem::take(&mut bufs[k]);
     resize(&mut b, n);
     b
-}
-
-macro_rules! dispatch_fma {
-    ($name:ident, $fma:ident, $k:ident, ($($a:ident : $t:ty),*)) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name<T: Real>($($a: $t),*) {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2_fma() {
-                // SAFETY: the CPU has AVX2 and FMA (checked above).
-                unsafe { $fma($($a),*) };
-                return;
-            }
-            $k::<T, false>($($a),*)
-        }
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn $fma<T: Real>($($a: $t),*) {
-            $k::<T, true>($($a),*)
-        }
-    };
 }
 
 dispatch_fma!(edges_forward, edges_forward_fma, edges_forward_k, (l: &PaiNNLayer<T>, csr: &Csr, f: usize, phi: &[T], vin: &[T], s1: &mut [T], v1: &mut [T], w: &mut [T]));

@@ -5,7 +5,7 @@
 
 use crate::model::config::Activation;
 
-use super::dense::{act_backward, act_forward, has_avx2_fma, madd, resize, zeroed, Dense, Real};
+use super::dense::{act_backward, act_forward, madd, resize, zeroed, Dense, Real};
 use super::radial::Table;
 use super::{Csr, Layer, Saved};
 
@@ -142,36 +142,8 @@ impl<T: Real> Layer<T> for SchNetLayer<T> {
     }
 }
 
-/// m_i = Σ_j x_j ⊙ W(r_ij), on the best vector code this CPU has.
-fn edges_forward<T: Real>(
-    l: &SchNetLayer<T>,
-    csr: &Csr,
-    f: usize,
-    x: &[T],
-    m: &mut [T],
-    w: &mut [T],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        unsafe { edges_forward_fma(l, csr, f, x, m, w) };
-        return;
-    }
-    edges_forward_k::<T, false>(l, csr, f, x, m, w)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn edges_forward_fma<T: Real>(
-    l: &SchNetLayer<T>,
-    csr: &Csr,
-    f: usize,
-    x: &[T],
-    m: &mut [T],
-    w: &mut [T],
-) {
-    edges_forward_k::<T, true>(l, csr, f, x, m, w)
-}
+// m_i = Σ_j x_j ⊙ W(r_ij), on the best vector code this CPU has.
+dispatch_fma!(edges_forward, edges_forward_fma, edges_forward_k, (l: &SchNetLayer<T>, csr: &Csr, f: usize, x: &[T], m: &mut [T], w: &mut [T]));
 
 #[inline(always)]
 fn edges_forward_k<T: Real, const FMA: bool>(
@@ -229,44 +201,13 @@ fn edges_forward_k<T: Real, const FMA: bool>(
     }
 }
 
-/// ∂E/∂x_j += ∂E/∂m_i ⊙ W(r_ij) and ∂E/∂(edge vector), on the best vector code this CPU has.
-#[allow(clippy::too_many_arguments)]
-fn edges_backward<T: Real>(
-    l: &SchNetLayer<T>,
-    csr: &Csr,
-    f: usize,
-    x: &[T],
-    gm: &[T],
-    gx: &mut [T],
-    w: &mut [T],
-    dw: &mut [T],
-    edge_grad: &mut [[f64; 3]],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        unsafe { edges_backward_fma(l, csr, f, x, gm, gx, w, dw, edge_grad) };
-        return;
-    }
-    edges_backward_k::<T, false>(l, csr, f, x, gm, gx, w, dw, edge_grad)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn edges_backward_fma<T: Real>(
-    l: &SchNetLayer<T>,
-    csr: &Csr,
-    f: usize,
-    x: &[T],
-    gm: &[T],
-    gx: &mut [T],
-    w: &mut [T],
-    dw: &mut [T],
-    edge_grad: &mut [[f64; 3]],
-) {
-    edges_backward_k::<T, true>(l, csr, f, x, gm, gx, w, dw, edge_grad)
-}
+// ∂E/∂x_j += ∂E/∂m_i ⊙ W(r_ij) and ∂E/∂(edge vector), on the best vector code this CPU has.
+dispatch_fma!(
+    edges_backward,
+    edges_backward_fma,
+    edges_backward_k,
+    (l: &SchNetLayer<T>, csr: &Csr, f: usize, x: &[T], gm: &[T], gx: &mut [T], w: &mut [T], dw: &mut [T], edge_grad: &mut [[f64; 3]])
+);
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
