@@ -6,6 +6,7 @@
 //! - [`compute`]: energy, forces, virial and per-atom quantities through autograd.
 //! - [`layered`]: layer-by-layer evaluation with ghost-feature exchange (spatial decomposition).
 //! - [`file`]: the self-describing model file.
+//! - [`hydragnn`]: models trained by upstream HydraGNN (config + state dict) as engine models.
 //! - [`fast`]: the fast evaluation path (compressed radial filters, fused edge kernels, hand-written backward).
 //!
 //! Panics inside libtorch are caught at the engine's entry points ([`compute::guarded`]) and
@@ -17,6 +18,7 @@ pub mod elements;
 pub mod error;
 pub mod fast;
 pub mod file;
+pub mod hydragnn;
 pub mod layered;
 pub mod model;
 pub mod neighbors;

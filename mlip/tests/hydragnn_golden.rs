@@ -1,6 +1,6 @@
 //! The HydraGNN options of the engine's models, without Python: the golden state dicts
 //! (../shared/hydragnn_golden/LJ_*_state_dict.npz, the checkpoints' weights in float64) imported
-//! with mlip::model::hydragnn reproduce HydraGNN's energy and forces on the golden graph; the
+//! with mlip::hydragnn reproduce HydraGNN's energy and forces on the golden graph; the
 //! imported models give the same numbers one pass and layer by layer with ghost atoms; EGNN's
 //! coordinate updates match an independent PyTorch transcription of HydraGNN's E_GCL; graph heads
 //! that pool first run as HydraGNN's; engine defaults serialise as before.
@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use mlip::hydragnn::{import, parse_species, read_npz, ImportOptions};
 use mlip::model::config::{HeadConfig, HeadKind, ModelConfig, MpnnType, Pooling};
-use mlip::model::hydragnn::{import, parse_species, read_npz, ImportOptions};
 use mlip::{GraphInput, LayeredEval, Model, Request, Results, Structure};
 use tch::{Kind, Tensor};
 

@@ -1,7 +1,7 @@
 //! `hydragnn import-hydragnn CONFIG.json CHECKPOINT.pk -o MODEL`: a model trained by HydraGNN
 //! (PyTorch) becomes this engine's model file. A Python helper with torch
 //! (`tools/import_hydragnn.py`, embedded in this binary) exports the checkpoint's state dict to
-//! safetensors; [`mlip::model::hydragnn`] maps HydraGNN's config and weights onto the engine's
+//! safetensors; [`mlip::hydragnn`] maps HydraGNN's config and weights onto the engine's
 //! model options. The model file it writes needs no Python. See docs/hydragnn-import.md.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
-use mlip::model::hydragnn;
+use mlip::hydragnn;
 
 /// The Python helper, run as `python - CHECKPOINT OUT` with this text on stdin.
 const HELPER: &str = include_str!("../../tools/import_hydragnn.py");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hydragnn_train::import::{import_hydragnn, ImportOptions};
-use mlip::model::hydragnn::read_npz;
+use mlip::hydragnn::read_npz;
 use mlip::{GraphInput, Model, Request};
 use tch::{Kind, Tensor};
 

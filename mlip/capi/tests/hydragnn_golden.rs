@@ -1,6 +1,6 @@
 //! HydraGNN checkpoints through the C ABI, number for number: each checkpoint of
 //! ../shared/hydragnn_golden (PaiNN, EGNN) goes through the importer (tools/import_hydragnn.py
-//! reads the .pk with torch, mlip::model::hydragnn maps config and weights) into a model file,
+//! reads the .pk with torch, mlip::hydragnn maps config and weights) into a model file,
 //! which `hgnn_model_load` opens and `hgnn_compute_graph` evaluates on the golden edge list
 //! (edge_index[0] = centre, edge_index[1] = neighbour, edge_shifts) in float64: energy, per-atom
 //! energies and forces match HydraGNN's to 1e-8 relative. The CLI path (`hydragnn
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hydragnn::*;
-use mlip::model::hydragnn::{import, parse_species, read_npz, read_state_dict, ImportOptions};
+use mlip::hydragnn::{import, parse_species, read_npz, read_state_dict, ImportOptions};
 use tch::{Kind, Tensor};
 
 /// The repository root.

@@ -6,7 +6,6 @@
 
 pub mod config;
 pub mod egnn;
-pub mod hydragnn;
 pub mod nn;
 pub mod painn;
 pub mod schnet;

@@ -1,0 +1,172 @@
+//! HydraGNN's message-passing layers (PaiNN's `PainnMessage`/`PainnUpdate`, EGNN's `E_GCL`) as
+//! the engine's layers with HydraGNN's options, and where their weights come from (the orderings
+//! that differ are fixed by permuting rows or columns).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::int;
+use super::weights::Source;
+use crate::error::Result;
+use crate::model::config::{
+    Activation, EgnnOptions, Envelope, PainnEdgeVector, PainnOptions, RadialType, VectorNorm,
+};
+
+/// The backbone options an import sets.
+pub(super) struct Backbone {
+    pub num_radial: i64,
+    pub radial_type: RadialType,
+    pub envelope: Envelope,
+    pub conv_activation: Activation,
+    pub painn: PainnOptions,
+    pub egnn: EgnnOptions,
+}
+
+/// HydraGNN's name of a weight of conv layer `l`.
+fn conv(l: usize, rest: &str) -> String {
+    format!("model.graph_convs.{l}.{rest}")
+}
+
+/// HydraGNN PaiNN: sinc radial basis, cosine cutoff, SiLU inside the blocks, output MLPs.
+pub(super) fn painn(
+    arch: &Value,
+    input_dim: i64,
+    hidden_dim: i64,
+    num_conv_layers: usize,
+    sources: &mut BTreeMap<String, Source>,
+) -> Result<Backbone> {
+    let num_radial = int(arch, "num_radial")?;
+    let mut f = input_dim;
+    for l in 0..num_conv_layers {
+        let last = l + 1 == num_conv_layers;
+        let e = |rest: &str| format!("layers.{l}.{rest}");
+        sources.insert(
+            e("message.phi.0.weight"),
+            Source::Copy(conv(l, "module_0.scalar_message_mlp.0.weight")),
+        );
+        sources.insert(
+            e("message.phi.0.bias"),
+            Source::Copy(conv(l, "module_0.scalar_message_mlp.0.bias")),
+        );
+        // HydraGNN chunks (vector gate, edge gate, scalar) -> engine (scalar, vector gate, edge gate).
+        for (dst, src) in [
+            ("message.phi.1", "module_0.scalar_message_mlp.2"),
+            ("message.filter", "module_0.filter_layer"),
+        ] {
+            for p in ["weight", "bias"] {
+                sources.insert(
+                    e(&format!("{dst}.{p}")),
+                    Source::PermuteRows(conv(l, &format!("{src}.{p}")), f, [1, 2, 0]),
+                );
+            }
+        }
+        sources.insert(
+            e("update.U.weight"),
+            Source::Copy(conv(l, "module_1.update_U.weight")),
+        );
+        sources.insert(
+            e("update.V.weight"),
+            Source::Copy(conv(l, "module_1.update_V.weight")),
+        );
+        sources.insert(
+            e("update.mlp.0.weight"),
+            Source::SwapCols(conv(l, "module_1.update_mlp.0.weight"), f),
+        );
+        sources.insert(
+            e("update.mlp.0.bias"),
+            Source::Copy(conv(l, "module_1.update_mlp.0.bias")),
+        );
+        sources.insert(
+            e("update.mlp.1.weight"),
+            Source::Copy(conv(l, "module_1.update_mlp.2.weight")),
+        );
+        sources.insert(
+            e("update.mlp.1.bias"),
+            Source::Copy(conv(l, "module_1.update_mlp.2.bias")),
+        );
+        for (k, hk) in [(0, 0), (1, 2)] {
+            for p in ["weight", "bias"] {
+                sources.insert(
+                    e(&format!("out.s.{k}.{p}")),
+                    Source::Copy(conv(l, &format!("module_2.{hk}.{p}"))),
+                );
+            }
+        }
+        if !last {
+            sources.insert(e("out.v.weight"), Source::Copy(conv(l, "module_3.weight")));
+        }
+        f = hidden_dim;
+    }
+    let p = PainnOptions {
+        edge_vector: PainnEdgeVector::UnitOverDistance,
+        vector_norm: VectorNorm::Exact,
+        output_mlp: true,
+        last_layer_scalar_only: true,
+    };
+    Ok(Backbone {
+        num_radial,
+        radial_type: RadialType::Sinc,
+        envelope: Envelope::Cosine,
+        conv_activation: Activation::Silu,
+        painn: p,
+        egnn: EgnnOptions::default(),
+    })
+}
+
+/// HydraGNN EGNN (`E_GCL`): the plain distance, no cutoff function, ReLU inside the blocks; with
+/// `equivariance` the coordinate updates.
+pub(super) fn egnn(
+    num_conv_layers: usize,
+    equivariance: bool,
+    sources: &mut BTreeMap<String, Source>,
+    warnings: &mut Vec<String>,
+) -> Backbone {
+    for l in 0..num_conv_layers {
+        let e = |rest: &str| format!("layers.{l}.{rest}");
+        for (mlp, ks) in [
+            ("edge_mlp", [(0, 0), (1, 2)]),
+            ("node_mlp", [(0, 0), (1, 2)]),
+        ] {
+            for (k, hk) in ks {
+                for p in ["weight", "bias"] {
+                    sources.insert(
+                        e(&format!("{mlp}.{k}.{p}")),
+                        Source::Copy(conv(l, &format!("module_0.{mlp}.{hk}.{p}"))),
+                    );
+                }
+            }
+        }
+        if equivariance && l + 1 < num_conv_layers {
+            sources.insert(
+                e("coord_mlp.0.weight"),
+                Source::Copy(conv(l, "module_0.coord_mlp.0.weight")),
+            );
+            sources.insert(
+                e("coord_mlp.0.bias"),
+                Source::Copy(conv(l, "module_0.coord_mlp.0.bias")),
+            );
+            sources.insert(
+                e("coord_mlp.1.weight"),
+                Source::Copy(conv(l, "module_0.coord_mlp.2.weight")),
+            );
+        }
+    }
+    if equivariance {
+        warnings.push(
+            "EGNN with equivariance = true: the engine reproduces E_GCL's coordinate updates as per-atom displacements; \
+             this variant is not covered by a golden test against HydraGNN"
+                .into(),
+        );
+    }
+    Backbone {
+        num_radial: 1,
+        radial_type: RadialType::Gaussian,
+        envelope: Envelope::Hard,
+        conv_activation: Activation::Relu,
+        painn: PainnOptions::default(),
+        egnn: EgnnOptions {
+            coords_update: equivariance,
+        },
+    }
+}

@@ -1,0 +1,228 @@
+//! Models trained by HydraGNN (ORNL/HydraGNN, PyTorch) as engine models: the `config.json`
+//! HydraGNN wrote and the checkpoint's state dict (exported to safetensors by
+//! `tools/import_hydragnn.py`) become a [`ModelConfig`] with HydraGNN's options and the engine's
+//! weight names. The forward pass is the engine's own code; the options reproduce HydraGNN's:
+//!
+//! | HydraGNN | engine option |
+//! | --- | --- |
+//! | raw `data.x` into the first conv layer | `input: raw_features` (from `--species`) |
+//! | `activation_function` after every conv block | `post_conv_activation` |
+//! | SiLU inside PaiNN's blocks, ReLU inside EGNN's | `conv_activation` |
+//! | PaiNN `sinc_expansion`, `cosine_cutoff` | `radial_type: sinc`, `envelope: cosine` |
+//! | EGNN: the plain distance, no cutoff function | `envelope: hard` |
+//! | PaiNN edge term `diff / dist` | `painn.edge_vector: unit_over_distance` |
+//! | `torch.linalg.norm` in `PainnUpdate` | `painn.vector_norm: exact` |
+//! | `node_embed_out`, `vec_embed_out` | `painn.output_mlp` |
+//! | PaiNN `last_layer` | `painn.last_layer_scalar_only` |
+//! | EGNN `equivariance` (coordinate updates) | `egnn.coords_update` |
+//! | node head `mlp` (MLPNode), energy = Σ node head | head "energy" (graph, sum of per-node MLP) |
+//! | graph heads: pool, `graph_shared`, head MLP | `pool_first`, branch `shared_layers` |
+//!
+//! Orderings differ and are fixed here by permuting weights: HydraGNN's PaiNN splits messages as
+//! (vector gate, edge gate, scalar) where the engine splits (scalar, vector gate, edge gate), and
+//! feeds [|Vv|, s] to the update MLP where the engine feeds [s, |Vv|]. The message direction is the
+//! same in both: HydraGNN gathers from `edge_index[1]` and sums into `edge_index[0]`, with edge
+//! vector `pos[edge_index[1]] - pos[edge_index[0]] + shift`; the engine's edge goes from its
+//! neighbour (`edge_index[1]`) to its centre (`edge_index[0]`) with the same vector.
+//!
+//! The pieces: [`npz`] and [`state_dict`] read the checkpoint's tensors, [`species`] the node
+//! features of each element, `heads` and `backbone` translate the config and name each engine
+//! weight's source, `weights` copies them in.
+
+mod backbone;
+mod heads;
+pub mod npz;
+pub mod species;
+pub mod state_dict;
+mod weights;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+pub use npz::{is_npz, read_npz};
+pub use species::{parse_species, SpeciesFeatures};
+pub use state_dict::{read_state_dict, EXPORT_FORMAT};
+
+use crate::error::{Error, Result};
+use crate::model::config::{Activation, InputConfig, ModelConfig, MpnnType};
+use crate::model::Model;
+
+/// Options of [`import`].
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Elements and their node features. None: every element H..Og with x = [Z] (HydraGNN's
+    /// atomic-number convention; needs `input_dim` = 1).
+    pub species: Option<Vec<SpeciesFeatures>>,
+    /// Index (in HydraGNN's `output_type` order) of the node head whose per-atom values sum to
+    /// the energy.
+    pub energy_head: usize,
+    /// Precision of the model (its weights are stored in it).
+    pub kind: Kind,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            species: None,
+            energy_head: 0,
+            kind: Kind::Double,
+        }
+    }
+}
+
+/// An imported model and what the user should know about it.
+#[derive(Debug)]
+pub struct Imported {
+    /// The model, weights loaded.
+    pub model: Model,
+    /// Things that may make the engine's numbers differ from HydraGNN's in use.
+    pub warnings: Vec<String>,
+    /// HydraGNN's `max_neighbours` (None when unset).
+    pub max_neighbours: Option<i64>,
+    /// Element → node-feature mapping used, as text.
+    pub species_map: Vec<String>,
+}
+
+/// An error in the HydraGNN config.
+fn cfg(msg: impl Into<String>) -> Error {
+    Error::Config(format!("HydraGNN config: {}", msg.into()))
+}
+
+fn activation(name: &str) -> Result<Activation> {
+    match name.to_ascii_lowercase().as_str() {
+        "relu" => Ok(Activation::Relu),
+        "silu" | "swish" => Ok(Activation::Silu),
+        "tanh" => Ok(Activation::Tanh),
+        other => Err(cfg(format!("activation_function '{other}' is not supported by the engine yet (relu, silu, tanh are)"))),
+    }
+}
+
+fn getv<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.get(key).filter(|x| !x.is_null())
+}
+
+fn int(v: &Value, key: &str) -> Result<i64> {
+    getv(v, key)
+        .and_then(Value::as_i64)
+        .ok_or_else(|| cfg(format!("Architecture.{key} is missing or not an integer")))
+}
+
+fn ints(v: &Value, what: &str) -> Result<Vec<i64>> {
+    v.as_array()
+        .and_then(|a| a.iter().map(Value::as_i64).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| cfg(format!("{what} must be a list of integers")))
+}
+
+/// Builds the engine model of a HydraGNN `config.json` (text) and its state dict (keys without
+/// the `module.` prefix).
+pub fn import(
+    config_json: &str,
+    state: &BTreeMap<String, Tensor>,
+    opts: &ImportOptions,
+) -> Result<Imported> {
+    let root: Value =
+        serde_json::from_str(config_json).map_err(|e| cfg(format!("not JSON: {e}")))?;
+    let nn = getv(&root, "NeuralNetwork").unwrap_or(&root);
+    let arch =
+        getv(nn, "Architecture").ok_or_else(|| cfg("no NeuralNetwork.Architecture section"))?;
+    let voi = getv(nn, "Variables_of_interest");
+    let mut warnings = Vec::new();
+
+    let mpnn = getv(arch, "mpnn_type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| cfg("Architecture.mpnn_type is missing"))?;
+    let mpnn_type = match mpnn {
+        "PAINN" => MpnnType::PaiNN,
+        "EGNN" => MpnnType::Egnn,
+        other => return Err(cfg(format!("mpnn_type '{other}' cannot be imported yet (PAINN and EGNN can; SchNet and PNA are next)"))),
+    };
+    if let Some(g) = getv(arch, "global_attn_engine").and_then(Value::as_str) {
+        if !g.is_empty() {
+            return Err(cfg(format!(
+                "global attention ('{g}') is not supported by the engine"
+            )));
+        }
+    }
+    if getv(arch, "edge_dim").and_then(Value::as_i64).unwrap_or(0) > 0 {
+        return Err(cfg(
+            "edge features (edge_dim) are not supported by the engine",
+        ));
+    }
+    if voi
+        .and_then(|v| getv(v, "denormalize_output"))
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        return Err(cfg("denormalize_output is true: outputs were min-max scaled; the engine cannot undo that yet"));
+    }
+    let hidden_dim = int(arch, "hidden_dim")?;
+    let num_conv_layers = int(arch, "num_conv_layers")? as usize;
+    let radius = getv(arch, "radius")
+        .and_then(Value::as_f64)
+        .ok_or_else(|| cfg("Architecture.radius is missing"))?;
+    let input_dim = int(arch, "input_dim")?;
+    let act_name = getv(arch, "activation_function")
+        .and_then(Value::as_str)
+        .unwrap_or("relu");
+    let act = activation(act_name)?;
+    let equivariance = getv(arch, "equivariance")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let max_neighbours = getv(arch, "max_neighbours").and_then(Value::as_i64);
+    if let Some(k) = max_neighbours {
+        warnings.push(format!(
+            "HydraGNN built its training graphs with max_neighbours = {k}: atoms with more than {k} neighbours within {radius} Å \
+             had some dropped. The engine uses the plain radius graph (every pair within the cutoff, which keeps energies \
+             continuous in MD), so on dense structures its numbers differ from HydraGNN's truncated graphs."
+        ));
+    }
+    let var_output = nn
+        .get("Training")
+        .and_then(|t| getv(t, "loss_function_type"))
+        .and_then(Value::as_str)
+        .map(|s| s == "GaussianNLLLoss")
+        .unwrap_or(false);
+
+    let (species, features, species_map) =
+        species::node_features(opts.species.as_deref(), input_dim, &mut warnings)?;
+    let mut sources = BTreeMap::new();
+    let branches = heads::branches(arch, voi, opts.energy_head, var_output, &mut sources)?;
+    let bb = match mpnn_type {
+        MpnnType::PaiNN => {
+            backbone::painn(arch, input_dim, hidden_dim, num_conv_layers, &mut sources)?
+        }
+        MpnnType::Egnn => {
+            backbone::egnn(num_conv_layers, equivariance, &mut sources, &mut warnings)
+        }
+        MpnnType::SchNet => unreachable!("rejected above"),
+    };
+
+    let config = ModelConfig {
+        mpnn_type,
+        hidden_dim,
+        num_conv_layers,
+        radius,
+        num_radial: bb.num_radial,
+        radial_type: bb.radial_type,
+        envelope: bb.envelope,
+        activation_function: act,
+        species,
+        input: InputConfig::RawFeatures { features },
+        branches,
+        conv_activation: Some(bb.conv_activation),
+        post_conv_activation: Some(act),
+        painn: bb.painn,
+        egnn: bb.egnn,
+    };
+    config.validate()?;
+    let model = Model::new(config, opts.kind, Device::Cpu, 0)?;
+    weights::load_weights(&model, state, &sources, opts.kind)?;
+    Ok(Imported {
+        model,
+        warnings,
+        max_neighbours,
+        species_map,
+    })
+}
