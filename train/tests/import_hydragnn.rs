@@ -5,27 +5,16 @@
 //! C-ABI runs of imported models: mlip/tests/hydragnn_golden.rs, mlip/capi/tests/hydragnn_golden.rs.)
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use hydragnn_train::import::{import_hydragnn, ImportOptions};
 use mlip::hydragnn::read_npz;
 use mlip::{GraphInput, Model, Request};
 use tch::{Kind, Tensor};
 
-/// ../shared/hydragnn_golden from the repository root ($HYDRAGNN_GOLDEN overrides it).
-fn golden_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let candidates = [
-        std::env::var_os("HYDRAGNN_GOLDEN").map(PathBuf::from),
-        Some(root.join("../shared/hydragnn_golden")),
-        Some(root.join("shared/hydragnn_golden")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("README.md").exists())
-        .expect("golden data not found: expected ../shared/hydragnn_golden next to the repository (or set HYDRAGNN_GOLDEN)")
-}
+#[macro_use]
+#[path = "../../mlip/tests/support/golden.rs"]
+mod golden;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hgnn-import-test-{}", std::process::id()));
@@ -54,7 +43,7 @@ struct Golden {
 
 fn golden(m: &str) -> Golden {
     let g: BTreeMap<String, Tensor> =
-        read_npz(&golden_dir().join(format!("LJ_{m}_golden.npz"))).unwrap();
+        read_npz(&golden::dir().join(format!("LJ_{m}_golden.npz"))).unwrap();
     let ei = Vec::<i64>::try_from(g["edge_index"].contiguous().view([-1])).unwrap();
     let ne = ei.len() / 2;
     Golden {
@@ -70,7 +59,7 @@ fn golden(m: &str) -> Golden {
 
 /// Imports model `m` into a file of its own for `test` (tests run in parallel).
 fn import(m: &str, test: &str) -> (PathBuf, hydragnn_train::import::ImportReport) {
-    let d = golden_dir();
+    let d = golden::dir();
     let out = tmp(&format!("{m}-{test}.hgnn"));
     let opts = ImportOptions {
         species: Some("Ar=1.0".into()),
@@ -142,17 +131,20 @@ fn check_golden(m: &str) {
 
 #[test]
 fn painn_checkpoint_reproduces_hydragnn_energy_and_forces() {
+    skip_without_golden!();
     check_golden("PAINN");
 }
 
 #[test]
 fn egnn_checkpoint_reproduces_hydragnn_energy_and_forces() {
+    skip_without_golden!();
     check_golden("EGNN");
 }
 
 #[test]
 fn state_dict_npz_imports_the_same_model_as_the_checkpoint() {
-    let d = golden_dir();
+    skip_without_golden!();
+    let d = golden::dir();
     let opts = ImportOptions {
         species: Some("Ar=1.0".into()),
         ..Default::default()
@@ -179,7 +171,8 @@ fn state_dict_npz_imports_the_same_model_as_the_checkpoint() {
 
 #[test]
 fn importer_rejects_a_species_with_the_wrong_number_of_features() {
-    let d = golden_dir();
+    skip_without_golden!();
+    let d = golden::dir();
     let opts = ImportOptions {
         species: Some("Ar=1.0:2.0".into()),
         ..Default::default()
