@@ -5,7 +5,7 @@
 //! - [`model`]: the message-passing models (SchNet, PaiNN) and their heads, in libtorch (tch).
 //! - [`compute`]: energy, forces, virial and per-atom quantities through autograd.
 //! - [`layered`]: layer-by-layer evaluation with ghost-feature exchange (spatial decomposition).
-//! - [`file`]: the self-describing model file.
+//! - [`file`](mod@file): the self-describing model file.
 //! - [`hydragnn`]: models trained by upstream HydraGNN (config + state dict) as engine models.
 //! - [`fast`]: the fast evaluation path (compressed radial filters, fused edge kernels, hand-written backward).
 //!

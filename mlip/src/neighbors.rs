@@ -43,7 +43,8 @@ pub struct NeighborList {
     pub centers: Vec<usize>,
     /// Neighbour atom of each edge.
     pub neighbors: Vec<usize>,
-    /// Integer cell shift S of edge e: r_e = pos[neighbors[e]] - pos[centers[e]] + S[0]*cell[0] + S[1]*cell[1] + S[2]*cell[2]
+    /// Integer cell shift S of edge e:
+    /// `r_e = pos[neighbors[e]] - pos[centers[e]] + S[0]*cell[0] + S[1]*cell[1] + S[2]*cell[2]`
     pub shifts: Vec<[i32; 3]>,
 }
 

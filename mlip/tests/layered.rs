@@ -3,6 +3,9 @@
 //! local atoms are the cell's atoms, the ghosts are their periodic images within one cutoff, and
 //! the exchange copies owner rows to ghost rows (forward) and adds ghost rows to owners (reverse).
 
+// Index loops mirror the physics (atom i, axis c), as in the formulas.
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 use common::*;
 use mlip::{GraphInput, LayeredEval, Request, Structure};

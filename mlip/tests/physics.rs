@@ -2,6 +2,9 @@
 //! is the strain derivative, and the energy does not depend on rotation, translation, atom order,
 //! periodic image or supercell; energy and forces are continuous across the cutoff.
 
+// Index loops mirror the physics (atom i, axis c), as in the formulas.
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 use common::*;
 use mlip::{Request, Structure};

@@ -18,8 +18,8 @@ const HELPER: &str = include_str!("../../tools/import_hydragnn.py");
 /// Options of [`import_hydragnn`].
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
-    /// `--species`: comma-separated `Symbol` (x = [Z]) or `Symbol=v1[:v2...]` (HydraGNN's node
-    /// features of that element), e.g. `Ar=1.0`. None: every element with x = [Z].
+    /// `--species`: comma-separated `Symbol` (`x = [Z]`) or `Symbol=v1[:v2...]` (HydraGNN's node
+    /// features of that element), e.g. `Ar=1.0`. None: every element with `x = [Z]`.
     pub species: Option<String>,
     /// `--energy-head`: index of the node head whose per-atom values sum to the energy (0).
     pub energy_head: usize,

@@ -381,7 +381,7 @@ pub struct Interp<'a, T> {
     pub m1: &'a [T],
     /// Weights of y0, m0, y1, m1 in the value.
     pub h: [T; 4],
-    /// Weights in the derivative: (y0 - y1)·d[0] + m0·d[1] + m1·d[2].
+    /// Weights in the derivative: `(y0 - y1)·d[0] + m0·d[1] + m1·d[2]`.
     pub d: [T; 3],
 }
 

@@ -52,7 +52,7 @@ use crate::model::Model;
 /// Options of [`import`].
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
-    /// Elements and their node features. None: every element H..Og with x = [Z] (HydraGNN's
+    /// Elements and their node features. None: every element H..Og with `x = [Z]` (HydraGNN's
     /// atomic-number convention; needs `input_dim` = 1).
     pub species: Option<Vec<SpeciesFeatures>>,
     /// Index (in HydraGNN's `output_type` order) of the node head whose per-atom values sum to

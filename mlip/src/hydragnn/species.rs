@@ -17,7 +17,7 @@ pub struct SpeciesFeatures {
 }
 
 /// Parses `--species` text: comma-separated `Symbol` or `Symbol=v1[:v2...]`, e.g. `Ar=1` or
-/// `H,C,N,O` (bare symbols stand for x = [Z], HydraGNN's usual atomic-number feature).
+/// `H,C,N,O` (bare symbols stand for `x = [Z]`, HydraGNN's usual atomic-number feature).
 pub fn parse_species(spec: &str) -> Result<Vec<SpeciesFeatures>> {
     let mut out = Vec::new();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {

@@ -2,7 +2,7 @@
 //! the E_GCL form HydraGNN uses (no residual, no attention, the plain distance as the edge
 //! input). Reads `hidden_dim`, `num_conv_layers`, `envelope`, `radius`, `activation_function`,
 //! `conv_activation`, `post_conv_activation` and `egnn` from
-//! [`ModelConfig`](super::config::ModelConfig); `num_radial` and `radial_type` are not used.
+//! [`ModelConfig`]; `num_radial` and `radial_type` are not used.
 //!
 //! Layer l, for edge e from j = src to i = dst with vector r_e and length d_e:
 //! m_e = act(W2 act(W1 [h_i, h_j, d_e])) · envelope(d_e); h_i ← W4 act(W3 [h_i, Σ_e m_e]).

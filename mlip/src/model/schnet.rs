@@ -2,7 +2,7 @@
 //! quantum interactions", NeurIPS 2017), in the interaction-block form of PyTorch Geometric that
 //! HydraGNN wraps. Reads `hidden_dim`, `num_conv_layers`, `num_radial`, `radial_type`, `envelope`,
 //! `activation_function`, `conv_activation`, `post_conv_activation` from
-//! [`ModelConfig`](super::config::ModelConfig).
+//! [`ModelConfig`].
 //!
 //! Layer l: W_ij = lin(act(lin(rbf(r_ij)))) · envelope(r_ij); m_i = Σ_j lin1(h_j) ⊙ W_ij;
 //! h_i ← h_i + lin3(act(lin2(m_i))) (no residual when the input width differs).
