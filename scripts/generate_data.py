@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Generates the two reference datasets of hydragnn-rs as extended XYZ (ASE's writer), deterministically
-from --seed.
+"""Generates the two reference datasets of hydragnn-rs, and test sets for the metals one, as extended
+XYZ (ASE's writer), deterministically from --seed.
 
 1. metals.xyz: ASE EMT fcc Cu, Al and Ni, 2x2x2 conventional supercells (32 atoms), each trajectory
    starting from a randomly strained (each strain component uniform in +-2%) and rattled cell, frames
@@ -11,6 +11,20 @@ from --seed.
    Per frame: energy, forces, the HOMO-LUMO gap `gap` (eV, from tblite's orbital energies and
    occupations), per-atom GFN2 partial charges (ASE writes them as the column `charge`), pbc F F F.
 
+3. transfer (only with `--only transfer`, so the default run and `--only metals|molecules` are
+   unchanged): three EMT test sets of structures the metals set never contains, one file each,
+   made with the same strain/rattle + Langevin MD machinery (300/600/900 K, `--transfer-frames`
+   frames per file, 150 by default), the same keys:
+   - transfer_vacancies.xyz: fcc Cu, Al, Ni 3x3x3 conventional supercells (108 sites) with one
+     vacancy (107 atoms); energy, forces, stress, pbc T T T, config_type="<El>_vac_<T>K".
+   - transfer_slabs111.xyz: fcc(111) slabs of Cu, Al, Ni (ase.build.fcc111, 3x3 in-plane, 4 layers,
+     36 atoms, 8 A of vacuum on each side), strained only in-plane; energy, forces (no stress: it
+     would depend on the vacuum), pbc T T F, config_type="<El>111_<T>K".
+   - transfer_alloys.xyz: random Cu/Al/Ni occupation of a 32-atom fcc cell (composition drawn per
+     trajectory, Dirichlet(1,1,1)), lattice constant interpolated linearly (Vegard) between the
+     elements' fcc lattice constants; energy, forces, stress, pbc T T T,
+     config_type="alloy_<formula>_<T>K".
+
 Every trajectory draws from its own generator seeded with (seed, dataset, trajectory index), so a
 run is reproducible frame by frame: the same seed and sizes give byte-identical files.
 
@@ -18,6 +32,8 @@ run is reproducible frame by frame: the same seed and sizes give byte-identical 
     # the committed test slices (train/data/):
     OMP_NUM_THREADS=1 .venv/bin/python scripts/generate_data.py --out train/data \
         --metals-frames 240 --molecules-frames 300
+    # the transfer test sets (a few seconds):
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/generate_data.py --out data/ --only transfer
 """
 import argparse
 import os
@@ -29,7 +45,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tblite is 10-100x slower with 2
 import numpy as np  # noqa: E402
 import ase.io  # noqa: E402
 from ase import units  # noqa: E402
-from ase.build import bulk  # noqa: E402
+from ase.build import bulk, fcc111  # noqa: E402
 from ase.calculators.emt import EMT  # noqa: E402
 from ase.calculators.singlepoint import SinglePointCalculator  # noqa: E402
 from ase.collections import g2  # noqa: E402
@@ -98,6 +114,79 @@ def generate_metals(path, n_frames, seed, per_traj, burn, interval):
     return len(frames)
 
 
+def strain_and_rattle(atoms, rng, in_plane=False):
+    """The metals set's starting point: each strain component uniform in +-2% (symmetrised; only the
+    in-plane 2x2 block for a slab), atoms scaled with the cell, then rattled by 0.05 A."""
+    strain = rng.uniform(-0.02, 0.02, size=(3, 3))
+    strain = 0.5 * (strain + strain.T)
+    if in_plane:
+        strain[2, :] = 0.0
+        strain[:, 2] = 0.0
+    atoms.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
+    atoms.positions += rng.normal(0.0, 0.05, size=atoms.positions.shape)
+
+
+def md_frames(frames, atoms, rng, temp, k, burn, interval, label, stress):
+    """EMT Langevin MD (2 fs) appending k labelled single-point frames to `frames`."""
+    atoms.calc = EMT()
+
+    def snapshot(a):
+        f = bare(a)
+        extra = {"stress": a.get_stress()} if stress else {}
+        f.calc = SinglePointCalculator(f, energy=a.get_potential_energy(), forces=a.get_forces(),
+                                       **extra)
+        f.info["config_type"] = label
+        frames.append(f)
+
+    run_md(atoms, rng, temp, 2.0, k, burn, interval, snapshot)
+
+
+def transfer_vacancy(t, rng):
+    el = METALS[t % len(METALS)]
+    atoms = bulk(el, "fcc", cubic=True).repeat((3, 3, 3))
+    del atoms[int(rng.integers(len(atoms)))]  # all sites are equivalent: any one
+    strain_and_rattle(atoms, rng)
+    return atoms, f"{el}_vac", True
+
+
+def transfer_slab111(t, rng):
+    el = METALS[t % len(METALS)]
+    atoms = fcc111(el, size=(3, 3, 4), vacuum=8.0)  # pbc T T F
+    strain_and_rattle(atoms, rng, in_plane=True)
+    return atoms, f"{el}111", False
+
+
+def transfer_alloy(t, rng):
+    x = rng.dirichlet(np.ones(len(METALS)))
+    a0 = float(sum(xi * bulk(el, "fcc", cubic=True).cell[0, 0] for xi, el in zip(x, METALS)))
+    atoms = bulk("Cu", "fcc", a=a0, cubic=True).repeat((2, 2, 2))
+    atoms.set_chemical_symbols(list(rng.choice(METALS, size=len(atoms), p=x)))
+    strain_and_rattle(atoms, rng)
+    return atoms, f"alloy_{atoms.get_chemical_formula()}", True
+
+
+TRANSFER = (("transfer_vacancies", transfer_vacancy), ("transfer_slabs111", transfer_slab111),
+            ("transfer_alloys", transfer_alloy))
+
+
+def generate_transfer(out, n_frames, seed, per_traj, burn, interval):
+    """Writes the three transfer sets into directory `out`; returns {path: frames}."""
+    written = {}
+    for d, (name, build) in enumerate(TRANSFER):
+        frames = []
+        for t, k in trajectories(n_frames, per_traj):
+            temp = METAL_TEMPERATURES[(t // len(METALS)) % len(METAL_TEMPERATURES)]
+            rng = np.random.default_rng([seed, 3 + d, t])  # datasets 1, 2 are metals, molecules
+            atoms, label, stress = build(t, rng)
+            md_frames(frames, atoms, rng, temp, k, burn, interval, f"{label}_{int(temp)}K", stress)
+        path = os.path.join(out, f"{name}.xyz")
+        tmp = path + ".tmp"
+        ase.io.write(tmp, frames, format="extxyz")
+        os.replace(tmp, path)
+        written[path] = len(frames)
+    return written
+
+
 def g2_molecules():
     """Closed-shell H/C/N/O molecules of g2 with at most 12 atoms, in g2's (deterministic) order."""
     out = []
@@ -157,9 +246,19 @@ def main(argv=None):
     p.add_argument("--frames-per-trajectory", type=int, default=10)
     p.add_argument("--burn", type=int, default=20, help="MD steps before the first frame")
     p.add_argument("--interval", type=int, default=10, help="MD steps between frames")
-    p.add_argument("--only", choices=["metals", "molecules"], help="generate one dataset only")
+    p.add_argument("--transfer-frames", type=int, default=150,
+                   help="frames per transfer file (--only transfer)")
+    p.add_argument("--only", choices=["metals", "molecules", "transfer"],
+                   help="generate one dataset only (transfer: only this way)")
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
+    if a.only == "transfer":
+        t0 = time.time()
+        for path, got in generate_transfer(a.out, a.transfer_frames, a.seed, a.frames_per_trajectory,
+                                           a.burn, a.interval).items():
+            print(f"{path}: {got} frames", file=sys.stderr)
+        print(f"transfer sets in {time.time() - t0:.1f} s", file=sys.stderr)
+        return
     for kind, fn, n in (("metals", generate_metals, a.metals_frames),
                         ("molecules", generate_molecules, a.molecules_frames)):
         if a.only and a.only != kind:
