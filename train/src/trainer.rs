@@ -21,7 +21,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use mlip::model::config::{HeadKind, ModelConfig, MpnnType};
+use mlip::model::config::{
+    BranchConfig, Envelope, HeadConfig, HeadKind, ModelConfig, MpnnType, Pooling,
+};
 use mlip::Model;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -119,20 +121,14 @@ pub struct DatasetRun {
     pub val: Vec<Graph>,
 }
 
-/// Serialises model creation within a process: [`Model::new`] seeds libtorch's global generator
-/// and then draws the initial weights, so two threads creating models at once (tests do) would
-/// interleave their draws and lose determinism.
-static MODEL_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// [`Model::new`] under the process-wide initialisation lock.
+/// [`Model::new`] with the trainer's error type (the engine serialises seeding and
+/// initialisation, so concurrent creations stay deterministic).
 pub fn new_model(config: ModelConfig, kind: Kind, device: Device, seed: i64) -> Result<Model> {
-    let _g = MODEL_INIT.lock().unwrap_or_else(|e| e.into_inner());
     Ok(Model::new(config, kind, device, seed)?)
 }
 
-/// [`Model::load`] under the same lock (loading initialises a model before reading weights).
+/// [`Model::load`] with the trainer's error type.
 pub fn load_model(path: &Path, kind: Kind, device: Device) -> Result<Model> {
-    let _g = MODEL_INIT.lock().unwrap_or_else(|e| e.into_inner());
     Ok(Model::load(path, kind, device)?)
 }
 
@@ -296,67 +292,43 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
     } else {
         mlip::model::config::RadialType::Bessel
     });
-    let branches: Vec<serde_json::Value> = metas
+    let graph_pooling = match a.graph_pooling.as_str() {
+        "sum" => Pooling::Sum,
+        _ => Pooling::Mean,
+    };
+    let branches: Vec<BranchConfig> = metas
         .iter()
         .map(|(m, s)| {
-            let mut heads = vec![serde_json::json!({
-                "name": "energy", "type": "graph", "dim": 1,
-                "dim_headlayers": cfg.head_layers(HeadKind::Graph), "pooling": "sum",
-            })];
+            let mut heads = vec![HeadConfig::energy(cfg.head_layers(HeadKind::Graph))];
             for p in &s.props {
-                heads.push(serde_json::json!({
-                    "name": p.name, "type": p.kind, "dim": p.width,
-                    "dim_headlayers": cfg.head_layers(p.kind), "pooling": a.graph_pooling,
-                }));
+                heads.push(HeadConfig::new(
+                    p.name.clone(),
+                    p.kind,
+                    p.width as i64,
+                    cfg.head_layers(p.kind),
+                    graph_pooling,
+                ));
             }
             let e0: Vec<f64> = species.iter().map(|&z| m.reference_energy(z)).collect();
-            serde_json::json!({"name": s.name, "output_heads": heads, "reference_energies": e0})
+            BranchConfig::new(s.name.clone(), heads, e0)
         })
         .collect();
-    let mut mc = serde_json::json!({
-        "mpnn_type": a.mpnn_type,
-        "hidden_dim": a.hidden_dim,
-        "num_conv_layers": a.num_conv_layers,
-        "radius": a.radius,
-        "num_radial": a.num_radial,
-        "radial_type": radial,
-        "activation_function": a.activation_function,
-        "species": species,
-        "branches": branches,
-    });
+    let mut mc = ModelConfig::new(
+        a.mpnn_type,
+        a.hidden_dim,
+        a.num_conv_layers,
+        a.radius,
+        species,
+        branches,
+    )
+    .with_num_radial(a.num_radial)
+    .with_radial_type(radial)
+    .with_activation(a.activation_function);
     if let Some(p) = a.envelope_exponent {
-        mc["envelope"] = serde_json::json!({"type": "polynomial", "p": p});
+        mc = mc.with_envelope(Envelope::Polynomial { p });
     }
-    let mc: ModelConfig =
-        serde_json::from_value(mc).map_err(|e| Error::Invalid(format!("model config: {e}")))?;
     mc.validate()?;
     Ok((mc, metas))
-}
-
-/// Zeroes the last layer (weight and bias) of every output head: variables named
-/// `branches.<branch>.<head>.<k>.{weight,bias}` with the largest `k` of their head.
-pub fn zero_last_head_layers(model: &Model) {
-    let vars = model.var_store().variables();
-    let mut last: BTreeMap<String, usize> = BTreeMap::new();
-    for name in vars.keys() {
-        let parts: Vec<&str> = name.split('.').collect();
-        if parts.len() == 5 && parts[0] == "branches" {
-            if let Ok(k) = parts[3].parse::<usize>() {
-                let head = format!("{}.{}.{}", parts[0], parts[1], parts[2]);
-                let e = last.entry(head).or_insert(k);
-                *e = (*e).max(k);
-            }
-        }
-    }
-    tch::no_grad(|| {
-        for (head, k) in &last {
-            for p in ["weight", "bias"] {
-                if let Some(v) = vars.get(&format!("{head}.{k}.{p}")) {
-                    let _ = v.shallow_clone().zero_();
-                }
-            }
-        }
-    });
 }
 
 /// The batches of one epoch: (dataset, trainset graph indices), independent of the number of ranks.
@@ -376,17 +348,6 @@ pub fn epoch_plan(
     }
     batches.shuffle(&mut rng);
     batches
-}
-
-/// Whether the variable `name` is updated by a batch of branch `branch` (the heads of the other
-/// branches get no gradient from it).
-fn active_in(name: &str, branch: &str) -> bool {
-    match name.strip_prefix("branches.") {
-        Some(rest) => rest
-            .strip_prefix(branch)
-            .is_some_and(|r| r.starts_with('.')),
-        None => true,
-    }
 }
 
 /// Appends lines to steps.csv and knows its length (rank 0 only).
@@ -446,9 +407,9 @@ impl<'a> Trainer<'a> {
         }
         let kind = t.precision.kind();
         let device = dist.device();
-        let model = new_model(mc.clone(), kind, device, t.seed as i64)?;
+        let mut model = new_model(mc.clone(), kind, device, t.seed as i64)?;
         if cfg.arch().zero_init_heads {
-            zero_last_head_layers(&model);
+            model.zero_head_outputs();
         }
         let gs = GraphSpec::new(
             mc.radius,
@@ -685,8 +646,10 @@ impl<'a> Trainer<'a> {
             AdamW::clip_flat(&mut flat, c);
         }
         self.opt.set_grads_flat(&flat);
-        let name = spec.name.clone();
-        self.opt.step(|v| active_in(v, &name));
+        // A batch of one dataset updates the shared parameters and its own branch only.
+        let (model, branch) = (&self.model, spec.branch);
+        self.opt
+            .step(|v| model.parameter_branch(v).is_none_or(|b| b == branch));
         Ok(loss)
     }
 
