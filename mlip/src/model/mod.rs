@@ -19,8 +19,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use config::{HeadKind, InputConfig, ModelConfig, MpnnType, Pooling};
-use nn::{Edges, Mlp, Radial};
 pub use graphs::GraphArrays;
+use nn::{Edges, Mlp, Radial};
 pub use species::SpeciesIndex;
 
 /// Node features flowing between layers: scalars (n, F) and, for equivariant models, vectors (n, 3, F).
