@@ -41,6 +41,23 @@ pub(super) struct StepLog {
 }
 
 impl StepLog {
+    /// Opens steps.csv: a new run truncates it and writes the header; a resumed run cuts it
+    /// back to `resumed` bytes (its length at the checkpoint) and appends from there.
+    pub(super) fn open(path: &Path, resumed: Option<u64>) -> Result<Self> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let len = resumed.unwrap_or(0);
+        f.set_len(len).map_err(|e| Error::io(path, e))?;
+        let mut log = StepLog { file: Some(f), len };
+        if resumed.is_none() {
+            log.line("step,epoch,dataset,graphs,atoms,loss,lr\n", path)?;
+        }
+        Ok(log)
+    }
+
     pub(super) fn line(&mut self, s: &str, path: &Path) -> Result<()> {
         if let Some(f) = &mut self.file {
             f.write_all(s.as_bytes()).map_err(|e| Error::io(path, e))?;

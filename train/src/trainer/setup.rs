@@ -50,6 +50,40 @@ pub fn load_model(path: &Path, kind: Kind, device: Device) -> Result<Model> {
     Ok(Model::load(path, kind, device)?)
 }
 
+impl DatasetRun {
+    /// Dataset `i` of the config with this rank's shards of its trainset and valset as graphs.
+    fn load(
+        cfg: &TrainConfig,
+        i: usize,
+        meta: DatasetMeta,
+        spec: BranchSpec,
+        gs: &GraphSpec,
+        dist: &Dist,
+    ) -> Result<Self> {
+        let (rank, size) = (dist.rank(), dist.size());
+        let path = cfg.dataset_path(i);
+        let ds = Dataset::open(&path)?;
+        let tr = ds.split("trainset")?;
+        let shard = shard_range(tr.n_graphs(), rank, size);
+        let label = format!("{} trainset", path.display());
+        let train = gs.load(&tr, shard.clone(), &label)?;
+        let train_atoms = tr.n_atoms().to_vec();
+        let va = ds.split("valset")?;
+        let vshard = shard_range(va.n_graphs(), rank, size);
+        let val = gs.load(&va, vshard, &format!("{} valset", path.display()))?;
+        Ok(DatasetRun {
+            name: spec.name.clone(),
+            path,
+            meta,
+            spec,
+            train,
+            train_shard: shard,
+            train_atoms,
+            val,
+        })
+    }
+}
+
 impl<'a> Trainer<'a> {
     /// Checks the config and datasets, builds the model, loads this rank's shards, and (with
     /// `opts.resume`) restores the checkpoint. Creates the output directory only once all checks
@@ -82,30 +116,11 @@ impl<'a> Trainer<'a> {
             &mc.species,
             !cfg.arch().periodic_boundary_conditions,
         );
-        let (rank, size) = (dist.rank(), dist.size());
-        let mut datasets = Vec::new();
-        for (i, (meta, spec)) in metas.into_iter().enumerate() {
-            let path = cfg.dataset_path(i);
-            let ds = Dataset::open(&path)?;
-            let tr = ds.split("trainset")?;
-            let shard = shard_range(tr.n_graphs(), rank, size);
-            let label = format!("{} trainset", path.display());
-            let train = gs.load(&tr, shard.clone(), &label)?;
-            let train_atoms = tr.n_atoms().to_vec();
-            let va = ds.split("valset")?;
-            let vshard = shard_range(va.n_graphs(), rank, size);
-            let val = gs.load(&va, vshard, &format!("{} valset", path.display()))?;
-            datasets.push(DatasetRun {
-                name: spec.name.clone(),
-                path,
-                meta,
-                spec,
-                train,
-                train_shard: shard,
-                train_atoms,
-                val,
-            });
-        }
+        let datasets = metas
+            .into_iter()
+            .enumerate()
+            .map(|(i, (meta, spec))| DatasetRun::load(cfg, i, meta, spec, &gs, dist))
+            .collect::<Result<Vec<_>>>()?;
         let opt = AdamW::new(model.var_store(), &t.optimizer);
         let state = TrainState {
             epoch: 0,
@@ -145,27 +160,10 @@ impl<'a> Trainer<'a> {
             std::fs::create_dir_all(&tr.opts.out_dir)
                 .map_err(|e| Error::io(&tr.opts.out_dir, e))?;
             let steps = tr.opts.out_dir.join(files::STEPS);
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&steps)
-                .map_err(|e| Error::io(&steps, e))?;
-            if tr.opts.resume {
-                f.set_len(tr.state.steps_log_len)
-                    .map_err(|e| Error::io(&steps, e))?;
-                tr.log = StepLog {
-                    file: Some(f),
-                    len: tr.state.steps_log_len,
-                };
+            let resumed = tr.opts.resume.then_some(tr.state.steps_log_len);
+            tr.log = StepLog::open(&steps, resumed)?;
+            if resumed.is_some() {
                 tr.write_metrics()?;
-            } else {
-                f.set_len(0).map_err(|e| Error::io(&steps, e))?;
-                tr.log = StepLog {
-                    file: Some(f),
-                    len: 0,
-                };
-                tr.log
-                    .line("step,epoch,dataset,graphs,atoms,loss,lr\n", &steps)?;
             }
         }
         Ok(tr)
