@@ -95,13 +95,7 @@ pub struct Results {
 impl Results {
     /// Stress (eV/Å^3, row-major 3x3, positive = tensile as in ASE) for a cell of volume `volume`.
     pub fn stress(&self, volume: f64) -> [[f64; 3]; 3] {
-        let mut s = [[0.0; 3]; 3];
-        for a in 0..3 {
-            for b in 0..3 {
-                s[a][b] = -self.virial[a][b] / volume;
-            }
-        }
-        s
+        self.virial.map(|row| row.map(|w| -w / volume))
     }
 }
 
@@ -231,9 +225,9 @@ pub(crate) fn edge_grads_to_results(
         let r = &vecs[3 * e..3 * e + 3];
         let (s, d) = (src[e] as usize, dst[e] as usize);
         if req.forces {
-            for k in 0..3 {
-                out.forces[s][k] -= g[k];
-                out.forces[d][k] += g[k];
+            for (k, &gk) in g.iter().enumerate() {
+                out.forces[s][k] -= gk;
+                out.forces[d][k] += gk;
             }
         }
         if req.virial || req.virials {
@@ -260,7 +254,7 @@ pub(crate) fn tensor_to_vec(t: &Tensor) -> Result<Vec<f64>> {
         .f_to_device(tch::Device::Cpu)?
         .f_contiguous()?
         .f_view([-1])?;
-    Ok(Vec::<f64>::try_from(&t).map_err(Error::Torch)?)
+    Vec::<f64>::try_from(&t).map_err(Error::Torch)
 }
 
 impl Model {

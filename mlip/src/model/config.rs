@@ -180,10 +180,11 @@ impl BranchConfig {
 }
 
 /// How atoms enter the first layer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum InputConfig {
     /// A learned embedding table indexed by species (the default; width `hidden_dim`).
+    #[default]
     Embedding,
     /// Fixed node features per species fed directly into the first layer (HydraGNN's raw `x`):
     /// `features[k]` is the feature vector of `species[k]`.
@@ -252,12 +253,6 @@ pub struct EgnnOptions {
 impl EgnnOptions {
     fn is_default(&self) -> bool {
         *self == EgnnOptions::default()
-    }
-}
-
-impl Default for InputConfig {
-    fn default() -> Self {
-        InputConfig::Embedding
     }
 }
 
