@@ -11,9 +11,9 @@ use mlip::Model;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::batch::Collated;
 use crate::config::LossType;
 use crate::error::Result;
+use crate::graphs::Collated;
 
 /// A trained (or evaluated) output other than energy and forces.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +50,7 @@ pub struct BranchSpec {
 }
 
 impl BranchSpec {
-    /// Graph-level properties with widths (for [`crate::batch::collate`]).
+    /// Graph-level properties with widths (for [`crate::graphs::collate`]).
     pub fn graph_props(&self) -> Vec<(String, usize)> {
         self.props
             .iter()

@@ -8,8 +8,8 @@
 //! takes from its command line: the dataset list, the scheduler parameters, checkpoint cadence,
 //! gradient clipping, the seed and wall-time limits.
 //!
-//! One file per section: [`dataset`] (`Dataset`), [`architecture`] (`NeuralNetwork.Architecture`),
-//! [`outputs`] (`NeuralNetwork.Variables_of_interest`), [`training`] (`NeuralNetwork.Training`,
+//! One file per section: `dataset` (`Dataset`), `architecture` (`NeuralNetwork.Architecture`),
+//! `outputs` (`NeuralNetwork.Variables_of_interest`), `training` (`NeuralNetwork.Training`,
 //! with the optimiser, scheduler and precision); each has its section's validation. This file
 //! has the whole file, the small sections, and [`TrainConfig`].
 

@@ -15,9 +15,9 @@
 //! `metrics.json` (per epoch, per branch), `checkpoint.st`, `best.model` (the engine's model
 //! file, with provenance), `parity_<branch>_<output>.png`.
 //!
-//! The parts: [`plan`] (datasets checked against the config, the model's architecture, the
-//! batches of an epoch), [`setup`] (the model and this rank's shards), [`resume`] (checkpoints
-//! and --resume), [`run`] (the loop: steps, validation, stopping), [`outputs`] (steps.csv,
+//! The parts: `plan` (datasets checked against the config, the model's architecture, the
+//! batches of an epoch), `setup` (the model and this rank's shards), `resume` (checkpoints
+//! and --resume), `run` (the loop: steps, validation, stopping), `outputs` (steps.csv,
 //! metrics, the best model, parity plots).
 
 mod outputs;

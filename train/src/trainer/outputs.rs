@@ -8,11 +8,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{files, load_model, Trainer};
-use crate::batch::GraphSpec;
 use crate::checkpoint;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::evaluate::eval_sums;
+use crate::graphs::GraphSpec;
 use crate::metrics::{finish, BranchMetrics, Parity};
 
 /// One epoch's record (a row of metrics.csv).

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use crate::batch::{collate, Graph};
 use crate::error::{Error, Result};
 use crate::evaluate::eval_sums;
+use crate::graphs::{collate, Graph};
 use crate::metrics::{batch_loss, finish, predict, BranchMetrics};
 use crate::optim::AdamW;
 

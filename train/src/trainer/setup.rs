@@ -10,12 +10,12 @@ use mlip::Model;
 use tch::{Device, Kind};
 
 use super::{files, plan_model, StepLog, TrainOptions, Trainer};
-use crate::batch::{Graph, GraphSpec};
 use crate::checkpoint::TrainState;
 use crate::config::TrainConfig;
 use crate::data::{shard_range, Dataset, DatasetMeta};
 use crate::dist::Dist;
 use crate::error::{Error, Result};
+use crate::graphs::{Graph, GraphSpec};
 use crate::metrics::BranchSpec;
 use crate::optim::AdamW;
 

@@ -16,7 +16,7 @@ use mlip::Structure;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
-use crate::data::{Batch, Frame, SplitReader};
+use crate::data::{Frame, FrameBlock, SplitReader};
 use crate::error::{Error, Result};
 
 /// One structure with its edges and labels.
@@ -111,8 +111,14 @@ impl GraphSpec {
         })
     }
 
-    /// Graphs of every structure of a batch read from a dataset (neighbour lists in parallel).
-    pub fn graphs_of_batch(&self, b: &Batch, label: &str) -> Result<Vec<Graph>> {
+    /// The former name of [`GraphSpec::graphs_of_block`], kept for existing callers.
+    #[doc(hidden)]
+    pub fn graphs_of_batch(&self, b: &FrameBlock, label: &str) -> Result<Vec<Graph>> {
+        self.graphs_of_block(b, label)
+    }
+
+    /// Graphs of every structure of a block read from a dataset (neighbour lists in parallel).
+    pub fn graphs_of_block(&self, b: &FrameBlock, label: &str) -> Result<Vec<Graph>> {
         (0..b.n_graphs())
             .into_par_iter()
             .map(|i| {
@@ -129,8 +135,8 @@ impl GraphSpec {
         range: Range<usize>,
         label: &str,
     ) -> Result<Vec<Graph>> {
-        let b = split.read_batch(range)?;
-        self.graphs_of_batch(&b, label)
+        let b = split.read_block(range)?;
+        self.graphs_of_block(&b, label)
     }
 }
 
