@@ -11,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use tch::{Kind, Tensor};
 
 use crate::error::{invalid, Error, Result};
-use crate::model::{GraphTensors, Model};
+use crate::model::{GraphArrays, GraphTensors, Model};
 use crate::neighbors::neighbor_list;
 use crate::structure::Structure;
 
@@ -95,13 +95,7 @@ pub struct Results {
 impl Results {
     /// Stress (eV/Å^3, row-major 3x3, positive = tensile as in ASE) for a cell of volume `volume`.
     pub fn stress(&self, volume: f64) -> [[f64; 3]; 3] {
-        let mut s = [[0.0; 3]; 3];
-        for a in 0..3 {
-            for b in 0..3 {
-                s[a][b] = -self.virial[a][b] / volume;
-            }
-        }
-        s
+        self.virial.map(|row| row.map(|w| -w / volume))
     }
 }
 
@@ -185,6 +179,30 @@ pub(crate) fn check_graph(model: &Model, g: &GraphInput) -> Result<(Vec<i64>, Ve
     Ok((species, vecs))
 }
 
+/// Forces F = -∂E/∂x on every node of `g`, (n, 3) in the energy's kind, differentiable: the
+/// gradient g_e of `energy` (summed) with respect to `g.edge_vec` (which must require gradients),
+/// assembled as F_src -= g_e, F_dst += g_e. `create_graph` keeps the forces differentiable with
+/// respect to the weights (for a force loss). A graph without edges has zero forces. This is the
+/// tensor form of what [`Model::compute_graphs`] does on the host (in f64, with virials) in
+/// `edge_grads_to_results`.
+pub fn edge_forces(energy: &Tensor, g: &GraphTensors, create_graph: bool) -> Result<Tensor> {
+    let kind = energy.kind();
+    let n = g.species.size()[0];
+    if g.edge_vec.size()[0] == 0 {
+        return Ok(Tensor::zeros([n, 3], (kind, energy.device())));
+    }
+    let grad = Tensor::f_run_backward(
+        &[energy.sum(kind)],
+        &[&g.edge_vec],
+        create_graph,
+        create_graph,
+    )?
+    .pop()
+    .expect("one gradient");
+    let z = Tensor::zeros([n, 3], (kind, grad.device()));
+    Ok(z.index_add(0, &g.dst, &grad) - z.index_add(0, &g.src, &grad))
+}
+
 /// Turns per-edge energy gradients (E×3, row-major) into forces, virial and per-atom virials.
 pub(crate) fn edge_grads_to_results(
     grad: &[f64],
@@ -207,9 +225,9 @@ pub(crate) fn edge_grads_to_results(
         let r = &vecs[3 * e..3 * e + 3];
         let (s, d) = (src[e] as usize, dst[e] as usize);
         if req.forces {
-            for k in 0..3 {
-                out.forces[s][k] -= g[k];
-                out.forces[d][k] += g[k];
+            for (k, &gk) in g.iter().enumerate() {
+                out.forces[s][k] -= gk;
+                out.forces[d][k] += gk;
             }
         }
         if req.virial || req.virials {
@@ -236,7 +254,7 @@ pub(crate) fn tensor_to_vec(t: &Tensor) -> Result<Vec<f64>> {
         .f_to_device(tch::Device::Cpu)?
         .f_contiguous()?
         .f_view([-1])?;
-    Ok(Vec::<f64>::try_from(&t).map_err(Error::Torch)?)
+    Vec::<f64>::try_from(&t).map_err(Error::Torch)
 }
 
 impl Model {
@@ -322,49 +340,25 @@ impl Model {
     }
 
     fn compute_graphs_chunk(&self, graphs: &[GraphInput], req: Request) -> Result<Vec<Results>> {
-        let mut species = Vec::new();
-        let mut vecs = Vec::new();
-        let (mut src, mut dst, mut batch, mut local) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut node_off = vec![0usize];
-        let mut edge_off = vec![0usize];
+        let mut arrays = GraphArrays::default();
+        let mut local = Vec::new();
         for (k, g) in graphs.iter().enumerate() {
             let (sp, v) = check_graph(self, g).map_err(|e| e.in_structure(k, graphs.len()))?;
-            let off = *node_off.last().unwrap() as i64;
-            species.extend(sp);
-            vecs.extend(v);
-            src.extend(g.neighbors.iter().map(|&j| j as i64 + off));
-            dst.extend(g.centers.iter().map(|&i| i as i64 + off));
-            batch.extend(std::iter::repeat(k as i64).take(g.positions.len()));
+            arrays.push(
+                &sp,
+                g.neighbors.iter().map(|&j| j as i64),
+                g.centers.iter().map(|&i| i as i64),
+                &v,
+            );
             local.extend((0..g.positions.len()).map(|i| if i < g.n_local { 1.0 } else { 0.0 }));
-            node_off.push(node_off.last().unwrap() + g.positions.len());
-            edge_off.push(edge_off.last().unwrap() + g.centers.len());
         }
         if let Some(fast) = self.fast() {
-            return guarded(|| {
-                self.compute_graphs_fast(
-                    fast, graphs, &species, &vecs, &src, &dst, &batch, &local, &node_off,
-                    &edge_off, req,
-                )
-            });
+            return guarded(|| self.compute_graphs_fast(fast, graphs, &arrays, &local, req));
         }
         guarded(|| {
             let (kind, dev) = (self.kind(), self.device());
-            let n_edges = src.len() as i64;
-            let edge_vec = crate::model::nn::tensor_from(&vecs, &[n_edges, 3], kind, dev);
-            let edge_vec = if req.needs_grad() {
-                edge_vec.set_requires_grad(true)
-            } else {
-                edge_vec
-            };
-            let gt = GraphTensors {
-                species: Tensor::from_slice(&species).to_device(dev),
-                src: Tensor::from_slice(&src).to_device(dev),
-                dst: Tensor::from_slice(&dst).to_device(dev),
-                edge_vec: edge_vec.shallow_clone(),
-                batch: Tensor::from_slice(&batch).to_device(dev),
-                n_graphs: graphs.len() as i64,
-            };
+            let n_edges = arrays.n_edges();
+            let gt = arrays.to_tensors(kind, dev, req.needs_grad());
             let out = self.forward(&gt, None)?;
             let mask = crate::model::nn::tensor_from(&local, &[local.len() as i64], kind, dev);
             let node_e = &out.node_energy * &mask;
@@ -372,10 +366,10 @@ impl Model {
                 Tensor::zeros([graphs.len() as i64], (kind, dev)).index_add(0, &gt.batch, &node_e);
             let grad = if req.needs_grad() && n_edges > 0 {
                 let total = graph_e.sum(kind);
-                let g = Tensor::f_run_backward(&[&total], &[&edge_vec], false, false)?;
+                let g = Tensor::f_run_backward(&[&total], &[&gt.edge_vec], false, false)?;
                 tensor_to_vec(&g[0])?
             } else {
-                vec![0.0; vecs.len()]
+                vec![0.0; arrays.edge_vec.len()]
             };
             let energies = tensor_to_vec(&out.node_energy)?;
             let graph_e = tensor_to_vec(&graph_e)?;
@@ -391,18 +385,7 @@ impl Model {
                     .map(|((name, t), per_graph)| Ok((name.clone(), tensor_to_vec(t)?, per_graph)))
                     .collect::<Result<_>>()?;
             Ok(split_results(
-                graphs,
-                species.len(),
-                &src,
-                &dst,
-                &vecs,
-                &node_off,
-                &edge_off,
-                &energies,
-                &grad,
-                &graph_e,
-                &props,
-                req,
+                graphs, &arrays, &energies, &grad, &graph_e, &props, req,
             ))
         })
     }
@@ -412,21 +395,15 @@ impl Model {
     /// [`Model::compute_graphs`] on the fast path: energies, forces and virials from the fused
     /// kernels; other heads of the active branch (if any) from the final features through
     /// libtorch, without gradients.
-    #[allow(clippy::too_many_arguments)]
     fn compute_graphs_fast(
         &self,
         fast: &crate::fast::FastModel,
         graphs: &[GraphInput],
-        species: &[i64],
-        vecs: &[f64],
-        src: &[i64],
-        dst: &[i64],
-        batch: &[i64],
+        arrays: &GraphArrays,
         local: &[f64],
-        node_off: &[usize],
-        edge_off: &[usize],
         req: Request,
     ) -> Result<Vec<Results>> {
+        let (species, batch) = (&arrays.species, &arrays.batch);
         let is_local: Vec<bool> = local.iter().map(|&x| x > 0.0).collect();
         let has_props = self.config().branches[self.active_branch()]
             .output_heads
@@ -436,9 +413,9 @@ impl Model {
         let out = fast.whole(
             self.active_branch(),
             species,
-            src,
-            dst,
-            vecs,
+            &arrays.src,
+            &arrays.dst,
+            &arrays.edge_vec,
             &is_local,
             self.cutoff(),
             req.needs_grad(),
@@ -466,14 +443,8 @@ impl Model {
                 kind,
                 dev,
             );
-            let gt = GraphTensors {
-                species: Tensor::from_slice(species).to_device(dev),
-                src: Tensor::from_slice(src).to_device(dev),
-                dst: Tensor::from_slice(dst).to_device(dev),
-                edge_vec: Tensor::zeros([src.len() as i64, 3], (kind, dev)),
-                batch: Tensor::from_slice(batch).to_device(dev),
-                n_graphs: graphs.len() as i64,
-            };
+            // The heads read species and graph membership only, not the edges.
+            let gt = arrays.to_tensors(kind, dev, false);
             let st = self.backbone().unflatten(self.num_layers(), &s);
             let o = tch::no_grad(|| self.heads(None, &st.s, &gt))?;
             for (name, t) in o.graph_properties.iter() {
@@ -485,12 +456,7 @@ impl Model {
         }
         Ok(split_results(
             graphs,
-            species.len(),
-            src,
-            dst,
-            vecs,
-            node_off,
-            edge_off,
+            arrays,
             &out.node_energy,
             &out.edge_grad,
             &graph_e,
@@ -502,21 +468,18 @@ impl Model {
 
 /// Splits a batched evaluation into per-graph results: energies, forces, virials from the edge
 /// gradients, and the other heads' properties (per graph or per local atom).
-#[allow(clippy::too_many_arguments)]
 fn split_results(
     graphs: &[GraphInput],
-    n_nodes: usize,
-    src: &[i64],
-    dst: &[i64],
-    vecs: &[f64],
-    node_off: &[usize],
-    edge_off: &[usize],
+    arrays: &GraphArrays,
     node_energy: &[f64],
     grad: &[f64],
     graph_e: &[f64],
     props: &[(String, Vec<f64>, bool)],
     req: Request,
 ) -> Vec<Results> {
+    let (src, dst, vecs) = (&arrays.src, &arrays.dst, &arrays.edge_vec);
+    let (node_off, edge_off, n_nodes) =
+        (&arrays.node_offsets, &arrays.edge_offsets, arrays.n_nodes());
     let mut results = Vec::with_capacity(graphs.len());
     for (k, g) in graphs.iter().enumerate() {
         let (n0, n1) = (node_off[k], node_off[k + 1]);

@@ -16,15 +16,15 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use hydragnn_train::batch::{collate, Graph, GraphSpec};
-use hydragnn_train::data::{ingest, Batch, Dataset, IngestOptions, SplitSpec};
+use hydragnn_train::data::{ingest, Dataset, FrameBlock, IngestOptions, SplitSpec};
+use hydragnn_train::graphs::{collate, Graph, GraphSpec};
 use hydragnn_train::metrics::{batch_loss, predict};
 use hydragnn_train::optim::AdamW;
 use hydragnn_train::trainer::{new_model, plan_model};
 use hydragnn_train::TrainConfig;
 use tch::{Device, Kind};
 
-fn write_graph_file(path: &Path, b: &Batch, i: usize) {
+fn write_graph_file(path: &Path, b: &FrameBlock, i: usize) {
     let a = b.atoms_of(i);
     let mut buf: Vec<u8> = Vec::new();
     buf.extend_from_slice(&(a.len() as u64).to_le_bytes());
@@ -130,7 +130,7 @@ fn main() {
         let mut s = 0;
         while s < n {
             let e = (s + batch).min(n);
-            atoms += sr.read_batch(s..e).expect("read").total_atoms();
+            atoms += sr.read_block(s..e).expect("read").total_atoms();
             s = e;
         }
     }
@@ -138,7 +138,7 @@ fn main() {
     println!("ADIOS2 read:          {adios:10.0} graphs/s ({} graphs x {reps}, batches of {batch}, {atoms} atoms)", n);
 
     // 2. One file per graph.
-    let all = sr.read_batch(0..n).expect("read all");
+    let all = sr.read_block(0..n).expect("read all");
     let dir = tmp.join("per_graph");
     std::fs::create_dir_all(&dir).unwrap();
     let files: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("{i}.bin"))).collect();
@@ -175,7 +175,7 @@ fn main() {
     let model = new_model(mc.clone(), Kind::Float, Device::Cpu, 0).expect("model");
     let gs = GraphSpec::new(mc.radius, &mc.species, false);
     let t0 = Instant::now();
-    let graphs: Vec<Graph> = gs.graphs_of_batch(&all, "bench").expect("graphs");
+    let graphs: Vec<Graph> = gs.graphs_of_block(&all, "bench").expect("graphs");
     let nl_secs = t0.elapsed().as_secs_f64();
     let edges: usize = graphs.iter().map(|g| g.src.len()).sum();
     println!(

@@ -5,10 +5,10 @@ use mlip::model::config::HeadKind;
 use mlip::Model;
 use tch::{Device, Kind};
 
-use crate::batch::{collate, Graph};
 use crate::config::LossType;
 use crate::data::DatasetMeta;
 use crate::error::{Error, Result};
+use crate::graphs::{collate, Graph};
 use crate::metrics::{accumulate, predict, BranchSpec, Parity, PropSpec};
 
 /// Flat error sums ([`crate::metrics::finish`] turns them into metrics) of `graphs` in batches

@@ -3,13 +3,14 @@
 
 pub mod data;
 
-// The training half (config, batches, loss and metrics, optimiser, checkpoints, MPI, plots).
-pub mod batch;
+// The training half (config, graphs and batches, loss and metrics, optimiser, checkpoints, MPI,
+// plots).
 pub mod checkpoint;
 pub mod config;
 pub mod dist;
 pub mod error;
 pub mod evaluate;
+pub mod graphs;
 pub mod metrics;
 pub mod optim;
 pub mod plots;
@@ -19,4 +20,8 @@ pub use config::TrainConfig;
 pub use dist::Dist;
 pub use error::{Error, Result};
 pub use trainer::{train, TrainOptions, TrainSummary};
+
+/// The former name of [`graphs`], kept for existing callers.
+#[doc(hidden)]
+pub use graphs as batch;
 pub mod import;

@@ -11,9 +11,9 @@ use mlip::Model;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::batch::Collated;
 use crate::config::LossType;
 use crate::error::Result;
+use crate::graphs::Collated;
 
 /// A trained (or evaluated) output other than energy and forces.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +50,7 @@ pub struct BranchSpec {
 }
 
 impl BranchSpec {
-    /// Graph-level properties with widths (for [`crate::batch::collate`]).
+    /// Graph-level properties with widths (for [`crate::graphs::collate`]).
     pub fn graph_props(&self) -> Vec<(String, usize)> {
         self.props
             .iter()
@@ -93,24 +93,12 @@ pub fn predict(
     create_graph: bool,
 ) -> Result<Prediction> {
     let out = model.forward(&c.graph, Some(spec.branch))?;
-    let kind = out.energy.kind();
-    let forces = if spec.forces && c.graph.edge_vec.size()[0] > 0 {
-        let g = Tensor::f_run_backward(
-            &[out.energy.sum(kind)],
-            &[&c.graph.edge_vec],
+    let forces = if spec.forces {
+        Some(mlip::compute::edge_forces(
+            &out.energy,
+            &c.graph,
             create_graph,
-            create_graph,
-        )?
-        .pop()
-        .expect("one gradient");
-        let n = c.n_atoms_total as i64;
-        let z = Tensor::zeros([n, 3], (kind, g.device()));
-        Some(z.index_add(0, &c.graph.dst, &g) - z.index_add(0, &c.graph.src, &g))
-    } else if spec.forces {
-        Some(Tensor::zeros(
-            [c.n_atoms_total as i64, 3],
-            (kind, out.energy.device()),
-        ))
+        )?)
     } else {
         None
     };

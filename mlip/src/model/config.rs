@@ -119,6 +119,32 @@ pub struct HeadConfig {
     pub pool_first: bool,
 }
 
+impl HeadConfig {
+    /// A head with the serde defaults for the rest (the MLP runs on every node, graph heads
+    /// pool its outputs).
+    pub fn new(
+        name: impl Into<String>,
+        kind: HeadKind,
+        dim: i64,
+        dim_headlayers: Vec<i64>,
+        pooling: Pooling,
+    ) -> Self {
+        HeadConfig {
+            name: name.into(),
+            kind,
+            dim,
+            dim_headlayers,
+            pooling,
+            pool_first: false,
+        }
+    }
+
+    /// The potential-energy head: a graph head named "energy" of dim 1 with sum pooling.
+    pub fn energy(dim_headlayers: Vec<i64>) -> Self {
+        HeadConfig::new("energy", HeadKind::Graph, 1, dim_headlayers, Pooling::Sum)
+    }
+}
+
 /// A per-dataset output branch: its heads and its per-element reference energies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,11 +163,28 @@ pub struct BranchConfig {
     pub shared_layers: Vec<i64>,
 }
 
+impl BranchConfig {
+    /// A branch without shared layers.
+    pub fn new(
+        name: impl Into<String>,
+        output_heads: Vec<HeadConfig>,
+        reference_energies: Vec<f64>,
+    ) -> Self {
+        BranchConfig {
+            name: name.into(),
+            output_heads,
+            reference_energies,
+            shared_layers: Vec::new(),
+        }
+    }
+}
+
 /// How atoms enter the first layer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum InputConfig {
     /// A learned embedding table indexed by species (the default; width `hidden_dim`).
+    #[default]
     Embedding,
     /// Fixed node features per species fed directly into the first layer (HydraGNN's raw `x`):
     /// `features[k]` is the feature vector of `species[k]`.
@@ -210,12 +253,6 @@ pub struct EgnnOptions {
 impl EgnnOptions {
     fn is_default(&self) -> bool {
         *self == EgnnOptions::default()
-    }
-}
-
-impl Default for InputConfig {
-    fn default() -> Self {
-        InputConfig::Embedding
     }
 }
 
@@ -288,42 +325,71 @@ impl ModelConfig {
         Ok(c)
     }
 
-    /// A small default model: `mpnn_type` for the given species, one "energy" branch.
-    pub fn small(mpnn_type: MpnnType, species: Vec<i32>, radius: f64) -> Self {
-        let n = species.len();
+    /// A model with the given backbone, sizes, species and branches, and the serde defaults for
+    /// everything else (radial basis, envelope, activation, embedding input, no options); the
+    /// `with_*` methods change those. Not validated: call [`ModelConfig::validate`].
+    pub fn new(
+        mpnn_type: MpnnType,
+        hidden_dim: i64,
+        num_conv_layers: usize,
+        radius: f64,
+        species: Vec<i32>,
+        branches: Vec<BranchConfig>,
+    ) -> Self {
         ModelConfig {
             mpnn_type,
-            hidden_dim: 32,
-            num_conv_layers: 2,
+            hidden_dim,
+            num_conv_layers,
             radius,
-            num_radial: 16,
-            radial_type: if mpnn_type == MpnnType::PaiNN {
-                RadialType::Bessel
-            } else {
-                RadialType::Gaussian
-            },
+            num_radial: default_num_radial(),
+            radial_type: RadialType::default(),
             envelope: Envelope::default(),
-            activation_function: Activation::Silu,
+            activation_function: Activation::default(),
             species,
-            input: InputConfig::Embedding,
-            branches: vec![BranchConfig {
-                name: "default".into(),
-                output_heads: vec![HeadConfig {
-                    name: "energy".into(),
-                    kind: HeadKind::Graph,
-                    dim: 1,
-                    dim_headlayers: vec![32],
-                    pooling: Pooling::Sum,
-                    pool_first: false,
-                }],
-                reference_energies: vec![0.0; n],
-                shared_layers: Vec::new(),
-            }],
+            input: InputConfig::default(),
+            branches,
             conv_activation: None,
             post_conv_activation: None,
             painn: PainnOptions::default(),
             egnn: EgnnOptions::default(),
         }
+    }
+
+    /// With `n` radial basis functions.
+    pub fn with_num_radial(mut self, n: i64) -> Self {
+        self.num_radial = n;
+        self
+    }
+
+    /// With the radial basis `r`.
+    pub fn with_radial_type(mut self, r: RadialType) -> Self {
+        self.radial_type = r;
+        self
+    }
+
+    /// With the cutoff envelope `e`.
+    pub fn with_envelope(mut self, e: Envelope) -> Self {
+        self.envelope = e;
+        self
+    }
+
+    /// With the activation `a` (backbone and heads).
+    pub fn with_activation(mut self, a: Activation) -> Self {
+        self.activation_function = a;
+        self
+    }
+
+    /// A small default model: `mpnn_type` for the given species, one "energy" branch.
+    pub fn small(mpnn_type: MpnnType, species: Vec<i32>, radius: f64) -> Self {
+        let n = species.len();
+        let branch = BranchConfig::new("default", vec![HeadConfig::energy(vec![32])], vec![0.0; n]);
+        ModelConfig::new(mpnn_type, 32, 2, radius, species, vec![branch])
+            .with_num_radial(16)
+            .with_radial_type(if mpnn_type == MpnnType::PaiNN {
+                RadialType::Bessel
+            } else {
+                RadialType::Gaussian
+            })
     }
 
     /// Checks values that serde cannot: positive sizes, a finite radius, known and unique species,

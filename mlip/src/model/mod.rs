@@ -6,9 +6,11 @@
 
 pub mod config;
 pub mod egnn;
+pub mod graphs;
 pub mod nn;
 pub mod painn;
 pub mod schnet;
+pub mod species;
 
 use std::collections::BTreeMap;
 
@@ -16,7 +18,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use config::{HeadKind, InputConfig, ModelConfig, MpnnType, Pooling};
+pub use graphs::GraphArrays;
 use nn::{Edges, Mlp, Radial};
+pub use species::SpeciesIndex;
 
 /// Node features flowing between layers: scalars (n, F) and, for equivariant models, vectors (n, 3, F).
 #[derive(Debug)]
@@ -95,6 +99,11 @@ pub struct Outputs {
     pub node_properties: BTreeMap<String, Tensor>,
 }
 
+/// Serialises [`Model::new`] within a process: it seeds libtorch's global generator and then
+/// draws the initial weights, so two threads creating models at once would interleave their
+/// draws and lose determinism. ([`Model::load`] goes through [`Model::new`] too.)
+static MODEL_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A model: configuration, weights (a tch VarStore) and the active branch.
 pub struct Model {
     config: ModelConfig,
@@ -105,7 +114,7 @@ pub struct Model {
     backbone: Box<dyn Backbone>,
     branches: Vec<Branch>,
     active: usize,
-    species_index: [i64; 119],
+    species_index: SpeciesIndex,
     /// Free-form metadata carried by the model file (units, provenance ...).
     pub metadata: BTreeMap<String, String>,
     /// The fast path, when enabled ([`Model::enable_fast`]); evaluations use it for energies,
@@ -131,6 +140,9 @@ impl Model {
                 "model precision must be float32 or float64, got {kind:?}"
             )));
         }
+        // Seeding libtorch's global generator and drawing the initial weights must not interleave
+        // with another thread doing the same, or neither model is reproducible from its seed.
+        let _init = MODEL_INIT.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(seed);
         let mut vs = tch::nn::VarStore::new(device);
         let root = vs.root();
@@ -223,10 +235,7 @@ impl Model {
         } else {
             vs.float();
         }
-        let mut species_index = [-1i64; 119];
-        for (k, &z) in config.species.iter().enumerate() {
-            species_index[z as usize] = k as i64;
-        }
+        let species_index = SpeciesIndex::new(&config.species);
         Ok(Model {
             config,
             vs,
@@ -320,33 +329,57 @@ impl Model {
 
     /// Species index of every atomic number, or an error naming the atom and its element.
     pub fn species_indices(&self, numbers: &[i32]) -> Result<Vec<i64>> {
-        numbers
-            .iter()
-            .enumerate()
-            .map(|(i, &z)| {
-                let k = if (0..119).contains(&z) {
-                    self.species_index[z as usize]
-                } else {
-                    -1
-                };
-                if k < 0 {
-                    Err(Error::UnknownSpecies {
-                        index: i,
-                        z,
-                        symbol: crate::elements::symbol(z).to_string(),
-                        known: self
-                            .config
-                            .species
-                            .iter()
-                            .map(|&z| crate::elements::symbol(z))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })
-                } else {
-                    Ok(k)
-                }
+        self.species_index
+            .indices(numbers)
+            .map_err(|(index, z)| Error::UnknownSpecies {
+                index,
+                z,
+                symbol: crate::elements::symbol(z).to_string(),
+                known: self
+                    .config
+                    .species
+                    .iter()
+                    .map(|&z| crate::elements::symbol(z))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
-            .collect()
+    }
+
+    /// The species index of this model ([`Model::species_indices`] without the error message).
+    pub fn species_index(&self) -> &SpeciesIndex {
+        &self.species_index
+    }
+
+    /// Zeroes the last layer (weight and bias) of every output head of every branch, so that a
+    /// fresh model predicts the reference energies alone (E = Σ e_Z, F = 0) and zero for its
+    /// other outputs. The branches' shared layers are left as they are.
+    pub fn zero_head_outputs(&mut self) {
+        self.fast = None;
+        let vars = self.vs.variables();
+        tch::no_grad(|| {
+            for b in &self.config.branches {
+                for h in &b.output_heads {
+                    let last = h.dim_headlayers.len();
+                    for p in ["weight", "bias"] {
+                        let name = format!("branches.{}.{}.{last}.{p}", b.name, h.name);
+                        if let Some(v) = vars.get(&name) {
+                            let _ = v.shallow_clone().zero_();
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The index of the branch that the parameter `name` (a [`Model::var_store`] name) belongs
+    /// to, or None for the parameters every branch shares (input, backbone). A batch run
+    /// through one branch gives no gradient to the other branches' parameters.
+    pub fn parameter_branch(&self, name: &str) -> Option<usize> {
+        let rest = name.strip_prefix("branches.")?;
+        self.branches.iter().position(|b| {
+            rest.strip_prefix(b.name.as_str())
+                .is_some_and(|r| r.starts_with('.'))
+        })
     }
 
     /// Per-edge geometry for `edge_vec` (E, 3).
@@ -454,5 +487,64 @@ impl Model {
     pub fn forward(&self, g: &GraphTensors, branch: Option<usize>) -> Result<Outputs> {
         let st = self.propagate(g);
         self.heads(branch, &st.s, g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config::{BranchConfig, HeadConfig, HeadKind, ModelConfig, MpnnType, Pooling};
+    use super::*;
+
+    fn two_branch_model() -> Model {
+        let mut c = ModelConfig::small(MpnnType::SchNet, vec![1, 8], 3.0);
+        c.branches.push(BranchConfig::new(
+            "water",
+            vec![
+                HeadConfig::energy(vec![8, 4]),
+                HeadConfig::new("gap", HeadKind::Graph, 2, vec![8], Pooling::Mean),
+            ],
+            vec![-1.0, -2.0],
+        ));
+        Model::new(c, Kind::Double, Device::Cpu, 7).unwrap()
+    }
+
+    #[test]
+    fn parameter_branch_names_the_owning_branch() {
+        let m = two_branch_model();
+        for name in m.var_store().variables().keys() {
+            let b = m.parameter_branch(name);
+            if let Some(rest) = name.strip_prefix("branches.") {
+                let owner = if rest.starts_with("default.") { 0 } else { 1 };
+                assert_eq!(b, Some(owner), "{name}");
+            } else {
+                assert_eq!(b, None, "{name}");
+            }
+        }
+        assert_eq!(m.parameter_branch("branches.waterfall.energy.0.bias"), None);
+    }
+
+    #[test]
+    fn zero_head_outputs_zeroes_exactly_the_last_head_layers() {
+        let mut m = two_branch_model();
+        let before: BTreeMap<String, Tensor> = m
+            .var_store()
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+        m.zero_head_outputs();
+        let last = [
+            "branches.default.energy.1.",
+            "branches.water.energy.2.",
+            "branches.water.gap.1.",
+        ];
+        for (name, t) in m.var_store().variables() {
+            let zeroed = last.iter().any(|p| name.starts_with(p));
+            if zeroed {
+                assert_eq!(t.abs().sum(Kind::Double).double_value(&[]), 0.0, "{name}");
+            } else {
+                assert!(t.equal(&before[&name]), "{name} changed");
+            }
+        }
     }
 }

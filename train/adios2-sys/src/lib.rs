@@ -8,7 +8,7 @@
 //! the MPI builds of the library, so an HPC site's MPI build links the same way.
 #![allow(non_camel_case_types, non_upper_case_globals)]
 
-use std::os::raw::{c_char, c_float, c_int, c_void};
+use std::os::raw::{c_char, c_int, c_void};
 
 /// Opaque `adios2_adios` handle (the factory).
 #[repr(C)]
@@ -203,15 +203,6 @@ extern "C" {
     ) -> *mut adios2_engine;
 
     // ---- adios2_c_engine.h
-    /// Begins a step.
-    pub fn adios2_begin_step(
-        engine: *mut adios2_engine,
-        mode: adios2_step_mode,
-        timeout_seconds: c_float,
-        status: *mut adios2_step_status,
-    ) -> adios2_error;
-    /// Number of steps in a file opened for reading.
-    pub fn adios2_steps(steps: *mut usize, engine: *const adios2_engine) -> adios2_error;
     /// Puts data of a variable (`launch`: deferred or sync).
     pub fn adios2_put(
         engine: *mut adios2_engine,
@@ -219,8 +210,6 @@ extern "C" {
         data: *const c_void,
         launch: adios2_mode,
     ) -> adios2_error;
-    /// Executes deferred puts.
-    pub fn adios2_perform_puts(engine: *mut adios2_engine) -> adios2_error;
     /// Gets data of a variable's current selection into `data` (`launch`: deferred or sync).
     pub fn adios2_get(
         engine: *mut adios2_engine,
@@ -228,10 +217,6 @@ extern "C" {
         data: *mut c_void,
         launch: adios2_mode,
     ) -> adios2_error;
-    /// Executes deferred gets.
-    pub fn adios2_perform_gets(engine: *mut adios2_engine) -> adios2_error;
-    /// Ends the current step.
-    pub fn adios2_end_step(engine: *mut adios2_engine) -> adios2_error;
     /// Closes the engine (flushes everything for writers).
     pub fn adios2_close(engine: *mut adios2_engine) -> adios2_error;
 
@@ -254,11 +239,6 @@ extern "C" {
         type_: *mut adios2_type,
         variable: *const adios2_variable,
     ) -> adios2_error;
-    /// Shape kind of a variable.
-    pub fn adios2_variable_shapeid(
-        shapeid: *mut adios2_shapeid,
-        variable: *const adios2_variable,
-    ) -> adios2_error;
     /// Number of dimensions of a variable.
     pub fn adios2_variable_ndims(
         ndims: *mut usize,
@@ -267,16 +247,6 @@ extern "C" {
     /// Global shape of a variable (`shape` must hold `ndims` values).
     pub fn adios2_variable_shape(
         shape: *mut usize,
-        variable: *const adios2_variable,
-    ) -> adios2_error;
-    /// Number of steps of a variable.
-    pub fn adios2_variable_steps(
-        steps: *mut usize,
-        variable: *const adios2_variable,
-    ) -> adios2_error;
-    /// Number of elements of the current selection.
-    pub fn adios2_selection_size(
-        size: *mut usize,
         variable: *const adios2_variable,
     ) -> adios2_error;
 

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use hydragnn_train::batch::{Graph, GraphSpec};
 use hydragnn_train::config::LossType;
 use hydragnn_train::data::{
-    read_extxyz, Batch, Dataset, DatasetMeta, Layout, ParseOptions, PropertyInfo, SPLITS,
+    read_extxyz, Dataset, DatasetMeta, FrameBlock, Layout, ParseOptions, PropertyInfo, SPLITS,
 };
 use hydragnn_train::evaluate::{eval_sums, spec_for_model};
+use hydragnn_train::graphs::{Graph, GraphSpec};
 use hydragnn_train::metrics::{finish, BranchMetrics};
 use mlip::Model;
 use tch::{Device, Kind};
@@ -45,7 +45,7 @@ fn is_dataset(p: &Path) -> bool {
 }
 
 /// The description of frames read from extxyz, as if they were a dataset.
-fn meta_of_frames(path: &Path, b: &Batch) -> anyhow::Result<DatasetMeta> {
+fn meta_of_frames(path: &Path, b: &FrameBlock) -> anyhow::Result<DatasetMeta> {
     let frames = b.frames();
     let layout = frames.first().map(Layout::of).unwrap_or_default();
     for (i, f) in frames.iter().enumerate() {
@@ -123,10 +123,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (meta, parts)
     } else {
         let frames = read_extxyz(&a.data, &ParseOptions::default())?;
-        let b =
-            Batch::from_frames(&frames).with_context(|| format!("reading {}", a.data.display()))?;
+        let b = FrameBlock::from_frames(&frames)
+            .with_context(|| format!("reading {}", a.data.display()))?;
         let meta = meta_of_frames(&a.data, &b)?;
-        let graphs = gs.graphs_of_batch(&b, &a.data.display().to_string())?;
+        let graphs = gs.graphs_of_block(&b, &a.data.display().to_string())?;
         (meta, vec![("all".to_string(), graphs)])
     };
 

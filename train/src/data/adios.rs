@@ -416,11 +416,6 @@ impl Reader {
             .ok_or_else(|| DataError::schema(&self.path, format!("variable '{name}' is missing")))
     }
 
-    /// Whether the variable `name` exists.
-    pub fn has_var(&self, name: &str) -> Result<bool> {
-        Ok(self.var(name)?.is_some())
-    }
-
     /// The global shape of variable `name`, or `None` when it does not exist.
     pub fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
         let Some(v) = self.var(name)? else {

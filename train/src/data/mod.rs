@@ -16,8 +16,8 @@ pub mod ingest;
 pub mod refenergy;
 
 pub use dataset::{
-    shard_range, shard_strided, write_dataset, Batch, Dataset, DatasetInfo, DatasetMeta, Layout,
-    PropertyInfo, SplitReader, SCHEMA, SCHEMA_VERSION, SPLITS,
+    shard_range, shard_strided, write_dataset, Dataset, DatasetInfo, DatasetMeta, FrameBlock,
+    Layout, PropertyInfo, SplitReader, SCHEMA, SCHEMA_VERSION, SPLITS,
 };
 pub use error::{DataError, Result};
 pub use extxyz::{parse_extxyz, read_extxyz, write_extxyz, AtomProp, Frame, ParseOptions};

@@ -9,13 +9,14 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use mlip::model::GraphTensors;
+use mlip::model::nn::tensor_from;
+use mlip::model::{GraphArrays, GraphTensors, SpeciesIndex};
 use mlip::neighbors::neighbor_list;
 use mlip::Structure;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
-use crate::data::{Batch, Frame, SplitReader};
+use crate::data::{Frame, FrameBlock, SplitReader};
 use crate::error::{Error, Result};
 
 /// One structure with its edges and labels.
@@ -53,8 +54,8 @@ impl Graph {
 pub struct GraphSpec {
     /// Cutoff radius (Angstrom).
     pub cutoff: f64,
-    /// Species index of each atomic number (-1: unknown).
-    pub species_index: Vec<i64>,
+    /// The model's species index.
+    pub species_index: SpeciesIndex,
     /// Treat every structure as non-periodic.
     pub no_pbc: bool,
 }
@@ -62,39 +63,21 @@ pub struct GraphSpec {
 impl GraphSpec {
     /// For a model's species list.
     pub fn new(cutoff: f64, species: &[i32], no_pbc: bool) -> Self {
-        let mut species_index = vec![-1i64; 119];
-        for (k, &z) in species.iter().enumerate() {
-            species_index[z as usize] = k as i64;
-        }
         GraphSpec {
             cutoff,
-            species_index,
+            species_index: SpeciesIndex::new(species),
             no_pbc,
         }
     }
 
     /// The graph of one structure; `what` names it in errors (`metals.bp trainset graph 12`).
     pub fn graph(&self, f: &Frame, index: usize, what: &dyn Fn() -> String) -> Result<Graph> {
-        let species = f
-            .numbers
-            .iter()
-            .enumerate()
-            .map(|(i, &z)| {
-                let k = if (0..119).contains(&z) {
-                    self.species_index[z as usize]
-                } else {
-                    -1
-                };
-                if k < 0 {
-                    Err(Error::Invalid(format!(
-                        "{}: atom {i} has atomic number {z}, which the model does not know",
-                        what()
-                    )))
-                } else {
-                    Ok(k)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let species = self.species_index.indices(&f.numbers).map_err(|(i, z)| {
+            Error::Invalid(format!(
+                "{}: atom {i} has atomic number {z}, which the model does not know",
+                what()
+            ))
+        })?;
         let pbc = if self.no_pbc { [false; 3] } else { f.pbc };
         let s = Structure {
             positions: f.positions.clone(),
@@ -128,8 +111,14 @@ impl GraphSpec {
         })
     }
 
-    /// Graphs of every structure of a batch read from a dataset (neighbour lists in parallel).
-    pub fn graphs_of_batch(&self, b: &Batch, label: &str) -> Result<Vec<Graph>> {
+    /// The former name of [`GraphSpec::graphs_of_block`], kept for existing callers.
+    #[doc(hidden)]
+    pub fn graphs_of_batch(&self, b: &FrameBlock, label: &str) -> Result<Vec<Graph>> {
+        self.graphs_of_block(b, label)
+    }
+
+    /// Graphs of every structure of a block read from a dataset (neighbour lists in parallel).
+    pub fn graphs_of_block(&self, b: &FrameBlock, label: &str) -> Result<Vec<Graph>> {
         (0..b.n_graphs())
             .into_par_iter()
             .map(|i| {
@@ -146,8 +135,8 @@ impl GraphSpec {
         range: Range<usize>,
         label: &str,
     ) -> Result<Vec<Graph>> {
-        let b = split.read_batch(range)?;
-        self.graphs_of_batch(&b, label)
+        let b = split.read_block(range)?;
+        self.graphs_of_block(&b, label)
     }
 }
 
@@ -182,34 +171,17 @@ pub fn collate(
 ) -> Collated {
     let n_atoms_total: usize = graphs.iter().map(|g| g.n_atoms()).sum();
     let n_edges: usize = graphs.iter().map(|g| g.src.len()).sum();
-    let mut species = Vec::with_capacity(n_atoms_total);
-    let mut src = Vec::with_capacity(n_edges);
-    let mut dst = Vec::with_capacity(n_edges);
-    let mut vecs = Vec::with_capacity(3 * n_edges);
-    let mut batch = Vec::with_capacity(n_atoms_total);
-    let mut n_atoms = Vec::with_capacity(graphs.len());
-    let mut off = 0i64;
-    for (k, g) in graphs.iter().enumerate() {
-        species.extend_from_slice(&g.species);
-        src.extend(g.src.iter().map(|&s| s + off));
-        dst.extend(g.dst.iter().map(|&d| d + off));
-        vecs.extend_from_slice(&g.edge_vec);
-        batch.extend(std::iter::repeat_n(k as i64, g.n_atoms()));
-        n_atoms.push(g.n_atoms() as f64);
-        off += g.n_atoms() as i64;
+    let mut arrays = GraphArrays::with_capacity(n_atoms_total, n_edges);
+    for g in graphs {
+        arrays.push(
+            &g.species,
+            g.src.iter().copied(),
+            g.dst.iter().copied(),
+            &g.edge_vec,
+        );
     }
-    let t = |v: &[f64], shape: &[i64]| {
-        Tensor::from_slice(v)
-            .view(shape)
-            .to_kind(kind)
-            .to_device(device)
-    };
-    let edge_vec = t(&vecs, &[n_edges as i64, 3]);
-    let edge_vec = if edge_grad {
-        edge_vec.set_requires_grad(true)
-    } else {
-        edge_vec
-    };
+    let n_atoms: Vec<f64> = graphs.iter().map(|g| g.n_atoms() as f64).collect();
+    let t = |v: &[f64], shape: &[i64]| tensor_from(v, shape, kind, device);
     let energy = graphs
         .iter()
         .map(|g| g.energy)
@@ -235,16 +207,8 @@ pub fn collate(
             .collect();
         props.insert(name.clone(), t(&v, &[n_atoms_total as i64, *w as i64]));
     }
-    let i64t = |v: &[i64]| Tensor::from_slice(v).to_device(device);
     Collated {
-        graph: GraphTensors {
-            species: i64t(&species),
-            src: i64t(&src),
-            dst: i64t(&dst),
-            edge_vec,
-            batch: i64t(&batch),
-            n_graphs: graphs.len() as i64,
-        },
+        graph: arrays.to_tensors(kind, device, edge_grad),
         n_atoms: t(&n_atoms, &[graphs.len() as i64]),
         energy,
         forces,

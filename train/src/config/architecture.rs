@@ -1,0 +1,180 @@
+//! The `NeuralNetwork.Architecture` section: the model and the loss weights of energies and
+//! forces.
+
+use mlip::model::config::{Activation, MpnnType, RadialType};
+use serde::{Deserialize, Serialize};
+
+use super::{enabled, TrainConfig};
+use crate::error::Result;
+
+/// `NeuralNetwork.Architecture`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Architecture {
+    /// Message-passing backbone: `SchNet` or `PAINN`.
+    pub mpnn_type: MpnnType,
+    /// Cutoff radius (Angstrom).
+    pub radius: f64,
+    /// Width of node features.
+    pub hidden_dim: i64,
+    /// Number of message-passing layers.
+    pub num_conv_layers: usize,
+    /// Number of radial basis functions (HydraGNN's SchNet calls it `num_gaussians`).
+    #[serde(default = "default_num_radial", alias = "num_gaussians")]
+    pub num_radial: i64,
+    /// Extension: radial basis, `gaussian` or `bessel` (default: gaussian for SchNet, bessel for PaiNN).
+    #[serde(default)]
+    pub radial_type: Option<RadialType>,
+    /// Order p of the polynomial cutoff envelope (default 6).
+    #[serde(default)]
+    pub envelope_exponent: Option<i32>,
+    /// Non-linearity: `silu` (default), `ssp`, `tanh`, `relu`.
+    #[serde(default)]
+    pub activation_function: Activation,
+    /// When false, every structure is treated as non-periodic.
+    #[serde(default = "enabled")]
+    pub periodic_boundary_conditions: bool,
+    /// Hidden layers of the output heads, by head type.
+    #[serde(default)]
+    pub output_heads: OutputHeads,
+    /// Pooling of graph outputs other than the energy (always summed): `mean` (default) or `sum`.
+    #[serde(default = "default_graph_pooling")]
+    pub graph_pooling: String,
+    /// Loss weight of each output of `Variables_of_interest.output_names` (default 1 each). With
+    /// `compute_grad_energy` the energy's terms are weighted by the three weights below instead.
+    #[serde(default)]
+    pub task_weights: Option<Vec<f64>>,
+    /// Extension: start every output head's last layer at zero (default true), so that training
+    /// starts from the reference energies (E = Σ e_Z, F = 0) instead of the large random
+    /// energies of a fresh message-passing stack; the first steps then fit the residual.
+    #[serde(default = "enabled")]
+    pub zero_init_heads: bool,
+    /// Weight of the total-energy term (default 1).
+    #[serde(default = "default_energy_weight")]
+    pub energy_weight: f64,
+    /// Weight of the energy-per-atom term (default 0).
+    #[serde(default)]
+    pub energy_peratom_weight: f64,
+    /// Weight of the force term (default 100; used with `compute_grad_energy`).
+    #[serde(default = "default_force_weight")]
+    pub force_weight: f64,
+}
+
+/// `NeuralNetwork.Architecture.output_heads`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputHeads {
+    /// Hidden layers of graph-level heads.
+    #[serde(default)]
+    pub graph: Option<HeadLayers>,
+    /// Hidden layers of node-level heads.
+    #[serde(default)]
+    pub node: Option<HeadLayers>,
+}
+
+/// Hidden layers of one head type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadLayers {
+    /// Number of hidden layers (must equal the length of `dim_headlayers`).
+    pub num_headlayers: usize,
+    /// Their widths.
+    pub dim_headlayers: Vec<i64>,
+}
+
+/// `num_radial`: radial basis functions.
+fn default_num_radial() -> i64 {
+    20
+}
+/// `graph_pooling`: graph outputs other than the energy are intensive by default.
+fn default_graph_pooling() -> String {
+    "mean".into()
+}
+/// `energy_weight`: weight of the total-energy loss term.
+fn default_energy_weight() -> f64 {
+    1.0
+}
+/// `force_weight`: weight of the force loss term.
+fn default_force_weight() -> f64 {
+    100.0
+}
+
+impl TrainConfig {
+    /// `NeuralNetwork.Architecture`: sizes, envelope, pooling, head layers, loss weights.
+    pub(super) fn validate_architecture(&self) -> Result<()> {
+        let a = self.arch();
+        let arch = "NeuralNetwork.Architecture";
+        if !(a.radius.is_finite() && a.radius > 0.0) {
+            return self.err(
+                &format!("{arch}.radius"),
+                format!("must be a positive number, got {}", a.radius),
+            );
+        }
+        if a.hidden_dim < 1 {
+            return self.err(
+                &format!("{arch}.hidden_dim"),
+                format!("must be >= 1, got {}", a.hidden_dim),
+            );
+        }
+        if a.num_conv_layers < 1 {
+            return self.err(&format!("{arch}.num_conv_layers"), "must be >= 1");
+        }
+        if a.num_radial < 1 {
+            return self.err(
+                &format!("{arch}.num_radial"),
+                format!("must be >= 1, got {}", a.num_radial),
+            );
+        }
+        if let Some(p) = a.envelope_exponent {
+            if p < 2 {
+                return self.err(
+                    &format!("{arch}.envelope_exponent"),
+                    format!("must be >= 2, got {p}"),
+                );
+            }
+        }
+        if a.graph_pooling != "mean" && a.graph_pooling != "sum" {
+            return self.err(
+                &format!("{arch}.graph_pooling"),
+                format!("'{}': use \"mean\" or \"sum\"", a.graph_pooling),
+            );
+        }
+        for (name, h) in [
+            ("graph", &a.output_heads.graph),
+            ("node", &a.output_heads.node),
+        ] {
+            if let Some(h) = h {
+                if h.num_headlayers != h.dim_headlayers.len() {
+                    return self.err(
+                        &format!("{arch}.output_heads.{name}.num_headlayers"),
+                        format!(
+                            "is {} but dim_headlayers lists {} widths",
+                            h.num_headlayers,
+                            h.dim_headlayers.len()
+                        ),
+                    );
+                }
+                if let Some(k) = h.dim_headlayers.iter().position(|&d| d < 1) {
+                    return self.err(
+                        &format!("{arch}.output_heads.{name}.dim_headlayers[{k}]"),
+                        "must be >= 1",
+                    );
+                }
+            }
+        }
+        for (key, w) in [
+            ("energy_weight", a.energy_weight),
+            ("energy_peratom_weight", a.energy_peratom_weight),
+            ("force_weight", a.force_weight),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return self.err(
+                    &format!("{arch}.{key}"),
+                    format!("must be a finite number >= 0, got {w}"),
+                );
+            }
+        }
+
+        Ok(())
+    }
+}

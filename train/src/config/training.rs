@@ -1,0 +1,287 @@
+//! The `NeuralNetwork.Training` section: epochs, batches, the loss, the optimiser and its
+//! schedule, checkpoints, the seed, the precision and the limits of a run.
+
+use serde::{Deserialize, Serialize};
+
+use super::{enabled, TrainConfig};
+use crate::error::Result;
+
+/// Loss function of every term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LossType {
+    /// Mean squared error.
+    #[default]
+    Mse,
+    /// Mean absolute error.
+    Mae,
+}
+
+/// Floating-point precision of weights and computations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Precision {
+    /// float32.
+    #[default]
+    #[serde(rename = "fp32", alias = "float32")]
+    Fp32,
+    /// float64.
+    #[serde(rename = "fp64", alias = "float64")]
+    Fp64,
+    /// bfloat16: rejected by validation (the engine computes in float32 or float64).
+    #[serde(rename = "bf16", alias = "bfloat16")]
+    Bf16,
+}
+
+impl Precision {
+    /// The libtorch kind.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Precision::Fp64 => tch::Kind::Double,
+            _ => tch::Kind::Float,
+        }
+    }
+}
+
+/// `NeuralNetwork.Training`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    /// Number of epochs.
+    pub num_epoch: usize,
+    /// Global batch size (graphs per optimiser step, summed over MPI ranks).
+    pub batch_size: usize,
+    /// The optimiser.
+    #[serde(rename = "Optimizer")]
+    pub optimizer: Optimizer,
+    /// `mse` (default) or `mae`.
+    #[serde(default)]
+    pub loss_function_type: LossType,
+    /// Forces as -dE/dx by autograd, in the loss with `force_weight` (needs `energy` and forces in every dataset).
+    #[serde(default)]
+    pub compute_grad_energy: bool,
+    /// Stop when the validation loss has not improved for `patience` epochs.
+    #[serde(rename = "EarlyStopping", default)]
+    pub early_stopping: bool,
+    /// Early-stopping patience in epochs (default 10).
+    #[serde(default = "default_patience")]
+    pub patience: usize,
+    /// Extension: the learning-rate schedule (HydraGNN hard-codes ReduceLROnPlateau(0.5, 5, 1e-5)).
+    #[serde(rename = "Scheduler", default)]
+    pub scheduler: Scheduler,
+    /// Write checkpoints (default true).
+    #[serde(rename = "Checkpoint", default = "enabled")]
+    pub checkpoint: bool,
+    /// Extension: also checkpoint every this many optimiser steps (0: at the end of each epoch only).
+    #[serde(default)]
+    pub checkpoint_every: usize,
+    /// Extension: clip the global gradient norm to this value.
+    #[serde(default)]
+    pub clip_grad_norm: Option<f64>,
+    /// Extension: seed of the weights and of the shuffles (default 0).
+    #[serde(default)]
+    pub seed: u64,
+    /// `fp32` (default) or `fp64`.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Extension: stop (with a checkpoint and the best model written) after this many seconds.
+    #[serde(default)]
+    pub max_time: Option<f64>,
+    /// Extension: stop after this many optimiser steps in total.
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Extension: graphs per evaluation batch (default: `batch_size`).
+    #[serde(default)]
+    pub val_batch_size: Option<usize>,
+}
+
+/// `NeuralNetwork.Training.Optimizer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Optimizer {
+    /// `AdamW` (default) or `Adam` (L2 penalty added to the gradient instead of decoupled decay).
+    #[serde(rename = "type", default = "default_optimizer")]
+    pub kind: String,
+    /// Initial learning rate.
+    pub learning_rate: f64,
+    /// Weight decay (default 0.01 for AdamW, 0 for Adam, as in PyTorch).
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    /// (beta1, beta2), default (0.9, 0.999).
+    #[serde(default = "default_adam_betas")]
+    pub betas: [f64; 2],
+    /// Denominator epsilon, default 1e-8.
+    #[serde(default = "default_adam_eps")]
+    pub eps: f64,
+}
+
+impl Optimizer {
+    /// Whether the weight decay is decoupled (AdamW).
+    pub fn decoupled(&self) -> bool {
+        self.kind == "AdamW"
+    }
+    /// The weight decay in effect.
+    pub fn weight_decay(&self) -> f64 {
+        self.weight_decay
+            .unwrap_or(if self.decoupled() { 0.01 } else { 0.0 })
+    }
+}
+
+/// `NeuralNetwork.Training.Scheduler` (PyTorch's ReduceLROnPlateau, mode min, relative threshold).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scheduler {
+    /// Only `ReduceLROnPlateau`.
+    #[serde(rename = "type", default = "default_scheduler")]
+    pub kind: String,
+    /// Multiplier of the learning rate on a plateau.
+    #[serde(default = "default_plateau_factor")]
+    pub factor: f64,
+    /// Epochs without improvement before reducing.
+    #[serde(default = "default_scheduler_patience")]
+    pub patience: usize,
+    /// Lower bound of the learning rate.
+    #[serde(default = "default_min_lr")]
+    pub min_lr: f64,
+    /// Relative improvement that counts.
+    #[serde(default = "default_plateau_threshold")]
+    pub threshold: f64,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Scheduler {
+            kind: default_scheduler(),
+            factor: default_plateau_factor(),
+            patience: default_scheduler_patience(),
+            min_lr: default_min_lr(),
+            threshold: default_plateau_threshold(),
+        }
+    }
+}
+
+/// `patience`: epochs without improvement before early stopping.
+fn default_patience() -> usize {
+    10
+}
+/// `Optimizer.type`.
+fn default_optimizer() -> String {
+    "AdamW".into()
+}
+/// `Optimizer.betas`: PyTorch's.
+fn default_adam_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+/// `Optimizer.eps`: PyTorch's.
+fn default_adam_eps() -> f64 {
+    1e-8
+}
+/// `Scheduler.type`.
+fn default_scheduler() -> String {
+    "ReduceLROnPlateau".into()
+}
+/// `Scheduler.factor`: halve the learning rate on a plateau.
+fn default_plateau_factor() -> f64 {
+    0.5
+}
+/// `Scheduler.patience`: epochs without improvement before reducing.
+fn default_scheduler_patience() -> usize {
+    5
+}
+/// `Scheduler.min_lr`.
+fn default_min_lr() -> f64 {
+    1e-5
+}
+/// `Scheduler.threshold`: relative improvement that counts.
+fn default_plateau_threshold() -> f64 {
+    1e-4
+}
+
+impl TrainConfig {
+    /// `NeuralNetwork.Training`: sizes, optimiser, scheduler, clipping, precision, limits.
+    pub(super) fn validate_training(&self) -> Result<()> {
+        let t = self.training();
+        let tr = "NeuralNetwork.Training";
+        if t.num_epoch < 1 {
+            return self.err(&format!("{tr}.num_epoch"), "must be >= 1");
+        }
+        if t.batch_size < 1 {
+            return self.err(&format!("{tr}.batch_size"), "must be >= 1");
+        }
+        if t.val_batch_size == Some(0) {
+            return self.err(&format!("{tr}.val_batch_size"), "must be >= 1");
+        }
+        let o = &t.optimizer;
+        if o.kind != "AdamW" && o.kind != "Adam" {
+            return self.err(
+                &format!("{tr}.Optimizer.type"),
+                format!("'{}': use \"AdamW\" or \"Adam\"", o.kind),
+            );
+        }
+        if !(o.learning_rate.is_finite() && o.learning_rate > 0.0) {
+            return self.err(
+                &format!("{tr}.Optimizer.learning_rate"),
+                format!("must be a positive number, got {}", o.learning_rate),
+            );
+        }
+        if !(o.weight_decay() >= 0.0 && o.weight_decay().is_finite()) {
+            return self.err(
+                &format!("{tr}.Optimizer.weight_decay"),
+                "must be a finite number >= 0",
+            );
+        }
+        if !o.betas.iter().all(|b| (0.0..1.0).contains(b)) {
+            return self.err(&format!("{tr}.Optimizer.betas"), "each must be in [0, 1)");
+        }
+        if !(o.eps > 0.0 && o.eps.is_finite()) {
+            return self.err(&format!("{tr}.Optimizer.eps"), "must be a positive number");
+        }
+        let s = &t.scheduler;
+        if s.kind != "ReduceLROnPlateau" {
+            return self.err(
+                &format!("{tr}.Scheduler.type"),
+                format!("'{}': only \"ReduceLROnPlateau\"", s.kind),
+            );
+        }
+        if !(s.factor > 0.0 && s.factor < 1.0) {
+            return self.err(
+                &format!("{tr}.Scheduler.factor"),
+                format!("must be in (0, 1), got {}", s.factor),
+            );
+        }
+        if !(s.min_lr >= 0.0 && s.min_lr.is_finite()) {
+            return self.err(
+                &format!("{tr}.Scheduler.min_lr"),
+                "must be a finite number >= 0",
+            );
+        }
+        if !(s.threshold >= 0.0 && s.threshold.is_finite()) {
+            return self.err(
+                &format!("{tr}.Scheduler.threshold"),
+                "must be a finite number >= 0",
+            );
+        }
+        if let Some(c) = t.clip_grad_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return self.err(
+                    &format!("{tr}.clip_grad_norm"),
+                    format!("must be a positive number, got {c}"),
+                );
+            }
+        }
+        if t.precision == Precision::Bf16 {
+            return self.err(
+                &format!("{tr}.precision"),
+                "bf16 is not supported by the engine yet; use \"fp32\" or \"fp64\"",
+            );
+        }
+        if let Some(m) = t.max_time {
+            if !(m.is_finite() && m > 0.0) {
+                return self.err(
+                    &format!("{tr}.max_time"),
+                    "must be a positive number of seconds",
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,245 @@
+//! Planning a run before anything is written: every dataset checked against the config (every
+//! error names the config key and the dataset), the model's architecture derived from them, and
+//! the batches of each epoch.
+
+use mlip::model::config::{
+    BranchConfig, Envelope, HeadConfig, HeadKind, ModelConfig, MpnnType, Pooling, RadialType,
+};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::config::TrainConfig;
+use crate::data::{Dataset, DatasetMeta};
+use crate::error::{Error, Result};
+use crate::metrics::{BranchSpec, PropSpec};
+
+/// Checks every dataset against the config and derives the model architecture. Nothing is
+/// written; every error names the config key and the dataset.
+pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, BranchSpec)>)> {
+    let metas = (0..cfg.config.dataset.datasets.len())
+        .map(|i| plan_branch(cfg, i))
+        .collect::<Result<Vec<_>>>()?;
+    let mc = model_config(cfg, &metas);
+    mc.validate()?;
+    Ok((mc, metas))
+}
+
+/// Dataset `i`'s attributes and what its branch is trained on, checked against the config.
+fn plan_branch(cfg: &TrainConfig, i: usize) -> Result<(DatasetMeta, BranchSpec)> {
+    let a = cfg.arch();
+    let t = cfg.training();
+    let d = &cfg.config.dataset.datasets[i];
+    let path = cfg.dataset_path(i);
+    let ds = Dataset::open(&path).map_err(|e| {
+        Error::config(
+            &cfg.path,
+            format!("Dataset.datasets[{i}].path"),
+            e.to_string(),
+        )
+    })?;
+    let meta = ds.meta().clone();
+    let what = format!("dataset '{}' ({})", d.name, path.display());
+    for split in ["trainset", "valset"] {
+        if meta.n_graphs(split) == 0 {
+            return Err(Error::config(
+                &cfg.path,
+                format!("Dataset.datasets[{i}]"),
+                format!("{what} has no graphs in its {split}"),
+            ));
+        }
+    }
+    let voi = "NeuralNetwork.Variables_of_interest";
+    let mut props = Vec::new();
+    let mut energy = false;
+    for o in cfg.outputs_of(i) {
+        let k = cfg
+            .variables()
+            .output_names
+            .iter()
+            .position(|n| *n == o.name)
+            .expect("validated");
+        let key = format!("{voi}.output_names[{k}]");
+        let has = |list: &[crate::data::PropertyInfo]| {
+            list.iter().find(|p| p.name == o.name).map(|p| p.width)
+        };
+        if o.name == "energy" {
+            if !meta.layout.energy {
+                return Err(Error::config(
+                    &cfg.path,
+                    key,
+                    format!("the config asks for 'energy' but {what} has no energies"),
+                ));
+            }
+            energy = true;
+            continue;
+        }
+        let (mine, other, level, other_level) = match o.kind {
+            HeadKind::Graph => (
+                has(&meta.scalars),
+                has(&meta.atom_props),
+                "per-frame",
+                "per-atom",
+            ),
+            HeadKind::Node => (
+                has(&meta.atom_props),
+                has(&meta.scalars),
+                "per-atom",
+                "per-frame",
+            ),
+        };
+        let width = match (mine, other) {
+            (Some(w), _) => w,
+            (None, Some(_)) => {
+                return Err(Error::config(
+                    &cfg.path,
+                    format!("{voi}.type[{k}]"),
+                    format!(
+                        "'{}' is {other_level} in {what}, but the config asks for a {level} output",
+                        o.name
+                    ),
+                ))
+            }
+            (None, None) => {
+                let mut have: Vec<String> = meta
+                    .scalars
+                    .iter()
+                    .chain(&meta.atom_props)
+                    .map(|p| p.name.clone())
+                    .collect();
+                for (n, on) in [
+                    ("energy", meta.layout.energy),
+                    ("forces", meta.layout.forces),
+                    ("stress", meta.layout.stress),
+                ] {
+                    if on {
+                        have.insert(0, n.to_string());
+                    }
+                }
+                return Err(Error::config(
+                    &cfg.path,
+                    key,
+                    format!(
+                        "the config asks for '{}' but {what} has no such property (it has: {})",
+                        o.name,
+                        have.join(", ")
+                    ),
+                ));
+            }
+        };
+        if let Some(dim) = o.dim {
+            if dim as usize != width {
+                return Err(Error::config(
+                    &cfg.path,
+                    format!("{voi}.output_dim[{k}]"),
+                    format!("is {dim} but '{}' has {width} components in {what}", o.name),
+                ));
+            }
+        }
+        props.push(PropSpec {
+            name: o.name.clone(),
+            kind: o.kind,
+            width,
+            weight: o.weight,
+        });
+    }
+    if t.compute_grad_energy && energy && !meta.layout.forces {
+        return Err(Error::config(
+            &cfg.path,
+            "NeuralNetwork.Training.compute_grad_energy",
+            format!("is true but {what} has no forces"),
+        ));
+    }
+    let tw = cfg
+        .outputs_of(i)
+        .iter()
+        .find(|o| o.name == "energy")
+        .map_or(1.0, |o| o.weight);
+    let spec = BranchSpec {
+        name: d.name.clone(),
+        branch: i,
+        energy,
+        forces: energy && t.compute_grad_energy,
+        props,
+        w_energy: tw * a.energy_weight,
+        w_energy_peratom: tw * a.energy_peratom_weight,
+        w_forces: if t.compute_grad_energy {
+            a.force_weight
+        } else {
+            0.0
+        },
+    };
+    Ok((meta, spec))
+}
+
+/// The model's architecture for the planned branches: the Architecture section's backbone, the
+/// union of the datasets' elements as species, one branch per dataset with an energy head, a
+/// head per other output and the dataset's reference energies. Not validated.
+fn model_config(cfg: &TrainConfig, metas: &[(DatasetMeta, BranchSpec)]) -> ModelConfig {
+    let a = cfg.arch();
+    let mut species: Vec<i32> = metas
+        .iter()
+        .flat_map(|(m, _)| m.elements.iter().copied())
+        .collect();
+    species.sort_unstable();
+    species.dedup();
+    let radial = a.radial_type.unwrap_or(if a.mpnn_type == MpnnType::SchNet {
+        RadialType::Gaussian
+    } else {
+        mlip::model::config::RadialType::Bessel
+    });
+    let graph_pooling = match a.graph_pooling.as_str() {
+        "sum" => Pooling::Sum,
+        _ => Pooling::Mean,
+    };
+    let branches: Vec<BranchConfig> = metas
+        .iter()
+        .map(|(m, s)| {
+            let mut heads = vec![HeadConfig::energy(cfg.head_layers(HeadKind::Graph))];
+            for p in &s.props {
+                heads.push(HeadConfig::new(
+                    p.name.clone(),
+                    p.kind,
+                    p.width as i64,
+                    cfg.head_layers(p.kind),
+                    graph_pooling,
+                ));
+            }
+            let e0: Vec<f64> = species.iter().map(|&z| m.reference_energy(z)).collect();
+            BranchConfig::new(s.name.clone(), heads, e0)
+        })
+        .collect();
+    let mut mc = ModelConfig::new(
+        a.mpnn_type,
+        a.hidden_dim,
+        a.num_conv_layers,
+        a.radius,
+        species,
+        branches,
+    )
+    .with_num_radial(a.num_radial)
+    .with_radial_type(radial)
+    .with_activation(a.activation_function);
+    if let Some(p) = a.envelope_exponent {
+        mc = mc.with_envelope(Envelope::Polynomial { p });
+    }
+    mc
+}
+
+/// The batches of one epoch: (dataset, trainset graph indices), independent of the number of ranks.
+pub fn epoch_plan(
+    seed: u64,
+    epoch: usize,
+    sizes: &[usize],
+    batch_size: usize,
+) -> Vec<(usize, Vec<usize>)> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    let mut batches = Vec::new();
+    for (d, &n) in sizes.iter().enumerate() {
+        let mut perm: Vec<usize> = (0..n).collect();
+        perm.shuffle(&mut rng);
+        batches.extend(perm.chunks(batch_size).map(|c| (d, c.to_vec())));
+    }
+    batches.shuffle(&mut rng);
+    batches
+}

@@ -1,0 +1,255 @@
+//! The training loop: optimiser steps on the planned batches, validation at the end of every
+//! epoch, the learning-rate schedule, early stopping and the other ends of a run.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::evaluate::eval_sums;
+use crate::graphs::{collate, Graph};
+use crate::metrics::{batch_loss, finish, predict, BranchMetrics};
+use crate::optim::AdamW;
+
+use super::{epoch_plan, files, EpochRecord, TrainSummary, Trainer};
+
+impl Trainer<'_> {
+    /// One optimiser step on the global batch `idx` of dataset `d`; returns the global loss.
+    pub(super) fn step(&mut self, d: usize, idx: &[usize]) -> Result<f64> {
+        let run = &self.datasets[d];
+        let spec = &run.spec;
+        let local: Vec<&Graph> = idx
+            .iter()
+            .filter(|i| run.train_shard.contains(i))
+            .map(|&i| &run.train[i - run.train_shard.start])
+            .collect();
+        let graphs = idx.len() as f64;
+        let atoms = idx.iter().map(|&i| run.train_atoms[i]).sum::<usize>() as f64;
+        self.opt.zero_grad();
+        let mut local_loss = 0.0;
+        if !local.is_empty() {
+            let c = collate(
+                &local,
+                &spec.graph_props(),
+                &spec.node_props(),
+                self.kind,
+                self.device,
+                spec.forces,
+            );
+            let p = predict(&self.model, spec, &c, true)?;
+            let loss = batch_loss(
+                spec,
+                &p,
+                &c,
+                self.cfg.training().loss_function_type,
+                graphs,
+                atoms,
+            );
+            loss.f_backward()?;
+            local_loss = loss.double_value(&[]);
+        }
+        let mut flat = self.opt.grads_flat();
+        flat.push(local_loss);
+        self.dist.allreduce_sum(&mut flat);
+        let loss = flat.pop().expect("loss");
+        if !loss.is_finite() || flat.iter().any(|g| !g.is_finite()) {
+            return Err(Error::Diverged(format!(
+                "non-finite loss or gradient at step {} (epoch {}, dataset '{}'); lower the learning rate or set clip_grad_norm",
+                self.state.step + 1,
+                self.state.epoch + 1,
+                spec.name
+            )));
+        }
+        if let Some(c) = self.cfg.training().clip_grad_norm {
+            AdamW::clip_flat(&mut flat, c);
+        }
+        self.opt.set_grads_flat(&flat);
+        // A batch of one dataset updates the shared parameters and its own branch only.
+        let (model, branch) = (&self.model, spec.branch);
+        self.opt
+            .step(|v| model.parameter_branch(v).is_none_or(|b| b == branch));
+        Ok(loss)
+    }
+
+    /// Validation metrics per branch (summed over ranks) and the total validation loss.
+    pub(super) fn validate(&self) -> Result<(BTreeMap<String, BranchMetrics>, f64)> {
+        let t = self.cfg.training();
+        let bs = t.val_batch_size.unwrap_or(t.batch_size);
+        let mut out = BTreeMap::new();
+        let mut total = 0.0;
+        for run in &self.datasets {
+            let mut s = eval_sums(
+                &self.model,
+                &run.spec,
+                &run.val,
+                bs,
+                t.loss_function_type,
+                self.kind,
+                self.device,
+                None,
+            )?;
+            self.dist.allreduce_sum(&mut s);
+            let m = finish(&run.spec, &s);
+            total += m.loss;
+            out.insert(run.name.clone(), m);
+        }
+        Ok((out, total))
+    }
+
+    /// Trains until the configured end (or `max_steps`), then writes the final outputs.
+    pub fn run(&mut self) -> Result<TrainSummary> {
+        let t = self.cfg.training().clone();
+        let sizes: Vec<usize> = self.datasets.iter().map(|d| d.train_atoms.len()).collect();
+        let steps_path = self.opts.out_dir.join(files::STEPS);
+        let root = self.dist.is_root();
+        let bar_on = root && self.verbose >= 2 && std::io::stderr().is_terminal();
+        let mut stopped = String::new();
+        let mut last_epoch_secs = 0.0;
+        if self.state.finished && self.state.epoch >= t.num_epoch {
+            stopped = "num_epoch".into();
+        }
+        while stopped.is_empty() && self.state.epoch < t.num_epoch {
+            let epoch_start = Instant::now();
+            let plan = epoch_plan(t.seed, self.state.epoch, &sizes, t.batch_size);
+            let bar = bar_on.then(|| {
+                let b = indicatif::ProgressBar::new(plan.len() as u64);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "epoch {prefix} [{bar:30}] {pos}/{len} {msg}",
+                    )
+                    .expect("template")
+                    .progress_chars("=> "),
+                );
+                b.set_prefix(format!("{}/{}", self.state.epoch + 1, t.num_epoch));
+                b.set_position(self.state.step_in_epoch as u64);
+                b
+            });
+            let (mut n_graphs, mut n_atoms) = (0usize, 0usize);
+            for (d, idx) in plan.iter().skip(self.state.step_in_epoch) {
+                let loss = self.step(*d, idx)?;
+                let atoms: usize = idx.iter().map(|&i| self.datasets[*d].train_atoms[i]).sum();
+                n_graphs += idx.len();
+                n_atoms += atoms;
+                self.state.step += 1;
+                self.state.step_in_epoch += 1;
+                self.state.epoch_loss.0 += loss;
+                self.state.epoch_loss.1 += 1;
+                let line = format!(
+                    "{},{},{},{},{},{:e},{:e}\n",
+                    self.state.step,
+                    self.state.epoch + 1,
+                    self.datasets[*d].name,
+                    idx.len(),
+                    atoms,
+                    loss,
+                    self.opt.lr
+                );
+                self.log.line(&line, &steps_path)?;
+                if let Some(b) = &bar {
+                    let secs = epoch_start.elapsed().as_secs_f64().max(1e-9);
+                    b.set_message(format!(
+                        "loss {loss:.3e} | {:.0} graphs/s {:.0} atoms/s",
+                        n_graphs as f64 / secs,
+                        n_atoms as f64 / secs
+                    ));
+                    b.inc(1);
+                }
+                if t.checkpoint_every > 0 && self.state.step.is_multiple_of(t.checkpoint_every) {
+                    self.save_checkpoint()?;
+                }
+                if t.max_steps.is_some_and(|m| self.state.step >= m) {
+                    stopped = "max_steps".into();
+                    break;
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            if !stopped.is_empty() {
+                self.save_checkpoint()?;
+                break;
+            }
+            // End of epoch: validate, schedule, early-stop, export the best model.
+            let (branches, val_loss) = self.validate()?;
+            if !val_loss.is_finite() {
+                return Err(Error::Diverged(format!(
+                    "validation loss is {val_loss} after epoch {}",
+                    self.state.epoch + 1
+                )));
+            }
+            let epoch = self.state.epoch + 1;
+            let lr_used = self.opt.lr;
+            let (sum, n) = self.state.epoch_loss;
+            let rec = EpochRecord {
+                epoch,
+                step: self.state.step,
+                lr: lr_used,
+                train_loss: if n > 0 { sum / n as f64 } else { f64::NAN },
+                val_loss,
+                time_s: self.elapsed(),
+                branches: branches.clone(),
+            };
+            self.opt.lr = self.state.plateau.step(val_loss, self.opt.lr, &t.scheduler);
+            let stop_early = t.early_stopping && self.state.early.step(val_loss, t.patience);
+            if self.state.best.is_none_or(|(b, _)| val_loss < b) {
+                self.state.best = Some((val_loss, epoch));
+                self.export_best(&rec)?;
+            }
+            if self.verbose >= 1 && root {
+                let mut msg = format!(
+                    "epoch {epoch}/{} step {} | train {:.4e} | val {:.4e} | lr {:.2e} | {:.1} s",
+                    t.num_epoch,
+                    self.state.step,
+                    rec.train_loss,
+                    val_loss,
+                    lr_used,
+                    epoch_start.elapsed().as_secs_f64()
+                );
+                for (b, m) in &branches {
+                    msg.push_str(&format!("\n    {b}: {}", m.summary()));
+                }
+                eprintln!("{msg}");
+            }
+            self.state.history.push(rec);
+            self.state.epoch += 1;
+            self.state.step_in_epoch = 0;
+            self.state.epoch_loss = (0.0, 0);
+            last_epoch_secs = epoch_start.elapsed().as_secs_f64();
+            if stop_early {
+                stopped = "early_stopping".into();
+            } else if t
+                .max_time
+                .is_some_and(|m| self.started.elapsed().as_secs_f64() + last_epoch_secs > m)
+            {
+                stopped = "max_time".into();
+            } else if self.state.epoch >= t.num_epoch {
+                stopped = "num_epoch".into();
+            }
+            self.state.finished = !stopped.is_empty();
+            if root {
+                self.write_metrics()?;
+            }
+            self.save_checkpoint()?;
+        }
+        let _ = last_epoch_secs;
+        if stopped.is_empty() {
+            stopped = "num_epoch".into();
+        }
+        let mut summary = TrainSummary {
+            out_dir: self.opts.out_dir.clone(),
+            steps: self.state.step,
+            epochs: self.state.history.len(),
+            stopped: stopped.clone(),
+            best: self
+                .state
+                .best
+                .map(|(_, e)| (e, self.state.history[e - 1].branches.clone())),
+            final_metrics: BTreeMap::new(),
+        };
+        if stopped != "max_steps" && root && self.state.best.is_some() {
+            summary.final_metrics = self.final_outputs()?;
+        }
+        self.dist.barrier();
+        Ok(summary)
+    }
+}

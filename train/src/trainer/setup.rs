@@ -1,0 +1,171 @@
+//! Setting a run up: the model (initialised from the seed, heads zeroed), this rank's shards of
+//! every dataset as graphs, the optimiser, and the output directory.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use mlip::model::config::ModelConfig;
+use mlip::Model;
+use tch::{Device, Kind};
+
+use super::{files, plan_model, StepLog, TrainOptions, Trainer};
+use crate::checkpoint::TrainState;
+use crate::config::TrainConfig;
+use crate::data::{shard_range, Dataset, DatasetMeta};
+use crate::dist::Dist;
+use crate::error::{Error, Result};
+use crate::graphs::{Graph, GraphSpec};
+use crate::metrics::BranchSpec;
+use crate::optim::AdamW;
+
+/// A dataset as the trainer uses it.
+pub struct DatasetRun {
+    /// Branch name.
+    pub name: String,
+    /// The BP file.
+    pub path: PathBuf,
+    /// Its attributes.
+    pub meta: DatasetMeta,
+    /// Outputs and weights.
+    pub spec: BranchSpec,
+    /// This rank's trainset graphs (`train_shard` of the split).
+    pub train: Vec<Graph>,
+    /// Which trainset graphs this rank holds.
+    pub train_shard: Range<usize>,
+    /// Atoms of every trainset graph (all ranks).
+    pub train_atoms: Vec<usize>,
+    /// This rank's valset graphs.
+    pub val: Vec<Graph>,
+}
+
+/// [`Model::new`] with the trainer's error type (the engine serialises seeding and
+/// initialisation, so concurrent creations stay deterministic).
+pub fn new_model(config: ModelConfig, kind: Kind, device: Device, seed: i64) -> Result<Model> {
+    Ok(Model::new(config, kind, device, seed)?)
+}
+
+/// [`Model::load`] with the trainer's error type.
+pub fn load_model(path: &Path, kind: Kind, device: Device) -> Result<Model> {
+    Ok(Model::load(path, kind, device)?)
+}
+
+impl DatasetRun {
+    /// Dataset `i` of the config with this rank's shards of its trainset and valset as graphs.
+    fn load(
+        cfg: &TrainConfig,
+        i: usize,
+        meta: DatasetMeta,
+        spec: BranchSpec,
+        gs: &GraphSpec,
+        dist: &Dist,
+    ) -> Result<Self> {
+        let (rank, size) = (dist.rank(), dist.size());
+        let path = cfg.dataset_path(i);
+        let ds = Dataset::open(&path)?;
+        let tr = ds.split("trainset")?;
+        let shard = shard_range(tr.n_graphs(), rank, size);
+        let label = format!("{} trainset", path.display());
+        let train = gs.load(&tr, shard.clone(), &label)?;
+        let train_atoms = tr.n_atoms().to_vec();
+        let va = ds.split("valset")?;
+        let vshard = shard_range(va.n_graphs(), rank, size);
+        let val = gs.load(&va, vshard, &format!("{} valset", path.display()))?;
+        Ok(DatasetRun {
+            name: spec.name.clone(),
+            path,
+            meta,
+            spec,
+            train,
+            train_shard: shard,
+            train_atoms,
+            val,
+        })
+    }
+}
+
+impl<'a> Trainer<'a> {
+    /// Checks the config and datasets, builds the model, loads this rank's shards, and (with
+    /// `opts.resume`) restores the checkpoint. Creates the output directory only once all checks
+    /// have passed.
+    pub fn new(cfg: &'a TrainConfig, opts: TrainOptions, dist: &'a Dist) -> Result<Self> {
+        let started = Instant::now();
+        let t = cfg.training();
+        let (mc, metas) = plan_model(cfg)?;
+        let ckpt_path = opts.out_dir.join(files::CHECKPOINT);
+        if opts.resume && !ckpt_path.exists() {
+            return Err(Error::checkpoint(
+                &ckpt_path,
+                "--resume given but there is no checkpoint",
+            ));
+        }
+        if !opts.resume && ckpt_path.exists() {
+            return Err(Error::checkpoint(
+                &ckpt_path,
+                "exists: pass --resume to continue that run, or choose another output directory",
+            ));
+        }
+        let kind = t.precision.kind();
+        let device = dist.device();
+        let mut model = new_model(mc.clone(), kind, device, t.seed as i64)?;
+        if cfg.arch().zero_init_heads {
+            model.zero_head_outputs();
+        }
+        let gs = GraphSpec::new(
+            mc.radius,
+            &mc.species,
+            !cfg.arch().periodic_boundary_conditions,
+        );
+        let datasets = metas
+            .into_iter()
+            .enumerate()
+            .map(|(i, (meta, spec))| DatasetRun::load(cfg, i, meta, spec, &gs, dist))
+            .collect::<Result<Vec<_>>>()?;
+        let opt = AdamW::new(model.var_store(), &t.optimizer);
+        let state = TrainState {
+            epoch: 0,
+            step: 0,
+            step_in_epoch: 0,
+            lr: t.optimizer.learning_rate,
+            adam_t: 0,
+            plateau: Default::default(),
+            early: Default::default(),
+            best: None,
+            epoch_loss: (0.0, 0),
+            steps_log_len: 0,
+            history: Vec::new(),
+            elapsed: 0.0,
+            finished: false,
+        };
+        let verbose = cfg.config.verbosity.level;
+        let mut tr = Trainer {
+            cfg,
+            opts,
+            dist,
+            model,
+            datasets,
+            opt,
+            state,
+            kind,
+            device,
+            log: StepLog { file: None, len: 0 },
+            started,
+            base_elapsed: 0.0,
+            verbose,
+        };
+        if tr.opts.resume {
+            tr.restore(&ckpt_path)?;
+        }
+        if dist.is_root() {
+            std::fs::create_dir_all(&tr.opts.out_dir)
+                .map_err(|e| Error::io(&tr.opts.out_dir, e))?;
+            let steps = tr.opts.out_dir.join(files::STEPS);
+            let resumed = tr.opts.resume.then_some(tr.state.steps_log_len);
+            tr.log = StepLog::open(&steps, resumed)?;
+            if resumed.is_some() {
+                tr.write_metrics()?;
+            }
+        }
+        Ok(tr)
+    }
+}
