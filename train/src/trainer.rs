@@ -327,10 +327,34 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
     if let Some(p) = a.envelope_exponent {
         mc["envelope"] = serde_json::json!({"type": "polynomial", "p": p});
     }
+    if a.mpnn_type == MpnnType::PaiNN {
+        // PaiNN's products of summed messages blow up in dense solids without this (see
+        // mlip's `PainnOptions::avg_num_neighbors`).
+        let gs = GraphSpec::new(a.radius, &species, !a.periodic_boundary_conditions);
+        mc["painn"] = serde_json::json!({"avg_num_neighbors": avg_num_neighbors(cfg, &gs)?});
+    }
     let mc: ModelConfig =
         serde_json::from_value(mc).map_err(|e| Error::Invalid(format!("model config: {e}")))?;
     mc.validate()?;
     Ok((mc, metas))
+}
+
+/// Average number of neighbours per atom (edges / atoms, to 0.01) in the first (at most) 64
+/// training graphs of every dataset: deterministic, whatever the number of ranks, so a resumed run
+/// rebuilds the same model.
+fn avg_num_neighbors(cfg: &TrainConfig, gs: &GraphSpec) -> Result<f64> {
+    let (mut edges, mut atoms) = (0usize, 0usize);
+    for i in 0..cfg.config.dataset.datasets.len() {
+        let path = cfg.dataset_path(i);
+        let ds = Dataset::open(&path)?;
+        let tr = ds.split("trainset")?;
+        let label = format!("{} trainset", path.display());
+        for g in gs.load(&tr, 0..tr.n_graphs().min(64), &label)? {
+            edges += g.src.len();
+            atoms += g.numbers.len();
+        }
+    }
+    Ok(((edges as f64 / atoms.max(1) as f64).max(1.0) * 100.0).round() / 100.0)
 }
 
 /// Zeroes the last layer (weight and bias) of every output head: variables named

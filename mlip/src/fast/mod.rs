@@ -360,7 +360,13 @@ impl<T: Real> Net<T> {
                     }));
                 }
                 MpnnType::PaiNN => {
-                    let filter = Filter { basis, layers: vec![wts.dense_f64(&format!("{p}.message.filter"))?], act: conv_act };
+                    let mut w = wts.dense_f64(&format!("{p}.message.filter"))?;
+                    // `painn.avg_num_neighbors`: the messages are linear in the filter, so dividing
+                    // their sums by k is dividing the filter by k (as the exact path does).
+                    if let Some(k) = c.painn.avg_num_neighbors {
+                        w.0.iter_mut().chain(w.1.iter_mut()).for_each(|x| *x /= k);
+                    }
+                    let filter = Filter { basis, layers: vec![w], act: conv_act };
                     let f = if l == 0 { fin } else { fin / 4 };
                     layers.push(Box::new(painn::PaiNNLayer::build(&wts, &p, c, l, f, Table::build(filter, tol))?));
                 }

@@ -188,6 +188,14 @@ pub struct PainnOptions {
     /// The last layer updates scalars only: its update MLP outputs 2F, and its vector features
     /// leave the state (HydraGNN's `last_layer`).
     pub last_layer_scalar_only: bool,
+    /// Divides every layer's sum of messages by this number, the average number of neighbours
+    /// per atom (NequIP's and MACE's `avg_num_neighbors`); None: plain sums (HydraGNN). PaiNN's
+    /// update multiplies features (s ⊙ v, <Uv, Vv>), so with plain sums over the ~40-80
+    /// neighbours of a dense solid at 5 Å the features of a fresh model grow super-exponentially
+    /// with depth (1e17 after 3 layers) and float32 gradients overflow; `hydragnn train` sets
+    /// this from its training data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avg_num_neighbors: Option<f64>,
 }
 
 impl PainnOptions {
@@ -379,6 +387,13 @@ impl ModelConfig {
         }
         if self.mpnn_type != MpnnType::Egnn && self.egnn != EgnnOptions::default() {
             return bad("'egnn' options are set but mpnn_type is not EGNN".into());
+        }
+        if let Some(k) = self.painn.avg_num_neighbors {
+            if !(k.is_finite() && k > 0.0) {
+                return bad(format!(
+                    "painn.avg_num_neighbors must be a positive number, got {k}"
+                ));
+            }
         }
         if self.mpnn_type == MpnnType::PaiNN
             && !self.painn.output_mlp

@@ -744,6 +744,7 @@ pub fn import(
                 vector_norm: VectorNorm::Exact,
                 output_mlp: true,
                 last_layer_scalar_only: true,
+                avg_num_neighbors: None,
             };
             (
                 num_radial,
