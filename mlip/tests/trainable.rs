@@ -80,3 +80,54 @@ fn diag_painn_magnitudes() {
         }
     }
 }
+
+#[test]
+fn diag_egnn() {
+    let c = trainer_config(MpnnType::Egnn);
+    let m = Model::new(c, Kind::Double, tch::Device::Cpu, 0).unwrap();
+    let mut s = fcc_cu(2, 3.61);
+    for (i, p) in s.positions.iter_mut().enumerate() {
+        p[0] += 0.05 * ((i * 7 % 5) as f64 - 2.0);
+        p[1] += 0.04 * ((i * 3 % 7) as f64 - 3.0);
+    }
+    let g = graph(&m, &s);
+    let n = s.len() as i64;
+    let e = m.edges(&g.src, &g.dst, &g.edge_vec, n);
+    let mut st = m.backbone().init_state(&m.input_features(&g.species));
+    for l in 0..m.num_layers() {
+        st = m.backbone().layer(l, &st, &e);
+        let gr = Tensor::run_backward(&[&st.s.sum(Kind::Double)], &[&g.edge_vec], true, true).pop().unwrap();
+        eprintln!("layer {l}: s {:e} ds/dvec {:e}", absmax(&st.s), absmax(&gr));
+    }
+    eprintln!("env max {:e} dist min {:e} max {:e}", absmax(&e.env), e.dist.min().double_value(&[]), absmax(&e.dist));
+    let r = m.compute(&s, mlip::Request::ALL).unwrap();
+    let fmax = r.forces.iter().flatten().fold(0.0f64, |a, b| a.max(b.abs()));
+    eprintln!("energy {} fmax {:e}", r.energy, fmax);
+}
+
+#[test]
+fn diag_egnn_trained() {
+    let Ok(path) = std::env::var("DIAG_MODEL") else { return };
+    let m = Model::load(&path, Kind::Double, tch::Device::Cpu).unwrap();
+    eprintln!("{}", serde_json::to_string(m.config()).unwrap());
+    let mut s = fcc_cu(2, 3.61);
+    for (i, p) in s.positions.iter_mut().enumerate() {
+        p[0] += 0.05 * ((i * 7 % 5) as f64 - 2.0);
+        p[1] += 0.04 * ((i * 3 % 7) as f64 - 3.0);
+    }
+    let g = graph(&m, &s);
+    let n = s.len() as i64;
+    let e = m.edges(&g.src, &g.dst, &g.edge_vec, n);
+    let mut st = m.backbone().init_state(&m.input_features(&g.species));
+    for l in 0..m.num_layers() {
+        st = m.backbone().layer(l, &st, &e);
+        let gr = Tensor::run_backward(&[&st.s.sum(Kind::Double)], &[&g.edge_vec], true, true).pop().unwrap();
+        eprintln!("layer {l}: s {:e} ds/dvec {:e}", absmax(&st.s), absmax(&gr));
+    }
+    for (name, t) in m.var_store().variables() {
+        eprintln!("{name}: {:?} max {:e}", t.size(), absmax(&t));
+    }
+    let r = m.compute(&s, mlip::Request::ALL).unwrap();
+    let fmax = r.forces.iter().flatten().fold(0.0f64, |a, b| a.max(b.abs()));
+    eprintln!("energy {} fmax {:e}", r.energy, fmax);
+}

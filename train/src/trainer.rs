@@ -327,11 +327,11 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
     if let Some(p) = a.envelope_exponent {
         mc["envelope"] = serde_json::json!({"type": "polynomial", "p": p});
     }
-    if a.mpnn_type == MpnnType::PaiNN {
-        // PaiNN's products of summed messages blow up in dense solids without this (see
-        // mlip's `PainnOptions::avg_num_neighbors`).
+    if matches!(a.mpnn_type, MpnnType::PaiNN | MpnnType::Egnn) {
+        // Without it PaiNN overflows and EGNN's forces vanish in dense solids (see mlip's
+        // `ModelConfig::avg_num_neighbors`). SchNet trains as it is and keeps its plain sums.
         let gs = GraphSpec::new(a.radius, &species, !a.periodic_boundary_conditions);
-        mc["painn"] = serde_json::json!({"avg_num_neighbors": avg_num_neighbors(cfg, &gs)?});
+        mc["avg_num_neighbors"] = serde_json::json!(avg_num_neighbors(cfg, &gs)?);
     }
     let mc: ModelConfig =
         serde_json::from_value(mc).map_err(|e| Error::Invalid(format!("model config: {e}")))?;

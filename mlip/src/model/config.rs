@@ -188,14 +188,6 @@ pub struct PainnOptions {
     /// The last layer updates scalars only: its update MLP outputs 2F, and its vector features
     /// leave the state (HydraGNN's `last_layer`).
     pub last_layer_scalar_only: bool,
-    /// Divides every layer's sum of messages by this number, the average number of neighbours
-    /// per atom (NequIP's and MACE's `avg_num_neighbors`); None: plain sums (HydraGNN). PaiNN's
-    /// update multiplies features (s ⊙ v, <Uv, Vv>), so with plain sums over the ~40-80
-    /// neighbours of a dense solid at 5 Å the features of a fresh model grow super-exponentially
-    /// with depth (1e17 after 3 layers) and float32 gradients overflow; `hydragnn train` sets
-    /// this from its training data.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub avg_num_neighbors: Option<f64>,
 }
 
 impl PainnOptions {
@@ -272,6 +264,16 @@ pub struct ModelConfig {
     /// EGNN options.
     #[serde(default, skip_serializing_if = "EgnnOptions::is_default")]
     pub egnn: EgnnOptions,
+    /// Every layer's sum of messages over the neighbours is divided by this number, the average
+    /// number of neighbours per atom (NequIP's and MACE's `avg_num_neighbors`); None: plain sums
+    /// (HydraGNN, and every model file written before this option). Without it the features of
+    /// a fresh model grow with depth like (neighbours)^layers in a dense solid (~44 neighbours
+    /// within 5 Å in fcc Cu): PaiNN, whose update multiplies features (s ⊙ v, <Uv, Vv>), reaches
+    /// 1e17 after 3 layers and its float32 gradients overflow; EGNN reaches 1e3, where the
+    /// energy head saturates and the forces vanish. `hydragnn train` sets it for PaiNN and EGNN
+    /// from the training data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_num_neighbors: Option<f64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -331,6 +333,7 @@ impl ModelConfig {
             post_conv_activation: None,
             painn: PainnOptions::default(),
             egnn: EgnnOptions::default(),
+            avg_num_neighbors: None,
         }
     }
 
@@ -388,11 +391,9 @@ impl ModelConfig {
         if self.mpnn_type != MpnnType::Egnn && self.egnn != EgnnOptions::default() {
             return bad("'egnn' options are set but mpnn_type is not EGNN".into());
         }
-        if let Some(k) = self.painn.avg_num_neighbors {
+        if let Some(k) = self.avg_num_neighbors {
             if !(k.is_finite() && k > 0.0) {
-                return bad(format!(
-                    "painn.avg_num_neighbors must be a positive number, got {k}"
-                ));
+                return bad(format!("avg_num_neighbors must be a positive number, got {k}"));
             }
         }
         if self.mpnn_type == MpnnType::PaiNN

@@ -1,11 +1,12 @@
 //! EGNN (Satorras, Hoogeboom, Welling, "E(n) Equivariant Graph Neural Networks", ICML 2021), in
 //! the E_GCL form HydraGNN uses (no residual, no attention, the plain distance as the edge
 //! input). Reads `hidden_dim`, `num_conv_layers`, `envelope`, `radius`, `activation_function`,
-//! `conv_activation`, `post_conv_activation` and `egnn` from
+//! `conv_activation`, `post_conv_activation`, `avg_num_neighbors` and `egnn` from
 //! [`ModelConfig`](super::config::ModelConfig); `num_radial` and `radial_type` are not used.
 //!
 //! Layer l, for edge e from j = src to i = dst with vector r_e and length d_e:
-//! m_e = act(W2 act(W1 [h_i, h_j, d_e])) · envelope(d_e); h_i ← W4 act(W3 [h_i, Σ_e m_e]).
+//! m_e = act(W2 act(W1 [h_i, h_j, d_e])) · envelope(d_e); h_i ← W4 act(W3 [h_i, Σ_e m_e / k]), with
+//! k = `avg_num_neighbors` (1 when unset).
 //! With `egnn.coords_update`, every layer but the last also moves the atoms:
 //! x_i ← x_i + Σ_e clamp(r_e / (d_e + 1) · tanh(w·act(W5 m_e)), ±100) / max(Σ_e envelope, 1).
 //! The engine carries these moves as per-atom displacements D in the state (n, 3, 1), and a layer
@@ -33,6 +34,7 @@ pub struct Egnn {
     radial: Radial,
     act: Activation,
     post_act: Option<Activation>,
+    avg_num_neighbors: Option<f64>,
 }
 
 impl Egnn {
@@ -73,6 +75,7 @@ impl Egnn {
             radial,
             act: a,
             post_act: c.post_conv_activation,
+            avg_num_neighbors: c.avg_num_neighbors,
         }
     }
 }
@@ -123,7 +126,11 @@ impl Backbone for Egnn {
             z0 += bias;
         }
         let m = act(self.act, &b.edge_mlp.forward_after_first(&z0)) * env.unsqueeze(-1);
-        let s = b.node_mlp.forward(&Tensor::cat(&[h, &e.aggregate(&m)], -1));
+        let mut agg = e.aggregate(&m);
+        if let Some(k) = self.avg_num_neighbors {
+            agg = agg / k;
+        }
+        let s = b.node_mlp.forward(&Tensor::cat(&[h, &agg], -1));
         let v = match (&st.v, &b.coord) {
             (Some(d), Some((w1, w2))) => {
                 let phi = act(self.act, &m.apply(w1)).apply(w2).tanh();

@@ -744,7 +744,6 @@ pub fn import(
                 vector_norm: VectorNorm::Exact,
                 output_mlp: true,
                 last_layer_scalar_only: true,
-                avg_num_neighbors: None,
             };
             (
                 num_radial,
@@ -823,6 +822,8 @@ pub fn import(
         post_conv_activation: Some(act),
         painn,
         egnn,
+        // HydraGNN sums messages unscaled.
+        avg_num_neighbors: None,
     };
     config.validate()?;
     let model = Model::new(config, opts.kind, Device::Cpu, 0)?;
