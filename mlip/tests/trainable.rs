@@ -83,8 +83,12 @@ fn diag_painn_magnitudes() {
 
 #[test]
 fn diag_egnn() {
-    let c = trainer_config(MpnnType::Egnn);
+  for mp in [MpnnType::SchNet, MpnnType::Egnn, MpnnType::PaiNN] {
+    let mut c = trainer_config(mp);
+    c.avg_num_neighbors = Some(41.0);
+    c.egnn.edge_rbf = mp == MpnnType::Egnn;
     let m = Model::new(c, Kind::Double, tch::Device::Cpu, 0).unwrap();
+    eprintln!("{mp:?}");
     let mut s = fcc_cu(2, 3.61);
     for (i, p) in s.positions.iter_mut().enumerate() {
         p[0] += 0.05 * ((i * 7 % 5) as f64 - 2.0);
@@ -103,6 +107,7 @@ fn diag_egnn() {
     let r = m.compute(&s, mlip::Request::ALL).unwrap();
     let fmax = r.forces.iter().flatten().fold(0.0f64, |a, b| a.max(b.abs()));
     eprintln!("energy {} fmax {:e}", r.energy, fmax);
+  }
 }
 
 #[test]

@@ -333,6 +333,11 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
         let gs = GraphSpec::new(a.radius, &species, !a.periodic_boundary_conditions);
         mc["avg_num_neighbors"] = serde_json::json!(avg_num_neighbors(cfg, &gs)?);
     }
+    if a.mpnn_type == MpnnType::Egnn {
+        // The distance as one raw input gives a model whose forces training cannot move (see
+        // mlip's `EgnnOptions::edge_rbf`); the config's radial basis resolves it.
+        mc["egnn"] = serde_json::json!({"edge_rbf": true});
+    }
     let mc: ModelConfig =
         serde_json::from_value(mc).map_err(|e| Error::Invalid(format!("model config: {e}")))?;
     mc.validate()?;

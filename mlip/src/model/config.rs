@@ -205,6 +205,13 @@ pub struct EgnnOptions {
     /// displacements that shift the next layers' edge vectors, so energies stay functions of the
     /// edge vectors.
     pub coords_update: bool,
+    /// Also feed the radial basis of the pair distance (`num_radial` functions of `radial_type`)
+    /// to the edge MLP: m_e = φ_e([h_i, h_j, d_e, rbf(d_e)]) (HydraGNN's `edge_attr` slot of
+    /// `E_GCL`). Without it the distance is one raw number among 2F + 1 inputs, and a fresh
+    /// model's energy hardly depends on the positions: forces of a random model are ~100× smaller
+    /// than SchNet's and PaiNN's, and training does not move them. `hydragnn train` turns it on.
+    #[serde(skip_serializing_if = "is_false")]
+    pub edge_rbf: bool,
 }
 
 impl EgnnOptions {

@@ -800,6 +800,7 @@ pub fn import(
                 PainnOptions::default(),
                 EgnnOptions {
                     coords_update: equivariance,
+                    edge_rbf: false,
                 },
             )
         }
