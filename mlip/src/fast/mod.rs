@@ -927,6 +927,10 @@ impl<'m> Layered<'m> {
 /// their radial filter, so dividing their sums by k is dividing that layer (weight and bias) by k.
 fn scale_filter(layer: &mut (Vec<f64>, Vec<f64>, usize, usize), k: Option<f64>) {
     if let Some(k) = k {
-        layer.0.iter_mut().chain(layer.1.iter_mut()).for_each(|x| *x /= k);
+        layer
+            .0
+            .iter_mut()
+            .chain(layer.1.iter_mut())
+            .for_each(|x| *x /= k);
     }
 }

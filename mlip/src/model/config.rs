@@ -400,7 +400,9 @@ impl ModelConfig {
         }
         if let Some(k) = self.avg_num_neighbors {
             if !(k.is_finite() && k > 0.0) {
-                return bad(format!("avg_num_neighbors must be a positive number, got {k}"));
+                return bad(format!(
+                    "avg_num_neighbors must be a positive number, got {k}"
+                ));
             }
         }
         if self.mpnn_type == MpnnType::PaiNN

@@ -135,8 +135,8 @@ impl Backbone for PaiNN {
         } else {
             &e.env * self.msg_scale
         };
-        let x = b.phi.forward(&st.s).index_select(0, &e.src)
-            * (e.rbf.apply(&b.w) * env.unsqueeze(-1));
+        let x =
+            b.phi.forward(&st.s).index_select(0, &e.src) * (e.rbf.apply(&b.w) * env.unsqueeze(-1));
         let parts = x.split(f, -1);
         let (ds, dvv, dvs) = (&parts[0], &parts[1], &parts[2]);
         let dir = match self.edge_vector {
