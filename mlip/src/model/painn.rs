@@ -1,8 +1,8 @@
 //! PaiNN (Schütt, Unke, Gastegger, "Equivariant message passing for the prediction of tensorial
 //! properties and molecular spectra", ICML 2021). Scalar features s (n, F) and vector features
 //! v (n, 3, F). Reads `hidden_dim`, `num_conv_layers`, `num_radial`, `radial_type`, `envelope`,
-//! `activation_function`, `conv_activation`, `post_conv_activation`, `avg_num_neighbors` and `painn` from
-//! [`ModelConfig`](super::config::ModelConfig).
+//! `activation_function`, `conv_activation`, `post_conv_activation`, `avg_num_neighbors` and
+//! `painn` from [`ModelConfig`](super::config::ModelConfig).
 //!
 //! Message: [Δs, Δv_v, Δv_s] = φ(s_j) ⊙ W(rbf(r_ij))·envelope; s_i += Σ Δs,
 //! v_i += Σ (v_j ⊙ Δv_v + Δv_s ⊗ e_ij) with e_ij = r̂_ij (or r̂_ij / r_ij, `painn.edge_vector`);
