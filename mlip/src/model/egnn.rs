@@ -140,7 +140,7 @@ impl Backbone for Egnn {
         let m = act(self.act, &b.edge_mlp.forward_after_first(&z0)) * env.unsqueeze(-1);
         let mut agg = e.aggregate(&m);
         if let Some(k) = self.avg_num_neighbors {
-            agg = agg / k;
+            agg /= k;
         }
         let s = b.node_mlp.forward(&Tensor::cat(&[h, &agg], -1));
         let v = match (&st.v, &b.coord) {
