@@ -346,7 +346,9 @@ impl<T: Real> Net<T> {
             let p = format!("layers.{l}");
             match c.mpnn_type {
                 MpnnType::SchNet => {
-                    let filter = Filter { basis, layers: vec![wts.dense_f64(&format!("{p}.filter1"))?, wts.dense_f64(&format!("{p}.filter2"))?], act: conv_act };
+                    let mut w2 = wts.dense_f64(&format!("{p}.filter2"))?;
+                    scale_filter(&mut w2, c.avg_num_neighbors);
+                    let filter = Filter { basis, layers: vec![wts.dense_f64(&format!("{p}.filter1"))?, w2], act: conv_act };
                     let lin1: Dense<T> = wts.dense(&format!("{p}.lin1"), false)?;
                     let residual = lin1.fin == c.hidden_dim as usize;
                     layers.push(Box::new(schnet::SchNetLayer {
@@ -360,7 +362,9 @@ impl<T: Real> Net<T> {
                     }));
                 }
                 MpnnType::PaiNN => {
-                    let filter = Filter { basis, layers: vec![wts.dense_f64(&format!("{p}.message.filter"))?], act: conv_act };
+                    let mut w = wts.dense_f64(&format!("{p}.message.filter"))?;
+                    scale_filter(&mut w, c.avg_num_neighbors);
+                    let filter = Filter { basis, layers: vec![w], act: conv_act };
                     let f = if l == 0 { fin } else { fin / 4 };
                     layers.push(Box::new(painn::PaiNNLayer::build(&wts, &p, c, l, f, Table::build(filter, tol))?));
                 }
@@ -916,5 +920,17 @@ impl<'m> Layered<'m> {
     /// The accumulated ∂E/∂(edge vector), E×3 in the caller's order.
     pub fn edge_grads(&mut self, grad: &mut [f64]) {
         both!(self, x => x.edge_grads(grad))
+    }
+}
+
+/// `avg_num_neighbors` = k: the messages of SchNet and PaiNN are linear in the last layer of
+/// their radial filter, so dividing their sums by k is dividing that layer (weight and bias) by k.
+fn scale_filter(layer: &mut (Vec<f64>, Vec<f64>, usize, usize), k: Option<f64>) {
+    if let Some(k) = k {
+        layer
+            .0
+            .iter_mut()
+            .chain(layer.1.iter_mut())
+            .for_each(|x| *x /= k);
     }
 }

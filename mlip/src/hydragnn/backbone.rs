@@ -167,6 +167,7 @@ pub(super) fn egnn(
         painn: PainnOptions::default(),
         egnn: EgnnOptions {
             coords_update: equivariance,
+            edge_rbf: false,
         },
     }
 }

@@ -215,6 +215,8 @@ pub fn import(
         post_conv_activation: Some(act),
         painn: bb.painn,
         egnn: bb.egnn,
+        // HydraGNN sums messages unscaled.
+        avg_num_neighbors: None,
     };
     config.validate()?;
     let model = Model::new(config, opts.kind, Device::Cpu, 0)?;

@@ -248,6 +248,13 @@ pub struct EgnnOptions {
     /// displacements that shift the next layers' edge vectors, so energies stay functions of the
     /// edge vectors.
     pub coords_update: bool,
+    /// Also feed the radial basis of the pair distance (`num_radial` functions of `radial_type`)
+    /// to the edge MLP: m_e = φ_e([h_i, h_j, d_e, rbf(d_e)]) (HydraGNN's `edge_attr` slot of
+    /// `E_GCL`). Without it the distance is one raw number among 2F + 1 inputs, and a fresh
+    /// model's energy hardly depends on the positions: forces of a random model are ~100× smaller
+    /// than SchNet's and PaiNN's, and training does not move them. `hydragnn train` turns it on.
+    #[serde(skip_serializing_if = "is_false")]
+    pub edge_rbf: bool,
 }
 
 impl EgnnOptions {
@@ -301,6 +308,16 @@ pub struct ModelConfig {
     /// EGNN options.
     #[serde(default, skip_serializing_if = "EgnnOptions::is_default")]
     pub egnn: EgnnOptions,
+    /// Every layer's sum of messages over the neighbours is divided by this number, the average
+    /// number of neighbours per atom (NequIP's and MACE's `avg_num_neighbors`); None: plain sums
+    /// (HydraGNN, and every model file written before this option). Without it the features of
+    /// a fresh model grow with depth like (neighbours)^layers in a dense solid (~44 neighbours
+    /// within 5 Å in fcc Cu): PaiNN, whose update multiplies features (s ⊙ v, <Uv, Vv>), reaches
+    /// 1e17 after 3 layers and its float32 gradients overflow; EGNN reaches 1e3, where the
+    /// energy head saturates and the forces vanish. `hydragnn train` sets it for PaiNN and EGNN
+    /// from the training data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_num_neighbors: Option<f64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -352,6 +369,7 @@ impl ModelConfig {
             post_conv_activation: None,
             painn: PainnOptions::default(),
             egnn: EgnnOptions::default(),
+            avg_num_neighbors: None,
         }
     }
 
@@ -445,6 +463,13 @@ impl ModelConfig {
         }
         if self.mpnn_type != MpnnType::Egnn && self.egnn != EgnnOptions::default() {
             return bad("'egnn' options are set but mpnn_type is not EGNN".into());
+        }
+        if let Some(k) = self.avg_num_neighbors {
+            if !(k.is_finite() && k > 0.0) {
+                return bad(format!(
+                    "avg_num_neighbors must be a positive number, got {k}"
+                ));
+            }
         }
         if self.mpnn_type == MpnnType::PaiNN
             && !self.painn.output_mlp

@@ -1,11 +1,14 @@
 //! EGNN (Satorras, Hoogeboom, Welling, "E(n) Equivariant Graph Neural Networks", ICML 2021), in
 //! the E_GCL form HydraGNN uses (no residual, no attention, the plain distance as the edge
 //! input). Reads `hidden_dim`, `num_conv_layers`, `envelope`, `radius`, `activation_function`,
-//! `conv_activation`, `post_conv_activation` and `egnn` from
-//! [`ModelConfig`]; `num_radial` and `radial_type` are not used.
+//! `conv_activation`, `post_conv_activation`, `avg_num_neighbors` and `egnn` from
+//! [`ModelConfig`]; `num_radial` and `radial_type` only with
+//! `egnn.edge_rbf`.
 //!
 //! Layer l, for edge e from j = src to i = dst with vector r_e and length d_e:
-//! m_e = act(W2 act(W1 [h_i, h_j, d_e])) · envelope(d_e); h_i ← W4 act(W3 [h_i, Σ_e m_e]).
+//! m_e = act(W2 act(W1 [h_i, h_j, d_e])) · envelope(d_e); h_i ← W4 act(W3 [h_i, Σ_e m_e / k]),
+//! with k = `avg_num_neighbors` (1 when unset); with `egnn.edge_rbf` the edge MLP reads
+//! [h_i, h_j, d_e, rbf(d_e)].
 //! With `egnn.coords_update`, every layer but the last also moves the atoms:
 //! x_i ← x_i + Σ_e clamp(r_e / (d_e + 1) · tanh(w·act(W5 m_e)), ±100) / max(Σ_e envelope, 1).
 //! The engine carries these moves as per-atom displacements D in the state (n, 3, 1), and a layer
@@ -33,6 +36,9 @@ pub struct Egnn {
     radial: Radial,
     act: Activation,
     post_act: Option<Activation>,
+    avg_num_neighbors: Option<f64>,
+    /// `egnn.edge_rbf`: the edge MLP also reads the radial basis.
+    edge_rbf: bool,
 }
 
 impl Egnn {
@@ -41,6 +47,7 @@ impl Egnn {
         let h = c.hidden_dim;
         let a = c.conv_activation.unwrap_or(c.activation_function);
         let coords = c.egnn.coords_update;
+        let n_rbf = if c.egnn.edge_rbf { c.num_radial } else { 0 };
         let nl = c.num_conv_layers;
         let mut dims = vec![c.input_dim()];
         let layers = (0..nl)
@@ -59,7 +66,7 @@ impl Egnn {
                     )
                 });
                 Layer {
-                    edge_mlp: Mlp::new(&(&p / "edge_mlp"), &[2 * f + 1, h, h], a),
+                    edge_mlp: Mlp::new(&(&p / "edge_mlp"), &[2 * f + 1 + n_rbf, h, h], a),
                     node_mlp: Mlp::new(&(&p / "node_mlp"), &[h + f, h, h], a),
                     coord,
                 }
@@ -73,6 +80,8 @@ impl Egnn {
             radial,
             act: a,
             post_act: c.post_conv_activation,
+            avg_num_neighbors: c.avg_num_neighbors,
+            edge_rbf: c.egnn.edge_rbf,
         }
     }
 }
@@ -93,18 +102,20 @@ impl Backbone for Egnn {
         let b = &self.layers[l];
         let h = &st.s;
         // Edge geometry of this layer: the input edges, moved by the atoms' displacements so far.
-        let (vec, dist, env) = match &st.v {
+        let (vec, dist, env, rbf) = match &st.v {
             Some(d) => {
                 let d = d.squeeze_dim(-1);
                 let vec = &e.vec + d.index_select(0, &e.src) - d.index_select(0, &e.dst);
                 let dist = vec.square().sum_dim_intlist(-1, false, vec.kind()).sqrt();
                 let env = self.radial.envelope(&dist);
-                (vec, dist, env)
+                let rbf = self.edge_rbf.then(|| self.radial.expand(&dist));
+                (vec, dist, env, rbf)
             }
             None => (
                 e.vec.shallow_clone(),
                 e.dist.shallow_clone(),
                 e.env.shallow_clone(),
+                self.edge_rbf.then(|| e.rbf.shallow_clone()),
             ),
         };
         // The edge MLP's first layer on [h_i, h_j, d] is A·h_i + B·h_j + c·d + b: A·h and B·h are
@@ -119,11 +130,19 @@ impl Backbone for Egnn {
         let mut z0 = h.matmul(&wa.tr()).index_select(0, &e.dst)
             + h.matmul(&wb.tr()).index_select(0, &e.src)
             + dist.unsqueeze(-1) * wc.squeeze_dim(1);
+        if let Some(rbf) = &rbf {
+            let n = rbf.size()[1];
+            z0 += rbf.matmul(&first.ws.narrow(1, 2 * f + 1, n).tr());
+        }
         if let Some(bias) = &first.bs {
             z0 += bias;
         }
         let m = act(self.act, &b.edge_mlp.forward_after_first(&z0)) * env.unsqueeze(-1);
-        let s = b.node_mlp.forward(&Tensor::cat(&[h, &e.aggregate(&m)], -1));
+        let mut agg = e.aggregate(&m);
+        if let Some(k) = self.avg_num_neighbors {
+            agg /= k;
+        }
+        let s = b.node_mlp.forward(&Tensor::cat(&[h, &agg], -1));
         let v = match (&st.v, &b.coord) {
             (Some(d), Some((w1, w2))) => {
                 let phi = act(self.act, &m.apply(w1)).apply(w2).tanh();

@@ -1,11 +1,12 @@
 //! PaiNN (Schütt, Unke, Gastegger, "Equivariant message passing for the prediction of tensorial
 //! properties and molecular spectra", ICML 2021). Scalar features s (n, F) and vector features
 //! v (n, 3, F). Reads `hidden_dim`, `num_conv_layers`, `num_radial`, `radial_type`, `envelope`,
-//! `activation_function`, `conv_activation`, `post_conv_activation` and `painn` from
-//! [`ModelConfig`].
+//! `activation_function`, `conv_activation`, `post_conv_activation`, `avg_num_neighbors` and
+//! `painn` from [`ModelConfig`].
 //!
 //! Message: [Δs, Δv_v, Δv_s] = φ(s_j) ⊙ W(rbf(r_ij))·envelope; s_i += Σ Δs,
-//! v_i += Σ (v_j ⊙ Δv_v + Δv_s ⊗ e_ij) with e_ij = r̂_ij (or r̂_ij / r_ij, `painn.edge_vector`).
+//! v_i += Σ (v_j ⊙ Δv_v + Δv_s ⊗ e_ij) with e_ij = r̂_ij (or r̂_ij / r_ij, `painn.edge_vector`);
+//! with `avg_num_neighbors` = k both sums are divided by k (W is scaled by 1/k).
 //! Update: a = MLP([s, |V v|]); v += a_vv ⊙ U v; s += a_sv ⊙ <U v, V v> + a_ss.
 //!
 //! HydraGNN's variant (`painn.output_mlp`, `painn.last_layer_scalar_only`): each layer runs at the
@@ -42,6 +43,8 @@ pub struct PaiNN {
     edge_vector: PainnEdgeVector,
     vector_norm: VectorNorm,
     post_act: Option<Activation>,
+    /// 1 / `avg_num_neighbors` (1 without it): the scale of the summed messages.
+    msg_scale: f64,
 }
 
 /// Norm with a small floor, so the gradient at v = 0 (the first layer) stays finite.
@@ -105,6 +108,7 @@ impl PaiNN {
             edge_vector: o.edge_vector,
             vector_norm: o.vector_norm,
             post_act: c.post_conv_activation,
+            msg_scale: c.avg_num_neighbors.map_or(1.0, |k| 1.0 / k),
         }
     }
 }
@@ -125,9 +129,14 @@ impl Backbone for PaiNN {
         let v =
             st.v.as_ref()
                 .expect("PaiNN state entering a layer has vector features");
-        // message
-        let x = b.phi.forward(&st.s).index_select(0, &e.src)
-            * (e.rbf.apply(&b.w) * e.env.unsqueeze(-1));
+        // message (every term is linear in the filter, so scaling it scales the sums)
+        let env = if self.msg_scale == 1.0 {
+            e.env.shallow_clone()
+        } else {
+            &e.env * self.msg_scale
+        };
+        let x =
+            b.phi.forward(&st.s).index_select(0, &e.src) * (e.rbf.apply(&b.w) * env.unsqueeze(-1));
         let parts = x.split(f, -1);
         let (ds, dvv, dvs) = (&parts[0], &parts[1], &parts[2]);
         let dir = match self.edge_vector {

@@ -1,10 +1,11 @@
 //! SchNet (Schütt et al., "SchNet: A continuous-filter convolutional neural network for modeling
 //! quantum interactions", NeurIPS 2017), in the interaction-block form of PyTorch Geometric that
 //! HydraGNN wraps. Reads `hidden_dim`, `num_conv_layers`, `num_radial`, `radial_type`, `envelope`,
-//! `activation_function`, `conv_activation`, `post_conv_activation` from
+//! `activation_function`, `conv_activation`, `post_conv_activation`, `avg_num_neighbors` from
 //! [`ModelConfig`].
 //!
-//! Layer l: W_ij = lin(act(lin(rbf(r_ij)))) · envelope(r_ij); m_i = Σ_j lin1(h_j) ⊙ W_ij;
+//! Layer l: W_ij = lin(act(lin(rbf(r_ij)))) · envelope(r_ij); m_i = Σ_j lin1(h_j) ⊙ W_ij (divided
+//! by `avg_num_neighbors` when set);
 //! h_i ← h_i + lin3(act(lin2(m_i))) (no residual when the input width differs).
 
 use tch::{nn, Tensor};
@@ -28,6 +29,7 @@ pub struct SchNet {
     act: Activation,
     post_act: Option<Activation>,
     dims: Vec<i64>,
+    avg_num_neighbors: Option<f64>,
 }
 
 impl SchNet {
@@ -58,6 +60,7 @@ impl SchNet {
             layers,
             act: c.conv_activation.unwrap_or(c.activation_function),
             post_act: c.post_conv_activation,
+            avg_num_neighbors: c.avg_num_neighbors,
             dims,
         }
     }
@@ -76,6 +79,10 @@ impl Backbone for SchNet {
         let w = act(self.act, &e.rbf.apply(&b.filter1)).apply(&b.filter2) * e.env.unsqueeze(-1);
         let x = st.s.apply(&b.lin1);
         let m = e.aggregate(&(x.index_select(0, &e.src) * w));
+        let m = match self.avg_num_neighbors {
+            Some(k) => m / k,
+            None => m,
+        };
         let v = act(self.act, &m.apply(&b.lin2)).apply(&b.lin3);
         let s = if b.residual { &st.s + v } else { v };
         let s = match self.post_act {

@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use crate::config::TrainConfig;
 use crate::data::{Dataset, DatasetMeta};
 use crate::error::{Error, Result};
+use crate::graphs::GraphSpec;
 use crate::metrics::{BranchSpec, PropSpec};
 
 /// Checks every dataset against the config and derives the model architecture. Nothing is
@@ -19,9 +20,39 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
     let metas = (0..cfg.config.dataset.datasets.len())
         .map(|i| plan_branch(cfg, i))
         .collect::<Result<Vec<_>>>()?;
-    let mc = model_config(cfg, &metas);
+    let mut mc = model_config(cfg, &metas);
+    let a = cfg.arch();
+    if matches!(a.mpnn_type, MpnnType::PaiNN | MpnnType::Egnn) {
+        // Without it PaiNN overflows and EGNN's forces vanish in dense solids (see mlip's
+        // `ModelConfig::avg_num_neighbors`). SchNet trains as it is and keeps its plain sums.
+        let gs = GraphSpec::new(a.radius, &mc.species, !a.periodic_boundary_conditions);
+        mc.avg_num_neighbors = Some(avg_num_neighbors(cfg, &gs)?);
+    }
+    if a.mpnn_type == MpnnType::Egnn {
+        // The distance as one raw input gives a model whose forces training cannot move (see
+        // mlip's `EgnnOptions::edge_rbf`); the config's radial basis resolves it.
+        mc.egnn.edge_rbf = true;
+    }
     mc.validate()?;
     Ok((mc, metas))
+}
+
+/// Average number of neighbours per atom (edges / atoms, to 0.01) in the first (at most) 64
+/// training graphs of every dataset: deterministic, whatever the number of ranks, so a resumed run
+/// rebuilds the same model.
+fn avg_num_neighbors(cfg: &TrainConfig, gs: &GraphSpec) -> Result<f64> {
+    let (mut edges, mut atoms) = (0usize, 0usize);
+    for i in 0..cfg.config.dataset.datasets.len() {
+        let path = cfg.dataset_path(i);
+        let ds = Dataset::open(&path)?;
+        let tr = ds.split("trainset")?;
+        let label = format!("{} trainset", path.display());
+        for g in gs.load(&tr, 0..tr.n_graphs().min(64), &label)? {
+            edges += g.src.len();
+            atoms += g.numbers.len();
+        }
+    }
+    Ok(((edges as f64 / atoms.max(1) as f64).max(1.0) * 100.0).round() / 100.0)
 }
 
 /// Dataset `i`'s attributes and what its branch is trained on, checked against the config.
