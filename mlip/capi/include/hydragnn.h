@@ -19,7 +19,8 @@
 // Double precision.
 #define HGNN_DTYPE_FLOAT64 64
 
-// A layer-by-layer evaluation in progress (opaque). It refers to its model, which must outlive it.
+// A layer-by-layer evaluation in progress (opaque). It shares its model: freeing the model
+// first is allowed (the evaluation keeps it alive).
 typedef struct hgnn_eval_t hgnn_eval_t;
 
 // A loaded model (opaque).
@@ -134,7 +135,8 @@ hgnn_status_t hgnn_compute_graph(const struct hgnn_model_t *model,
                                  struct hgnn_results_t *results);
 
 // Starts a layer-by-layer evaluation of `graph` (every edge centre must be a local atom). The
-// graph's arrays are copied; `model` must outlive the evaluation. Free with `hgnn_eval_free`.
+// graph's arrays are copied; the evaluation shares `model` (which may be freed before it, and
+// cannot change its evaluation path while it exists). Free with `hgnn_eval_free`.
 hgnn_status_t hgnn_eval_begin(const struct hgnn_model_t *model,
                               const struct hgnn_graph_t *graph,
                               struct hgnn_eval_t **eval);
@@ -180,7 +182,8 @@ hgnn_status_t hgnn_model_load(const char *path,
 // relative error `tolerance`, or the default 1e-8 when `tolerance` <= 0; fused kernels), where
 // the model's backbone has one, else the exact path; 0: the exact path (libtorch autograd).
 // Models load on the fast path unless the environment sets `HYDRAGNN_COMPRESS=0`. Not to be
-// called while an evaluation (`hgnn_eval_*`) of this model is in progress.
+// called while an evaluation (`hgnn_eval_*`) of this model is in progress (fails with
+// `HGNN_ERROR_INVALID_ARGUMENT` then).
 hgnn_status_t hgnn_model_set_compress(struct hgnn_model_t *model,
                                       int32_t compress,
                                       double tolerance);

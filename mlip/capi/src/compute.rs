@@ -1,7 +1,7 @@
 //! Whole structures: the engine builds the neighbour list (`hgnn_compute`, `hgnn_compute_batch`),
 //! and the results struct every evaluation writes.
 
-use mlip::{Request, Results, Structure};
+use mlip::{Error, Request, Results, Structure};
 
 use crate::model::{hgnn_model_t, model_ref};
 use crate::status::{arg, as_vec3, count, hgnn_status_t, null, slice, wrap, Fail};
@@ -39,7 +39,8 @@ pub struct hgnn_results_t {
     pub virials: *mut f64,
 }
 
-unsafe fn structure(s: &hgnn_structure_t, k: usize) -> Result<Structure, Fail> {
+/// Reads one structure; `batch_index` tags its errors with its position in a batch of several.
+unsafe fn structure(s: &hgnn_structure_t, batch_index: Option<usize>) -> Result<Structure, Fail> {
     let n = count(s.n_atoms, "n_atoms")?;
     let pos = slice(s.positions, 3 * n, "positions")?;
     let z = slice(s.atomic_numbers, n, "atomic_numbers")?;
@@ -47,10 +48,12 @@ unsafe fn structure(s: &hgnn_structure_t, k: usize) -> Result<Structure, Fail> {
     let cell = [[c[0], c[1], c[2]], [c[3], c[4], c[5]], [c[6], c[7], c[8]]];
     let pbc = s.pbc.map(|p| p != 0);
     Structure::new(as_vec3(pos), z.to_vec(), cell, pbc).map_err(|e| {
-        Fail::from(if k == usize::MAX {
-            e
-        } else {
-            e.in_structure(k, usize::MAX)
+        Fail::from(match batch_index {
+            None => e,
+            Some(index) => Error::InStructure {
+                index,
+                source: Box::new(e),
+            },
         })
     })
 }
@@ -123,7 +126,7 @@ pub unsafe extern "C" fn hgnn_compute_batch(
         } else {
             &mut []
         };
-        let tag = |k: usize| if n == 1 { usize::MAX } else { k };
+        let tag = |k: usize| (n != 1).then_some(k);
         let parsed = ss
             .iter()
             .enumerate()

@@ -31,54 +31,65 @@ pub struct hgnn_graph_t {
     pub shifts: *const f64,
 }
 
-pub(crate) unsafe fn graph_input(
-    g: &hgnn_graph_t,
-) -> Result<
-    (
-        GraphInput<'static>,
-        Vec<[f64; 3]>,
-        Vec<usize>,
-        Vec<usize>,
-        Option<Vec<[f64; 3]>>,
-    ),
-    Fail,
-> {
-    let n = count(g.n_total, "n_total")?;
-    let nl = count(g.n_local, "n_local")?;
-    if nl > n {
-        return Err(arg(format!("n_local = {nl} exceeds n_total = {n}")));
+/// A graph read from an [`hgnn_graph_t`]: the index and vector arrays converted into owned
+/// vectors, the atomic numbers borrowed from the caller. [`Graph::view`] lends it to the engine.
+pub(crate) struct Graph<'a> {
+    n_local: usize,
+    positions: Vec<[f64; 3]>,
+    numbers: &'a [i32],
+    centers: Vec<usize>,
+    neighbors: Vec<usize>,
+    shifts: Option<Vec<[f64; 3]>>,
+}
+
+impl<'a> Graph<'a> {
+    /// Checks the sizes and indices of `g` and copies its arrays.
+    pub(crate) unsafe fn read(g: &'a hgnn_graph_t) -> Result<Self, Fail> {
+        let n = count(g.n_total, "n_total")?;
+        let nl = count(g.n_local, "n_local")?;
+        if nl > n {
+            return Err(arg(format!("n_local = {nl} exceeds n_total = {n}")));
+        }
+        let ne = count(g.n_edges, "n_edges")?;
+        let positions = as_vec3(slice(g.positions, 3 * n, "positions")?);
+        let numbers = slice(g.atomic_numbers, n, "atomic_numbers")?;
+        let idx = |p: *const i64, what: &str| -> Result<Vec<usize>, Fail> {
+            slice(p, ne, what)?
+                .iter()
+                .enumerate()
+                .map(|(e, &i)| {
+                    usize::try_from(i).map_err(|_| arg(format!("{what}[{e}] = {i} is negative")))
+                })
+                .collect()
+        };
+        let centers = idx(g.centers, "centers")?;
+        let neighbors = idx(g.neighbors, "neighbors")?;
+        let shifts = if g.shifts.is_null() {
+            None
+        } else {
+            Some(as_vec3(slice(g.shifts, 3 * ne, "shifts")?))
+        };
+        Ok(Graph {
+            n_local: nl,
+            positions,
+            numbers,
+            centers,
+            neighbors,
+            shifts,
+        })
     }
-    let ne = count(g.n_edges, "n_edges")?;
-    let pos = as_vec3(slice(g.positions, 3 * n, "positions")?);
-    let z: &'static [i32] = slice(g.atomic_numbers, n, "atomic_numbers")?;
-    let idx = |p: *const i64, what: &str| -> Result<Vec<usize>, Fail> {
-        slice(p, ne, what)?
-            .iter()
-            .enumerate()
-            .map(|(e, &i)| {
-                usize::try_from(i).map_err(|_| arg(format!("{what}[{e}] = {i} is negative")))
-            })
-            .collect()
-    };
-    let centers = idx(g.centers, "centers")?;
-    let neighbors = idx(g.neighbors, "neighbors")?;
-    let shifts = if g.shifts.is_null() {
-        None
-    } else {
-        Some(as_vec3(slice(g.shifts, 3 * ne, "shifts")?))
-    };
-    // The GraphInput borrows the vectors returned alongside it; callers keep them alive.
-    let gi = GraphInput {
-        n_local: nl,
-        positions: std::mem::transmute::<&[[f64; 3]], &'static [[f64; 3]]>(pos.as_slice()),
-        numbers: z,
-        centers: std::mem::transmute::<&[usize], &'static [usize]>(centers.as_slice()),
-        neighbors: std::mem::transmute::<&[usize], &'static [usize]>(neighbors.as_slice()),
-        shifts: shifts
-            .as_ref()
-            .map(|s| std::mem::transmute::<&[[f64; 3]], &'static [[f64; 3]]>(s.as_slice())),
-    };
-    Ok((gi, pos, centers, neighbors, shifts))
+
+    /// The engine's borrowing view of this graph.
+    pub(crate) fn view(&self) -> GraphInput<'_> {
+        GraphInput {
+            n_local: self.n_local,
+            positions: &self.positions,
+            numbers: self.numbers,
+            centers: &self.centers,
+            neighbors: &self.neighbors,
+            shifts: self.shifts.as_deref(),
+        }
+    }
 }
 
 /// Energy etc. of a caller-supplied graph in one pass (no exchange between layers).
@@ -93,7 +104,8 @@ pub unsafe extern "C" fn hgnn_compute_graph(
         let m = &model_ref(model)?.model;
         let g = graph.as_ref().ok_or_else(|| null("graph"))?;
         let r = out(results, "results")?;
-        let (gi, _keep_pos, _keep_c, _keep_n, _keep_s) = graph_input(g)?;
+        let graph = Graph::read(g)?;
+        let gi = graph.view();
         let res = m.compute_graph(&gi, request(r))?;
         write_results(&res, r, gi.positions.len(), gi.n_local);
         Ok(())

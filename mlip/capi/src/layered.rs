@@ -2,21 +2,27 @@
 //! each forward layer and their gradients after each backward layer.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use mlip::{LayeredEval, Model};
 
 use crate::compute::{hgnn_results_t, request, write_results};
-use crate::graph::{graph_input, hgnn_graph_t};
+use crate::graph::{hgnn_graph_t, Graph};
 use crate::model::{hgnn_model_t, model_ref};
 use crate::status::{arg, hgnn_status_t, null, out, wrap, Fail};
 
-/// A layer-by-layer evaluation in progress (opaque). It refers to its model, which must outlive it.
+/// A layer-by-layer evaluation in progress (opaque). It shares its model: freeing the model
+/// first is allowed (the evaluation keeps it alive).
 pub struct hgnn_eval_t {
+    // Declared before `_model`, so dropped first: `eval` borrows the model that `_model` keeps
+    // alive.
     eval: LayeredEval<'static>,
+    _model: Arc<Model>,
 }
 
 /// Starts a layer-by-layer evaluation of `graph` (every edge centre must be a local atom). The
-/// graph's arrays are copied; `model` must outlive the evaluation. Free with `hgnn_eval_free`.
+/// graph's arrays are copied; the evaluation shares `model` (which may be freed before it, and
+/// cannot change its evaluation path while it exists). Free with `hgnn_eval_free`.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn hgnn_eval_begin(
@@ -25,13 +31,21 @@ pub unsafe extern "C" fn hgnn_eval_begin(
     eval: *mut *mut hgnn_eval_t,
 ) -> hgnn_status_t {
     wrap(|| {
-        let m: &'static Model = &model_ref(model)?.model;
+        let shared = Arc::clone(&model_ref(model)?.model);
         let g = graph.as_ref().ok_or_else(|| null("graph"))?;
         let slot = out(eval, "eval")?;
         *slot = std::ptr::null_mut();
-        let (gi, _keep_pos, _keep_c, _keep_n, _keep_s) = graph_input(g)?;
-        let e = LayeredEval::new(m, &gi)?;
-        *slot = Box::into_raw(Box::new(hgnn_eval_t { eval: e }));
+        let graph = Graph::read(g)?;
+        // SAFETY: the model lives in the Arc's heap allocation, which `hgnn_eval_t::_model`
+        // keeps alive (and in place) for as long as the evaluation that borrows it: the struct
+        // drops `eval` before `_model`, and `hgnn_model_set_compress`, the one mutation, needs
+        // the model unshared (`Arc::get_mut`), so it fails while this evaluation exists.
+        let m: &'static Model = &*Arc::as_ptr(&shared);
+        let e = LayeredEval::new(m, &graph.view())?;
+        *slot = Box::into_raw(Box::new(hgnn_eval_t {
+            eval: e,
+            _model: shared,
+        }));
         Ok(())
     })
 }

@@ -2,6 +2,7 @@
 
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use mlip::Model;
 
@@ -10,7 +11,8 @@ use crate::status::{arg, hgnn_status_t, null, out, wrap, Fail};
 
 /// A loaded model (opaque).
 pub struct hgnn_model_t {
-    pub(crate) model: Model,
+    /// Shared with the evaluations in progress (`hgnn_eval_t`).
+    pub(crate) model: Arc<Model>,
     info: CString,
     path: CString,
 }
@@ -93,6 +95,10 @@ pub unsafe extern "C" fn hgnn_model_load(
             Ok("0") | Ok("no") | Ok("off") => false,
             Ok(v) => return Err(arg(format!("HYDRAGNN_COMPRESS='{v}' must be yes/no (1/0)"))),
         };
+        // An Arc although Model is not Sync: C clients may free a model and its evaluations on
+        // different threads, and the count must stay right then.
+        #[allow(clippy::arc_with_non_send_sync)]
+        let m = Arc::new(m);
         let mut h = hgnn_model_t {
             model: m,
             info,
@@ -106,12 +112,18 @@ pub unsafe extern "C" fn hgnn_model_load(
 
 /// Turns the fast path on (where the backbone has one) or off, and records which path runs.
 fn select_path(h: &mut hgnn_model_t, compress: bool, tol: f64) -> Result<(), Fail> {
-    let desc = if compress && h.model.device() != tch::Device::Cpu {
-        h.model.disable_fast();
+    let model =
+        Arc::get_mut(&mut h.model).ok_or_else(|| {
+            arg("the evaluation path cannot change while an evaluation (hgnn_eval_*) of this model \
+             is in progress: free it first"
+            .into())
+        })?;
+    let desc = if compress && model.device() != tch::Device::Cpu {
+        model.disable_fast();
         let why = "the fast path runs on the CPU; on a GPU the model runs in libtorch";
         serde_json::json!({"path": "exact", "reason": why, "description": format!("exact path (autograd): {why}")})
     } else if compress {
-        match h.model.enable_fast(tol) {
+        match model.enable_fast(tol) {
             Ok(i) => serde_json::json!({
                 "path": "fast",
                 "table_tolerance": tol,
@@ -125,13 +137,13 @@ fn select_path(h: &mut hgnn_model_t, compress: bool, tol: f64) -> Result<(), Fai
                 "description": i.describe(),
             }),
             Err(mlip::Error::InvalidInput(why)) => {
-                h.model.disable_fast();
+                model.disable_fast();
                 serde_json::json!({"path": "exact", "reason": why, "description": format!("exact path (autograd): {why}")})
             }
             Err(e) => return Err(e.into()),
         }
     } else {
-        h.model.disable_fast();
+        model.disable_fast();
         serde_json::json!({"path": "exact", "reason": "compression off", "description": "exact path (autograd): compression turned off"})
     };
     h.path = CString::new(desc.to_string())
@@ -143,7 +155,8 @@ fn select_path(h: &mut hgnn_model_t, compress: bool, tol: f64) -> Result<(), Fai
 /// relative error `tolerance`, or the default 1e-8 when `tolerance` <= 0; fused kernels), where
 /// the model's backbone has one, else the exact path; 0: the exact path (libtorch autograd).
 /// Models load on the fast path unless the environment sets `HYDRAGNN_COMPRESS=0`. Not to be
-/// called while an evaluation (`hgnn_eval_*`) of this model is in progress.
+/// called while an evaluation (`hgnn_eval_*`) of this model is in progress (fails with
+/// `HGNN_ERROR_INVALID_ARGUMENT` then).
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn hgnn_model_set_compress(

@@ -130,8 +130,17 @@ int main(int argc, char **argv) {
     CHECK(hgnn_model_set_compress(model, 1, 1e-10) == 0, "compress on: %s", hgnn_last_error());
     CHECK(hgnn_model_path(model, &path) == 0 && strstr(path, "\"path\":\"fast\"") != NULL, "fast path again %s", path);
 
+    /* an evaluation shares its model: the path cannot change under it, and the model may be
+       freed first (the evaluation keeps it alive) */
+    hgnn_eval_t *ev2 = NULL;
+    CHECK(hgnn_eval_begin(model, &g, &ev2) == 0, "eval_begin (2): %s", hgnn_last_error());
+    expect_error(hgnn_model_set_compress(model, 0, 0.0), HGNN_ERROR_INVALID_ARGUMENT, "in progress", "compress during an evaluation");
     hgnn_model_free(model);
     hgnn_model_free(NULL);
+    for (int l = 0; l < nl; l++) CHECK(hgnn_eval_forward_layer(ev2, l) == 0, "forward %d after model_free: %s", l, hgnn_last_error());
+    CHECK(hgnn_eval_readout(ev2, &le) == 0, "readout after model_free");
+    CHECK(fabs(le - gr.energy) < 1e-7 * fabs(gr.energy), "energy after model_free %.12g %.12g", le, gr.energy);
+    hgnn_eval_free(ev2);
     printf("%s: %d failure(s)\n", argv[0], failures);
     return failures == 0 ? 0 : 1;
 }
