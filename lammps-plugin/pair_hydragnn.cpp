@@ -62,7 +62,7 @@ inline void add_voigt6(double *dst, const double *w9)
    the library this plugin was built against (HYDRAGNN_LIB_DEFAULT, set by build.sh). */
 // Every engine function the plugin calls, resolved with dlsym into Engine.
 #define HGNN_FUNCTIONS(X)                                                                  \
-  X(hgnn_last_error) X(hgnn_version) X(hgnn_options_default) X(hgnn_model_load)            \
+  X(hgnn_abi_version) X(hgnn_last_error) X(hgnn_version) X(hgnn_options_default) X(hgnn_model_load)            \
   X(hgnn_model_free) X(hgnn_model_cutoff) X(hgnn_model_num_layers)                          \
   X(hgnn_model_feature_width) X(hgnn_model_info) X(hgnn_eval_begin) X(hgnn_eval_free)       \
   X(hgnn_eval_features) X(hgnn_eval_grads) X(hgnn_eval_forward_layer) X(hgnn_eval_readout)  \
@@ -75,6 +75,15 @@ struct Engine {
   HGNN_FUNCTIONS(HGNN_DECLARE)
 #undef HGNN_DECLARE
 };
+
+// The message for an engine library whose C ABI is not the one this plugin was compiled against.
+std::string abi_mismatch(const std::string &path, int library, int plugin)
+{
+  return "engine library '" + path + "' implements C ABI version " + std::to_string(library) +
+      " but this plugin was built against hydragnn.h of ABI version " + std::to_string(plugin) +
+      ": rebuild the plugin (lammps-plugin/build.sh) against this library's header, or point "
+      "HYDRAGNN_LIB at a matching libhydragnn.so";
+}
 
 // The process-wide engine (never unloaded: libtorch does not support it); nullptr and a message
 // in `err` when it cannot be loaded.
@@ -101,6 +110,9 @@ const Engine *engine(std::string &err)
 #undef HGNN_RESOLVE
       if (!missing.empty()) {
         error = "engine library '" + e.path + "' lacks " + missing + " (older than the plugin?)";
+        e.handle = nullptr;
+      } else if (e.hgnn_abi_version() != HGNN_ABI_VERSION) {
+        error = abi_mismatch(e.path, e.hgnn_abi_version(), HGNN_ABI_VERSION);
         e.handle = nullptr;
       }
     }

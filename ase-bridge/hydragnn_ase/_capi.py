@@ -9,6 +9,9 @@ from ctypes import POINTER, Structure, c_char_p, c_double, c_int32, c_int64, c_v
 from pathlib import Path
 
 LIBRARY_NAME = "libhydragnn.so"
+# The C ABI version this binding is written for (HGNN_ABI_VERSION in hydragnn.h); a library that
+# reports another one from hgnn_abi_version() is refused at load.
+HGNN_ABI_VERSION = 1
 
 # Status codes and option constants, as in hydragnn.h.
 HGNN_SUCCESS = 0
@@ -83,6 +86,10 @@ class InternalError(HydraGNNError, RuntimeError):
 
 class LibraryNotFoundError(HydraGNNError, ImportError):
     """libhydragnn.so was not found or could not be loaded."""
+
+
+class AbiVersionError(LibraryNotFoundError):
+    """libhydragnn.so implements another C ABI version than this binding expects."""
 
 
 _ERRORS = {
@@ -175,6 +182,27 @@ def _check(status, func, args):
     raise _ERRORS.get(status, HydraGNNError)(f"{func.__name__}: {msg}", status)
 
 
+def _check_abi(lib, path):
+    """Refuses a library whose C ABI version is not `HGNN_ABI_VERSION`."""
+    try:
+        f = lib.hgnn_abi_version
+    except AttributeError:
+        raise AbiVersionError(
+            f"{path} has no hgnn_abi_version (a library older than C ABI version 1), but this "
+            f"binding needs C ABI version {HGNN_ABI_VERSION}: rebuild libhydragnn.so from the "
+            "same hydragnn-rs revision as this package"
+        ) from None
+    f.argtypes = []
+    f.restype = c_int32
+    found = f()
+    if found != HGNN_ABI_VERSION:
+        raise AbiVersionError(
+            f"{path} implements C ABI version {found} but this binding (hydragnn_ase) expects "
+            f"version {HGNN_ABI_VERSION}: use a libhydragnn.so and a hydragnn_ase from the same "
+            "hydragnn-rs revision (set HYDRAGNN_LIB to the matching library)"
+        )
+
+
 def _bind(lib):
     P = POINTER
     status = [
@@ -229,5 +257,6 @@ def load_library():
                     "libhydragnn.so needs libtorch (libtorch_cpu.so, libc10.so): install the same "
                     "torch version it was built against, or add its lib/ folder to LD_LIBRARY_PATH."
                 ) from first
+        _check_abi(lib, path)
         _LIB = _bind(lib)
     return _LIB

@@ -19,6 +19,12 @@
 // Double precision.
 #define HGNN_DTYPE_FLOAT64 64
 
+// The version of the C ABI this header describes. It changes whenever the ABI changes in a way
+// that matters to a compiled client (a struct's layout, a function's signature or meaning, a
+// constant, a function added or removed). Clients compare it with `hgnn_abi_version()` at run
+// time and refuse a library whose ABI differs from the header they were built against.
+#define HGNN_ABI_VERSION 1
+
 // A layer-by-layer evaluation in progress (opaque). It shares its model: freeing the model
 // first is allowed (the evaluation keeps it alive).
 typedef struct hgnn_eval_t hgnn_eval_t;
@@ -229,6 +235,10 @@ hgnn_status_t hgnn_set_num_threads(int32_t n);
 
 // The message of the last error on this thread (valid until the next failing call on it).
 const char *hgnn_last_error(void);
+
+// The version of the C ABI the library implements: `HGNN_ABI_VERSION` of the header it was
+// built with.
+int32_t hgnn_abi_version(void);
 
 // The library version, e.g. "0.1.0".
 const char *hgnn_version(void);

@@ -93,6 +93,19 @@ pub extern "C" fn hgnn_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
+/// The version of the C ABI this header describes. It changes whenever the ABI changes in a way
+/// that matters to a compiled client (a struct's layout, a function's signature or meaning, a
+/// constant, a function added or removed). Clients compare it with `hgnn_abi_version()` at run
+/// time and refuse a library whose ABI differs from the header they were built against.
+pub const HGNN_ABI_VERSION: i32 = 1;
+
+/// The version of the C ABI the library implements: `HGNN_ABI_VERSION` of the header it was
+/// built with.
+#[no_mangle]
+pub extern "C" fn hgnn_abi_version() -> i32 {
+    HGNN_ABI_VERSION
+}
+
 /// The library version, e.g. "0.1.0".
 #[no_mangle]
 pub extern "C" fn hgnn_version() -> *const c_char {

@@ -18,6 +18,7 @@ static void expect_error(hgnn_status_t got, hgnn_status_t code, const char *need
 
 int main(int argc, char **argv) {
     if (argc < 3) { fprintf(stderr, "usage: test_capi MODEL CORRUPT_FILE\n"); return 2; }
+    CHECK(hgnn_abi_version() == HGNN_ABI_VERSION, "ABI version %d, header %d", hgnn_abi_version(), HGNN_ABI_VERSION);
     hgnn_model_t *model = NULL;
     hgnn_options_t opts = hgnn_options_default();
     opts.num_threads = 1;
