@@ -16,7 +16,6 @@
 #include "comm.h"
 #include "error.h"
 #include "force.h"
-#include "json.h"
 #include "memory.h"
 #include "neigh_list.h"
 #include "neighbor.h"
@@ -66,7 +65,9 @@ inline void add_voigt6(double *dst, const double *w9)
   X(hgnn_model_free) X(hgnn_model_cutoff) X(hgnn_model_num_layers)                          \
   X(hgnn_model_feature_width) X(hgnn_model_info) X(hgnn_eval_begin) X(hgnn_eval_free)       \
   X(hgnn_eval_features) X(hgnn_eval_grads) X(hgnn_eval_forward_layer) X(hgnn_eval_readout)  \
-  X(hgnn_eval_backward_layer) X(hgnn_eval_results) X(hgnn_model_set_compress) X(hgnn_model_path)
+  X(hgnn_eval_backward_layer) X(hgnn_eval_results) X(hgnn_model_set_compress)                \
+  X(hgnn_model_path_description) X(hgnn_model_num_species) X(hgnn_model_species)              \
+  X(hgnn_model_species_symbol) X(hgnn_model_lammps_units)
 
 struct Engine {
   void *handle = nullptr;
@@ -335,12 +336,9 @@ void PairHydraGNN::load_model()
                    m.device == HGNN_DEVICE_CUDA ? "cuda" : "cpu",
                    threads > 0 ? std::to_string(threads) : std::string("HYDRAGNN_NUM_THREADS"),
                    maxw, info);
-    const char *path = nullptr;
-    if (impl->api->hgnn_model_path(model, &path) == HGNN_SUCCESS && path) {
-      auto j = json::parse(path, nullptr, false);
-      std::string d = j.is_object() && j.contains("description") ? j["description"].get<std::string>() : path;
-      utils::logmesg(lmp, "pair_style hydragnn: {}\n", d);
-    }
+    const char *desc = nullptr;
+    if (impl->api->hgnn_model_path_description(model, &desc) == HGNN_SUCCESS && desc)
+      utils::logmesg(lmp, "pair_style hydragnn: {}\n", desc);
   }
 }
 
@@ -366,26 +364,23 @@ void PairHydraGNN::coeff(int narg, char **arg)
   load_model();
 
   // the model describes itself: its elements (with atomic numbers) and its units
-  const char *info = nullptr;
-  if (impl->api->hgnn_model_info(m.model, &info) != HGNN_SUCCESS)
-    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", m.path, impl->api->hgnn_last_error());
   std::vector<std::string> symbols;
   std::vector<int> numbers;
-  std::string units = "metal";
-  try {
-    const json j = json::parse(info);
-    symbols = j.at("species").get<std::vector<std::string>>();
-    numbers = j.at("atomic_numbers").get<std::vector<int>>();
-    if (j.contains("units") && j["units"].contains("lammps"))
-      units = j["units"]["lammps"].get<std::string>();
-  } catch (std::exception &e) {
-    error->all(FLERR, "pair_style hydragnn: model file '{}' has an unreadable description: {}",
-               m.path, e.what());
+  int32_t ns = 0;
+  const char *units = nullptr;
+  if (impl->api->hgnn_model_num_species(m.model, &ns) != HGNN_SUCCESS ||
+      impl->api->hgnn_model_lammps_units(m.model, &units) != HGNN_SUCCESS)
+    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", m.path, impl->api->hgnn_last_error());
+  numbers.assign(ns, 0);
+  if (ns > 0 && impl->api->hgnn_model_species(m.model, numbers.data(), ns) != HGNN_SUCCESS)
+    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", m.path, impl->api->hgnn_last_error());
+  for (int32_t k = 0; k < ns; k++) {
+    const char *sym = nullptr;
+    if (impl->api->hgnn_model_species_symbol(m.model, k, &sym) != HGNN_SUCCESS)
+      error->all(FLERR, "pair_style hydragnn: model file '{}': {}", m.path, impl->api->hgnn_last_error());
+    symbols.emplace_back(sym);
   }
-  if (symbols.size() != numbers.size())
-    error->all(FLERR, "pair_style hydragnn: model file '{}' lists {} species but {} atomic numbers",
-               m.path, symbols.size(), numbers.size());
-  if (units != update->unit_style)
+  if (units != std::string(update->unit_style))
     error->all(FLERR, "pair_style hydragnn: model file '{}' is in LAMMPS units '{}' but the input "
                "uses 'units {}'", m.path, units, update->unit_style);
 

@@ -227,6 +227,35 @@ hgnn_status_t hgnn_model_feature_width(const struct hgnn_model_t *model,
 // the string lives as long as the model.
 hgnn_status_t hgnn_model_info(const struct hgnn_model_t *model, const char **json);
 
+// The element symbol of species `index` (0..num_species, in the order of `hgnn_model_species`),
+// e.g. "Cu"; the string lives as long as the model.
+hgnn_status_t hgnn_model_species_symbol(const struct hgnn_model_t *model,
+                                        int32_t index,
+                                        const char **symbol);
+
+// The LAMMPS unit style of the model's quantities ("metal": eV, Å); the string lives as long as
+// the model.
+hgnn_status_t hgnn_model_lammps_units(const struct hgnn_model_t *model, const char **units);
+
+// The precision the model computes in: `HGNN_DTYPE_FLOAT32` or `HGNN_DTYPE_FLOAT64`.
+hgnn_status_t hgnn_model_precision(const struct hgnn_model_t *model, int32_t *dtype);
+
+// The number of output branches (heads).
+hgnn_status_t hgnn_model_num_branches(const struct hgnn_model_t *model, int32_t *num_branches);
+
+// The name of branch `index` (0..num_branches); the string lives as long as the model.
+hgnn_status_t hgnn_model_branch_name(const struct hgnn_model_t *model,
+                                     int32_t index,
+                                     const char **name);
+
+// The index of the branch the model evaluates (`hgnn_options_t::branch`, else 0).
+hgnn_status_t hgnn_model_active_branch(const struct hgnn_model_t *model, int32_t *index);
+
+// The evaluation path in words (the `description` of `hgnn_model_path`). Lives until the next
+// `hgnn_model_set_compress` or `hgnn_model_free`.
+hgnn_status_t hgnn_model_path_description(const struct hgnn_model_t *model,
+                                          const char **description);
+
 // Default options: CPU, float64, threads unchanged, first branch.
 struct hgnn_options_t hgnn_options_default(void);
 

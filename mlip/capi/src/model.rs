@@ -15,6 +15,18 @@ pub struct hgnn_model_t {
     pub(crate) model: Arc<Model>,
     info: CString,
     path: CString,
+    /// The evaluation path in words (`hgnn_model_path_description`).
+    path_description: CString,
+    /// Element symbols of the species, in the model's order.
+    symbols: Vec<CString>,
+    /// Names of the output branches.
+    branches: Vec<CString>,
+    /// The LAMMPS unit style of the model's quantities.
+    lammps_units: CString,
+}
+
+fn c_string(s: &str, what: &str) -> Result<CString, Fail> {
+    CString::new(s).map_err(|_| arg(format!("{what} contains a NUL byte")))
 }
 
 /// Loads a model file. `options` may be NULL (defaults). On success `*model` owns the model;
@@ -89,7 +101,22 @@ pub unsafe extern "C" fn hgnn_model_load(
             .get("info")
             .cloned()
             .unwrap_or_else(|| "{}".into());
-        let info = CString::new(info).map_err(|_| arg("model info contains a NUL byte".into()))?;
+        // the LAMMPS unit style the info states (every file so far: "metal", also the default)
+        let lammps_units = serde_json::from_str::<serde_json::Value>(&info)
+            .ok()
+            .and_then(|j| j["units"]["lammps"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "metal".into());
+        let info = c_string(&info, "model info")?;
+        let symbols = m
+            .species()
+            .iter()
+            .map(|&z| c_string(mlip::elements::symbol(z), "an element symbol"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let branches = m
+            .branch_names()
+            .iter()
+            .map(|b| c_string(b, "a branch name"))
+            .collect::<Result<Vec<_>, _>>()?;
         let compress = match std::env::var("HYDRAGNN_COMPRESS").as_deref().map(str::trim) {
             Err(_) | Ok("") | Ok("1") | Ok("yes") | Ok("on") => true,
             Ok("0") | Ok("no") | Ok("off") => false,
@@ -103,6 +130,10 @@ pub unsafe extern "C" fn hgnn_model_load(
             model: m,
             info,
             path: CString::default(),
+            path_description: CString::default(),
+            symbols,
+            branches,
+            lammps_units: c_string(&lammps_units, "the units")?,
         };
         select_path(&mut h, compress, mlip::fast::DEFAULT_TOLERANCE)?;
         *model = Box::into_raw(Box::new(h));
@@ -146,8 +177,11 @@ fn select_path(h: &mut hgnn_model_t, compress: bool, tol: f64) -> Result<(), Fai
         model.disable_fast();
         serde_json::json!({"path": "exact", "reason": "compression off", "description": "exact path (autograd): compression turned off"})
     };
-    h.path = CString::new(desc.to_string())
-        .map_err(|_| arg("path description contains a NUL byte".into()))?;
+    h.path_description = c_string(
+        desc["description"].as_str().unwrap_or_default(),
+        "path description",
+    )?;
+    h.path = c_string(&desc.to_string(), "path description")?;
     Ok(())
 }
 
@@ -303,6 +337,117 @@ pub unsafe extern "C" fn hgnn_model_info(
 ) -> hgnn_status_t {
     wrap(|| {
         *out(json, "json")? = model_ref(model)?.info.as_ptr();
+        Ok(())
+    })
+}
+
+/// Checks `index` against `len` items.
+fn item(index: i32, len: usize, what: &str) -> Result<usize, Fail> {
+    usize::try_from(index)
+        .ok()
+        .filter(|&i| i < len)
+        .ok_or_else(|| arg(format!("{what} index {index} is outside 0..{len}")))
+}
+
+/// The element symbol of species `index` (0..num_species, in the order of `hgnn_model_species`),
+/// e.g. "Cu"; the string lives as long as the model.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn hgnn_model_species_symbol(
+    model: *const hgnn_model_t,
+    index: i32,
+    symbol: *mut *const c_char,
+) -> hgnn_status_t {
+    wrap(|| {
+        let h = model_ref(model)?;
+        let slot = out(symbol, "symbol")?;
+        *slot = h.symbols[item(index, h.symbols.len(), "species")?].as_ptr();
+        Ok(())
+    })
+}
+
+/// The LAMMPS unit style of the model's quantities ("metal": eV, Å); the string lives as long as
+/// the model.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn hgnn_model_lammps_units(
+    model: *const hgnn_model_t,
+    units: *mut *const c_char,
+) -> hgnn_status_t {
+    wrap(|| {
+        *out(units, "units")? = model_ref(model)?.lammps_units.as_ptr();
+        Ok(())
+    })
+}
+
+/// The precision the model computes in: `HGNN_DTYPE_FLOAT32` or `HGNN_DTYPE_FLOAT64`.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn hgnn_model_precision(
+    model: *const hgnn_model_t,
+    dtype: *mut i32,
+) -> hgnn_status_t {
+    wrap(|| {
+        *out(dtype, "dtype")? = match model_ref(model)?.model.kind() {
+            tch::Kind::Float => HGNN_DTYPE_FLOAT32,
+            _ => HGNN_DTYPE_FLOAT64,
+        };
+        Ok(())
+    })
+}
+
+/// The number of output branches (heads).
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn hgnn_model_num_branches(
+    model: *const hgnn_model_t,
+    num_branches: *mut i32,
+) -> hgnn_status_t {
+    wrap(|| {
+        *out(num_branches, "num_branches")? = model_ref(model)?.branches.len() as i32;
+        Ok(())
+    })
+}
+
+/// The name of branch `index` (0..num_branches); the string lives as long as the model.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn hgnn_model_branch_name(
+    model: *const hgnn_model_t,
+    index: i32,
+    name: *mut *const c_char,
+) -> hgnn_status_t {
+    wrap(|| {
+        let h = model_ref(model)?;
+        let slot = out(name, "name")?;
+        *slot = h.branches[item(index, h.branches.len(), "branch")?].as_ptr();
+        Ok(())
+    })
+}
+
+/// The index of the branch the model evaluates (`hgnn_options_t::branch`, else 0).
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn hgnn_model_active_branch(
+    model: *const hgnn_model_t,
+    index: *mut i32,
+) -> hgnn_status_t {
+    wrap(|| {
+        *out(index, "index")? = model_ref(model)?.model.active_branch() as i32;
+        Ok(())
+    })
+}
+
+/// The evaluation path in words (the `description` of `hgnn_model_path`). Lives until the next
+/// `hgnn_model_set_compress` or `hgnn_model_free`.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn hgnn_model_path_description(
+    model: *const hgnn_model_t,
+    description: *mut *const c_char,
+) -> hgnn_status_t {
+    wrap(|| {
+        *out(description, "description")? = model_ref(model)?.path_description.as_ptr();
         Ok(())
     })
 }

@@ -31,6 +31,18 @@ int main(int argc, char **argv) {
     CHECK(hgnn_model_num_species(model, &ns) == 0 && ns == 3, "species %d", ns);
     CHECK(hgnn_model_species(model, z, 8) == 0 && z[0] == 29 && z[1] == 28 && z[2] == 8, "species list");
     CHECK(hgnn_model_feature_width(model, 0, &w0) == 0 && w0 > 0, "width");
+    const char *sym = NULL, *units = NULL, *bname = NULL, *desc = NULL;
+    int32_t dt = 0, nb = 0, ab = -1;
+    CHECK(hgnn_model_species_symbol(model, 0, &sym) == 0 && strcmp(sym, "Cu") == 0, "symbol 0 %s", sym);
+    CHECK(hgnn_model_species_symbol(model, 2, &sym) == 0 && strcmp(sym, "O") == 0, "symbol 2 %s", sym);
+    expect_error(hgnn_model_species_symbol(model, 3, &sym), HGNN_ERROR_INVALID_ARGUMENT, "outside 0..3", "symbol index");
+    CHECK(hgnn_model_lammps_units(model, &units) == 0 && strcmp(units, "metal") == 0, "units %s", units);
+    CHECK(hgnn_model_precision(model, &dt) == 0 && dt == HGNN_DTYPE_FLOAT64, "precision %d", dt);
+    CHECK(hgnn_model_num_branches(model, &nb) == 0 && nb >= 1, "branches %d", nb);
+    CHECK(hgnn_model_branch_name(model, 0, &bname) == 0 && strlen(bname) > 0, "branch name");
+    expect_error(hgnn_model_branch_name(model, nb, &bname), HGNN_ERROR_INVALID_ARGUMENT, "branch index", "branch index");
+    CHECK(hgnn_model_active_branch(model, &ab) == 0 && ab == 0, "active branch %d", ab);
+    CHECK(hgnn_model_path_description(model, &desc) == 0 && strstr(desc, "fast") != NULL, "description %s", desc);
     const char *info = NULL;
     CHECK(hgnn_model_info(model, &info) == 0 && strstr(info, "\"metal\"") != NULL, "info %s", info);
 
