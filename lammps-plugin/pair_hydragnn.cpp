@@ -67,7 +67,8 @@ inline void add_voigt6(double *dst, const double *w9)
   X(hgnn_eval_features) X(hgnn_eval_grads) X(hgnn_eval_forward_layer) X(hgnn_eval_readout)  \
   X(hgnn_eval_backward_layer) X(hgnn_eval_results) X(hgnn_model_set_compress)                \
   X(hgnn_model_path_description) X(hgnn_model_num_species) X(hgnn_model_species)              \
-  X(hgnn_model_species_symbol) X(hgnn_model_lammps_units)
+  X(hgnn_model_species_symbol) X(hgnn_model_lammps_units) X(hgnn_precision_parse)              \
+  X(hgnn_precision_name)
 
 struct Engine {
   void *handle = nullptr;
@@ -242,13 +243,11 @@ void PairHydraGNN::settings(int narg, char **arg)
       else
         error->all(FLERR, "pair_style hydragnn: device must be cpu or cuda, got '{}'", val);
     } else if (key == "precision") {
-      if (val == "float32" || val == "single")
-        m.dtype = HGNN_DTYPE_FLOAT32;
-      else if (val == "float64" || val == "double")
-        m.dtype = HGNN_DTYPE_FLOAT64;
-      else
-        error->all(FLERR, "pair_style hydragnn: precision must be float32 or float64, got '{}'",
-                   val);
+      // the engine's one parser of precision names (float32/fp32/single, float64/fp64/double)
+      int32_t dtype = 0;
+      if (m.api->hgnn_precision_parse(val.c_str(), &dtype) != HGNN_SUCCESS)
+        error->all(FLERR, "pair_style hydragnn: {}", m.api->hgnn_last_error());
+      m.dtype = dtype;
     } else if (key == "branch" || key == "head") {
       m.branch = val;
     } else if (key == "threads") {
@@ -332,7 +331,7 @@ void PairHydraGNN::load_model()
                    "{} on {}, {} torch thread(s) per rank, per-layer ghost exchange of up to {} "
                    "values per atom\n  model info: {}\n",
                    impl->api->hgnn_version(), file, m.cutoff, nl,
-                   m.dtype == HGNN_DTYPE_FLOAT32 ? "float32" : "float64",
+                   impl->api->hgnn_precision_name(m.dtype),
                    m.device == HGNN_DEVICE_CUDA ? "cuda" : "cpu",
                    threads > 0 ? std::to_string(threads) : std::string("HYDRAGNN_NUM_THREADS"),
                    maxw, info);

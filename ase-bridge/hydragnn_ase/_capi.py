@@ -217,6 +217,8 @@ def _bind(lib):
         ("hgnn_model_path", [c_void_p, P(c_char_p)]),
         ("hgnn_compute", [c_void_p, P(hgnn_structure_t), P(hgnn_results_t)]),
         ("hgnn_compute_batch", [c_void_p, c_int64, P(hgnn_structure_t), P(hgnn_results_t)]),
+        ("hgnn_model_precision", [c_void_p, P(c_int32)]),
+        ("hgnn_precision_parse", [c_char_p, P(c_int32)]),
     ]
     for name, argtypes in status:
         f = getattr(lib, name)
@@ -229,6 +231,8 @@ def _bind(lib):
     lib.hgnn_version.restype = c_char_p
     lib.hgnn_options_default.argtypes = []
     lib.hgnn_options_default.restype = hgnn_options_t
+    lib.hgnn_precision_name.argtypes = [c_int32]
+    lib.hgnn_precision_name.restype = c_char_p
     lib.hgnn_model_free.argtypes = [c_void_p]
     lib.hgnn_model_free.restype = None
     return lib
@@ -260,3 +264,26 @@ def load_library():
         _check_abi(lib, path)
         _LIB = _bind(lib)
     return _LIB
+
+
+def parse_precision(value):
+    """The HGNN_DTYPE_* of a precision given by name ("float32", "fp64", "double" ...: the engine's
+    one parser, `hgnn_precision_parse`) or as a numpy dtype (np.float32, np.dtype("float64")).
+    Raises InvalidArgumentError (a ValueError) naming `dtype` and what is accepted."""
+    import numpy as np
+
+    name = value if isinstance(value, str) else np.dtype(value).name
+    out = c_int32()
+    try:
+        load_library().hgnn_precision_parse(name.encode(), ctypes.byref(out))
+    except InvalidArgumentError as e:
+        raise InvalidArgumentError(f"dtype {value!r}: {e}", e.code) from None
+    return out.value
+
+
+def precision_name(dtype):
+    """The canonical name ("float32" or "float64") of an HGNN_DTYPE_* value."""
+    name = load_library().hgnn_precision_name(dtype)
+    if name is None:
+        raise InvalidArgumentError(f"dtype {dtype} is not HGNN_DTYPE_FLOAT32 or HGNN_DTYPE_FLOAT64")
+    return name.decode()

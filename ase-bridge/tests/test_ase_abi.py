@@ -30,3 +30,17 @@ def test_library_without_abi_version_is_refused(monkeypatch):
 
     with pytest.raises(hydragnn_ase.AbiVersionError, match="no hgnn_abi_version"):
         _capi._check_abi(Old(), "old/libhydragnn.so")
+
+
+def test_precision_names_are_parsed_by_the_engine():
+    import numpy as np
+
+    f32, f64 = _capi.HGNN_DTYPE_FLOAT32, _capi.HGNN_DTYPE_FLOAT64
+    for name, dt in [("float32", f32), ("fp32", f32), ("single", f32), (np.float32, f32),
+                     ("float64", f64), ("FP64", f64), ("double", f64), (np.dtype("float64"), f64)]:
+        assert _capi.parse_precision(name) == dt, name
+    assert _capi.precision_name(f32) == "float32" and _capi.precision_name(f64) == "float64"
+    with pytest.raises(_capi.InvalidArgumentError, match="dtype 'bf16'.*computes in float32 or float64"):
+        _capi.parse_precision("bf16")
+    with pytest.raises(ValueError, match="must be float32 or float64"):
+        _capi.parse_precision(np.float16)

@@ -6,6 +6,7 @@
 //! - [`compute`]: energy, forces, virial and per-atom quantities through autograd.
 //! - [`layered`]: layer-by-layer evaluation with ghost-feature exchange (spatial decomposition).
 //! - [`file`]: the self-describing model file.
+//! - [`precision`]: float32 / float64, their names and aliases.
 //! - [`fast`]: the fast evaluation path (compressed radial filters, fused edge kernels, hand-written backward).
 //!
 //! Panics inside libtorch are caught at the engine's entry points ([`compute::guarded`]) and
@@ -20,6 +21,7 @@ pub mod file;
 pub mod layered;
 pub mod model;
 pub mod neighbors;
+pub mod precision;
 pub mod structure;
 
 pub use compute::{GraphInput, Request, Results};
@@ -27,4 +29,5 @@ pub use error::{Error, Result};
 pub use layered::LayeredEval;
 pub use model::config::ModelConfig;
 pub use model::Model;
+pub use precision::Precision;
 pub use structure::Structure;

@@ -262,6 +262,16 @@ struct hgnn_options_t hgnn_options_default(void);
 // Sets the number of libtorch intra-op threads for the process (also: `HYDRAGNN_NUM_THREADS`).
 hgnn_status_t hgnn_set_num_threads(int32_t n);
 
+// Parses a precision's name into `*dtype` (`HGNN_DTYPE_FLOAT32` or `HGNN_DTYPE_FLOAT64`): the
+// one parser every client uses. Accepts float32, fp32, f32, single and float64, fp64, f64,
+// double (any case); anything else (bf16 included) fails with `HGNN_ERROR_INVALID_ARGUMENT` and
+// a message saying what is accepted.
+hgnn_status_t hgnn_precision_parse(const char *name, int32_t *dtype);
+
+// The canonical name of an `HGNN_DTYPE_*` value ("float32" or "float64", static), or NULL for
+// any other value.
+const char *hgnn_precision_name(int32_t dtype);
+
 // The message of the last error on this thread (valid until the next failing call on it).
 const char *hgnn_last_error(void);
 

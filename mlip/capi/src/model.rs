@@ -4,10 +4,10 @@ use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use mlip::Model;
+use mlip::{Model, Precision};
 
 use crate::options::*;
-use crate::status::{arg, hgnn_status_t, null, out, wrap, Fail};
+use crate::status::{arg, hgnn_status_t, null, out, wrap, Fail, HGNN_ERROR_INTERNAL};
 
 /// A loaded model (opaque).
 pub struct hgnn_model_t {
@@ -54,15 +54,7 @@ pub unsafe extern "C" fn hgnn_model_load(
         } else {
             *options
         };
-        let kind = match opts.dtype {
-            HGNN_DTYPE_FLOAT32 => tch::Kind::Float,
-            HGNN_DTYPE_FLOAT64 => tch::Kind::Double,
-            d => {
-                return Err(arg(format!(
-                    "dtype must be HGNN_DTYPE_FLOAT32 (32) or HGNN_DTYPE_FLOAT64 (64), got {d}"
-                )))
-            }
-        };
+        let kind = precision_of(opts.dtype)?.kind();
         let device = match opts.device {
             HGNN_DEVICE_CPU => tch::Device::Cpu,
             HGNN_DEVICE_CUDA => {
@@ -388,10 +380,10 @@ pub unsafe extern "C" fn hgnn_model_precision(
     dtype: *mut i32,
 ) -> hgnn_status_t {
     wrap(|| {
-        *out(dtype, "dtype")? = match model_ref(model)?.model.kind() {
-            tch::Kind::Float => HGNN_DTYPE_FLOAT32,
-            _ => HGNN_DTYPE_FLOAT64,
-        };
+        let kind = model_ref(model)?.model.kind();
+        let p = Precision::from_kind(kind)
+            .ok_or_else(|| Fail(HGNN_ERROR_INTERNAL, format!("model in kind {kind:?}")))?;
+        *out(dtype, "dtype")? = dtype_of(p);
         Ok(())
     })
 }

@@ -43,6 +43,15 @@ int main(int argc, char **argv) {
     expect_error(hgnn_model_branch_name(model, nb, &bname), HGNN_ERROR_INVALID_ARGUMENT, "branch index", "branch index");
     CHECK(hgnn_model_active_branch(model, &ab) == 0 && ab == 0, "active branch %d", ab);
     CHECK(hgnn_model_path_description(model, &desc) == 0 && strstr(desc, "fast") != NULL, "description %s", desc);
+    int32_t pd = 0;
+    CHECK(hgnn_precision_parse("fp32", &pd) == 0 && pd == HGNN_DTYPE_FLOAT32, "parse fp32");
+    CHECK(hgnn_precision_parse("Double", &pd) == 0 && pd == HGNN_DTYPE_FLOAT64, "parse Double");
+    expect_error(hgnn_precision_parse("bf16", &pd), HGNN_ERROR_INVALID_ARGUMENT, "computes in float32 or float64", "bf16");
+    expect_error(hgnn_precision_parse("half", &pd), HGNN_ERROR_INVALID_ARGUMENT, "must be float32 or float64", "half");
+    expect_error(hgnn_precision_parse(NULL, &pd), HGNN_ERROR_NULL_POINTER, "name", "NULL precision name");
+    CHECK(strcmp(hgnn_precision_name(HGNN_DTYPE_FLOAT32), "float32") == 0, "name 32");
+    CHECK(strcmp(hgnn_precision_name(HGNN_DTYPE_FLOAT64), "float64") == 0, "name 64");
+    CHECK(hgnn_precision_name(16) == NULL, "name 16");
     const char *info = NULL;
     CHECK(hgnn_model_info(model, &info) == 0 && strstr(info, "\"metal\"") != NULL, "info %s", info);
 
