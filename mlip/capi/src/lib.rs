@@ -14,6 +14,15 @@
 //!   one pass (golden checks; spatial decomposition with a ghost shell of layers × cutoff).
 //! - `hgnn_eval_*`: layer-by-layer evaluation where the caller exchanges ghost-atom features after
 //!   each layer and their gradients after each backward layer (LAMMPS with a one-cutoff shell).
+//!
+//! Versioning: `HGNN_ABI_VERSION` (in the header) and `hgnn_abi_version()` (at run time); clients
+//! refuse a library whose version differs from their header's. `include/hydragnn.hpp` is a
+//! header-only C++ wrapper (RAII handles, one status check).
+//!
+//! Modules, one per seam: `status` (codes, the per-thread message, the panic-catching wrapper,
+//! versions), `options` (load options, precision names), `model` (loading, evaluation path,
+//! typed self-description), `compute` (whole structures, results), `graph` (caller-supplied
+//! graphs), `layered` (`hgnn_eval_*`).
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
