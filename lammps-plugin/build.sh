@@ -23,6 +23,7 @@ CXX="${CXX:-g++}"
 [ -f "$LIB" ] || { echo "build.sh: $LIB not found: cargo build --release -p hydragnn-capi" >&2; exit 1; }
 
 INPUTS=("$SRC/pair_hydragnn.cpp" "$SRC/pair_hydragnn.h" "$SRC/plugin.cpp" "$SRC/build.sh" "$LIB" \
+        "$ROOT/mlip/capi/include/hydragnn.hpp" \
         "$ROOT/mlip/capi/include/hydragnn.h")
 # LAMMPS_PLUGIN_PATH auto-loading only picks up files named *plugin.so
 AUTO="$OUTDIR/hydragnnplugin.so"

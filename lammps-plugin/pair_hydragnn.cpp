@@ -16,14 +16,13 @@
 #include "comm.h"
 #include "error.h"
 #include "force.h"
-#include "json.h"
 #include "memory.h"
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "update.h"
 #include "utils.h"
 
-#include "hydragnn.h"
+#include "hydragnn.hpp"
 
 #include <dlfcn.h>
 
@@ -59,26 +58,26 @@ inline void add_voigt6(double *dst, const double *w9)
    exports a reference (unoptimised) BLAS, dgemm_ among it, and an ordinary load would bind
    libtorch's own dgemm_ calls to it (measured: 1.5x slower float64 evaluation). DEEPBIND makes
    the engine and libtorch resolve their symbols among themselves first. Path: $HYDRAGNN_LIB, else
-   the library this plugin was built against (HYDRAGNN_LIB_DEFAULT, set by build.sh). */
-// Every engine function the plugin calls, resolved with dlsym into Engine.
-#define HGNN_FUNCTIONS(X)                                                                  \
-  X(hgnn_last_error) X(hgnn_version) X(hgnn_options_default) X(hgnn_model_load)            \
-  X(hgnn_model_free) X(hgnn_model_cutoff) X(hgnn_model_num_layers)                          \
-  X(hgnn_model_feature_width) X(hgnn_model_info) X(hgnn_eval_begin) X(hgnn_eval_free)       \
-  X(hgnn_eval_features) X(hgnn_eval_grads) X(hgnn_eval_forward_layer) X(hgnn_eval_readout)  \
-  X(hgnn_eval_backward_layer) X(hgnn_eval_results) X(hgnn_model_set_compress) X(hgnn_model_path)
-
+   the library this plugin was built against (HYDRAGNN_LIB_DEFAULT, set by build.sh). The entry
+   points are resolved with dlsym into a hydragnn::Api (hydragnn.hpp). */
 struct Engine {
   void *handle = nullptr;
   std::string path;
-#define HGNN_DECLARE(name) decltype(&::name) name = nullptr;
-  HGNN_FUNCTIONS(HGNN_DECLARE)
-#undef HGNN_DECLARE
+  hydragnn::Api api;
 };
 
+// The message for an engine library whose C ABI is not the one this plugin was compiled against.
+std::string abi_mismatch(const std::string &path, int library, int plugin)
+{
+  return "engine library '" + path + "' implements C ABI version " + std::to_string(library) +
+      " but this plugin was built against hydragnn.h of ABI version " + std::to_string(plugin) +
+      ": rebuild the plugin (lammps-plugin/build.sh) against this library's header, or point "
+      "HYDRAGNN_LIB at a matching libhydragnn.so";
+}
+
 // The process-wide engine (never unloaded: libtorch does not support it); nullptr and a message
-// in `err` when it cannot be loaded.
-const Engine *engine(std::string &err)
+// in `err` when it cannot be loaded or its C ABI version is not the plugin's.
+const hydragnn::Api *engine(std::string &err)
 {
   static Engine e;
   static std::string error;
@@ -93,32 +92,23 @@ const Engine *engine(std::string &err)
       error = "cannot load the engine library '" + e.path + "': " + (msg ? msg : "?") +
           " (set HYDRAGNN_LIB to the path of libhydragnn.so)";
     } else {
-      std::string missing;
-#define HGNN_RESOLVE(name)                                                        \
-  e.name = reinterpret_cast<decltype(e.name)>(dlsym(e.handle, #name));           \
-  if (!e.name && missing.empty()) missing = #name;
-      HGNN_FUNCTIONS(HGNN_RESOLVE)
-#undef HGNN_RESOLVE
-      if (!missing.empty()) {
+      const std::string missing = e.api.resolve([](const char *name) { return dlsym(e.handle, name); });
+      if (e.api.hgnn_abi_version && e.api.hgnn_abi_version() != HGNN_ABI_VERSION) {
+        error = abi_mismatch(e.path, e.api.hgnn_abi_version(), HGNN_ABI_VERSION);
+        e.handle = nullptr;
+      } else if (!missing.empty()) {
         error = "engine library '" + e.path + "' lacks " + missing + " (older than the plugin?)";
         e.handle = nullptr;
       }
     }
   }
   err = error;
-  return e.handle ? &e : nullptr;
+  return e.handle ? &e.api : nullptr;
 }
-
-// Frees a layer-by-layer evaluation however compute() is left.
-struct EvalFree {
-  const Engine *api;
-  void operator()(hgnn_eval_t *e) const { api->hgnn_eval_free(e); }
-};
-using EvalPtr = std::unique_ptr<hgnn_eval_t, EvalFree>;
 }    // namespace
 
 struct PairHydraGNN::Impl {
-  const Engine *api = nullptr;
+  const hydragnn::Api *api = nullptr;
 
   // options from pair_style
   int device = HGNN_DEVICE_CPU;
@@ -129,29 +119,22 @@ struct PairHydraGNN::Impl {
 
   // the model, from pair_coeff
   std::string path;    // as given to pair_coeff
-  hgnn_model_t *model = nullptr;
+  hydragnn::Model model;
   double cutoff = 0.0;
   int nlayers = 0;
   std::vector<int> widths;         // values per atom in the features entering layer l (0..L)
   std::vector<int> type2z;         // LAMMPS type -> atomic number, -1 for NULL
-  std::vector<std::string> type2elem;
 
   // per-step graph: graph rows are the mapped local atoms, then the ghost neighbours
   std::vector<int> row_of;    // LAMMPS index -> graph row, -1 when the atom is not in the graph
   std::vector<int> atom_of;   // graph row -> LAMMPS index
-  std::vector<double> pos;
-  std::vector<int32_t> numbers;
-  std::vector<int64_t> centers, neighbors;
+  hydragnn::Graph graph;
+  hydragnn::Eval eval;        // this step's evaluation (empty on a rank without local atoms)
   std::vector<double> forces, energies, virials;
 
   // the exchange buffer, indexed like LAMMPS's atoms (local + ghost), `width` values per atom
   std::vector<double> stage;
   int width = 0;
-
-  ~Impl()
-  {
-    if (api) api->hgnn_model_free(model);
-  }
 };
 
 /* ---------------------------------------------------------------------- */
@@ -172,6 +155,9 @@ PairHydraGNN::~PairHydraGNN()
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
+    memory->destroy(scale);
+    delete[] map;
+    map = nullptr;
   }
 }
 
@@ -181,17 +167,58 @@ void PairHydraGNN::allocate()
   const int n = atom->ntypes;
   memory->create(setflag, n + 1, n + 1, "pair:setflag");
   memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
-  for (int i = 0; i <= n; i++)
-    for (int j = 0; j <= n; j++) setflag[i][j] = 0;
+  memory->create(scale, n + 1, n + 1, "pair:scale");
+  map = new int[n + 1];
+  for (int i = 0; i <= n; i++) {
+    map[i] = -1;
+    for (int j = 0; j <= n; j++) {
+      setflag[i][j] = 0;
+      scale[i][j] = 1.0;
+    }
+  }
 }
 
-// Status check for engine calls inside compute(): a failure may happen on one rank only, so it
-// goes through error->one (error->all would wait at a barrier for ranks that never arrive).
-void PairHydraGNN::check(int status, const char *what)
+/* ----------------------------------------------------------------------
+   extract("scale"): the per-type-pair scale factors (dim 2) that fix adapt changes. The energy of
+   a many-body model does not split into pairs, so only a uniform scale is supported: every pair
+   of mapped types must carry the same factor, which multiplies energy, forces and virials.
+------------------------------------------------------------------------- */
+
+void *PairHydraGNN::extract(const char *str, int &dim)
 {
-  if (status != HGNN_SUCCESS)
-    error->one(FLERR, "pair_style hydragnn: {} failed on rank {} at step {} ({} local atoms): {}",
-               what, comm->me, update->ntimestep, atom->nlocal, impl->api->hgnn_last_error());
+  dim = 2;
+  if (strcmp(str, "scale") == 0) return (void *) scale;
+  return nullptr;
+}
+
+// The one scale factor of the mapped type pairs (1 when none is set); checked on every rank alike.
+double PairHydraGNN::uniform_scale()
+{
+  const int n = atom->ntypes;
+  double s = 1.0;
+  bool first = true;
+  for (int i = 1; i <= n; i++)
+    for (int j = i; j <= n; j++) {    // i <= j: the pairs fix adapt sets
+      if (impl->type2z[i] < 0 || impl->type2z[j] < 0) continue;
+      if (first) {
+        s = scale[i][j];
+        first = false;
+      } else if (scale[i][j] != s) {
+        error->all(FLERR,
+                   "pair_style hydragnn: the scale of atom types {} and {} ({}) differs from "
+                   "another pair's ({}); a many-body model supports one scale for all types",
+                   i, j, scale[i][j], s);
+      }
+    }
+  return s;
+}
+
+// Failure of an engine call inside compute(): it may happen on one rank only, so it goes
+// through error->one (error->all would wait at a barrier for ranks that never arrive).
+void PairHydraGNN::fail_one(const std::exception &e)
+{
+  error->one(FLERR, "pair_style hydragnn: {} (rank {}, step {}, {} local atoms)", e.what(),
+             comm->me, update->ntimestep, atom->nlocal);
 }
 
 /* ----------------------------------------------------------------------
@@ -229,13 +256,11 @@ void PairHydraGNN::settings(int narg, char **arg)
       else
         error->all(FLERR, "pair_style hydragnn: device must be cpu or cuda, got '{}'", val);
     } else if (key == "precision") {
-      if (val == "float32" || val == "single")
-        m.dtype = HGNN_DTYPE_FLOAT32;
-      else if (val == "float64" || val == "double")
-        m.dtype = HGNN_DTYPE_FLOAT64;
-      else
-        error->all(FLERR, "pair_style hydragnn: precision must be float32 or float64, got '{}'",
-                   val);
+      // the engine's one parser of precision names (float32/fp32/single, float64/fp64/double)
+      int32_t dtype = 0;
+      if (m.api->hgnn_precision_parse(val.c_str(), &dtype) != HGNN_SUCCESS)
+        error->all(FLERR, "pair_style hydragnn: {}", m.api->hgnn_last_error());
+      m.dtype = dtype;
     } else if (key == "branch" || key == "head") {
       m.branch = val;
     } else if (key == "threads") {
@@ -276,7 +301,8 @@ void PairHydraGNN::load_model()
                "the LAMMPS_POTENTIALS directories)",
                m.path);
 
-  hgnn_options_t opts = impl->api->hgnn_options_default();
+  const hydragnn::Api &api = *m.api;
+  hgnn_options_t opts = api.hgnn_options_default();
   opts.device = m.device;
   opts.dtype = m.dtype;
   int threads = m.threads;
@@ -284,51 +310,41 @@ void PairHydraGNN::load_model()
   opts.num_threads = threads;    // 0 lets the engine read HYDRAGNN_NUM_THREADS
   opts.branch = m.branch.empty() ? nullptr : m.branch.c_str();
 
-  hgnn_model_t *model = nullptr;
-  if (impl->api->hgnn_model_load(file.c_str(), &opts, &model) != HGNN_SUCCESS)
-    error->all(FLERR, "pair_style hydragnn: cannot load model file '{}': {}", file,
-               impl->api->hgnn_last_error());
-  impl->api->hgnn_model_free(m.model);
-  m.model = model;
-  if (impl->api->hgnn_model_set_compress(model, m.compress, 0.0) != HGNN_SUCCESS)
-    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", file, impl->api->hgnn_last_error());
-
-  int32_t nl = 0;
-  if (impl->api->hgnn_model_cutoff(model, &m.cutoff) != HGNN_SUCCESS ||
-      impl->api->hgnn_model_num_layers(model, &nl) != HGNN_SUCCESS)
-    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", file, impl->api->hgnn_last_error());
-  m.nlayers = nl;
-  m.widths.assign(nl + 1, 0);
+  try {
+    m.model = hydragnn::Model(api, file, opts);
+  } catch (hydragnn::Error &) {
+    error->all(FLERR, "pair_style hydragnn: cannot load model file '{}': {}", file, api.hgnn_last_error());
+  }
   int maxw = 0;
-  for (int l = 0; l <= nl; l++) {
-    int32_t w = 0;
-    if (impl->api->hgnn_model_feature_width(model, l, &w) != HGNN_SUCCESS)
-      error->all(FLERR, "pair_style hydragnn: model file '{}': {}", file, impl->api->hgnn_last_error());
-    m.widths[l] = w;
-    // layer 0's features come from the species alone and are never exchanged
-    if (l > 0 && l < nl) maxw = std::max(maxw, static_cast<int>(w));
+  std::string info, desc;
+  try {
+    m.model.set_compress(m.compress != 0);
+    m.cutoff = m.model.cutoff();
+    m.nlayers = m.model.num_layers();
+    m.widths.assign(m.nlayers + 1, 0);
+    for (int l = 0; l <= m.nlayers; l++) {
+      m.widths[l] = m.model.feature_width(l);
+      // layer 0's features come from the species alone and are never exchanged
+      if (l > 0 && l < m.nlayers) maxw = std::max(maxw, m.widths[l]);
+    }
+    info = m.model.info();
+    desc = m.model.path_description();
+  } catch (hydragnn::Error &) {
+    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", file, api.hgnn_last_error());
   }
   comm_forward = maxw;
   comm_reverse = maxw;
 
   if (comm->me == 0) {
-    const char *info = nullptr;
-    if (impl->api->hgnn_model_info(model, &info) != HGNN_SUCCESS) info = "{}";
     utils::logmesg(lmp,
                    "pair_style hydragnn: engine {}, model '{}': cutoff {} A, {} layers, "
                    "{} on {}, {} torch thread(s) per rank, per-layer ghost exchange of up to {} "
                    "values per atom\n  model info: {}\n",
-                   impl->api->hgnn_version(), file, m.cutoff, nl,
-                   m.dtype == HGNN_DTYPE_FLOAT32 ? "float32" : "float64",
+                   api.hgnn_version(), file, m.cutoff, m.nlayers, api.hgnn_precision_name(m.dtype),
                    m.device == HGNN_DEVICE_CUDA ? "cuda" : "cpu",
                    threads > 0 ? std::to_string(threads) : std::string("HYDRAGNN_NUM_THREADS"),
-                   maxw, info);
-    const char *path = nullptr;
-    if (impl->api->hgnn_model_path(model, &path) == HGNN_SUCCESS && path) {
-      auto j = json::parse(path, nullptr, false);
-      std::string d = j.is_object() && j.contains("description") ? j["description"].get<std::string>() : path;
-      utils::logmesg(lmp, "pair_style hydragnn: {}\n", d);
-    }
+                   maxw, info.empty() ? "{}" : info);
+    utils::logmesg(lmp, "pair_style hydragnn: {}\n", desc);
   }
 }
 
@@ -354,46 +370,41 @@ void PairHydraGNN::coeff(int narg, char **arg)
   load_model();
 
   // the model describes itself: its elements (with atomic numbers) and its units
-  const char *info = nullptr;
-  if (impl->api->hgnn_model_info(m.model, &info) != HGNN_SUCCESS)
-    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", m.path, impl->api->hgnn_last_error());
   std::vector<std::string> symbols;
-  std::vector<int> numbers;
-  std::string units = "metal";
+  std::vector<int32_t> numbers;
+  std::string units;
   try {
-    const json j = json::parse(info);
-    symbols = j.at("species").get<std::vector<std::string>>();
-    numbers = j.at("atomic_numbers").get<std::vector<int>>();
-    if (j.contains("units") && j["units"].contains("lammps"))
-      units = j["units"]["lammps"].get<std::string>();
-  } catch (std::exception &e) {
-    error->all(FLERR, "pair_style hydragnn: model file '{}' has an unreadable description: {}",
-               m.path, e.what());
+    symbols = m.model.species_symbols();
+    numbers = m.model.species();
+    units = m.model.lammps_units();
+  } catch (hydragnn::Error &) {
+    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", m.path, m.api->hgnn_last_error());
   }
-  if (symbols.size() != numbers.size())
-    error->all(FLERR, "pair_style hydragnn: model file '{}' lists {} species but {} atomic numbers",
-               m.path, symbols.size(), numbers.size());
   if (units != update->unit_style)
     error->all(FLERR, "pair_style hydragnn: model file '{}' is in LAMMPS units '{}' but the input "
                "uses 'units {}'", m.path, units, update->unit_style);
 
+  // LAMMPS's own type -> element mapping (elements, nelements, map; NULL maps to -1), then each
+  // element to the model's atomic number
+  map_element2type(ntypes, arg + 3, false);
   std::string known;
   for (const auto &s : symbols) known += (known.empty() ? "" : " ") + s;
-  m.type2z.assign(ntypes + 1, -1);
-  m.type2elem.assign(ntypes + 1, "NULL");
-  for (int t = 1; t <= ntypes; t++) {
-    const std::string e = arg[2 + t];
-    if (e == "NULL") continue;
-    size_t k = 0;
-    while (k < symbols.size() && symbols[k] != e) k++;
-    if (k == symbols.size())
+  std::vector<int> elem2z(nelements, -1);
+  for (int e = 0; e < nelements; e++) {
+    const auto k = std::find(symbols.begin(), symbols.end(), elements[e]) - symbols.begin();
+    if (k == static_cast<long>(symbols.size())) {
+      int t = 1;
+      while (t < ntypes && map[t] != e) t++;
       error->all(FLERR,
                  "pair_coeff for hydragnn: element '{}' (atom type {}) is not in model file '{}' "
                  "(its elements: {})",
-                 e, t, m.path, known);
-    m.type2z[t] = numbers[k];
-    m.type2elem[t] = e;
+                 elements[e], t, m.path, known);
+    }
+    elem2z[e] = numbers[k];
   }
+  m.type2z.assign(ntypes + 1, -1);
+  for (int t = 1; t <= ntypes; t++)
+    if (map[t] >= 0) m.type2z[t] = elem2z[map[t]];
 
   int count = 0;
   for (int i = 1; i <= ntypes; i++)
@@ -404,9 +415,10 @@ void PairHydraGNN::coeff(int narg, char **arg)
   if (count == 0) error->all(FLERR, "pair_coeff for hydragnn maps no atom type to an element");
 
   if (comm->me == 0) {
-    std::string map;
-    for (int t = 1; t <= ntypes; t++) map += fmt::format(" {}->{}", t, m.type2elem[t]);
-    utils::logmesg(lmp, "pair_style hydragnn: atom types to elements:{}\n", map);
+    std::string mapping;
+    for (int t = 1; t <= ntypes; t++)
+      mapping += fmt::format(" {}->{}", t, map[t] >= 0 ? elements[map[t]] : "NULL");
+    utils::logmesg(lmp, "pair_style hydragnn: atom types to elements:{}\n", mapping);
   }
 }
 
@@ -447,31 +459,45 @@ double PairHydraGNN::init_one(int i, int j)
 void PairHydraGNN::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
-  Impl &m = *impl;
+  const double factor = uniform_scale();
+  build_graph();
+  // A rank without local atoms has nothing to evaluate, but it still takes part in every
+  // exchange (it may relay ghost rows between its neighbours).
+  begin_evaluation();
+  forward_pass();
+  readout();
+  backward_pass();
+  if (impl->eval) tally_results(factor);
+  impl->eval.reset();
+}
 
+/* ----------------------------------------------------------------------
+   The graph of this step: rows are the mapped local atoms first, then the ghosts that are
+   neighbours (within the model cutoff) of one of them; edges from the full neighbour list.
+------------------------------------------------------------------------- */
+
+void PairHydraGNN::build_graph()
+{
+  Impl &m = *impl;
   double **x = atom->x;
-  double **f = atom->f;
   const int *type = atom->type;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
   const double cutsq_model = m.cutoff * m.cutoff;
 
-  // graph rows: mapped local atoms first, then the ghosts that are neighbours of one of them
+  hydragnn::Graph &g = m.graph;
+  g.clear();
   m.row_of.assign(nall, -1);
   m.atom_of.clear();
-  m.pos.clear();
-  m.numbers.clear();
-  m.centers.clear();
-  m.neighbors.clear();
   auto add_row = [&](int i) {
     m.row_of[i] = static_cast<int>(m.atom_of.size());
     m.atom_of.push_back(i);
-    m.pos.insert(m.pos.end(), x[i], x[i] + 3);
-    m.numbers.push_back(m.type2z[type[i]]);
+    g.positions.insert(g.positions.end(), x[i], x[i] + 3);
+    g.numbers.push_back(m.type2z[type[i]]);
   };
   for (int i = 0; i < nlocal; i++)
     if (m.type2z[type[i]] >= 0) add_row(i);
-  const int n_local = static_cast<int>(m.atom_of.size());
+  g.n_local = static_cast<int64_t>(m.atom_of.size());
 
   const int inum = list->inum;
   const int *ilist = list->ilist;
@@ -490,83 +516,116 @@ void PairHydraGNN::compute(int eflag, int vflag)
       const double dz = x[j][2] - x[i][2];
       if (dx * dx + dy * dy + dz * dz >= cutsq_model) continue;
       if (m.row_of[j] < 0) add_row(j);
-      m.centers.push_back(gi);
-      m.neighbors.push_back(m.row_of[j]);
+      g.centers.push_back(gi);
+      g.neighbors.push_back(m.row_of[j]);
     }
   }
-  const int n_total = static_cast<int>(m.atom_of.size());
+  // no shifts: ghost positions are already the periodic images
+}
 
-  // A rank without local atoms has nothing to evaluate, but it still takes part in every
-  // exchange below (it may relay ghost rows between its neighbours).
-  EvalPtr eval(nullptr, EvalFree{m.api});
-  if (n_local > 0) {
-    hgnn_graph_t g;
-    g.n_local = n_local;
-    g.n_total = n_total;
-    g.positions = m.pos.data();
-    g.atomic_numbers = m.numbers.data();
-    g.n_edges = static_cast<int64_t>(m.centers.size());
-    g.centers = m.centers.data();
-    g.neighbors = m.neighbors.data();
-    g.shifts = nullptr;    // ghost positions are already the periodic images
-    hgnn_eval_t *e = nullptr;
-    check(impl->api->hgnn_eval_begin(m.model, &g, &e), "hgnn_eval_begin");
-    eval.reset(e);
+// Starts this step's layer-by-layer evaluation (none on a rank without local atoms).
+void PairHydraGNN::begin_evaluation()
+{
+  Impl &m = *impl;
+  m.eval.reset();
+  if (m.graph.n_local == 0) return;
+  try {
+    m.eval = hydragnn::Eval(m.model, m.graph);
+  } catch (hydragnn::Error &e) {
+    fail_one(e);
   }
+}
 
-  const int L = m.nlayers;
-  for (int l = 0; l < L; l++) {
-    // features entering layer 0 depend on the species only: no exchange
-    if (l > 0) {
-      const int w = m.widths[l];
-      m.width = w;
-      m.stage.assign(static_cast<size_t>(nall) * w, 0.0);
-      double *d = nullptr;
-      int32_t wd = 0;
-      if (eval) {
-        check(impl->api->hgnn_eval_features(eval.get(), l, &d, &wd), "hgnn_eval_features");
-        if (wd != w) error->one(FLERR, "pair_style hydragnn: feature width mismatch at layer {}", l);
-        for (int g = 0; g < n_local; g++)
-          std::memcpy(&m.stage[static_cast<size_t>(m.atom_of[g]) * w], d + static_cast<size_t>(g) * w,
-                      w * sizeof(double));
+// Forward through every layer; before layer l > 0 the ghost rows of its input features are
+// filled from their owners (forward communication). Layer 0's input depends on the species only.
+void PairHydraGNN::forward_pass()
+{
+  Impl &m = *impl;
+  const int nall = atom->nlocal + atom->nghost;
+  const int n_local = static_cast<int>(m.graph.n_local);
+  const int n_total = static_cast<int>(m.graph.n_total());
+  try {
+    for (int l = 0; l < m.nlayers; l++) {
+      if (l > 0) {
+        const int w = m.widths[l];
+        m.width = w;
+        m.stage.assign(static_cast<size_t>(nall) * w, 0.0);
+        double *d = nullptr;
+        if (m.eval) {
+          int wd = 0;
+          d = m.eval.features(l, wd);
+          if (wd != w) error->one(FLERR, "pair_style hydragnn: feature width mismatch at layer {}", l);
+          for (int g = 0; g < n_local; g++)
+            std::memcpy(&m.stage[static_cast<size_t>(m.atom_of[g]) * w], d + static_cast<size_t>(g) * w,
+                        w * sizeof(double));
+        }
+        comm->forward_comm(this, w);
+        if (m.eval)
+          for (int g = n_local; g < n_total; g++)
+            std::memcpy(d + static_cast<size_t>(g) * w, &m.stage[static_cast<size_t>(m.atom_of[g]) * w],
+                        w * sizeof(double));
       }
-      comm->forward_comm(this, w);
-      if (eval)
-        for (int g = n_local; g < n_total; g++)
-          std::memcpy(d + static_cast<size_t>(g) * w, &m.stage[static_cast<size_t>(m.atom_of[g]) * w],
-                      w * sizeof(double));
+      if (m.eval) m.eval.forward_layer(l);
     }
-    if (eval) check(impl->api->hgnn_eval_forward_layer(eval.get(), l), "hgnn_eval_forward_layer");
+  } catch (hydragnn::Error &e) {
+    fail_one(e);
   }
+}
 
-  double energy = 0.0;
-  if (eval) check(impl->api->hgnn_eval_readout(eval.get(), &energy), "hgnn_eval_readout");
+// Energies of this rank's local atoms from the final features; seeds the backward pass.
+void PairHydraGNN::readout()
+{
+  if (!impl->eval) return;
+  try {
+    impl->eval.readout();
+  } catch (hydragnn::Error &e) {
+    fail_one(e);
+  }
+}
 
-  for (int l = L - 1; l >= 0; l--) {
-    if (eval) check(impl->api->hgnn_eval_backward_layer(eval.get(), l), "hgnn_eval_backward_layer");
-    if (l > 0) {
-      const int w = m.widths[l];
-      m.width = w;
-      m.stage.assign(static_cast<size_t>(nall) * w, 0.0);
-      double *d = nullptr;
-      int32_t wd = 0;
-      if (eval) {
-        check(impl->api->hgnn_eval_grads(eval.get(), l, &d, &wd), "hgnn_eval_grads");
-        if (wd != w) error->one(FLERR, "pair_style hydragnn: gradient width mismatch at layer {}", l);
-        for (int g = 0; g < n_total; g++)
-          std::memcpy(&m.stage[static_cast<size_t>(m.atom_of[g]) * w], d + static_cast<size_t>(g) * w,
-                      w * sizeof(double));
+// Backward through every layer; after layer l > 0 the ghost rows of the gradient are added into
+// their owners' rows (reverse communication).
+void PairHydraGNN::backward_pass()
+{
+  Impl &m = *impl;
+  const int nall = atom->nlocal + atom->nghost;
+  const int n_local = static_cast<int>(m.graph.n_local);
+  const int n_total = static_cast<int>(m.graph.n_total());
+  try {
+    for (int l = m.nlayers - 1; l >= 0; l--) {
+      if (m.eval) m.eval.backward_layer(l);
+      if (l > 0) {
+        const int w = m.widths[l];
+        m.width = w;
+        m.stage.assign(static_cast<size_t>(nall) * w, 0.0);
+        double *d = nullptr;
+        if (m.eval) {
+          int wd = 0;
+          d = m.eval.grads(l, wd);
+          if (wd != w) error->one(FLERR, "pair_style hydragnn: gradient width mismatch at layer {}", l);
+          for (int g = 0; g < n_total; g++)
+            std::memcpy(&m.stage[static_cast<size_t>(m.atom_of[g]) * w], d + static_cast<size_t>(g) * w,
+                        w * sizeof(double));
+        }
+        comm->reverse_comm(this, w);    // ghost rows are added into their owners' rows
+        if (m.eval)
+          for (int g = 0; g < n_local; g++)
+            std::memcpy(d + static_cast<size_t>(g) * w, &m.stage[static_cast<size_t>(m.atom_of[g]) * w],
+                        w * sizeof(double));
       }
-      comm->reverse_comm(this, w);    // ghost rows are added into their owners' rows
-      if (eval)
-        for (int g = 0; g < n_local; g++)
-          std::memcpy(d + static_cast<size_t>(g) * w, &m.stage[static_cast<size_t>(m.atom_of[g]) * w],
-                      w * sizeof(double));
     }
+  } catch (hydragnn::Error &e) {
+    fail_one(e);
   }
+}
 
-  if (!eval) return;
-
+// Forces (ghost forces are summed into their owners by LAMMPS, newton_pair on), energies and
+// virials of the finished evaluation, times the scale factor, into LAMMPS's accumulators.
+void PairHydraGNN::tally_results(double factor)
+{
+  Impl &m = *impl;
+  const int n_local = static_cast<int>(m.graph.n_local);
+  const int n_total = static_cast<int>(m.graph.n_total());
   hgnn_results_t r;
   m.forces.assign(static_cast<size_t>(n_total) * 3, 0.0);
   r.energy = 0.0;
@@ -578,9 +637,23 @@ void PairHydraGNN::compute(int eflag, int vflag)
   const bool peratom_virial = vflag_atom || cvflag_atom;
   if (peratom_virial) m.virials.assign(static_cast<size_t>(n_total) * 9, 0.0);
   r.virials = peratom_virial ? m.virials.data() : nullptr;
-  check(impl->api->hgnn_eval_results(eval.get(), &r), "hgnn_eval_results");
+  try {
+    m.eval.results(r);
+  } catch (hydragnn::Error &e) {
+    fail_one(e);
+  }
 
-  // forces on ghost atoms are summed into their owners by LAMMPS (newton_pair on)
+  if (factor != 1.0) {
+    r.energy *= factor;
+    for (double &v : m.forces) v *= factor;
+    for (double &v : w9) v *= factor;
+    if (eflag_atom)
+      for (double &v : m.energies) v *= factor;
+    if (peratom_virial)
+      for (double &v : m.virials) v *= factor;
+  }
+
+  double **f = atom->f;
   for (int g = 0; g < n_total; g++) {
     double *fi = f[m.atom_of[g]];
     fi[0] += m.forces[3 * g + 0];
@@ -650,9 +723,9 @@ double PairHydraGNN::memory_usage()
   const Impl &m = *impl;
   double bytes = Pair::memory_usage();
   bytes += m.stage.capacity() * sizeof(double);
-  bytes += (m.pos.capacity() + m.forces.capacity() + m.energies.capacity() + m.virials.capacity()) *
-      sizeof(double);
-  bytes += (m.centers.capacity() + m.neighbors.capacity()) * sizeof(int64_t);
-  bytes += (m.row_of.capacity() + m.atom_of.capacity() + m.numbers.capacity()) * sizeof(int);
+  bytes += (m.graph.positions.capacity() + m.forces.capacity() + m.energies.capacity() +
+            m.virials.capacity()) * sizeof(double);
+  bytes += (m.graph.centers.capacity() + m.graph.neighbors.capacity()) * sizeof(int64_t);
+  bytes += (m.row_of.capacity() + m.atom_of.capacity() + m.graph.numbers.capacity()) * sizeof(int);
   return bytes;
 }

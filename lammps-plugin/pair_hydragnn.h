@@ -10,6 +10,8 @@
 
 #include "pair.h"
 
+#include <exception>
+
 namespace LAMMPS_NS {
 
 class PairHydraGNN : public Pair {
@@ -29,14 +31,26 @@ class PairHydraGNN : public Pair {
   void unpack_reverse_comm(int, int *, double *) override;
 
   double memory_usage() override;
+  void *extract(const char *, int &) override;
 
  private:
   struct Impl;    // the engine handles, options and per-step buffers (pair_hydragnn.cpp)
   Impl *impl;
 
+  double **scale = nullptr;    // per type pair, for fix adapt (extract "scale"); must be uniform
+
   void allocate();
   void load_model();
-  void check(int status, const char *what);
+  double uniform_scale();
+  [[noreturn]] void fail_one(const std::exception &e);
+
+  // the phases of compute()
+  void build_graph();
+  void begin_evaluation();
+  void forward_pass();
+  void readout();
+  void backward_pass();
+  void tally_results(double factor);
 };
 
 }    // namespace LAMMPS_NS

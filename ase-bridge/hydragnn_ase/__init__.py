@@ -2,6 +2,8 @@
 (libhydragnn.so); the model is evaluated by the same engine that LAMMPS uses."""
 
 from ._capi import (
+    HGNN_ABI_VERSION,
+    AbiVersionError,
     HydraGNNError,
     InternalError,
     InvalidArgumentError,
@@ -17,6 +19,8 @@ from ._capi import (
 from .calculator import HydraGNNCalculator
 
 __all__ = [
+    "HGNN_ABI_VERSION",
+    "AbiVersionError",
     "HydraGNNCalculator",
     "HydraGNNError",
     "InternalError",

@@ -9,6 +9,9 @@ from ctypes import POINTER, Structure, c_char_p, c_double, c_int32, c_int64, c_v
 from pathlib import Path
 
 LIBRARY_NAME = "libhydragnn.so"
+# The C ABI version this binding is written for (HGNN_ABI_VERSION in hydragnn.h); a library that
+# reports another one from hgnn_abi_version() is refused at load.
+HGNN_ABI_VERSION = 1
 
 # Status codes and option constants, as in hydragnn.h.
 HGNN_SUCCESS = 0
@@ -83,6 +86,10 @@ class InternalError(HydraGNNError, RuntimeError):
 
 class LibraryNotFoundError(HydraGNNError, ImportError):
     """libhydragnn.so was not found or could not be loaded."""
+
+
+class AbiVersionError(LibraryNotFoundError):
+    """libhydragnn.so implements another C ABI version than this binding expects."""
 
 
 _ERRORS = {
@@ -175,6 +182,27 @@ def _check(status, func, args):
     raise _ERRORS.get(status, HydraGNNError)(f"{func.__name__}: {msg}", status)
 
 
+def _check_abi(lib, path):
+    """Refuses a library whose C ABI version is not `HGNN_ABI_VERSION`."""
+    try:
+        f = lib.hgnn_abi_version
+    except AttributeError:
+        raise AbiVersionError(
+            f"{path} has no hgnn_abi_version (a library older than C ABI version 1), but this "
+            f"binding needs C ABI version {HGNN_ABI_VERSION}: rebuild libhydragnn.so from the "
+            "same hydragnn-rs revision as this package"
+        ) from None
+    f.argtypes = []
+    f.restype = c_int32
+    found = f()
+    if found != HGNN_ABI_VERSION:
+        raise AbiVersionError(
+            f"{path} implements C ABI version {found} but this binding (hydragnn_ase) expects "
+            f"version {HGNN_ABI_VERSION}: use a libhydragnn.so and a hydragnn_ase from the same "
+            "hydragnn-rs revision (set HYDRAGNN_LIB to the matching library)"
+        )
+
+
 def _bind(lib):
     P = POINTER
     status = [
@@ -189,6 +217,8 @@ def _bind(lib):
         ("hgnn_model_path", [c_void_p, P(c_char_p)]),
         ("hgnn_compute", [c_void_p, P(hgnn_structure_t), P(hgnn_results_t)]),
         ("hgnn_compute_batch", [c_void_p, c_int64, P(hgnn_structure_t), P(hgnn_results_t)]),
+        ("hgnn_model_precision", [c_void_p, P(c_int32)]),
+        ("hgnn_precision_parse", [c_char_p, P(c_int32)]),
     ]
     for name, argtypes in status:
         f = getattr(lib, name)
@@ -201,6 +231,8 @@ def _bind(lib):
     lib.hgnn_version.restype = c_char_p
     lib.hgnn_options_default.argtypes = []
     lib.hgnn_options_default.restype = hgnn_options_t
+    lib.hgnn_precision_name.argtypes = [c_int32]
+    lib.hgnn_precision_name.restype = c_char_p
     lib.hgnn_model_free.argtypes = [c_void_p]
     lib.hgnn_model_free.restype = None
     return lib
@@ -229,5 +261,29 @@ def load_library():
                     "libhydragnn.so needs libtorch (libtorch_cpu.so, libc10.so): install the same "
                     "torch version it was built against, or add its lib/ folder to LD_LIBRARY_PATH."
                 ) from first
+        _check_abi(lib, path)
         _LIB = _bind(lib)
     return _LIB
+
+
+def parse_precision(value):
+    """The HGNN_DTYPE_* of a precision given by name ("float32", "fp64", "double" ...: the engine's
+    one parser, `hgnn_precision_parse`) or as a numpy dtype (np.float32, np.dtype("float64")).
+    Raises InvalidArgumentError (a ValueError) naming `dtype` and what is accepted."""
+    import numpy as np
+
+    name = value if isinstance(value, str) else np.dtype(value).name
+    out = c_int32()
+    try:
+        load_library().hgnn_precision_parse(name.encode(), ctypes.byref(out))
+    except InvalidArgumentError as e:
+        raise InvalidArgumentError(f"dtype {value!r}: {e}", e.code) from None
+    return out.value
+
+
+def precision_name(dtype):
+    """The canonical name ("float32" or "float64") of an HGNN_DTYPE_* value."""
+    name = load_library().hgnn_precision_name(dtype)
+    if name is None:
+        raise InvalidArgumentError(f"dtype {dtype} is not HGNN_DTYPE_FLOAT32 or HGNN_DTYPE_FLOAT64")
+    return name.decode()

@@ -14,10 +14,9 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from . import _capi
-from ._capi import HGNN_DEVICE_CPU, HGNN_DEVICE_CUDA, HGNN_DTYPE_FLOAT32, HGNN_DTYPE_FLOAT64
+from ._capi import HGNN_DEVICE_CPU, HGNN_DEVICE_CUDA
 
 _DEVICES = {"cpu": HGNN_DEVICE_CPU, "cuda": HGNN_DEVICE_CUDA, "cuda:0": HGNN_DEVICE_CUDA}
-_DTYPES = {"float64": HGNN_DTYPE_FLOAT64, "float32": HGNN_DTYPE_FLOAT32}
 _STRESS = ("stress", "stresses")
 # Parameters that select the loaded model; changing one with `set` reloads it. (`compress` only
 # switches the evaluation path of the loaded model.)
@@ -41,7 +40,7 @@ class _Model:
             raise _capi.ModelNotFoundError(path)
         opts = lib.hgnn_options_default()
         opts.device = _choice("device", device, _DEVICES)
-        opts.dtype = _choice("dtype", dtype, _DTYPES)
+        opts.dtype = _capi.parse_precision(dtype)
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
             raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
         opts.num_threads = 0 if threads is None else int(threads)
@@ -88,7 +87,7 @@ def _check_compress(value):
 
 
 def _choice(name, value, table):
-    key = np.dtype(value).name if name == "dtype" and not isinstance(value, str) else str(value).lower()
+    key = str(value).lower()
     if key not in table:
         raise ValueError(f"{name} must be one of {sorted(set(table))}, got {value!r}")
     return table[key]
@@ -147,8 +146,9 @@ class HydraGNNCalculator(Calculator):
         The model file (the same file the LAMMPS pair style reads).
     device : {"cpu", "cuda"}
         Where the engine evaluates.
-    dtype : {"float64", "float32"}
-        The engine's precision (inputs and outputs are float64 either way).
+    dtype : {"float64", "float32"} or a numpy float dtype
+        The engine's precision (inputs and outputs are float64 either way). Parsed by the engine
+        (`hgnn_precision_parse`), which also accepts fp64/f64/double and fp32/f32/single.
     head : str or None
         The output branch to use; None selects the model's first one.
     threads : int or None

@@ -28,6 +28,62 @@ struct Saved {
     output: Tensor,
 }
 
+/// Where a [`LayeredEval`] stands in the protocol: the call it accepts next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// `forward_layer(layer)` is next (`layer` < L).
+    Forward { layer: usize },
+    /// All layers ran forward: `readout()` is next.
+    Readout,
+    /// `backward_layer(layer)` is next (`layer` < L).
+    Backward { layer: usize },
+    /// The backward pass finished: `results()` may be called.
+    Done,
+}
+
+impl Stage {
+    /// The first stage of a model with `nl` layers.
+    fn first(nl: usize) -> Stage {
+        match nl {
+            0 => Stage::Readout,
+            _ => Stage::Forward { layer: 0 },
+        }
+    }
+    /// The stage after forward layer `l` of `nl`.
+    fn after_forward(l: usize, nl: usize) -> Stage {
+        if l + 1 < nl {
+            Stage::Forward { layer: l + 1 }
+        } else {
+            Stage::Readout
+        }
+    }
+    /// The stage after the readout of a model with `nl` layers.
+    fn after_readout(nl: usize) -> Stage {
+        match nl {
+            0 => Stage::Done,
+            _ => Stage::Backward { layer: nl - 1 },
+        }
+    }
+    /// The stage after backward layer `l`.
+    fn after_backward(l: usize) -> Stage {
+        match l {
+            0 => Stage::Done,
+            _ => Stage::Backward { layer: l - 1 },
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stage::Forward { layer } => write!(f, "forward_layer({layer})"),
+            Stage::Readout => write!(f, "readout()"),
+            Stage::Backward { layer } => write!(f, "backward_layer({layer})"),
+            Stage::Done => write!(f, "results()"),
+        }
+    }
+}
+
 /// One layer-by-layer evaluation of a graph of local + ghost atoms.
 pub struct LayeredEval<'m> {
     model: &'m Model,
@@ -46,7 +102,7 @@ pub struct LayeredEval<'m> {
     edge_grad: Vec<f64>,
     energies: Vec<f64>,
     energy: f64,
-    stage: usize,
+    stage: Stage,
     /// The fast path's evaluation, when the model has one enabled.
     fast: Option<crate::fast::Layered<'m>>,
 }
@@ -93,7 +149,7 @@ impl<'m> LayeredEval<'m> {
                     saved: (0..l).map(|_| None).collect(),
                     energies: Vec::new(),
                     energy: 0.0,
-                    stage: 0,
+                    stage: Stage::first(l),
                     fast: None,
                 };
                 ev.fast = Some(fast);
@@ -128,7 +184,7 @@ impl<'m> LayeredEval<'m> {
                 saved: (0..l).map(|_| None).collect(),
                 energies: Vec::new(),
                 energy: 0.0,
-                stage: 0,
+                stage: Stage::first(l),
                 fast: None,
             })
         })
@@ -197,15 +253,16 @@ impl<'m> LayeredEval<'m> {
 
     /// Forward through layer `l`; the local rows of `features(l + 1)` are filled, ghost rows zeroed.
     pub fn forward_layer(&mut self, l: usize) -> Result<()> {
-        if l != self.stage || l >= self.model.num_layers() {
+        let nl = self.model.num_layers();
+        if self.stage != (Stage::Forward { layer: l }) {
             return invalid(format!(
-                "forward_layer({l}) called out of order (next expected stage {})",
+                "forward_layer({l}) called out of order (next expected: {})",
                 self.stage
             ));
         }
         if let Some(fast) = self.fast.as_mut() {
             fast.forward_layer(l);
-            self.stage += 1;
+            self.stage = Stage::after_forward(l, nl);
             return Ok(());
         }
         guarded(|| {
@@ -225,7 +282,7 @@ impl<'m> LayeredEval<'m> {
                 edges,
                 output,
             });
-            self.stage += 1;
+            self.stage = Stage::after_forward(l, nl);
             Ok(())
         })
     }
@@ -234,8 +291,12 @@ impl<'m> LayeredEval<'m> {
     /// energy of the local atoms.
     pub fn readout(&mut self) -> Result<f64> {
         let l = self.model.num_layers();
-        if self.stage != l {
-            return invalid(format!("readout called before all {l} layers ran forward"));
+        if self.stage != Stage::Readout {
+            return invalid(format!(
+                "readout called out of order: before all {l} layers ran forward, or twice (next \
+                 expected: {})",
+                self.stage
+            ));
         }
         if let Some(fast) = self.fast.as_mut() {
             fast.readout(self.model.active_branch(), &mut self.energies)?;
@@ -245,7 +306,7 @@ impl<'m> LayeredEval<'m> {
                     "the model produced a non-finite energy".into(),
                 ));
             }
-            self.stage += 1;
+            self.stage = Stage::after_readout(l);
             return Ok(self.energy);
         }
         guarded(|| {
@@ -265,7 +326,7 @@ impl<'m> LayeredEval<'m> {
                     "the model produced a non-finite energy".into(),
                 ));
             }
-            self.stage += 1;
+            self.stage = Stage::after_readout(l);
             Ok(self.energy)
         })
     }
@@ -273,16 +334,18 @@ impl<'m> LayeredEval<'m> {
     /// Backward through layer `l`: fills `grads(l)` for every row (ghost rows hold contributions
     /// that belong to their owners) and accumulates the edge gradients.
     pub fn backward_layer(&mut self, l: usize) -> Result<()> {
-        let nl = self.model.num_layers();
-        if self.stage != 2 * nl - l {
-            return invalid(format!("backward_layer({l}) called out of order"));
+        if self.stage != (Stage::Backward { layer: l }) {
+            return invalid(format!(
+                "backward_layer({l}) called out of order (next expected: {})",
+                self.stage
+            ));
         }
         if let Some(fast) = self.fast.as_mut() {
             fast.backward_layer(l);
             if l == 0 {
                 fast.edge_grads(&mut self.edge_grad);
             }
-            self.stage += 1;
+            self.stage = Stage::after_backward(l);
             return Ok(());
         }
         guarded(|| {
@@ -296,14 +359,14 @@ impl<'m> LayeredEval<'m> {
             for (acc, x) in self.edge_grad.iter_mut().zip(tensor_to_vec(&g[1])?) {
                 *acc += x;
             }
-            self.stage += 1;
+            self.stage = Stage::after_backward(l);
             Ok(())
         })
     }
 
     /// Results after the backward pass through layer 0.
     pub fn results(&self, req: Request) -> Result<Results> {
-        if self.stage != 2 * self.model.num_layers() + 1 {
+        if self.stage != Stage::Done {
             return invalid("results requested before the backward pass finished");
         }
         let mut r = Results {

@@ -7,6 +7,7 @@
 //! - [`layered`]: layer-by-layer evaluation with ghost-feature exchange (spatial decomposition).
 //! - [`file`](mod@file): the self-describing model file.
 //! - [`hydragnn`]: models trained by upstream HydraGNN (config + state dict) as engine models.
+//! - [`precision`]: float32 / float64, their names and aliases.
 //! - [`fast`]: the fast evaluation path (compressed radial filters, fused edge kernels, hand-written backward).
 //!
 //! Panics inside libtorch are caught at the engine's entry points ([`compute::guarded`]) and
@@ -22,6 +23,7 @@ pub mod hydragnn;
 pub mod layered;
 pub mod model;
 pub mod neighbors;
+pub mod precision;
 pub mod structure;
 
 pub use compute::{GraphInput, Request, Results};
@@ -29,4 +31,5 @@ pub use error::{Error, Result};
 pub use layered::LayeredEval;
 pub use model::config::ModelConfig;
 pub use model::Model;
+pub use precision::Precision;
 pub use structure::Structure;

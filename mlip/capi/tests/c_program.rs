@@ -61,3 +61,46 @@ fn c_program_uses_the_abi() {
     assert!(text.contains("0 failure(s)"));
     std::fs::remove_dir_all(tmp).ok();
 }
+
+/// Builds tests/c/test_hpp.cpp with g++ against include/hydragnn.hpp (the C++ wrapper, linked with
+/// -lhydragnn) and runs it.
+#[test]
+fn cpp_wrapper_uses_the_abi() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let exe = std::env::current_exe().unwrap();
+    let libdir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let tmp = std::env::temp_dir().join(format!("hgnn-hpp-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let bin = tmp.join("test_hpp");
+    let out = Command::new("g++")
+        .arg("-std=c++17")
+        .arg(dir.join("tests/c/test_hpp.cpp"))
+        .arg(format!("-I{}", dir.join("include").display()))
+        .arg(format!("-L{}", libdir.display()))
+        .arg("-lhydragnn")
+        .arg(format!("-Wl,-rpath,{}", libdir.display()))
+        .args(["-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&bin)
+        .output()
+        .expect("g++ runs");
+    assert!(
+        out.status.success(),
+        "g++ failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c =
+        mlip::ModelConfig::small(mlip::model::config::MpnnType::SchNet, vec![29, 28, 8], 4.0);
+    c.num_conv_layers = 3;
+    let m = mlip::Model::new(c, tch::Kind::Double, tch::Device::Cpu, 3).unwrap();
+    let model = tmp.join("m.model");
+    m.save(&model, &Default::default()).unwrap();
+    let out = Command::new(&bin).arg(&model).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "C++ test failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("0 failure(s)"));
+    std::fs::remove_dir_all(tmp).ok();
+}

@@ -17,30 +17,10 @@ pub enum LossType {
     Mae,
 }
 
-/// Floating-point precision of weights and computations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum Precision {
-    /// float32.
-    #[default]
-    #[serde(rename = "fp32", alias = "float32")]
-    Fp32,
-    /// float64.
-    #[serde(rename = "fp64", alias = "float64")]
-    Fp64,
-    /// bfloat16: rejected by validation (the engine computes in float32 or float64).
-    #[serde(rename = "bf16", alias = "bfloat16")]
-    Bf16,
-}
-
-impl Precision {
-    /// The libtorch kind.
-    pub fn kind(self) -> tch::Kind {
-        match self {
-            Precision::Fp64 => tch::Kind::Double,
-            _ => tch::Kind::Float,
-        }
-    }
-}
+/// Floating-point precision of weights and computations: the engine's one model of it
+/// ("fp32"/"fp64", also "float32"/"float64" ...; bf16 is rejected when the file is read, with a
+/// message saying that the engine computes in float32 or float64).
+pub use mlip::Precision;
 
 /// `NeuralNetwork.Training`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -267,12 +247,6 @@ impl TrainConfig {
                     format!("must be a positive number, got {c}"),
                 );
             }
-        }
-        if t.precision == Precision::Bf16 {
-            return self.err(
-                &format!("{tr}.precision"),
-                "bf16 is not supported by the engine yet; use \"fp32\" or \"fp64\"",
-            );
         }
         if let Some(m) = t.max_time {
             if !(m.is_finite() && m > 0.0) {

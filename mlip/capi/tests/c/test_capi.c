@@ -18,6 +18,7 @@ static void expect_error(hgnn_status_t got, hgnn_status_t code, const char *need
 
 int main(int argc, char **argv) {
     if (argc < 3) { fprintf(stderr, "usage: test_capi MODEL CORRUPT_FILE\n"); return 2; }
+    CHECK(hgnn_abi_version() == HGNN_ABI_VERSION, "ABI version %d, header %d", hgnn_abi_version(), HGNN_ABI_VERSION);
     hgnn_model_t *model = NULL;
     hgnn_options_t opts = hgnn_options_default();
     opts.num_threads = 1;
@@ -30,6 +31,27 @@ int main(int argc, char **argv) {
     CHECK(hgnn_model_num_species(model, &ns) == 0 && ns == 3, "species %d", ns);
     CHECK(hgnn_model_species(model, z, 8) == 0 && z[0] == 29 && z[1] == 28 && z[2] == 8, "species list");
     CHECK(hgnn_model_feature_width(model, 0, &w0) == 0 && w0 > 0, "width");
+    const char *sym = NULL, *units = NULL, *bname = NULL, *desc = NULL;
+    int32_t dt = 0, nb = 0, ab = -1;
+    CHECK(hgnn_model_species_symbol(model, 0, &sym) == 0 && strcmp(sym, "Cu") == 0, "symbol 0 %s", sym);
+    CHECK(hgnn_model_species_symbol(model, 2, &sym) == 0 && strcmp(sym, "O") == 0, "symbol 2 %s", sym);
+    expect_error(hgnn_model_species_symbol(model, 3, &sym), HGNN_ERROR_INVALID_ARGUMENT, "outside 0..3", "symbol index");
+    CHECK(hgnn_model_lammps_units(model, &units) == 0 && strcmp(units, "metal") == 0, "units %s", units);
+    CHECK(hgnn_model_precision(model, &dt) == 0 && dt == HGNN_DTYPE_FLOAT64, "precision %d", dt);
+    CHECK(hgnn_model_num_branches(model, &nb) == 0 && nb >= 1, "branches %d", nb);
+    CHECK(hgnn_model_branch_name(model, 0, &bname) == 0 && strlen(bname) > 0, "branch name");
+    expect_error(hgnn_model_branch_name(model, nb, &bname), HGNN_ERROR_INVALID_ARGUMENT, "branch index", "branch index");
+    CHECK(hgnn_model_active_branch(model, &ab) == 0 && ab == 0, "active branch %d", ab);
+    CHECK(hgnn_model_path_description(model, &desc) == 0 && strstr(desc, "fast") != NULL, "description %s", desc);
+    int32_t pd = 0;
+    CHECK(hgnn_precision_parse("fp32", &pd) == 0 && pd == HGNN_DTYPE_FLOAT32, "parse fp32");
+    CHECK(hgnn_precision_parse("Double", &pd) == 0 && pd == HGNN_DTYPE_FLOAT64, "parse Double");
+    expect_error(hgnn_precision_parse("bf16", &pd), HGNN_ERROR_INVALID_ARGUMENT, "computes in float32 or float64", "bf16");
+    expect_error(hgnn_precision_parse("half", &pd), HGNN_ERROR_INVALID_ARGUMENT, "must be float32 or float64", "half");
+    expect_error(hgnn_precision_parse(NULL, &pd), HGNN_ERROR_NULL_POINTER, "name", "NULL precision name");
+    CHECK(strcmp(hgnn_precision_name(HGNN_DTYPE_FLOAT32), "float32") == 0, "name 32");
+    CHECK(strcmp(hgnn_precision_name(HGNN_DTYPE_FLOAT64), "float64") == 0, "name 64");
+    CHECK(hgnn_precision_name(16) == NULL, "name 16");
     const char *info = NULL;
     CHECK(hgnn_model_info(model, &info) == 0 && strstr(info, "\"metal\"") != NULL, "info %s", info);
 
@@ -130,8 +152,17 @@ int main(int argc, char **argv) {
     CHECK(hgnn_model_set_compress(model, 1, 1e-10) == 0, "compress on: %s", hgnn_last_error());
     CHECK(hgnn_model_path(model, &path) == 0 && strstr(path, "\"path\":\"fast\"") != NULL, "fast path again %s", path);
 
+    /* an evaluation shares its model: the path cannot change under it, and the model may be
+       freed first (the evaluation keeps it alive) */
+    hgnn_eval_t *ev2 = NULL;
+    CHECK(hgnn_eval_begin(model, &g, &ev2) == 0, "eval_begin (2): %s", hgnn_last_error());
+    expect_error(hgnn_model_set_compress(model, 0, 0.0), HGNN_ERROR_INVALID_ARGUMENT, "in progress", "compress during an evaluation");
     hgnn_model_free(model);
     hgnn_model_free(NULL);
+    for (int l = 0; l < nl; l++) CHECK(hgnn_eval_forward_layer(ev2, l) == 0, "forward %d after model_free: %s", l, hgnn_last_error());
+    CHECK(hgnn_eval_readout(ev2, &le) == 0, "readout after model_free");
+    CHECK(fabs(le - gr.energy) < 1e-7 * fabs(gr.energy), "energy after model_free %.12g %.12g", le, gr.energy);
+    hgnn_eval_free(ev2);
     printf("%s: %d failure(s)\n", argv[0], failures);
     return failures == 0 ? 0 : 1;
 }
