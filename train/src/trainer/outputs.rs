@@ -138,11 +138,24 @@ impl Trainer<'_> {
             csv += &(v.join(",") + "\n");
         }
         checkpoint::write_atomic(&self.opts.out_dir.join(files::METRICS_CSV), csv.as_bytes())?;
-        let json = serde_json::json!({
+        self.write_metrics_json(None)
+    }
+
+    /// Writes metrics.json: the run, the best epoch and the per-epoch history, plus the best
+    /// model's metrics per split and branch once training has finished (`best`).
+    fn write_metrics_json(
+        &self,
+        best: Option<&BTreeMap<String, BTreeMap<String, BranchMetrics>>>,
+    ) -> Result<()> {
+        let mut json = serde_json::json!({
             "run": self.cfg.config.dataset.name,
             "best_epoch": self.state.best.map(|(_, e)| e),
-            "epochs": h,
+            "epochs": &self.state.history,
         });
+        if let Some(all) = best {
+            json["best_model"] = files::BEST_MODEL.into();
+            json["best_model_metrics"] = serde_json::to_value(all).unwrap_or_default();
+        }
         checkpoint::write_atomic(
             &self.opts.out_dir.join(files::METRICS_JSON),
             serde_json::to_string_pretty(&json)
@@ -219,20 +232,7 @@ impl Trainer<'_> {
                 all.insert(split.to_string(), per);
             }
         }
-        let h = &self.state.history;
-        let json = serde_json::json!({
-            "run": self.cfg.config.dataset.name,
-            "best_epoch": self.state.best.map(|(_, e)| e),
-            "best_model": files::BEST_MODEL,
-            "best_model_metrics": all,
-            "epochs": h,
-        });
-        checkpoint::write_atomic(
-            &self.opts.out_dir.join(files::METRICS_JSON),
-            serde_json::to_string_pretty(&json)
-                .unwrap_or_default()
-                .as_bytes(),
-        )?;
+        self.write_metrics_json(Some(&all))?;
         Ok(all)
     }
 }
