@@ -27,7 +27,7 @@ pub struct DatasetInfo {
 }
 
 /// Writes a dataset of named splits to the BP file `path` (overwriting it). Every frame of every
-/// split must share one [`Layout`]. Not atomic by itself: [`super::ingest`] writes to a temporary
+/// split must share one [`Layout`]. Not atomic by itself: [`ingest`](mod@crate::data::ingest) writes to a temporary
 /// name and renames.
 pub fn write_dataset(
     path: &Path,
