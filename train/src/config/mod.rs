@@ -249,6 +249,36 @@ mod tests {
     }
 
     #[test]
+    fn exponential_decay_needs_decay_steps() {
+        let with = |sched: &str| {
+            MIN.replace(
+                r#""Optimizer": {"learning_rate": 0.001}"#,
+                &format!(r#""Optimizer": {{"learning_rate": 0.001}}, "Scheduler": {sched}"#),
+            )
+        };
+        let ok = with(r#"{"type": "ExponentialDecay", "factor": 0.9, "decay_steps": 100}"#);
+        let c = TrainConfig::parse(&ok, Path::new("cfg.json")).unwrap();
+        assert_eq!(
+            c.training().scheduler.lr_at_step(0.001, 250),
+            Some(0.001 * 0.81)
+        );
+        let e = TrainConfig::parse(
+            &with(r#"{"type": "ExponentialDecay", "factor": 0.9}"#),
+            Path::new("cfg.json"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("Scheduler.decay_steps"), "{e}");
+        let e = TrainConfig::parse(&with(r#"{"type": "Cosine"}"#), Path::new("cfg.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("Scheduler.type") && e.contains("ExponentialDecay"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_key_names_its_path() {
         let text = MIN.replace("\"batch_size\": 2", "\"batch_size\": 2, \"bogus\": 1");
         let e = TrainConfig::parse(&text, Path::new("cfg.json"))

@@ -106,16 +106,22 @@ impl Optimizer {
     }
 }
 
-/// `NeuralNetwork.Training.Scheduler` (PyTorch's ReduceLROnPlateau, mode min, relative threshold).
+/// `NeuralNetwork.Training.Scheduler`: `ReduceLROnPlateau` (PyTorch's, mode min, relative
+/// threshold; HydraGNN's default) or `ExponentialDecay` (DeePMD-kit's schedule: the learning rate
+/// is multiplied by `factor` every `decay_steps` optimiser steps, down to `min_lr`; a function of
+/// the step count, so runs on any number of ranks and resumed runs follow the same rates).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scheduler {
-    /// Only `ReduceLROnPlateau`.
+    /// `ReduceLROnPlateau` (default) or `ExponentialDecay`.
     #[serde(rename = "type", default = "default_scheduler")]
     pub kind: String,
-    /// Multiplier of the learning rate on a plateau.
+    /// Multiplier of the learning rate on a plateau, or every `decay_steps` steps.
     #[serde(default = "default_plateau_factor")]
     pub factor: f64,
+    /// `ExponentialDecay`: optimiser steps between two multiplications by `factor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decay_steps: Option<usize>,
     /// Epochs without improvement before reducing.
     #[serde(default = "default_scheduler_patience")]
     pub patience: usize,
@@ -132,10 +138,23 @@ impl Default for Scheduler {
         Scheduler {
             kind: default_scheduler(),
             factor: default_plateau_factor(),
+            decay_steps: None,
             patience: default_scheduler_patience(),
             min_lr: default_min_lr(),
             threshold: default_plateau_threshold(),
         }
+    }
+}
+
+impl Scheduler {
+    /// The `ExponentialDecay` learning rate after `step` optimiser steps from `lr0`; None for
+    /// `ReduceLROnPlateau` (which changes the rate at the end of epochs instead).
+    pub fn lr_at_step(&self, lr0: f64, step: usize) -> Option<f64> {
+        let every = self
+            .decay_steps
+            .filter(|_| self.kind == "ExponentialDecay")?;
+        let k = (step / every.max(1)) as i32;
+        Some((lr0 * self.factor.powi(k)).max(self.min_lr))
     }
 }
 
@@ -216,11 +235,27 @@ impl TrainConfig {
             return self.err(&format!("{tr}.Optimizer.eps"), "must be a positive number");
         }
         let s = &t.scheduler;
-        if s.kind != "ReduceLROnPlateau" {
-            return self.err(
-                &format!("{tr}.Scheduler.type"),
-                format!("'{}': only \"ReduceLROnPlateau\"", s.kind),
-            );
+        match (s.kind.as_str(), s.decay_steps) {
+            ("ReduceLROnPlateau", None) => {}
+            ("ReduceLROnPlateau", Some(_)) => {
+                return self.err(
+                    &format!("{tr}.Scheduler.decay_steps"),
+                    "only for \"type\": \"ExponentialDecay\"",
+                );
+            }
+            ("ExponentialDecay", Some(n)) if n >= 1 => {}
+            ("ExponentialDecay", _) => {
+                return self.err(
+                    &format!("{tr}.Scheduler.decay_steps"),
+                    "ExponentialDecay needs decay_steps >= 1 (optimiser steps between two multiplications by factor)",
+                );
+            }
+            (k, _) => {
+                return self.err(
+                    &format!("{tr}.Scheduler.type"),
+                    format!("'{k}': \"ReduceLROnPlateau\" or \"ExponentialDecay\""),
+                );
+            }
         }
         if !(s.factor > 0.0 && s.factor < 1.0) {
             return self.err(
@@ -257,5 +292,27 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_decay_multiplies_every_decay_steps_down_to_min_lr() {
+        let s = Scheduler {
+            kind: "ExponentialDecay".into(),
+            factor: 0.5,
+            decay_steps: Some(10),
+            min_lr: 0.1,
+            ..Scheduler::default()
+        };
+        assert_eq!(s.lr_at_step(1.0, 0), Some(1.0));
+        assert_eq!(s.lr_at_step(1.0, 9), Some(1.0));
+        assert_eq!(s.lr_at_step(1.0, 10), Some(0.5));
+        assert_eq!(s.lr_at_step(1.0, 25), Some(0.25));
+        assert_eq!(s.lr_at_step(1.0, 1000), Some(0.1));
+        assert_eq!(Scheduler::default().lr_at_step(1.0, 100), None);
     }
 }

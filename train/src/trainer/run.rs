@@ -145,6 +145,13 @@ impl Trainer<'_> {
                     self.opt.lr
                 );
                 self.log.line(&line, &steps_path)?;
+                // ExponentialDecay: the rate of the next step (a function of the step count).
+                if let Some(lr) = t
+                    .scheduler
+                    .lr_at_step(t.optimizer.learning_rate, self.state.step)
+                {
+                    self.opt.lr = lr;
+                }
                 if let Some(b) = &bar {
                     let secs = epoch_start.elapsed().as_secs_f64().max(1e-9);
                     b.set_message(format!(
@@ -189,7 +196,9 @@ impl Trainer<'_> {
                 time_s: self.elapsed(),
                 branches: branches.clone(),
             };
-            self.opt.lr = self.state.plateau.step(val_loss, self.opt.lr, &t.scheduler);
+            if t.scheduler.decay_steps.is_none() {
+                self.opt.lr = self.state.plateau.step(val_loss, self.opt.lr, &t.scheduler);
+            }
             let stop_early = t.early_stopping && self.state.early.step(val_loss, t.patience);
             if self.state.best.is_none_or(|(b, _)| val_loss < b) {
                 self.state.best = Some((val_loss, epoch));
