@@ -272,15 +272,38 @@ fn failing_ingest_leaves_nothing_behind() {
         "no temporary left after a failed ingest"
     );
 
-    // A frame lacking a property the others have: named by file and line; nothing written.
+    // A frame lacking a property the others have (schema version 2): kept, masked in that frame.
     let partial = dir.join("partial.xyz");
     let mut m = read_extxyz(&good, &ParseOptions::default()).unwrap();
     m.truncate(10);
     m[7].scalars.remove("gap");
     write_extxyz(&partial, &m).unwrap();
+    let masked = dir.join("masked.bp");
+    ingest(
+        &[(partial.clone(), SplitSpec::Train)],
+        &masked,
+        "p",
+        &IngestOptions::default(),
+    )
+    .unwrap();
+    let ds = Dataset::open(&masked).unwrap();
+    assert!(ds.meta().has("gap") && ds.meta().is_partial("gap"));
+    assert_eq!(ds.meta().partial, vec!["gap".to_string()]);
+    let back = ds.split("trainset").unwrap().read_graphs(0..10).unwrap();
+    for (i, f) in back.iter().enumerate() {
+        assert_eq!(f.scalars.get("gap"), m[i].scalars.get("gap"), "frame {i}");
+    }
+    // A per-atom property of different widths in two frames: named by file and line; nothing written.
+    let mut w = m.clone();
+    w[7].scalars.insert("gap".into(), 1.0);
+    let p = w[7].atom_props.get_mut("charge").unwrap();
+    p.values = p.values.iter().flat_map(|&x| [x, x]).collect();
+    p.width = 2;
+    let widths = dir.join("widths.xyz");
+    write_extxyz(&widths, &w).unwrap();
     let line = 1 + m[..7].iter().map(|f| f.n_atoms() + 2).sum::<usize>();
     let err = ingest(
-        &[(partial.clone(), SplitSpec::Train)],
+        &[(widths.clone(), SplitSpec::Train)],
         &out,
         "p",
         &IngestOptions::default(),
@@ -288,7 +311,7 @@ fn failing_ingest_leaves_nothing_behind() {
     .unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.starts_with(&format!("{}:{line}: ", partial.display())) && msg.contains("'gap'"),
+        msg.starts_with(&format!("{}:{line}: ", widths.display())) && msg.contains("'charge'"),
         "{msg}"
     );
     assert!(!out.exists() && !dir.join("broken.bp.tmp").exists());
