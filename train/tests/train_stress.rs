@@ -277,12 +277,12 @@ fn stress_training_lowers_the_validation_stress_error() {
         serde_json::json!({"num_epoch": 6, "batch_size": 4, "precision": "fp64"}),
     );
     let s0 = run(&with_stress_weight(base.clone(), 0.0), dir.path(), "w0");
-    let s1 = run(&with_stress_weight(base, 1000.0), dir.path(), "w1");
+    let s1 = run(&with_stress_weight(base, 10000.0), dir.path(), "w1");
     assert_eq!((s0.steps, s1.steps), (24, 24));
     let e0 = s0.final_metrics["valset"]["mixed"].stress.unwrap();
     let e1 = s1.final_metrics["valset"]["mixed"].stress.unwrap();
     eprintln!(
-        "val stress MAE: stress_weight 0 {:.3e}, 1000 {:.3e} eV/A^3",
+        "val stress MAE: stress_weight 0 {:.3e}, 10000 {:.3e} eV/A^3",
         e0.mae, e1.mae
     );
     assert!(
