@@ -1,6 +1,7 @@
 //! What a branch predicts and is scored on: predictions (energy, autograd forces and stress,
-//! other heads), the weighted loss (HydraGNN's: `energy_weight·L(E) + energy_peratom_weight·L(E/N)
-//! + force_weight·L(F) + stress_weight·L(σ) + Σ_k task_weight_k·L(y_k)`, L = MSE or MAE), and the
+//! other heads), the weighted loss (HydraGNN's, `energy_weight·L(E) +
+//! energy_peratom_weight·L(E/N) + force_weight·L(F) + stress_weight·L(σ) +
+//! Σ_k task_weight_k·L(y_k)` with L = MSE or MAE), and the
 //! metrics reported per branch (energy MAE/RMSE per atom, force MAE/RMSE per component, stress
 //! MAE/RMSE per component, MAE/RMSE of every other output). Sums are kept as flat `f64` vectors so
 //! they can be added over MPI ranks.
