@@ -461,3 +461,45 @@ fn dataset_survives_a_rename_and_many_readers() {
         .unwrap();
     assert_eq!(n, 200);
 }
+
+/// A schema version 1 dataset (written by hand as version 1 wrote it: no masks) reads as one
+/// whose graphs carry every label; a version this build does not know is refused.
+#[test]
+fn version_1_datasets_read_as_all_present_and_unknown_versions_are_refused() {
+    let dir = scratch("v1");
+    for (version, path) in [(1, dir.join("v1.bp")), (3, dir.join("v3.bp"))] {
+        let mut w = Writer::create(&path).unwrap();
+        w.attr_str("schema", "hydragnn-rs.dataset").unwrap();
+        w.attr("schema_version", version as i32).unwrap();
+        w.attr_str("dataset_name", "old").unwrap();
+        w.attr_strs("splits", &["trainset".to_string()]).unwrap();
+        w.attr("trainset/n_graphs", 2i64).unwrap();
+        w.attr("trainset/n_atoms_total", 3i64).unwrap();
+        w.attr_strs("labels", &["energy".to_string(), "stress".to_string()])
+            .unwrap();
+        w.put("trainset/n_atoms", &[2], &[1i64, 2]).unwrap();
+        w.put("trainset/atom_offset", &[2], &[0i64, 1]).unwrap();
+        w.put("trainset/numbers", &[3], &[29i32, 29, 28]).unwrap();
+        w.put("trainset/positions", &[3, 3], &[0.0f64; 9]).unwrap();
+        let cell: Vec<f64> = [[3.0, 0., 0., 0., 3., 0., 0., 0., 3.]; 2].concat();
+        w.put("trainset/cell", &[2, 9], &cell).unwrap();
+        w.put("trainset/pbc", &[2, 3], &[1u8; 6]).unwrap();
+        w.put("trainset/energy", &[2], &[-1.0f64, -2.0]).unwrap();
+        let stress: Vec<f64> = (0..18).map(|i| i as f64).collect();
+        w.put("trainset/stress", &[2, 9], &stress).unwrap();
+        w.close().unwrap();
+        if version == 3 {
+            let err = Dataset::open(&path).err().expect("version 3 refused");
+            assert!(err.to_string().contains("schema version 3"), "{err}");
+            continue;
+        }
+        let ds = Dataset::open(&path).unwrap();
+        assert_eq!(ds.meta().schema_version, 1);
+        assert!(ds.meta().partial.is_empty());
+        let frames = ds.split("trainset").unwrap().read_graphs(0..2).unwrap();
+        assert_eq!(frames[0].energy, Some(-1.0));
+        assert_eq!(frames[1].energy, Some(-2.0));
+        assert_eq!(frames[1].stress.unwrap()[0], 9.0);
+        assert!(frames.iter().all(|f| f.stress.is_some()));
+    }
+}

@@ -83,6 +83,14 @@ fn mixed_bulk_and_slab_frames_keep_stress_and_train_on_every_frame() {
     let frames = ds.split("trainset").unwrap().read_graphs(0..12).unwrap();
     let with: Vec<bool> = frames.iter().map(|f| f.stress.is_some()).collect();
     assert_eq!(with, (0..12).map(|i| i % 2 == 0).collect::<Vec<_>>());
+    // Masks follow any selection of graphs (shuffled, repeated, over several slice reads).
+    let picked = ds
+        .split("trainset")
+        .unwrap()
+        .read_indices(&[5, 0, 1, 11, 10, 0])
+        .unwrap();
+    let with: Vec<bool> = picked.frames().iter().map(|f| f.stress.is_some()).collect();
+    assert_eq!(with, vec![false, true, false, false, true, true]);
     // --drop-partial still drops it.
     let t = dir.path().join("mixed_train.xyz");
     let s = ingest(
