@@ -168,12 +168,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             None,
         )?;
         let m = finish(&spec, &s);
-        let cols: Vec<String> = m
+        let mut cols: Vec<String> = m
             .columns()
             .into_iter()
             .skip(1)
             .map(|(c, v)| format!("{c}={v:.6e}"))
             .collect();
+        // How many entries each output was scored on (labels may be missing from some graphs).
+        cols.extend(m.counted.iter().map(|(k, n)| format!("counted_{k}={n}")));
         println!(
             "{split} {}: graphs={} atoms={} {}",
             spec.name,
