@@ -28,7 +28,7 @@ pub fn eval_sums(
     let (gp, np) = (spec.graph_props(), spec.node_props());
     for chunk in graphs.chunks(batch_size.max(1)) {
         let refs: Vec<&Graph> = chunk.iter().collect();
-        let c = collate(&refs, &gp, &np, kind, device, spec.forces);
+        let c = collate(&refs, &gp, &np, kind, device, spec.forces || spec.stress);
         let mut run = || -> Result<()> {
             let p = predict(model, spec, &c, false)?;
             accumulate(spec, &p, &c, loss, &mut sums);
@@ -37,7 +37,7 @@ pub fn eval_sums(
             }
             Ok(())
         };
-        if spec.forces {
+        if spec.forces || spec.stress {
             run()?;
         } else {
             tch::no_grad(run)?;
@@ -89,5 +89,7 @@ pub fn spec_for_model(model: &Model, branch: usize, meta: &DatasetMeta) -> Resul
         w_energy: 1.0,
         w_energy_peratom: 0.0,
         w_forces: 100.0,
+        stress: energy && meta.layout.forces && meta.layout.stress,
+        w_stress: 0.0,
     })
 }

@@ -38,7 +38,11 @@ pub struct Graph {
     pub energy: Option<f64>,
     /// Forces, 3 per atom (eV/Angstrom).
     pub forces: Option<Vec<f64>>,
-    /// Other properties by name: per-graph scalars (one value) and per-atom columns (`width` per atom).
+    /// Stress, 3x3 row-major (eV/Angstrom^3, ASE's sign), of a periodic structure that has one.
+    pub stress: Option<[f64; 9]>,
+    /// Cell volume (Angstrom^3) of a structure periodic in all three directions.
+    pub volume: Option<f64>,
+    /// Other properties by name (only those this structure carries): per-graph scalars (one value) and per-atom columns (`width` per atom).
     pub props: BTreeMap<String, Vec<f64>>,
 }
 
@@ -85,6 +89,11 @@ impl GraphSpec {
             cell: f.cell,
             pbc,
         };
+        let c = &f.cell;
+        let det = c[0][0] * (c[1][1] * c[2][2] - c[1][2] * c[2][1])
+            - c[0][1] * (c[1][0] * c[2][2] - c[1][2] * c[2][0])
+            + c[0][2] * (c[1][0] * c[2][1] - c[1][1] * c[2][0]);
+        let volume = (pbc == [true; 3] && det.abs() > 1e-12).then_some(det.abs());
         let nl = neighbor_list(&s, self.cutoff)
             .map_err(|e| Error::Invalid(format!("{}: {e}", what())))?;
         let vecs = nl.edge_vectors(&s);
@@ -107,6 +116,8 @@ impl GraphSpec {
                 .forces
                 .as_ref()
                 .map(|x| x.iter().flatten().copied().collect()),
+            stress: f.stress.filter(|_| volume.is_some()),
+            volume,
             props,
         })
     }
@@ -140,6 +151,17 @@ impl GraphSpec {
     }
 }
 
+/// One target of a batch: values, zeros where a graph (or atom) lacks it, and the presence mask.
+#[derive(Debug)]
+pub struct Target {
+    /// Values, (rows, ...) in the model's float kind; zeros where absent.
+    pub value: Tensor,
+    /// 1 where present, 0 where absent, shaped to broadcast against `value`.
+    pub mask: Tensor,
+    /// Rows present (graphs, or atoms for per-atom targets).
+    pub rows: usize,
+}
+
 /// A batch of graphs as tensors, with its targets.
 #[derive(Debug)]
 pub struct Collated {
@@ -147,20 +169,60 @@ pub struct Collated {
     pub graph: GraphTensors,
     /// Atoms per graph, in the model's float kind (n_graphs,).
     pub n_atoms: Tensor,
-    /// Energies (n_graphs,), if every graph has one.
-    pub energy: Option<Tensor>,
-    /// Forces (n_atoms, 3), if every graph has them.
-    pub forces: Option<Tensor>,
-    /// Other targets: graph properties (n_graphs, width), node properties (n_atoms, width).
-    pub props: BTreeMap<String, Tensor>,
+    /// Cell volume per graph (n_graphs,), Angstrom^3; 1 for a structure not periodic in 3D.
+    pub volume: Tensor,
+    /// Energies (n_graphs,), if any graph has one.
+    pub energy: Option<Target>,
+    /// Forces (n_atoms, 3), if any graph has them (mask (n_atoms, 1)).
+    pub forces: Option<Target>,
+    /// Stress (n_graphs, 3, 3) of periodic graphs, if any has one (mask (n_graphs, 1, 1)).
+    pub stress: Option<Target>,
+    /// Other targets: graph properties (n_graphs, width), node properties (n_atoms, width), each
+    /// with its mask (rows, 1).
+    pub props: BTreeMap<String, Target>,
     /// Number of graphs.
     pub n_graphs: usize,
     /// Number of atoms.
     pub n_atoms_total: usize,
 }
 
+/// A target over `rows` rows of `width` values: `parts` gives each graph's values (or `None`)
+/// and its number of rows.
+fn target(
+    parts: &[(Option<&[f64]>, usize)],
+    width: usize,
+    shape: &[i64],
+    mask_shape: &[i64],
+    kind: Kind,
+    device: Device,
+) -> Option<Target> {
+    if parts.iter().all(|(v, _)| v.is_none()) {
+        return None;
+    }
+    let (mut value, mut mask, mut rows) = (Vec::new(), Vec::new(), 0);
+    for (v, n) in parts {
+        match v {
+            Some(v) => {
+                value.extend_from_slice(v);
+                mask.extend(std::iter::repeat_n(1.0, *n));
+                rows += n;
+            }
+            None => {
+                value.extend(std::iter::repeat_n(0.0, n * width));
+                mask.extend(std::iter::repeat_n(0.0, *n));
+            }
+        }
+    }
+    Some(Target {
+        value: tensor_from(&value, shape, kind, device),
+        mask: tensor_from(&mask, mask_shape, kind, device),
+        rows,
+    })
+}
+
 /// Concatenates graphs into one batch. `edge_grad` makes the edge vectors require gradients
-/// (forces); `graph_props` / `node_props` name the targets to collate with their widths.
+/// (forces, stress); `graph_props` / `node_props` name the targets to collate with their widths.
+/// A target is collated when any graph has it, with a mask of the graphs (atoms) that do.
 pub fn collate(
     graphs: &[&Graph],
     graph_props: &[(String, usize)],
@@ -180,38 +242,75 @@ pub fn collate(
             &g.edge_vec,
         );
     }
+    let ng = graphs.len() as i64;
+    let na = n_atoms_total as i64;
     let n_atoms: Vec<f64> = graphs.iter().map(|g| g.n_atoms() as f64).collect();
+    let volume: Vec<f64> = graphs.iter().map(|g| g.volume.unwrap_or(1.0)).collect();
     let t = |v: &[f64], shape: &[i64]| tensor_from(v, shape, kind, device);
-    let energy = graphs
-        .iter()
-        .map(|g| g.energy)
-        .collect::<Option<Vec<f64>>>()
-        .map(|e| t(&e, &[graphs.len() as i64]));
-    let forces = graphs
-        .iter()
-        .map(|g| g.forces.as_deref())
-        .collect::<Option<Vec<&[f64]>>>()
-        .map(|f| t(&f.concat(), &[n_atoms_total as i64, 3]));
+    let energies: Vec<Option<[f64; 1]>> = graphs.iter().map(|g| g.energy.map(|e| [e])).collect();
+    let energy = target(
+        &energies
+            .iter()
+            .map(|e| (e.as_ref().map(|x| &x[..]), 1))
+            .collect::<Vec<_>>(),
+        1,
+        &[ng],
+        &[ng],
+        kind,
+        device,
+    );
+    let forces = target(
+        &graphs
+            .iter()
+            .map(|g| (g.forces.as_deref(), g.n_atoms()))
+            .collect::<Vec<_>>(),
+        3,
+        &[na, 3],
+        &[na, 1],
+        kind,
+        device,
+    );
+    let stress = target(
+        &graphs
+            .iter()
+            .map(|g| (g.stress.as_ref().map(|s| &s[..]), 1))
+            .collect::<Vec<_>>(),
+        9,
+        &[ng, 3, 3],
+        &[ng, 1, 1],
+        kind,
+        device,
+    );
     let mut props = BTreeMap::new();
-    for (name, w) in graph_props {
-        let v: Vec<f64> = graphs
+    for (name, w, rows_of_graph, rows) in graph_props
+        .iter()
+        .map(|(n, w)| (n, *w, false, ng))
+        .chain(node_props.iter().map(|(n, w)| (n, *w, true, na)))
+    {
+        let parts: Vec<(Option<&[f64]>, usize)> = graphs
             .iter()
-            .flat_map(|g| g.props[name].iter().copied())
+            .map(|g| {
+                let r = if rows_of_graph { g.n_atoms() } else { 1 };
+                (g.props.get(name).map(|v| v.as_slice()), r)
+            })
             .collect();
-        props.insert(name.clone(), t(&v, &[graphs.len() as i64, *w as i64]));
-    }
-    for (name, w) in node_props {
-        let v: Vec<f64> = graphs
-            .iter()
-            .flat_map(|g| g.props[name].iter().copied())
-            .collect();
-        props.insert(name.clone(), t(&v, &[n_atoms_total as i64, *w as i64]));
+        let tg =
+            target(&parts, w, &[rows, w as i64], &[rows, 1], kind, device).unwrap_or_else(|| {
+                Target {
+                    value: Tensor::zeros([rows, w as i64], (kind, device)),
+                    mask: Tensor::zeros([rows, 1], (kind, device)),
+                    rows: 0,
+                }
+            });
+        props.insert(name.clone(), tg);
     }
     Collated {
         graph: arrays.to_tensors(kind, device, edge_grad),
-        n_atoms: t(&n_atoms, &[graphs.len() as i64]),
+        n_atoms: t(&n_atoms, &[ng]),
+        volume: t(&volume, &[ng]),
         energy,
         forces,
+        stress,
         props,
         n_graphs: graphs.len(),
         n_atoms_total,

@@ -1,8 +1,14 @@
-//! What a branch predicts and is scored on: predictions (energy, autograd forces, other heads),
-//! the weighted loss (HydraGNN's: `energy_weight·L(E) + energy_peratom_weight·L(E/N) +
-//! force_weight·L(F) + Σ_k task_weight_k·L(y_k)`, L = MSE or MAE), and the metrics reported per
-//! branch (energy MAE/RMSE per atom, force MAE/RMSE per component, MAE/RMSE of every other
-//! output). Sums are kept as flat `f64` vectors so they can be added over MPI ranks.
+//! What a branch predicts and is scored on: predictions (energy, autograd forces and stress,
+//! other heads), the weighted loss (HydraGNN's, `energy_weight·L(E) +
+//! energy_peratom_weight·L(E/N) + force_weight·L(F) + stress_weight·L(σ) +
+//! Σ_k task_weight_k·L(y_k)` with L = MSE or MAE), and the
+//! metrics reported per branch (energy MAE/RMSE per atom, force MAE/RMSE per component, stress
+//! MAE/RMSE per component, MAE/RMSE of every other output). Sums are kept as flat `f64` vectors so
+//! they can be added over MPI ranks.
+//!
+//! Labels may be missing from some graphs (a dataset's presence masks): every term and every
+//! metric averages over the entries present only, and counts them; a term with no entry present
+//! in a batch contributes exactly zero.
 
 use std::collections::BTreeMap;
 
@@ -47,6 +53,10 @@ pub struct BranchSpec {
     pub w_energy_peratom: f64,
     /// Weight of L(F).
     pub w_forces: f64,
+    /// Stress (autograd virial over the cell volume) predicted and scored (needs `forces`).
+    pub stress: bool,
+    /// Weight of L(σ) (per component, eV/Angstrom^3).
+    pub w_stress: f64,
 }
 
 impl BranchSpec {
@@ -68,7 +78,71 @@ impl BranchSpec {
     }
     /// Length of the flat sums vector of this branch.
     pub fn sums_len(&self) -> usize {
-        SUM_FIXED + 3 * self.props.len()
+        SUM_FIXED + PROP_STRIDE * self.props.len()
+    }
+}
+
+/// Present entries of each loss term over a (global) batch: the denominators of the terms.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LossCounts {
+    /// Graphs with an energy.
+    pub energy: f64,
+    /// Atoms with forces.
+    pub forces: f64,
+    /// Periodic graphs with a stress.
+    pub stress: f64,
+    /// Rows (graphs or atoms) with each other output, aligned with [`BranchSpec::props`].
+    pub props: Vec<f64>,
+}
+
+impl LossCounts {
+    /// Every entry present: `graphs` graphs of `atoms` atoms in all (stress counted on every graph).
+    pub fn all(spec: &BranchSpec, graphs: f64, atoms: f64) -> Self {
+        LossCounts {
+            energy: graphs,
+            forces: atoms,
+            stress: graphs,
+            props: spec
+                .props
+                .iter()
+                .map(|p| match p.kind {
+                    HeadKind::Graph => graphs,
+                    HeadKind::Node => atoms,
+                })
+                .collect(),
+        }
+    }
+
+    /// The entries present in a collated batch.
+    pub fn of(spec: &BranchSpec, c: &Collated) -> Self {
+        let rows = |t: &Option<crate::graphs::Target>| t.as_ref().map_or(0.0, |t| t.rows as f64);
+        LossCounts {
+            energy: rows(&c.energy),
+            forces: rows(&c.forces),
+            stress: rows(&c.stress),
+            props: spec
+                .props
+                .iter()
+                .map(|p| c.props.get(&p.name).map_or(0.0, |t| t.rows as f64))
+                .collect(),
+        }
+    }
+
+    /// As a flat vector (to add over ranks).
+    pub fn to_vec(&self) -> Vec<f64> {
+        let mut v = vec![self.energy, self.forces, self.stress];
+        v.extend_from_slice(&self.props);
+        v
+    }
+
+    /// From [`LossCounts::to_vec`]'s layout.
+    pub fn from_slice(v: &[f64]) -> Self {
+        LossCounts {
+            energy: v[0],
+            forces: v[1],
+            stress: v[2],
+            props: v[3..].to_vec(),
+        }
     }
 }
 
@@ -79,13 +153,17 @@ pub struct Prediction {
     pub energy: Tensor,
     /// Forces (n_atoms, 3), when requested.
     pub forces: Option<Tensor>,
+    /// Stress (n_graphs, 3, 3), eV/Angstrom^3, when requested: `-W/V` with the virial
+    /// `W = -Σ_e r_e ⊗ g_e` from the same edge gradients as the forces (the engine's convention).
+    pub stress: Option<Tensor>,
     /// Other heads by name: (n_graphs, dim) or (n_atoms, dim).
     pub props: BTreeMap<String, Tensor>,
 }
 
-/// Runs the model on a batch. Forces are -dE/dx through autograd over the edge vectors
-/// (`create_graph` keeps them differentiable for the force loss); the batch must have been
-/// collated with `edge_grad` when forces are wanted.
+/// Runs the model on a batch. Forces are -dE/dx through autograd over the edge vectors, the
+/// stress `Σ_e r_e ⊗ g_e / V` per graph from the same gradients g_e = dE/dr_e (`create_graph`
+/// keeps both differentiable for the loss); the batch must have been collated with `edge_grad`
+/// when forces or stress are wanted.
 pub fn predict(
     model: &Model,
     spec: &BranchSpec,
@@ -93,15 +171,39 @@ pub fn predict(
     create_graph: bool,
 ) -> Result<Prediction> {
     let out = model.forward(&c.graph, Some(spec.branch))?;
-    let forces = if spec.forces {
-        Some(mlip::compute::edge_forces(
-            &out.energy,
-            &c.graph,
-            create_graph,
-        )?)
-    } else {
-        None
-    };
+    let (mut forces, mut stress) = (None, None);
+    if spec.forces || spec.stress {
+        let g = &c.graph;
+        let kind = out.energy.kind();
+        let dev = out.energy.device();
+        let n = g.species.size()[0];
+        if g.edge_vec.size()[0] == 0 {
+            forces = Some(Tensor::zeros([n, 3], (kind, dev)));
+            stress = Some(Tensor::zeros([g.n_graphs, 3, 3], (kind, dev)));
+        } else {
+            let grad = Tensor::f_run_backward(
+                &[out.energy.sum(kind)],
+                &[&g.edge_vec],
+                create_graph,
+                create_graph,
+            )?
+            .pop()
+            .expect("one gradient");
+            let z = Tensor::zeros([n, 3], (kind, dev));
+            forces = Some(z.index_add(0, &g.dst, &grad) - z.index_add(0, &g.src, &grad));
+            // -W = Σ_e r_e ⊗ g_e per graph; σ = -W / V.
+            let rg = g.edge_vec.unsqueeze(2) * grad.unsqueeze(1);
+            let edge_graph = g.batch.index_select(0, &g.dst);
+            let mw = Tensor::zeros([g.n_graphs, 3, 3], (kind, dev)).index_add(0, &edge_graph, &rg);
+            stress = Some(mw / c.volume.view([-1, 1, 1]));
+        }
+    }
+    if !spec.forces {
+        forces = None;
+    }
+    if !spec.stress {
+        stress = None;
+    }
     let mut props = BTreeMap::new();
     for p in &spec.props {
         let t = match p.kind {
@@ -115,6 +217,7 @@ pub fn predict(
     Ok(Prediction {
         energy: out.energy,
         forces,
+        stress,
         props,
     })
 }
@@ -126,9 +229,10 @@ fn elem(loss: LossType, d: &Tensor) -> Tensor {
     }
 }
 
-/// The weighted loss of a batch, each term *summed* over this batch and divided by the global
-/// counts `graphs` and `atoms` (of the whole global batch, over all ranks): the sum over ranks is
-/// then the loss of the global batch, and so are the gradients.
+/// The weighted loss of a batch whose every entry is present, each term *summed* over this batch
+/// and divided by the global counts `graphs` and `atoms` (of the whole global batch, over all
+/// ranks): the sum over ranks is then the loss of the global batch, and so are the gradients.
+/// With presence masks use [`batch_loss_counted`].
 pub fn batch_loss(
     spec: &BranchSpec,
     p: &Prediction,
@@ -137,33 +241,51 @@ pub fn batch_loss(
     graphs: f64,
     atoms: f64,
 ) -> Tensor {
+    batch_loss_counted(spec, p, c, loss, &LossCounts::all(spec, graphs, atoms))
+}
+
+/// The weighted loss of a batch, each term summed over the entries present in this batch and
+/// divided by `n`, the entries present in the whole global batch (over all ranks). A term with no
+/// entry present contributes exactly zero.
+pub fn batch_loss_counted(
+    spec: &BranchSpec,
+    p: &Prediction,
+    c: &Collated,
+    loss: LossType,
+    n: &LossCounts,
+) -> Tensor {
     let kind = p.energy.kind();
     let mut total = Tensor::zeros([], (kind, p.energy.device()));
-    if spec.energy {
-        let e = c.energy.as_ref().expect("energy targets collated");
-        let d = &p.energy - e;
+    if let (true, Some(e)) = (spec.energy, &c.energy) {
+        let d = (&p.energy - &e.value) * &e.mask;
+        let ng = n.energy.max(1.0);
         if spec.w_energy > 0.0 {
-            total += elem(loss, &d).sum(kind) * (spec.w_energy / graphs);
+            total += elem(loss, &d).sum(kind) * (spec.w_energy / ng);
         }
         if spec.w_energy_peratom > 0.0 {
-            total += elem(loss, &(&d / &c.n_atoms)).sum(kind) * (spec.w_energy_peratom / graphs);
+            total += elem(loss, &(&d / &c.n_atoms)).sum(kind) * (spec.w_energy_peratom / ng);
         }
     }
     if let (true, Some(f), Some(t)) = (spec.forces, &p.forces, &c.forces) {
         if spec.w_forces > 0.0 {
-            total += elem(loss, &(f - t)).sum(kind) * (spec.w_forces / (3.0 * atoms));
+            let d = (f - &t.value) * &t.mask;
+            total += elem(loss, &d).sum(kind) * (spec.w_forces / (3.0 * n.forces.max(1.0)));
         }
     }
-    for ps in &spec.props {
+    if let (true, Some(s), Some(t)) = (spec.stress, &p.stress, &c.stress) {
+        if spec.w_stress > 0.0 {
+            let d = (s - &t.value) * &t.mask;
+            total += elem(loss, &d).sum(kind) * (spec.w_stress / (9.0 * n.stress.max(1.0)));
+        }
+    }
+    for (k, ps) in spec.props.iter().enumerate() {
         if ps.weight == 0.0 {
             continue;
         }
         let (y, t) = (&p.props[&ps.name], &c.props[&ps.name]);
-        let n = match ps.kind {
-            HeadKind::Graph => graphs,
-            HeadKind::Node => atoms,
-        } * ps.width as f64;
-        total += elem(loss, &(y - t)).sum(kind) * (ps.weight / n);
+        let rows = n.props.get(k).copied().unwrap_or(0.0).max(1.0);
+        let d = (y - &t.value) * &t.mask;
+        total += elem(loss, &d).sum(kind) * (ps.weight / (rows * ps.width as f64));
     }
     total
 }
@@ -178,37 +300,57 @@ const S_EPA_LOSS: usize = 5; // Σ l(ΔE/N)
 const S_F_ABS: usize = 6; // Σ |ΔF| over components
 const S_F_SQ: usize = 7;
 const S_F_LOSS: usize = 8; // Σ l(ΔF)
-const SUM_FIXED: usize = 9;
+const S_E_N: usize = 9; // graphs with an energy
+const S_F_N: usize = 10; // atoms with forces
+const S_S_ABS: usize = 11; // Σ |Δσ| over components
+const S_S_SQ: usize = 12;
+const S_S_LOSS: usize = 13;
+const S_S_N: usize = 14; // periodic graphs with a stress
+const SUM_FIXED: usize = 15;
+// Per other output: Σ|Δ|, ΣΔ², Σ l(Δ), rows present.
+const PROP_STRIDE: usize = 4;
 
 fn tsum(t: &Tensor) -> f64 {
     t.sum(Kind::Double).double_value(&[])
 }
 
-/// Adds a batch's errors to the flat sums `s` (length [`BranchSpec::sums_len`]).
+/// Adds a batch's errors to the flat sums `s` (length [`BranchSpec::sums_len`]), over the entries
+/// present only.
 pub fn accumulate(spec: &BranchSpec, p: &Prediction, c: &Collated, loss: LossType, s: &mut [f64]) {
     tch::no_grad(|| {
         s[S_GRAPHS] += c.n_graphs as f64;
         s[S_ATOMS] += c.n_atoms_total as f64;
-        if spec.energy {
-            let d = (&p.energy - c.energy.as_ref().expect("energy targets")).to_kind(Kind::Double);
+        if let (true, Some(e)) = (spec.energy, &c.energy) {
+            let d = ((&p.energy - &e.value) * &e.mask).to_kind(Kind::Double);
             let dpa = &d / c.n_atoms.to_kind(Kind::Double);
             s[S_E_ABS] += tsum(&dpa.abs());
             s[S_E_SQ] += tsum(&dpa.square());
             s[S_E_LOSS] += tsum(&elem(loss, &d));
             s[S_EPA_LOSS] += tsum(&elem(loss, &dpa));
+            s[S_E_N] += e.rows as f64;
         }
         if let (true, Some(f), Some(t)) = (spec.forces, &p.forces, &c.forces) {
-            let d = (f - t).to_kind(Kind::Double);
+            let d = ((f - &t.value) * &t.mask).to_kind(Kind::Double);
             s[S_F_ABS] += tsum(&d.abs());
             s[S_F_SQ] += tsum(&d.square());
             s[S_F_LOSS] += tsum(&elem(loss, &d));
+            s[S_F_N] += t.rows as f64;
+        }
+        if let (true, Some(st), Some(t)) = (spec.stress, &p.stress, &c.stress) {
+            let d = ((st - &t.value) * &t.mask).to_kind(Kind::Double);
+            s[S_S_ABS] += tsum(&d.abs());
+            s[S_S_SQ] += tsum(&d.square());
+            s[S_S_LOSS] += tsum(&elem(loss, &d));
+            s[S_S_N] += t.rows as f64;
         }
         for (k, ps) in spec.props.iter().enumerate() {
-            let d = (&p.props[&ps.name] - &c.props[&ps.name]).to_kind(Kind::Double);
-            let o = SUM_FIXED + 3 * k;
+            let t = &c.props[&ps.name];
+            let d = ((&p.props[&ps.name] - &t.value) * &t.mask).to_kind(Kind::Double);
+            let o = SUM_FIXED + PROP_STRIDE * k;
             s[o] += tsum(&d.abs());
             s[o + 1] += tsum(&d.square());
             s[o + 2] += tsum(&elem(loss, &d));
+            s[o + 3] += t.rows as f64;
         }
     });
 }
@@ -235,16 +377,24 @@ pub struct BranchMetrics {
     pub energy_per_atom: Option<Err2>,
     /// Force error per component (eV/Angstrom).
     pub forces: Option<Err2>,
+    /// Stress error per component (eV/Angstrom^3), over periodic graphs with a stress label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stress: Option<Err2>,
     /// Other outputs by name.
     pub props: BTreeMap<String, Err2>,
+    /// Entries counted per output (graphs for `energy`, `stress` and per-graph outputs, atoms for
+    /// `forces` and per-atom outputs): labels missing from some graphs are not counted.
+    #[serde(default)]
+    pub counted: BTreeMap<String, usize>,
 }
 
-/// Turns flat sums (already added over ranks) into metrics.
+/// Turns flat sums (already added over ranks) into metrics (averages over the entries present).
 pub fn finish(spec: &BranchSpec, s: &[f64]) -> BranchMetrics {
-    let g = s[S_GRAPHS].max(1.0);
-    let a = s[S_ATOMS].max(1.0);
+    let mut counted = BTreeMap::new();
     let mut loss = 0.0;
     let energy_per_atom = spec.energy.then(|| {
+        let g = s[S_E_N].max(1.0);
+        counted.insert("energy".to_string(), s[S_E_N] as usize);
         loss += spec.w_energy * s[S_E_LOSS] / g + spec.w_energy_peratom * s[S_EPA_LOSS] / g;
         Err2 {
             mae: s[S_E_ABS] / g,
@@ -252,19 +402,28 @@ pub fn finish(spec: &BranchSpec, s: &[f64]) -> BranchMetrics {
         }
     });
     let forces = spec.forces.then(|| {
+        let a = s[S_F_N].max(1.0);
+        counted.insert("forces".to_string(), s[S_F_N] as usize);
         loss += spec.w_forces * s[S_F_LOSS] / (3.0 * a);
         Err2 {
             mae: s[S_F_ABS] / (3.0 * a),
             rmse: (s[S_F_SQ] / (3.0 * a)).sqrt(),
         }
     });
+    let stress = spec.stress.then(|| {
+        let g = s[S_S_N].max(1.0);
+        counted.insert("stress".to_string(), s[S_S_N] as usize);
+        loss += spec.w_stress * s[S_S_LOSS] / (9.0 * g);
+        Err2 {
+            mae: s[S_S_ABS] / (9.0 * g),
+            rmse: (s[S_S_SQ] / (9.0 * g)).sqrt(),
+        }
+    });
     let mut props = BTreeMap::new();
     for (k, ps) in spec.props.iter().enumerate() {
-        let o = SUM_FIXED + 3 * k;
-        let n = match ps.kind {
-            HeadKind::Graph => g,
-            HeadKind::Node => a,
-        } * ps.width as f64;
+        let o = SUM_FIXED + PROP_STRIDE * k;
+        counted.insert(ps.name.clone(), s[o + 3] as usize);
+        let n = s[o + 3].max(1.0) * ps.width as f64;
         loss += ps.weight * s[o + 2] / n;
         props.insert(
             ps.name.clone(),
@@ -280,13 +439,19 @@ pub fn finish(spec: &BranchSpec, s: &[f64]) -> BranchMetrics {
         loss,
         energy_per_atom,
         forces,
+        stress,
         props,
+        counted,
     }
 }
 
+/// eV/Angstrom^3 in GPa.
+pub const EV_PER_A3_IN_GPA: f64 = 160.217_663_4;
+
 impl BranchMetrics {
     /// Named values in a fixed order: `energy_mae_per_atom`, `energy_rmse_per_atom`,
-    /// `force_mae`, `force_rmse`, `<prop>_mae`, `<prop>_rmse` (those the branch has).
+    /// `force_mae`, `force_rmse`, `stress_mae`, `stress_rmse` (eV/Angstrom^3), `<prop>_mae`,
+    /// `<prop>_rmse` (those the branch has).
     pub fn columns(&self) -> Vec<(String, f64)> {
         let mut v = vec![("loss".to_string(), self.loss)];
         if let Some(e) = self.energy_per_atom {
@@ -296,6 +461,10 @@ impl BranchMetrics {
         if let Some(f) = self.forces {
             v.push(("force_mae".into(), f.mae));
             v.push(("force_rmse".into(), f.rmse));
+        }
+        if let Some(s) = self.stress {
+            v.push(("stress_mae".into(), s.mae));
+            v.push(("stress_rmse".into(), s.rmse));
         }
         for (k, e) in &self.props {
             v.push((format!("{k}_mae"), e.mae));
@@ -316,6 +485,29 @@ impl BranchMetrics {
         }
         if let Some(f) = self.forces {
             parts.push(format!("F MAE {:.4} eV/A (RMSE {:.4})", f.mae, f.rmse));
+        }
+        if let Some(s) = self.stress {
+            let n = self.counted.get("stress").copied().unwrap_or(0);
+            parts.push(format!(
+                "S MAE {:.4} GPa (RMSE {:.4}) over {n} graphs",
+                EV_PER_A3_IN_GPA * s.mae,
+                EV_PER_A3_IN_GPA * s.rmse
+            ));
+        }
+        // Outputs that only some graphs carry: how many entries were counted.
+        let partial: Vec<String> = self
+            .counted
+            .iter()
+            .filter(|(k, &n)| match k.as_str() {
+                "stress" => false,
+                "forces" => n != self.n_atoms,
+                "energy" => n != self.n_graphs,
+                _ => n != self.n_graphs && n != self.n_atoms,
+            })
+            .map(|(k, n)| format!("{k} on {n}"))
+            .collect();
+        if !partial.is_empty() {
+            parts.push(format!("counted: {}", partial.join(", ")));
         }
         for (k, e) in &self.props {
             parts.push(format!("{k} MAE {:.4} (RMSE {:.4})", e.mae, e.rmse));
@@ -343,19 +535,34 @@ impl Parity {
             e.0.extend(v(t));
             e.1.extend(v(y));
         };
-        if spec.energy {
+        // Only the entries present: rows selected by the mask.
+        let sel = |t: &Tensor, m: &Tensor| -> Tensor {
+            let rows = t.size()[0];
+            let keep = m.reshape([rows]).gt(0.5);
+            t.reshape([rows, -1])
+                .index_select(0, &keep.nonzero().view([-1]))
+        };
+        if let (true, Some(e)) = (spec.energy, &c.energy) {
             let n = &c.n_atoms;
             push(
                 "energy_per_atom",
-                &(c.energy.as_ref().expect("energy") / n),
-                &(&p.energy / n),
+                &sel(&(&e.value / n), &e.mask),
+                &sel(&(&p.energy / n), &e.mask),
             );
         }
         if let (Some(f), Some(t)) = (&p.forces, &c.forces) {
-            push("forces", t, f);
+            push("forces", &sel(&t.value, &t.mask), &sel(f, &t.mask));
+        }
+        if let (Some(s), Some(t)) = (&p.stress, &c.stress) {
+            push("stress", &sel(&t.value, &t.mask), &sel(s, &t.mask));
         }
         for ps in &spec.props {
-            push(&ps.name, &c.props[&ps.name], &p.props[&ps.name]);
+            let t = &c.props[&ps.name];
+            push(
+                &ps.name,
+                &sel(&t.value, &t.mask),
+                &sel(&p.props[&ps.name], &t.mask),
+            );
         }
     }
 }

@@ -272,15 +272,38 @@ fn failing_ingest_leaves_nothing_behind() {
         "no temporary left after a failed ingest"
     );
 
-    // A frame lacking a property the others have: named by file and line; nothing written.
+    // A frame lacking a property the others have (schema version 2): kept, masked in that frame.
     let partial = dir.join("partial.xyz");
     let mut m = read_extxyz(&good, &ParseOptions::default()).unwrap();
     m.truncate(10);
     m[7].scalars.remove("gap");
     write_extxyz(&partial, &m).unwrap();
+    let masked = dir.join("masked.bp");
+    ingest(
+        &[(partial.clone(), SplitSpec::Train)],
+        &masked,
+        "p",
+        &IngestOptions::default(),
+    )
+    .unwrap();
+    let ds = Dataset::open(&masked).unwrap();
+    assert!(ds.meta().has("gap") && ds.meta().is_partial("gap"));
+    assert_eq!(ds.meta().partial, vec!["gap".to_string()]);
+    let back = ds.split("trainset").unwrap().read_graphs(0..10).unwrap();
+    for (i, f) in back.iter().enumerate() {
+        assert_eq!(f.scalars.get("gap"), m[i].scalars.get("gap"), "frame {i}");
+    }
+    // A per-atom property of different widths in two frames: named by file and line; nothing written.
+    let mut w = m.clone();
+    w[7].scalars.insert("gap".into(), 1.0);
+    let p = w[7].atom_props.get_mut("charge").unwrap();
+    p.values = p.values.iter().flat_map(|&x| [x, x]).collect();
+    p.width = 2;
+    let widths = dir.join("widths.xyz");
+    write_extxyz(&widths, &w).unwrap();
     let line = 1 + m[..7].iter().map(|f| f.n_atoms() + 2).sum::<usize>();
     let err = ingest(
-        &[(partial.clone(), SplitSpec::Train)],
+        &[(widths.clone(), SplitSpec::Train)],
         &out,
         "p",
         &IngestOptions::default(),
@@ -288,7 +311,7 @@ fn failing_ingest_leaves_nothing_behind() {
     .unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.starts_with(&format!("{}:{line}: ", partial.display())) && msg.contains("'gap'"),
+        msg.starts_with(&format!("{}:{line}: ", widths.display())) && msg.contains("'charge'"),
         "{msg}"
     );
     assert!(!out.exists() && !dir.join("broken.bp.tmp").exists());
@@ -437,4 +460,46 @@ fn dataset_survives_a_rename_and_many_readers() {
         .join()
         .unwrap();
     assert_eq!(n, 200);
+}
+
+/// A schema version 1 dataset (written by hand as version 1 wrote it: no masks) reads as one
+/// whose graphs carry every label; a version this build does not know is refused.
+#[test]
+fn version_1_datasets_read_as_all_present_and_unknown_versions_are_refused() {
+    let dir = scratch("v1");
+    for (version, path) in [(1, dir.join("v1.bp")), (3, dir.join("v3.bp"))] {
+        let mut w = Writer::create(&path).unwrap();
+        w.attr_str("schema", "hydragnn-rs.dataset").unwrap();
+        w.attr("schema_version", version as i32).unwrap();
+        w.attr_str("dataset_name", "old").unwrap();
+        w.attr_strs("splits", &["trainset".to_string()]).unwrap();
+        w.attr("trainset/n_graphs", 2i64).unwrap();
+        w.attr("trainset/n_atoms_total", 3i64).unwrap();
+        w.attr_strs("labels", &["energy".to_string(), "stress".to_string()])
+            .unwrap();
+        w.put("trainset/n_atoms", &[2], &[1i64, 2]).unwrap();
+        w.put("trainset/atom_offset", &[2], &[0i64, 1]).unwrap();
+        w.put("trainset/numbers", &[3], &[29i32, 29, 28]).unwrap();
+        w.put("trainset/positions", &[3, 3], &[0.0f64; 9]).unwrap();
+        let cell: Vec<f64> = [[3.0, 0., 0., 0., 3., 0., 0., 0., 3.]; 2].concat();
+        w.put("trainset/cell", &[2, 9], &cell).unwrap();
+        w.put("trainset/pbc", &[2, 3], &[1u8; 6]).unwrap();
+        w.put("trainset/energy", &[2], &[-1.0f64, -2.0]).unwrap();
+        let stress: Vec<f64> = (0..18).map(|i| i as f64).collect();
+        w.put("trainset/stress", &[2, 9], &stress).unwrap();
+        w.close().unwrap();
+        if version == 3 {
+            let err = Dataset::open(&path).err().expect("version 3 refused");
+            assert!(err.to_string().contains("schema version 3"), "{err}");
+            continue;
+        }
+        let ds = Dataset::open(&path).unwrap();
+        assert_eq!(ds.meta().schema_version, 1);
+        assert!(ds.meta().partial.is_empty());
+        let frames = ds.split("trainset").unwrap().read_graphs(0..2).unwrap();
+        assert_eq!(frames[0].energy, Some(-1.0));
+        assert_eq!(frames[1].energy, Some(-2.0));
+        assert_eq!(frames[1].stress.unwrap()[0], 9.0);
+        assert!(frames.iter().all(|f| f.stress.is_some()));
+    }
 }

@@ -46,12 +46,11 @@ fn is_dataset(p: &Path) -> bool {
 
 /// The description of frames read from extxyz, as if they were a dataset.
 fn meta_of_frames(path: &Path, b: &FrameBlock) -> anyhow::Result<DatasetMeta> {
-    let frames = b.frames();
-    let layout = frames.first().map(Layout::of).unwrap_or_default();
-    for (i, f) in frames.iter().enumerate() {
-        if let Some(d) = layout.diff(&Layout::of(f)) {
-            bail!("{}: frame {i} {d}, unlike the first frame", path.display());
-        }
+    let mut layout = Layout::default();
+    for (i, f) in b.frames().iter().enumerate() {
+        layout = layout
+            .union(&Layout::of(f))
+            .map_err(|e| anyhow::anyhow!("{}: frame {i}: {e}", path.display()))?;
     }
     let mut elements: Vec<i32> = b.numbers.clone();
     elements.sort_unstable();
@@ -83,6 +82,7 @@ fn meta_of_frames(path: &Path, b: &FrameBlock) -> anyhow::Result<DatasetMeta> {
             })
             .collect(),
         layout,
+        partial: b.present.keys().cloned().collect(),
         splits: vec![("all".into(), b.n_graphs())],
         sources: vec![path.display().to_string()],
         units: BTreeMap::new(),
@@ -168,12 +168,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             None,
         )?;
         let m = finish(&spec, &s);
-        let cols: Vec<String> = m
+        let mut cols: Vec<String> = m
             .columns()
             .into_iter()
             .skip(1)
             .map(|(c, v)| format!("{c}={v:.6e}"))
             .collect();
+        // How many entries each output was scored on (labels may be missing from some graphs).
+        cols.extend(m.counted.iter().map(|(k, n)| format!("counted_{k}={n}")));
         println!(
             "{split} {}: graphs={} atoms={} {}",
             spec.name,

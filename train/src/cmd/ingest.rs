@@ -48,7 +48,8 @@ pub struct Args {
     /// Unit of a property, NAME=UNIT (repeatable), e.g. --unit gap=eV.
     #[arg(long = "unit", value_name = "NAME=UNIT")]
     units: Vec<String>,
-    /// Drop labels or properties that only some frames carry instead of failing.
+    /// Drop labels or properties that only some frames carry, instead of keeping them with a
+    /// per-frame presence mask.
     #[arg(long)]
     drop_partial: bool,
     /// Replace an existing dataset.
@@ -114,6 +115,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     );
     if !props.is_empty() {
         println!("  properties: {}", props.join(", "));
+    }
+    if !s.meta.partial.is_empty() {
+        println!(
+            "  only in some frames (kept, masked per frame): {}",
+            s.meta.partial.join(", ")
+        );
     }
     if !s.dropped.is_empty() {
         println!("  dropped (not in every frame): {}", s.dropped.join(", "));

@@ -58,6 +58,10 @@ pub struct Architecture {
     /// Weight of the force term (default 100; used with `compute_grad_energy`).
     #[serde(default = "default_force_weight")]
     pub force_weight: f64,
+    /// Weight of the stress term (default 0 = off; used with `compute_grad_energy`): the MSE (or
+    /// MAE) per stress component in eV/Angstrom^3, over periodic frames with a stress label.
+    #[serde(default)]
+    pub stress_weight: f64,
 }
 
 /// `NeuralNetwork.Architecture.output_heads`.
@@ -166,6 +170,7 @@ impl TrainConfig {
             ("energy_weight", a.energy_weight),
             ("energy_peratom_weight", a.energy_peratom_weight),
             ("force_weight", a.force_weight),
+            ("stress_weight", a.stress_weight),
         ] {
             if !(w.is_finite() && w >= 0.0) {
                 return self.err(

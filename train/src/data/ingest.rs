@@ -1,9 +1,11 @@
 //! Ingestion: extended XYZ files -> one ADIOS2 BP dataset, atomically.
 //!
 //! Every input file is assigned to a split, or to `random`, whose frames are dealt to the three
-//! splits by a seeded shuffle in the given fractions. All frames are parsed and checked (every
-//! frame of a dataset must carry the same labels and properties; see [`Layout`]) before anything
-//! is written; the per-element reference energies are fitted on the trainset only; the dataset is
+//! splits by a seeded shuffle in the given fractions. All frames are parsed and checked before
+//! anything is written. A label or property that only some frames carry (stress in bulk frames but
+//! not in slabs, say) is kept with a per-frame presence mask, or dropped everywhere with
+//! [`IngestOptions::drop_partial`]; energy and forces are required in every frame unless the parser
+//! options say otherwise (`--no-energy`, `--no-forces`), and are then masked like the rest; the per-element reference energies are fitted on the trainset only; the dataset is
 //! written to `<out>.tmp` and renamed to `<out>` only when complete, so a failure at any point
 //! leaves no `<out>` (and no `<out>.tmp`) behind.
 
@@ -58,7 +60,8 @@ pub struct IngestOptions {
     pub seed: u64,
     /// Units of properties by name (see [`super::dataset::default_unit`] for the defaults).
     pub units: BTreeMap<String, String>,
-    /// Drop a label or property that only some frames carry, instead of failing.
+    /// Drop a label or property that only some frames carry, instead of keeping it with a
+    /// per-frame presence mask.
     pub drop_partial: bool,
     /// Replace an existing dataset at the output path.
     pub overwrite: bool,
@@ -186,19 +189,17 @@ pub fn ingest(
             common.restrict(f);
         }
     } else {
+        // Keep what only some frames carry (masked per frame); only a per-atom property with
+        // different widths in different frames is an error.
+        let mut union = first.clone();
         for (fi, line, f) in &frames {
-            if let Some(d) = first.diff(&Layout::of(f)) {
-                let (f0, l0) = (frames[0].0, frames[0].1);
-                return Err(DataError::parse(
+            union = union.union(&Layout::of(f)).map_err(|e| {
+                DataError::parse(
                     &inputs[*fi].0,
                     *line,
-                    format!(
-                        "frame {d}, unlike the first frame ({}:{l0}): every frame of a dataset must carry the \
-                         same labels and properties (or ingest with drop_partial)",
-                        inputs[f0].0.display()
-                    ),
-                ));
-            }
+                    format!("frame: {e} (rename one, or ingest with drop_partial)"),
+                )
+            })?;
         }
     }
 
@@ -244,13 +245,14 @@ pub fn ingest(
 
     // Reference energies from the trainset only.
     let train = &splits[0].1;
-    let reference = if train.first().is_some_and(|f| f.energy.is_some()) {
-        let energies: Vec<f64> = train
+    let with_energy: Vec<&Frame> = train.iter().filter(|f| f.energy.is_some()).collect();
+    let reference = if !with_energy.is_empty() {
+        let energies: Vec<f64> = with_energy
             .iter()
-            .map(|f| f.energy.expect("layout checked"))
+            .map(|f| f.energy.expect("filtered"))
             .collect();
         Some(fit_reference_energies(
-            train.iter().map(|f| f.numbers.as_slice()),
+            with_energy.iter().map(|f| f.numbers.as_slice()),
             &energies,
         )?)
     } else {

@@ -173,6 +173,20 @@ fn plan_branch(cfg: &TrainConfig, i: usize) -> Result<(DatasetMeta, BranchSpec)>
             weight: o.weight,
         });
     }
+    if a.stress_weight > 0.0 && !meta.layout.stress && cfg.config.dataset.datasets.len() == 1 {
+        return Err(Error::config(
+            &cfg.path,
+            "NeuralNetwork.Architecture.stress_weight",
+            format!("is {} but {what} has no stress", a.stress_weight),
+        ));
+    }
+    if a.stress_weight > 0.0 && !t.compute_grad_energy {
+        return Err(Error::config(
+            &cfg.path,
+            "NeuralNetwork.Architecture.stress_weight",
+            "needs NeuralNetwork.Training.compute_grad_energy (stress is an energy derivative)",
+        ));
+    }
     if t.compute_grad_energy && energy && !meta.layout.forces {
         return Err(Error::config(
             &cfg.path,
@@ -195,6 +209,13 @@ fn plan_branch(cfg: &TrainConfig, i: usize) -> Result<(DatasetMeta, BranchSpec)>
         w_energy_peratom: tw * a.energy_peratom_weight,
         w_forces: if t.compute_grad_energy {
             a.force_weight
+        } else {
+            0.0
+        },
+        // Stress is predicted (and reported) whenever the forces are and the data has it.
+        stress: energy && t.compute_grad_energy && meta.layout.stress,
+        w_stress: if t.compute_grad_energy {
+            a.stress_weight
         } else {
             0.0
         },

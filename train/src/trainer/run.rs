@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::evaluate::eval_sums;
 use crate::graphs::{collate, Graph};
-use crate::metrics::{batch_loss, finish, predict, BranchMetrics};
+use crate::metrics::{batch_loss_counted, finish, predict, BranchMetrics, LossCounts};
 use crate::optim::AdamW;
 
 use super::{epoch_plan, files, EpochRecord, TrainSummary, Trainer};
@@ -23,28 +23,33 @@ impl Trainer<'_> {
             .filter(|i| run.train_shard.contains(i))
             .map(|&i| &run.train[i - run.train_shard.start])
             .collect();
-        let graphs = idx.len() as f64;
-        let atoms = idx.iter().map(|&i| run.train_atoms[i]).sum::<usize>() as f64;
         self.opt.zero_grad();
-        let mut local_loss = 0.0;
-        if !local.is_empty() {
-            let c = collate(
+        let c = (!local.is_empty()).then(|| {
+            collate(
                 &local,
                 &spec.graph_props(),
                 &spec.node_props(),
                 self.kind,
                 self.device,
-                spec.forces,
-            );
-            let p = predict(&self.model, spec, &c, true)?;
-            let loss = batch_loss(
-                spec,
-                &p,
-                &c,
-                self.cfg.training().loss_function_type,
-                graphs,
-                atoms,
-            );
+                spec.forces || spec.stress,
+            )
+        });
+        // Entries present in the global batch (labels may be missing from some graphs): the
+        // denominators of the loss terms, added over ranks.
+        let mut counts = c
+            .as_ref()
+            .map_or_else(
+                || LossCounts::all(spec, 0.0, 0.0),
+                |c| LossCounts::of(spec, c),
+            )
+            .to_vec();
+        self.dist.allreduce_sum(&mut counts);
+        let counts = LossCounts::from_slice(&counts);
+        let mut local_loss = 0.0;
+        if let Some(c) = &c {
+            let p = predict(&self.model, spec, c, true)?;
+            let loss =
+                batch_loss_counted(spec, &p, c, self.cfg.training().loss_function_type, &counts);
             loss.f_backward()?;
             local_loss = loss.double_value(&[]);
         }

@@ -24,7 +24,7 @@ fn lj(r: f64, eps: f64, sigma: f64, rc: f64) -> (f64, f64) {
 }
 
 /// Energy and forces of a structure under LJ with element-dependent sigma.
-fn label(s: &Structure) -> (f64, Vec<[f64; 3]>) {
+pub fn label(s: &Structure) -> (f64, Vec<[f64; 3]>) {
     let rc = 4.0;
     let nl = neighbor_list(s, rc).unwrap();
     let vecs = nl.edge_vectors(s);
@@ -41,6 +41,74 @@ fn label(s: &Structure) -> (f64, Vec<[f64; 3]>) {
         }
     }
     (e, f)
+}
+
+/// The LJ stress of a periodic structure (ASE's sign, eV/Angstrom^3, 3x3 row-major):
+/// `Σ_e r_e ⊗ dE/dr_e / V`, i.e. `-W/V` with the engine's virial.
+pub fn lj_stress(s: &Structure) -> [f64; 9] {
+    let rc = 4.0;
+    let nl = neighbor_list(s, rc).unwrap();
+    let vecs = nl.edge_vectors(s);
+    let c = s.cell;
+    let v = (c[0][0] * (c[1][1] * c[2][2] - c[1][2] * c[2][1])
+        - c[0][1] * (c[1][0] * c[2][2] - c[1][2] * c[2][0])
+        + c[0][2] * (c[1][0] * c[2][1] - c[1][1] * c[2][0]))
+        .abs();
+    let mut st = [0.0; 9];
+    for (k, r) in vecs.iter().enumerate() {
+        let (i, j) = (nl.centers[k], nl.neighbors[k]);
+        let sigma = 1.9 + 0.02 * ((s.numbers[i] + s.numbers[j]) % 7) as f64;
+        let d = (r[0] * r[0] + r[1] * r[1] + r[2] * r[2]).sqrt();
+        let (_, du) = lj(d, 0.05, sigma, rc);
+        for a in 0..3 {
+            for b in 0..3 {
+                st[3 * a + b] += r[a] * 0.5 * du * r[b] / d / v;
+            }
+        }
+    }
+    st
+}
+
+/// [`metal_frames`] with their LJ stress (bulk: periodic in 3D), strained by up to ±3 % so the
+/// stress varies.
+pub fn bulk_frames(n: usize, seed: u64) -> Vec<Frame> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    metal_frames(n, seed)
+        .into_iter()
+        .map(|mut f| {
+            let k = 1.0 + rng.gen_range(-0.03..0.03);
+            for p in &mut f.positions {
+                p.iter_mut().for_each(|x| *x *= k);
+            }
+            for r in &mut f.cell {
+                r.iter_mut().for_each(|x| *x *= k);
+            }
+            let s = Structure::new(f.positions.clone(), f.numbers.clone(), f.cell, f.pbc).unwrap();
+            let (e, fo) = label(&s);
+            f.energy = Some(e - 3.5 * s.len() as f64);
+            f.forces = Some(fo);
+            f.stress = Some(lj_stress(&s));
+            f
+        })
+        .collect()
+}
+
+/// Slabs: [`metal_frames`] cells with 8 Angstrom of vacuum along z, periodic in x and y only;
+/// energy and forces, no stress.
+pub fn slab_frames(n: usize, seed: u64) -> Vec<Frame> {
+    metal_frames(n, seed)
+        .into_iter()
+        .map(|mut f| {
+            f.cell[2][2] += 8.0;
+            f.pbc = [true, true, false];
+            let s = Structure::new(f.positions.clone(), f.numbers.clone(), f.cell, f.pbc).unwrap();
+            let (e, fo) = label(&s);
+            f.energy = Some(e - 3.5 * s.len() as f64);
+            f.forces = Some(fo);
+            f.stress = None;
+            f
+        })
+        .collect()
 }
 
 /// Periodic 8-atom cells of two metals (Z 28 and 29), rattled; energy, forces (and stress: none).

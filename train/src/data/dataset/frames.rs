@@ -36,6 +36,10 @@ pub struct FrameBlock {
     pub scalars: BTreeMap<String, Vec<f64>>,
     /// Per-atom properties, `width` per atom.
     pub atom_props: BTreeMap<String, AtomProp>,
+    /// Which graphs carry a label or property that only some graphs carry, by name (`energy`,
+    /// `forces`, `stress`, a per-graph scalar or a per-atom property), one flag per graph; the
+    /// arrays above hold zeros for the graphs without it. A name absent here: every graph has it.
+    pub present: BTreeMap<String, Vec<bool>>,
 }
 
 impl FrameBlock {
@@ -82,15 +86,48 @@ impl FrameBlock {
         }
     }
 
-    /// Concatenates frames that share one [`Layout`] (graph indices 0..n).
+    /// Concatenates frames (graph indices 0..n). A label or property that only some frames carry
+    /// is kept, with zeros and a presence flag for the others ([`FrameBlock::present`]).
     pub fn from_frames(frames: &[Frame]) -> Result<FrameBlock> {
-        let layout = frames.first().map(Layout::of).unwrap_or_default();
-        let mut b = FrameBlock::empty(&layout);
+        let mut layout = frames.first().map(Layout::of).unwrap_or_default();
         for (i, f) in frames.iter().enumerate() {
-            if let Some(d) = layout.diff(&Layout::of(f)) {
-                return Err(DataError::Invalid(format!(
-                    "graph {i} {d}, which graph 0 does not"
-                )));
+            layout = layout
+                .union(&Layout::of(f))
+                .map_err(|e| DataError::Invalid(format!("graph {i}: {e}")))?;
+        }
+        let partial: Vec<String> = layout
+            .names()
+            .into_iter()
+            .filter(|n| frames.iter().any(|f| !Layout::of(f).has(n)))
+            .collect();
+        Self::from_frames_as(&layout, &partial, frames)
+    }
+
+    /// Concatenates frames into the arrays of `layout`, with presence flags for the names in
+    /// `partial` (every other name must be in every frame).
+    pub(super) fn from_frames_as(
+        layout: &Layout,
+        partial: &[String],
+        frames: &[Frame],
+    ) -> Result<FrameBlock> {
+        let mut b = FrameBlock::empty(layout);
+        for n in partial {
+            b.present
+                .insert(n.clone(), Vec::with_capacity(frames.len()));
+        }
+        for (i, f) in frames.iter().enumerate() {
+            let fl = Layout::of(f);
+            for n in layout.names() {
+                let has = fl.has(&n);
+                match b.present.get_mut(&n) {
+                    Some(m) => m.push(has),
+                    None if !has => {
+                        return Err(DataError::Invalid(format!(
+                            "graph {i} lacks '{n}', which is not marked partial"
+                        )))
+                    }
+                    None => {}
+                }
             }
             let n = f.n_atoms();
             if f.positions.len() != n || f.forces.as_ref().is_some_and(|x| x.len() != n) {
@@ -105,30 +142,42 @@ impl FrameBlock {
             b.positions.extend(f.positions.iter().flatten());
             b.cell.extend(f.cell.iter().flatten());
             b.pbc.extend_from_slice(&f.pbc);
-            if let (Some(v), Some(e)) = (&mut b.energy, f.energy) {
-                v.push(e);
+            if let Some(v) = &mut b.energy {
+                v.push(f.energy.unwrap_or(0.0));
             }
-            if let (Some(v), Some(x)) = (&mut b.forces, &f.forces) {
-                v.extend(x.iter().flatten());
+            if let Some(v) = &mut b.forces {
+                match &f.forces {
+                    Some(x) => v.extend(x.iter().flatten()),
+                    None => v.extend(std::iter::repeat_n(0.0, 3 * n)),
+                }
             }
-            if let (Some(v), Some(s)) = (&mut b.stress, &f.stress) {
-                v.extend_from_slice(s);
+            if let Some(v) = &mut b.stress {
+                v.extend_from_slice(&f.stress.unwrap_or([0.0; 9]));
             }
             for (k, v) in &mut b.scalars {
-                v.push(f.scalars[k]);
+                v.push(f.scalars.get(k).copied().unwrap_or(0.0));
             }
             for (k, p) in &mut b.atom_props {
-                let q = &f.atom_props[k];
-                if q.values.len() != n * q.width {
+                let Some(q) = f.atom_props.get(k) else {
+                    p.values.extend(std::iter::repeat_n(0.0, n * p.width));
+                    continue;
+                };
+                if q.values.len() != n * q.width || q.width != p.width {
                     return Err(DataError::Invalid(format!(
-                        "graph {i}: per-atom '{k}' has {} values for {n} atoms",
-                        q.values.len()
+                        "graph {i}: per-atom '{k}' has {} values for {n} atoms of width {}",
+                        q.values.len(),
+                        p.width
                     )));
                 }
                 p.values.extend_from_slice(&q.values);
             }
         }
         Ok(b)
+    }
+
+    /// Whether graph `i` carries the label or property `name` (that the block has).
+    pub fn has(&self, name: &str, i: usize) -> bool {
+        self.present.get(name).is_none_or(|m| m[i])
     }
 
     /// Graph `i` as a [`Frame`].
@@ -146,20 +195,31 @@ impl FrameBlock {
             positions: v3(&self.positions),
             cell: [[c[0], c[1], c[2]], [c[3], c[4], c[5]], [c[6], c[7], c[8]]],
             pbc: [self.pbc[3 * i], self.pbc[3 * i + 1], self.pbc[3 * i + 2]],
-            energy: self.energy.as_ref().map(|e| e[i]),
-            forces: self.forces.as_ref().map(|f| v3(f)),
+            energy: self
+                .energy
+                .as_ref()
+                .filter(|_| self.has("energy", i))
+                .map(|e| e[i]),
+            forces: self
+                .forces
+                .as_ref()
+                .filter(|_| self.has("forces", i))
+                .map(|f| v3(f)),
             stress: self
                 .stress
                 .as_ref()
+                .filter(|_| self.has("stress", i))
                 .map(|s| s[9 * i..9 * i + 9].try_into().expect("9 values")),
             scalars: self
                 .scalars
                 .iter()
+                .filter(|(k, _)| self.has(k, i))
                 .map(|(k, v)| (k.clone(), v[i]))
                 .collect(),
             atom_props: self
                 .atom_props
                 .iter()
+                .filter(|(k, _)| self.has(k, i))
                 .map(|(k, p)| {
                     (
                         k.clone(),
@@ -202,9 +262,17 @@ impl FrameBlock {
                     )
                 })
                 .collect(),
+            present: self
+                .present
+                .keys()
+                .map(|k| (k.clone(), Vec::new()))
+                .collect(),
             ..Default::default()
         };
         for &i in positions {
+            for (k, m) in &mut b.present {
+                m.push(self.present[k][i]);
+            }
             let a = self.atoms_of(i);
             b.graph_index.push(self.graph_index[i]);
             b.atom_offset.push(b.numbers.len());
@@ -260,6 +328,9 @@ impl FrameBlock {
         }
         for (k, p) in &mut self.atom_props {
             p.values.extend_from_slice(&other.atom_props[k].values);
+        }
+        for (k, m) in &mut self.present {
+            m.extend_from_slice(&other.present[k]);
         }
     }
 }

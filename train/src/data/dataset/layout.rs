@@ -36,6 +36,64 @@ impl Layout {
         }
     }
 
+    /// The names of everything this layout carries: `energy`, `forces`, `stress`, the per-graph
+    /// scalars, the per-atom properties (the keys of [`FrameBlock::present`](super::FrameBlock::present)).
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = [
+            ("energy", self.energy),
+            ("forces", self.forces),
+            ("stress", self.stress),
+        ]
+        .iter()
+        .filter(|(_, b)| *b)
+        .map(|(n, _)| n.to_string())
+        .collect();
+        v.extend(self.scalars.iter().cloned());
+        v.extend(self.atom_props.iter().map(|(n, _)| n.clone()));
+        v
+    }
+
+    /// What either layout carries; `Err` names a per-atom property the two give different widths.
+    pub fn union(&self, o: &Layout) -> std::result::Result<Layout, String> {
+        let mut scalars = self.scalars.clone();
+        for s in &o.scalars {
+            if !scalars.contains(s) {
+                scalars.push(s.clone());
+            }
+        }
+        scalars.sort();
+        let mut atom_props = self.atom_props.clone();
+        for (n, w) in &o.atom_props {
+            match atom_props.iter().find(|(m, _)| m == n) {
+                Some((_, v)) if v != w => {
+                    return Err(format!(
+                        "the per-atom property '{n}' has {w} columns here and {v} elsewhere"
+                    ))
+                }
+                Some(_) => {}
+                None => atom_props.push((n.clone(), *w)),
+            }
+        }
+        atom_props.sort();
+        Ok(Layout {
+            energy: self.energy || o.energy,
+            forces: self.forces || o.forces,
+            stress: self.stress || o.stress,
+            scalars,
+            atom_props,
+        })
+    }
+
+    /// Whether this layout carries the label or property `name` (see [`Layout::names`]).
+    pub fn has(&self, name: &str) -> bool {
+        match name {
+            "energy" => self.energy,
+            "forces" => self.forces,
+            "stress" => self.stress,
+            n => self.scalars.iter().any(|s| s == n) || self.atom_props.iter().any(|(m, _)| m == n),
+        }
+    }
+
     /// What both layouts carry (a per-atom property of different widths is in neither).
     pub fn intersect(&self, o: &Layout) -> Layout {
         Layout {
@@ -138,8 +196,11 @@ pub struct DatasetMeta {
     pub elements: Vec<i32>,
     /// Per-element reference energies (eV) aligned with `elements`, fitted on the trainset.
     pub reference_energies: Vec<f64>,
-    /// Which fixed labels every graph has.
+    /// Which labels and properties the graphs carry (every graph, or some: see `partial`).
     pub layout: Layout,
+    /// Labels and properties that only some graphs carry (schema version 2; each has a per-graph
+    /// presence mask `<split>/present/<name>`); empty for a version 1 dataset.
+    pub partial: Vec<String>,
     /// Per-graph scalar properties besides the fixed labels.
     pub scalars: Vec<PropertyInfo>,
     /// Per-atom properties besides forces.
@@ -163,7 +224,7 @@ impl DatasetMeta {
     }
 
     /// Whether graphs carry the named label or property (`energy`, `forces`, `stress`, a per-graph
-    /// scalar or a per-atom property).
+    /// scalar or a per-atom property): all of them, or some (see [`DatasetMeta::is_partial`]).
     pub fn has(&self, name: &str) -> bool {
         match name {
             "energy" => self.layout.energy,
@@ -174,6 +235,11 @@ impl DatasetMeta {
                     || self.atom_props.iter().any(|p| p.name == n)
             }
         }
+    }
+
+    /// Whether only some graphs carry the label or property `name`.
+    pub fn is_partial(&self, name: &str) -> bool {
+        self.partial.iter().any(|p| p == name)
     }
 
     /// Number of graphs of `split` (0 when absent).

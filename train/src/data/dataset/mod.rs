@@ -24,8 +24,9 @@ pub use writer::{write_dataset, DatasetInfo};
 
 /// Value of the `schema` attribute.
 pub const SCHEMA: &str = "hydragnn-rs.dataset";
-/// Value of the `schema_version` attribute this code writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+/// Value of the `schema_version` attribute this code writes (it reads version 1 too, as a
+/// dataset whose graphs carry every label).
+pub const SCHEMA_VERSION: i32 = 2;
 /// The split names, in HydraGNN's spelling.
 pub const SPLITS: [&str; 3] = ["trainset", "valset", "testset"];
 

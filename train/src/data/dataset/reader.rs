@@ -33,10 +33,12 @@ impl Dataset {
             .attr::<i32>("schema_version")?
             .and_then(|v| v.first().copied())
             .unwrap_or(-1);
-        if version != SCHEMA_VERSION {
+        if !(1..=SCHEMA_VERSION).contains(&version) {
             return Err(DataError::schema(
                 &p,
-                format!("schema version {version}, this build reads version {SCHEMA_VERSION}"),
+                format!(
+                    "schema version {version}, this build reads versions 1 to {SCHEMA_VERSION}"
+                ),
             ));
         }
         let strs =
@@ -57,6 +59,12 @@ impl Dataset {
             ));
         }
         let labels = strs("labels")?;
+        // Version 1 has no masks: every graph carries every label.
+        let partial = if version >= 2 {
+            strs("partial_labels")?
+        } else {
+            Vec::new()
+        };
         let scalar_names = strs("graph_properties")?;
         let atom_names = strs("atom_properties")?;
         let widths = reader
@@ -123,6 +131,7 @@ impl Dataset {
             elements,
             reference_energies,
             layout,
+            partial,
             scalars,
             atom_props,
             splits,
@@ -253,6 +262,9 @@ impl SplitReader<'_> {
         }
         let layout = &self.ds.meta.layout;
         let mut b = FrameBlock::empty(layout);
+        for n in &self.ds.meta.partial {
+            b.present.insert(n.clone(), Vec::new());
+        }
         if range.is_empty() {
             return Ok(b);
         }
@@ -285,6 +297,13 @@ impl SplitReader<'_> {
         }
         for (k, p) in &mut b.atom_props {
             p.values = r.read(&self.var(&format!("atom/{k}")), &[a0, 0], &[na, p.width])?;
+        }
+        for (k, m) in &mut b.present {
+            *m = r
+                .read::<u8>(&self.var(&format!("present/{k}")), &[g0], &[ng])?
+                .into_iter()
+                .map(|x| x != 0)
+                .collect();
         }
         Ok(b)
     }

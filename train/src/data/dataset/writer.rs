@@ -26,25 +26,39 @@ pub struct DatasetInfo {
     pub sources: Vec<String>,
 }
 
-/// Writes a dataset of named splits to the BP file `path` (overwriting it). Every frame of every
-/// split must share one [`Layout`]. Not atomic by itself: [`ingest`](mod@crate::data::ingest) writes to a temporary
+/// Writes a dataset of named splits to the BP file `path` (overwriting it). The dataset carries
+/// every label and property any frame carries; those that only some frames carry get a per-graph
+/// presence mask (`<split>/present/<name>`, listed in the attribute `partial_labels`). Not atomic by itself: [`ingest`](mod@crate::data::ingest) writes to a temporary
 /// name and renames.
 pub fn write_dataset(
     path: &Path,
     info: &DatasetInfo,
     splits: &[(String, Vec<Frame>)],
 ) -> Result<DatasetMeta> {
-    let first = splits.iter().flat_map(|(_, f)| f.first()).next();
-    let layout = first.map(Layout::of).unwrap_or_default();
+    let mut layout = Layout::default();
+    let mut seen = false;
     for (s, frames) in splits {
         for (i, f) in frames.iter().enumerate() {
-            if let Some(d) = layout.diff(&Layout::of(f)) {
-                return Err(DataError::Invalid(format!(
-                    "{s} graph {i} {d}, unlike the first graph"
-                )));
-            }
+            let l = Layout::of(f);
+            layout = if seen {
+                layout
+                    .union(&l)
+                    .map_err(|e| DataError::Invalid(format!("{s} graph {i}: {e}")))?
+            } else {
+                l
+            };
+            seen = true;
         }
     }
+    let partial: Vec<String> = layout
+        .names()
+        .into_iter()
+        .filter(|n| {
+            splits
+                .iter()
+                .any(|(_, fs)| fs.iter().any(|f| !Layout::of(f).has(n)))
+        })
+        .collect();
     let mut elements: Vec<i32> = splits
         .iter()
         .flat_map(|(_, f)| f.iter().flat_map(|f| f.numbers.iter().copied()))
@@ -105,6 +119,9 @@ pub fn write_dataset(
     if !labels.is_empty() {
         w.attr_strs("labels", &labels)?;
     }
+    if !partial.is_empty() {
+        w.attr_strs("partial_labels", &partial)?;
+    }
     if !layout.scalars.is_empty() {
         w.attr_strs("graph_properties", &layout.scalars)?;
     }
@@ -139,7 +156,8 @@ pub fn write_dataset(
 
     let mut split_counts = Vec::new();
     for (s, frames) in splits {
-        let b = FrameBlock::from_frames(frames)?;
+        let b = FrameBlock::from_frames_as(&layout, &partial, frames)
+            .map_err(|e| DataError::Invalid(format!("{s}: {e}")))?;
         let (g, n) = (b.n_graphs(), b.total_atoms());
         w.attr(&format!("{s}/n_graphs"), g as i64)?;
         w.attr(&format!("{s}/n_atoms_total"), n as i64)?;
@@ -181,6 +199,10 @@ pub fn write_dataset(
         for (k, p) in &b.atom_props {
             w.put(&v(&format!("atom/{k}")), &[n, p.width], &p.values)?;
         }
+        for (k, m) in &b.present {
+            let flags: Vec<u8> = m.iter().map(|&x| u8::from(x)).collect();
+            w.put(&v(&format!("present/{k}")), &[g], &flags)?;
+        }
     }
     w.close()?;
     let unit_of = |k: String| units.get(&k).cloned().unwrap_or_default();
@@ -208,6 +230,7 @@ pub fn write_dataset(
             })
             .collect(),
         layout,
+        partial,
         splits: split_counts,
         sources: info.sources.clone(),
         units,
