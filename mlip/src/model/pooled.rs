@@ -185,3 +185,99 @@ impl Model {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::{BranchConfig, HeadConfig, ModelConfig, MpnnType};
+    use super::*;
+    use crate::model::GraphTensors;
+    use tch::Device;
+
+    /// Pieces of one structure reduced (sums added, maxima maxed) give exactly the heads that
+    /// [`Model::heads`] pools over the whole structure: sum, mean, max, pool-first (through
+    /// shared layers) and node heads.
+    #[test]
+    fn partials_of_pieces_reduce_to_the_whole() {
+        let mut c = ModelConfig::small(MpnnType::SchNet, vec![1, 8], 3.0);
+        let mut first = HeadConfig::new("pf", HeadKind::Graph, 3, vec![8], Pooling::Mean);
+        first.pool_first = true;
+        let mut first_max = HeadConfig::new("pfmax", HeadKind::Graph, 2, vec![8], Pooling::Max);
+        first_max.pool_first = true;
+        let mut b = BranchConfig::new(
+            "all",
+            vec![
+                HeadConfig::energy(vec![8, 4]),
+                HeadConfig::new("gap", HeadKind::Graph, 2, vec![8], Pooling::Mean),
+                HeadConfig::new("total", HeadKind::Graph, 1, vec![8], Pooling::Sum),
+                HeadConfig::new("top", HeadKind::Graph, 2, vec![8], Pooling::Max),
+                first,
+                first_max,
+                HeadConfig::new("charges", HeadKind::Node, 2, vec![8], Pooling::Sum),
+            ],
+            vec![-1.0, -2.0],
+        );
+        b.shared_layers = vec![6];
+        c.branches = vec![b];
+        let m = Model::new(c, Kind::Double, Device::Cpu, 11).unwrap();
+        let n = 7;
+        let s = Tensor::randn([n, m.config().hidden_dim], (Kind::Double, Device::Cpu));
+        let species = Tensor::from_slice(&[0i64, 1, 0, 0, 1, 0, 1]);
+        let g = GraphTensors {
+            species: species.shallow_clone(),
+            src: Tensor::from_slice(&[0i64]),
+            dst: Tensor::from_slice(&[1i64]),
+            edge_vec: Tensor::zeros([1, 3], (Kind::Double, Device::Cpu)),
+            batch: Tensor::zeros([n], (Kind::Int64, Device::Cpu)),
+            n_graphs: 1,
+        };
+        let whole = tch::no_grad(|| m.heads(None, &s, &g)).unwrap();
+        let mut total = HeadPartials::default();
+        for (a, len) in [(0, 3), (3, 0), (3, 4)] {
+            let p = m
+                .head_partials(None, &s.narrow(0, a, len), &species.narrow(0, a, len))
+                .unwrap();
+            if total.sums.is_empty() {
+                total = p;
+            } else {
+                total
+                    .sums
+                    .iter_mut()
+                    .zip(&p.sums)
+                    .for_each(|(t, x)| *t += x);
+                total
+                    .maxs
+                    .iter_mut()
+                    .zip(&p.maxs)
+                    .for_each(|(t, x)| *t = t.max(*x));
+            }
+        }
+        assert_eq!(
+            (total.sums.len(), total.maxs.len()),
+            m.head_partials_len(None).unwrap()
+        );
+        let got = m.finish_heads(None, &total).unwrap();
+        let names: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["energy", "gap", "total", "top", "pf", "pfmax"]);
+        let close = |a: &[f64], b: &[f64]| {
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "{a:?} vs {b:?}");
+            }
+        };
+        close(&got[0].1, &tensor_to_vec(&whole.energy).unwrap());
+        for (name, v) in &got[1..] {
+            close(v, &tensor_to_vec(&whole.graph_properties[name]).unwrap());
+        }
+        let nodes = m.node_heads(None, &s).unwrap();
+        assert_eq!(nodes.len(), 1);
+        close(
+            &nodes[0].1,
+            &tensor_to_vec(&whole.node_properties["charges"]).unwrap(),
+        );
+        let bad = HeadPartials {
+            sums: vec![0.0],
+            maxs: vec![],
+        };
+        assert!(m.finish_heads(None, &bad).is_err());
+    }
+}
