@@ -307,7 +307,29 @@ impl<'m> LayeredEval<'m> {
                 self.stage
             ));
         }
-        self.heads = Some(self.local_heads()?);
+        // A branch with the (sum-pooled) energy head alone needs no extra head evaluation: its
+        // partials are the local energy and atom count, set below.
+        let heads = &self.model.config().branches[self.model.active_branch()].output_heads;
+        let energy_only = heads.len() == 1
+            && heads[0].pooling == crate::model::config::Pooling::Sum
+            && !heads[0].pool_first;
+        self.heads = if energy_only {
+            None
+        } else {
+            Some(self.local_heads()?)
+        };
+        let result = self.readout_energy();
+        if energy_only {
+            if let Ok(e) = result {
+                let sums = vec![e, self.n_local as f64];
+                self.heads = Some((HeadPartials { sums, maxs: vec![] }, vec![]));
+            }
+        }
+        result
+    }
+
+    fn readout_energy(&mut self) -> Result<f64> {
+        let l = self.model.num_layers();
         if let Some(fast) = self.fast.as_mut() {
             fast.readout(self.model.active_branch(), &mut self.energies)?;
             self.energy = self.energies.iter().sum();
