@@ -22,6 +22,9 @@ use crate::error::{invalid, Error, Result};
 use crate::model::nn::tensor_from;
 use crate::model::{HeadPartials, Model};
 
+/// Node heads on the local atoms: (name, n_local × dim values) in head order.
+type NodeHeads = Vec<(String, Vec<f64>)>;
+
 struct Saved {
     input: Tensor,
     edges: Tensor,
@@ -106,7 +109,7 @@ pub struct LayeredEval<'m> {
     /// Species index of every atom.
     species_v: Vec<i64>,
     /// The local atoms' graph-head partials and node heads, from `readout()`.
-    heads: Option<(HeadPartials, Vec<(String, Vec<f64>)>)>,
+    heads: Option<(HeadPartials, NodeHeads)>,
     /// The fast path's evaluation, when the model has one enabled.
     fast: Option<crate::fast::Layered<'m>>,
 }
@@ -365,7 +368,7 @@ impl<'m> LayeredEval<'m> {
 
     /// Graph-head partials and node heads of the active branch over the local atoms, from the
     /// final features.
-    fn local_heads(&self) -> Result<(HeadPartials, Vec<(String, Vec<f64>)>)> {
+    fn local_heads(&self) -> Result<(HeadPartials, NodeHeads)> {
         let l = self.model.num_layers();
         let w = self.width(l);
         let (kind, dev) = (self.model.kind(), self.model.device());
