@@ -8,6 +8,13 @@
  *    pair_style hydragnn [device cpu|cuda] [precision float32|float64] [branch NAME] [threads N]
  *                        [compress yes|no]
  *    pair_coeff * * model.file Elem1 ... ElemN      (one element per atom type; NULL skips a type)
+ *
+ *  The other heads of the branch in use: graph heads (e.g. a HOMO-LUMO gap) are the pair style's
+ *  global vector (nextra, pvector), read with `compute ID all pair hydragnn` as c_ID[k]; the k <->
+ *  head mapping is written to the log by rank 0. They are pooled across ranks (partials reduced
+ *  with MPI_Allreduce, then the engine finishes the heads), so they do not depend on the number
+ *  of ranks, and are computed on the steps where the energy is. Node heads are per-atom arrays
+ *  through extract_peratom(name) (e.g. `fix pair`), on the same steps.
  */
 
 #include "pair_hydragnn.h"
@@ -27,6 +34,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <limits>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -132,6 +140,19 @@ struct PairHydraGNN::Impl {
   hydragnn::Eval eval;        // this step's evaluation (empty on a rank without local atoms)
   std::vector<double> forces, energies, virials;
 
+  // the heads of the branch in use; graph heads other than the energy are pvector's entries
+  std::vector<hgnn_head_t> heads;
+  int64_t n_sums = 0, n_maxs = 0;    // sizes of the graph-head partials
+  int64_t n_graph_values = 0;        // values of all graph heads (the energy included)
+  std::vector<int> pv_index;         // pvector[k] = finished graph values[pv_index[k]]
+  // node heads: per LAMMPS atom, dim values each (extract_peratom)
+  std::vector<std::string> node_names;
+  std::vector<int> node_dims;
+  std::vector<std::vector<double>> node_values;    // per node head, nmax x dim
+  std::vector<std::vector<double *>> node_rows;    // row pointers for 2-d (dim > 1) access
+  int node_nmax = 0;
+  int node_trigger = 0;    // set through extract("NAME_flag") (fix pair): node heads on this step
+
   // the exchange buffer, indexed like LAMMPS's atoms (local + ghost), `width` values per atom
   std::vector<double> stage;
   int width = 0;
@@ -152,6 +173,7 @@ PairHydraGNN::PairHydraGNN(LAMMPS *lmp) : Pair(lmp), impl(new Impl)
 PairHydraGNN::~PairHydraGNN()
 {
   delete impl;
+  delete[] pvector;
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
@@ -188,6 +210,12 @@ void *PairHydraGNN::extract(const char *str, int &dim)
 {
   dim = 2;
   if (strcmp(str, "scale") == 0) return (void *) scale;
+  // fix pair's trigger of a node head NAME: "NAME_flag", an int that requests it on a step
+  for (const auto &name : impl->node_names)
+    if (name + "_flag" == str) {
+      dim = 0;
+      return (void *) &impl->node_trigger;
+    }
   return nullptr;
 }
 
@@ -346,6 +374,83 @@ void PairHydraGNN::load_model()
                    maxw, info.empty() ? "{}" : info);
     utils::logmesg(lmp, "pair_style hydragnn: {}\n", desc);
   }
+  describe_heads();
+}
+
+/* ----------------------------------------------------------------------
+   The branch in use and its heads: rank 0 logs which branch runs (and, for a multi-branch model
+   without `branch NAME`, how to choose another), the pvector <-> graph head mapping and the node
+   heads. Collective (every rank loads the same model).
+------------------------------------------------------------------------- */
+
+void PairHydraGNN::describe_heads()
+{
+  Impl &m = *impl;
+  std::vector<std::string> branches;
+  int active = 0;
+  try {
+    branches = m.model.branch_names();
+    active = m.model.active_branch();
+    m.heads = m.model.heads();
+    const auto sizes = m.model.head_partials_size();
+    m.n_sums = sizes.first;
+    m.n_maxs = sizes.second;
+  } catch (hydragnn::Error &) {
+    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", m.path, m.api->hgnn_last_error());
+  }
+  m.pv_index.clear();
+  m.node_names.clear();
+  m.node_dims.clear();
+  std::string graph_map, node_list;
+  int64_t at = 0;
+  for (const auto &h : m.heads) {
+    const std::string name = h.name;
+    if (h.kind == HGNN_HEAD_GRAPH) {
+      for (int d = 0; d < h.dim; d++, at++) {
+        if (name == "energy") continue;
+        m.pv_index.push_back(static_cast<int>(at));
+        graph_map += fmt::format(" [{}] {}{}", m.pv_index.size(), name,
+                                 h.dim > 1 ? fmt::format("[{}]", d + 1) : std::string());
+      }
+    } else {
+      m.node_names.push_back(name);
+      m.node_dims.push_back(h.dim);
+      node_list += fmt::format(" {} ({} value{} per atom)", name, h.dim, h.dim > 1 ? "s" : "");
+    }
+  }
+  m.n_graph_values = at;
+  m.node_values.assign(m.node_names.size(), {});
+  m.node_rows.assign(m.node_names.size(), {});
+  m.node_nmax = 0;
+  delete[] pvector;
+  pvector = nullptr;
+  nextra = static_cast<int>(m.pv_index.size());
+  if (nextra > 0) {
+    pvector = new double[nextra];
+    for (int k = 0; k < nextra; k++) pvector[k] = 0.0;
+  }
+
+  if (comm->me == 0) {
+    const std::string &b = branches.at(active);
+    if (branches.size() > 1 && m.branch.empty()) {
+      std::string all;
+      for (const auto &x : branches) all += (all.empty() ? "" : ", ") + x;
+      utils::logmesg(lmp,
+                     "pair_style hydragnn: the model has {} branches ({}) and none was named: "
+                     "using branch '{}' (choose another with pair_style hydragnn branch NAME)\n",
+                     branches.size(), all, b);
+    } else {
+      utils::logmesg(lmp, "pair_style hydragnn: using branch '{}'\n", b);
+    }
+    if (nextra > 0)
+      utils::logmesg(lmp,
+                     "pair_style hydragnn: graph heads of branch '{}' as c_ID[k] of "
+                     "'compute ID all pair hydragnn':{}\n",
+                     b, graph_map);
+    if (!node_list.empty())
+      utils::logmesg(lmp, "pair_style hydragnn: node heads (extract_peratom, e.g. fix pair):{}\n",
+                     node_list);
+  }
 }
 
 /* ----------------------------------------------------------------------
@@ -466,6 +571,11 @@ void PairHydraGNN::compute(int eflag, int vflag)
   begin_evaluation();
   forward_pass();
   readout();
+  {
+    const bool graph = eflag_global && nextra > 0;
+    const bool node = !impl->node_names.empty() && (eflag_global || eflag_atom || impl->node_trigger);
+    if (graph || node) other_heads(graph, node);
+  }
   backward_pass();
   if (impl->eval) tally_results(factor);
   impl->eval.reset();
@@ -676,6 +786,89 @@ void PairHydraGNN::tally_results(double factor)
       cva[7] += v[6];
       cva[8] += v[7];
     }
+}
+
+/* ----------------------------------------------------------------------
+   The other heads of this step: graph heads on energy steps, node heads on energy steps, on
+   per-atom energy steps and when fix pair's trigger (extract "NAME_flag") asks. Graph heads: every rank's partials (sums over
+   its local atoms, maxima; a rank without local atoms gives 0 and -inf) are reduced over all
+   ranks, then the engine finishes them (means divide by the total atom count, pool-first heads
+   run their MLP on the pooled features); rank 0 holds the values in pvector and the others 0,
+   since compute pair sums pvector over ranks. Node heads: the local atoms' values. The heads are
+   not multiplied by the fix adapt scale (which scales the potential energy).
+------------------------------------------------------------------------- */
+
+void PairHydraGNN::other_heads(bool graph, bool node)
+{
+  Impl &m = *impl;
+  if (graph) {
+    std::vector<double> sums(m.n_sums, 0.0), maxs(m.n_maxs, -std::numeric_limits<double>::infinity());
+    if (m.eval) {
+      try {
+        m.eval.head_partials(sums, maxs);
+      } catch (hydragnn::Error &e) {
+        fail_one(e);
+      }
+    }
+    std::vector<double> rsums(m.n_sums), rmaxs(m.n_maxs);
+    MPI_Allreduce(sums.data(), rsums.data(), static_cast<int>(m.n_sums), MPI_DOUBLE, MPI_SUM, world);
+    if (m.n_maxs > 0)
+      MPI_Allreduce(maxs.data(), rmaxs.data(), static_cast<int>(m.n_maxs), MPI_DOUBLE, MPI_MAX, world);
+    std::vector<double> values;
+    try {
+      values = m.model.finish_heads(rsums, rmaxs, m.n_graph_values);
+    } catch (hydragnn::Error &e) {
+      fail_one(e);
+    }
+    for (int k = 0; k < nextra; k++) pvector[k] = comm->me == 0 ? values[m.pv_index[k]] : 0.0;
+  }
+  if (node) {
+    const int nlocal = atom->nlocal;
+    if (atom->nmax > m.node_nmax) m.node_nmax = atom->nmax;
+    const int n_local = static_cast<int>(m.graph.n_local);
+    for (size_t h = 0; h < m.node_names.size(); h++) {
+      const int dim = m.node_dims[h];
+      std::vector<double> &dst = m.node_values[h];
+      dst.assign(static_cast<size_t>(m.node_nmax) * dim, 0.0);
+      m.node_rows[h].resize(m.node_nmax);
+      for (int i = 0; i < m.node_nmax; i++) m.node_rows[h][i] = &dst[static_cast<size_t>(i) * dim];
+      if (!m.eval) continue;
+      std::vector<double> v(static_cast<size_t>(n_local) * dim);
+      try {
+        m.eval.node_head(m.node_names[h].c_str(), v);
+      } catch (hydragnn::Error &e) {
+        fail_one(e);
+      }
+      for (int g = 0; g < n_local && m.atom_of[g] < nlocal; g++)
+        std::memcpy(&dst[static_cast<size_t>(m.atom_of[g]) * dim], &v[static_cast<size_t>(g) * dim],
+                    dim * sizeof(double));
+    }
+  }
+}
+
+/* ----------------------------------------------------------------------
+   extract_peratom(name): node head `name` of the last energy step, per local atom (ncol 0: one
+   value per atom, a double *; ncol = dim > 1: a double ** of dim columns); nullptr for other
+   names.
+------------------------------------------------------------------------- */
+
+void *PairHydraGNN::extract_peratom(const char *name, int &ncol)
+{
+  Impl &m = *impl;
+  for (size_t h = 0; h < m.node_names.size(); h++) {
+    if (m.node_names[h] != name) continue;
+    if (static_cast<int>(m.node_values[h].size()) < atom->nmax * m.node_dims[h]) {
+      // not computed yet (or the atom arrays grew): zeros of the right size
+      m.node_nmax = std::max(m.node_nmax, atom->nmax);
+      m.node_values[h].assign(static_cast<size_t>(m.node_nmax) * m.node_dims[h], 0.0);
+      m.node_rows[h].resize(m.node_nmax);
+      for (int i = 0; i < m.node_nmax; i++) m.node_rows[h][i] = &m.node_values[h][static_cast<size_t>(i) * m.node_dims[h]];
+    }
+    ncol = m.node_dims[h] > 1 ? m.node_dims[h] : 0;
+    return ncol ? static_cast<void *>(m.node_rows[h].data()) : static_cast<void *>(m.node_values[h].data());
+  }
+  ncol = 0;
+  return nullptr;
 }
 
 /* ----------------------------------------------------------------------

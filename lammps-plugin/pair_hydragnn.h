@@ -32,6 +32,7 @@ class PairHydraGNN : public Pair {
 
   double memory_usage() override;
   void *extract(const char *, int &) override;
+  void *extract_peratom(const char *, int &) override;
 
  private:
   struct Impl;    // the engine handles, options and per-step buffers (pair_hydragnn.cpp)
@@ -51,6 +52,8 @@ class PairHydraGNN : public Pair {
   void readout();
   void backward_pass();
   void tally_results(double factor);
+  void other_heads(bool graph, bool node);
+  void describe_heads();
 };
 
 }    // namespace LAMMPS_NS

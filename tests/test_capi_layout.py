@@ -36,7 +36,7 @@ def header_structs():
 def c_layout(tmp_path_factory):
     """{struct: {"size": n, "fields": {field: offset}}} as the C compiler lays them out."""
     structs = header_structs()
-    assert {"hgnn_options_t", "hgnn_structure_t", "hgnn_graph_t", "hgnn_results_t"} <= set(structs)
+    assert {"hgnn_options_t", "hgnn_structure_t", "hgnn_graph_t", "hgnn_results_t", "hgnn_head_t"} <= set(structs)
     lines = ['#include <stddef.h>', '#include <stdio.h>', '#include "hydragnn.h"', "int main(void) {",
              '  printf("{");']
     for k, (name, fields) in enumerate(structs.items()):
@@ -71,6 +71,7 @@ def _copies():
         ("ase-bridge _capi.hgnn_options_t", "hgnn_options_t", _capi.hgnn_options_t),
         ("ase-bridge _capi.hgnn_structure_t", "hgnn_structure_t", _capi.hgnn_structure_t),
         ("ase-bridge _capi.hgnn_results_t", "hgnn_results_t", _capi.hgnn_results_t),
+        ("ase-bridge _capi.hgnn_head_t", "hgnn_head_t", _capi.hgnn_head_t),
         ("tests/lammps hgnn_ref._Options", "hgnn_options_t", hgnn_ref._Options),
         ("tests/lammps hgnn_ref._Structure", "hgnn_structure_t", hgnn_ref._Structure),
         ("tests/lammps hgnn_ref._Results", "hgnn_results_t", hgnn_ref._Results),

@@ -11,7 +11,7 @@ from pathlib import Path
 LIBRARY_NAME = "libhydragnn.so"
 # The C ABI version this binding is written for (HGNN_ABI_VERSION in hydragnn.h); a library that
 # reports another one from hgnn_abi_version() is refused at load.
-HGNN_ABI_VERSION = 1
+HGNN_ABI_VERSION = 2
 
 # Status codes and option constants, as in hydragnn.h.
 HGNN_SUCCESS = 0
@@ -25,6 +25,11 @@ HGNN_DEVICE_CPU = 0
 HGNN_DEVICE_CUDA = 1
 HGNN_DTYPE_FLOAT32 = 32
 HGNN_DTYPE_FLOAT64 = 64
+HGNN_HEAD_GRAPH = 0
+HGNN_HEAD_NODE = 1
+HGNN_POOL_SUM = 0
+HGNN_POOL_MEAN = 1
+HGNN_POOL_MAX = 2
 
 
 # --- exceptions -----------------------------------------------------------------------------
@@ -125,6 +130,16 @@ class hgnn_results_t(Structure):
     ]
 
 
+class hgnn_head_t(Structure):
+    _fields_ = [
+        ("name", c_char_p),
+        ("kind", c_int32),
+        ("dim", c_int32),
+        ("pooling", c_int32),
+        ("pool_first", c_int32),
+    ]
+
+
 # --- the library ----------------------------------------------------------------------------
 
 
@@ -219,6 +234,12 @@ def _bind(lib):
         ("hgnn_compute_batch", [c_void_p, c_int64, P(hgnn_structure_t), P(hgnn_results_t)]),
         ("hgnn_model_precision", [c_void_p, P(c_int32)]),
         ("hgnn_precision_parse", [c_char_p, P(c_int32)]),
+        ("hgnn_model_num_branches", [c_void_p, P(c_int32)]),
+        ("hgnn_model_branch_name", [c_void_p, c_int32, P(c_char_p)]),
+        ("hgnn_model_active_branch", [c_void_p, P(c_int32)]),
+        ("hgnn_model_num_heads", [c_void_p, P(c_int32)]),
+        ("hgnn_model_head", [c_void_p, c_int32, P(hgnn_head_t)]),
+        ("hgnn_compute_head", [c_void_p, c_int64, P(hgnn_structure_t), c_char_p, P(c_double), c_int64]),
     ]
     for name, argtypes in status:
         f = getattr(lib, name)

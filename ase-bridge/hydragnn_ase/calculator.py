@@ -6,6 +6,7 @@ engine's fast path (tabulated radial filters, fused kernels) and its exact libto
 import copy
 import json
 import os
+import warnings
 import weakref
 from ctypes import POINTER, byref, c_char_p, c_double, c_int32, c_void_p
 
@@ -61,7 +62,68 @@ class _Model:
         self.num_layers = n_layers.value
         self.species = tuple(species)
         self.info = json.loads(info.value.decode()) if info.value else {}
+        self._read_heads(path, head)
         self.set_compress(compress)
+
+    def _read_heads(self, path, head):
+        """The branches, the active one, and its heads (name -> (kind, dim)); warns when a
+        multi-branch model is used without naming a branch."""
+        lib, handle = self.lib, self.handle
+        nb, active, nh = c_int32(), c_int32(), c_int32()
+        lib.hgnn_model_num_branches(handle, byref(nb))
+        names = []
+        for k in range(nb.value):
+            name = c_char_p()
+            lib.hgnn_model_branch_name(handle, k, byref(name))
+            names.append(name.value.decode())
+        lib.hgnn_model_active_branch(handle, byref(active))
+        self.branches = tuple(names)
+        self.branch = names[active.value]
+        if head is None and len(names) > 1:
+            others = [b for b in names if b != self.branch]
+            warnings.warn(
+                f"model {path} has {len(names)} branches ({', '.join(names)}) and none was named: "
+                f"using branch '{self.branch}'. Choose another with "
+                f"HydraGNNCalculator(..., head={others[0]!r}).",
+                UserWarning,
+                stacklevel=4,
+            )
+        lib.hgnn_model_num_heads(handle, byref(nh))
+        self.heads = {}
+        for k in range(nh.value):
+            h = _capi.hgnn_head_t()
+            lib.hgnn_model_head(handle, k, byref(h))
+            self.heads[h.name.decode()] = (h.kind, h.dim)
+
+    def extra_heads(self):
+        """The heads other than the energy: {name: (kind, dim)}."""
+        return {k: v for k, v in self.heads.items() if k != "energy"}
+
+    def compute_heads(self, jobs):
+        """The extra heads' values for the structures of `jobs` (one `hgnn_compute_head` batch
+        per head): one dict per job, graph heads as a float (dim 1) or an array (dim), node heads
+        as an (n,) or (n, dim) array."""
+        out = [{} for _ in jobs]
+        if not jobs:
+            return out
+        heads = self.extra_heads()
+        if not heads:
+            return out
+        structures = (_capi.hgnn_structure_t * len(jobs))(*[j.structure for j in jobs])
+        for name, (kind, dim) in heads.items():
+            node = kind == _capi.HGNN_HEAD_NODE
+            sizes = [(j.n if node else 1) * dim for j in jobs]
+            buf = np.zeros(sum(sizes))
+            self.lib.hgnn_compute_head(self.handle, len(jobs), structures, name.encode(), _dptr(buf), buf.size)
+            at = 0
+            for r, j, size in zip(out, jobs, sizes):
+                v = buf[at:at + size].copy()
+                at += size
+                if node:
+                    r[name] = v if dim == 1 else v.reshape(j.n, dim)
+                else:
+                    r[name] = float(v[0]) if dim == 1 else v
+        return out
 
     def set_compress(self, compress):
         """Selects the engine's evaluation path (`hgnn_model_set_compress`) and records which one
@@ -150,7 +212,8 @@ class HydraGNNCalculator(Calculator):
         The engine's precision (inputs and outputs are float64 either way). Parsed by the engine
         (`hgnn_precision_parse`), which also accepts fp64/f64/double and fp32/f32/single.
     head : str or None
-        The output branch to use; None selects the model's first one.
+        The output branch to use; None selects the model's first one (with a warning naming it
+        when the model has several).
     threads : int or None
         libtorch intra-op threads (process-wide); None keeps the current setting
         (or the environment variable HYDRAGNN_NUM_THREADS).
@@ -164,6 +227,11 @@ class HydraGNNCalculator(Calculator):
     cell also the stress and per-atom stresses, in one engine call; ASE caches them until the
     positions, numbers, cell or pbc change. Stress of a molecule or a cell with mixed periodicity
     raises PropertyNotImplementedError.
+
+    The other heads of the branch (e.g. a HOMO-LUMO `gap`, per-atom `charges`) are computed with
+    every calculation too and appear in `results` under their names: graph heads as a float (or
+    an array of `dim` values), node heads as per-atom arrays, (n,) or (n, dim). They are in
+    `implemented_properties`, so `calc.get_property("gap", atoms)` works; `heads` lists them.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
@@ -178,6 +246,12 @@ class HydraGNNCalculator(Calculator):
             compress=bool(compress), **kwargs
         )
         self._model = _Model(os.fspath(model), device, dtype, head, threads, compress)
+        self._set_heads()
+
+    def _set_heads(self):
+        """`implemented_properties` of this instance: the standard ones plus the model's heads."""
+        base = HydraGNNCalculator.implemented_properties
+        self.implemented_properties = base + [h for h in self._model.extra_heads() if h not in base]
 
     def set(self, **kwargs):
         """Sets parameters; a new model, device, dtype, head or thread count reloads the model
@@ -193,6 +267,7 @@ class HydraGNNCalculator(Calculator):
             p = self.parameters
             if any(k in changed for k in _MODEL_KEYS):
                 self._model = _Model(p.model, p.device, p.dtype, p.head, p.threads, p.get("compress", True))
+                self._set_heads()
                 self.reset()
             elif "compress" in changed:
                 self._model.set_compress(p.compress)
@@ -222,6 +297,23 @@ class HydraGNNCalculator(Calculator):
         return self._model.info
 
     @property
+    def branch(self):
+        """The name of the output branch in use."""
+        return self._model.branch
+
+    @property
+    def branches(self):
+        """The names of the model's output branches."""
+        return self._model.branches
+
+    @property
+    def heads(self):
+        """The heads of the branch in use, {name: {"kind": "graph" or "node", "dim": n}}
+        (the energy included)."""
+        kinds = {_capi.HGNN_HEAD_GRAPH: "graph", _capi.HGNN_HEAD_NODE: "node"}
+        return {k: {"kind": kinds[kind], "dim": dim} for k, (kind, dim) in self._model.heads.items()}
+
+    @property
     def path_info(self):
         """Which evaluation path the engine runs (`hgnn_model_path`), a dict: `path` is "fast"
         or "exact", `description` a sentence; on the fast path also the tables' errors
@@ -240,12 +332,15 @@ class HydraGNNCalculator(Calculator):
         job = _Job(self.atoms, want)
         m = self._model
         m.lib.hgnn_compute(m.handle, byref(job.structure), byref(job.raw))
-        self.results = job.results()
+        results = job.results()
+        results.update(m.compute_heads([job])[0])
+        self.results = results
 
     def batch(self, images, properties=None):
         """Evaluates a list of structures in one engine call (`hgnn_compute_batch`).
 
-        Returns one dict per structure with the keys of `calculate`'s results. `properties`
+        Returns one dict per structure with the keys of `calculate`'s results (the model's other
+        heads included). `properties`
         (default: all that apply to every structure) decides whether stresses are computed; asking
         for stress when some structure is not fully periodic raises PropertyNotImplementedError.
         The structures' own calculators are not touched; to attach the results use e.g.
@@ -272,7 +367,10 @@ class HydraGNNCalculator(Calculator):
         m.lib.hgnn_compute_batch(m.handle, len(jobs), structures, raws)
         for j, r in zip(jobs, raws):
             j.raw = r
-        return [j.results() for j in jobs]
+        out = [j.results() for j in jobs]
+        for r, h in zip(out, m.compute_heads(jobs)):
+            r.update(h)
+        return out
 
 
 def _check_stress(atoms, properties, where=""):

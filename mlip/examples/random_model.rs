@@ -1,9 +1,12 @@
 //! Writes a model file with random weights, for tests and for trying the clients before training:
-//! `cargo run --release -p mlip --example random_model -- OUT [SchNet|PAINN] [Cu,Ni,...] [radius] [layers] [float32|float64] [seed]`.
+//! `cargo run --release -p mlip --example random_model -- OUT [SchNet|PAINN] [Cu,Ni,...] [radius] [layers] [float32|float64] [seed] [heads]`.
+//! With `heads` as the eighth argument the branch also has extra heads of every kind: `gap`
+//! (graph, mean), `total` (graph, sum, 2 values), `top` (graph, max), `pooled` (graph, mean,
+//! pool-first through a shared layer), `charges` (node) and `spins` (node, 2 values).
 
 use std::collections::BTreeMap;
 
-use mlip::model::config::{ModelConfig, MpnnType};
+use mlip::model::config::{HeadConfig, HeadKind, ModelConfig, MpnnType, Pooling};
 use mlip::Model;
 
 fn main() {
@@ -43,6 +46,20 @@ fn main() {
     let mut c = ModelConfig::small(mpnn, species.clone(), radius);
     c.num_conv_layers = layers;
     c.branches[0].reference_energies = species.iter().map(|&z| -0.1 * z as f64).collect();
+    if a.get(8).map(|s| s.as_str()) == Some("heads") {
+        let mut pooled = HeadConfig::new("pooled", HeadKind::Graph, 1, vec![8], Pooling::Mean);
+        pooled.pool_first = true;
+        let b = &mut c.branches[0];
+        b.shared_layers = vec![8];
+        b.output_heads.extend([
+            HeadConfig::new("gap", HeadKind::Graph, 1, vec![8], Pooling::Mean),
+            HeadConfig::new("total", HeadKind::Graph, 2, vec![8], Pooling::Sum),
+            HeadConfig::new("top", HeadKind::Graph, 1, vec![8], Pooling::Max),
+            pooled,
+            HeadConfig::new("charges", HeadKind::Node, 1, vec![8], Pooling::Sum),
+            HeadConfig::new("spins", HeadKind::Node, 2, vec![8], Pooling::Sum),
+        ]);
+    }
     let m = Model::new(c, kind, tch::Device::Cpu, seed).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(1)

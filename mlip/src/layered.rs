@@ -20,7 +20,10 @@ use crate::compute::{
 };
 use crate::error::{invalid, Error, Result};
 use crate::model::nn::tensor_from;
-use crate::model::Model;
+use crate::model::{HeadPartials, Model};
+
+/// Node heads on the local atoms: (name, n_local × dim values) in head order.
+type NodeHeads = Vec<(String, Vec<f64>)>;
 
 struct Saved {
     input: Tensor,
@@ -103,6 +106,10 @@ pub struct LayeredEval<'m> {
     energies: Vec<f64>,
     energy: f64,
     stage: Stage,
+    /// Species index of every atom.
+    species_v: Vec<i64>,
+    /// The local atoms' graph-head partials and node heads, from `readout()`.
+    heads: Option<(HeadPartials, NodeHeads)>,
     /// The fast path's evaluation, when the model has one enabled.
     fast: Option<crate::fast::Layered<'m>>,
 }
@@ -150,11 +157,14 @@ impl<'m> LayeredEval<'m> {
                     energies: Vec::new(),
                     energy: 0.0,
                     stage: Stage::first(l),
+                    species_v: species.clone(),
+                    heads: None,
                     fast: None,
                 };
                 ev.fast = Some(fast);
                 return Ok(ev);
             }
+            let species_v = species.clone();
             let species = Tensor::from_slice(&species).to_device(dev);
             let bb = model.backbone();
             let x0 = tch::no_grad(|| bb.flatten(&bb.init_state(&model.input_features(&species))));
@@ -185,6 +195,8 @@ impl<'m> LayeredEval<'m> {
                 energies: Vec::new(),
                 energy: 0.0,
                 stage: Stage::first(l),
+                species_v,
+                heads: None,
                 fast: None,
             })
         })
@@ -298,6 +310,29 @@ impl<'m> LayeredEval<'m> {
                 self.stage
             ));
         }
+        // A branch with the (sum-pooled) energy head alone needs no extra head evaluation: its
+        // partials are the local energy and atom count, set below.
+        let heads = &self.model.config().branches[self.model.active_branch()].output_heads;
+        let energy_only = heads.len() == 1
+            && heads[0].pooling == crate::model::config::Pooling::Sum
+            && !heads[0].pool_first;
+        self.heads = if energy_only {
+            None
+        } else {
+            Some(self.local_heads()?)
+        };
+        let result = self.readout_energy();
+        if energy_only {
+            if let Ok(e) = result {
+                let sums = vec![e, self.n_local as f64];
+                self.heads = Some((HeadPartials { sums, maxs: vec![] }, vec![]));
+            }
+        }
+        result
+    }
+
+    fn readout_energy(&mut self) -> Result<f64> {
+        let l = self.model.num_layers();
         if let Some(fast) = self.fast.as_mut() {
             fast.readout(self.model.active_branch(), &mut self.energies)?;
             self.energy = self.energies.iter().sum();
@@ -329,6 +364,43 @@ impl<'m> LayeredEval<'m> {
             self.stage = Stage::after_readout(l);
             Ok(self.energy)
         })
+    }
+
+    /// Graph-head partials and node heads of the active branch over the local atoms, from the
+    /// final features.
+    fn local_heads(&self) -> Result<(HeadPartials, NodeHeads)> {
+        let l = self.model.num_layers();
+        let w = self.width(l);
+        let (kind, dev) = (self.model.kind(), self.model.device());
+        guarded(|| {
+            let rows = &self.features(l)[..self.n_local * w];
+            let t = tensor_from(rows, &[self.n_local as i64, w as i64], kind, dev);
+            let s = self.model.backbone().unflatten(l, &t).s;
+            let species = Tensor::from_slice(&self.species_v[..self.n_local]).to_device(dev);
+            Ok((
+                self.model.head_partials(None, &s, &species)?,
+                self.model.node_heads(None, &s)?,
+            ))
+        })
+    }
+
+    /// After `readout()`: the local atoms' partials of the active branch's graph heads (see
+    /// [`crate::model::pooled`]), to be reduced across every piece of the structure and passed to
+    /// [`Model::finish_heads`].
+    pub fn head_partials(&self) -> Result<&HeadPartials> {
+        match &self.heads {
+            Some((p, _)) => Ok(p),
+            None => invalid("head partials requested before readout()"),
+        }
+    }
+
+    /// After `readout()`: the active branch's node heads on the local atoms, in head order
+    /// (name, n_local × dim values).
+    pub fn node_heads(&self) -> Result<&[(String, Vec<f64>)]> {
+        match &self.heads {
+            Some((_, v)) => Ok(v),
+            None => invalid("node heads requested before readout()"),
+        }
     }
 
     /// Backward through layer `l`: fills `grads(l)` for every row (ghost rows hold contributions

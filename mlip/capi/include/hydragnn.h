@@ -7,6 +7,21 @@
 
 #include <stdint.h>
 
+// `hgnn_head_t::kind` of a graph head: `dim` values per structure.
+#define HGNN_HEAD_GRAPH 0
+
+// `hgnn_head_t::kind` of a node head: `dim` values per atom.
+#define HGNN_HEAD_NODE 1
+
+// `hgnn_head_t::pooling`: sum over atoms (extensive properties; the energy).
+#define HGNN_POOL_SUM 0
+
+// `hgnn_head_t::pooling`: mean over atoms (intensive properties).
+#define HGNN_POOL_MEAN 1
+
+// `hgnn_head_t::pooling`: maximum over atoms, per component.
+#define HGNN_POOL_MAX 2
+
 // Evaluate on the CPU.
 #define HGNN_DEVICE_CPU 0
 
@@ -23,7 +38,7 @@
 // that matters to a compiled client (a struct's layout, a function's signature or meaning, a
 // constant, a function added or removed). Clients compare it with `hgnn_abi_version()` at run
 // time and refuse a library whose ABI differs from the header they were built against.
-#define HGNN_ABI_VERSION 1
+#define HGNN_ABI_VERSION 2
 
 // A layer-by-layer evaluation in progress (opaque). It shares its model: freeing the model
 // first is allowed (the evaluation keeps it alive).
@@ -87,6 +102,20 @@ typedef struct hgnn_graph_t {
   const double *shifts;
 } hgnn_graph_t;
 
+// One output head of the active branch.
+typedef struct hgnn_head_t {
+  // Its name ("energy", "gap", ...); lives as long as the model.
+  const char *name;
+  // `HGNN_HEAD_GRAPH` or `HGNN_HEAD_NODE`.
+  int32_t kind;
+  // Values per structure (graph heads) or per atom (node heads).
+  int32_t dim;
+  // Graph heads: `HGNN_POOL_SUM`, `HGNN_POOL_MEAN` or `HGNN_POOL_MAX`; node heads: 0.
+  int32_t pooling;
+  // Graph heads: 1 if the node features are pooled before the head's MLP, else 0.
+  int32_t pool_first;
+} hgnn_head_t;
+
 // Options for `hgnn_model_load`; start from `hgnn_options_default()`.
 typedef struct hgnn_options_t {
   // `HGNN_DEVICE_CPU` or `HGNN_DEVICE_CUDA`.
@@ -139,6 +168,64 @@ hgnn_status_t hgnn_compute_batch(const struct hgnn_model_t *model,
 hgnn_status_t hgnn_compute_graph(const struct hgnn_model_t *model,
                                  const struct hgnn_graph_t *graph,
                                  struct hgnn_results_t *results);
+
+// The number of output heads of the active branch (the energy head included).
+hgnn_status_t hgnn_model_num_heads(const struct hgnn_model_t *model, int32_t *num_heads);
+
+// Describes head `index` (0..num_heads) of the active branch.
+hgnn_status_t hgnn_model_head(const struct hgnn_model_t *model,
+                              int32_t index,
+                              struct hgnn_head_t *head);
+
+// The index of the active branch's head named `name`; an unknown name is an
+// `HGNN_ERROR_INVALID_ARGUMENT` whose message lists the heads.
+hgnn_status_t hgnn_model_head_index(const struct hgnn_model_t *model,
+                                    const char *name,
+                                    int32_t *index);
+
+// The values of head `name` for `n_structures` structures evaluated as one batch, concatenated
+// in structure order: `dim` values per structure for a graph head, `n_atoms × dim` (row-major)
+// per structure for a node head. `n_values` must be exactly that total.
+hgnn_status_t hgnn_compute_head(const struct hgnn_model_t *model,
+                                int64_t n_structures,
+                                const struct hgnn_structure_t *structures,
+                                const char *name,
+                                double *values,
+                                int64_t n_values);
+
+// The lengths of the two partial buffers of the layer-by-layer graph heads: `*n_sums` values
+// reduced by addition (the last one is the number of atoms), `*n_maxs` by maximum.
+hgnn_status_t hgnn_model_head_partials_size(const struct hgnn_model_t *model,
+                                            int64_t *n_sums,
+                                            int64_t *n_maxs);
+
+// After `hgnn_eval_readout`: this evaluation's (one rank's local atoms') contribution to the
+// graph heads. Reduce `sums` by addition and `maxs` by maximum over every rank (e.g.
+// `MPI_Allreduce` with `MPI_SUM` and `MPI_MAX`), then call `hgnn_model_finish_heads`. The
+// lengths must be those of `hgnn_model_head_partials_size`.
+hgnn_status_t hgnn_eval_head_partials(const struct hgnn_eval_t *eval,
+                                      double *sums,
+                                      int64_t n_sums,
+                                      double *maxs,
+                                      int64_t n_maxs);
+
+// The values of every graph head of the active branch (the energy included), concatenated in
+// head order (`dim` values each), from partials reduced over every rank. `n_values` must be the
+// sum of the graph heads' `dim`.
+hgnn_status_t hgnn_model_finish_heads(const struct hgnn_model_t *model,
+                                      const double *sums,
+                                      int64_t n_sums,
+                                      const double *maxs,
+                                      int64_t n_maxs,
+                                      double *values,
+                                      int64_t n_values);
+
+// After `hgnn_eval_readout`: node head `name` on the local atoms, n_local × dim values
+// (row-major); `n_values` must be exactly that.
+hgnn_status_t hgnn_eval_node_head(const struct hgnn_eval_t *eval,
+                                  const char *name,
+                                  double *values,
+                                  int64_t n_values);
 
 // Starts a layer-by-layer evaluation of `graph` (every edge centre must be a local atom). The
 // graph's arrays are copied; the evaluation shares `model` (which may be freed before it, and

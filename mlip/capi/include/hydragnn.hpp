@@ -36,7 +36,9 @@ namespace hydragnn {
   X(hgnn_model_info) X(hgnn_compute) X(hgnn_compute_batch) X(hgnn_compute_graph)              \
   X(hgnn_eval_begin) X(hgnn_eval_free) X(hgnn_eval_features) X(hgnn_eval_grads)               \
   X(hgnn_eval_forward_layer) X(hgnn_eval_readout) X(hgnn_eval_backward_layer)                 \
-  X(hgnn_eval_results)
+  X(hgnn_eval_results) X(hgnn_model_num_heads) X(hgnn_model_head) X(hgnn_model_head_index)      \
+  X(hgnn_compute_head) X(hgnn_model_head_partials_size) X(hgnn_eval_head_partials)            \
+  X(hgnn_model_finish_heads) X(hgnn_eval_node_head)
 
 // The engine's entry points.
 struct Api {
@@ -188,6 +190,39 @@ class Model {
     return s;
   }
 
+  // The index of the branch in use.
+  int active_branch() const { return i32(api_->hgnn_model_active_branch, "hgnn_model_active_branch"); }
+
+  // The heads of the branch in use, in order (the energy head included).
+  std::vector<hgnn_head_t> heads() const
+  {
+    const int n = i32(api_->hgnn_model_num_heads, "hgnn_model_num_heads");
+    std::vector<hgnn_head_t> h(n);
+    for (int k = 0; k < n; k++) check(*api_, api_->hgnn_model_head(p_, k, &h[k]), "hgnn_model_head");
+    return h;
+  }
+
+  // Sizes of the graph-head partials of the layer-by-layer protocol (sums, maxima).
+  std::pair<int64_t, int64_t> head_partials_size() const
+  {
+    int64_t s = 0, m = 0;
+    check(*api_, api_->hgnn_model_head_partials_size(p_, &s, &m), "hgnn_model_head_partials_size");
+    return {s, m};
+  }
+
+  // The graph heads' values (the energy included, in head order) from partials reduced over
+  // every rank; `n_values` is the sum of the graph heads' dim.
+  std::vector<double> finish_heads(const std::vector<double> &sums, const std::vector<double> &maxs,
+                                   int64_t n_values) const
+  {
+    std::vector<double> v(n_values);
+    check(*api_,
+          api_->hgnn_model_finish_heads(p_, sums.data(), static_cast<int64_t>(sums.size()), maxs.data(),
+                                        static_cast<int64_t>(maxs.size()), v.data(), n_values),
+          "hgnn_model_finish_heads");
+    return v;
+  }
+
  private:
   const Api *api_ = nullptr;
   hgnn_model_t *p_ = nullptr;
@@ -288,6 +323,20 @@ class Eval {
   }
   void backward_layer(int layer) { check(*api_, api_->hgnn_eval_backward_layer(p_, layer), "hgnn_eval_backward_layer"); }
   void results(hgnn_results_t &r) { check(*api_, api_->hgnn_eval_results(p_, &r), "hgnn_eval_results"); }
+  // After readout(): this evaluation's graph-head partials (sizes from Model::head_partials_size).
+  void head_partials(std::vector<double> &sums, std::vector<double> &maxs)
+  {
+    check(*api_,
+          api_->hgnn_eval_head_partials(p_, sums.data(), static_cast<int64_t>(sums.size()), maxs.data(),
+                                        static_cast<int64_t>(maxs.size())),
+          "hgnn_eval_head_partials");
+  }
+  // After readout(): node head `name` on the local atoms (n_local x dim values).
+  void node_head(const char *name, std::vector<double> &values)
+  {
+    check(*api_, api_->hgnn_eval_node_head(p_, name, values.data(), static_cast<int64_t>(values.size())),
+          "hgnn_eval_node_head");
+  }
 
  private:
   const Api *api_ = nullptr;

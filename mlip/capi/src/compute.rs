@@ -40,7 +40,10 @@ pub struct hgnn_results_t {
 }
 
 /// Reads one structure; `batch_index` tags its errors with its position in a batch of several.
-unsafe fn structure(s: &hgnn_structure_t, batch_index: Option<usize>) -> Result<Structure, Fail> {
+pub(crate) unsafe fn structure_at(
+    s: &hgnn_structure_t,
+    batch_index: Option<usize>,
+) -> Result<Structure, Fail> {
     let n = count(s.n_atoms, "n_atoms")?;
     let pos = slice(s.positions, 3 * n, "positions")?;
     let z = slice(s.atomic_numbers, n, "atomic_numbers")?;
@@ -130,7 +133,7 @@ pub unsafe extern "C" fn hgnn_compute_batch(
         let parsed = ss
             .iter()
             .enumerate()
-            .map(|(k, s)| structure(s, tag(k)))
+            .map(|(k, s)| structure_at(s, tag(k)))
             .collect::<Result<Vec<_>, _>>()?;
         let req = rs.first().map(request).unwrap_or(Request::ENERGY);
         if rs.iter().any(|r| request(r) != req) {

@@ -62,6 +62,10 @@ unsafe fn eval_mut<'a>(e: *mut hgnn_eval_t) -> Result<&'a mut LayeredEval<'stati
     e.as_mut().map(|e| &mut e.eval).ok_or_else(|| null("eval"))
 }
 
+pub(crate) unsafe fn eval_ref<'a>(e: *const hgnn_eval_t) -> Result<&'a LayeredEval<'static>, Fail> {
+    e.as_ref().map(|e| &e.eval).ok_or_else(|| null("eval"))
+}
+
 fn check_layer(layer: i32, max: usize) -> Result<usize, Fail> {
     if layer < 0 || layer as usize > max {
         return Err(arg(format!("layer {layer} is outside 0..={max}")));

@@ -22,12 +22,14 @@
 //! Modules, one per seam: `status` (codes, the per-thread message, the panic-catching wrapper,
 //! versions), `options` (load options, precision names), `model` (loading, evaluation path,
 //! typed self-description), `compute` (whole structures, results), `graph` (caller-supplied
-//! graphs), `layered` (`hgnn_eval_*`).
+//! graphs), `layered` (`hgnn_eval_*`), `heads` (every output head: description, values for
+//! structures, node heads and cross-rank pooled graph heads in the layered protocol).
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
 mod compute;
 mod graph;
+mod heads;
 mod layered;
 mod model;
 mod options;
@@ -35,6 +37,7 @@ mod status;
 
 pub use compute::*;
 pub use graph::*;
+pub use heads::*;
 pub use layered::*;
 pub use model::*;
 pub use options::*;

@@ -23,6 +23,8 @@ pub struct hgnn_model_t {
     branches: Vec<CString>,
     /// The LAMMPS unit style of the model's quantities.
     lammps_units: CString,
+    /// Names of the active branch's heads.
+    pub(crate) head_names: Vec<CString>,
 }
 
 fn c_string(s: &str, what: &str) -> Result<CString, Fail> {
@@ -109,6 +111,11 @@ pub unsafe extern "C" fn hgnn_model_load(
             .iter()
             .map(|b| c_string(b, "a branch name"))
             .collect::<Result<Vec<_>, _>>()?;
+        let head_names = m.config().branches[m.active_branch()]
+            .output_heads
+            .iter()
+            .map(|h| c_string(&h.name, "a head name"))
+            .collect::<Result<Vec<_>, _>>()?;
         let compress = match std::env::var("HYDRAGNN_COMPRESS").as_deref().map(str::trim) {
             Err(_) | Ok("") | Ok("1") | Ok("yes") | Ok("on") => true,
             Ok("0") | Ok("no") | Ok("off") => false,
@@ -126,6 +133,7 @@ pub unsafe extern "C" fn hgnn_model_load(
             symbols,
             branches,
             lammps_units: c_string(&lammps_units, "the units")?,
+            head_names,
         };
         select_path(&mut h, compress, mlip::fast::DEFAULT_TOLERANCE)?;
         *model = Box::into_raw(Box::new(h));
@@ -334,7 +342,7 @@ pub unsafe extern "C" fn hgnn_model_info(
 }
 
 /// Checks `index` against `len` items.
-fn item(index: i32, len: usize, what: &str) -> Result<usize, Fail> {
+pub(crate) fn item(index: i32, len: usize, what: &str) -> Result<usize, Fail> {
     usize::try_from(index)
         .ok()
         .filter(|&i| i < len)

@@ -97,7 +97,7 @@ pub extern "C" fn hgnn_last_error() -> *const c_char {
 /// that matters to a compiled client (a struct's layout, a function's signature or meaning, a
 /// constant, a function added or removed). Clients compare it with `hgnn_abi_version()` at run
 /// time and refuse a library whose ABI differs from the header they were built against.
-pub const HGNN_ABI_VERSION: i32 = 1;
+pub const HGNN_ABI_VERSION: i32 = 2;
 
 /// The version of the C ABI the library implements: `HGNN_ABI_VERSION` of the header it was
 /// built with.

@@ -9,6 +9,7 @@ pub mod egnn;
 pub mod graphs;
 pub mod nn;
 pub mod painn;
+pub mod pooled;
 pub mod schnet;
 pub mod species;
 
@@ -20,6 +21,7 @@ use crate::error::{Error, Result};
 use config::{HeadKind, InputConfig, ModelConfig, MpnnType, Pooling};
 pub use graphs::GraphArrays;
 use nn::{Edges, Mlp, Radial};
+pub use pooled::HeadPartials;
 pub use species::SpeciesIndex;
 
 /// Node features flowing between layers: scalars (n, F) and, for equivariant models, vectors (n, 3, F).

@@ -78,6 +78,21 @@ int main(int argc, char **argv) {
     hgnn_results_t only = {0, NULL, NULL, NULL, NULL};
     CHECK(hgnn_compute(model, &st, &only) == 0 && fabs(only.energy - r.energy) < 1e-12 * fabs(r.energy), "energy only");
 
+    /* heads: this model's branch has the energy head alone */
+    int32_t nh = 0, hi = -1;
+    hgnn_head_t head;
+    CHECK(hgnn_model_num_heads(model, &nh) == 0 && nh == 1, "heads %d", nh);
+    CHECK(hgnn_model_head(model, 0, &head) == 0 && strcmp(head.name, "energy") == 0 && head.kind == HGNN_HEAD_GRAPH &&
+          head.dim == 1 && head.pooling == HGNN_POOL_SUM, "energy head");
+    CHECK(hgnn_model_head_index(model, "energy", &hi) == 0 && hi == 0, "head index %d", hi);
+    double hv[2];
+    CHECK(hgnn_compute_head(model, 2, two, "energy", hv, 2) == 0 && fabs(hv[1] - r.energy) < 1e-12 * fabs(r.energy),
+          "energy head: %s", hgnn_last_error());
+    expect_error(hgnn_compute_head(model, 1, &st, "gap", hv, 1), HGNN_ERROR_INVALID_ARGUMENT, "no head named 'gap'",
+                 "unknown head");
+    expect_error(hgnn_compute_head(model, 2, two, "energy", hv, 1), HGNN_ERROR_INVALID_ARGUMENT,
+                 "holds 1 values but 2 are needed", "head buffer size");
+
     /* ---- bad inputs: each a code and a message naming it ---- */
     double bad[12];
     memcpy(bad, pos, sizeof bad);

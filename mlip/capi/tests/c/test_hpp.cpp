@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 static int failures = 0;
 #define CHECK(cond, what)                                                  \
@@ -42,6 +43,34 @@ int main(int argc, char **argv)
     hydragnn::Eval ev(model, g);
     for (int l = 0; l < model.num_layers(); l++) ev.forward_layer(l);
     e = ev.readout();
+    // the heads: this model has the energy head alone; its pooled value is the local energy
+    const auto heads = model.heads();
+    CHECK(heads.size() == 1 && std::string(heads[0].name) == "energy" && heads[0].kind == HGNN_HEAD_GRAPH &&
+              heads[0].dim == 1,
+          "heads");
+    CHECK(model.active_branch() == 0, "active branch");
+    const auto sizes = model.head_partials_size();
+    CHECK(sizes.first == 2 && sizes.second == 0, "partials size");
+    std::vector<double> sums(sizes.first), maxs(sizes.second);
+    ev.head_partials(sums, maxs);
+    CHECK(sums[0] == e && sums[1] == 1.0, "partials");
+    const auto vals = model.finish_heads(sums, maxs, 1);
+    CHECK(vals.size() == 1 && std::fabs(vals[0] - e) < 1e-12 * (std::fabs(e) + 1.0), "finished energy");
+    bool bad_size = false;
+    try {
+      model.finish_heads(sums, maxs, 2);
+    } catch (hydragnn::Error &err) {
+      bad_size = err.status() == HGNN_ERROR_INVALID_ARGUMENT;
+    }
+    CHECK(bad_size, "finish_heads with a wrong size throws");
+    std::vector<double> none(1);
+    bool no_node = false;
+    try {
+      ev.node_head("charges", none);
+    } catch (hydragnn::Error &err) {
+      no_node = std::string(err.what()).find("no node head named 'charges'") != std::string::npos;
+    }
+    CHECK(no_node, "unknown node head throws");
     for (int l = model.num_layers() - 1; l >= 0; l--) ev.backward_layer(l);
     double f[6];
     hgnn_results_t r{0, f, nullptr, nullptr, nullptr};
