@@ -467,10 +467,10 @@ fn dataset_survives_a_rename_and_many_readers() {
 #[test]
 fn version_1_datasets_read_as_all_present_and_unknown_versions_are_refused() {
     let dir = scratch("v1");
-    for (version, path) in [(1, dir.join("v1.bp")), (3, dir.join("v3.bp"))] {
+    for (version, path) in [(1i32, dir.join("v1.bp")), (3, dir.join("v3.bp"))] {
         let mut w = Writer::create(&path).unwrap();
         w.attr_str("schema", "hydragnn-rs.dataset").unwrap();
-        w.attr("schema_version", version as i32).unwrap();
+        w.attr("schema_version", version).unwrap();
         w.attr_str("dataset_name", "old").unwrap();
         w.attr_strs("splits", &["trainset".to_string()]).unwrap();
         w.attr("trainset/n_graphs", 2i64).unwrap();
