@@ -181,15 +181,24 @@ pub(crate) fn check_graph(model: &Model, g: &GraphInput) -> Result<(Vec<i64>, Ve
 
 /// Forces F = -∂E/∂x on every node of `g`, (n, 3) in the energy's kind, differentiable: the
 /// gradient g_e of `energy` (summed) with respect to `g.edge_vec` (which must require gradients),
-/// assembled as F_src -= g_e, F_dst += g_e. `create_graph` keeps the forces differentiable with
-/// respect to the weights (for a force loss). A graph without edges has zero forces. This is the
-/// tensor form of what [`Model::compute_graphs`] does on the host (in f64, with virials) in
-/// `edge_grads_to_results`.
-pub fn edge_forces(energy: &Tensor, g: &GraphTensors, create_graph: bool) -> Result<Tensor> {
+/// assembled as F_src -= g_e, F_dst += g_e. With `volumes` (one per graph, Å³) also the stress of
+/// every graph from the same gradients, σ = -W/V = Σ_e r_e ⊗ g_e / V (summed over the edges whose
+/// centre is in the graph), (n_graphs, 3, 3). `create_graph` keeps both differentiable with
+/// respect to the weights (for a force or stress loss). A graph without edges has zero forces and
+/// stress. This is the tensor form of what [`Model::compute_graphs`] does on the host (in f64,
+/// with per-atom virials) in `edge_grads_to_results`.
+pub fn edge_forces(
+    energy: &Tensor,
+    g: &GraphTensors,
+    volumes: Option<&Tensor>,
+    create_graph: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let kind = energy.kind();
+    let dev = energy.device();
     let n = g.species.size()[0];
     if g.edge_vec.size()[0] == 0 {
-        return Ok(Tensor::zeros([n, 3], (kind, energy.device())));
+        let stress = volumes.map(|_| Tensor::zeros([g.n_graphs, 3, 3], (kind, dev)));
+        return Ok((Tensor::zeros([n, 3], (kind, dev)), stress));
     }
     let grad = Tensor::f_run_backward(
         &[energy.sum(kind)],
@@ -200,7 +209,15 @@ pub fn edge_forces(energy: &Tensor, g: &GraphTensors, create_graph: bool) -> Res
     .pop()
     .expect("one gradient");
     let z = Tensor::zeros([n, 3], (kind, grad.device()));
-    Ok(z.index_add(0, &g.dst, &grad) - z.index_add(0, &g.src, &grad))
+    let forces = z.index_add(0, &g.dst, &grad) - z.index_add(0, &g.src, &grad);
+    let stress = volumes.map(|v| {
+        // -W = Σ_e r_e ⊗ g_e per graph; σ = -W / V.
+        let rg = g.edge_vec.unsqueeze(2) * grad.unsqueeze(1);
+        let edge_graph = g.batch.index_select(0, &g.dst);
+        let mw = Tensor::zeros([g.n_graphs, 3, 3], (kind, dev)).index_add(0, &edge_graph, &rg);
+        mw / v.view([-1, 1, 1])
+    });
+    Ok((forces, stress))
 }
 
 /// Turns per-edge energy gradients (E×3, row-major) into forces, virial and per-atom virials.

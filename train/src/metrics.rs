@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use mlip::compute::edge_forces;
 use mlip::model::config::HeadKind;
 use mlip::Model;
 use serde::{Deserialize, Serialize};
@@ -173,30 +174,14 @@ pub fn predict(
     let out = model.forward(&c.graph, Some(spec.branch))?;
     let (mut forces, mut stress) = (None, None);
     if spec.forces || spec.stress {
-        let g = &c.graph;
-        let kind = out.energy.kind();
-        let dev = out.energy.device();
-        let n = g.species.size()[0];
-        if g.edge_vec.size()[0] == 0 {
-            forces = Some(Tensor::zeros([n, 3], (kind, dev)));
-            stress = Some(Tensor::zeros([g.n_graphs, 3, 3], (kind, dev)));
-        } else {
-            let grad = Tensor::f_run_backward(
-                &[out.energy.sum(kind)],
-                &[&g.edge_vec],
-                create_graph,
-                create_graph,
-            )?
-            .pop()
-            .expect("one gradient");
-            let z = Tensor::zeros([n, 3], (kind, dev));
-            forces = Some(z.index_add(0, &g.dst, &grad) - z.index_add(0, &g.src, &grad));
-            // -W = Σ_e r_e ⊗ g_e per graph; σ = -W / V.
-            let rg = g.edge_vec.unsqueeze(2) * grad.unsqueeze(1);
-            let edge_graph = g.batch.index_select(0, &g.dst);
-            let mw = Tensor::zeros([g.n_graphs, 3, 3], (kind, dev)).index_add(0, &edge_graph, &rg);
-            stress = Some(mw / c.volume.view([-1, 1, 1]));
-        }
+        let (f, st) = edge_forces(
+            &out.energy,
+            &c.graph,
+            spec.stress.then_some(&c.volume),
+            create_graph,
+        )?;
+        forces = Some(f);
+        stress = st;
     }
     if !spec.forces {
         forces = None;
