@@ -122,12 +122,6 @@ impl GraphSpec {
         })
     }
 
-    /// The former name of [`GraphSpec::graphs_of_block`], kept for existing callers.
-    #[doc(hidden)]
-    pub fn graphs_of_batch(&self, b: &FrameBlock, label: &str) -> Result<Vec<Graph>> {
-        self.graphs_of_block(b, label)
-    }
-
     /// Graphs of every structure of a block read from a dataset (neighbour lists in parallel).
     pub fn graphs_of_block(&self, b: &FrameBlock, label: &str) -> Result<Vec<Graph>> {
         (0..b.n_graphs())

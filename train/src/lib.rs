@@ -21,7 +21,4 @@ pub use dist::Dist;
 pub use error::{Error, Result};
 pub use trainer::{train, TrainOptions, TrainSummary};
 
-/// The former name of [`graphs`], kept for existing callers.
-#[doc(hidden)]
-pub use graphs as batch;
 pub mod import;

@@ -163,7 +163,7 @@ fn slice_reads_of_the_middle_of_a_split() {
     let ds = Dataset::open(&out).unwrap();
     let train = ds.split("trainset").unwrap();
     for r in [37..61, 0..1, 199..200, 100..100, 0..200] {
-        let b = train.read_batch(r.clone()).unwrap();
+        let b = train.read_block(r.clone()).unwrap();
         assert_eq!(b.n_graphs(), r.len());
         assert_eq!(b.graph_index, r.clone().collect::<Vec<_>>());
         assert_eq!(b.atom_offset.first().copied().unwrap_or(0), 0);
@@ -188,7 +188,7 @@ fn slice_reads_of_the_middle_of_a_split() {
         b.frames(),
         idx.iter().map(|&i| parts[0][i].clone()).collect::<Vec<_>>()
     );
-    assert!(train.read_batch(150..201).is_err());
+    assert!(train.read_block(150..201).is_err());
     assert!(train.read_indices(&[200]).is_err());
     let err = ds.split("holdout").err().unwrap();
     assert!(err.to_string().contains("no split 'holdout'"), "{err}");

@@ -7,8 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use hydragnn_train::batch::{collate, GraphSpec};
 use hydragnn_train::data::{ingest, Dataset, IngestOptions, SplitSpec};
+use hydragnn_train::graphs::{collate, GraphSpec};
 use hydragnn_train::metrics::predict;
 use hydragnn_train::trainer::{plan_model, Trainer};
 use hydragnn_train::{train, Dist, TrainConfig, TrainOptions};
@@ -120,9 +120,9 @@ fn fresh_models_start_from_the_reference_energies() {
     for (b, (meta, spec)) in metas.iter().enumerate() {
         let ds = Dataset::open(&t.datasets()[b].path).unwrap();
         let sr = ds.split("valset").unwrap();
-        let batch = sr.read_batch(0..2).unwrap();
+        let batch = sr.read_block(0..2).unwrap();
         let gs = GraphSpec::new(t.model.cutoff(), t.model.species(), false);
-        let graphs = gs.graphs_of_batch(&batch, "v").unwrap();
+        let graphs = gs.graphs_of_block(&batch, "v").unwrap();
         let refs: Vec<_> = graphs.iter().collect();
         let col = collate(
             &refs,

@@ -8,9 +8,9 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use hydragnn_train::batch::{collate, GraphSpec};
 use hydragnn_train::config::LossType;
 use hydragnn_train::data::Dataset;
+use hydragnn_train::graphs::{collate, GraphSpec};
 use hydragnn_train::metrics::{batch_loss, predict};
 use hydragnn_train::optim::AdamW;
 use hydragnn_train::trainer::{load_model, new_model, plan_model, Trainer};
@@ -242,7 +242,7 @@ fn autograd_forces_match_the_engine_and_rank_split_gradients_add_up() {
     let col = collate(&refs[..1], &[], &[], Kind::Double, Device::Cpu, true);
     let p = predict(&model, &spec, &col, false).unwrap();
     let f: Vec<f64> = Vec::try_from(p.forces.unwrap().view([-1])).unwrap();
-    let b = sr.read_batch(0..1).unwrap();
+    let b = sr.read_block(0..1).unwrap();
     let fr = b.frame(0);
     let s =
         mlip::Structure::new(fr.positions.clone(), fr.numbers.clone(), fr.cell, fr.pbc).unwrap();
@@ -257,7 +257,7 @@ fn autograd_forces_match_the_engine_and_rank_split_gradients_add_up() {
     let mut opt = AdamW::new(model.var_store(), &cfg.training().optimizer);
     let graphs_n = 6.0;
     let atoms_n = refs.iter().map(|g| g.n_atoms()).sum::<usize>() as f64;
-    let grad_of = |opt: &mut AdamW, part: &[&hydragnn_train::batch::Graph]| {
+    let grad_of = |opt: &mut AdamW, part: &[&hydragnn_train::graphs::Graph]| {
         opt.zero_grad();
         let c = collate(part, &[], &[], Kind::Double, Device::Cpu, true);
         let p = predict(&model, &spec, &c, true).unwrap();

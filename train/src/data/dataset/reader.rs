@@ -244,12 +244,6 @@ impl SplitReader<'_> {
         Ok(shard_range(self.n_graphs(), rank, size))
     }
 
-    /// The former name of [`SplitReader::read_block`], kept for existing callers.
-    #[doc(hidden)]
-    pub fn read_batch(&self, range: Range<usize>) -> Result<FrameBlock> {
-        self.read_block(range)
-    }
-
     /// Reads the graphs `range` as one slice read per array.
     pub fn read_block(&self, range: Range<usize>) -> Result<FrameBlock> {
         let g = self.n_graphs();
