@@ -192,8 +192,8 @@ fn neighbor_list_impl(s: &Structure, cutoff: f64, parallel: bool) -> Result<Neig
             format!(" (the periodic image of atom {j} shifted by {sh:?} cell vectors)")
         };
         return invalid(format!(
-            "atoms {i} and {j} are at the same position{image}: {:?} and {:?}, {:e} Å apart \
-             (closer than {:e} Å); remove one of them",
+            "atoms {i} and {j} are at the same position{image}: {:?} and {:?}, {:.2e} Å apart \
+             (closer than {:.0e} Å); remove one of them",
             s.positions[i],
             s.positions[j],
             dot(r, r).sqrt(),
