@@ -201,16 +201,19 @@ import numpy as np
 from ase.build import bulk
 from hydragnn_ase import HydraGNNCalculator
 
+COMPRESS = sys.argv[2] == "fast"
+REPS = int(sys.argv[3])
+
 def energy(args):
     path, new = args
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(REPS)
     atoms.rattle(0.05, seed=1)
-    atoms.calc = HydraGNNCalculator(path, threads=2) if new else CALC
+    atoms.calc = HydraGNNCalculator(path, threads=2, compress=COMPRESS) if new else CALC
     return atoms.get_potential_energy()
 
 if __name__ == "__main__":
     path = sys.argv[1]
-    CALC = HydraGNNCalculator(path, threads=2)
+    CALC = HydraGNNCalculator(path, threads=2, compress=COMPRESS)
     want = energy((path, False))   # the parent computes with 2 threads first
     ctx = mp.get_context("fork")
     with ctx.Pool(2) as pool:
@@ -225,17 +228,21 @@ if __name__ == "__main__":
 """
 
 
-def test_fork_after_threaded_use_does_not_hang(schnet_path, tmp_path):
+@pytest.mark.parametrize("path,reps", [("exact", 4), ("fast", 7)], ids=["libgomp", "rayon"])
+def test_fork_after_threaded_use_does_not_hang(schnet_path, tmp_path, path, reps):
     """Issue 13: a calculator used with threads=2, then a fork (multiprocessing's default start
     method on Linux): the child blocked forever in hgnn_compute, with the inherited calculator
-    or a new one (libgomp's threads do not survive a fork). The engine now runs one thread in a
-    forked child; the results are the parent's. Run in a subprocess with a timeout."""
+    or a new one, because the parent's threads do not survive a fork: libgomp's (libtorch's
+    intra-op threads, the exact path on 256 atoms) and rayon's (the neighbour list above 1,000
+    atoms, 1,372 here). Both hung before the fix (measured: killed by the timeout). The engine
+    now runs one thread in a forked child; the results are the parent's. In a subprocess, with a
+    timeout."""
     script = tmp_path / "fork_child.py"
     script.write_text(_FORK_CHILD)
     env = dict(os.environ)
     env.pop("OMP_NUM_THREADS", None)
-    out = subprocess.run([sys.executable, str(script), str(schnet_path)], capture_output=True, text=True,
-                         timeout=120, env=env, cwd=tmp_path)
+    out = subprocess.run([sys.executable, str(script), str(schnet_path), path, str(reps)], capture_output=True,
+                         text=True, timeout=120, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     line = next(l for l in out.stdout.splitlines() if l.startswith("ENERGIES"))
     parts = line.split()
