@@ -289,8 +289,8 @@ impl Model {
         for (k, s) in structures.iter().enumerate() {
             s.validate()
                 .map_err(|e| e.in_structure(k, structures.len()))?;
-            let nl = neighbor_list(s, self.cutoff())
-                .map_err(|e| e.in_structure(k, structures.len()))?;
+            let nl =
+                neighbor_list(s, self.cutoff()).map_err(|e| e.in_structure(k, structures.len()))?;
             let shifts: Vec<[f64; 3]> = nl
                 .shifts
                 .iter()

@@ -28,9 +28,7 @@ pub const FORMAT_VERSION: u32 = 2;
 
 /// The metadata entries a version >= 2 checksum covers, as `key`, `value` pairs in key order:
 /// every entry but the checksum itself.
-fn covered_metadata<'a>(
-    meta: impl IntoIterator<Item = (&'a String, &'a String)>,
-) -> Vec<&'a str> {
+fn covered_metadata<'a>(meta: impl IntoIterator<Item = (&'a String, &'a String)>) -> Vec<&'a str> {
     let mut items: Vec<(&String, &String)> =
         meta.into_iter().filter(|(k, _)| *k != "checksum").collect();
     items.sort();

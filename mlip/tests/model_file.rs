@@ -179,7 +179,9 @@ fn rewrite(
         Vec::new()
     };
     let sum = mlip::file::checksum(
-        tensors.iter().map(|(n, v)| (n.as_str(), v.shape(), v.data())),
+        tensors
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.shape(), v.data())),
         &extra,
     );
     meta.insert("checksum".into(), sum);
@@ -296,11 +298,22 @@ fn info_cutoff_disagreeing_with_config_is_refused() {
     let p = d.join("layers.model");
     rewrite(&good, &p, 2, set("num_layers", serde_json::json!(5)));
     let e = load_err(&p);
-    assert!(e.contains("info.num_layers = 5") && e.contains("= 3"), "{e}");
+    assert!(
+        e.contains("info.num_layers = 5") && e.contains("= 3"),
+        "{e}"
+    );
     let p = d.join("species.model");
-    rewrite(&good, &p, 2, set("atomic_numbers", serde_json::json!([29, 28, 79])));
+    rewrite(
+        &good,
+        &p,
+        2,
+        set("atomic_numbers", serde_json::json!([29, 28, 79])),
+    );
     let e = load_err(&p);
-    assert!(e.contains("info.atomic_numbers") && e.contains("config.species"), "{e}");
+    assert!(
+        e.contains("info.atomic_numbers") && e.contains("config.species"),
+        "{e}"
+    );
     // The same rewrite without a change loads (the helper writes valid files).
     let p = d.join("same.model");
     rewrite(&good, &p, 2, |_| {});

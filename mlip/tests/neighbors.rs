@@ -461,7 +461,10 @@ fn duplicate_edges_are_found() {
     let c = [0usize, 1, 0, 2, 0];
     let n = [1usize, 0, 2, 0, 1];
     let e = check_unique_edges(3, &c, &n, None).unwrap_err().to_string();
-    assert!(e.contains("edges 0 and 4") && e.contains("centre atom 0"), "{e}");
+    assert!(
+        e.contains("edges 0 and 4") && e.contains("centre atom 0"),
+        "{e}"
+    );
     let sh = [[0.0; 3], [0.0; 3], [0.0; 3], [0.0; 3], [5.0, 0.0, 0.0]];
     check_unique_edges(3, &c, &n, Some(&sh)).unwrap();
     check_unique_edges(3, &c[..4], &n[..4], None).unwrap();

@@ -49,7 +49,12 @@ fn fcc_cu() -> (Vec<f64>, Vec<i32>, [f64; 9]) {
     for i in 0..2 {
         for j in 0..2 {
             for k in 0..2 {
-                for b in [[0.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.5]] {
+                for b in [
+                    [0.0, 0.0, 0.0],
+                    [0.5, 0.5, 0.0],
+                    [0.5, 0.0, 0.5],
+                    [0.0, 0.5, 0.5],
+                ] {
                     pos.extend([
                         (i as f64 + b[0]) * a,
                         (j as f64 + b[1]) * a,
@@ -61,11 +66,7 @@ fn fcc_cu() -> (Vec<f64>, Vec<i32>, [f64; 9]) {
     }
     let n = pos.len() / 3;
     let l = 2.0 * a;
-    (
-        pos,
-        vec![29; n],
-        [l, 0.0, 0.0, 0.0, l, 0.0, 0.0, 0.0, l],
-    )
+    (pos, vec![29; n], [l, 0.0, 0.0, 0.0, l, 0.0, 0.0, 0.0, l])
 }
 
 fn compute(m: *mut hgnn_model_t, pos: &[f64], z: &[i32], cell: [f64; 9]) -> Result<f64, String> {
