@@ -250,3 +250,28 @@ def test_fork_after_threaded_use_does_not_hang(schnet_path, tmp_path, path, reps
     assert parts[5] == "CHILD" and parts[6] == "0", line
     assert np.allclose(values[1:], values[0], rtol=1e-9, atol=1e-9), values
     assert "PARENT" in out.stdout
+
+
+def test_the_largest_thread_count_works(schnet_path, tmp_path):
+    """The upper bound, threads=1024, computes (on the exact path, where libtorch runs OpenMP
+    regions) the same energy and forces as one thread: the cap is below the counts that crashed.
+    In a subprocess, so that this process keeps its thread count."""
+    code = (
+        "import sys\n"
+        "from ase.build import bulk\n"
+        "from hydragnn_ase import HydraGNNCalculator\n"
+        "a = bulk('Cu', 'fcc', a=3.61, cubic=True).repeat(4)\n"
+        "a.rattle(0.05, seed=1)\n"
+        "out = []\n"
+        "for n in (1, 1024):\n"
+        "    a.calc = HydraGNNCalculator(sys.argv[1], threads=n, compress=False)\n"
+        "    out.append((a.get_potential_energy(), a.get_forces()))\n"
+        "(e1, f1), (e2, f2) = out\n"
+        "assert abs(e1 - e2) <= 1e-9 * abs(e1) and abs(f1 - f2).max() < 1e-9, (e1, e2)\n"
+        "print('OK')\n"
+    )
+    env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", code, str(schnet_path)], capture_output=True, text=True,
+                         timeout=300, env=env, cwd=tmp_path)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stdout + out.stderr
