@@ -364,7 +364,7 @@ class HydraGNNCalculator(Calculator):
         Returns one dict per structure with the keys of `calculate`'s results (the model's other
         heads included). `properties`
         (default: all that apply to every structure) decides whether stresses are computed; asking
-        for stress when some structure is not fully periodic raises PropertyNotImplementedError.
+        for stress when some structure has no cell of full rank raises PropertyNotImplementedError.
         The structures' own calculators are not touched; to attach the results use e.g.
         `SinglePointCalculator(atoms, **r)`.
         """
