@@ -108,6 +108,20 @@ fn thread_counts_out_of_range_are_refused() {
         assert_eq!(st, HGNN_ERROR_INVALID_ARGUMENT);
         assert!(e.contains(&n.to_string()) && e.contains("1..=1024"), "{e}");
     }
+    // HYDRAGNN_NUM_THREADS (read when the options leave num_threads at 0): the other tests of
+    // this file pass num_threads = 1 and never read it.
+    for v in ["5000", "1099511627776", "0", "two"] {
+        std::env::set_var("HYDRAGNN_NUM_THREADS", v);
+        let (st, e) = load(0).unwrap_err();
+        assert_eq!(st, HGNN_ERROR_INVALID_ARGUMENT);
+        assert!(
+            e.contains(&format!("HYDRAGNN_NUM_THREADS='{v}'")) && e.contains("1..=1024"),
+            "{e}"
+        );
+    }
+    std::env::set_var("HYDRAGNN_NUM_THREADS", "2");
+    unsafe { hgnn_model_free(load(0).unwrap()) };
+    std::env::remove_var("HYDRAGNN_NUM_THREADS");
     assert_eq!(hgnn_set_num_threads(1), HGNN_SUCCESS);
 }
 
