@@ -487,7 +487,7 @@ fn search(
 /// that differ by less than 1e-8 Å (distinct periodic images differ by a lattice vector). The
 /// error names both edges and their atoms. O(edges) time: edges are grouped by centre with a
 /// counting sort, and shifts compared only between edges of one centre with the same neighbour.
-/// Indices must be `< n_atoms` (checked by the caller); shifts, when given, one per edge.
+/// An index `>= n_atoms` is an error too; shifts, when given, are one per edge.
 pub fn check_unique_edges(
     n_atoms: usize,
     centers: &[usize],
@@ -495,6 +495,14 @@ pub fn check_unique_edges(
     shifts: Option<&[[f64; 3]]>,
 ) -> Result<()> {
     let n_edges = centers.len().min(neighbors.len());
+    for e in 0..n_edges {
+        if centers[e] >= n_atoms || neighbors[e] >= n_atoms {
+            return invalid(format!(
+                "edge {e} ({} -> {}) refers to an atom index >= {n_atoms}",
+                centers[e], neighbors[e]
+            ));
+        }
+    }
     if n_edges < 2 {
         return Ok(());
     }

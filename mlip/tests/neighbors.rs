@@ -485,6 +485,8 @@ fn duplicate_edges_are_found() {
     let sh = [[0.0; 3], [0.0; 3], [0.0; 3], [0.0; 3], [5.0, 0.0, 0.0]];
     check_unique_edges(3, &c, &n, Some(&sh)).unwrap();
     check_unique_edges(3, &c[..4], &n[..4], None).unwrap();
+    let e = check_unique_edges(2, &c, &n, None).unwrap_err().to_string();
+    assert!(e.contains("edge 2 (0 -> 2)"), "{e}");
 }
 
 /// `s` with every atom dropped that sits (within 1e-9 in fractional coordinates of the full-rank
