@@ -126,6 +126,45 @@ pub fn checksum<'a>(
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Rewrites the model file `src` as `dst` in the current format version: the same tensors (the
+/// same bytes), the same `config` and `info` text, `format_version` = [`FORMAT_VERSION`] and the
+/// checksum recomputed over weights and header. `src` must load (its own checksum is verified
+/// first, so corruption is never sealed in). The content is deterministic; the order of the
+/// header's metadata entries is not (safetensors writes them from a hash map). `dst` is written
+/// atomically and may be `src`.
+pub fn upgrade(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> Result<()> {
+    let (src, dst) = (src.as_ref(), dst.as_ref());
+    let bytes = std::fs::read(src).map_err(|e| Error::Io {
+        path: src.to_path_buf(),
+        source: e,
+    })?;
+    // every check of a load (format, version, checksum, info against config, the tensors)
+    Model::from_bytes(&bytes, src, Kind::Double, Device::Cpu)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(src, format!("{e:?}")))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(src, format!("{e:?}")))?;
+    let mut meta = header.metadata().clone().unwrap_or_default();
+    meta.insert("format_version".into(), FORMAT_VERSION.to_string());
+    meta.remove("checksum");
+    let tensors = st.tensors();
+    let sum = checksum(
+        tensors
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.shape(), v.data())),
+        &covered_metadata(&meta),
+    );
+    meta.insert("checksum".into(), sum);
+    let out = safetensors::tensor::serialize(tensors, &Some(meta))
+        .map_err(|e| bad(dst, e.to_string()))?;
+    let tmp = dst.with_extension(format!("tmp{}", std::process::id()));
+    let io = |e: std::io::Error| Error::Io {
+        path: dst.to_path_buf(),
+        source: e,
+    };
+    std::fs::write(&tmp, out).map_err(io)?;
+    std::fs::rename(&tmp, dst).map_err(io)?;
+    Ok(())
+}
+
 impl Model {
     /// Writes the model file atomically (a temporary file renamed into place). `provenance` is
     /// stored under `info.provenance` (training data, command, git revision ...).

@@ -259,13 +259,56 @@ fn format_version_1_files_still_load() {
     std::fs::write(&old, &b).unwrap();
     let e = load_err(&old);
     assert!(e.contains("checksum mismatch: the weights"), "{e}");
+    std::fs::remove_dir_all(d).ok();
+}
+
+#[test]
+fn upgrade_rewrites_version_1_as_version_2_with_the_same_model() {
+    let d = tmpdir("upgrade");
+    let good = d.join("good.model");
+    let m = model(BACKBONES[0], 4.5, 6);
+    m.save(&good, &Default::default()).unwrap();
+    let old = d.join("old.model");
+    rewrite(&good, &old, 1, |_| {});
+    let new = d.join("new.model");
+    mlip::file::upgrade(&old, &new).unwrap();
+    let l = Model::load(&new, tch::Kind::Double, tch::Device::Cpu).unwrap();
+    assert_eq!(l.metadata["format_version"], "2");
+    let o = Model::load(&old, tch::Kind::Double, tch::Device::Cpu).unwrap();
+    assert_eq!(l.config(), m.config());
+    assert_eq!(l.metadata["config"], o.metadata["config"]);
+    assert_eq!(l.metadata["info"], o.metadata["info"]);
+    let s = random_periodic(6, 3);
+    assert_eq!(
+        m.compute(&s, Request::EFV).unwrap().energy,
+        l.compute(&s, Request::EFV).unwrap().energy
+    );
+    // now the header is protected: the radius flipped 4.5 -> 6.5 ('4' ^ 0x02 = '6') is refused
+    let mut b = std::fs::read(&new).unwrap();
+    let text = String::from_utf8_lossy(&b).into_owned();
+    let at = text.find("radius\\\":4.5").unwrap() + "radius\\\":".len();
+    b[at] ^= 0x02;
+    std::fs::write(&new, &b).unwrap();
+    assert!(load_err(&new).contains("checksum mismatch"));
+    // a corrupted file is not sealed in
+    let mut b = std::fs::read(&old).unwrap();
+    let n = b.len();
+    b[n - 2] ^= 0x01;
+    std::fs::write(&old, &b).unwrap();
+    let e = mlip::file::upgrade(&old, &new).unwrap_err().to_string();
+    assert!(e.contains("checksum mismatch"), "{e}");
+    std::fs::remove_dir_all(d).ok();
+}
+
+#[test]
+fn committed_potentials_are_format_2_and_load() {
     for p in ["metals_schnet.model", "joint_schnet.model"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../potentials")
             .join(p);
-        Model::load(&path, tch::Kind::Double, tch::Device::Cpu).unwrap();
+        let m = Model::load(&path, tch::Kind::Double, tch::Device::Cpu).unwrap();
+        assert_eq!(m.metadata["format_version"], "2", "{p}");
     }
-    std::fs::remove_dir_all(d).ok();
 }
 
 #[test]
