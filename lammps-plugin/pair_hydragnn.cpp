@@ -292,9 +292,16 @@ void PairHydraGNN::settings(int narg, char **arg)
     } else if (key == "branch" || key == "head") {
       m.branch = val;
     } else if (key == "threads") {
-      m.threads = utils::inumeric(FLERR, val, false, lmp);
-      if (m.threads < 1)
-        error->all(FLERR, "pair_style hydragnn: threads must be >= 1, got {}", m.threads);
+      // the engine's range check (1..=1024; libgomp crashed later for >= 2048, ran out of
+      // memory for 10^6); the count applies process-wide, as the model load would set it
+      const long long n = utils::bnumeric(FLERR, val, false, lmp);
+      if (n < 1 || n > std::numeric_limits<int>::max() ||
+          m.api->hgnn_set_num_threads(static_cast<int>(n)) != HGNN_SUCCESS)
+        error->all(FLERR, "pair_style hydragnn: threads {}: {}", val,
+                   (n < 1 || n > std::numeric_limits<int>::max())
+                       ? "out of range: it must be in 1..=1024"
+                       : m.api->hgnn_last_error());
+      m.threads = static_cast<int>(n);
     } else if (key == "compress") {
       if (val == "yes" || val == "on" || val == "true" || val == "1")
         m.compress = 1;
@@ -538,6 +545,20 @@ void PairHydraGNN::init_style()
                "pair_style hydragnn requires newton_pair on: forces on ghost atoms and the "
                "gradients of ghost-atom features are summed into their owners by reverse "
                "communication (remove 'newton off' or use 'newton on')");
+  // With bonds, LAMMPS leaves a bonded pair (1-2, 1-3, 1-4 neighbours) out of every neighbour
+  // list when its special_bonds factors are both 0 (the default, lj/coul 0 0 0): the model would
+  // not see the bonds at all (ethanol: -300.08 instead of -310.01 eV). Other factors keep the
+  // pairs in the list, and the model sees them whole (it ignores the factors).
+  if (atom->molecular != Atom::ATOMIC && atom->nbonds > 0)
+    for (int k = 1; k <= 3; k++)
+      if (force->special_lj[k] == 0.0 && force->special_coul[k] == 0.0)
+        error->all(FLERR,
+                   "pair_style hydragnn: special_bonds lj {} {} {} coul {} {} {} removes bonded "
+                   "1-{} neighbours from the neighbour list, so the model would not see those "
+                   "pairs: a machine-learned potential needs every pair within its cutoff; use "
+                   "'special_bonds lj/coul 1.0 1.0 1.0'",
+                   force->special_lj[1], force->special_lj[2], force->special_lj[3],
+                   force->special_coul[1], force->special_coul[2], force->special_coul[3], k + 1);
   // a full list of local atoms with local and ghost neighbours; the ghost shell is one model
   // cutoff (+ skin) wide because features are exchanged after every layer
   neighbor->add_request(this, NeighConst::REQ_FULL);
@@ -624,7 +645,16 @@ void PairHydraGNN::build_graph()
       const double dx = x[j][0] - x[i][0];
       const double dy = x[j][1] - x[i][1];
       const double dz = x[j][2] - x[i][2];
-      if (dx * dx + dy * dy + dz * dz >= cutsq_model) continue;
+      const double rsq = dx * dx + dy * dy + dz * dz;
+      if (rsq >= cutsq_model) continue;
+      // the engine's test (|r|^2 < 1e-20), here so that the message names LAMMPS atom IDs
+      // rather than graph rows; may happen on one rank only
+      if (rsq < 1e-20)
+        error->one(FLERR,
+                   "pair_style hydragnn: atoms {} and {} (atom IDs) are at the same position "
+                   "({:.6g} {:.6g} {:.6g}) on step {}",
+                   std::min(atom->tag[i], atom->tag[j]), std::max(atom->tag[i], atom->tag[j]),
+                   x[i][0], x[i][1], x[i][2], update->ntimestep);
       if (m.row_of[j] < 0) add_row(j);
       g.centers.push_back(gi);
       g.neighbors.push_back(m.row_of[j]);

@@ -30,6 +30,9 @@ HGNN_HEAD_NODE = 1
 HGNN_POOL_SUM = 0
 HGNN_POOL_MEAN = 1
 HGNN_POOL_MAX = 2
+# The largest libtorch thread count the engine accepts (mlip::compute::MAX_THREADS); checked here
+# too because ctypes would silently truncate a Python int beyond 32 bits before the engine sees it.
+MAX_THREADS = 1024
 
 
 # --- exceptions -----------------------------------------------------------------------------
@@ -144,18 +147,33 @@ class hgnn_head_t(Structure):
 
 
 def _candidates():
-    """Where to look for the library, in order (env HYDRAGNN_LIB, the package dir, the repo)."""
+    """Where to look for the library, in order: env HYDRAGNN_LIB; the package folder (where a
+    wheel built from a tree with the engine built ships it); CARGO_TARGET_DIR; and, when the
+    package runs from a hydragnn-rs source tree (editable install, PYTHONPATH), that tree's
+    target/release."""
     env = os.environ.get("HYDRAGNN_LIB")
     if env:
         return [Path(env)]
     here = Path(__file__).resolve().parent
-    repo = here.parent.parent  # ase-bridge/hydragnn_ase/_capi.py -> repository root
     out = [here / LIBRARY_NAME]
     target = os.environ.get("CARGO_TARGET_DIR")
     if target:
         out.append(Path(target) / "release" / LIBRARY_NAME)
-    out.append(repo / "target" / "release" / LIBRARY_NAME)
+    repo = here.parent.parent  # ase-bridge/hydragnn_ase/_capi.py -> repository root
+    if (repo / "Cargo.toml").is_file() and (repo / "mlip" / "capi").is_dir():
+        out.append(repo / "target" / "release" / LIBRARY_NAME)
     return out
+
+
+# How to get the engine, for every "not found" message.
+_HOW_TO_FIX = (
+    "To fix it, either\n"
+    "  - set HYDRAGNN_LIB to the path of libhydragnn.so (built in a hydragnn-rs checkout with "
+    "`. scripts/env.sh && cargo build --release -p hydragnn-capi`, it is "
+    "target/release/libhydragnn.so), or\n"
+    "  - build the engine first, then reinstall this package from that checkout "
+    "(`pip install ./ase-bridge`): the wheel then ships libhydragnn.so inside hydragnn_ase/."
+)
 
 
 def library_path():
@@ -165,13 +183,32 @@ def library_path():
         if p.is_file():
             return p
     if os.environ.get("HYDRAGNN_LIB"):
-        raise LibraryNotFoundError(f"HYDRAGNN_LIB={cands[0]} does not exist")
+        raise LibraryNotFoundError(
+            f"HYDRAGNN_LIB={cands[0]} does not exist (HYDRAGNN_LIB must be the path of "
+            f"{LIBRARY_NAME} itself). {_HOW_TO_FIX}"
+        )
     tried = "\n  ".join(str(p) for p in cands)
     raise LibraryNotFoundError(
-        f"{LIBRARY_NAME} not found; tried:\n  {tried}\n"
-        "Build it with `cargo build --release -p hydragnn-capi` in the hydragnn-rs repository, "
-        "or set HYDRAGNN_LIB to its path."
+        f"the engine library {LIBRARY_NAME} was not found; looked in:\n  {tried}\n{_HOW_TO_FIX}"
     )
+
+
+def check_threads(threads):
+    """`threads` as an int in 1..=MAX_THREADS, or None; anything else raises
+    InvalidArgumentError (a ValueError) naming the value and the range (ctypes would truncate a
+    value beyond 32 bits silently, so the range is checked before the engine sees it)."""
+    if threads is None:
+        return None
+    import numpy as np
+
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
+        raise InvalidArgumentError(
+            f"threads must be None or an integer in 1..={MAX_THREADS}, got {threads!r} "
+            f"of type {type(threads).__name__}"
+        )
+    if not 1 <= threads <= MAX_THREADS:
+        raise InvalidArgumentError(f"threads={threads} is out of range: it must be in 1..={MAX_THREADS}")
+    return int(threads)
 
 
 def _preload_libtorch():

@@ -33,8 +33,9 @@ class _Model:
     or an unpickled one loads the file again: a handle is never shared."""
 
     def __init__(self, path, device, dtype, head, threads, compress=True):
-        path = os.fspath(path)
+        path = _model_path(path)
         _check_compress(compress)
+        threads = _capi.check_threads(threads)
         self.args = (path, device, dtype, head, threads)
         self.lib = lib = _capi.load_library()
         if not os.path.exists(path):
@@ -42,12 +43,10 @@ class _Model:
         opts = lib.hgnn_options_default()
         opts.device = _choice("device", device, _DEVICES)
         opts.dtype = _capi.parse_precision(dtype)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
-            raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
-        opts.num_threads = 0 if threads is None else int(threads)
+        opts.num_threads = 0 if threads is None else threads
         opts.branch = None if head is None else str(head).encode()
         handle = c_void_p()
-        lib.hgnn_model_load(path.encode(), byref(opts), byref(handle))
+        lib.hgnn_model_load(os.fsencode(path), byref(opts), byref(handle))
         self.handle = handle
         self._free = weakref.finalize(self, lib.hgnn_model_free, handle)
 
@@ -140,6 +139,17 @@ class _Model:
         return (_Model, self.args + (self.compress,))
 
 
+def _model_path(path):
+    """A model path given as str, bytes or os.PathLike, as str (bytes decoded as the file
+    system encodes names, so that os.fsencode gives the same bytes back)."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(
+            f"model must be a path (str, bytes or os.PathLike), got {path!r} of type {type(path).__name__}"
+        ) from None
+
+
 def _check_compress(value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(
@@ -155,8 +165,10 @@ def _choice(name, value, table):
     return table[key]
 
 
-def _periodic3d(atoms):
-    return bool(np.all(atoms.pbc)) and atoms.cell.rank == 3
+def _full_rank(atoms):
+    """True when the cell has three independent vectors: the stress (strain derivative over the
+    cell volume) is defined, whatever the periodicity (a slab's cell includes its vacuum)."""
+    return atoms.cell.rank == 3
 
 
 class _Job:
@@ -168,7 +180,7 @@ class _Job:
         self.n = n
         self.positions = np.ascontiguousarray(atoms.get_positions(), dtype=np.float64)
         self.numbers = np.ascontiguousarray(atoms.numbers, dtype=np.int32)
-        self.volume = abs(atoms.cell.volume) if _periodic3d(atoms) else None
+        self.volume = abs(atoms.cell.volume) if _full_rank(atoms) else None
         s = _capi.hgnn_structure_t()
         s.n_atoms = n
         s.positions = _dptr(self.positions)
@@ -204,7 +216,7 @@ class HydraGNNCalculator(Calculator):
 
     Parameters
     ----------
-    model : str or os.PathLike
+    model : str, bytes or os.PathLike
         The model file (the same file the LAMMPS pair style reads).
     device : {"cpu", "cuda"}
         Where the engine evaluates.
@@ -215,18 +227,24 @@ class HydraGNNCalculator(Calculator):
         The output branch to use; None selects the model's first one (with a warning naming it
         when the model has several).
     threads : int or None
-        libtorch intra-op threads (process-wide); None keeps the current setting
-        (or the environment variable HYDRAGNN_NUM_THREADS).
+        libtorch intra-op threads (process-wide), 1..=1024 (anything else raises
+        InvalidArgumentError, a ValueError); None keeps the current setting (or the environment
+        variable HYDRAGNN_NUM_THREADS). In a process forked from one that had used the engine
+        (multiprocessing's "fork" start method), the engine runs one thread whatever is asked.
     compress : bool
         True (default): the engine's fast path (radial filters tabulated to the engine's default
         tolerance, fused kernels) where the model's backbone has one, else the exact path; False: the exact
         path (libtorch autograd). `path_info` says which one runs. Set explicitly, so the
         environment variable HYDRAGNN_COMPRESS does not apply to the calculator.
 
-    Every calculation computes energy, per-atom energies and forces, and for a fully periodic 3D
-    cell also the stress and per-atom stresses, in one engine call; ASE caches them until the
-    positions, numbers, cell or pbc change. Stress of a molecule or a cell with mixed periodicity
-    raises PropertyNotImplementedError.
+    Every calculation computes energy, per-atom energies and forces, and for a cell of full rank
+    also the stress and per-atom stresses, in one engine call; ASE caches them until the
+    positions, numbers, cell or pbc change. The stress is the strain derivative of the energy
+    over the cell volume, -(1/V) dE/dε, for any periodicity: for a slab (pbc=(T, T, F)) V
+    includes the vacuum, so the in-plane components are the surface stress (plus the bulk's)
+    divided by the cell height, and a cell filter can relax the periodic directions
+    (FrechetCellFilter(slab, mask=...)). A cell of rank < 3 (e.g. a molecule with no cell)
+    raises PropertyNotImplementedError for stress.
 
     The other heads of the branch (e.g. a HOMO-LUMO `gap`, per-atom `charges`) are computed with
     every calculation too and appear in `results` under their names: graph heads as a float (or
@@ -241,11 +259,13 @@ class HydraGNNCalculator(Calculator):
 
     def __init__(self, model, device="cpu", dtype="float64", head=None, threads=None, compress=True, **kwargs):
         _check_compress(compress)
+        model = _model_path(model)
+        threads = _capi.check_threads(threads)
         Calculator.__init__(
-            self, model=os.fspath(model), device=device, dtype=dtype, head=head, threads=threads,
+            self, model=model, device=device, dtype=dtype, head=head, threads=threads,
             compress=bool(compress), **kwargs
         )
-        self._model = _Model(os.fspath(model), device, dtype, head, threads, compress)
+        self._model = _Model(model, device, dtype, head, threads, compress)
         self._set_heads()
 
     def _set_heads(self):
@@ -258,7 +278,9 @@ class HydraGNNCalculator(Calculator):
         and discards the results; a new `compress` switches the loaded model's path and discards
         the results."""
         if "model" in kwargs:
-            kwargs["model"] = os.fspath(kwargs["model"])
+            kwargs["model"] = _model_path(kwargs["model"])
+        if "threads" in kwargs:
+            kwargs["threads"] = _capi.check_threads(kwargs["threads"])
         if "compress" in kwargs:
             _check_compress(kwargs["compress"])
             kwargs["compress"] = bool(kwargs["compress"])
@@ -328,7 +350,7 @@ class HydraGNNCalculator(Calculator):
         Calculator.calculate(self, atoms, properties or ["energy"], system_changes)
         if properties is not None:
             _check_stress(self.atoms, properties)
-        want = _STRESS if _periodic3d(self.atoms) else ()
+        want = _STRESS if _full_rank(self.atoms) else ()
         job = _Job(self.atoms, want)
         m = self._model
         m.lib.hgnn_compute(m.handle, byref(job.structure), byref(job.raw))
@@ -342,7 +364,7 @@ class HydraGNNCalculator(Calculator):
         Returns one dict per structure with the keys of `calculate`'s results (the model's other
         heads included). `properties`
         (default: all that apply to every structure) decides whether stresses are computed; asking
-        for stress when some structure is not fully periodic raises PropertyNotImplementedError.
+        for stress when some structure has no cell of full rank raises PropertyNotImplementedError.
         The structures' own calculators are not touched; to attach the results use e.g.
         `SinglePointCalculator(atoms, **r)`.
         """
@@ -351,7 +373,7 @@ class HydraGNNCalculator(Calculator):
             properties = [properties]
         if properties is None:
             properties = [p for p in self.implemented_properties if p not in _STRESS]
-            if images and all(_periodic3d(a) for a in images):
+            if images and all(_full_rank(a) for a in images):
                 properties += list(_STRESS)
         for p in properties:
             if p not in self.implemented_properties:
@@ -374,8 +396,9 @@ class HydraGNNCalculator(Calculator):
 
 
 def _check_stress(atoms, properties, where=""):
-    if any(p in _STRESS for p in properties) and not _periodic3d(atoms):
+    if any(p in _STRESS for p in properties) and not _full_rank(atoms):
         raise PropertyNotImplementedError(
-            f"{where}stress is defined only for a fully periodic 3D cell (pbc={atoms.pbc.tolist()}, "
-            f"cell rank {atoms.cell.rank}); energy and forces work for any periodicity"
+            f"{where}stress needs a cell of full rank (three independent cell vectors; this one has "
+            f"rank {atoms.cell.rank}, pbc={atoms.pbc.tolist()}): give the non-periodic directions "
+            "a cell vector too (e.g. atoms.center(vacuum=...)); energy and forces work for any cell"
         )

@@ -78,14 +78,30 @@ def test_stress_is_minus_virial_over_volume_in_voigt_order(schnet_path, rng, com
 
 
 @pytest.mark.parametrize("pbc", [False, [True, True, False], [True, False, False]])
-def test_stress_without_a_3d_cell_raises_but_the_rest_works(schnet_path, rng, pbc, compress):
+def test_stress_of_a_full_rank_cell_for_any_periodicity(schnet_path, rng, pbc, compress):
+    """Issue 13: stress was refused unless pbc was all True; like ASE's own calculators, any
+    cell of full rank has one (the strain derivative over the cell volume; equal to finite
+    differences in test_ase_finite_differences)."""
     calc = HydraGNNCalculator(schnet_path, compress=compress)
     atoms = random_atoms(rng, 5, calc.species, pbc=pbc)
+    atoms.calc = calc
+    stress, stresses = atoms.get_stress(), atoms.get_stresses()
+    assert stress.shape == (6,) and np.isfinite(stress).all() and stresses.shape == (5, 6)
+    assert np.abs(stresses.sum(axis=0) - stress).max() < 1e-10 * max(1.0, np.abs(stress).max())
+
+
+@pytest.mark.parametrize("cell", ["zero", "rank2"])
+def test_stress_without_a_full_rank_cell_raises_but_the_rest_works(schnet_path, rng, cell, compress):
+    calc = HydraGNNCalculator(schnet_path, compress=compress)
+    pbc = False if cell == "zero" else [True, True, False]
+    atoms = random_atoms(rng, 5, calc.species, pbc=pbc)
+    c = np.zeros((3, 3)) if cell == "zero" else atoms.cell.array * [[1], [1], [0]]
+    atoms.set_cell(c)
     atoms.calc = calc
     f = atoms.get_forces()
     assert f.shape == (5, 3) and np.isfinite(f).all()
     for get in (atoms.get_stress, atoms.get_stresses):
-        with pytest.raises(PropertyNotImplementedError, match="fully periodic 3D cell"):
+        with pytest.raises(PropertyNotImplementedError, match="cell of full rank"):
             get()
     assert np.array_equal(atoms.get_forces(), f)
 
@@ -215,6 +231,7 @@ def test_batch_equals_one_by_one(model_path, rng, counted, compress):
 def test_batch_of_mixed_periodicity(schnet_path, rng, compress):
     calc = HydraGNNCalculator(schnet_path, compress=compress)
     images = [random_atoms(rng, 4, calc.species), random_atoms(rng, 4, calc.species, pbc=False)]
+    images[1].set_cell(np.zeros((3, 3)))  # a molecule without a cell: no stress
     out = calc.batch(images)
     assert "stress" not in out[0] and "stress" not in out[1]
     for atoms, r in zip(images, out):
@@ -258,6 +275,7 @@ def test_direct_calculate_computes_what_applies(schnet_path, rng, compress):
     """calc.calculate(atoms) without properties (as some scripts call it) works for a molecule too."""
     calc = HydraGNNCalculator(schnet_path, compress=compress)
     molecule = random_atoms(rng, 4, calc.species, pbc=False)
+    molecule.set_cell(np.zeros((3, 3)))  # no cell: no stress (with a box, it has one)
     calc.calculate(molecule)
     assert set(calc.results) == {"energy", "free_energy", "energies", "forces"}
     crystal = random_atoms(rng, 4, calc.species)

@@ -289,7 +289,8 @@ impl Model {
         for (k, s) in structures.iter().enumerate() {
             s.validate()
                 .map_err(|e| e.in_structure(k, structures.len()))?;
-            let nl = neighbor_list(s, self.cutoff())?;
+            let nl =
+                neighbor_list(s, self.cutoff()).map_err(|e| e.in_structure(k, structures.len()))?;
             let shifts: Vec<[f64; 3]> = nl
                 .shifts
                 .iter()
@@ -538,13 +539,21 @@ pub const BATCH_EDGES: usize = 20_000;
 /// Largest number of edges evaluated in one fast-path pass by [`Model::compute_graphs`].
 pub const BATCH_EDGES_FAST: usize = 200_000;
 
+/// The largest number of libtorch intra-op threads accepted ([`set_num_threads`]): far above any
+/// useful count (one per logical CPU), and far below the counts at which libgomp crashes (2048
+/// threads: a segfault after the call succeeded) or exhausts memory (10^6).
+pub const MAX_THREADS: i32 = 1024;
+
 /// Sets the number of libtorch intra-op threads (also read from `HYDRAGNN_NUM_THREADS` by
-/// [`threads_from_env`]).
+/// [`threads_from_env`]); `n` must be in `1..=MAX_THREADS`. In a process forked from one that
+/// had loaded the engine, one thread is used whatever `n` is ([`crate::fork`]).
 pub fn set_num_threads(n: i32) -> Result<()> {
-    if n < 1 {
-        return invalid(format!("number of threads must be >= 1, got {n}"));
+    if !(1..=MAX_THREADS).contains(&n) {
+        return invalid(format!(
+            "number of threads {n} is out of range: it must be in 1..={MAX_THREADS}"
+        ));
     }
-    tch::set_num_threads(n);
+    tch::set_num_threads(crate::fork::effective_threads(n));
     Ok(())
 }
 
@@ -552,12 +561,18 @@ pub fn set_num_threads(n: i32) -> Result<()> {
 pub fn threads_from_env() -> Result<Option<i32>> {
     match std::env::var("HYDRAGNN_NUM_THREADS") {
         Ok(v) => {
-            let n: i32 = v.trim().parse().map_err(|_| {
+            let n: i64 = v.trim().parse().map_err(|_| {
                 Error::InvalidInput(format!(
-                    "HYDRAGNN_NUM_THREADS='{v}' is not a positive integer"
+                    "HYDRAGNN_NUM_THREADS='{v}' is not an integer in 1..={MAX_THREADS}"
                 ))
             })?;
-            set_num_threads(n)?;
+            let out_of_range = || {
+                Error::InvalidInput(format!(
+                    "HYDRAGNN_NUM_THREADS='{v}' is out of range: it must be in 1..={MAX_THREADS}"
+                ))
+            };
+            let n = i32::try_from(n).map_err(|_| out_of_range())?;
+            set_num_threads(n).map_err(|_| out_of_range())?;
             Ok(Some(n))
         }
         Err(_) => Ok(None),

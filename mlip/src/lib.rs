@@ -6,6 +6,7 @@
 //! - [`compute`]: energy, forces, virial and per-atom quantities through autograd.
 //! - [`layered`]: layer-by-layer evaluation with ghost-feature exchange (spatial decomposition).
 //! - [`file`](mod@file): the self-describing model file.
+//! - [`fork`]: fork safety (a forked child runs single-threaded instead of hanging).
 //! - [`hydragnn`]: models trained by upstream HydraGNN (config + state dict) as engine models.
 //! - [`precision`]: float32 / float64, their names and aliases.
 //! - [`fast`]: the fast evaluation path (compressed radial filters, fused edge kernels, hand-written backward).
@@ -19,6 +20,7 @@ pub mod elements;
 pub mod error;
 pub mod fast;
 pub mod file;
+pub mod fork;
 pub mod hydragnn;
 pub mod layered;
 pub mod model;

@@ -15,7 +15,9 @@
 //!
 //! Exactness. The candidates are filtered with a slightly loose test on wrapped positions; each
 //! accepted edge is then re-checked with exactly the arithmetic of [`NeighborList::edge_vectors`]
-//! (`0 < |r|² < cutoff²`), so every returned edge vector is strictly inside the cutoff.
+//! (`0 < |r|² < cutoff²`), so every returned edge vector is strictly inside the cutoff. Two atoms
+//! at the same position (`|r|² <` [`MIN_DISTANCE2`], an atom and another's periodic image
+//! included) are an error naming both, never a pair silently dropped.
 
 use crate::error::{invalid, Result};
 use crate::structure::{cross, dot, norm, scale, sub, Structure};
@@ -32,6 +34,10 @@ const SLACK: f64 = 1e-6;
 const MAX_WRAP: f64 = (1u64 << 29) as f64;
 /// Largest number of images searched along one direction on each side (cutoff / height).
 const MAX_IMAGES: f64 = 1e6;
+/// Two atoms (or an atom and a periodic image of another) closer than this (Å, squared: 1e-10 Å)
+/// are "at the same position": the structure is refused, as in a caller-supplied graph and in
+/// LAMMPS, rather than the pair being dropped.
+pub const MIN_DISTANCE2: f64 = 1e-20;
 
 /// Full (both directions) neighbour list; edge e goes center -> neighbor.
 ///
@@ -77,7 +83,9 @@ impl NeighborList {
 /// Sorted by (center, neighbor, shift) so the result is deterministic. Errors (Error::InvalidInput with a clear message)
 /// for cutoff <= 0 or non-finite; calls s.validate() first.
 ///
-/// The test is `0 < |r|² < cutoff²` on the vector that [`NeighborList::edge_vectors`] returns.
+/// The test is `0 < |r|² < cutoff²` on the vector that [`NeighborList::edge_vectors`] returns;
+/// two atoms with `|r|² <` [`MIN_DISTANCE2`] (the same position) are an `InvalidInput` error
+/// naming both atom indices (0-based), the lower first.
 /// Shift components along non-periodic directions are always 0. Above 1000 atoms the search runs
 /// in parallel with rayon; the result is identical to the serial one.
 pub fn neighbor_list(s: &Structure, cutoff: f64) -> Result<NeighborList> {
@@ -166,7 +174,9 @@ fn neighbor_list_impl(s: &Structure, cutoff: f64, parallel: bool) -> Result<Neig
     }
     let grid = build_grid(s, cutoff)?;
     let n = s.len();
-    let lists: Vec<NeighborList> = if parallel {
+    // rayon's pool does not survive a fork: a forked child searches serially.
+    let parallel = parallel && !crate::fork::in_forked_child();
+    let found: Vec<(NeighborList, Option<Overlap>)> = if parallel {
         (0..n.div_ceil(CHUNK))
             .into_par_iter()
             .map(|c| search(s, &grid, cutoff, c * CHUNK..((c + 1) * CHUNK).min(n)))
@@ -174,6 +184,23 @@ fn neighbor_list_impl(s: &Structure, cutoff: f64, parallel: bool) -> Result<Neig
     } else {
         vec![search(s, &grid, cutoff, 0..n)]
     };
+    if let Some((i, j, sh)) = found.iter().filter_map(|f| f.1).min() {
+        let r = edge_vector(s.positions[i], s.positions[j], sh, &s.cell);
+        let image = if sh == [0; 3] {
+            String::new()
+        } else {
+            format!(" (the periodic image of atom {j} shifted by {sh:?} cell vectors)")
+        };
+        return invalid(format!(
+            "atoms {i} and {j} are at the same position{image}: {:?} and {:?}, {:.2e} Å apart \
+             (closer than {:.0e} Å); remove one of them",
+            s.positions[i],
+            s.positions[j],
+            dot(r, r).sqrt(),
+            MIN_DISTANCE2.sqrt()
+        ));
+    }
+    let lists: Vec<NeighborList> = found.into_iter().map(|f| f.0).collect();
     if lists.len() == 1 {
         return Ok(lists.into_iter().next().unwrap_or_default());
     }
@@ -363,8 +390,17 @@ fn build_grid(s: &Structure, cutoff: f64) -> Result<Grid> {
     })
 }
 
-/// The edges of the centers in `range`, sorted.
-fn search(s: &Structure, grid: &Grid, cutoff: f64, range: std::ops::Range<usize>) -> NeighborList {
+/// Two atoms at the same position: (lower index, higher index, shift of the higher one's image).
+type Overlap = (usize, usize, [i32; 3]);
+
+/// The edges of the centers in `range`, sorted, and the first pair of atoms found at the same
+/// position (closer than [`MIN_DISTANCE2`]), if any.
+fn search(
+    s: &Structure,
+    grid: &Grid,
+    cutoff: f64,
+    range: std::ops::Range<usize>,
+) -> (NeighborList, Option<Overlap>) {
     let c2 = cutoff * cutoff;
     let loose = c2 * (1.0 + 4.0 * SLACK);
     let cell = &s.cell;
@@ -373,6 +409,7 @@ fn search(s: &Structure, grid: &Grid, cutoff: f64, range: std::ops::Range<usize>
     let mut reach: [Vec<(usize, i32)>; 3] = Default::default();
     let mut found: Vec<(usize, [i32; 3])> = Vec::new();
     let mut keys: Vec<u64> = Vec::new();
+    let mut overlap: Option<Overlap> = None;
     let (first, end) = (range.start, range.end);
     for i in range {
         if i - first == 32 {
@@ -416,7 +453,18 @@ fn search(s: &Structure, grid: &Grid, cutoff: f64, range: std::ops::Range<usize>
                         // Exact test, in the arithmetic of `edge_vectors`.
                         let r = edge_vector(s.positions[i], s.positions[j], sh, cell);
                         let r2 = dot(r, r);
-                        if r2 > 0.0 && r2 < c2 {
+                        if r2 < MIN_DISTANCE2 {
+                            // An atom with itself (no shift) is no pair; anything else this close
+                            // is two atoms at the same place.
+                            if i != j || sh != [0; 3] {
+                                let o = if i < j {
+                                    (i, j, sh)
+                                } else {
+                                    (j, i, sh.map(|x| -x))
+                                };
+                                overlap = Some(overlap.map_or(o, |p| p.min(o)));
+                            }
+                        } else if r2 < c2 {
                             found.push((j, sh));
                         }
                     }
@@ -430,7 +478,82 @@ fn search(s: &Structure, grid: &Grid, cutoff: f64, range: std::ops::Range<usize>
             out.shifts.push(sh);
         }
     }
-    out
+    (out, overlap)
+}
+
+/// Checks that a caller-supplied edge list (edge e: `centers[e]` <- `neighbors[e]`, Cartesian
+/// `shifts[e]` or none) has no edge twice: a duplicate would count its pair twice in every sum
+/// over edges. Two edges are the same when they have the same centre and neighbour and shifts
+/// that differ by less than 1e-8 Å (distinct periodic images differ by a lattice vector). The
+/// error names both edges and their atoms. O(edges) time: edges are grouped by centre with a
+/// counting sort, and shifts compared only between edges of one centre with the same neighbour.
+/// An index `>= n_atoms` is an error too; shifts, when given, are one per edge.
+pub fn check_unique_edges(
+    n_atoms: usize,
+    centers: &[usize],
+    neighbors: &[usize],
+    shifts: Option<&[[f64; 3]]>,
+) -> Result<()> {
+    let n_edges = centers.len().min(neighbors.len());
+    for e in 0..n_edges {
+        if centers[e] >= n_atoms || neighbors[e] >= n_atoms {
+            return invalid(format!(
+                "edge {e} ({} -> {}) refers to an atom index >= {n_atoms}",
+                centers[e], neighbors[e]
+            ));
+        }
+    }
+    if n_edges < 2 {
+        return Ok(());
+    }
+    // Edges grouped by centre (stable: in input order within a centre).
+    let mut start = vec![0usize; n_atoms + 1];
+    for &c in &centers[..n_edges] {
+        start[c + 1] += 1;
+    }
+    for a in 0..n_atoms {
+        start[a + 1] += start[a];
+    }
+    let mut fill = start.clone();
+    let mut order = vec![0usize; n_edges];
+    for (e, &c) in centers[..n_edges].iter().enumerate() {
+        order[fill[c]] = e;
+        fill[c] += 1;
+    }
+    // seen[j] = (centre + 1, first edge of that centre with neighbour j)
+    let mut seen = vec![(0usize, 0usize); n_atoms];
+    let shift = |e: usize| shifts.and_then(|s| s.get(e).copied()).unwrap_or([0.0; 3]);
+    for c in 0..n_atoms {
+        let edges = &order[start[c]..start[c + 1]];
+        for (k, &e) in edges.iter().enumerate() {
+            let j = neighbors[e];
+            if seen[j].0 != c + 1 {
+                seen[j] = (c + 1, k);
+                continue;
+            }
+            // Another edge of this centre has the same neighbour: compare the shifts.
+            for &f in &edges[seen[j].1..k] {
+                if neighbors[f] != j {
+                    continue;
+                }
+                let (a, b) = (shift(f), shift(e));
+                if (0..3).all(|x| (a[x] - b[x]).abs() < 1e-8) {
+                    let (first, second) = (f.min(e), f.max(e));
+                    let with = if shifts.is_some() {
+                        format!(" with shift {a:?}")
+                    } else {
+                        String::new()
+                    };
+                    return invalid(format!(
+                        "edges {first} and {second} are the same edge (centre atom {c}, neighbour \
+                         atom {j}{with}): every edge must appear once, a duplicate would count \
+                         its pair twice"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sorts one center's edges by (neighbor, shift). The common case (shifts within ±127, fewer

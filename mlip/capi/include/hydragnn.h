@@ -82,7 +82,9 @@ typedef struct hgnn_results_t {
 // A caller-supplied graph: atoms `0..n_local` are local, the rest ghosts. Edge e carries a
 // message from `neighbors[e]` to `centers[e]`, with vector
 // `positions[neighbors[e]] - positions[centers[e]] + shifts[e]`. Pairs beyond the cutoff are
-// allowed (they contribute exactly zero).
+// allowed (they contribute exactly zero). Every edge must appear once: a graph with the same
+// (centre, neighbour, shift) twice is refused with `HGNN_ERROR_INVALID_ARGUMENT` naming both
+// edges (a duplicate would count its pair twice).
 typedef struct hgnn_graph_t {
   // Number of local atoms.
   int64_t n_local;
@@ -122,7 +124,7 @@ typedef struct hgnn_options_t {
   int32_t device;
   // `HGNN_DTYPE_FLOAT32` or `HGNN_DTYPE_FLOAT64`.
   int32_t dtype;
-  // libtorch intra-op threads; 0 keeps the current setting (or `HYDRAGNN_NUM_THREADS`).
+  // libtorch intra-op threads, 1..=1024; 0 keeps the current setting (or `HYDRAGNN_NUM_THREADS`).
   int32_t num_threads;
   // Name of the output branch (head) to use; NULL selects the model's first branch.
   const char *branch;
@@ -347,6 +349,9 @@ hgnn_status_t hgnn_model_path_description(const struct hgnn_model_t *model,
 struct hgnn_options_t hgnn_options_default(void);
 
 // Sets the number of libtorch intra-op threads for the process (also: `HYDRAGNN_NUM_THREADS`).
+// `n` must be in 1..=1024 (`mlip::compute::MAX_THREADS`), else `HGNN_ERROR_INVALID_ARGUMENT`
+// naming the value and the range. In a process forked from one that had used the library, one
+// thread is used whatever `n` is (libgomp's threads do not survive a fork).
 hgnn_status_t hgnn_set_num_threads(int32_t n);
 
 // Parses a precision's name into `*dtype` (`HGNN_DTYPE_FLOAT32` or `HGNN_DTYPE_FLOAT64`): the

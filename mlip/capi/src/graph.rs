@@ -9,7 +9,9 @@ use crate::status::{arg, as_vec3, count, hgnn_status_t, null, out, slice, wrap, 
 /// A caller-supplied graph: atoms `0..n_local` are local, the rest ghosts. Edge e carries a
 /// message from `neighbors[e]` to `centers[e]`, with vector
 /// `positions[neighbors[e]] - positions[centers[e]] + shifts[e]`. Pairs beyond the cutoff are
-/// allowed (they contribute exactly zero).
+/// allowed (they contribute exactly zero). Every edge must appear once: a graph with the same
+/// (centre, neighbour, shift) twice is refused with `HGNN_ERROR_INVALID_ARGUMENT` naming both
+/// edges (a duplicate would count its pair twice).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct hgnn_graph_t {
@@ -69,6 +71,14 @@ impl<'a> Graph<'a> {
         } else {
             Some(as_vec3(slice(g.shifts, 3 * ne, "shifts")?))
         };
+        for (e, (&i, &j)) in centers.iter().zip(&neighbors).enumerate() {
+            if i >= n || j >= n {
+                return Err(arg(format!(
+                    "edge {e} ({i} -> {j}) refers to an atom index >= n_total = {n}"
+                )));
+            }
+        }
+        mlip::neighbors::check_unique_edges(n, &centers, &neighbors, shifts.as_deref())?;
         Ok(Graph {
             n_local: nl,
             positions,

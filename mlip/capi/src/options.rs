@@ -23,7 +23,7 @@ pub struct hgnn_options_t {
     pub device: i32,
     /// `HGNN_DTYPE_FLOAT32` or `HGNN_DTYPE_FLOAT64`.
     pub dtype: i32,
-    /// libtorch intra-op threads; 0 keeps the current setting (or `HYDRAGNN_NUM_THREADS`).
+    /// libtorch intra-op threads, 1..=1024; 0 keeps the current setting (or `HYDRAGNN_NUM_THREADS`).
     pub num_threads: i32,
     /// Name of the output branch (head) to use; NULL selects the model's first branch.
     pub branch: *const c_char,
@@ -41,6 +41,9 @@ pub extern "C" fn hgnn_options_default() -> hgnn_options_t {
 }
 
 /// Sets the number of libtorch intra-op threads for the process (also: `HYDRAGNN_NUM_THREADS`).
+/// `n` must be in 1..=1024 (`mlip::compute::MAX_THREADS`), else `HGNN_ERROR_INVALID_ARGUMENT`
+/// naming the value and the range. In a process forked from one that had used the library, one
+/// thread is used whatever `n` is (libgomp's threads do not survive a fork).
 #[no_mangle]
 #[must_use]
 pub extern "C" fn hgnn_set_num_threads(n: i32) -> hgnn_status_t {

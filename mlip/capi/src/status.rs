@@ -56,7 +56,13 @@ pub(crate) fn arg(msg: String) -> Fail {
 }
 
 /// The one shape of every exported function: catch panics, map errors to codes and messages.
+/// Every entry also runs the engine's fork guard (`mlip::fork::on_entry`: in a process forked
+/// from one that had used the library, one thread, instead of a hang in libgomp or rayon).
 pub(crate) fn wrap(f: impl FnOnce() -> Result<(), Fail>) -> hgnn_status_t {
+    let f = || {
+        mlip::fork::on_entry();
+        f()
+    };
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => HGNN_SUCCESS,
         Ok(Err(Fail(code, msg))) => {
