@@ -204,7 +204,9 @@ pub fn histogram_png(path: &Path, title: &str, values: &[f64], bins: usize) -> R
     let bins = bins.max(1);
     let (mut lo, mut hi) = v
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
     if !lo.is_finite() {
         (lo, hi) = (0.0, 1.0);
     }
@@ -231,8 +233,11 @@ pub fn histogram_png(path: &Path, title: &str, values: &[f64], bins: usize) -> R
             let xa = x0 + (b as f64 * bw).round() as i32;
             let xb = x0 + ((b + 1) as f64 * bw).round() as i32;
             let yt = y1 - ((c as f64 / top as f64) * (y1 - y0) as f64).round() as i32;
-            root.draw(&Rectangle::new([(xa, yt), (xb.max(xa + 1), y1)], blue.filled()))
-                .map_err(|e| err(e.to_string()))?;
+            root.draw(&Rectangle::new(
+                [(xa, yt), (xb.max(xa + 1), y1)],
+                blue.filled(),
+            ))
+            .map_err(|e| err(e.to_string()))?;
         }
         root.draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1)))
             .map_err(|e| err(e.to_string()))?;

@@ -331,9 +331,13 @@ fn two_ranks_write_what_one_rank_writes() {
     let b = std::fs::read_to_string(two.with_extension("csv")).unwrap();
     assert_eq!(a.lines().count(), 1 + 23 + 12);
     assert_eq!(a, b);
-    let open = |p: &Path| hydragnn_train::data::adios::Reader::open(p.with_extension("bp")).unwrap();
+    let open =
+        |p: &Path| hydragnn_train::data::adios::Reader::open(p.with_extension("bp")).unwrap();
     for v in ["energy", "energy_per_atom", "fmax", "gap"] {
-        let (x, y) = (open(&one).read_all::<f64>(v).unwrap().1, open(&two).read_all::<f64>(v).unwrap().1);
+        let (x, y) = (
+            open(&one).read_all::<f64>(v).unwrap().1,
+            open(&two).read_all::<f64>(v).unwrap().1,
+        );
         assert_eq!(x.len(), 35);
         assert!(
             x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
@@ -341,7 +345,10 @@ fn two_ranks_write_what_one_rank_writes() {
         );
     }
     for v in ["index", "frame", "n_atoms"] {
-        let (x, y) = (open(&one).read_all::<i64>(v).unwrap().1, open(&two).read_all::<i64>(v).unwrap().1);
+        let (x, y) = (
+            open(&one).read_all::<i64>(v).unwrap().1,
+            open(&two).read_all::<i64>(v).unwrap().1,
+        );
         assert_eq!(x.len(), 35);
         assert_eq!(x, y, "{v}");
     }
@@ -378,9 +385,11 @@ fn resume_after_kill_9_equals_uninterrupted() {
         .collect()
     };
     let full = dir.path().join("full");
-    ok(screen_cmd(&args(&full).iter().map(|s| s.as_str()).collect::<Vec<_>>())
-        .output()
-        .unwrap());
+    ok(
+        screen_cmd(&args(&full).iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            .output()
+            .unwrap(),
+    );
     let reference = std::fs::read_to_string(full.with_extension("csv")).unwrap();
     assert_eq!(reference.lines().count(), n + 1);
 
@@ -392,7 +401,11 @@ fn resume_after_kill_9_equals_uninterrupted() {
         if k > 0 {
             c.arg("--resume");
         }
-        let mut child = c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = c
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let t0 = Instant::now();
         while chunks(&parts) < kill_at && t0.elapsed() < Duration::from_secs(120) {
             if child.try_wait().unwrap().is_some() {
@@ -417,7 +430,10 @@ fn resume_after_kill_9_equals_uninterrupted() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
     let mut c = screen_cmd(&args(&run).iter().map(|s| s.as_str()).collect::<Vec<_>>());
     let stdout = ok(c.arg("--resume").output().unwrap());
-    assert!(stdout.contains(&format!("screened {n} structures")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("screened {n} structures")),
+        "{stdout}"
+    );
     let resumed = std::fs::read_to_string(run.with_extension("csv")).unwrap();
     assert_eq!(resumed, reference);
     assert!(!parts.exists(), "the chunks are removed after the merge");
@@ -454,10 +470,14 @@ fn generated_variants_are_deterministic() {
     assert_eq!(a, b);
     let (h, rows) = table(&dir.path().join("a.csv"));
     assert_eq!(rows.len(), 25);
-    let formulas: std::collections::BTreeSet<&str> =
-        rows.iter().map(|r| r[col(&h, "formula")].as_str()).collect();
+    let formulas: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r[col(&h, "formula")].as_str())
+        .collect();
     assert!(formulas.len() > 3, "{formulas:?}");
-    assert!(formulas.iter().all(|f| f.starts_with("Cu") || f.starts_with("Ni")));
+    assert!(formulas
+        .iter()
+        .all(|f| f.starts_with("Cu") || f.starts_with("Ni")));
     let bad = screen_cmd(&[
         "-o",
         dir.path().join("c").to_str().unwrap(),

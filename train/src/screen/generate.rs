@@ -59,7 +59,12 @@ fn element(sym: &str, spec: &str) -> Result<i32> {
 
 impl Generator {
     /// Parses `substitute:A,B:N` or `rattle:SIGMA:N` for `template` (read from `template_path`).
-    pub fn parse(spec: &str, template_path: PathBuf, template: Frame, seed: u64) -> Result<Generator> {
+    pub fn parse(
+        spec: &str,
+        template_path: PathBuf,
+        template: Frame,
+        seed: u64,
+    ) -> Result<Generator> {
         let bad = |m: &str| {
             Error::Invalid(format!(
                 "--generate '{spec}': {m} (expected substitute:A,B:N or rattle:SIGMA:N)"
@@ -69,9 +74,12 @@ impl Generator {
         if parts.len() != 3 {
             return Err(bad("three fields separated by ':'"));
         }
-        let count: usize = parts[2]
-            .parse()
-            .map_err(|_| bad(&format!("count '{}' is not a non-negative integer", parts[2])))?;
+        let count: usize = parts[2].parse().map_err(|_| {
+            bad(&format!(
+                "count '{}' is not a non-negative integer",
+                parts[2]
+            ))
+        })?;
         let variation = match parts[0] {
             "substitute" => {
                 let (a, b) = parts[1]

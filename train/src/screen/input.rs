@@ -131,7 +131,11 @@ pub fn index_extxyz(path: &Path) -> Result<Vec<(u64, usize, usize)>> {
 impl Inputs {
     /// Opens every input: extxyz files are indexed, datasets contribute their non-empty splits
     /// (or only `split`), then the generated variants, if any.
-    pub fn open(paths: &[PathBuf], split: Option<&str>, generated: Option<Generator>) -> Result<Inputs> {
+    pub fn open(
+        paths: &[PathBuf],
+        split: Option<&str>,
+        generated: Option<Generator>,
+    ) -> Result<Inputs> {
         let mut sources = Vec::new();
         for p in paths {
             if is_dataset(p) {

@@ -503,7 +503,11 @@ fn print_report(plan: &ScreenPlan, table: &Table, s: &ScreenSummary) {
         "top {} by {} ({}):",
         s.top.len(),
         plan.sort_by,
-        if plan.descending { "largest first" } else { "smallest first" }
+        if plan.descending {
+            "largest first"
+        } else {
+            "smallest first"
+        }
     );
     println!("{}", table.header);
     for &(i, _) in &s.top {

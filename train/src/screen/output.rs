@@ -245,7 +245,11 @@ fn chunk_name(start: usize, end: usize) -> String {
 /// file: written under a temporary name and renamed, so a chunk is either whole or absent.
 pub fn write_chunk(dir: &Path, start: usize, end: usize, lines: &[String]) -> Result<()> {
     let path = dir.join(chunk_name(start, end));
-    let tmp = dir.join(format!(".{}.tmp{}", chunk_name(start, end), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        chunk_name(start, end),
+        std::process::id()
+    ));
     let mut text = lines.join("\n");
     text.push('\n');
     std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
@@ -444,7 +448,11 @@ impl Table {
         w.attr_str("branch", branch)?;
         w.attr_strs(
             "columns",
-            &self.numeric.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>(),
+            &self
+                .numeric
+                .iter()
+                .map(|(c, _)| c.clone())
+                .collect::<Vec<_>>(),
         )?;
         w.attr("n_structures", n as i64)?;
         if !sources.is_empty() {
