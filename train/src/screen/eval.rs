@@ -84,10 +84,8 @@ impl GraphRules {
             .map(|sh| [0, 1, 2].map(|c| (0..3).map(|k| sh[k] as f64 * s.cell[k][c]).sum()))
             .collect();
         let md2 = self.min_distance * self.min_distance;
-        for e in 0..nl.centers.len() {
-            let (i, j) = (nl.centers[e], nl.neighbors[e]);
-            let r: [f64; 3] =
-                [0, 1, 2].map(|c| s.positions[j][c] - s.positions[i][c] + shifts[e][c]);
+        for ((&i, &j), sh) in nl.centers.iter().zip(&nl.neighbors).zip(&shifts) {
+            let r: [f64; 3] = [0, 1, 2].map(|c| s.positions[j][c] - s.positions[i][c] + sh[c]);
             let d2 = r[0] * r[0] + r[1] * r[1] + r[2] * r[2];
             if d2 < md2 {
                 return Err(format!(

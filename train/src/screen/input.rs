@@ -28,7 +28,7 @@ pub enum SourceKind {
         split: String,
     },
     /// Variants of a template structure.
-    Generated(Generator),
+    Generated(Box<Generator>),
 }
 
 /// One input: a file (or a dataset split, or a generator) and its number of structures.
@@ -175,7 +175,7 @@ impl Inputs {
                 path: g.template_path.clone(),
                 label: g.label(),
                 len: g.count,
-                kind: SourceKind::Generated(g),
+                kind: SourceKind::Generated(Box::new(g)),
             });
         }
         let mut starts = Vec::with_capacity(sources.len() + 1);
