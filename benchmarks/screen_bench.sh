@@ -61,20 +61,29 @@ run() { # name model input np extra-args...
   local name=$1 model=$2 input=$3 np=$4; shift 4
   local out="$WORK/out_${name}_np${np}"
   rm -rf "$out".*
-  HYDRAGNN_NUM_THREADS=1 mpirun -np "$np" "$BIN" screen "$model" "$input" -o "$out" \
-    --threads 1 --quiet "$@" > "$out.log"
-  python - "$out.summary.json" "$name" "$np" <<'EOF'
+  # CPU seconds of every process of the run too: on a shared machine the wall time alone would
+  # understate what a core does.
+  HYDRAGNN_NUM_THREADS=1 python - "$out.cpu" mpirun -np "$np" "$BIN" screen "$model" "$input" \
+    -o "$out" --threads 1 --quiet "$@" > "$out.log" <<'PY'
+import resource, subprocess, sys
+subprocess.run(sys.argv[2:], check=True)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(str(r.ru_utime + r.ru_stime))
+PY
+  python - "$out.summary.json" "$name" "$np" "$(cat "$out.cpu")" <<'EOF'
 import json, sys
-s = json.load(open(sys.argv[1])); t = s["timings"]; np_ = int(sys.argv[3])
+s = json.load(open(sys.argv[1])); t = s["timings"]; np_ = int(sys.argv[3]); cpu = float(sys.argv[4])
 n, atoms, wall = s["n_structures"], s["n_atoms"], s["wall_s"]
 print(f"{sys.argv[2]:9s} np={np_} {n} structures, {atoms} atoms: wall {wall:.1f} s, "
       f"{n / wall:,.0f} structures/s, {atoms / wall:,.0f} atoms/s "
       f"({n / wall / np_:,.0f} structures/s per core); busy per rank: read {t['read_s'] / np_:.1f} s, "
       f"graph {t['graph_s'] / np_:.1f} s, evaluate {t['evaluate_s'] / np_:.1f} s, "
-      f"write {t['write_s'] / np_:.1f} s; merge {t['merge_s']:.1f} s; failed {s['n_failed']}")
+      f"write {t['write_s'] / np_:.1f} s; merge {t['merge_s']:.1f} s; failed {s['n_failed']}; "
+      f"CPU {cpu:.1f} s = {n / cpu:,.0f} structures per CPU-second")
 EOF
 }
 
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 for np in 1 2; do
   run molecules potentials/joint_schnet.model "$WORK/molecules_$N.xyz" "$np" --branch molecules
   run crystals potentials/metals_schnet.model "$WORK/crystals_$N.xyz" "$np"

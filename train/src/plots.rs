@@ -254,7 +254,8 @@ pub fn histogram_png(path: &Path, title: &str, values: &[f64], bins: usize) -> R
             draw_text(&root, &cl, (x0 - 10 - text_width(&cl)).max(2), ty - 7);
         }
         draw_text(&root, title, LEFT, 10);
-        draw_text(&root, &format!("N {}  BINS {bins}", v.len()), LEFT, 32);
+        let stats = format!("N {}  BINS {bins}", v.len());
+        draw_text(&root, &stats, x1 - text_width(&stats), 32);
         draw_text(&root, "COUNT", 4, y0 - 24);
         root.present().map_err(|e| err(e.to_string()))?;
     }
