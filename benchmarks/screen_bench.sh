@@ -83,7 +83,7 @@ print(f"{sys.argv[2]:9s} np={np_} {n} structures, {atoms} atoms: wall {wall:.1f}
 EOF
 }
 
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(getconf _NPROCESSORS_ONLN) cores"
 for np in 1 2; do
   run molecules potentials/joint_schnet.model "$WORK/molecules_$N.xyz" "$np" --branch molecules
   run crystals potentials/metals_schnet.model "$WORK/crystals_$N.xyz" "$np"
