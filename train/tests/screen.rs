@@ -491,3 +491,19 @@ fn generated_variants_are_deterministic() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("has no Al atom"));
 }
+
+#[test]
+fn csv_fields_and_formulas() {
+    use hydragnn_train::screen::output::{csv_field, formula, num};
+    for s in ["plain", "a,b", "say \"hi\", twice", "", "line\nbreak"] {
+        let line = [csv_field("x"), csv_field(s), csv_field(s)].join(",");
+        assert_eq!(split_csv(&line), vec!["x", s, s], "{s:?}");
+    }
+    assert_eq!(formula(&[1, 8, 1]), "H2O");
+    assert_eq!(formula(&[8, 6, 1, 1, 1, 1, 7]), "CH4NO");
+    assert_eq!(formula(&[29, 28, 29, 13]), "AlCu2Ni");
+    for x in [0.1, -1e-300, 123456.789, f64::MIN_POSITIVE, 1.0 / 3.0] {
+        assert_eq!(num(x).parse::<f64>().unwrap().to_bits(), x.to_bits());
+    }
+    assert_eq!(num(f64::NAN), "");
+}
