@@ -2,10 +2,12 @@
 # Screening throughput of `hydragnn screen` (docs/screening.md): structures/s and atoms/s for N
 # QM9-sized molecules (9-29 atoms of H, C, N, O; potentials/joint_schnet.model, branch molecules,
 # energy + forces + gap) and N 32-atom fcc crystals (Cu/Al/Ni, potentials/metals_schnet.model,
-# energy + forces), on 1 and 2 MPI ranks (one thread each), float64, fast path, with the busy time
+# energy + forces; and the molecules again in float32), on 1 and 2 MPI ranks (one thread each), float64, fast path, with the busy time
 # of each stage (read, graph, evaluate, write; summed over ranks) from PREFIX.summary.json.
 #
-#   benchmarks/screen_bench.sh [N=100000] [WORKDIR=/tmp/hgnn_screen_bench]
+#   benchmarks/screen_bench.sh [N=100000] [WORKDIR=/tmp/hgnn_screen_bench] [CASES]
+#
+# CASES (default all): molecules (float64), crystals (float64), molecules_fp32 (float32).
 #
 # The inputs (random, seeded) are written to WORKDIR as extended XYZ once and reused; remove
 # WORKDIR afterwards (100,000 molecules take about 110 MB).
@@ -14,6 +16,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 N=${1:-100000}
 WORK=${2:-/tmp/hgnn_screen_bench}
+CASES=${3:-molecules crystals molecules_fp32}
 mkdir -p "$WORK"
 cargo build --release -q -p hydragnn-train --bin hydragnn
 BIN=target/release/hydragnn
@@ -85,6 +88,12 @@ EOF
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(getconf _NPROCESSORS_ONLN) cores"
 for np in 1 2; do
-  run molecules potentials/joint_schnet.model "$WORK/molecules_$N.xyz" "$np" --branch molecules
-  run crystals potentials/metals_schnet.model "$WORK/crystals_$N.xyz" "$np"
+  for case in $CASES; do
+    case $case in
+      molecules) run molecules potentials/joint_schnet.model "$WORK/molecules_$N.xyz" "$np" --branch molecules ;;
+      molecules_fp32) run mol_fp32 potentials/joint_schnet.model "$WORK/molecules_$N.xyz" "$np" --branch molecules --fp32 ;;
+      crystals) run crystals potentials/metals_schnet.model "$WORK/crystals_$N.xyz" "$np" ;;
+      *) echo "unknown case $case (molecules, molecules_fp32, crystals)" >&2; exit 2 ;;
+    esac
+  done
 done

@@ -395,41 +395,45 @@ fn resume_after_kill_9_equals_uninterrupted() {
 
     let run = dir.path().join("killed");
     let parts = dir.path().join("killed.parts");
-    let mut killed = 0;
-    for (k, kill_at) in [40usize, 300].into_iter().enumerate() {
-        let mut c = screen_cmd(&args(&run).iter().map(|s| s.as_str()).collect::<Vec<_>>());
-        if k > 0 {
+    let a: Vec<String> = args(&run);
+    let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+    // Starts a run and kills it (SIGKILL: no destructor, no flush) once `kill_at` chunks are
+    // committed; false when it finished first.
+    let kill_at = |kill_at: usize, resume: bool| -> bool {
+        let mut c = screen_cmd(&a);
+        if resume {
             c.arg("--resume");
         }
         let mut child = c
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let t0 = Instant::now();
         while chunks(&parts) < kill_at && t0.elapsed() < Duration::from_secs(120) {
             if child.try_wait().unwrap().is_some() {
-                break;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        if child.try_wait().unwrap().is_none() {
-            // SIGKILL: no destructor, no flush.
+        let killed = child.try_wait().unwrap().is_none();
+        if killed {
             child.kill().unwrap();
-            killed += 1;
         }
         child.wait().unwrap();
-    }
-    assert!(killed > 0, "the run finished before it could be killed");
-    assert!(chunks(&parts) > 0 && chunks(&parts) < n / 4);
+        killed
+    };
+    assert!(kill_at(40, false), "the run finished before it could be killed");
+    let done = chunks(&parts);
+    assert!(done >= 40 && done < n / 4, "{done} chunks");
     // A rerun without --resume refuses to mix runs.
-    let o = screen_cmd(&args(&run).iter().map(|s| s.as_str()).collect::<Vec<_>>())
-        .output()
-        .unwrap();
+    let o = screen_cmd(&a).output().unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
-    let mut c = screen_cmd(&args(&run).iter().map(|s| s.as_str()).collect::<Vec<_>>());
-    let stdout = ok(c.arg("--resume").output().unwrap());
+    // Killed again while resuming (should it finish first instead, the run below starts over,
+    // and must still write the same table).
+    kill_at(done + 200, true);
+    let stdout = ok(screen_cmd(&a).arg("--resume").output().unwrap());
     assert!(
         stdout.contains(&format!("screened {n} structures")),
         "{stdout}"
