@@ -423,7 +423,10 @@ fn resume_after_kill_9_equals_uninterrupted() {
         child.wait().unwrap();
         killed
     };
-    assert!(kill_at(40, false), "the run finished before it could be killed");
+    assert!(
+        kill_at(40, false),
+        "the run finished before it could be killed"
+    );
     let done = chunks(&parts);
     assert!(done >= 40 && done < n / 4, "{done} chunks");
     // A rerun without --resume refuses to mix runs.
