@@ -514,3 +514,49 @@ fn csv_fields_and_formulas() {
     }
     assert_eq!(num(f64::NAN), "");
 }
+
+#[test]
+fn exact_path_and_one_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let metals = metal_frames(7, 8);
+    let ds = dataset(dir.path(), "m", &metals[..4], &metals[4..], &[]);
+    let out = dir.path().join("val");
+    ok(screen_cmd(&[
+        ds.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--branch",
+        "metals",
+        "--split",
+        "valset",
+        "--exact",
+    ])
+    .output()
+    .unwrap());
+    let (h, rows) = table(&out.with_extension("csv"));
+    assert_eq!(rows.len(), 3);
+    // libtorch autograd, not the fast path.
+    let mut m = Model::load(joint(), tch::Kind::Double, tch::Device::Cpu).unwrap();
+    m.set_branch("metals").unwrap();
+    for (k, r) in rows.iter().enumerate() {
+        let f = &metals[4 + k];
+        assert_eq!(r[col(&h, "source")], format!("{}:valset", ds.display()));
+        assert_eq!(r[col(&h, "frame")], k.to_string());
+        let s = Structure::new(f.positions.clone(), f.numbers.clone(), f.cell, f.pbc).unwrap();
+        let e = m.compute(&s, Request::ENERGY).unwrap().energy;
+        close(r[col(&h, "energy")].parse().unwrap(), e, "energy");
+    }
+    let o = screen_cmd(&[
+        ds.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--branch",
+        "metals",
+        "--split",
+        "nosuch",
+    ])
+    .output()
+    .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no split 'nosuch'"));
+}
