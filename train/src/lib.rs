@@ -14,6 +14,7 @@ pub mod graphs;
 pub mod metrics;
 pub mod optim;
 pub mod plots;
+pub mod screen;
 pub mod trainer;
 
 pub use config::TrainConfig;

@@ -25,6 +25,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Convert a model trained by HydraGNN (config.json + checkpoint .pk) into a model file.
     ImportHydragnn(cmd::import_hydragnn::Args),
+    /// Screen many structures with a model (streamed, batched, MPI, resumable): a ranked table.
+    Screen(cmd::screen::Args),
 }
 
 fn main() {
@@ -35,6 +37,7 @@ fn main() {
         Command::Train(a) => cmd::train::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::ImportHydragnn(a) => cmd::import_hydragnn::run(a),
+        Command::Screen(a) => cmd::screen::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

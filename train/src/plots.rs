@@ -1,4 +1,4 @@
-//! Parity plots (predicted vs. true) as PNG, drawn with plotters' bitmap backend. Labels use a
+//! Parity plots (predicted vs. true) and histograms (`hydragnn screen`) as PNG, drawn with plotters' bitmap backend. Labels use a
 //! built-in 5x7 bitmap font (upper-case letters, digits, a few signs) instead of plotters' font
 //! support, which needs fontconfig and system fonts: the plots render on any machine.
 
@@ -191,6 +191,77 @@ pub fn parity_png(path: &Path, title: &str, truth: &[f64], pred: &[f64]) -> Resu
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// Writes a histogram of `values` (non-finite ones left out) in `bins` equal bins to `path`
+/// (PNG), with `title`, the count and the range; the screened property of `hydragnn screen`.
+pub fn histogram_png(path: &Path, title: &str, values: &[f64], bins: usize) -> Result<()> {
+    let err = |e: String| {
+        Error::Invalid(format!(
+            "{}: cannot draw the histogram: {e}",
+            path.display()
+        ))
+    };
+    let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    let bins = bins.max(1);
+    let (mut lo, mut hi) = v
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    if !lo.is_finite() {
+        (lo, hi) = (0.0, 1.0);
+    }
+    if hi - lo < 1e-12 {
+        (lo, hi) = (lo - 0.5, hi + 0.5);
+    }
+    let mut counts = vec![0usize; bins];
+    for &x in &v {
+        let b = (((x - lo) / (hi - lo)) * bins as f64).floor() as usize;
+        counts[b.min(bins - 1)] += 1;
+    }
+    let top = counts.iter().copied().max().unwrap_or(0).max(1);
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, (W as u32, H as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let (x0, x1, y0, y1) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
+        let blue = RGBColor(31, 119, 180);
+        let bw = (x1 - x0) as f64 / bins as f64;
+        for (b, &c) in counts.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let xa = x0 + (b as f64 * bw).round() as i32;
+            let xb = x0 + ((b + 1) as f64 * bw).round() as i32;
+            let yt = y1 - ((c as f64 / top as f64) * (y1 - y0) as f64).round() as i32;
+            root.draw(&Rectangle::new(
+                [(xa, yt), (xb.max(xa + 1), y1)],
+                blue.filled(),
+            ))
+            .map_err(|e| err(e.to_string()))?;
+        }
+        root.draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1)))
+            .map_err(|e| err(e.to_string()))?;
+        for k in 0..=4 {
+            let x = lo + (hi - lo) * k as f64 / 4.0;
+            let label = fmt_tick(x, hi - lo);
+            let tx = x0 + ((x1 - x0) as f64 * k as f64 / 4.0).round() as i32;
+            let _ = root.draw(&PathElement::new(vec![(tx, y1), (tx, y1 + 6)], BLACK));
+            draw_text(&root, &label, tx - text_width(&label) / 2, y1 + 12);
+            let c = (top as f64 * k as f64 / 4.0).round() as usize;
+            let ty = y1 - ((y1 - y0) as f64 * k as f64 / 4.0).round() as i32;
+            let cl = c.to_string();
+            let _ = root.draw(&PathElement::new(vec![(x0 - 6, ty), (x0, ty)], BLACK));
+            draw_text(&root, &cl, (x0 - 10 - text_width(&cl)).max(2), ty - 7);
+        }
+        draw_text(&root, title, LEFT, 10);
+        let stats = format!("N {}  BINS {bins}", v.len());
+        draw_text(&root, &stats, x1 - text_width(&stats), 32);
+        draw_text(&root, "COUNT", 4, y0 - 24);
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +287,19 @@ mod tests {
         .unwrap();
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn histogram_writes_a_png() {
+        let dir = std::env::temp_dir().join(format!("hgnn_hist_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("hist.png");
+        let v: Vec<f64> = (0..100).map(|i| (i as f64 * 0.37).sin()).collect();
+        histogram_png(&p, "energy_per_atom", &v, 20).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        histogram_png(&p, "empty", &[f64::NAN], 20).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 pub mod eval;
 pub mod import_hydragnn;
 pub mod ingest;
+pub mod screen;
 pub mod train;
 
 use hydragnn_train::data::DataError;

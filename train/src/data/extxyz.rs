@@ -121,19 +121,47 @@ pub fn read_extxyz_lines(
 ) -> Result<Vec<(usize, Frame)>> {
     let path = path.as_ref();
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    parse(BufReader::new(file), path, opts)
+    parse(BufReader::new(file), path, 0, opts)
 }
 
 /// Parses extxyz text; `path` is only used in error messages.
 pub fn parse_extxyz(text: &str, path: impl AsRef<Path>, opts: &ParseOptions) -> Result<Vec<Frame>> {
-    Ok(parse(text.as_bytes(), path.as_ref(), opts)?
+    Ok(parse(text.as_bytes(), path.as_ref(), 0, opts)?
         .into_iter()
         .map(|(_, f)| f)
         .collect())
 }
 
-fn parse(reader: impl BufRead, path: &Path, opts: &ParseOptions) -> Result<Vec<(usize, Frame)>> {
-    let mut lines = reader.lines().enumerate().map(|(i, l)| (i + 1, l));
+/// Parses the text of one frame that starts at 1-based line `first_line` of `path` (errors name
+/// that file and line): what a streaming reader that has already found the frame's extent reads.
+pub fn parse_frame_at(
+    text: &str,
+    path: impl AsRef<Path>,
+    first_line: usize,
+    opts: &ParseOptions,
+) -> Result<Frame> {
+    let path = path.as_ref();
+    let mut frames = parse(text.as_bytes(), path, first_line.saturating_sub(1), opts)?;
+    match frames.len() {
+        1 => Ok(frames.pop().expect("one frame").1),
+        n => Err(DataError::parse(
+            path,
+            first_line,
+            format!("expected one frame here, found {n}"),
+        )),
+    }
+}
+
+fn parse(
+    reader: impl BufRead,
+    path: &Path,
+    line_offset: usize,
+    opts: &ParseOptions,
+) -> Result<Vec<(usize, Frame)>> {
+    let mut lines = reader
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1 + line_offset, l));
     let mut next = |what: &str| -> Result<Option<(usize, String)>> {
         match lines.next() {
             None => Ok(None),

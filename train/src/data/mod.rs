@@ -20,6 +20,8 @@ pub use dataset::{
     Layout, PropertyInfo, SplitReader, SCHEMA, SCHEMA_VERSION, SPLITS,
 };
 pub use error::{DataError, Result};
-pub use extxyz::{parse_extxyz, read_extxyz, write_extxyz, AtomProp, Frame, ParseOptions};
+pub use extxyz::{
+    parse_extxyz, parse_frame_at, read_extxyz, write_extxyz, AtomProp, Frame, ParseOptions,
+};
 pub use ingest::{ingest, IngestOptions, IngestSummary, SplitSpec};
 pub use refenergy::{fit_reference_energies, ReferenceEnergies};
