@@ -93,6 +93,16 @@ impl<'a> Trainer<'a> {
         let t = cfg.training();
         let (mc, metas) = plan_model(cfg)?;
         let ckpt_path = opts.out_dir.join(files::CHECKPOINT);
+        if dist.is_root() {
+            // Temporaries of a run killed mid-write (kill -9, a full disk) would keep the disk
+            // full and make this run fail: remove ours, only ours.
+            for name in crate::checkpoint::remove_stale_temporaries(&opts.out_dir)? {
+                eprintln!(
+                    "hydragnn train: removed {}, a temporary left by an interrupted run",
+                    opts.out_dir.join(name).display()
+                );
+            }
+        }
         if opts.resume && !ckpt_path.exists() {
             return Err(Error::checkpoint(
                 &ckpt_path,
