@@ -222,6 +222,8 @@ pub fn import(
         egnn: bb.egnn,
         // HydraGNN sums messages unscaled.
         avg_num_neighbors: None,
+        zbl: None,
+        min_training_distance: None,
     };
     config.validate()?;
     let model = Model::new(config, opts.kind, Device::Cpu, 0)?;
