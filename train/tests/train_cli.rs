@@ -495,3 +495,82 @@ fn stale_temporaries_of_a_killed_run_are_removed_on_resume() {
         assert!(out.join(n).exists(), "{n} was removed");
     }
 }
+
+#[test]
+fn new_models_get_zbl_and_the_shortest_training_distance() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = metals(dir.path(), 4, 2);
+    // The shortest pair of the trainset, from its frames (the same seed as `metals`).
+    let frames = metal_frames(6, 7);
+    let mut d_min = f64::INFINITY;
+    for f in &frames[..4] {
+        let s =
+            mlip::Structure::new(f.positions.clone(), f.numbers.clone(), f.cell, f.pbc).unwrap();
+        let nl = mlip::neighbors::neighbor_list(&s, 3.5).unwrap();
+        for v in nl.edge_vectors(&s) {
+            d_min = d_min.min((v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt());
+        }
+    }
+    for (name, zbl) in [
+        ("default", None),
+        ("off", Some(serde_json::json!(false))),
+        (
+            "radii",
+            Some(serde_json::json!({"inner": 0.7, "outer": 1.4})),
+        ),
+    ] {
+        let mut c = config(
+            &[("metals", &data, None)],
+            &[("energy", "graph")],
+            serde_json::json!({"num_epoch": 1}),
+        );
+        if let Some(z) = zbl {
+            c["NeuralNetwork"]["Architecture"]["zbl"] = z;
+        }
+        let cp = write_config(dir.path(), &format!("{name}.json"), &c);
+        let out = dir.path().join(name);
+        let (code, _, err) = hydragnn(&[
+            "train",
+            cp.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{name}: {err}");
+        let m =
+            mlip::Model::load(out.join("best.model"), tch::Kind::Double, tch::Device::Cpu).unwrap();
+        let mc = m.config();
+        let d = mc.min_training_distance.expect("recorded");
+        assert!((d - d_min).abs() < 2e-6, "{name}: {d} vs {d_min}");
+        match name {
+            "default" => {
+                let z = mc.zbl.expect("on by default");
+                assert!((z.outer - 0.9 * d).abs() < 1e-12 && (z.inner - 0.45 * d).abs() < 1e-12);
+            }
+            "off" => assert_eq!(mc.zbl, None),
+            _ => assert_eq!(
+                mc.zbl,
+                Some(mlip::zbl::ZblConfig {
+                    inner: 0.7,
+                    outer: 1.4
+                })
+            ),
+        }
+    }
+    // Radii the model cannot use are a config error naming the key.
+    let mut c = config(
+        &[("metals", &data, None)],
+        &[("energy", "graph")],
+        serde_json::json!({"num_epoch": 1}),
+    );
+    c["NeuralNetwork"]["Architecture"]["zbl"] = serde_json::json!({"inner": 2.0, "outer": 1.0});
+    let cp = write_config(dir.path(), "bad.json", &c);
+    let out = dir.path().join("bad");
+    let (code, _, err) = hydragnn(&[
+        "train",
+        cp.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("NeuralNetwork.Architecture.zbl"), "{err}");
+}
