@@ -109,6 +109,7 @@ pub fn pair(zi: i32, zj: i32, r: f64, cfg: &ZblConfig) -> (f64, f64) {
 /// whose centre `counts`: ½E(r) to `energies[centre]`, and ½ dE/dr · r̂ to `edge_grad[3e..]`
 /// (the gradient of the summed energies with respect to the edge vector). `z` is the atomic
 /// number of each node.
+#[allow(clippy::too_many_arguments)]
 pub fn add_edges(
     cfg: &ZblConfig,
     z: &[i32],
@@ -180,7 +181,7 @@ pub fn node_energies(
     let sp = Vec::<i64>::try_from(species.f_to_device(tch::Device::Cpu)?)
         .map_err(|e| Error::Internal(format!("zbl: {e}")))?;
     // Per-edge constants: k = e² Zi Zj, b_k = d_k / a, and the switch (A, B, C).
-    let mut consts = vec![Vec::with_capacity(m as usize); 8];
+    let mut consts: Vec<Vec<f64>> = (0..8).map(|_| Vec::with_capacity(m as usize)).collect();
     for (&i, &j) in d_v.iter().zip(&s_v) {
         let (zi, zj) = (
             z[sp[i as usize] as usize] as f64,
@@ -210,14 +211,8 @@ pub fn node_energies(
     let v = edge_vec.f_index_select(0, &short)?;
     let r = v.f_square()?.f_sum_dim_intlist(-1, false, kind)?.f_sqrt()?;
     let mut s = r.f_zeros_like()?;
-    for k in 0..4 {
-        s = s.f_add(
-            &col(1 + k)?
-                .f_mul(&r)?
-                .f_neg()?
-                .f_exp()?
-                .f_mul_scalar(C[k])?,
-        )?;
+    for (k, c) in C.iter().enumerate() {
+        s = s.f_add(&col(1 + k)?.f_mul(&r)?.f_neg()?.f_exp()?.f_mul_scalar(*c)?)?;
     }
     let phi = col(0)?.f_mul(&s)?.f_div(&r)?;
     let t = r.f_sub_scalar(cfg.inner)?.f_clamp_min(0.0)?;

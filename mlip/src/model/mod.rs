@@ -434,7 +434,7 @@ impl Model {
                 &g.dst,
                 &g.edge_vec,
             )?;
-            node_energy = node_energy + zbl;
+            node_energy += zbl;
         }
         let pool = |x: &Tensor, pooling: Pooling| {
             let mut shape = x.size();
