@@ -4,6 +4,7 @@ than the shortest distance of the model's training data."""
 
 import subprocess
 import warnings
+from ctypes import byref, c_double
 
 import numpy as np
 import pytest
@@ -52,6 +53,9 @@ def test_ase_zbl_dimer_rises_steeply_and_forces_are_its_derivative(zbl_model, co
 def test_ase_warns_once_when_a_pair_is_closer_than_the_training_data(zbl_model):
     calc = HydraGNNCalculator(zbl_model)
     assert calc._model.min_training_distance == pytest.approx(2.2)
+    inner, outer = c_double(), c_double()
+    calc._model.lib.hgnn_model_zbl(calc._model.handle, byref(inner), byref(outer))
+    assert (inner.value, outer.value) == (1.0, 2.0)
     far = _dimer(2.5)
     far.calc = calc
     with warnings.catch_warnings():
