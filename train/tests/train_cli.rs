@@ -380,7 +380,8 @@ fn eval_uses_the_loss_weights_of_the_training_run() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        stdout.contains("loss: the training run's weights, mae")
+        stdout.contains("loss: mae with ")
+            && stdout.contains(": the training run's loss type and weights")
             && stdout.contains("energy/atom 2")
             && stdout.contains("forces 3"),
         "{stdout}"

@@ -175,11 +175,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }) {
         Some((t, w)) => {
             w.apply(&mut spec);
-            (t, "the training run's")
+            (t, "the training run's loss type and weights")
         }
         None => (
             LossType::Mse,
-            "HydraGNN's defaults (the model file does not record its training loss)",
+            "HydraGNN's defaults, as the model file does not record its training loss",
         ),
     };
     outln!(
@@ -189,7 +189,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.data.display()
     )?;
     outln!(
-        "loss: {weights_from} weights, {} ({})",
+        "loss: {} with {}: {weights_from}",
         serde_json::to_value(loss_type)?
             .as_str()
             .unwrap_or_default(),
