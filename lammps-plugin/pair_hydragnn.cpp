@@ -34,6 +34,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <cstdlib>
 #include <cstring>
@@ -152,6 +153,13 @@ struct PairHydraGNN::Impl {
   std::vector<std::vector<double *>> node_rows;    // row pointers for 2-d (dim > 1) access
   int node_nmax = 0;
   int node_trigger = 0;    // set through extract("NAME_flag") (fix pair): node heads on this step
+
+  // outside the model's domain: the shortest distance of its training data (0: not recorded),
+  // this step's closest mapped pair on this rank, and whether rank 0 has warned (once per run)
+  double train_dmin = 0.0;
+  double close_rsq = 0.0;
+  int close_i = -1, close_j = -1;
+  bool warned_close = false;
 
   // the exchange buffer, indexed like LAMMPS's atoms (local + ghost), `width` values per atom
   std::vector<double> stage;
@@ -364,6 +372,7 @@ void PairHydraGNN::load_model()
     }
     info = m.model.info();
     desc = m.model.path_description();
+    m.train_dmin = m.model.min_training_distance();
   } catch (hydragnn::Error &) {
     error->all(FLERR, "pair_style hydragnn: model file '{}': {}", file, api.hgnn_last_error());
   }
@@ -587,6 +596,7 @@ void PairHydraGNN::compute(int eflag, int vflag)
   ev_init(eflag, vflag);
   const double factor = uniform_scale();
   build_graph();
+  if (!impl->warned_close && impl->train_dmin > 0.0) warn_close_pair();
   // A rank without local atoms has nothing to evaluate, but it still takes part in every
   // exchange (it may relay ghost rows between its neighbours).
   begin_evaluation();
@@ -634,6 +644,8 @@ void PairHydraGNN::build_graph()
   const int *ilist = list->ilist;
   const int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
+  m.close_rsq = std::numeric_limits<double>::infinity();
+  m.close_i = m.close_j = -1;
   for (int ii = 0; ii < inum; ii++) {
     const int i = ilist[ii];
     const int gi = m.row_of[i];
@@ -655,12 +667,48 @@ void PairHydraGNN::build_graph()
                    "({:.6g} {:.6g} {:.6g}) on step {}",
                    std::min(atom->tag[i], atom->tag[j]), std::max(atom->tag[i], atom->tag[j]),
                    x[i][0], x[i][1], x[i][2], update->ntimestep);
+      if (rsq < m.close_rsq) {
+        m.close_rsq = rsq;
+        m.close_i = i;
+        m.close_j = j;
+      }
       if (m.row_of[j] < 0) add_row(j);
       g.centers.push_back(gi);
       g.neighbors.push_back(m.row_of[j]);
     }
   }
   // no shifts: ghost positions are already the periodic images
+}
+
+/* ----------------------------------------------------------------------
+   Outside the model's domain: when a pair is closer than the shortest distance of the training
+   data (recorded in the model file), rank 0 warns once per run with the distance and the two
+   atom IDs. Collective: every rank takes part in the reduction, every step until it warned.
+------------------------------------------------------------------------- */
+
+void PairHydraGNN::warn_close_pair()
+{
+  Impl &m = *impl;
+  struct {
+    double r;
+    int rank;
+  } mine{m.close_i >= 0 ? std::sqrt(m.close_rsq) : std::numeric_limits<double>::infinity(), comm->me},
+      least{};
+  MPI_Allreduce(&mine, &least, 1, MPI_DOUBLE_INT, MPI_MINLOC, world);
+  if (!(least.r < m.train_dmin)) return;
+  tagint ids[2] = {0, 0}, all[2] = {0, 0};
+  if (least.rank == comm->me) {
+    ids[0] = std::min(atom->tag[m.close_i], atom->tag[m.close_j]);
+    ids[1] = std::max(atom->tag[m.close_i], atom->tag[m.close_j]);
+  }
+  MPI_Allreduce(ids, all, 2, MPI_LMP_TAGINT, MPI_SUM, world);
+  m.warned_close = true;
+  if (comm->me == 0)
+    error->warning(FLERR,
+                   "pair_style hydragnn: atoms {} and {} are {:.4f} A apart, closer than any pair "
+                   "in the model's training data ({:.4f} A): the model is extrapolating (step {}; "
+                   "warned once per run)",
+                   all[0], all[1], least.r, m.train_dmin, update->ntimestep);
 }
 
 // Starts this step's layer-by-layer evaluation (none on a rank without local atoms).

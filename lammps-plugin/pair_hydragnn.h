@@ -47,6 +47,7 @@ class PairHydraGNN : public Pair {
 
   // the phases of compute()
   void build_graph();
+  void warn_close_pair();
   void begin_evaluation();
   void forward_pass();
   void readout();

@@ -15,6 +15,7 @@ Prints a one-line JSON summary on stdout. Needs torch; nothing else.
 import json
 import struct
 import sys
+import warnings
 
 DTYPES = {"torch.float64": "F64", "torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16"}
 PREFIXES = ("module.", "_orig_mod.")
@@ -29,7 +30,7 @@ def state_dict_of(obj):
     if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
         return obj
     keys = list(obj.keys())[:8] if isinstance(obj, dict) else type(obj).__name__
-    raise SystemExit(f"import_hydragnn.py: no 'model_state_dict' in the checkpoint (found {keys})")
+    raise SystemExit(f"not a HydraGNN checkpoint: no 'model_state_dict' and not a dict of tensors (found {keys})")
 
 
 def strip(name):
@@ -69,9 +70,20 @@ def main(argv):
         raise SystemExit("import_hydragnn.py: torch is not installed in this Python; it is needed to read the checkpoint")
     ckpt, out = argv[1], argv[2]
     try:
-        obj = torch.load(ckpt, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise before the error
+            warnings.simplefilter("ignore")
+            obj = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - the message goes to the user
-        raise SystemExit(f"import_hydragnn.py: cannot read checkpoint '{ckpt}': {e}")
+        text = str(e)
+        if "weights_only" in text or "Weights only" in text:
+            # torch's message advises weights_only=False, which would run the pickle's code.
+            raise SystemExit(
+                f"'{ckpt}' is not a HydraGNN checkpoint: it is a pickle that torch.save did not write "
+                "(HydraGNN saves a dict with 'model_state_dict'); it was not unpickled further, since "
+                "unpickling arbitrary objects can run code"
+            )
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        raise SystemExit(f"'{ckpt}' is not a HydraGNN checkpoint: torch.load cannot read it ({first})")
     sd = state_dict_of(obj)
     tensors, skipped = [], []
     for name, t in sd.items():

@@ -277,6 +277,9 @@ def _bind(lib):
         ("hgnn_model_num_heads", [c_void_p, P(c_int32)]),
         ("hgnn_model_head", [c_void_p, c_int32, P(hgnn_head_t)]),
         ("hgnn_compute_head", [c_void_p, c_int64, P(hgnn_structure_t), c_char_p, P(c_double), c_int64]),
+        ("hgnn_model_min_training_distance", [c_void_p, P(c_double)]),
+        ("hgnn_model_zbl", [c_void_p, P(c_double), P(c_double)]),
+        ("hgnn_closest_pair", [c_void_p, P(hgnn_structure_t), P(c_int64), P(c_int64), P(c_double)]),
     ]
     for name, argtypes in status:
         f = getattr(lib, name)

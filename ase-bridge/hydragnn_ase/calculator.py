@@ -8,7 +8,7 @@ import json
 import os
 import warnings
 import weakref
-from ctypes import POINTER, byref, c_char_p, c_double, c_int32, c_void_p
+from ctypes import POINTER, byref, c_char_p, c_double, c_int32, c_int64, c_void_p
 
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
@@ -61,6 +61,9 @@ class _Model:
         self.num_layers = n_layers.value
         self.species = tuple(species)
         self.info = json.loads(info.value.decode()) if info.value else {}
+        dmin = c_double()
+        lib.hgnn_model_min_training_distance(handle, byref(dmin))
+        self.min_training_distance = dmin.value  # 0: not recorded
         self._read_heads(path, head)
         self.set_compress(compress)
 
@@ -357,6 +360,25 @@ class HydraGNNCalculator(Calculator):
         results = job.results()
         results.update(m.compute_heads([job])[0])
         self.results = results
+        self._warn_close_pair(job)
+
+    def _warn_close_pair(self, job):
+        """Warns once per calculator when two atoms are closer than any pair in the model's
+        training data (the shortest distance the model file records)."""
+        m = self._model
+        if getattr(self, "_warned_close", False) or m.min_training_distance <= 0:
+            return
+        i, j, r = c_int64(), c_int64(), c_double()
+        m.lib.hgnn_closest_pair(m.handle, byref(job.structure), byref(i), byref(j), byref(r))
+        if i.value >= 0:
+            self._warned_close = True
+            warnings.warn(
+                f"atoms {i.value} and {j.value} are {r.value:.4f} Å apart, closer than any pair in the "
+                f"model's training data ({m.min_training_distance:.4f} Å): the model is extrapolating "
+                "(warned once per calculator)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def batch(self, images, properties=None):
         """Evaluates a list of structures in one engine call (`hgnn_compute_batch`).

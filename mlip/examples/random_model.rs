@@ -3,6 +3,8 @@
 //! With `heads` as the eighth argument the branch also has extra heads of every kind: `gap`
 //! (graph, mean), `total` (graph, sum, 2 values), `top` (graph, max), `pooled` (graph, mean,
 //! pool-first through a shared layer), `charges` (node) and `spins` (node, 2 values).
+//! Further arguments from the eighth on: `zbl=INNER:OUTER` (the ZBL core repulsion, Å) and
+//! `dmin=D` (the shortest distance of the training data the model claims, Å).
 
 use std::collections::BTreeMap;
 
@@ -46,6 +48,17 @@ fn main() {
     let mut c = ModelConfig::small(mpnn, species.clone(), radius);
     c.num_conv_layers = layers;
     c.branches[0].reference_energies = species.iter().map(|&z| -0.1 * z as f64).collect();
+    for extra in a.iter().skip(8) {
+        if let Some(v) = extra.strip_prefix("zbl=") {
+            let (i, o) = v.split_once(':').expect("zbl=INNER:OUTER");
+            c.zbl = Some(mlip::zbl::ZblConfig {
+                inner: i.parse().expect("zbl inner"),
+                outer: o.parse().expect("zbl outer"),
+            });
+        } else if let Some(v) = extra.strip_prefix("dmin=") {
+            c.min_training_distance = Some(v.parse().expect("dmin"));
+        }
+    }
     if a.get(8).map(|s| s.as_str()) == Some("heads") {
         let mut pooled = HeadConfig::new("pooled", HeadKind::Graph, 1, vec![8], Pooling::Mean);
         pooled.pool_first = true;

@@ -428,7 +428,7 @@ impl Model {
             .iter()
             .any(|h| h.name != "energy");
         let mut feats = Vec::new();
-        let out = fast.whole(
+        let mut out = fast.whole(
             self.active_branch(),
             species,
             &arrays.src,
@@ -439,6 +439,22 @@ impl Model {
             req.needs_grad(),
             has_props.then_some(&mut feats),
         )?;
+        if let Some(z) = &self.config().zbl {
+            // The fused kernels evaluate the network; the ZBL repulsion is added here.
+            let zs = &self.config().species;
+            let numbers: Vec<i32> = species.iter().map(|&s| zs[s as usize]).collect();
+            let grad = req.needs_grad().then_some(&mut out.edge_grad[..]);
+            crate::zbl::add_edges(
+                z,
+                &numbers,
+                &arrays.dst,
+                &arrays.src,
+                &arrays.edge_vec,
+                |i| is_local[i],
+                &mut out.node_energy,
+                grad,
+            );
+        }
         let mut graph_e = vec![0.0; graphs.len()];
         for (i, &e) in out.node_energy.iter().enumerate() {
             if is_local[i] {

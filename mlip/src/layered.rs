@@ -112,6 +112,8 @@ pub struct LayeredEval<'m> {
     heads: Option<(HeadPartials, NodeHeads)>,
     /// The fast path's evaluation, when the model has one enabled.
     fast: Option<crate::fast::Layered<'m>>,
+    /// ∂E/∂(edge vector) of the ZBL repulsion ([`crate::zbl`]), from `readout()`; empty without.
+    zbl_grad: Vec<f64>,
 }
 
 impl<'m> LayeredEval<'m> {
@@ -160,6 +162,7 @@ impl<'m> LayeredEval<'m> {
                     species_v: species.clone(),
                     heads: None,
                     fast: None,
+                    zbl_grad: Vec::new(),
                 };
                 ev.fast = Some(fast);
                 return Ok(ev);
@@ -198,6 +201,7 @@ impl<'m> LayeredEval<'m> {
                 species_v,
                 heads: None,
                 fast: None,
+                zbl_grad: Vec::new(),
             })
         })
     }
@@ -335,6 +339,7 @@ impl<'m> LayeredEval<'m> {
         let l = self.model.num_layers();
         if let Some(fast) = self.fast.as_mut() {
             fast.readout(self.model.active_branch(), &mut self.energies)?;
+            self.add_zbl();
             self.energy = self.energies.iter().sum();
             if !self.energy.is_finite() {
                 return Err(Error::Internal(
@@ -355,6 +360,7 @@ impl<'m> LayeredEval<'m> {
             let g = Tensor::f_run_backward(&[&e], &[&input], false, false)?;
             self.grads[l] = tensor_to_vec(&g[0])?;
             self.energies = tensor_to_vec(&local.detach())?;
+            self.add_zbl();
             self.energy = self.energies.iter().sum();
             if !self.energy.is_finite() {
                 return Err(Error::Internal(
@@ -364,6 +370,28 @@ impl<'m> LayeredEval<'m> {
             self.stage = Stage::after_readout(l);
             Ok(self.energy)
         })
+    }
+
+    /// Adds the model's ZBL repulsion ([`crate::zbl`]) of the edges (all with local centres) to
+    /// the local energies, and its edge gradient to `zbl_grad`.
+    fn add_zbl(&mut self) {
+        let Some(z) = &self.model.config().zbl else {
+            return;
+        };
+        let zs = &self.model.config().species;
+        let numbers: Vec<i32> = self.species_v.iter().map(|&s| zs[s as usize]).collect();
+        self.zbl_grad = vec![0.0; self.vecs.len()];
+        let n_local = self.n_local;
+        crate::zbl::add_edges(
+            z,
+            &numbers,
+            &self.dst_v,
+            &self.src_v,
+            &self.vecs,
+            |i| i < n_local,
+            &mut self.energies,
+            Some(&mut self.zbl_grad),
+        );
     }
 
     /// Graph-head partials and node heads of the active branch over the local atoms, from the
@@ -448,8 +476,20 @@ impl<'m> LayeredEval<'m> {
         if req.energies {
             r.energies = self.energies.clone();
         }
+        let with_zbl: Vec<f64>;
+        let edge_grad = if self.zbl_grad.is_empty() {
+            &self.edge_grad
+        } else {
+            with_zbl = self
+                .edge_grad
+                .iter()
+                .zip(&self.zbl_grad)
+                .map(|(a, b)| a + b)
+                .collect();
+            &with_zbl
+        };
         edge_grads_to_results(
-            &self.edge_grad,
+            edge_grad,
             &self.vecs,
             &self.src_v,
             &self.dst_v,

@@ -10,6 +10,7 @@
 //! - [`hydragnn`]: models trained by upstream HydraGNN (config + state dict) as engine models.
 //! - [`precision`]: float32 / float64, their names and aliases.
 //! - [`fast`]: the fast evaluation path (compressed radial filters, fused edge kernels, hand-written backward).
+//! - [`zbl`]: the optional ZBL core repulsion added to a model's energy.
 //!
 //! Panics inside libtorch are caught at the engine's entry points ([`compute::guarded`]) and
 //! returned as [`Error::Internal`]; the model code itself uses tch's plain operators on tensors
@@ -27,6 +28,7 @@ pub mod model;
 pub mod neighbors;
 pub mod precision;
 pub mod structure;
+pub mod zbl;
 
 pub use compute::{GraphInput, Request, Results};
 pub use error::{Error, Result};

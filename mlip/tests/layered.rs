@@ -202,3 +202,54 @@ fn calls_out_of_order_are_errors() {
     let ghost_centre = GraphInput { n_local: 2, ..g };
     assert!(LayeredEval::new(&m, &ghost_centre).is_err());
 }
+
+#[test]
+fn layered_with_zbl_equals_one_pass() {
+    // A pair inside the ZBL inner radius and one in its switching region, across the periodic
+    // boundary too (ghost neighbours), on the exact and the fast path.
+    let zbl = mlip::zbl::ZblConfig {
+        inner: 0.8,
+        outer: 1.8,
+    };
+    for (k, v) in VARIANTS.iter().enumerate() {
+        let rc = 4.0;
+        let mut m = model_with_zbl(v.mpnn, rc, 61 + k as i64, Some(zbl));
+        if v.fast {
+            m.enable_fast(mlip::fast::DEFAULT_TOLERANCE).unwrap();
+        }
+        let mut s = random_periodic(10, 70 + k as u64);
+        let p0 = s.positions[0];
+        s.positions[1] = [p0[0] + 0.6, p0[1] - 0.3, p0[2] + 0.2];
+        s.positions[3] = [s.cell[0][0] - 0.5, 0.1, 0.2];
+        s.positions[4] = [0.6, 0.3, 0.1];
+        let reference = m.compute(&s, Request::ALL).unwrap();
+        let d = decompose(&s, rc);
+        let r = run_layered(&m, &d, s.len());
+        assert!(
+            (r.energy - reference.energy).abs() <= 1e-12 * reference.energy.abs(),
+            "{v:?}: {} vs {}",
+            r.energy,
+            reference.energy
+        );
+        let mut f = vec![[0.0; 3]; s.len()];
+        for (a, &o) in d.owner.iter().enumerate() {
+            for c in 0..3 {
+                f[o][c] += r.forces[a][c];
+            }
+        }
+        assert!(rel_err(&f, &reference.forces) < 1e-11, "{v:?}");
+        let scale = reference
+            .virial
+            .iter()
+            .flatten()
+            .fold(1.0f64, |a, b| a.max(b.abs()));
+        for a in 0..3 {
+            for b in 0..3 {
+                assert!((r.virial[a][b] - reference.virial[a][b]).abs() < 1e-11 * scale);
+            }
+        }
+        for i in 0..s.len() {
+            assert!((r.energies[i] - reference.energies[i]).abs() < 1e-11 * scale);
+        }
+    }
+}

@@ -84,10 +84,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let io = |e: std::io::Error| Error::io(path, e);
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        // A full disk: do not leave a partial temporary behind to keep it full.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
     }
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
@@ -97,6 +102,47 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Whether `name` is a temporary file that a run of this trainer writes in its output directory:
+/// `.<file>.tmp<pid>` ([`write_atomic`] of the checkpoint, metrics.csv, metrics.json), `best.tmp<pid>` (the model file) or `*.tmp.png` (plots).
+pub fn is_own_temporary(name: &str) -> bool {
+    let pid_suffix = |rest: &str| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
+    use crate::trainer::files;
+    if let Some((file, pid)) = name.strip_prefix('.').and_then(|r| r.rsplit_once(".tmp")) {
+        let ours = [
+            files::CHECKPOINT,
+            files::METRICS_CSV,
+            files::METRICS_JSON,
+            files::STEPS,
+        ];
+        return ours.contains(&file) && pid_suffix(pid);
+    }
+    if let Some(pid) = name.strip_prefix("best.tmp") {
+        return pid_suffix(pid);
+    }
+    name.starts_with("parity_") && name.ends_with(".tmp.png")
+}
+
+/// Removes the temporaries ([`is_own_temporary`]) that a killed run (kill -9, a full disk) left in
+/// the output directory `dir`; returns their names. Nothing else is touched.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if is_own_temporary(&name) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Saves a checkpoint. `tensors` are (name, tensor) pairs: weights and moments.

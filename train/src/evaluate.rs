@@ -93,3 +93,95 @@ pub fn spec_for_model(model: &Model, branch: usize, meta: &DatasetMeta) -> Resul
         w_stress: 0.0,
     })
 }
+
+/// The loss of a training run, recorded in the model file (`info.provenance.loss`) so that
+/// `hydragnn eval` scores a model with the weights it was trained with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LossRecord {
+    /// `NeuralNetwork.Training.loss_function_type`.
+    pub loss_function_type: LossType,
+    /// The weights of each branch, by branch name.
+    pub branches: std::collections::BTreeMap<String, LossWeights>,
+}
+
+/// The loss weights of one branch (those of [`BranchSpec`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LossWeights {
+    /// Weight of L(E).
+    pub energy: f64,
+    /// Weight of L(E/N).
+    pub energy_peratom: f64,
+    /// Weight of L(F).
+    pub forces: f64,
+    /// Weight of L(σ).
+    pub stress: f64,
+    /// Weights of the other outputs, by name.
+    pub props: std::collections::BTreeMap<String, f64>,
+}
+
+impl LossWeights {
+    /// The weights of `spec`.
+    pub fn of(spec: &BranchSpec) -> Self {
+        LossWeights {
+            energy: spec.w_energy,
+            energy_peratom: spec.w_energy_peratom,
+            forces: spec.w_forces,
+            stress: spec.w_stress,
+            props: spec
+                .props
+                .iter()
+                .map(|p| (p.name.clone(), p.weight))
+                .collect(),
+        }
+    }
+
+    /// Puts these weights into `spec` (outputs not recorded keep theirs).
+    pub fn apply(&self, spec: &mut BranchSpec) {
+        spec.w_energy = self.energy;
+        spec.w_energy_peratom = self.energy_peratom;
+        spec.w_forces = self.forces;
+        spec.w_stress = self.stress;
+        for p in &mut spec.props {
+            if let Some(w) = self.props.get(&p.name) {
+                p.weight = *w;
+            }
+        }
+    }
+
+    /// `energy 1, energy/atom 0, forces 100, stress 0, gap 1`.
+    pub fn describe(&self) -> String {
+        let mut v = vec![
+            format!("energy {}", self.energy),
+            format!("energy/atom {}", self.energy_peratom),
+            format!("forces {}", self.forces),
+            format!("stress {}", self.stress),
+        ];
+        v.extend(self.props.iter().map(|(k, w)| format!("{k} {w}")));
+        v.join(", ")
+    }
+}
+
+/// The training run's loss recorded in the model file at `path`, or `None` when the file does
+/// not record one (models written before it was recorded, imported models).
+pub fn recorded_loss(path: &std::path::Path) -> Result<Option<LossRecord>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |msg: String| {
+        Error::Engine(mlip::Error::ModelFile {
+            path: path.to_path_buf(),
+            msg,
+        })
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let Some(info) = header.metadata().as_ref().and_then(|m| m.get("info")) else {
+        return Ok(None);
+    };
+    let info: serde_json::Value =
+        serde_json::from_str(info).map_err(|e| bad(format!("info is not JSON: {e}")))?;
+    let Some(text) = info["provenance"]["loss"].as_str() else {
+        return Ok(None);
+    };
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| bad(format!("info.provenance.loss: {e}")))
+}

@@ -77,10 +77,12 @@ impl GraphSpec {
     /// The graph of one structure; `what` names it in errors (`metals.bp trainset graph 12`).
     pub fn graph(&self, f: &Frame, index: usize, what: &dyn Fn() -> String) -> Result<Graph> {
         let species = self.species_index.indices(&f.numbers).map_err(|(i, z)| {
-            Error::Invalid(format!(
-                "{}: atom {i} has atomic number {z}, which the model does not know",
-                what()
-            ))
+            // A data error (exit code 4): the data holds an element outside the model's species.
+            Error::Data(crate::data::DataError::Invalid(format!(
+                "{}: atom {i} has atomic number {z} ({}), which the model does not know",
+                what(),
+                mlip::elements::symbol(z)
+            )))
         })?;
         let pbc = if self.no_pbc { [false; 3] } else { f.pbc };
         let s = Structure {

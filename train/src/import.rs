@@ -75,6 +75,33 @@ fn is_npz(p: &Path) -> bool {
         && hydragnn::is_npz(&head)
 }
 
+/// Refuses, before Python is started, a file that cannot be a HydraGNN checkpoint: what
+/// `torch.save` writes is a zip archive (or, before torch 1.6, a pickle), and a state dict saved
+/// with `np.savez` is a zip archive of `.npy` files.
+fn check_checkpoint_kind(p: &Path) -> anyhow::Result<()> {
+    let mut head = Vec::new();
+    std::fs::File::open(p)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 8), &mut head))
+        .with_context(|| format!("reading checkpoint '{}'", p.display()))?;
+    let not = |what: &str| -> anyhow::Result<()> {
+        bail!(
+            "'{}' is not a HydraGNN checkpoint: {what} (expected the .pk that HydraGNN's torch.save wrote, \
+             or its state dict saved with np.savez)",
+            p.display()
+        )
+    };
+    if head.is_empty() {
+        return not("the file is empty");
+    }
+    if head.starts_with(b"PK\x05\x06") {
+        return not("an empty zip archive (an .npz with no arrays?)");
+    }
+    if head.starts_with(b"PK\x03\x04") || head[0] == 0x80 {
+        return Ok(());
+    }
+    not("neither a zip archive nor a pickle (a text file?)")
+}
+
 /// Runs the Python helper: the checkpoint's state dict into a safetensors file at `export`.
 fn export_state_dict(py: &Path, checkpoint: &Path, export: &Path) -> anyhow::Result<()> {
     let mut child = Command::new(py)
@@ -99,11 +126,17 @@ fn export_state_dict(py: &Path, checkpoint: &Path, export: &Path) -> anyhow::Res
         .context("waiting for the Python helper")?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
+        let err = err.trim();
+        if err.contains("is not a HydraGNN checkpoint") {
+            bail!("{err}");
+        }
+        if err.starts_with("not a HydraGNN checkpoint") {
+            bail!("'{}' is {err}", checkpoint.display());
+        }
         bail!(
-            "reading checkpoint '{}' failed ({}): {}",
+            "reading checkpoint '{}' failed ({}): {err}",
             checkpoint.display(),
             out.status,
-            err.trim()
         );
     }
     Ok(())
@@ -122,6 +155,15 @@ pub fn import_hydragnn(
     if !checkpoint.is_file() {
         bail!("checkpoint '{}' does not exist", checkpoint.display());
     }
+    let out_dir = out.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(d) = out_dir.filter(|d| !d.is_dir()) {
+        bail!(
+            "output directory '{}' (of -o {}) does not exist",
+            d.display(),
+            out.display()
+        );
+    }
+    check_checkpoint_kind(checkpoint)?;
     let species = opts
         .species
         .as_deref()

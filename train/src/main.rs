@@ -40,6 +40,10 @@ fn main() {
         Command::Screen(a) => cmd::screen::run(a),
     };
     if let Err(e) = result {
+        if cmd::is_broken_pipe(&e) {
+            // The reader of stdout went away (`hydragnn eval ... | head -1`): nothing to report.
+            std::process::exit(0);
+        }
         eprintln!("error: {e:#}");
         // exit() skips destructors: under mpirun a failed rank ends without MPI_Finalize, and
         // the launcher stops the other ranks instead of leaving them waiting in a collective.

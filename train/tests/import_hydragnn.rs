@@ -186,3 +186,81 @@ fn importer_rejects_a_species_with_the_wrong_number_of_features() {
     .unwrap_err();
     assert!(format!("{e:#}").contains("input_dim is 1"), "{e:#}");
 }
+
+/// A config that gets as far as the checkpoint (the importer reads it after the weights).
+const MIN_CONFIG: &str = r#"{"NeuralNetwork": {"Architecture": {"mpnn_type": "PAINN", "radius": 5.0,
+    "hidden_dim": 8, "num_conv_layers": 1, "input_dim": 1}}}"#;
+
+#[test]
+fn import_of_files_that_are_not_hydragnn_checkpoints_says_so() {
+    let dir = tmp("not-checkpoints");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.json");
+    std::fs::write(&config, MIN_CONFIG).unwrap();
+    // pickle.dumps(argparse.Namespace(a=1), protocol=2): a pickle of an object, not of tensors.
+    let pickle =
+        b"\x80\x02cargparse\nNamespace\nq\x00)\x81q\x01}q\x02X\x01\x00\x00\x00aq\x03K\x01sb.";
+    // np.savez(f) with no arrays: an empty zip archive.
+    let mut empty_npz = b"PK\x05\x06".to_vec();
+    empty_npz.extend([0u8; 18]);
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("plain.pk", pickle, "a pickle that torch.save did not write"),
+        ("empty.npz", &empty_npz, "empty zip archive"),
+        (
+            "text.pk",
+            b"hello, not a checkpoint\n",
+            "neither a zip archive nor a pickle",
+        ),
+        ("nothing.pk", b"", "is empty"),
+    ];
+    for (name, bytes, what) in cases {
+        let ck = dir.join(name);
+        std::fs::write(&ck, bytes).unwrap();
+        let e =
+            import_hydragnn(&config, &ck, &dir.join("out.model"), &Default::default()).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains(name)
+                && msg.contains("is not a HydraGNN checkpoint")
+                && msg.contains(what),
+            "{name}: {msg}"
+        );
+        assert!(
+            !msg.contains("weights_only") && !msg.contains("Traceback") && !msg.contains("Warning"),
+            "{name}: {msg}"
+        );
+    }
+    // An output directory that does not exist is named as such, not blamed on the checkpoint.
+    let ck = dir.join("plain.pk");
+    let out = dir.join("no/such/dir/out.model");
+    let e = import_hydragnn(&config, &ck, &out, &Default::default()).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("output directory")
+            && msg.contains("no/such/dir")
+            && msg.contains("does not exist"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn import_config_value_of_the_wrong_type_names_key_type_and_value() {
+    let state = BTreeMap::new();
+    for (key, bad, expected) in [
+        ("radius", r#""five""#, "must be a number"),
+        ("hidden_dim", "8.5", "must be an integer"),
+        ("mpnn_type", "3", "must be a string"),
+    ] {
+        let mut v: serde_json::Value = serde_json::from_str(MIN_CONFIG).unwrap();
+        v["NeuralNetwork"]["Architecture"][key] = serde_json::from_str(bad).unwrap();
+        let e = match mlip::hydragnn::import(&v.to_string(), &state, &Default::default()) {
+            Ok(_) => panic!("{key} = {bad} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains(&format!("Architecture.{key}")) && e.contains(expected) && e.contains(bad),
+            "{key}: {e}"
+        );
+        assert!(!e.contains("missing"), "{key}: {e}");
+    }
+}

@@ -166,6 +166,24 @@ hgnn_status_t hgnn_compute_batch(const struct hgnn_model_t *model,
                                  const struct hgnn_structure_t *structures,
                                  struct hgnn_results_t *results);
 
+// The shortest interatomic distance (Å) in the model's training data; 0 when the model file
+// does not record it (imported models, files written before it was recorded).
+hgnn_status_t hgnn_model_min_training_distance(const struct hgnn_model_t *model, double *distance);
+
+// The radii (Å) between which the model's ZBL core repulsion switches off; both 0 when the
+// model has none.
+hgnn_status_t hgnn_model_zbl(const struct hgnn_model_t *model, double *inner, double *outer);
+
+// The closest pair of atoms (indices `atom_i` < `atom_j`, distance `distance`, Å, periodic
+// images included) of `structure` that is closer than the shortest distance of the model's
+// training data; `atom_i` = `atom_j` = -1 and `distance` = 0 when there is none (or the model
+// does not record that distance).
+hgnn_status_t hgnn_closest_pair(const struct hgnn_model_t *model,
+                                const struct hgnn_structure_t *structure,
+                                int64_t *atom_i,
+                                int64_t *atom_j,
+                                double *distance);
+
 // Energy etc. of a caller-supplied graph in one pass (no exchange between layers).
 hgnn_status_t hgnn_compute_graph(const struct hgnn_model_t *model,
                                  const struct hgnn_graph_t *graph,

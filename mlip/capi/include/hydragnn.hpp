@@ -38,7 +38,8 @@ namespace hydragnn {
   X(hgnn_eval_forward_layer) X(hgnn_eval_readout) X(hgnn_eval_backward_layer)                 \
   X(hgnn_eval_results) X(hgnn_model_num_heads) X(hgnn_model_head) X(hgnn_model_head_index)      \
   X(hgnn_compute_head) X(hgnn_model_head_partials_size) X(hgnn_eval_head_partials)            \
-  X(hgnn_model_finish_heads) X(hgnn_eval_node_head)
+  X(hgnn_model_finish_heads) X(hgnn_eval_node_head)                                          \
+  X(hgnn_model_min_training_distance) X(hgnn_model_zbl) X(hgnn_closest_pair)
 
 // The engine's entry points.
 struct Api {
@@ -151,6 +152,13 @@ class Model {
     return c;
   }
   int num_layers() const { return i32(api_->hgnn_model_num_layers, "hgnn_model_num_layers"); }
+  // The shortest interatomic distance of the training data (Å); 0 when not recorded.
+  double min_training_distance() const
+  {
+    double d = 0.0;
+    check(*api_, api_->hgnn_model_min_training_distance(p_, &d), "hgnn_model_min_training_distance");
+    return d;
+  }
   int precision() const { return i32(api_->hgnn_model_precision, "hgnn_model_precision"); }
   int feature_width(int layer) const
   {

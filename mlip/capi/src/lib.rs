@@ -23,11 +23,13 @@
 //! versions), `options` (load options, precision names), `model` (loading, evaluation path,
 //! typed self-description), `compute` (whole structures, results), `graph` (caller-supplied
 //! graphs), `layered` (`hgnn_eval_*`), `heads` (every output head: description, values for
-//! structures, node heads and cross-rank pooled graph heads in the layered protocol).
+//! structures, node heads and cross-rank pooled graph heads in the layered protocol), `domain`
+//! (the training data's shortest distance, close pairs, the ZBL radii).
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
 mod compute;
+mod domain;
 mod graph;
 mod heads;
 mod layered;
@@ -36,6 +38,7 @@ mod options;
 mod status;
 
 pub use compute::*;
+pub use domain::*;
 pub use graph::*;
 pub use heads::*;
 pub use layered::*;

@@ -103,10 +103,19 @@ fn getv<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.get(key).filter(|x| !x.is_null())
 }
 
+/// A required key of `Architecture`, or an error naming the key, the expected type and the value.
+fn typed<'a, T>(
+    v: &'a Value,
+    key: &str,
+    expected: &str,
+    get: impl Fn(&'a Value) -> Option<T>,
+) -> Result<T> {
+    let x = getv(v, key).ok_or_else(|| cfg(format!("Architecture.{key} is missing")))?;
+    get(x).ok_or_else(|| cfg(format!("Architecture.{key} must be {expected}, got {x}")))
+}
+
 fn int(v: &Value, key: &str) -> Result<i64> {
-    getv(v, key)
-        .and_then(Value::as_i64)
-        .ok_or_else(|| cfg(format!("Architecture.{key} is missing or not an integer")))
+    typed(v, key, "an integer", Value::as_i64)
 }
 
 fn ints(v: &Value, what: &str) -> Result<Vec<i64>> {
@@ -130,9 +139,7 @@ pub fn import(
     let voi = getv(nn, "Variables_of_interest");
     let mut warnings = Vec::new();
 
-    let mpnn = getv(arch, "mpnn_type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| cfg("Architecture.mpnn_type is missing"))?;
+    let mpnn = typed(arch, "mpnn_type", "a string", Value::as_str)?;
     let mpnn_type = match mpnn {
         "PAINN" => MpnnType::PaiNN,
         "EGNN" => MpnnType::Egnn,
@@ -159,9 +166,7 @@ pub fn import(
     }
     let hidden_dim = int(arch, "hidden_dim")?;
     let num_conv_layers = int(arch, "num_conv_layers")? as usize;
-    let radius = getv(arch, "radius")
-        .and_then(Value::as_f64)
-        .ok_or_else(|| cfg("Architecture.radius is missing"))?;
+    let radius = typed(arch, "radius", "a number (Å)", Value::as_f64)?;
     let input_dim = int(arch, "input_dim")?;
     let act_name = getv(arch, "activation_function")
         .and_then(Value::as_str)
@@ -217,6 +222,8 @@ pub fn import(
         egnn: bb.egnn,
         // HydraGNN sums messages unscaled.
         avg_num_neighbors: None,
+        zbl: None,
+        min_training_distance: None,
     };
     config.validate()?;
     let model = Model::new(config, opts.kind, Device::Cpu, 0)?;

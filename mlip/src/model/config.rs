@@ -318,6 +318,14 @@ pub struct ModelConfig {
     /// from the training data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg_num_neighbors: Option<f64>,
+    /// ZBL core repulsion added to the energy ([`crate::zbl`]); None: none (every model file
+    /// written before this option). `hydragnn train` adds it to new interatomic potentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zbl: Option<crate::zbl::ZblConfig>,
+    /// The shortest interatomic distance (Å) in the training data; clients warn when a pair comes
+    /// closer. None: not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_training_distance: Option<f64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -370,6 +378,8 @@ impl ModelConfig {
             painn: PainnOptions::default(),
             egnn: EgnnOptions::default(),
             avg_num_neighbors: None,
+            zbl: None,
+            min_training_distance: None,
         }
     }
 
@@ -431,6 +441,14 @@ impl ModelConfig {
         }
         if self.species.is_empty() {
             return bad("species must list at least one atomic number".into());
+        }
+        if let Some(z) = &self.zbl {
+            z.validate(self.radius)?;
+        }
+        if let Some(d) = self.min_training_distance {
+            if !(d.is_finite() && d > 0.0) {
+                return bad(format!("min_training_distance must be > 0, got {d}"));
+            }
         }
         for (k, &z) in self.species.iter().enumerate() {
             if !(1..=118).contains(&z) {

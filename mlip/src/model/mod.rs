@@ -424,7 +424,18 @@ impl Model {
             .branches
             .get(bi)
             .ok_or_else(|| Error::InvalidInput(format!("no branch {bi}")))?;
-        let node_energy = self.node_energy(bi, s, &g.species)?;
+        let mut node_energy = self.node_energy(bi, s, &g.species)?;
+        if let Some(z) = &self.config.zbl {
+            let zbl = crate::zbl::node_energies(
+                z,
+                &self.config.species,
+                &g.species,
+                &g.src,
+                &g.dst,
+                &g.edge_vec,
+            )?;
+            node_energy += zbl;
+        }
         let pool = |x: &Tensor, pooling: Pooling| {
             let mut shape = x.size();
             shape[0] = g.n_graphs;

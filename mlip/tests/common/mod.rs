@@ -52,7 +52,18 @@ pub fn model_on(v: Variant, rc: f64, seed: i64) -> Model {
 /// ~1 eV/Å): libtorch's default initialisation gives a PaiNN of 3 layers energies up to 1e20
 /// eV/atom in bulk, where finite differences lose their meaning.
 pub fn model(mpnn: MpnnType, rc: f64, seed: i64) -> Model {
+    model_with_zbl(mpnn, rc, seed, None)
+}
+
+/// [`model`] with the ZBL core repulsion `zbl` (the same weights for the same seed).
+pub fn model_with_zbl(
+    mpnn: MpnnType,
+    rc: f64,
+    seed: i64,
+    zbl: Option<mlip::zbl::ZblConfig>,
+) -> Model {
     let mut c = ModelConfig::small(mpnn, vec![29, 28, 8], rc);
+    c.zbl = zbl;
     c.num_conv_layers = 3;
     c.branches[0].reference_energies = vec![-3.5, -4.4, -1.2];
     let mut m = Model::new(c, tch::Kind::Double, tch::Device::Cpu, seed).unwrap();

@@ -1,6 +1,8 @@
 //! `hydragnn eval MODEL DATA`: the metrics the trainer reports per epoch (energy MAE/RMSE per
 //! atom, force MAE/RMSE, MAE/RMSE of every other head the data carries), for a model file on an
-//! ADIOS2 dataset (every non-empty split, or `--split`) or an extended XYZ file.
+//! ADIOS2 dataset (every non-empty split, or `--split`) or an extended XYZ file. Labels that
+//! only some frames carry are scored over the frames that have them; the loss uses the training
+//! run's weights when the model file records them (`info.provenance.loss`), and says so.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,13 +10,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use hydragnn_train::config::LossType;
 use hydragnn_train::data::{
-    read_extxyz, Dataset, DatasetMeta, FrameBlock, Layout, ParseOptions, PropertyInfo, SPLITS,
+    read_extxyz, DataError, Dataset, DatasetMeta, FrameBlock, Layout, ParseOptions, PropertyInfo,
+    SPLITS,
 };
-use hydragnn_train::evaluate::{eval_sums, spec_for_model};
+use hydragnn_train::evaluate::{eval_sums, recorded_loss, spec_for_model, LossWeights};
 use hydragnn_train::graphs::{Graph, GraphSpec};
 use hydragnn_train::metrics::{finish, BranchMetrics};
 use mlip::Model;
 use tch::{Device, Kind};
+
+use super::outln;
 
 /// Arguments of `hydragnn eval`.
 #[derive(clap::Args, Debug)]
@@ -29,8 +34,8 @@ pub struct Args {
     /// Model branch (default: the one named like the dataset, or the only one).
     #[arg(long)]
     branch: Option<String>,
-    /// Graphs per batch.
-    #[arg(long, default_value_t = 32)]
+    /// Graphs per batch (at least 1).
+    #[arg(long, default_value_t = 32, value_parser = super::positive)]
     batch_size: usize,
     /// Compute in float64 instead of float32.
     #[arg(long)]
@@ -148,13 +153,48 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ),
         },
     };
-    let spec = spec_for_model(&model, branch, &meta)?;
-    println!(
+    let total: usize = parts.iter().map(|(_, g)| g.len()).sum();
+    if total == 0 {
+        return Err(hydragnn_train::Error::Data(DataError::Invalid(format!(
+            "{}: no structures to evaluate{}",
+            a.data.display(),
+            if is_dataset(&a.data) {
+                format!(" (split '{}' is empty)", a.split)
+            } else {
+                String::new()
+            }
+        )))
+        .into());
+    }
+    let mut spec = spec_for_model(&model, branch, &meta)?;
+    let recorded = recorded_loss(&a.model)?;
+    let (loss_type, weights_from) = match recorded.as_ref().and_then(|r| {
+        r.branches
+            .get(&spec.name)
+            .map(|w| (r.loss_function_type, w))
+    }) {
+        Some((t, w)) => {
+            w.apply(&mut spec);
+            (t, "the training run's loss type and weights")
+        }
+        None => (
+            LossType::Mse,
+            "HydraGNN's defaults, as the model file does not record its training loss",
+        ),
+    };
+    outln!(
         "model {} (branch '{}'), data {}",
         a.model.display(),
         spec.name,
         a.data.display()
-    );
+    )?;
+    outln!(
+        "loss: {} with {}: {weights_from}",
+        serde_json::to_value(loss_type)?
+            .as_str()
+            .unwrap_or_default(),
+        LossWeights::of(&spec).describe()
+    )?;
     let mut all: BTreeMap<String, BranchMetrics> = BTreeMap::new();
     for (split, graphs) in &parts {
         let s = eval_sums(
@@ -162,7 +202,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             &spec,
             graphs,
             a.batch_size,
-            LossType::Mse,
+            loss_type,
             kind,
             device,
             None,
@@ -171,24 +211,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let mut cols: Vec<String> = m
             .columns()
             .into_iter()
-            .skip(1)
+            .skip(1) // the loss: printed in the JSON, with the weights above
             .map(|(c, v)| format!("{c}={v:.6e}"))
             .collect();
         // How many entries each output was scored on (labels may be missing from some graphs).
         cols.extend(m.counted.iter().map(|(k, n)| format!("counted_{k}={n}")));
-        println!(
+        outln!(
             "{split} {}: graphs={} atoms={} {}",
             spec.name,
             m.n_graphs,
             m.n_atoms,
             cols.join(" ")
-        );
-        println!("    {}", m.summary());
+        )?;
+        outln!("    {}", m.summary())?;
         all.insert(split.clone(), m);
     }
     if let Some(j) = &a.json {
         let text = serde_json::to_string_pretty(
-            &serde_json::json!({"model": a.model, "data": a.data, "branch": spec.name, "metrics": all}),
+            &serde_json::json!({"model": a.model, "data": a.data, "branch": spec.name, "metrics": all,
+                "loss_function_type": loss_type, "loss_weights": LossWeights::of(&spec)}),
         )?;
         std::fs::write(j, text).with_context(|| format!("writing {}", j.display()))?;
     }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use hydragnn_train::import::{import_hydragnn, ImportOptions};
 
+use super::outln;
+
 /// Arguments of `hydragnn import-hydragnn`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -45,7 +47,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
-    println!(
+    outln!(
         "wrote {}: {} with {} layers, cutoff {} Å, {} tensors; species: {}",
         r.model.display(),
         r.mpnn_type,
@@ -53,6 +55,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         r.cutoff,
         r.tensors,
         r.species_map.join(", ")
-    );
+    )?;
     Ok(())
 }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use hydragnn_train::{Dist, TrainConfig, TrainOptions};
 
+use super::outln;
+
 /// Arguments of `hydragnn train`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -53,16 +55,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .best
             .as_ref()
             .map_or("none".to_string(), |(e, _)| format!("epoch {e}"));
-        println!(
+        outln!(
             "stopped: {} after {} epochs, {} steps; best: {best}",
-            s.stopped, s.epochs, s.steps
-        );
+            s.stopped,
+            s.epochs,
+            s.steps
+        )?;
         for (split, per) in &s.final_metrics {
             for (branch, m) in per {
-                println!("best model, {split} {branch}: {}", m.summary());
+                outln!("best model, {split} {branch}: {}", m.summary())?;
             }
         }
-        println!("outputs in {}", s.out_dir.display());
+        outln!("outputs in {}", s.out_dir.display())?;
     }
     Ok(())
 }

@@ -62,6 +62,62 @@ pub struct Architecture {
     /// MAE) per stress component in eV/Angstrom^3, over periodic frames with a stress label.
     #[serde(default)]
     pub stress_weight: f64,
+    /// Extension: the ZBL core repulsion of the model (mlip's `zbl`): `true` (default) switches
+    /// it off between 0.9 and 0.45 times the shortest interatomic distance of the trainset (so it
+    /// is zero on every training pair and only acts closer), `{"inner": r1, "outer": r2}` (Å)
+    /// sets the radii, `false` leaves it out.
+    #[serde(default)]
+    pub zbl: ZblSetting,
+}
+
+/// `NeuralNetwork.Architecture.zbl`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ZblSetting {
+    /// `true`: radii from the training data; `false`: none.
+    Auto(bool),
+    /// Explicit radii.
+    Radii(mlip::zbl::ZblConfig),
+}
+
+impl Default for ZblSetting {
+    fn default() -> Self {
+        ZblSetting::Auto(true)
+    }
+}
+
+impl<'de> Deserialize<'de> for ZblSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let v = serde_json::Value::deserialize(d)?;
+        match v {
+            serde_json::Value::Bool(b) => Ok(ZblSetting::Auto(b)),
+            serde_json::Value::Object(_) => serde_json::from_value(v)
+                .map(ZblSetting::Radii)
+                .map_err(D::Error::custom),
+            other => Err(D::Error::custom(format!(
+                "expected true, false or {{\"inner\": r1, \"outer\": r2}} (Angstrom), got {other}"
+            ))),
+        }
+    }
+}
+
+impl ZblSetting {
+    /// The model's repulsion for a trainset whose shortest interatomic distance is `d_min`
+    /// (None: no pair within the cutoff) and a model cutoff `radius`.
+    pub fn resolve(&self, d_min: Option<f64>, radius: f64) -> Option<mlip::zbl::ZblConfig> {
+        match *self {
+            ZblSetting::Auto(false) => None,
+            ZblSetting::Radii(z) => Some(z),
+            ZblSetting::Auto(true) => d_min.map(|d| {
+                let outer = (0.9 * d).min(radius);
+                mlip::zbl::ZblConfig {
+                    inner: 0.5 * outer,
+                    outer,
+                }
+            }),
+        }
+    }
 }
 
 /// `NeuralNetwork.Architecture.output_heads`.
@@ -122,6 +178,11 @@ impl TrainConfig {
         }
         if a.num_conv_layers < 1 {
             return self.err(&format!("{arch}.num_conv_layers"), "must be >= 1");
+        }
+        if let ZblSetting::Radii(z) = &a.zbl {
+            if let Err(e) = z.validate(a.radius) {
+                return self.err(&format!("{arch}.zbl"), e.to_string());
+            }
         }
         if a.num_radial < 1 {
             return self.err(

@@ -92,6 +92,19 @@ impl Trainer<'_> {
             "datasets".into(),
             serde_json::Value::Array(datasets).to_string(),
         );
+        // The loss, so that `hydragnn eval` scores with the same weights.
+        let loss = crate::evaluate::LossRecord {
+            loss_function_type: self.cfg.training().loss_function_type,
+            branches: self
+                .datasets
+                .iter()
+                .map(|d| (d.name.clone(), crate::evaluate::LossWeights::of(&d.spec)))
+                .collect(),
+        };
+        p.insert(
+            "loss".into(),
+            serde_json::to_string(&loss).unwrap_or_default(),
+        );
         p.insert("epoch".into(), rec.epoch.to_string());
         p.insert("step".into(), rec.step.to_string());
         p.insert(
@@ -106,7 +119,11 @@ impl Trainer<'_> {
             return Ok(());
         }
         let path = self.opts.out_dir.join(files::BEST_MODEL);
-        self.model.save(&path, &self.provenance(rec))?;
+        if let Err(e) = self.model.save(&path, &self.provenance(rec)) {
+            // The engine writes best.tmp<pid> first; a full disk must not leave it behind.
+            let _ = std::fs::remove_file(path.with_extension(format!("tmp{}", std::process::id())));
+            return Err(e.into());
+        }
         Ok(())
     }
 

@@ -50,6 +50,26 @@ pub fn load_model(path: &Path, kind: Kind, device: Device) -> Result<Model> {
     Ok(Model::load(path, kind, device)?)
 }
 
+/// The shortest edge of every dataset's trainset, over all ranks' shards (None: no edges).
+fn shortest_distance(datasets: &[DatasetRun], dist: &Dist) -> Option<f64> {
+    let mine = datasets
+        .iter()
+        .flat_map(|d| &d.train)
+        .flat_map(|g| g.edge_vec.chunks_exact(3))
+        .map(|v| (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt())
+        .fold(f64::INFINITY, f64::min);
+    // A minimum through the sum reduction: one slot per rank.
+    let mut slots = vec![0.0; dist.size()];
+    slots[dist.rank()] = if mine.is_finite() { mine } else { -1.0 };
+    dist.allreduce_sum(&mut slots);
+    let d = slots
+        .into_iter()
+        .filter(|&x| x > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    // Rounded to 1e-6 Å: the same value on every rank and in every resumed run.
+    d.is_finite().then(|| (d * 1e6).floor() / 1e6)
+}
+
 impl DatasetRun {
     /// Dataset `i` of the config with this rank's shards of its trainset and valset as graphs.
     fn load(
@@ -93,6 +113,16 @@ impl<'a> Trainer<'a> {
         let t = cfg.training();
         let (mc, metas) = plan_model(cfg)?;
         let ckpt_path = opts.out_dir.join(files::CHECKPOINT);
+        if dist.is_root() {
+            // Temporaries of a run killed mid-write (kill -9, a full disk) would keep the disk
+            // full and make this run fail: remove ours, only ours.
+            for name in crate::checkpoint::remove_stale_temporaries(&opts.out_dir)? {
+                eprintln!(
+                    "hydragnn train: removed {}, a temporary left by an interrupted run",
+                    opts.out_dir.join(name).display()
+                );
+            }
+        }
         if opts.resume && !ckpt_path.exists() {
             return Err(Error::checkpoint(
                 &ckpt_path,
@@ -107,10 +137,6 @@ impl<'a> Trainer<'a> {
         }
         let kind = t.precision.kind();
         let device = dist.device();
-        let mut model = new_model(mc.clone(), kind, device, t.seed as i64)?;
-        if cfg.arch().zero_init_heads {
-            model.zero_head_outputs();
-        }
         let gs = GraphSpec::new(
             mc.radius,
             &mc.species,
@@ -121,6 +147,16 @@ impl<'a> Trainer<'a> {
             .enumerate()
             .map(|(i, (meta, spec))| DatasetRun::load(cfg, i, meta, spec, &gs, dist))
             .collect::<Result<Vec<_>>>()?;
+        // The shortest pair of the trainset (over every rank's shard) goes into the model file,
+        // and sets the ZBL radii of the repulsion that new models get (docs/training.md).
+        let mut mc = mc;
+        let d_min = shortest_distance(&datasets, dist);
+        mc.min_training_distance = d_min;
+        mc.zbl = cfg.arch().zbl.resolve(d_min, mc.radius);
+        let mut model = new_model(mc.clone(), kind, device, t.seed as i64)?;
+        if cfg.arch().zero_init_heads {
+            model.zero_head_outputs();
+        }
         let opt = AdamW::new(model.var_store(), &t.optimizer);
         let state = TrainState {
             epoch: 0,
