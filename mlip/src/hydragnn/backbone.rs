@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use tch::Tensor;
 
 use super::int;
 use super::weights::Source;
@@ -28,15 +29,30 @@ fn conv(l: usize, rest: &str) -> String {
     format!("model.graph_convs.{l}.{rest}")
 }
 
-/// HydraGNN PaiNN: sinc radial basis, cosine cutoff, SiLU inside the blocks, output MLPs.
+/// HydraGNN PaiNN: sinc radial basis, cosine cutoff, SiLU inside the blocks, output MLPs; with
+/// `edge_filter` (`edge_dim` = 1) the distance MLP on the filter. Checkpoints from before
+/// upstream dropped the biases of `update_U`/`update_V` carry `.bias` keys in `state`: those load
+/// into `painn.update_bias` (and a warning says they break rotation equivariance).
 pub(super) fn painn(
     arch: &Value,
     input_dim: i64,
     hidden_dim: i64,
     num_conv_layers: usize,
+    edge_filter: bool,
+    state: &BTreeMap<String, Tensor>,
     sources: &mut BTreeMap<String, Source>,
+    warnings: &mut Vec<String>,
 ) -> Result<Backbone> {
     let num_radial = int(arch, "num_radial")?;
+    let update_bias = state.contains_key(&conv(0, "module_1.update_U.bias"));
+    if update_bias {
+        warnings.push(
+            "this PaiNN checkpoint predates upstream's removal of the update_U/update_V biases: they are loaded \
+             as they are (painn.update_bias), and like in HydraGNN then, they add a constant to every vector \
+             component, so energies are not exactly rotation invariant"
+                .into(),
+        );
+    }
     let mut f = input_dim;
     for l in 0..num_conv_layers {
         let last = l + 1 == num_conv_layers;
@@ -69,6 +85,34 @@ pub(super) fn painn(
             e("update.V.weight"),
             Source::Copy(conv(l, "module_1.update_V.weight")),
         );
+        if update_bias {
+            for m in ["U", "V"] {
+                sources.insert(
+                    e(&format!("update.{m}.bias")),
+                    Source::Copy(conv(l, &format!("module_1.update_{m}.bias"))),
+                );
+            }
+        }
+        if edge_filter {
+            sources.insert(
+                e("message.edge_filter.0.weight"),
+                Source::Copy(conv(l, "module_0.edge_filter.0.weight")),
+            );
+            sources.insert(
+                e("message.edge_filter.0.bias"),
+                Source::Copy(conv(l, "module_0.edge_filter.0.bias")),
+            );
+            for p in ["weight", "bias"] {
+                sources.insert(
+                    e(&format!("message.edge_filter.1.{p}")),
+                    Source::PermuteRows(
+                        conv(l, &format!("module_0.edge_filter.2.{p}")),
+                        f,
+                        [1, 2, 0],
+                    ),
+                );
+            }
+        }
         sources.insert(
             e("update.mlp.0.weight"),
             Source::SwapCols(conv(l, "module_1.update_mlp.0.weight"), f),
@@ -103,6 +147,8 @@ pub(super) fn painn(
         vector_norm: VectorNorm::Exact,
         output_mlp: true,
         last_layer_scalar_only: true,
+        edge_filter,
+        update_bias,
     };
     Ok(Backbone {
         num_radial,

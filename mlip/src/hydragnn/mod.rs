@@ -13,10 +13,13 @@
 //! | PaiNN edge term `diff / dist` | `painn.edge_vector: unit_over_distance` |
 //! | `torch.linalg.norm` in `PainnUpdate` | `painn.vector_norm: exact` |
 //! | `node_embed_out`, `vec_embed_out` | `painn.output_mlp` |
+//! | PaiNN `edge_filter` (`edge_dim` 1, edge_attr = \|r_ij\|) | `painn.edge_filter` |
+//! | PaiNN update layers with or without biases (both checkpoint layouts) | biases copied, or zero |
 //! | PaiNN `last_layer` | `painn.last_layer_scalar_only` |
 //! | EGNN `equivariance` (coordinate updates) | `egnn.coords_update` |
 //! | node head `mlp` (MLPNode), energy = Σ node head | head "energy" (graph, sum of per-node MLP) |
 //! | graph heads: pool, `graph_shared`, head MLP | `pool_first`, branch `shared_layers` |
+//! | graph-level energy head (`output_type` graph, `graph_pooling` add) | "energy" head with `pool_first` |
 //!
 //! Orderings differ and are fixed here by permuting weights: HydraGNN's PaiNN splits messages as
 //! (vector gate, edge gate, scalar) where the engine splits (scalar, vector gate, edge gate), and
@@ -145,10 +148,19 @@ pub fn import(
             )));
         }
     }
-    if getv(arch, "edge_dim").and_then(Value::as_i64).unwrap_or(0) > 0 {
-        return Err(cfg(
-            "edge features (edge_dim) are not supported by the engine",
-        ));
+    let edge_dim = getv(arch, "edge_dim").and_then(Value::as_i64).unwrap_or(0);
+    if edge_dim > 0 {
+        if edge_dim != 1 || mpnn_type != MpnnType::PaiNN {
+            return Err(cfg(format!(
+                "edge_dim = {edge_dim} with mpnn_type '{mpnn}' cannot be imported: the engine supports edge_dim = 1 \
+                 (edge_attr = |r_ij|, HydraGNN's PBCDistance) for PAINN only"
+            )));
+        }
+        warnings.push(
+            "edge_dim = 1: HydraGNN precomputes edge_attr = |r_ij| as data, so its own autograd forces hold it \
+             constant; the engine recomputes it from the positions, giving the true -dE/dpos"
+                .into(),
+        );
     }
     if voi
         .and_then(|v| getv(v, "denormalize_output"))
@@ -190,9 +202,16 @@ pub fn import(
     let mut sources = BTreeMap::new();
     let branches = heads::branches(arch, voi, opts.energy_head, var_output, &mut sources)?;
     let bb = match mpnn_type {
-        MpnnType::PaiNN => {
-            backbone::painn(arch, input_dim, hidden_dim, num_conv_layers, &mut sources)?
-        }
+        MpnnType::PaiNN => backbone::painn(
+            arch,
+            input_dim,
+            hidden_dim,
+            num_conv_layers,
+            edge_dim == 1,
+            state,
+            &mut sources,
+            &mut warnings,
+        )?,
         MpnnType::Egnn => {
             backbone::egnn(num_conv_layers, equivariance, &mut sources, &mut warnings)
         }

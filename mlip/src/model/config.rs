@@ -114,7 +114,9 @@ pub struct HeadConfig {
     pub pooling: Pooling,
     /// Graph heads only: pool the node features first, then run the branch's `shared_layers` and
     /// this head's MLP on the pooled vector (HydraGNN's graph heads). The default runs the MLP on
-    /// every node and pools its outputs (an energy head must do that).
+    /// every node and pools its outputs. An "energy" head with `pool_first` is a graph-level
+    /// energy (HydraGNN's foundation-model recipe): a nonlinear function of the summed node
+    /// features, so it has no per-atom decomposition and per-atom energies are refused.
     #[serde(default, skip_serializing_if = "is_false")]
     pub pool_first: bool,
 }
@@ -231,6 +233,15 @@ pub struct PainnOptions {
     /// The last layer updates scalars only: its update MLP outputs 2F, and its vector features
     /// leave the state (HydraGNN's `last_layer`).
     pub last_layer_scalar_only: bool,
+    /// Multiply every layer's radial filter by an MLP of the pair distance (1 → F → 3F, with
+    /// `conv_activation`): HydraGNN's `edge_filter` for `edge_dim` = 1, whose edge attribute
+    /// is |r_ij|. Weights under `layers.<l>.message.edge_filter`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub edge_filter: bool,
+    /// `update.U` and `update.V` carry biases (HydraGNN PaiNN checkpoints from before upstream
+    /// dropped them; a bias on vector features breaks rotation equivariance).
+    #[serde(skip_serializing_if = "is_false")]
+    pub update_bias: bool,
 }
 
 impl PainnOptions {
@@ -510,9 +521,9 @@ impl ModelConfig {
                         br.name, h.name
                     ));
                 }
-                if h.pool_first && (h.kind != HeadKind::Graph || h.name == "energy") {
+                if h.pool_first && h.kind != HeadKind::Graph {
                     return bad(format!(
-                        "branch '{}' head '{}': pool_first is for graph heads other than 'energy' (the energy must be a sum of per-atom terms)",
+                        "branch '{}' head '{}': pool_first is for graph heads",
                         br.name, h.name
                     ));
                 }

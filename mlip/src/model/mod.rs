@@ -91,7 +91,8 @@ pub struct GraphTensors {
 /// What [`Model::forward`] returns.
 #[derive(Debug)]
 pub struct Outputs {
-    /// Per-atom energies (n,), reference energies included.
+    /// Per-atom energies (n,), reference energies included. Zeros when the branch's energy is
+    /// graph-level ([`Model::energy_is_pooled`]), which has no per-atom decomposition.
     pub node_energy: Tensor,
     /// Per-graph energies (n_graphs,).
     pub energy: Tensor,
@@ -408,13 +409,64 @@ impl Model {
         st
     }
 
-    /// Per-atom energies (n,) of branch `branch` from final scalar node features (n, F).
+    /// Per-atom energies (n,) of branch `branch` from final scalar node features (n, F). An
+    /// error for a graph-level energy ([`Model::energy_is_pooled`]).
     pub fn node_energy(&self, branch: usize, s: &Tensor, species: &Tensor) -> Result<Tensor> {
         let b = &self.branches[branch];
         let h = b.energy.ok_or_else(|| {
             Error::InvalidInput(format!("branch '{}' has no 'energy' head", b.name))
         })?;
+        if b.heads[h].pool_first {
+            return Err(per_atom_energy_undefined(&b.name));
+        }
         Ok(b.heads[h].mlp.forward(s).squeeze_dim(-1) + b.e0.index_select(0, species))
+    }
+
+    /// Whether the energy of branch `branch` (None: the active one) is graph-level: an energy
+    /// head with `pool_first` (HydraGNN's graph heads), E = MLP(shared(Σ_i s_i)) + Σ_i E0[Z_i].
+    /// Such an energy is not a sum of per-atom terms: per-atom energies are not defined, and a
+    /// spatial decomposition must all-reduce the pooled features ([`Model::head_partials`]).
+    pub fn energy_is_pooled(&self, branch: Option<usize>) -> bool {
+        self.branches
+            .get(branch.unwrap_or(self.active))
+            .and_then(|b| b.energy.map(|h| b.heads[h].pool_first))
+            .unwrap_or(false)
+    }
+
+    /// The graph-level energy (n_graphs,) of branch `branch` (whose energy head pools first)
+    /// from final scalar features `s` (n, F): the features of the nodes where `mask` (n,) is 1
+    /// (all nodes without one) are summed per graph, then go through the branch's shared layers
+    /// and the energy MLP; the reference energies of those nodes are added.
+    pub fn pooled_energy(
+        &self,
+        branch: usize,
+        s: &Tensor,
+        g: &GraphTensors,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let b = &self.branches[branch];
+        let h = b.energy.ok_or_else(|| {
+            Error::InvalidInput(format!("branch '{}' has no 'energy' head", b.name))
+        })?;
+        let e0 = b.e0.index_select(0, &g.species);
+        let (s, e0) = match mask {
+            Some(m) => (s * m.unsqueeze(-1), e0 * m),
+            None => (s.shallow_clone(), e0),
+        };
+        let x = Tensor::zeros([g.n_graphs, s.size()[1]], (s.kind(), s.device()))
+            .index_add(0, &g.batch, &s);
+        let e0 = Tensor::zeros([g.n_graphs], (s.kind(), s.device())).index_add(0, &g.batch, &e0);
+        Ok(self.energy_of_pooled(b, h, &x) + e0)
+    }
+
+    /// The graph-level energy head `h` of branch `b` on pooled features `x` (n_graphs, F):
+    /// shared layers, then the head MLP; (n_graphs,), without reference energies.
+    fn energy_of_pooled(&self, b: &Branch, h: usize, x: &Tensor) -> Tensor {
+        let mut x = x.shallow_clone();
+        for l in &b.shared {
+            x = nn::act(self.config.activation_function, &x.apply(l));
+        }
+        b.heads[h].mlp.forward(&x).squeeze_dim(-1)
     }
 
     /// Every head of branch `branch` (None: the active one): energies and other properties.
@@ -424,7 +476,12 @@ impl Model {
             .branches
             .get(bi)
             .ok_or_else(|| Error::InvalidInput(format!("no branch {bi}")))?;
-        let node_energy = self.node_energy(bi, s, &g.species)?;
+        let pooled = self.energy_is_pooled(Some(bi));
+        let node_energy = if pooled {
+            Tensor::zeros([s.size()[0]], (s.kind(), s.device()))
+        } else {
+            self.node_energy(bi, s, &g.species)?
+        };
         let pool = |x: &Tensor, pooling: Pooling| {
             let mut shape = x.size();
             shape[0] = g.n_graphs;
@@ -457,7 +514,11 @@ impl Model {
                 }
             }
         };
-        let energy = pool(&node_energy, Pooling::Sum);
+        let energy = if pooled {
+            self.pooled_energy(bi, s, g, None)?
+        } else {
+            pool(&node_energy, Pooling::Sum)
+        };
         let (mut graph_properties, mut node_properties) = (BTreeMap::new(), BTreeMap::new());
         for (k, h) in b.heads.iter().enumerate() {
             if Some(k) == b.energy {
@@ -490,6 +551,15 @@ impl Model {
         let st = self.propagate(g);
         self.heads(branch, &st.s, g)
     }
+}
+
+/// The error for per-atom energies of a branch whose energy is graph-level.
+pub(crate) fn per_atom_energy_undefined(branch: &str) -> Error {
+    Error::InvalidInput(format!(
+        "per-atom energies are not defined for this model: the energy head of branch '{branch}' is graph-level \
+         (node features summed, then an MLP: HydraGNN's graph heads), so the energy is not a sum of per-atom terms; \
+         request the total energy, forces and virial (and per-atom virials) only"
+    ))
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! Layout, for the graph heads of a branch in head order (the energy head included): a head
 //! contributes `w` values, where `w` is the scalar feature width for `pool_first` heads (the
 //! node features are pooled) and the head's `dim` otherwise (the head's per-atom outputs are
-//! pooled; for the energy head, the per-atom energies with their reference energies). Heads
+//! pooled; for the energy head, the per-atom energies with their reference energies; for a
+//! graph-level energy head, the scalar features then the reference energies, `hidden_dim` + 1). Heads
 //! pooled by maximum put their values in `maxs`, the others in `sums`; the last entry of `sums`
 //! is the number of atoms.
 
@@ -38,8 +39,11 @@ impl Model {
 
     /// Width of the partial of graph head `k` of branch `bi`.
     fn partial_width(&self, bi: usize, k: usize) -> usize {
-        let h = &self.branches[bi].heads[k];
-        if h.pool_first {
+        let b = &self.branches[bi];
+        let h = &b.heads[k];
+        if h.pool_first && b.energy == Some(k) {
+            self.config.hidden_dim as usize + 1
+        } else if h.pool_first {
             self.config.hidden_dim as usize
         } else {
             self.config.branches[bi].output_heads[k].dim as usize
@@ -80,7 +84,10 @@ impl Model {
                 if h.kind != HeadKind::Graph {
                     continue;
                 }
-                let x = if Some(k) == b.energy {
+                let x = if Some(k) == b.energy && h.pool_first {
+                    let e0 = b.e0.index_select(0, species).unsqueeze(-1);
+                    Tensor::cat(&[s, &e0], -1)
+                } else if Some(k) == b.energy {
                     self.node_energy(bi, s, species)?.unsqueeze(-1)
                 } else if h.pool_first {
                     s.shallow_clone()
@@ -149,7 +156,12 @@ impl Model {
                                 .collect()
                         }
                     };
-                    if h.pool_first && Some(k) != b.energy {
+                    if h.pool_first && Some(k) == b.energy {
+                        let f = w - 1;
+                        let t =
+                            nn::tensor_from(&x[..f], &[1, f as i64], self.kind, self.vs.device());
+                        x = vec![tensor_to_vec(&self.energy_of_pooled(b, k, &t))?[0] + x[f]];
+                    } else if h.pool_first {
                         let mut t =
                             nn::tensor_from(&x, &[1, w as i64], self.kind, self.vs.device());
                         for l in &b.shared {

@@ -1,0 +1,281 @@
+//! HydraGNN's foundation-model recipe (../shared/hydragnn_golden/GFM_*, see its README) in the
+//! engine, without Python: the golden state dicts imported with mlip::hydragnn reproduce
+//! HydraGNN's float64 energies and forces on the whole structure (the engine builds its own
+//! neighbour list), branch by branch; forces and stress are the derivatives of the energy on the
+//! periodic Al/Cu cell; graph-level energies refuse per-atom energies and the fast path; PaiNN
+//! checkpoints with and without the update-layer biases both load. (The checkpoint → Python →
+//! model file → C ABI chain is mlip/capi/tests/hydragnn_gfm.rs.)
+
+use std::collections::BTreeMap;
+
+use mlip::hydragnn::{import, read_npz, ImportOptions};
+use mlip::{Model, Request, Structure};
+use tch::{Kind, Tensor};
+
+#[macro_use]
+#[path = "support/golden.rs"]
+mod golden;
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double).contiguous().view([-1])).unwrap()
+}
+
+fn vec3(v: &[f64]) -> Vec<[f64; 3]> {
+    v.chunks(3).map(|c| [c[0], c[1], c[2]]).collect()
+}
+
+/// max |a - b| / max |b|.
+fn max_rel(a: &[[f64; 3]], b: &[[f64; 3]]) -> f64 {
+    let num = a
+        .iter()
+        .zip(b)
+        .flat_map(|(x, y)| (0..3).map(move |k| (x[k] - y[k]).abs()))
+        .fold(0.0, f64::max);
+    num / b.iter().flatten().map(|v| v.abs()).fold(0.0, f64::max)
+}
+
+/// The golden structure of `GFM_<name>_<structure>_golden.npz` and HydraGNN's energies and
+/// forces per branch.
+struct Golden {
+    structure: Structure,
+    energy: Vec<f64>,
+    forces: Vec<Vec<[f64; 3]>>,
+}
+
+fn golden(name: &str, structure: &str) -> Golden {
+    let g = read_npz(&golden::dir().join(format!("GFM_{name}_{structure}_golden.npz"))).unwrap();
+    let pos = vec3(&flat(&g["pos"]));
+    let n = pos.len();
+    let z: Vec<i32> = flat(&g["atomic_numbers"])
+        .iter()
+        .map(|&x| x as i32)
+        .collect();
+    let c = vec3(&flat(&g["cell"]));
+    let pbc = flat(&g["pbc"])
+        .iter()
+        .map(|&x| x != 0.0)
+        .collect::<Vec<_>>();
+    let structure = Structure::new(pos, z, [c[0], c[1], c[2]], [pbc[0], pbc[1], pbc[2]]).unwrap();
+    let f = vec3(&flat(&g["forces"]));
+    Golden {
+        structure,
+        energy: flat(&g["energy"]),
+        forces: f.chunks(n).map(|c| c.to_vec()).collect(),
+    }
+}
+
+/// The engine model of `GFM_<name>` (config + state dict), its state dict edited by `edit`.
+fn import_gfm(
+    name: &str,
+    edit: impl FnOnce(&mut BTreeMap<String, Tensor>),
+) -> (Model, Vec<String>) {
+    let d = golden::dir();
+    let mut state = read_npz(&d.join(format!("GFM_{name}_state_dict.npz"))).unwrap();
+    edit(&mut state);
+    let config = std::fs::read_to_string(d.join(format!("GFM_{name}_config.json"))).unwrap();
+    let imported = import(&config, &state, &ImportOptions::default()).unwrap();
+    (imported.model, imported.warnings)
+}
+
+#[test]
+fn painn_graph_head_every_branch_reproduces_hydragnn() {
+    skip_without_golden!();
+    let (mut model, warnings) = import_gfm("PAINN_graph2", |_| {});
+    assert!(
+        warnings.iter().any(|w| w.contains("edge_dim = 1")),
+        "{warnings:?}"
+    );
+    assert_eq!(model.branch_names(), ["branch-0", "branch-1"]);
+    assert!(model.energy_is_pooled(None));
+    let g = golden("PAINN_graph2", "cual12");
+    let req = Request {
+        forces: true,
+        virial: true,
+        energies: false,
+        virials: true,
+    };
+    for (b, name) in ["branch-0", "branch-1"].iter().enumerate() {
+        model.set_branch(name).unwrap();
+        let r = model.compute(&g.structure, req).unwrap();
+        let e_rel = (r.energy - g.energy[b]).abs() / g.energy[b].abs();
+        let f_rel = max_rel(&r.forces, &g.forces[b]);
+        eprintln!(
+            "PAINN_graph2 {name}: energy {} (HydraGNN {}), rel {e_rel:.1e}; forces rel {f_rel:.1e}",
+            r.energy, g.energy[b]
+        );
+        assert!(
+            e_rel < 1e-8,
+            "{name}: energy {} vs {}",
+            r.energy,
+            g.energy[b]
+        );
+        assert!(f_rel < 1e-8, "{name}: forces off by {f_rel:e}");
+        // per-atom virials still sum to the virial
+        let mut sum = [[0.0; 3]; 3];
+        for w in &r.virials {
+            for i in 0..3 {
+                for j in 0..3 {
+                    sum[i][j] += w[i][j];
+                }
+            }
+        }
+        for i in 0..3 {
+            for j in 0..3 {
+                assert!((sum[i][j] - r.virial[i][j]).abs() < 1e-12 * (1.0 + r.virial[i][j].abs()));
+            }
+        }
+    }
+}
+
+#[test]
+fn graph_energy_refuses_per_atom_energies_and_the_fast_path() {
+    skip_without_golden!();
+    let (mut model, _) = import_gfm("PAINN_graph2", |_| {});
+    let g = golden("PAINN_graph2", "cual12");
+    let err = model
+        .compute(&g.structure, Request::ALL)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("per-atom energies are not defined"), "{err}");
+    assert!(err.contains("branch-0"), "{err}");
+    let err = model.enable_fast(1e-6).unwrap_err().to_string();
+    assert!(err.contains("graph-level energy"), "{err}");
+    assert!(model.fast().is_none());
+}
+
+/// E(x + h) - E(x - h) over 2h against the forces, and the same for a strain against the
+/// virial, on the periodic Al5Cu7 cell, for each branch.
+#[test]
+fn painn_graph_head_forces_and_stress_are_energy_derivatives() {
+    skip_without_golden!();
+    let (mut model, _) = import_gfm("PAINN_graph2", |_| {});
+    let g = golden("PAINN_graph2", "cual12");
+    let s0 = &g.structure;
+    let req = Request {
+        forces: true,
+        virial: true,
+        energies: false,
+        virials: false,
+    };
+    let h = 1e-5;
+    for name in ["branch-0", "branch-1"] {
+        model.set_branch(name).unwrap();
+        let r = model.compute(s0, req).unwrap();
+        let e = |s: &Structure| model.compute(s, Request::ENERGY).unwrap().energy;
+        let fmax = r
+            .forces
+            .iter()
+            .flatten()
+            .map(|x| x.abs())
+            .fold(0.0, f64::max);
+        let mut worst: f64 = 0.0;
+        for i in [0, 3, 7, 10] {
+            for k in 0..3 {
+                let mut p = s0.clone();
+                p.positions[i][k] += h;
+                let mut m = s0.clone();
+                m.positions[i][k] -= h;
+                let fd = -(e(&p) - e(&m)) / (2.0 * h);
+                worst = worst.max((fd - r.forces[i][k]).abs() / fmax);
+            }
+        }
+        assert!(worst < 1e-7, "{name}: forces vs FD off by {worst:e}");
+        // virial W = -dE/dε (ε symmetric-free strain applied to positions and cell)
+        let wmax = r
+            .virial
+            .iter()
+            .flatten()
+            .map(|x| x.abs())
+            .fold(0.0, f64::max);
+        let mut worst_w: f64 = 0.0;
+        for a in 0..3 {
+            for b in 0..3 {
+                let strained = |eps: f64| {
+                    let mut s = s0.clone();
+                    let apply = |v: &mut [f64; 3]| {
+                        let x = v[b];
+                        v[a] += eps * x;
+                    };
+                    s.positions.iter_mut().for_each(apply);
+                    s.cell.iter_mut().for_each(apply);
+                    s
+                };
+                let fd = -(e(&strained(h)) - e(&strained(-h))) / (2.0 * h);
+                worst_w = worst_w.max((fd - r.virial[a][b]).abs() / wmax);
+            }
+        }
+        assert!(worst_w < 1e-7, "{name}: virial vs FD off by {worst_w:e}");
+        eprintln!("{name}: FD forces rel {worst:.1e}, FD virial rel {worst_w:.1e}");
+    }
+}
+
+/// Checkpoints written before upstream dropped the biases of PaiNN's `update_U`/`update_V` have
+/// `.bias` keys: they load, and zero biases give exactly the bias-free numbers.
+#[test]
+fn painn_checkpoints_with_and_without_update_biases_load() {
+    skip_without_golden!();
+    let g = golden("PAINN_graph2", "cual12");
+    let (new, _) = import_gfm("PAINN_graph2", |_| {});
+    let add_bias = |scale: f64| {
+        move |st: &mut BTreeMap<String, Tensor>| {
+            for l in 0..2 {
+                for m in ["U", "V"] {
+                    let w = &st[&format!("model.graph_convs.{l}.module_1.update_{m}.weight")];
+                    let n = w.size()[0];
+                    let b = Tensor::arange(n, (Kind::Double, tch::Device::Cpu)) * scale;
+                    st.insert(format!("model.graph_convs.{l}.module_1.update_{m}.bias"), b);
+                }
+            }
+        }
+    };
+    let (zero, warnings) = import_gfm("PAINN_graph2", add_bias(0.0));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("update_U/update_V biases")),
+        "{warnings:?}"
+    );
+    assert!(zero.config().painn.update_bias);
+    let (biased, _) = import_gfm("PAINN_graph2", add_bias(0.01));
+    let e = |m: &Model| m.compute(&g.structure, Request::ENERGY).unwrap().energy;
+    assert_eq!(e(&new), e(&zero));
+    assert!(
+        (e(&biased) - e(&new)).abs() > 1e-6,
+        "the biases are not used"
+    );
+    // a bias on one layer only is not a checkpoint layout: the missing key is named
+    let d = golden::dir();
+    let mut state = read_npz(&d.join("GFM_PAINN_graph2_state_dict.npz")).unwrap();
+    add_bias(0.0)(&mut state);
+    state.remove("model.graph_convs.1.module_1.update_V.bias");
+    let config = std::fs::read_to_string(d.join("GFM_PAINN_graph2_config.json")).unwrap();
+    let err = import(&config, &state, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.graph_convs.1.module_1.update_V.bias"),
+        "{err}"
+    );
+}
+
+/// What is still refused names the option.
+#[test]
+fn unsupported_gfm_options_are_refused_by_name() {
+    skip_without_golden!();
+    let d = golden::dir();
+    let state = read_npz(&d.join("GFM_PAINN_graph2_state_dict.npz")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("GFM_PAINN_graph2_config.json")).unwrap(),
+    )
+    .unwrap();
+    let refused = |edit: &dyn Fn(&mut serde_json::Value), what: &str| {
+        let mut c = config.clone();
+        edit(&mut c["NeuralNetwork"]["Architecture"]);
+        let err = import(&c.to_string(), &state, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(what), "expected '{what}' in: {err}");
+    };
+    refused(&|a| a["edge_dim"] = 2.into(), "edge_dim = 2");
+    refused(&|a| a["graph_pooling"] = "mean".into(), "graph_pooling");
+}
