@@ -145,6 +145,9 @@ struct PairHydraGNN::Impl {
   int64_t n_sums = 0, n_maxs = 0;    // sizes of the graph-head partials
   int64_t n_graph_values = 0;        // values of all graph heads (the energy included)
   std::vector<int> pv_index;         // pvector[k] = finished graph values[pv_index[k]]
+  bool pooled_energy = false;        // graph-level energy: reduced over ranks every step
+  int64_t energy_value = 0;          // the energy's index in the finished graph values
+  double pooled_e = 0.0;             // this step's graph-level energy (every rank)
   // node heads: per LAMMPS atom, dim values each (extract_peratom)
   std::vector<std::string> node_names;
   std::vector<int> node_dims;
@@ -395,6 +398,7 @@ void PairHydraGNN::describe_heads()
     const auto sizes = m.model.head_partials_size();
     m.n_sums = sizes.first;
     m.n_maxs = sizes.second;
+    m.pooled_energy = m.model.energy_is_pooled();
   } catch (hydragnn::Error &) {
     error->all(FLERR, "pair_style hydragnn: model file '{}': {}", m.path, m.api->hgnn_last_error());
   }
@@ -407,7 +411,10 @@ void PairHydraGNN::describe_heads()
     const std::string name = h.name;
     if (h.kind == HGNN_HEAD_GRAPH) {
       for (int d = 0; d < h.dim; d++, at++) {
-        if (name == "energy") continue;
+        if (name == "energy") {
+          m.energy_value = at;
+          continue;
+        }
         m.pv_index.push_back(static_cast<int>(at));
         graph_map += fmt::format(" [{}] {}{}", m.pv_index.size(), name,
                                  h.dim > 1 ? fmt::format("[{}]", d + 1) : std::string());
@@ -450,6 +457,12 @@ void PairHydraGNN::describe_heads()
     if (!node_list.empty())
       utils::logmesg(lmp, "pair_style hydragnn: node heads (extract_peratom, e.g. fix pair):{}\n",
                      node_list);
+    if (m.pooled_energy)
+      utils::logmesg(lmp,
+                     "pair_style hydragnn: the energy of branch '{}' is graph-level (summed node "
+                     "features through an MLP): every step the ranks' partial sums are all-reduced "
+                     "before the backward pass; per-atom energies (compute pe/atom) are not defined\n",
+                     b);
   }
 }
 
@@ -564,6 +577,13 @@ double PairHydraGNN::init_one(int i, int j)
 void PairHydraGNN::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
+  // eflag_atom is the same on every rank, so every rank stops here together
+  if (impl->pooled_energy && eflag_atom)
+    error->all(FLERR,
+               "pair_style hydragnn: per-atom energies (compute pe/atom, pair/local, ...) are not "
+               "defined for model '{}': the energy of its branch is graph-level (node features "
+               "summed over the whole system, then an MLP), not a sum of per-atom energies",
+               impl->path);
   const double factor = uniform_scale();
   build_graph();
   // A rank without local atoms has nothing to evaluate, but it still takes part in every
@@ -571,6 +591,7 @@ void PairHydraGNN::compute(int eflag, int vflag)
   begin_evaluation();
   forward_pass();
   readout();
+  if (impl->pooled_energy) reduce_energy();
   {
     const bool graph = eflag_global && nextra > 0;
     const bool node = !impl->node_names.empty() && (eflag_global || eflag_atom || impl->node_trigger);
@@ -578,6 +599,9 @@ void PairHydraGNN::compute(int eflag, int vflag)
   }
   backward_pass();
   if (impl->eval) tally_results(factor);
+  // the graph-level energy belongs to the whole system: rank 0 tallies it (eng_vdwl is summed
+  // over ranks)
+  if (impl->pooled_energy && eflag_global && comm->me == 0) eng_vdwl += factor * impl->pooled_e;
   impl->eval.reset();
 }
 
@@ -693,6 +717,32 @@ void PairHydraGNN::readout()
   }
 }
 
+// Graph-level energy: every rank's partial sums of the pooled features over its local atoms (a
+// rank without atoms gives 0, and -inf for maxima) are all-reduced; each evaluation then gets the
+// whole system's energy and dE/d(pooled features), which seeds its backward pass. Collective.
+void PairHydraGNN::reduce_energy()
+{
+  Impl &m = *impl;
+  std::vector<double> sums(m.n_sums, 0.0), maxs(m.n_maxs, -std::numeric_limits<double>::infinity());
+  if (m.eval) {
+    try {
+      m.eval.head_partials(sums, maxs);
+    } catch (hydragnn::Error &e) {
+      fail_one(e);
+    }
+  }
+  std::vector<double> rsums(m.n_sums), rmaxs(m.n_maxs);
+  MPI_Allreduce(sums.data(), rsums.data(), static_cast<int>(m.n_sums), MPI_DOUBLE, MPI_SUM, world);
+  if (m.n_maxs > 0)
+    MPI_Allreduce(maxs.data(), rmaxs.data(), static_cast<int>(m.n_maxs), MPI_DOUBLE, MPI_MAX, world);
+  try {
+    m.pooled_e = m.eval ? m.eval.reduce(rsums, rmaxs)
+                        : m.model.finish_heads(rsums, rmaxs, m.n_graph_values).at(m.energy_value);
+  } catch (hydragnn::Error &e) {
+    fail_one(e);
+  }
+}
+
 // Backward through every layer; after layer l > 0 the ghost rows of the gradient are added into
 // their owners' rows (reverse communication).
 void PairHydraGNN::backward_pass()
@@ -770,7 +820,7 @@ void PairHydraGNN::tally_results(double factor)
     fi[1] += m.forces[3 * g + 1];
     fi[2] += m.forces[3 * g + 2];
   }
-  if (eflag_global) eng_vdwl += r.energy;
+  if (eflag_global && !m.pooled_energy) eng_vdwl += r.energy;
   if (eflag_atom)
     for (int g = 0; g < n_local; g++) eatom[m.atom_of[g]] += m.energies[g];
   if (vflag_global) add_voigt6(virial, w9);

@@ -50,6 +50,7 @@ class PairHydraGNN : public Pair {
   void begin_evaluation();
   void forward_pass();
   void readout();
+  void reduce_energy();
   void backward_pass();
   void tally_results(double factor);
   void other_heads(bool graph, bool node);

@@ -3,13 +3,18 @@
 //! HydraGNN's float64 energies and forces on the whole structure (the engine builds its own
 //! neighbour list), branch by branch; forces and stress are the derivatives of the energy on the
 //! periodic Al/Cu cell; graph-level energies refuse per-atom energies and the fast path; PaiNN
-//! checkpoints with and without the update-layer biases both load. (The checkpoint → Python →
+//! checkpoints with and without the update-layer biases both load; layer by layer over simulated
+//! ranks, the reduction step gives the whole structure's numbers. (The checkpoint → Python →
 //! model file → C ABI chain is mlip/capi/tests/hydragnn_gfm.rs.)
+
+// Index loops mirror the physics (atom i, axis c), as in the formulas.
+#![allow(clippy::needless_range_loop)]
 
 use std::collections::BTreeMap;
 
 use mlip::hydragnn::{import, read_npz, ImportOptions};
-use mlip::{Model, Request, Structure};
+use mlip::model::HeadPartials;
+use mlip::{GraphInput, LayeredEval, Model, Request, Structure};
 use tch::{Kind, Tensor};
 
 #[macro_use]
@@ -278,4 +283,243 @@ fn unsupported_gfm_options_are_refused_by_name() {
     };
     refused(&|a| a["edge_dim"] = 2.into(), "edge_dim = 2");
     refused(&|a| a["graph_pooling"] = "mean".into(), "graph_pooling");
+}
+
+/// One simulated rank: its local atoms (structure indices), then ghosts (images of any atom
+/// within one cutoff of a local atom), edges centred on local atoms.
+struct Piece {
+    positions: Vec<[f64; 3]>,
+    numbers: Vec<i32>,
+    /// Structure index of every row's atom (local and ghost).
+    atom: Vec<usize>,
+    n_local: usize,
+    centers: Vec<usize>,
+    neighbors: Vec<usize>,
+}
+
+fn pieces(s: &Structure, rc: f64, owner_of: &[usize], n_pieces: usize) -> Vec<Piece> {
+    let nl = mlip::neighbors::neighbor_list(s, rc).unwrap();
+    (0..n_pieces)
+        .map(|p| {
+            let local: Vec<usize> = (0..s.len()).filter(|&i| owner_of[i] == p).collect();
+            let mut row = std::collections::HashMap::new();
+            let mut pc = Piece {
+                positions: Vec::new(),
+                numbers: Vec::new(),
+                atom: Vec::new(),
+                n_local: local.len(),
+                centers: Vec::new(),
+                neighbors: Vec::new(),
+            };
+            for &i in &local {
+                row.insert((i, [0i32; 3]), pc.atom.len());
+                pc.positions.push(s.positions[i]);
+                pc.numbers.push(s.numbers[i]);
+                pc.atom.push(i);
+            }
+            for e in 0..nl.len() {
+                let (i, j, sh) = (nl.centers[e], nl.neighbors[e], nl.shifts[e]);
+                if owner_of[i] != p {
+                    continue;
+                }
+                let sh = [sh[0] as i32, sh[1] as i32, sh[2] as i32];
+                let k = *row.entry((j, sh)).or_insert_with(|| {
+                    pc.positions.push([0, 1, 2].map(|c| {
+                        s.positions[j][c] + (0..3).map(|a| sh[a] as f64 * s.cell[a][c]).sum::<f64>()
+                    }));
+                    pc.numbers.push(s.numbers[j]);
+                    pc.atom.push(j);
+                    pc.atom.len() - 1
+                });
+                pc.centers.push(row[&(i, [0, 0, 0])]);
+                pc.neighbors.push(k);
+            }
+            pc
+        })
+        .collect()
+}
+
+/// The layer-by-layer protocol over simulated ranks, ghost rows exchanged with their owners'
+/// local rows, the graph-level energy reduced across pieces: (energy, forces folded onto the
+/// structure's atoms, virial).
+fn run_pieces(m: &Model, ps: &[Piece]) -> (f64, Vec<[f64; 3]>, [[f64; 3]; 3]) {
+    let n = ps.iter().map(|p| p.n_local).sum::<usize>();
+    // (piece, local row) of every structure atom
+    let mut home = vec![(0, 0); n];
+    for (k, p) in ps.iter().enumerate() {
+        for r in 0..p.n_local {
+            home[p.atom[r]] = (k, r);
+        }
+    }
+    let graphs: Vec<GraphInput> = ps
+        .iter()
+        .map(|p| GraphInput {
+            n_local: p.n_local,
+            positions: &p.positions,
+            numbers: &p.numbers,
+            centers: &p.centers,
+            neighbors: &p.neighbors,
+            shifts: None,
+        })
+        .collect();
+    let mut evs: Vec<Option<LayeredEval>> = graphs
+        .iter()
+        .zip(ps)
+        .map(|(g, p)| (p.n_local > 0).then(|| LayeredEval::new(m, g).unwrap()))
+        .collect();
+    let layers = m.num_layers();
+    for l in 0..layers {
+        if l > 0 {
+            let w = evs.iter().flatten().next().unwrap().width(l);
+            let owned: Vec<Vec<f64>> = evs
+                .iter()
+                .map(|e| {
+                    e.as_ref()
+                        .map(|e| e.features(l).to_vec())
+                        .unwrap_or_default()
+                })
+                .collect();
+            for (k, p) in ps.iter().enumerate() {
+                let Some(e) = evs[k].as_mut() else { continue };
+                let f = e.features_mut(l);
+                for r in p.n_local..p.atom.len() {
+                    let (hk, hr) = home[p.atom[r]];
+                    f[r * w..(r + 1) * w].copy_from_slice(&owned[hk][hr * w..(hr + 1) * w]);
+                }
+            }
+        }
+        evs.iter_mut()
+            .flatten()
+            .for_each(|e| e.forward_layer(l).unwrap());
+    }
+    let (ns, nm) = m.head_partials_len(None).unwrap();
+    let mut total = HeadPartials {
+        sums: vec![0.0; ns],
+        maxs: vec![f64::NEG_INFINITY; nm],
+    };
+    for e in evs.iter_mut().flatten() {
+        assert_eq!(e.readout().unwrap(), 0.0);
+        let p = e.head_partials().unwrap();
+        total
+            .sums
+            .iter_mut()
+            .zip(&p.sums)
+            .for_each(|(t, x)| *t += x);
+        total
+            .maxs
+            .iter_mut()
+            .zip(&p.maxs)
+            .for_each(|(t, x)| *t = t.max(*x));
+    }
+    let mut energy = None;
+    for e in evs.iter_mut().flatten() {
+        let x = e.reduce(&total).unwrap();
+        assert!(
+            energy.is_none() || energy == Some(x),
+            "every piece gets the same energy"
+        );
+        energy = Some(x);
+    }
+    for l in (0..layers).rev() {
+        evs.iter_mut()
+            .flatten()
+            .for_each(|e| e.backward_layer(l).unwrap());
+        if l > 0 {
+            let w = evs.iter().flatten().next().unwrap().width(l);
+            let mut add: Vec<(usize, usize, Vec<f64>)> = Vec::new();
+            for (k, p) in ps.iter().enumerate() {
+                let Some(e) = evs[k].as_ref() else { continue };
+                let g = e.grads(l);
+                for r in p.n_local..p.atom.len() {
+                    let (hk, hr) = home[p.atom[r]];
+                    add.push((hk, hr, g[r * w..(r + 1) * w].to_vec()));
+                }
+            }
+            for (hk, hr, v) in add {
+                let g = evs[hk].as_mut().unwrap().grads_mut(l);
+                g[hr * w..(hr + 1) * w]
+                    .iter_mut()
+                    .zip(&v)
+                    .for_each(|(a, b)| *a += b);
+            }
+        }
+    }
+    let req = Request {
+        forces: true,
+        virial: true,
+        energies: false,
+        virials: false,
+    };
+    let mut forces = vec![[0.0; 3]; n];
+    let mut virial = [[0.0; 3]; 3];
+    for (k, p) in ps.iter().enumerate() {
+        let Some(e) = evs[k].as_ref() else { continue };
+        let err = e.results(Request::ALL).unwrap_err().to_string();
+        assert!(err.contains("per-atom energies are not defined"), "{err}");
+        let r = e.results(req).unwrap();
+        for (row, f) in r.forces.iter().enumerate() {
+            for c in 0..3 {
+                forces[p.atom[row]][c] += f[c];
+            }
+        }
+        for a in 0..3 {
+            for b in 0..3 {
+                virial[a][b] += r.virial[a][b];
+            }
+        }
+    }
+    (energy.unwrap(), forces, virial)
+}
+
+/// The reduction step: 1, 2, 3 and 4 simulated ranks (one of them without atoms) give the
+/// whole-structure energy, forces and virial of the graph-level energy, for both branches.
+#[test]
+fn graph_energy_layer_by_layer_across_pieces_equals_whole_structure() {
+    skip_without_golden!();
+    let (mut model, _) = import_gfm("PAINN_graph2", |_| {});
+    let s = golden("PAINN_graph2", "cual12").structure;
+    let req = Request {
+        forces: true,
+        virial: true,
+        energies: false,
+        virials: false,
+    };
+    for name in ["branch-0", "branch-1"] {
+        model.set_branch(name).unwrap();
+        let whole = model.compute(&s, req).unwrap();
+        for n_pieces in 1..=4 {
+            // slabs along z; with 4 pieces the last one is left empty
+            let slabs = if n_pieces == 4 { 3 } else { n_pieces };
+            let owner: Vec<usize> = s
+                .positions
+                .iter()
+                .map(|p| ((p[2] / s.cell[2][2]).rem_euclid(1.0) * slabs as f64) as usize % slabs)
+                .collect();
+            let ps = pieces(&s, model.cutoff(), &owner, n_pieces);
+            let (e, f, w) = run_pieces(&model, &ps);
+            assert!(
+                (e - whole.energy).abs() <= 1e-12 * whole.energy.abs(),
+                "{name}, {n_pieces} pieces: {e} vs {}",
+                whole.energy
+            );
+            assert!(
+                max_rel(&f, &whole.forces) < 1e-11,
+                "{name}, {n_pieces} pieces: forces"
+            );
+            let wmax = whole
+                .virial
+                .iter()
+                .flatten()
+                .map(|x| x.abs())
+                .fold(0.0, f64::max);
+            for a in 0..3 {
+                for b in 0..3 {
+                    assert!(
+                        (w[a][b] - whole.virial[a][b]).abs() < 1e-11 * wmax,
+                        "{name}, {n_pieces} pieces: virial"
+                    );
+                }
+            }
+        }
+    }
 }

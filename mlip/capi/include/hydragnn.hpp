@@ -38,7 +38,8 @@ namespace hydragnn {
   X(hgnn_eval_forward_layer) X(hgnn_eval_readout) X(hgnn_eval_backward_layer)                 \
   X(hgnn_eval_results) X(hgnn_model_num_heads) X(hgnn_model_head) X(hgnn_model_head_index)      \
   X(hgnn_compute_head) X(hgnn_model_head_partials_size) X(hgnn_eval_head_partials)            \
-  X(hgnn_model_finish_heads) X(hgnn_eval_node_head)
+  X(hgnn_model_finish_heads) X(hgnn_eval_node_head)                                           \
+  X(hgnn_model_energy_is_pooled) X(hgnn_eval_reduce)
 
 // The engine's entry points.
 struct Api {
@@ -202,6 +203,10 @@ class Model {
     return h;
   }
 
+  // Whether the energy is graph-level (pooled node features through an MLP): no per-atom
+  // energies, and Eval::reduce between readout() and the backward pass.
+  bool energy_is_pooled() const { return i32(api_->hgnn_model_energy_is_pooled, "hgnn_model_energy_is_pooled") != 0; }
+
   // Sizes of the graph-head partials of the layer-by-layer protocol (sums, maxima).
   std::pair<int64_t, int64_t> head_partials_size() const
   {
@@ -330,6 +335,17 @@ class Eval {
           api_->hgnn_eval_head_partials(p_, sums.data(), static_cast<int64_t>(sums.size()), maxs.data(),
                                         static_cast<int64_t>(maxs.size())),
           "hgnn_eval_head_partials");
+  }
+  // Graph-level energy, after readout(): every rank's head_partials reduced (sums added, maxima
+  // maxed); returns the whole structure's energy and seeds the backward pass.
+  double reduce(const std::vector<double> &sums, const std::vector<double> &maxs)
+  {
+    double e = 0.0;
+    check(*api_,
+          api_->hgnn_eval_reduce(p_, sums.data(), static_cast<int64_t>(sums.size()), maxs.data(),
+                                 static_cast<int64_t>(maxs.size()), &e),
+          "hgnn_eval_reduce");
+    return e;
   }
   // After readout(): node head `name` on the local atoms (n_local x dim values).
   void node_head(const char *name, std::vector<double> &values)

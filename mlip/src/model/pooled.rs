@@ -183,6 +183,61 @@ impl Model {
         Ok(out)
     }
 
+    /// For a graph-level energy ([`Model::energy_is_pooled`]): the energy of branch `branch`
+    /// (None: the active one) and its gradient with respect to the pooled scalar features, from
+    /// partials reduced over every piece of a structure. Every piece's local atoms then seed
+    /// their backward pass with that same gradient (∂E/∂s_i = ∂E/∂(Σ_j s_j)).
+    pub fn pooled_energy_grad(
+        &self,
+        branch: Option<usize>,
+        partials: &HeadPartials,
+    ) -> Result<(f64, Vec<f64>)> {
+        let bi = self.branch_index(branch)?;
+        let b = &self.branches[bi];
+        let (ns, nm) = self.head_partials_len(Some(bi))?;
+        if partials.sums.len() != ns || partials.maxs.len() != nm {
+            return invalid(format!(
+                "reduced head partials of branch '{}' have {} sums and {} maxima, expected {ns} and {nm}",
+                b.name,
+                partials.sums.len(),
+                partials.maxs.len()
+            ));
+        }
+        let k = match b.energy {
+            Some(k) if b.heads[k].pool_first => k,
+            _ => {
+                return invalid(format!(
+                    "the energy of branch '{}' is a sum of per-atom energies: it needs no reduction step",
+                    b.name
+                ))
+            }
+        };
+        // the energy's offset in `sums`: the sum-pooled graph heads before it
+        let off: usize = (0..k)
+            .filter(|&j| b.heads[j].kind == HeadKind::Graph && b.heads[j].pooling != Pooling::Max)
+            .map(|j| self.partial_width(bi, j))
+            .sum();
+        let f = self.partial_width(bi, k) - 1;
+        crate::compute::guarded(|| {
+            let p = nn::tensor_from(
+                &partials.sums[off..off + f],
+                &[1, f as i64],
+                self.kind,
+                self.vs.device(),
+            )
+            .set_requires_grad(true);
+            let e = self.energy_of_pooled(b, k, &p).sum(self.kind);
+            let g = Tensor::f_run_backward(&[&e], &[&p], false, false)?;
+            let energy = e.f_double_value(&[])? + partials.sums[off + f];
+            if !energy.is_finite() {
+                return Err(Error::Internal(
+                    "the model produced a non-finite energy".into(),
+                ));
+            }
+            Ok((energy, tensor_to_vec(&g[0])?))
+        })
+    }
+
     /// The node heads of branch `branch` on final scalar features `s` (n, F), in head order:
     /// (name, n × dim values, row-major). No gradients are kept.
     pub fn node_heads(&self, branch: Option<usize>, s: &Tensor) -> Result<Vec<(String, Vec<f64>)>> {
