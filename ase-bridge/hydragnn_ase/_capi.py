@@ -237,6 +237,7 @@ def _bind(lib):
         ("hgnn_model_num_branches", [c_void_p, P(c_int32)]),
         ("hgnn_model_branch_name", [c_void_p, c_int32, P(c_char_p)]),
         ("hgnn_model_active_branch", [c_void_p, P(c_int32)]),
+        ("hgnn_model_energy_is_pooled", [c_void_p, P(c_int32)]),
         ("hgnn_model_num_heads", [c_void_p, P(c_int32)]),
         ("hgnn_model_head", [c_void_p, c_int32, P(hgnn_head_t)]),
         ("hgnn_compute_head", [c_void_p, c_int64, P(hgnn_structure_t), c_char_p, P(c_double), c_int64]),

@@ -77,6 +77,10 @@ class _Model:
             lib.hgnn_model_branch_name(handle, k, byref(name))
             names.append(name.value.decode())
         lib.hgnn_model_active_branch(handle, byref(active))
+        pooled = c_int32()
+        lib.hgnn_model_energy_is_pooled(handle, byref(pooled))
+        # a graph-level energy (HydraGNN graph heads) has no per-atom energies
+        self.energy_is_pooled = bool(pooled.value)
         self.branches = tuple(names)
         self.branch = names[active.value]
         if head is None and len(names) > 1:
@@ -163,7 +167,7 @@ class _Job:
     """One structure in the C layout, plus the fresh numpy arrays its results go to (the arrays
     become the results, so nothing is shared between calls)."""
 
-    def __init__(self, atoms, want):
+    def __init__(self, atoms, want, per_atom_energies=True):
         n = len(atoms)
         self.n = n
         self.positions = np.ascontiguousarray(atoms.get_positions(), dtype=np.float64)
@@ -178,12 +182,13 @@ class _Job:
         self.structure = s
         stress = "stress" in want or "stresses" in want
         self.forces = np.zeros((n, 3))
-        self.energies = np.zeros(n)
+        self.energies = np.zeros(n) if per_atom_energies else None
         self.virial = np.zeros((3, 3)) if stress else None
         self.virials = np.zeros((n, 3, 3)) if stress else None
         r = _capi.hgnn_results_t()
         r.forces = _dptr(self.forces)
-        r.energies = _dptr(self.energies)
+        if per_atom_energies:
+            r.energies = _dptr(self.energies)
         if stress:
             r.virial = _dptr(self.virial)
             r.virials = _dptr(self.virials)
@@ -192,7 +197,9 @@ class _Job:
     def results(self):
         """ASE results: eV, eV/Å, and stress = -virial/V in Voigt order (xx yy zz yz xz xy)."""
         e = float(self.raw.energy)
-        out = {"energy": e, "free_energy": e, "energies": self.energies, "forces": self.forces}
+        out = {"energy": e, "free_energy": e, "forces": self.forces}
+        if self.energies is not None:
+            out["energies"] = self.energies
         if self.virial is not None:
             out["stress"] = full_3x3_to_voigt_6_stress(-self.virial / self.volume)
             out["stresses"] = full_3x3_to_voigt_6_stress(-self.virials / self.volume)
@@ -223,7 +230,8 @@ class HydraGNNCalculator(Calculator):
         path (libtorch autograd). `path_info` says which one runs. Set explicitly, so the
         environment variable HYDRAGNN_COMPRESS does not apply to the calculator.
 
-    Every calculation computes energy, per-atom energies and forces, and for a fully periodic 3D
+    Every calculation computes energy, per-atom energies (not for a model whose energy is
+    graph-level, e.g. HydraGNN's graph heads: `energies` is then not implemented) and forces, and for a fully periodic 3D
     cell also the stress and per-atom stresses, in one engine call; ASE caches them until the
     positions, numbers, cell or pbc change. Stress of a molecule or a cell with mixed periodicity
     raises PropertyNotImplementedError.
@@ -251,6 +259,8 @@ class HydraGNNCalculator(Calculator):
     def _set_heads(self):
         """`implemented_properties` of this instance: the standard ones plus the model's heads."""
         base = HydraGNNCalculator.implemented_properties
+        if self._model.energy_is_pooled:
+            base = [p for p in base if p != "energies"]
         self.implemented_properties = base + [h for h in self._model.extra_heads() if h not in base]
 
     def set(self, **kwargs):
@@ -329,8 +339,8 @@ class HydraGNNCalculator(Calculator):
         if properties is not None:
             _check_stress(self.atoms, properties)
         want = _STRESS if _periodic3d(self.atoms) else ()
-        job = _Job(self.atoms, want)
         m = self._model
+        job = _Job(self.atoms, want, not m.energy_is_pooled)
         m.lib.hgnn_compute(m.handle, byref(job.structure), byref(job.raw))
         results = job.results()
         results.update(m.compute_heads([job])[0])
@@ -360,7 +370,7 @@ class HydraGNNCalculator(Calculator):
             _check_stress(a, properties, f"structure {k}: ")
         if not images:
             return []
-        jobs = [_Job(a, properties) for a in images]
+        jobs = [_Job(a, properties, not self._model.energy_is_pooled) for a in images]
         structures = (_capi.hgnn_structure_t * len(jobs))(*[j.structure for j in jobs])
         raws = (_capi.hgnn_results_t * len(jobs))(*[j.raw for j in jobs])
         m = self._model
