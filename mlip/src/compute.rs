@@ -357,6 +357,7 @@ impl Model {
     }
 
     fn compute_graphs_chunk(&self, graphs: &[GraphInput], req: Request) -> Result<Vec<Results>> {
+        self.check_graph_attr()?;
         if req.energies && self.energy_is_pooled(None) {
             let b = &self.config().branches[self.active_branch()].name;
             return Err(crate::model::per_atom_energy_undefined(b));

@@ -127,6 +127,7 @@ pub struct LayeredEval<'m> {
 impl<'m> LayeredEval<'m> {
     /// Checks the graph and computes the features entering layer 0 for every atom.
     pub fn new(model: &'m Model, g: &GraphInput) -> Result<Self> {
+        model.check_graph_attr()?;
         let (species, vecs) = check_graph(model, g)?;
         if g.centers.iter().any(|&i| i >= g.n_local) {
             return invalid("layer-by-layer evaluation needs every edge centre to be a local atom");

@@ -523,3 +523,114 @@ fn graph_energy_layer_by_layer_across_pieces_equals_whole_structure() {
         }
     }
 }
+
+/// `concat_node` conditioning on [charge, spin]: HydraGNN's numbers for both branches with its
+/// golden attributes; without attributes, or with the wrong number, a clear error; other values
+/// give another energy; forces stay the energy's derivatives.
+#[test]
+fn painn_concat_node_charge_spin_reproduces_hydragnn() {
+    skip_without_golden!();
+    let (mut model, warnings) = import_gfm("PAINN_graph2_concat", |_| {});
+    assert!(
+        warnings.iter().any(|w| w.contains("[charge, spin]")),
+        "{warnings:?}"
+    );
+    assert_eq!(model.graph_attr_names(), ["charge", "spin"]);
+    let g = golden("PAINN_graph2_concat", "ethanol");
+    let err = model
+        .compute(&g.structure, Request::ENERGY)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("charge and spin") && err.contains("were not given"),
+        "{err}"
+    );
+    let err = model.set_graph_attr(&[1.0]).unwrap_err().to_string();
+    assert!(
+        err.contains("2 per-structure attributes (charge, spin), got 1"),
+        "{err}"
+    );
+    assert!(model
+        .set_graph_attr(&[0.0, f64::NAN])
+        .unwrap_err()
+        .to_string()
+        .contains("'spin'"));
+    let attr = flat(
+        &read_npz(&golden::dir().join("GFM_PAINN_graph2_concat_ethanol_golden.npz")).unwrap()
+            ["graph_attr"],
+    );
+    assert_eq!(attr, [-1.0, 2.0]);
+    model.set_graph_attr(&attr).unwrap();
+    let req = Request {
+        forces: true,
+        virial: false,
+        energies: false,
+        virials: false,
+    };
+    for (b, name) in ["branch-0", "branch-1"].iter().enumerate() {
+        model.set_branch(name).unwrap();
+        let r = model.compute(&g.structure, req).unwrap();
+        let e_rel = (r.energy - g.energy[b]).abs() / g.energy[b].abs();
+        let f_rel = max_rel(&r.forces, &g.forces[b]);
+        eprintln!("PAINN_graph2_concat {name}: energy rel {e_rel:.1e}, forces rel {f_rel:.1e}");
+        assert!(
+            e_rel < 1e-8,
+            "{name}: energy {} vs {}",
+            r.energy,
+            g.energy[b]
+        );
+        assert!(f_rel < 1e-8, "{name}: forces off by {f_rel:e}");
+        // central differences
+        let h = 1e-5;
+        let fmax = r
+            .forces
+            .iter()
+            .flatten()
+            .map(|x| x.abs())
+            .fold(0.0, f64::max);
+        for i in [0, 4, 8] {
+            for k in 0..3 {
+                let mut p = g.structure.clone();
+                p.positions[i][k] += h;
+                let mut m = g.structure.clone();
+                m.positions[i][k] -= h;
+                let e = |s: &Structure| model.compute(s, Request::ENERGY).unwrap().energy;
+                let fd = -(e(&p) - e(&m)) / (2.0 * h);
+                assert!(
+                    (fd - r.forces[i][k]).abs() < 1e-7 * fmax,
+                    "{name}: FD force {fd} vs {}",
+                    r.forces[i][k]
+                );
+            }
+        }
+    }
+    let e0 = model.compute(&g.structure, Request::ENERGY).unwrap().energy;
+    model.set_graph_attr(&[0.0, 1.0]).unwrap();
+    let e1 = model.compute(&g.structure, Request::ENERGY).unwrap().energy;
+    assert!(
+        (e0 - e1).abs() > 1e-6,
+        "charge and spin change nothing: {e0} {e1}"
+    );
+}
+
+/// `film` and `fuse_pool` are refused by name.
+#[test]
+fn other_conditioning_modes_are_refused_by_name() {
+    skip_without_golden!();
+    let d = golden::dir();
+    let state = read_npz(&d.join("GFM_PAINN_graph2_concat_state_dict.npz")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("GFM_PAINN_graph2_concat_config.json")).unwrap(),
+    )
+    .unwrap();
+    for mode in ["film", "fuse_pool"] {
+        config["NeuralNetwork"]["Architecture"]["graph_attr_conditioning_mode"] = mode.into();
+        let err = import(&config.to_string(), &state, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("graph_attr_conditioning_mode '{mode}'")),
+            "{err}"
+        );
+    }
+}

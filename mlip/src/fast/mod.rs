@@ -643,6 +643,12 @@ fn unsupported(model: &Model) -> Result<()> {
             )));
         }
     }
+    if c.graph_attr.is_some() {
+        return Err(Error::InvalidInput(
+            "the fast path does not support conditioning on per-structure attributes (graph_attr)"
+                .into(),
+        ));
+    }
     if c.mpnn_type == MpnnType::PaiNN && (c.painn.edge_filter || c.painn.update_bias) {
         return Err(Error::InvalidInput(
             "the fast path does not support PaiNN's edge_filter (HydraGNN edge_dim = 1) or update biases".into(),

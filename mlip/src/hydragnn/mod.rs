@@ -20,6 +20,7 @@
 //! | node head `mlp` (MLPNode), energy = Σ node head | head "energy" (graph, sum of per-node MLP) |
 //! | graph heads: pool, `graph_shared`, head MLP | `pool_first`, branch `shared_layers` |
 //! | graph-level energy head (`output_type` graph, `graph_pooling` add) | "energy" head with `pool_first` |
+//! | `use_graph_attr_conditioning`, `concat_node` on [charge, spin] | `graph_attr` (`concat_node`) |
 //!
 //! Orderings differ and are fixed here by permuting weights: HydraGNN's PaiNN splits messages as
 //! (vector gate, edge gate, scalar) where the engine splits (scalar, vector gate, edge gate), and
@@ -49,7 +50,9 @@ pub use species::{parse_species, SpeciesFeatures};
 pub use state_dict::{read_state_dict, EXPORT_FORMAT};
 
 use crate::error::{Error, Result};
-use crate::model::config::{Activation, InputConfig, ModelConfig, MpnnType};
+use crate::model::config::{
+    Activation, ConditioningMode, GraphAttrConfig, InputConfig, ModelConfig, MpnnType,
+};
 use crate::model::Model;
 
 /// Options of [`import`].
@@ -118,6 +121,55 @@ fn ints(v: &Value, what: &str) -> Result<Vec<i64>> {
         .ok_or_else(|| cfg(format!("{what} must be a list of integers")))
 }
 
+/// HydraGNN's `use_graph_attr_conditioning`: `concat_node` on [charge, spin] (the foundation-model
+/// recipe's attributes, two columns of `graph_concat_projector`) becomes the engine's
+/// `graph_attr`; the other modes are refused by name.
+fn conditioning(
+    arch: &Value,
+    state: &BTreeMap<String, Tensor>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<GraphAttrConfig>> {
+    if !getv(arch, "use_graph_attr_conditioning")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return Ok(None);
+    }
+    let mode = getv(arch, "graph_attr_conditioning_mode")
+        .and_then(Value::as_str)
+        .unwrap_or("film");
+    if mode != "concat_node" {
+        return Err(cfg(format!(
+            "graph_attr_conditioning_mode '{mode}' cannot be imported yet: the engine supports 'concat_node' \
+             ('film' and 'fuse_pool' have no reference outputs to check an implementation against)"
+        )));
+    }
+    let key = "model.graph_concat_projector.weight";
+    let w = state.get(key).ok_or_else(|| {
+        cfg(format!(
+            "use_graph_attr_conditioning with concat_node, but the checkpoint has no '{key}'"
+        ))
+    })?;
+    let d = w.size().get(1).copied().unwrap_or(0) - int(arch, "hidden_dim")?;
+    if d != 2 {
+        return Err(cfg(format!(
+            "graph_attr has {d} columns ('{key}' is {:?}): the engine imports the foundation-model recipe's \
+             [charge, spin] (2)",
+            w.size()
+        )));
+    }
+    warnings.push(
+        "conditioned on the structure's [charge, spin] (concat_node): give them at run time (ASE atoms.info \
+         [\"charge\"] and [\"spin\"], LAMMPS pair_style hydragnn charge Q spin S, C ABI hgnn_model_set_graph_attr), \
+         in the units and convention of the training data"
+            .into(),
+    );
+    Ok(Some(GraphAttrConfig {
+        names: vec!["charge".into(), "spin".into()],
+        mode: ConditioningMode::ConcatNode,
+    }))
+}
+
 /// Builds the engine model of a HydraGNN `config.json` (text) and its state dict (keys without
 /// the `module.` prefix).
 pub fn import(
@@ -170,6 +222,7 @@ pub fn import(
         return Err(cfg("denormalize_output is true: outputs were min-max scaled; the engine cannot undo that yet"));
     }
     let hidden_dim = int(arch, "hidden_dim")?;
+    let graph_attr = conditioning(arch, state, &mut warnings)?;
     let num_conv_layers = int(arch, "num_conv_layers")? as usize;
     let radius = getv(arch, "radius")
         .and_then(Value::as_f64)
@@ -200,6 +253,14 @@ pub fn import(
     let (species, features, species_map) =
         species::node_features(opts.species.as_deref(), input_dim, &mut warnings)?;
     let mut sources = BTreeMap::new();
+    if graph_attr.is_some() {
+        for p in ["weight", "bias"] {
+            sources.insert(
+                format!("graph_attr.concat.{p}"),
+                weights::Source::Copy(format!("model.graph_concat_projector.{p}")),
+            );
+        }
+    }
     let branches = heads::branches(arch, voi, opts.energy_head, var_output, &mut sources)?;
     let bb = match mpnn_type {
         MpnnType::PaiNN => backbone::painn(
@@ -236,6 +297,7 @@ pub fn import(
         egnn: bb.egnn,
         // HydraGNN sums messages unscaled.
         avg_num_neighbors: None,
+        graph_attr,
     };
     config.validate()?;
     let model = Model::new(config, opts.kind, Device::Cpu, 0)?;

@@ -329,6 +329,29 @@ pub struct ModelConfig {
     /// from the training data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg_num_neighbors: Option<f64>,
+    /// Conditioning on attributes of the whole structure (total charge, spin), whose values are
+    /// given at run time ([`crate::Model::set_graph_attr`]); None: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_attr: Option<GraphAttrConfig>,
+}
+
+/// Conditioning on per-structure attributes (HydraGNN's `use_graph_attr_conditioning`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphAttrConfig {
+    /// The attributes in order, e.g. `["charge", "spin"]`.
+    pub names: Vec<String>,
+    /// How they enter the model.
+    pub mode: ConditioningMode,
+}
+
+/// Where per-structure attributes enter the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditioningMode {
+    /// After every conv layer, before `post_conv_activation`: s_i ← W [s_i, a] + b, one shared
+    /// Linear (`graph_attr.concat`, `hidden_dim` + d → `hidden_dim`). HydraGNN's `concat_node`.
+    ConcatNode,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -381,6 +404,7 @@ impl ModelConfig {
             painn: PainnOptions::default(),
             egnn: EgnnOptions::default(),
             avg_num_neighbors: None,
+            graph_attr: None,
         }
     }
 
@@ -425,6 +449,20 @@ impl ModelConfig {
     /// branch names, reference-energy counts, an "energy" head that is a summed scalar.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
+        if let Some(g) = &self.graph_attr {
+            let mut names = g.names.clone();
+            names.sort();
+            names.dedup();
+            if g.names.is_empty()
+                || names.len() != g.names.len()
+                || g.names.iter().any(|n| n.is_empty())
+            {
+                return bad(format!(
+                    "graph_attr.names must be distinct non-empty names, got {:?}",
+                    g.names
+                ));
+            }
+        }
         if self.hidden_dim < 1 {
             return bad(format!("hidden_dim must be >= 1, got {}", self.hidden_dim));
         }

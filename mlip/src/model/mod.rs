@@ -123,6 +123,10 @@ pub struct Model {
     /// The fast path, when enabled ([`Model::enable_fast`]); evaluations use it for energies,
     /// forces and virials. It is a snapshot of the weights: changing them disables it.
     fast: Option<crate::fast::FastModel>,
+    /// `graph_attr` conditioning: the shared Linear (`graph_attr.concat`).
+    cond: Option<tch::nn::Linear>,
+    /// The run-time values of the `graph_attr` attributes ([`Model::set_graph_attr`]).
+    graph_attr: Option<Vec<f64>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -233,6 +237,14 @@ impl Model {
                 }
             })
             .collect();
+        let cond = config.graph_attr.as_ref().map(|g| {
+            tch::nn::linear(
+                &root / "graph_attr" / "concat",
+                f + g.names.len() as i64,
+                f,
+                Default::default(),
+            )
+        });
         if kind == Kind::Double {
             vs.double();
         } else {
@@ -251,6 +263,8 @@ impl Model {
             species_index,
             metadata: BTreeMap::new(),
             fast: None,
+            cond,
+            graph_attr: None,
         })
     }
 
@@ -385,9 +399,76 @@ impl Model {
         })
     }
 
-    /// Per-edge geometry for `edge_vec` (E, 3).
+    /// Per-edge geometry for `edge_vec` (E, 3), with the node conditioning on the structure's
+    /// attributes when the model has one (zeros where [`Model::set_graph_attr`] was not called:
+    /// the entry points refuse that first, [`Model::check_graph_attr`]).
     pub fn edges(&self, src: &Tensor, dst: &Tensor, edge_vec: &Tensor, n_nodes: i64) -> Edges {
-        Edges::new(src, dst, edge_vec, &self.radial, n_nodes)
+        let mut e = Edges::new(src, dst, edge_vec, &self.radial, n_nodes);
+        if let Some(lin) = &self.cond {
+            let d = self.graph_attr_names().len();
+            let v = self.graph_attr.clone().unwrap_or_else(|| vec![0.0; d]);
+            e.condition = Some(nn::NodeCondition {
+                weight: lin.ws.shallow_clone(),
+                bias: lin.bs.as_ref().expect("Linear with bias").shallow_clone(),
+                attr: nn::tensor_from(&v, &[d as i64], self.kind, self.vs.device()),
+            });
+        }
+        e
+    }
+
+    /// The names of the per-structure attributes the model is conditioned on (e.g. charge,
+    /// spin); empty when it has none.
+    pub fn graph_attr_names(&self) -> &[String] {
+        self.config
+            .graph_attr
+            .as_ref()
+            .map_or(&[], |g| g.names.as_slice())
+    }
+
+    /// The current values of the per-structure attributes (None until set).
+    pub fn graph_attr(&self) -> Option<&[f64]> {
+        self.graph_attr.as_deref()
+    }
+
+    /// Sets the per-structure attributes (in [`Model::graph_attr_names`] order) used by every
+    /// evaluation that follows, for every structure of a batch.
+    pub fn set_graph_attr(&mut self, values: &[f64]) -> Result<()> {
+        let names = self.graph_attr_names();
+        if names.is_empty() {
+            return Err(Error::InvalidInput(
+                "this model is not conditioned on per-structure attributes (charge, spin): it takes none".into(),
+            ));
+        }
+        if values.len() != names.len() {
+            return Err(Error::InvalidInput(format!(
+                "the model is conditioned on {} per-structure attributes ({}), got {} values",
+                names.len(),
+                names.join(", "),
+                values.len()
+            )));
+        }
+        if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidInput(format!(
+                "per-structure attribute '{}' is {}: it must be finite",
+                names[k], values[k]
+            )));
+        }
+        self.graph_attr = Some(values.to_vec());
+        Ok(())
+    }
+
+    /// An error when the model is conditioned on per-structure attributes that were not set.
+    pub fn check_graph_attr(&self) -> Result<()> {
+        let names = self.graph_attr_names();
+        if !names.is_empty() && self.graph_attr.is_none() {
+            return Err(Error::InvalidInput(format!(
+                "the model is conditioned on the structure's {} and they were not given \
+                 (C ABI hgnn_model_set_graph_attr, ASE atoms.info[...], LAMMPS pair_style hydragnn {})",
+                names.join(" and "),
+                names.iter().map(|n| format!("{n} VALUE")).collect::<Vec<_>>().join(" ")
+            )));
+        }
+        Ok(())
     }
 
     /// Input features (n, input_dim) of the given species indices.
@@ -548,6 +629,7 @@ impl Model {
 
     /// Full differentiable forward pass for branch `branch` (None: the active one).
     pub fn forward(&self, g: &GraphTensors, branch: Option<usize>) -> Result<Outputs> {
+        self.check_graph_attr()?;
         let st = self.propagate(g);
         self.heads(branch, &st.s, g)
     }

@@ -185,6 +185,9 @@ impl Backbone for PaiNN {
         if let (Some(lin), Some(vt)) = (&b.out_v, &v) {
             v = Some(vt.apply(lin));
         }
+        if let Some(c) = &e.condition {
+            s = c.apply(&s);
+        }
         if let Some(pa) = self.post_act {
             s = act(pa, &s);
         }

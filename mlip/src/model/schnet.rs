@@ -85,6 +85,10 @@ impl Backbone for SchNet {
         };
         let v = act(self.act, &m.apply(&b.lin2)).apply(&b.lin3);
         let s = if b.residual { &st.s + v } else { v };
+        let s = match &e.condition {
+            Some(c) => c.apply(&s),
+            None => s,
+        };
         let s = match self.post_act {
             Some(a) => act(a, &s),
             None => s,
