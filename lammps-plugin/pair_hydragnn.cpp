@@ -6,7 +6,7 @@
  *
  *  Syntax:
  *    pair_style hydragnn [device cpu|cuda] [precision float32|float64] [branch NAME] [threads N]
- *                        [compress yes|no]
+ *                        [compress yes|no] [charge Q] [spin S]
  *    pair_coeff * * model.file Elem1 ... ElemN      (one element per atom type; NULL skips a type)
  *
  *  The other heads of the branch in use: graph heads (e.g. a HOMO-LUMO gap) are the pair style's
@@ -35,6 +35,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -124,6 +125,7 @@ struct PairHydraGNN::Impl {
   int threads = 0;    // 0: HYDRAGNN_NUM_THREADS if set, else 1 per rank
   std::string branch;
   int compress = 1;    // fast path (tabulated radial filters, fused kernels) where available
+  std::map<std::string, double> graph_attr;    // charge, spin: for models conditioned on them
 
   // the model, from pair_coeff
   std::string path;    // as given to pair_coeff
@@ -274,6 +276,7 @@ void PairHydraGNN::settings(int narg, char **arg)
   m.threads = 0;
   m.branch.clear();
   m.compress = 1;
+  m.graph_attr.clear();
   for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string key = arg[iarg];
     if (iarg + 1 >= narg)
@@ -292,6 +295,8 @@ void PairHydraGNN::settings(int narg, char **arg)
       if (m.api->hgnn_precision_parse(val.c_str(), &dtype) != HGNN_SUCCESS)
         error->all(FLERR, "pair_style hydragnn: {}", m.api->hgnn_last_error());
       m.dtype = dtype;
+    } else if (key == "charge" || key == "spin") {
+      m.graph_attr[key] = utils::numeric(FLERR, val, false, lmp);
     } else if (key == "branch" || key == "head") {
       m.branch = val;
     } else if (key == "threads") {
@@ -308,7 +313,7 @@ void PairHydraGNN::settings(int narg, char **arg)
     } else {
       error->all(FLERR,
                  "pair_style hydragnn: unknown keyword '{}' (known: device, precision, branch, "
-                 "threads, compress)",
+                 "threads, compress, charge, spin)",
                  key);
     }
   }
@@ -365,6 +370,7 @@ void PairHydraGNN::load_model()
   }
   comm_forward = maxw;
   comm_reverse = maxw;
+  set_graph_attr(file);
 
   if (comm->me == 0) {
     utils::logmesg(lmp,
@@ -378,6 +384,50 @@ void PairHydraGNN::load_model()
     utils::logmesg(lmp, "pair_style hydragnn: {}\n", desc);
   }
   describe_heads();
+}
+
+/* ----------------------------------------------------------------------
+   The per-structure attributes a model is conditioned on (HydraGNN's total charge and spin),
+   from pair_style's `charge Q spin S`: every one the model names must be given, and no other.
+   Collective (every rank parses the same pair_style).
+------------------------------------------------------------------------- */
+
+void PairHydraGNN::set_graph_attr(const std::string &file)
+{
+  Impl &m = *impl;
+  std::vector<std::string> names;
+  try {
+    names = m.model.graph_attr_names();
+  } catch (hydragnn::Error &) {
+    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", file, m.api->hgnn_last_error());
+  }
+  for (const auto &kv : m.graph_attr)
+    if (std::find(names.begin(), names.end(), kv.first) == names.end())
+      error->all(FLERR, "pair_style hydragnn: keyword '{}' given, but model file '{}' is not conditioned on it{}",
+                 kv.first, file, names.empty() ? std::string() : " (it takes: " + utils::join_words(names, " ") + ")");
+  if (names.empty()) return;
+  std::vector<double> values;
+  std::string usage;
+  for (const auto &n : names) usage += " " + n + " VALUE";
+  for (const auto &n : names) {
+    const auto it = m.graph_attr.find(n);
+    if (it == m.graph_attr.end())
+      error->all(FLERR,
+                 "pair_style hydragnn: model file '{}' is conditioned on the system's {}: give "
+                 "them with pair_style hydragnn ...{}",
+                 file, utils::join_words(names, " and "), usage);
+    values.push_back(it->second);
+  }
+  try {
+    m.model.set_graph_attr(values);
+  } catch (hydragnn::Error &) {
+    error->all(FLERR, "pair_style hydragnn: {}", m.api->hgnn_last_error());
+  }
+  if (comm->me == 0) {
+    std::string given;
+    for (size_t k = 0; k < names.size(); k++) given += fmt::format(" {} = {}", names[k], values[k]);
+    utils::logmesg(lmp, "pair_style hydragnn: the model is conditioned on the system's{}\n", given);
+  }
 }
 
 /* ----------------------------------------------------------------------

@@ -11,6 +11,7 @@
 #include "pair.h"
 
 #include <exception>
+#include <string>
 
 namespace LAMMPS_NS {
 
@@ -55,6 +56,7 @@ class PairHydraGNN : public Pair {
   void tally_results(double factor);
   void other_heads(bool graph, bool node);
   void describe_heads();
+  void set_graph_attr(const std::string &file);
 };
 
 }    // namespace LAMMPS_NS

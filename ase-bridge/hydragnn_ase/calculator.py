@@ -81,6 +81,13 @@ class _Model:
         lib.hgnn_model_energy_is_pooled(handle, byref(pooled))
         # a graph-level energy (HydraGNN graph heads) has no per-atom energies
         self.energy_is_pooled = bool(pooled.value)
+        n_attr = c_int32()
+        lib.hgnn_model_num_graph_attr(handle, byref(n_attr))
+        self.graph_attr_names = []
+        for k in range(n_attr.value):
+            name = c_char_p()
+            lib.hgnn_model_graph_attr_name(handle, k, byref(name))
+            self.graph_attr_names.append(name.value.decode())
         self.branches = tuple(names)
         self.branch = names[active.value]
         if head is None and len(names) > 1:
@@ -98,6 +105,21 @@ class _Model:
             h = _capi.hgnn_head_t()
             lib.hgnn_model_head(handle, k, byref(h))
             self.heads[h.name.decode()] = (h.kind, h.dim)
+
+    def set_graph_attr(self, atoms, where=""):
+        """For a model conditioned on per-structure attributes (HydraGNN's total charge and spin):
+        their values from `atoms.info` (keys "charge", "spin", as fairchem and HydraGNN's ASE
+        example name them) for the engine calls that follow."""
+        if not self.graph_attr_names:
+            return
+        missing = [n for n in self.graph_attr_names if n not in atoms.info]
+        if missing:
+            raise ValueError(
+                f"{where}the model is conditioned on the system's {' and '.join(self.graph_attr_names)}: "
+                f"set atoms.info[{missing[0]!r}] (missing: {', '.join(missing)})"
+            )
+        values = np.array([float(atoms.info[n]) for n in self.graph_attr_names], dtype=np.float64)
+        self.lib.hgnn_model_set_graph_attr(self.handle, _dptr(values), values.size)
 
     def extra_heads(self):
         """The heads other than the energy: {name: (kind, dim)}."""
@@ -236,6 +258,11 @@ class HydraGNNCalculator(Calculator):
     positions, numbers, cell or pbc change. Stress of a molecule or a cell with mixed periodicity
     raises PropertyNotImplementedError.
 
+    A model conditioned on the system's total charge and spin (HydraGNN's graph attributes,
+    `concat_node`) reads them from `atoms.info["charge"]` and `atoms.info["spin"]` (the names
+    fairchem and HydraGNN's ASE example use), in the convention of its training data; they are
+    required, and a change of them is a reason to recompute.
+
     The other heads of the branch (e.g. a HOMO-LUMO `gap`, per-atom `charges`) are computed with
     every calculation too and appear in `results` under their names: graph heads as a float (or
     an array of `dim` values), node heads as per-atom arrays, (n,) or (n, dim). They are in
@@ -340,11 +367,21 @@ class HydraGNNCalculator(Calculator):
             _check_stress(self.atoms, properties)
         want = _STRESS if _periodic3d(self.atoms) else ()
         m = self._model
+        m.set_graph_attr(self.atoms)
         job = _Job(self.atoms, want, not m.energy_is_pooled)
         m.lib.hgnn_compute(m.handle, byref(job.structure), byref(job.raw))
         results = job.results()
         results.update(m.compute_heads([job])[0])
         self.results = results
+
+    def check_state(self, atoms, tol=1e-15):
+        """ASE's changes, plus "info" when a model conditioned on the system's charge or spin
+        sees other values in `atoms.info`."""
+        changes = Calculator.check_state(self, atoms, tol)
+        names = self._model.graph_attr_names
+        if names and self.atoms is not None and any(atoms.info.get(n) != self.atoms.info.get(n) for n in names):
+            changes.append("info")
+        return changes
 
     def batch(self, images, properties=None):
         """Evaluates a list of structures in one engine call (`hgnn_compute_batch`).
@@ -374,6 +411,14 @@ class HydraGNNCalculator(Calculator):
         structures = (_capi.hgnn_structure_t * len(jobs))(*[j.structure for j in jobs])
         raws = (_capi.hgnn_results_t * len(jobs))(*[j.raw for j in jobs])
         m = self._model
+        if m.graph_attr_names:
+            # the charge and spin apply to a whole engine call: one call per structure
+            out = []
+            for k, (a, j) in enumerate(zip(images, jobs)):
+                m.set_graph_attr(a, f"structure {k}: ")
+                m.lib.hgnn_compute(m.handle, byref(j.structure), byref(j.raw))
+                out.append({**j.results(), **m.compute_heads([j])[0]})
+            return out
         m.lib.hgnn_compute_batch(m.handle, len(jobs), structures, raws)
         for j, r in zip(jobs, raws):
             j.raw = r

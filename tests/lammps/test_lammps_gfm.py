@@ -5,6 +5,8 @@ not a sum over atoms, so every step the ranks all-reduce their partial pooled su
 backward pass: on 1, 2, 3 and 4 ranks, brick and tiled, and with ranks left without atoms,
 LAMMPS's energy, forces and virial equal the ASE calculator's (the engine's whole-structure path)
 to 1e-10 relative, for each branch. compute pe/atom is refused with a message that says why.
+The charge/spin-conditioned variant (concat_node) reads atoms.info["charge"], ["spin"] in ASE
+(HydraGNN's numbers to 1e-8) and `pair_style hydragnn charge Q spin S` in LAMMPS (ASE's to 1e-10).
 (Agreement with HydraGNN itself: mlip/tests/hydragnn_gfm.rs and mlip/capi/tests/hydragnn_gfm.rs.)"""
 
 import os
@@ -127,3 +129,87 @@ def test_per_atom_energy_of_a_graph_energy_is_refused(plugin, gfm_model, tmp_pat
     rc, out = run_lammps(script, str(tmp_path), 2, check=False)
     assert rc != 0
     assert "per-atom energies (compute pe/atom" in out and "graph-level" in out, out[-3000:]
+
+
+@pytest.fixture(scope="module")
+def concat_model(gfm_model, tmp_path_factory):
+    """GFM_PAINN_graph2_concat (conditioned on [charge, spin], concat_node) through the CLI."""
+    g = _golden_dir()
+    path = str(tmp_path_factory.mktemp("gfm_concat") / "gfm_painn_graph2_concat.hgnn")
+    p = subprocess.run([os.path.join(ROOT, "target", "release", "hydragnn"), "import-hydragnn",
+                        os.path.join(g, "GFM_PAINN_graph2_concat_config.json"),
+                        os.path.join(g, "GFM_PAINN_graph2_concat_checkpoint.pk"), "-o", path],
+                       env=env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "[charge, spin]" in p.stderr, p.stderr
+    return path
+
+
+def test_charge_and_spin_from_atoms_info_reproduce_hydragnn(concat_model):
+    from ase import Atoms
+    from hydragnn_ase import HydraGNNCalculator
+
+    z = np.load(os.path.join(_golden_dir(), "GFM_PAINN_graph2_concat_ethanol_golden.npz"))
+    atoms = Atoms(numbers=z["atomic_numbers"], positions=z["pos"], pbc=False)
+    for b, branch in enumerate(BRANCHES):
+        atoms.calc = HydraGNNCalculator(concat_model, head=branch)
+        atoms.info.pop("charge", None)
+        atoms.info.pop("spin", None)
+        with pytest.raises(ValueError, match=r"charge and spin: set atoms.info\['charge'\]"):
+            atoms.get_potential_energy()
+        atoms.info["charge"], atoms.info["spin"] = z["graph_attr"]
+        assert rel_err(atoms.get_potential_energy(), z["energy"][b]) <= 1e-8
+        assert rel_err(atoms.get_forces(), z["forces"][b]) <= 1e-8
+        e = atoms.get_potential_energy()
+        atoms.info["charge"] = 0.0    # a new charge is a reason to recompute
+        assert abs(atoms.get_potential_energy() - e) > 1e-6
+
+
+def _molecule_data(path, pos, z):
+    types = {6: 1, 8: 2, 1: 3}
+    with open(path, "w") as f:
+        f.write(f"ethanol\n\n{len(z)} atoms\n3 atom types\n\n")
+        for d in "xyz":
+            f.write(f"-10 10 {d}lo {d}hi\n")
+        f.write("\nMasses\n\n1 12.011\n2 15.999\n3 1.008\n\nAtoms # atomic\n\n")
+        for i, (p, zi) in enumerate(zip(pos, z)):
+            f.write(f"{i + 1} {types[int(zi)]} {p[0]:.17g} {p[1]:.17g} {p[2]:.17g}\n")
+
+
+def test_charge_and_spin_in_pair_style_equal_ase_on_1_and_2_ranks(plugin, gfm_model, concat_model, tmp_path):
+    from ase import Atoms
+    from hydragnn_ase import HydraGNNCalculator
+
+    z = np.load(os.path.join(_golden_dir(), "GFM_PAINN_graph2_concat_ethanol_golden.npz"))
+    pos = z["pos"] - z["pos"].mean(axis=0)
+    data = str(tmp_path / "ethanol.data")
+    _molecule_data(data, pos, z["atomic_numbers"])
+    atoms = Atoms(numbers=z["atomic_numbers"], positions=pos, pbc=False)
+    atoms.info.update(charge=1.0, spin=3.0)
+
+    def script(style_args):
+        return "\n".join([
+            f"plugin load {plugin}", "units metal", "atom_style atomic", "atom_modify map array", "boundary f f f",
+            f"read_data {data}", f"pair_style hydragnn {style_args}", f"pair_coeff * * {concat_model} C O H",
+            "dump d all custom 1 out.dump id fx fy fz", "dump_modify d sort id format float %.17g",
+            "thermo_style custom step pe", "run 0", 'print "RESULT mol $(pe:%.17g)"']) + "\n"
+
+    for branch in BRANCHES:
+        atoms.calc = HydraGNNCalculator(concat_model, head=branch)
+        e_ref, f_ref = atoms.get_potential_energy(), atoms.get_forces()
+        for nprocs in (1, 2):
+            cwd = tmp_path / f"{branch}_np{nprocs}"
+            cwd.mkdir()
+            _, out = run_lammps(script(f"branch {branch} charge 1 spin 3"), str(cwd), nprocs)
+            assert "pair_style hydragnn: the model is conditioned on the system's charge = 1 spin = 3" in out
+            d = read_dump(str(cwd / "out.dump"))
+            f = np.stack([d["fx"], d["fy"], d["fz"]], axis=1)
+            errs = (rel_err(results(out)["mol"][0], e_ref), rel_err(f, f_ref))
+            assert max(errs) <= TOL, f"{branch} on {nprocs} ranks: {errs}"
+    rc, out = run_lammps(script("branch branch-0 charge 1"), str(tmp_path), 1, check=False, name="in.missing")
+    assert rc != 0 and "is conditioned on the system's charge and spin: give them with pair_style hydragnn ... " \
+                      "charge VALUE spin VALUE" in out, out[-2000:]
+    rc, out = run_lammps(script("branch branch-0 charge 1 spin 3").replace(concat_model, gfm_model),
+                         str(tmp_path), 1, check=False, name="in.extra")
+    assert rc != 0 and "keyword 'charge' given, but model file" in out, out[-2000:]
+

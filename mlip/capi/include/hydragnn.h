@@ -169,6 +169,23 @@ hgnn_status_t hgnn_compute_graph(const struct hgnn_model_t *model,
                                  const struct hgnn_graph_t *graph,
                                  struct hgnn_results_t *results);
 
+// The number of per-structure attributes the model is conditioned on (0 for most models; 2,
+// charge and spin, for HydraGNN's conditioned foundation models).
+hgnn_status_t hgnn_model_num_graph_attr(const struct hgnn_model_t *model, int32_t *num);
+
+// The name of attribute `index` (0..num_graph_attr), e.g. "charge"; lives as long as the model.
+hgnn_status_t hgnn_model_graph_attr_name(const struct hgnn_model_t *model,
+                                         int32_t index,
+                                         const char **name);
+
+// Sets the per-structure attributes (`n` values in `hgnn_model_graph_attr_name` order, e.g.
+// total charge and spin) used by every evaluation that follows, for every structure of a batch.
+// A model conditioned on them refuses to evaluate until they are set. Not to be called while
+// an evaluation (`hgnn_eval_*`) of this model is in progress.
+hgnn_status_t hgnn_model_set_graph_attr(struct hgnn_model_t *model,
+                                        const double *values,
+                                        int64_t n);
+
 // The number of output heads of the active branch (the energy head included).
 hgnn_status_t hgnn_model_num_heads(const struct hgnn_model_t *model, int32_t *num_heads);
 

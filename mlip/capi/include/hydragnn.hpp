@@ -39,7 +39,8 @@ namespace hydragnn {
   X(hgnn_eval_results) X(hgnn_model_num_heads) X(hgnn_model_head) X(hgnn_model_head_index)      \
   X(hgnn_compute_head) X(hgnn_model_head_partials_size) X(hgnn_eval_head_partials)            \
   X(hgnn_model_finish_heads) X(hgnn_eval_node_head)                                           \
-  X(hgnn_model_energy_is_pooled) X(hgnn_eval_reduce)
+  X(hgnn_model_energy_is_pooled) X(hgnn_eval_reduce) X(hgnn_model_num_graph_attr)             \
+  X(hgnn_model_graph_attr_name) X(hgnn_model_set_graph_attr)
 
 // The engine's entry points.
 struct Api {
@@ -143,6 +144,24 @@ class Model {
           "hgnn_model_set_compress");
   }
   std::string path_description() const { return str(api_->hgnn_model_path_description, "hgnn_model_path_description"); }
+  // The per-structure attributes the model is conditioned on (e.g. charge, spin), in order.
+  std::vector<std::string> graph_attr_names() const
+  {
+    const int n = i32(api_->hgnn_model_num_graph_attr, "hgnn_model_num_graph_attr");
+    std::vector<std::string> names;
+    for (int k = 0; k < n; k++) {
+      const char *s = nullptr;
+      check(*api_, api_->hgnn_model_graph_attr_name(p_, k, &s), "hgnn_model_graph_attr_name");
+      names.emplace_back(s ? s : "");
+    }
+    return names;
+  }
+  // Their values for the evaluations that follow.
+  void set_graph_attr(const std::vector<double> &values)
+  {
+    check(*api_, api_->hgnn_model_set_graph_attr(p_, values.data(), static_cast<int64_t>(values.size())),
+          "hgnn_model_set_graph_attr");
+  }
   std::string info() const { return str(api_->hgnn_model_info, "hgnn_model_info"); }
   std::string lammps_units() const { return str(api_->hgnn_model_lammps_units, "hgnn_model_lammps_units"); }
   double cutoff() const

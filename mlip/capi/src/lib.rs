@@ -23,12 +23,14 @@
 //! versions), `options` (load options, precision names), `model` (loading, evaluation path,
 //! typed self-description), `compute` (whole structures, results), `graph` (caller-supplied
 //! graphs), `layered` (`hgnn_eval_*`), `heads` (every output head: description, values for
-//! structures, node heads and cross-rank pooled graph heads in the layered protocol).
+//! structures, node heads and cross-rank pooled graph heads in the layered protocol), `graph_attr`
+//! (per-structure attributes a model is conditioned on: total charge, spin).
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
 mod compute;
 mod graph;
+mod graph_attr;
 mod heads;
 mod layered;
 mod model;
@@ -37,6 +39,7 @@ mod status;
 
 pub use compute::*;
 pub use graph::*;
+pub use graph_attr::*;
 pub use heads::*;
 pub use layered::*;
 pub use model::*;

@@ -266,3 +266,83 @@ fn gfm_painn_graph_head_through_the_c_abi_matches_hydragnn_for_every_branch() {
         }
     }
 }
+
+/// The charge/spin-conditioned GFM PaiNN through the C ABI: the attributes are named, required,
+/// checked, and with HydraGNN's golden values the energy and forces are HydraGNN's to 1e-8.
+#[test]
+fn gfm_charge_spin_conditioning_through_the_c_abi_matches_hydragnn() {
+    skip_without_golden!();
+    let path = import_to_file("PAINN_graph2_concat");
+    let g = read_npz(&golden::dir().join("GFM_PAINN_graph2_concat_ethanol_golden.npz")).unwrap();
+    let pos = flat(&g["pos"]);
+    let n = pos.len() / 3;
+    let z: Vec<i32> = flat(&g["atomic_numbers"])
+        .iter()
+        .map(|&x| x as i32)
+        .collect();
+    let (e_gold, f_gold, attr) = (
+        flat(&g["energy"]),
+        flat(&g["forces"]),
+        flat(&g["graph_attr"]),
+    );
+    for (b, branch) in ["branch-0", "branch-1"].iter().enumerate() {
+        let model = load(&path, branch);
+        unsafe {
+            let mut na = 0;
+            assert_eq!(hgnn_model_num_graph_attr(model, &mut na), HGNN_SUCCESS);
+            assert_eq!(na, 2);
+            let names: Vec<String> = (0..na)
+                .map(|k| {
+                    let mut s = std::ptr::null();
+                    assert_eq!(hgnn_model_graph_attr_name(model, k, &mut s), HGNN_SUCCESS);
+                    CStr::from_ptr(s).to_string_lossy().into_owned()
+                })
+                .collect();
+            assert_eq!(names, ["charge", "spin"]);
+            let s = hgnn_structure_t {
+                n_atoms: n as i64,
+                positions: pos.as_ptr(),
+                atomic_numbers: z.as_ptr(),
+                cell: [0.0; 9],
+                pbc: [0, 0, 0],
+            };
+            let mut forces = vec![0.0; 3 * n];
+            let mut res = hgnn_results_t {
+                energy: 0.0,
+                forces: forces.as_mut_ptr(),
+                virial: std::ptr::null_mut(),
+                energies: std::ptr::null_mut(),
+                virials: std::ptr::null_mut(),
+            };
+            assert_ne!(hgnn_compute(model, &s, &mut res), HGNN_SUCCESS);
+            assert!(
+                last_error().contains("hgnn_model_set_graph_attr"),
+                "{}",
+                last_error()
+            );
+            assert_ne!(
+                hgnn_model_set_graph_attr(model, attr.as_ptr(), 3),
+                HGNN_SUCCESS
+            );
+            assert!(last_error().contains("got 3 values"), "{}", last_error());
+            assert_eq!(
+                hgnn_model_set_graph_attr(model, attr.as_ptr(), 2),
+                HGNN_SUCCESS
+            );
+            assert_eq!(
+                hgnn_compute(model, &s, &mut res),
+                HGNN_SUCCESS,
+                "{}",
+                last_error()
+            );
+            hgnn_model_free(model);
+            let e_rel = (res.energy - e_gold[b]).abs() / e_gold[b].abs();
+            let f_rel = max_rel(&forces, &f_gold[b * 3 * n..(b + 1) * 3 * n]);
+            eprintln!("GFM_PAINN_graph2_concat {branch} via the C ABI: energy rel {e_rel:.1e}, forces rel {f_rel:.1e}");
+            assert!(
+                e_rel < 1e-8 && f_rel < 1e-8,
+                "{branch}: {e_rel:e} {f_rel:e}"
+            );
+        }
+    }
+}
