@@ -398,7 +398,8 @@ fn run_pieces(m: &Model, ps: &[Piece]) -> (f64, Vec<[f64; 3]>, [[f64; 3]; 3]) {
         maxs: vec![f64::NEG_INFINITY; nm],
     };
     for e in evs.iter_mut().flatten() {
-        assert_eq!(e.readout().unwrap(), 0.0);
+        let local = e.readout().unwrap();
+        assert!(m.energy_is_pooled(None) == (local == 0.0));
         let p = e.head_partials().unwrap();
         total
             .sums
@@ -412,13 +413,18 @@ fn run_pieces(m: &Model, ps: &[Piece]) -> (f64, Vec<[f64; 3]>, [[f64; 3]; 3]) {
             .for_each(|(t, x)| *t = t.max(*x));
     }
     let mut energy = None;
-    for e in evs.iter_mut().flatten() {
-        let x = e.reduce(&total).unwrap();
-        assert!(
-            energy.is_none() || energy == Some(x),
-            "every piece gets the same energy"
-        );
-        energy = Some(x);
+    if m.energy_is_pooled(None) {
+        for e in evs.iter_mut().flatten() {
+            let x = e.reduce(&total).unwrap();
+            assert!(
+                energy.is_none() || energy == Some(x),
+                "every piece gets the same energy"
+            );
+            energy = Some(x);
+        }
+    } else {
+        // a sum of per-atom energies: each piece's local energy, summed
+        energy = Some(total.sums[0]);
     }
     for l in (0..layers).rev() {
         evs.iter_mut()
@@ -454,8 +460,10 @@ fn run_pieces(m: &Model, ps: &[Piece]) -> (f64, Vec<[f64; 3]>, [[f64; 3]; 3]) {
     let mut virial = [[0.0; 3]; 3];
     for (k, p) in ps.iter().enumerate() {
         let Some(e) = evs[k].as_ref() else { continue };
-        let err = e.results(Request::ALL).unwrap_err().to_string();
-        assert!(err.contains("per-atom energies are not defined"), "{err}");
+        if m.energy_is_pooled(None) {
+            let err = e.results(Request::ALL).unwrap_err().to_string();
+            assert!(err.contains("per-atom energies are not defined"), "{err}");
+        }
         let r = e.results(req).unwrap();
         for (row, f) in r.forces.iter().enumerate() {
             for c in 0..3 {
@@ -633,4 +641,109 @@ fn other_conditioning_modes_are_refused_by_name() {
             "{err}"
         );
     }
+}
+
+/// HydraGNN's SchNet (`SCFStack`: PyG CFConv layers, float32 Gaussian centres and shifted
+/// softplus) as options of the engine's SchNet: energy, per-atom energies and forces of the
+/// non-periodic ethanol golden to 1e-8; on the periodic Al5Cu7 cell forces and virial are the
+/// energy's derivatives; the fast path declines it.
+#[test]
+fn schnet_node_head_reproduces_hydragnn() {
+    skip_without_golden!();
+    let (mut model, warnings) = import_gfm("SchNet_node", |_| {});
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("without periodic images")),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        model.config().mpnn_type,
+        mlip::model::config::MpnnType::SchNet
+    );
+    assert!(model.config().schnet.cfconv_only);
+    let g = golden("SchNet_node", "ethanol");
+    let node_energy = flat(
+        &read_npz(&golden::dir().join("GFM_SchNet_node_ethanol_golden.npz")).unwrap()
+            ["node_energy"],
+    );
+    let r = model.compute(&g.structure, Request::ALL).unwrap();
+    let e_rel = (r.energy - g.energy[0]).abs() / g.energy[0].abs();
+    let f_rel = max_rel(&r.forces, &g.forces[0]);
+    let ne = r
+        .energies
+        .iter()
+        .zip(&node_energy)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+        / g.energy[0].abs();
+    eprintln!("SchNet_node: energy rel {e_rel:.1e}, per-atom rel {ne:.1e}, forces rel {f_rel:.1e}");
+    assert!(
+        e_rel < 1e-8 && ne < 1e-8 && f_rel < 1e-8,
+        "{e_rel:e} {ne:e} {f_rel:e}"
+    );
+    let err = model.enable_fast(1e-6).unwrap_err().to_string();
+    assert!(err.contains("SchNet variant"), "{err}");
+
+    let s0 = golden("PAINN_graph2", "cual12").structure;
+    let req = Request {
+        forces: true,
+        virial: true,
+        energies: false,
+        virials: false,
+    };
+    let r = model.compute(&s0, req).unwrap();
+    let e = |s: &Structure| model.compute(s, Request::ENERGY).unwrap().energy;
+    let h = 1e-5;
+    let fmax = r
+        .forces
+        .iter()
+        .flatten()
+        .map(|x| x.abs())
+        .fold(0.0, f64::max);
+    for i in [0, 3, 7] {
+        for k in 0..3 {
+            let mut p = s0.clone();
+            p.positions[i][k] += h;
+            let mut m = s0.clone();
+            m.positions[i][k] -= h;
+            let fd = -(e(&p) - e(&m)) / (2.0 * h);
+            assert!(
+                (fd - r.forces[i][k]).abs() < 1e-7 * fmax,
+                "FD force {fd} vs {}",
+                r.forces[i][k]
+            );
+        }
+    }
+    let wmax = r
+        .virial
+        .iter()
+        .flatten()
+        .map(|x| x.abs())
+        .fold(0.0, f64::max);
+    for a in 0..3 {
+        for b in 0..3 {
+            let strained = |eps: f64| {
+                let mut s = s0.clone();
+                let apply = |v: &mut [f64; 3]| {
+                    let x = v[b];
+                    v[a] += eps * x;
+                };
+                s.positions.iter_mut().for_each(apply);
+                s.cell.iter_mut().for_each(apply);
+                s
+            };
+            let fd = -(e(&strained(h)) - e(&strained(-h))) / (2.0 * h);
+            assert!(
+                (fd - r.virial[a][b]).abs() < 1e-7 * wmax,
+                "FD virial [{a}][{b}] {fd} vs {}",
+                r.virial[a][b]
+            );
+        }
+    }
+    // the layer-by-layer protocol over simulated ranks gives the same numbers
+    let owner: Vec<usize> = (0..s0.len()).map(|i| i % 2).collect();
+    let (el, fl, _) = run_pieces(&model, &pieces(&s0, model.cutoff(), &owner, 2));
+    assert!((el - r.energy).abs() < 1e-12 * r.energy.abs());
+    assert!(max_rel(&fl, &r.forces) < 1e-11);
 }

@@ -643,6 +643,11 @@ fn unsupported(model: &Model) -> Result<()> {
             )));
         }
     }
+    if c.mpnn_type == MpnnType::SchNet && c.schnet != Default::default() {
+        return Err(Error::InvalidInput(
+            "the fast path does not support HydraGNN's SchNet variant (schnet options: CFConv-only layers, PyG's Gaussian grid)".into(),
+        ));
+    }
     if c.graph_attr.is_some() {
         return Err(Error::InvalidInput(
             "the fast path does not support conditioning on per-structure attributes (graph_attr)"

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tch::Tensor;
 
-use super::int;
 use super::weights::Source;
+use super::{getv, int};
 use crate::error::Result;
 use crate::model::config::{
-    Activation, EgnnOptions, Envelope, PainnEdgeVector, PainnOptions, RadialType, VectorNorm,
+    Activation, EgnnOptions, Envelope, PainnEdgeVector, PainnOptions, RadialType, SchnetOptions,
+    VectorNorm,
 };
 
 /// The backbone options an import sets.
@@ -22,6 +23,7 @@ pub(super) struct Backbone {
     pub conv_activation: Activation,
     pub painn: PainnOptions,
     pub egnn: EgnnOptions,
+    pub schnet: SchnetOptions,
 }
 
 /// HydraGNN's name of a weight of conv layer `l`.
@@ -157,6 +159,7 @@ pub(super) fn painn(
         conv_activation: Activation::Silu,
         painn: p,
         egnn: EgnnOptions::default(),
+        schnet: SchnetOptions::default(),
     })
 }
 
@@ -215,5 +218,96 @@ pub(super) fn egnn(
             coords_update: equivariance,
             edge_rbf: false,
         },
+        schnet: SchnetOptions::default(),
     }
+}
+
+/// HydraGNN SchNet (`SCFStack`): every layer a PyG `CFConv` (filter MLP Linear → shifted softplus
+/// → Linear of width `num_filters`, `lin1` without bias, `lin2`), cosine cutoff, PyG's
+/// `GaussianSmearing` centres read from the checkpoint's `offset` buffers (their names go into
+/// `used`: they configure the basis and are not weights).
+pub(super) fn schnet(
+    arch: &Value,
+    num_conv_layers: usize,
+    state: &BTreeMap<String, Tensor>,
+    used: &mut std::collections::BTreeSet<String>,
+    sources: &mut BTreeMap<String, Source>,
+    warnings: &mut Vec<String>,
+) -> Result<Backbone> {
+    let num_gaussians = int(arch, "num_gaussians")?;
+    let num_filters = int(arch, "num_filters")?;
+    let mut offsets: Option<Vec<f64>> = None;
+    let keys: Vec<String> = (0..num_conv_layers)
+        .map(|l| conv(l, "module_1.offset"))
+        .chain(["model.distance_expansion.offset".to_string()])
+        .collect();
+    for k in keys {
+        let Some(t) = state.get(&k) else { continue };
+        let v = Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).contiguous().view([-1]))
+            .map_err(|e| super::cfg(format!("'{k}': {e}")))?;
+        match &offsets {
+            None => offsets = Some(v),
+            Some(o) if *o != v => {
+                return Err(super::cfg(format!(
+                    "'{k}' differs from the other GaussianSmearing offsets: the engine uses one radial basis for every layer"
+                )))
+            }
+            Some(_) => {}
+        }
+        used.insert(k);
+    }
+    let offsets = offsets.ok_or_else(|| {
+        super::cfg("a SchNet checkpoint without GaussianSmearing 'offset' buffers (model.graph_convs.<l>.module_1.offset)")
+    })?;
+    if offsets.len() as i64 != num_gaussians {
+        return Err(super::cfg(format!(
+            "num_gaussians is {num_gaussians} but the checkpoint's GaussianSmearing has {} offsets",
+            offsets.len()
+        )));
+    }
+    for l in 0..num_conv_layers {
+        let e = |rest: &str| format!("layers.{l}.{rest}");
+        for (dst, src) in [
+            ("filter1", "module_2.nn.0"),
+            ("filter2", "module_2.nn.2"),
+            ("lin2", "module_2.lin2"),
+        ] {
+            for p in ["weight", "bias"] {
+                sources.insert(
+                    e(&format!("{dst}.{p}")),
+                    Source::Copy(conv(l, &format!("{src}.{p}"))),
+                );
+            }
+        }
+        sources.insert(
+            e("lin1.weight"),
+            Source::Copy(conv(l, "module_2.lin1.weight")),
+        );
+    }
+    if getv(arch, "periodic_boundary_conditions")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        warnings.push(
+            "HydraGNN's SchNet builds its own radius graph without periodic images (and with edge_attr zeroes the \
+             shifts), so it is only meaningful for non-periodic structures; the engine uses every periodic image, \
+             so on periodic structures its numbers differ from HydraGNN's"
+                .into(),
+        );
+    }
+    Ok(Backbone {
+        num_radial: num_gaussians,
+        radial_type: RadialType::Gaussian,
+        envelope: Envelope::Cosine,
+        conv_activation: Activation::Ssp,
+        painn: PainnOptions::default(),
+        egnn: EgnnOptions::default(),
+        schnet: SchnetOptions {
+            cfconv_only: true,
+            num_filters: Some(num_filters),
+            gaussian_offsets: offsets,
+            // PyG's ShiftedSoftplus: softplus(x) - log(2) with log(2) taken as a float32 tensor
+            ssp_shift: Some(f64::from(std::f32::consts::LN_2)),
+        },
+    })
 }

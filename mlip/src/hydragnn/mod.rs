@@ -21,6 +21,7 @@
 //! | graph heads: pool, `graph_shared`, head MLP | `pool_first`, branch `shared_layers` |
 //! | graph-level energy head (`output_type` graph, `graph_pooling` add) | "energy" head with `pool_first` |
 //! | `use_graph_attr_conditioning`, `concat_node` on [charge, spin] | `graph_attr` (`concat_node`) |
+//! | SchNet (`SCFStack`: PyG `CFConv` layers, `num_filters`, `GaussianSmearing`) | `schnet` options |
 //!
 //! Orderings differ and are fixed here by permuting weights: HydraGNN's PaiNN splits messages as
 //! (vector gate, edge gate, scalar) where the engine splits (scalar, vector gate, edge gate), and
@@ -191,7 +192,12 @@ pub fn import(
     let mpnn_type = match mpnn {
         "PAINN" => MpnnType::PaiNN,
         "EGNN" => MpnnType::Egnn,
-        other => return Err(cfg(format!("mpnn_type '{other}' cannot be imported yet (PAINN and EGNN can; SchNet and PNA are next)"))),
+        "SchNet" => MpnnType::SchNet,
+        other => {
+            return Err(cfg(format!(
+                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN and SchNet can)"
+            )))
+        }
     };
     if let Some(g) = getv(arch, "global_attn_engine").and_then(Value::as_str) {
         if !g.is_empty() {
@@ -253,6 +259,7 @@ pub fn import(
     let (species, features, species_map) =
         species::node_features(opts.species.as_deref(), input_dim, &mut warnings)?;
     let mut sources = BTreeMap::new();
+    let mut state_used = std::collections::BTreeSet::new();
     if graph_attr.is_some() {
         for p in ["weight", "bias"] {
             sources.insert(
@@ -276,7 +283,14 @@ pub fn import(
         MpnnType::Egnn => {
             backbone::egnn(num_conv_layers, equivariance, &mut sources, &mut warnings)
         }
-        MpnnType::SchNet => unreachable!("rejected above"),
+        MpnnType::SchNet => backbone::schnet(
+            arch,
+            num_conv_layers,
+            state,
+            &mut state_used,
+            &mut sources,
+            &mut warnings,
+        )?,
     };
 
     let config = ModelConfig {
@@ -295,13 +309,20 @@ pub fn import(
         post_conv_activation: Some(act),
         painn: bb.painn,
         egnn: bb.egnn,
+        schnet: bb.schnet,
         // HydraGNN sums messages unscaled.
         avg_num_neighbors: None,
         graph_attr,
     };
     config.validate()?;
     let model = Model::new(config, opts.kind, Device::Cpu, 0)?;
-    weights::load_weights(&model, state, &sources, opts.kind)?;
+    // tensors the config took (SchNet's Gaussian centres) are not weights
+    let weights: BTreeMap<String, Tensor> = state
+        .iter()
+        .filter(|(k, _)| !state_used.contains(k.as_str()))
+        .map(|(k, t)| (k.clone(), t.shallow_clone()))
+        .collect();
+    weights::load_weights(&model, &weights, &sources, opts.kind)?;
     Ok(Imported {
         model,
         warnings,

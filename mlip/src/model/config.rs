@@ -250,6 +250,32 @@ impl PainnOptions {
     }
 }
 
+/// SchNet options beyond the engine's interaction block (the defaults are the engine's SchNet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchnetOptions {
+    /// The layer is PyTorch Geometric's `CFConv` alone (HydraGNN's `SCFStack`):
+    /// h_i ← lin2(Σ_j lin1(h_j) ⊙ W_ij), with no activation, `lin3` or residual after it.
+    pub cfconv_only: bool,
+    /// Width of the filters and of `lin1` (HydraGNN's `num_filters`); None: `hidden_dim`.
+    pub num_filters: Option<i64>,
+    /// Gaussian centres as PyG's `GaussianSmearing` stores them (float32 values), with its
+    /// γ = -0.5/(μ1 - μ0)²; the radial basis then has one function per centre. Empty: the
+    /// engine's grid (`radial_type`, `num_radial`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gaussian_offsets: Vec<f64>,
+    /// The filter's activation is softplus(x) − this (PyG's `ShiftedSoftplus` subtracts log 2
+    /// rounded to float32, 0.6931471824645996); None: `conv_activation`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssp_shift: Option<f64>,
+}
+
+impl SchnetOptions {
+    fn is_default(&self) -> bool {
+        *self == SchnetOptions::default()
+    }
+}
+
 /// EGNN options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -319,6 +345,9 @@ pub struct ModelConfig {
     /// EGNN options.
     #[serde(default, skip_serializing_if = "EgnnOptions::is_default")]
     pub egnn: EgnnOptions,
+    /// SchNet options.
+    #[serde(default, skip_serializing_if = "SchnetOptions::is_default")]
+    pub schnet: SchnetOptions,
     /// Every layer's sum of messages over the neighbours is divided by this number, the average
     /// number of neighbours per atom (NequIP's and MACE's `avg_num_neighbors`); None: plain sums
     /// (HydraGNN, and every model file written before this option). Without it the features of
@@ -403,6 +432,7 @@ impl ModelConfig {
             post_conv_activation: None,
             painn: PainnOptions::default(),
             egnn: EgnnOptions::default(),
+            schnet: SchnetOptions::default(),
             avg_num_neighbors: None,
             graph_attr: None,
         }
@@ -462,6 +492,24 @@ impl ModelConfig {
                     g.names
                 ));
             }
+        }
+        let o = &self.schnet;
+        if o.num_filters.is_some_and(|n| n < 1) {
+            return bad(format!(
+                "schnet.num_filters must be >= 1, got {:?}",
+                o.num_filters
+            ));
+        }
+        if !o.gaussian_offsets.is_empty()
+            && (o.gaussian_offsets.len() < 2
+                || o.gaussian_offsets.len() as i64 != self.num_radial
+                || o.gaussian_offsets[1] == o.gaussian_offsets[0]
+                || o.gaussian_offsets.iter().any(|x| !x.is_finite()))
+        {
+            return bad(format!(
+                "schnet.gaussian_offsets must be num_radial ({}) finite centres, the first two distinct",
+                self.num_radial
+            ));
         }
         if self.hidden_dim < 1 {
             return bad(format!("hidden_dim must be >= 1, got {}", self.hidden_dim));
