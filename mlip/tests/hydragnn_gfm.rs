@@ -322,7 +322,6 @@ fn pieces(s: &Structure, rc: f64, owner_of: &[usize], n_pieces: usize) -> Vec<Pi
                 if owner_of[i] != p {
                     continue;
                 }
-                let sh = [sh[0] as i32, sh[1] as i32, sh[2] as i32];
                 let k = *row.entry((j, sh)).or_insert_with(|| {
                     pc.positions.push([0, 1, 2].map(|c| {
                         s.positions[j][c] + (0..3).map(|a| sh[a] as f64 * s.cell[a][c]).sum::<f64>()

@@ -32,7 +32,7 @@ fn conv(l: usize, rest: &str) -> String {
 }
 
 /// HydraGNN PaiNN: sinc radial basis, cosine cutoff, SiLU inside the blocks, output MLPs; with
-/// `edge_filter` (`edge_dim` = 1) the distance MLP on the filter. Checkpoints from before
+/// `edge_dim` = 1 the distance MLP (`edge_filter`) on the filter. Checkpoints from before
 /// upstream dropped the biases of `update_U`/`update_V` carry `.bias` keys in `state`: those load
 /// into `painn.update_bias` (and a warning says they break rotation equivariance).
 pub(super) fn painn(
@@ -40,12 +40,13 @@ pub(super) fn painn(
     input_dim: i64,
     hidden_dim: i64,
     num_conv_layers: usize,
-    edge_filter: bool,
     state: &BTreeMap<String, Tensor>,
     sources: &mut BTreeMap<String, Source>,
     warnings: &mut Vec<String>,
 ) -> Result<Backbone> {
     let num_radial = int(arch, "num_radial")?;
+    // edge_dim = 1 (checked by the caller): edge_attr = |r_ij| through `edge_filter`
+    let edge_filter = getv(arch, "edge_dim").and_then(Value::as_i64) == Some(1);
     let update_bias = state.contains_key(&conv(0, "module_1.update_U.bias"));
     if update_bias {
         warnings.push(

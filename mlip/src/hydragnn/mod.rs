@@ -275,7 +275,6 @@ pub fn import(
             input_dim,
             hidden_dim,
             num_conv_layers,
-            edge_dim == 1,
             state,
             &mut sources,
             &mut warnings,

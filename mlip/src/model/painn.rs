@@ -145,10 +145,11 @@ impl Backbone for PaiNN {
         } else {
             &e.env * self.msg_scale
         };
-        let mut filter = e.rbf.apply(&b.w) * env.unsqueeze(-1);
-        if let Some(ef) = &b.edge_filter {
-            filter = filter * ef.forward(&e.dist.unsqueeze(-1));
-        }
+        let filter = e.rbf.apply(&b.w) * env.unsqueeze(-1);
+        let filter = match &b.edge_filter {
+            Some(ef) => filter * ef.forward(&e.dist.unsqueeze(-1)),
+            None => filter,
+        };
         let x = b.phi.forward(&st.s).index_select(0, &e.src) * filter;
         let parts = x.split(f, -1);
         let (ds, dvv, dvs) = (&parts[0], &parts[1], &parts[2]);
