@@ -746,3 +746,100 @@ fn schnet_node_head_reproduces_hydragnn() {
     assert!((el - r.energy).abs() < 1e-12 * r.energy.abs());
     assert!(max_rel(&fl, &r.forces) < 1e-11);
 }
+
+/// HydraGNN's PNA (edge_dim 1, BatchNorm in evaluation mode, degree scalers from the
+/// checkpoint's float32 `avg_deg` buffers) as the engine's PNA backbone: energy, per-atom
+/// energies and forces of the periodic Al5Cu7 golden to 1e-8; forces and virial are the
+/// energy's derivatives there (all degrees are 18, away from any min/max tie); layer by layer
+/// over simulated ranks equals one pass; the fast path declines it.
+#[test]
+fn pna_node_head_reproduces_hydragnn() {
+    skip_without_golden!();
+    let (mut model, warnings) = import_gfm("PNA_node", |_| {});
+    assert!(
+        warnings.iter().any(|w| w.contains("piecewise smooth")),
+        "{warnings:?}"
+    );
+    assert!(model.config().pna.batch_norm);
+    let g = golden("PNA_node", "cual12");
+    let node_energy = flat(
+        &read_npz(&golden::dir().join("GFM_PNA_node_cual12_golden.npz")).unwrap()["node_energy"],
+    );
+    let r = model.compute(&g.structure, Request::ALL).unwrap();
+    let e_rel = (r.energy - g.energy[0]).abs() / g.energy[0].abs();
+    let f_rel = max_rel(&r.forces, &g.forces[0]);
+    let ne = r
+        .energies
+        .iter()
+        .zip(&node_energy)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+        / g.energy[0].abs();
+    eprintln!("PNA_node: energy rel {e_rel:.1e}, per-atom rel {ne:.1e}, forces rel {f_rel:.1e}");
+    assert!(
+        e_rel < 1e-8 && ne < 1e-8 && f_rel < 1e-8,
+        "{e_rel:e} {ne:e} {f_rel:e}"
+    );
+    let err = model.enable_fast(1e-6).unwrap_err().to_string();
+    assert!(err.contains("PNA"), "{err}");
+
+    let s0 = &g.structure;
+    let req = Request {
+        forces: true,
+        virial: true,
+        energies: false,
+        virials: false,
+    };
+    let r = model.compute(s0, req).unwrap();
+    let e = |s: &Structure| model.compute(s, Request::ENERGY).unwrap().energy;
+    let h = 1e-5;
+    let fmax = r
+        .forces
+        .iter()
+        .flatten()
+        .map(|x| x.abs())
+        .fold(0.0, f64::max);
+    let mut worst: f64 = 0.0;
+    for i in [0, 3, 7] {
+        for k in 0..3 {
+            let mut p = s0.clone();
+            p.positions[i][k] += h;
+            let mut m = s0.clone();
+            m.positions[i][k] -= h;
+            let fd = -(e(&p) - e(&m)) / (2.0 * h);
+            worst = worst.max((fd - r.forces[i][k]).abs() / fmax);
+        }
+    }
+    let wmax = r
+        .virial
+        .iter()
+        .flatten()
+        .map(|x| x.abs())
+        .fold(0.0, f64::max);
+    let mut worst_w: f64 = 0.0;
+    for a in 0..3 {
+        for b in 0..3 {
+            let strained = |eps: f64| {
+                let mut s = s0.clone();
+                let apply = |v: &mut [f64; 3]| {
+                    let x = v[b];
+                    v[a] += eps * x;
+                };
+                s.positions.iter_mut().for_each(apply);
+                s.cell.iter_mut().for_each(apply);
+                s
+            };
+            let fd = -(e(&strained(h)) - e(&strained(-h))) / (2.0 * h);
+            worst_w = worst_w.max((fd - r.virial[a][b]).abs() / wmax);
+        }
+    }
+    eprintln!("PNA_node: FD forces rel {worst:.1e}, FD virial rel {worst_w:.1e}");
+    assert!(
+        worst < 1e-7 && worst_w < 1e-7,
+        "FD: forces {worst:e}, virial {worst_w:e}"
+    );
+    let owner: Vec<usize> = (0..s0.len()).map(|i| i % 3).collect();
+    let (el, fl, _) = run_pieces(&model, &pieces(s0, model.cutoff(), &owner, 3));
+    assert!((el - r.energy).abs() < 1e-12 * r.energy.abs());
+    assert!(max_rel(&fl, &r.forces) < 1e-11);
+}

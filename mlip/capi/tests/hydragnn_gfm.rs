@@ -346,3 +346,57 @@ fn gfm_charge_spin_conditioning_through_the_c_abi_matches_hydragnn() {
         }
     }
 }
+
+/// HydraGNN's SchNet (ethanol) and PNA (Al5Cu7, edge_dim 1, BatchNorm) node-head checkpoints
+/// through the C ABI: energy, per-atom energies and forces to 1e-8 on the whole-structure path.
+#[test]
+fn gfm_schnet_and_pna_checkpoints_through_the_c_abi_match_hydragnn() {
+    skip_without_golden!();
+    for (name, structure) in [("SchNet_node", "ethanol"), ("PNA_node", "cual12")] {
+        let path = import_to_file(name);
+        let g =
+            read_npz(&golden::dir().join(format!("GFM_{name}_{structure}_golden.npz"))).unwrap();
+        let pos = flat(&g["pos"]);
+        let n = pos.len() / 3;
+        let z: Vec<i32> = flat(&g["atomic_numbers"])
+            .iter()
+            .map(|&x| x as i32)
+            .collect();
+        let pbc = flat(&g["pbc"]);
+        let s = hgnn_structure_t {
+            n_atoms: n as i64,
+            positions: pos.as_ptr(),
+            atomic_numbers: z.as_ptr(),
+            cell: flat(&g["cell"]).try_into().unwrap(),
+            pbc: [pbc[0] as i32, pbc[1] as i32, pbc[2] as i32],
+        };
+        let model = load(&path, "branch-0");
+        let mut forces = vec![0.0; 3 * n];
+        let mut energies = vec![0.0; n];
+        let mut res = hgnn_results_t {
+            energy: 0.0,
+            forces: forces.as_mut_ptr(),
+            virial: std::ptr::null_mut(),
+            energies: energies.as_mut_ptr(),
+            virials: std::ptr::null_mut(),
+        };
+        unsafe {
+            assert_eq!(
+                hgnn_compute(model, &s, &mut res),
+                HGNN_SUCCESS,
+                "{}",
+                last_error()
+            );
+            hgnn_model_free(model);
+        }
+        let e_gold = flat(&g["energy"])[0];
+        let e_rel = (res.energy - e_gold).abs() / e_gold.abs();
+        let ne_rel = max_rel(&energies, &flat(&g["node_energy"]));
+        let f_rel = max_rel(&forces, &flat(&g["forces"]));
+        eprintln!("GFM_{name} via the C ABI: energy rel {e_rel:.1e}, per-atom rel {ne_rel:.1e}, forces rel {f_rel:.1e}");
+        assert!(
+            e_rel < 1e-8 && ne_rel < 1e-8 && f_rel < 1e-8,
+            "{name}: {e_rel:e} {ne_rel:e} {f_rel:e}"
+        );
+    }
+}

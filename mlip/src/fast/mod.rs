@@ -368,6 +368,11 @@ impl<T: Real> Net<T> {
                     let f = if l == 0 { fin } else { fin / 4 };
                     layers.push(Box::new(painn::PaiNNLayer::build(&wts, &p, c, l, f, Table::build(filter, tol))?));
                 }
+                MpnnType::Pna => {
+                    return Err(Error::InvalidInput(
+                        "the fast path does not support PNA: its min/max/std aggregators are not a radial filter times a node feature".into(),
+                    ))
+                }
                 MpnnType::Egnn => {
                     return Err(Error::InvalidInput(
                         "the fast path does not support EGNN: its edge MLP reads the node features of both ends, so its messages are not a radial filter times a node feature".into(),

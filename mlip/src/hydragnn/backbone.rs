@@ -11,8 +11,8 @@ use super::weights::Source;
 use super::{getv, int};
 use crate::error::Result;
 use crate::model::config::{
-    Activation, EgnnOptions, Envelope, PainnEdgeVector, PainnOptions, RadialType, SchnetOptions,
-    VectorNorm,
+    Activation, EgnnOptions, Envelope, PainnEdgeVector, PainnOptions, PnaOptions, RadialType,
+    SchnetOptions, VectorNorm,
 };
 
 /// The backbone options an import sets.
@@ -24,6 +24,7 @@ pub(super) struct Backbone {
     pub painn: PainnOptions,
     pub egnn: EgnnOptions,
     pub schnet: SchnetOptions,
+    pub pna: PnaOptions,
 }
 
 /// HydraGNN's name of a weight of conv layer `l`.
@@ -161,6 +162,7 @@ pub(super) fn painn(
         painn: p,
         egnn: EgnnOptions::default(),
         schnet: SchnetOptions::default(),
+        pna: PnaOptions::default(),
     })
 }
 
@@ -220,6 +222,7 @@ pub(super) fn egnn(
             edge_rbf: false,
         },
         schnet: SchnetOptions::default(),
+        pna: PnaOptions::default(),
     }
 }
 
@@ -309,6 +312,111 @@ pub(super) fn schnet(
             gaussian_offsets: offsets,
             // PyG's ShiftedSoftplus: softplus(x) - log(2) with log(2) taken as a float32 tensor
             ssp_shift: Some(f64::from(std::f32::consts::LN_2)),
+        },
+        pna: PnaOptions::default(),
+    })
+}
+
+/// The one value of the per-layer buffers `model.graph_convs.<l>.<rest>` (noted in `used`).
+fn layer_scalar(
+    state: &BTreeMap<String, Tensor>,
+    num_conv_layers: usize,
+    rest: &str,
+    used: &mut std::collections::BTreeSet<String>,
+) -> Result<f64> {
+    let mut value = None;
+    for l in 0..num_conv_layers {
+        let k = conv(l, rest);
+        let t = state
+            .get(&k)
+            .ok_or_else(|| super::cfg(format!("the checkpoint has no '{k}'")))?;
+        let v = t
+            .to_kind(tch::Kind::Double)
+            .f_double_value(&[0])
+            .map_err(|e| super::cfg(format!("'{k}': {e}")))?;
+        if value.is_some_and(|x| x != v) {
+            return Err(super::cfg(format!("'{k}' differs between layers")));
+        }
+        value = Some(v);
+        used.insert(k);
+    }
+    value.ok_or_else(|| super::cfg("a PNA model without conv layers"))
+}
+
+/// HydraGNN PNA (`PNAStack`: PyG `PNAConv` with one tower, one pre and one post layer,
+/// aggregators mean/min/max/std, scalers identity/amplification/attenuation/linear), its
+/// BatchNorm feature layers in evaluation mode, and the degree averages from the checkpoint's
+/// `avg_deg_lin`/`avg_deg_log` buffers (computed by PyG in float32: the buffers are used as they are).
+pub(super) fn pna(
+    num_conv_layers: usize,
+    edge_dim: i64,
+    state: &BTreeMap<String, Tensor>,
+    used: &mut std::collections::BTreeSet<String>,
+    sources: &mut BTreeMap<String, Source>,
+    warnings: &mut Vec<String>,
+) -> Result<Backbone> {
+    let avg_deg_lin = layer_scalar(
+        state,
+        num_conv_layers,
+        "module_0.aggr_module.avg_deg_lin",
+        used,
+    )?;
+    let avg_deg_log = layer_scalar(
+        state,
+        num_conv_layers,
+        "module_0.aggr_module.avg_deg_log",
+        used,
+    )?;
+    let batch_norm = state.contains_key("model.feature_layers.0.module.weight");
+    for l in 0..num_conv_layers {
+        let e = |rest: &str| format!("layers.{l}.{rest}");
+        let mut pairs = vec![
+            ("pre", "module_0.pre_nns.0.0"),
+            ("post", "module_0.post_nns.0.0"),
+            ("lin", "module_0.lin"),
+        ];
+        if edge_dim == 1 {
+            pairs.push(("edge_encoder", "module_0.edge_encoder"));
+        }
+        for (dst, src) in pairs {
+            for p in ["weight", "bias"] {
+                sources.insert(
+                    e(&format!("{dst}.{p}")),
+                    Source::Copy(conv(l, &format!("{src}.{p}"))),
+                );
+            }
+        }
+        if batch_norm {
+            for p in ["weight", "bias", "running_mean", "running_var"] {
+                sources.insert(
+                    e(&format!("bn.{p}")),
+                    Source::Copy(format!("model.feature_layers.{l}.module.{p}")),
+                );
+            }
+            // PyG's counter of training batches: not used in evaluation mode
+            used.insert(format!(
+                "model.feature_layers.{l}.module.num_batches_tracked"
+            ));
+        }
+    }
+    warnings.push(
+        "PNA sees the pair distance without a cutoff function and aggregates by min and max: its energy jumps when \
+         a pair crosses the cutoff and is only piecewise smooth, so energy is not conserved exactly in MD"
+            .into(),
+    );
+    Ok(Backbone {
+        num_radial: 1,
+        radial_type: RadialType::Gaussian,
+        envelope: Envelope::Hard,
+        conv_activation: Activation::Relu,
+        painn: PainnOptions::default(),
+        egnn: EgnnOptions::default(),
+        schnet: SchnetOptions::default(),
+        pna: PnaOptions {
+            edge_dim,
+            avg_deg_lin,
+            avg_deg_log,
+            batch_norm,
         },
     })
 }

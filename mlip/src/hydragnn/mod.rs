@@ -22,6 +22,7 @@
 //! | graph-level energy head (`output_type` graph, `graph_pooling` add) | "energy" head with `pool_first` |
 //! | `use_graph_attr_conditioning`, `concat_node` on [charge, spin] | `graph_attr` (`concat_node`) |
 //! | SchNet (`SCFStack`: PyG `CFConv` layers, `num_filters`, `GaussianSmearing`) | `schnet` options |
+//! | PNA (`PNAConv`, one tower, `avg_deg` buffers, BatchNorm feature layers) | `mpnn_type: PNA`, `pna` options |
 //!
 //! Orderings differ and are fixed here by permuting weights: HydraGNN's PaiNN splits messages as
 //! (vector gate, edge gate, scalar) where the engine splits (scalar, vector gate, edge gate), and
@@ -193,9 +194,10 @@ pub fn import(
         "PAINN" => MpnnType::PaiNN,
         "EGNN" => MpnnType::Egnn,
         "SchNet" => MpnnType::SchNet,
+        "PNA" => MpnnType::Pna,
         other => {
             return Err(cfg(format!(
-                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN and SchNet can)"
+                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet and PNA can)"
             )))
         }
     };
@@ -208,10 +210,10 @@ pub fn import(
     }
     let edge_dim = getv(arch, "edge_dim").and_then(Value::as_i64).unwrap_or(0);
     if edge_dim > 0 {
-        if edge_dim != 1 || mpnn_type != MpnnType::PaiNN {
+        if edge_dim != 1 || !matches!(mpnn_type, MpnnType::PaiNN | MpnnType::Pna) {
             return Err(cfg(format!(
                 "edge_dim = {edge_dim} with mpnn_type '{mpnn}' cannot be imported: the engine supports edge_dim = 1 \
-                 (edge_attr = |r_ij|, HydraGNN's PBCDistance) for PAINN only"
+                 (edge_attr = |r_ij|, HydraGNN's PBCDistance) for PAINN and PNA only"
             )));
         }
         warnings.push(
@@ -282,6 +284,14 @@ pub fn import(
         MpnnType::Egnn => {
             backbone::egnn(num_conv_layers, equivariance, &mut sources, &mut warnings)
         }
+        MpnnType::Pna => backbone::pna(
+            num_conv_layers,
+            edge_dim,
+            state,
+            &mut state_used,
+            &mut sources,
+            &mut warnings,
+        )?,
         MpnnType::SchNet => backbone::schnet(
             arch,
             num_conv_layers,
@@ -309,6 +319,7 @@ pub fn import(
         painn: bb.painn,
         egnn: bb.egnn,
         schnet: bb.schnet,
+        pna: bb.pna,
         // HydraGNN sums messages unscaled.
         avg_num_neighbors: None,
         graph_attr,

@@ -18,6 +18,9 @@ pub enum MpnnType {
     /// optional equivariant coordinate updates.
     #[serde(rename = "EGNN")]
     Egnn,
+    /// PNA (Corso et al., 2020): multiple aggregators with degree scalers (options in `pna`).
+    #[serde(rename = "PNA")]
+    Pna,
 }
 
 /// Radial basis expanding the pair distance.
@@ -276,6 +279,27 @@ impl SchnetOptions {
     }
 }
 
+/// PNA options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PnaOptions {
+    /// 1: every message also reads an encoding of the pair distance (HydraGNN's `edge_dim` 1,
+    /// edge_attr = |r_ij|); 0: none.
+    pub edge_dim: i64,
+    /// δ_lin, the mean degree of the training graphs (PyG's `avg_deg["lin"]`).
+    pub avg_deg_lin: f64,
+    /// δ_log, the mean of log(degree + 1) (PyG's `avg_deg["log"]`).
+    pub avg_deg_log: f64,
+    /// A BatchNorm in evaluation mode after every layer (HydraGNN's `feature_layers`).
+    pub batch_norm: bool,
+}
+
+impl PnaOptions {
+    fn is_default(&self) -> bool {
+        *self == PnaOptions::default()
+    }
+}
+
 /// EGNN options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -348,6 +372,9 @@ pub struct ModelConfig {
     /// SchNet options.
     #[serde(default, skip_serializing_if = "SchnetOptions::is_default")]
     pub schnet: SchnetOptions,
+    /// PNA options (PNA only).
+    #[serde(default, skip_serializing_if = "PnaOptions::is_default")]
+    pub pna: PnaOptions,
     /// Every layer's sum of messages over the neighbours is divided by this number, the average
     /// number of neighbours per atom (NequIP's and MACE's `avg_num_neighbors`); None: plain sums
     /// (HydraGNN, and every model file written before this option). Without it the features of
@@ -433,6 +460,7 @@ impl ModelConfig {
             painn: PainnOptions::default(),
             egnn: EgnnOptions::default(),
             schnet: SchnetOptions::default(),
+            pna: PnaOptions::default(),
             avg_num_neighbors: None,
             graph_attr: None,
         }
@@ -490,6 +518,20 @@ impl ModelConfig {
                 return bad(format!(
                     "graph_attr.names must be distinct non-empty names, got {:?}",
                     g.names
+                ));
+            }
+        }
+        if self.mpnn_type == MpnnType::Pna {
+            let p = &self.pna;
+            if !(p.avg_deg_lin > 0.0
+                && p.avg_deg_log > 0.0
+                && p.avg_deg_lin.is_finite()
+                && p.avg_deg_log.is_finite())
+                || !(p.edge_dim == 0 || p.edge_dim == 1)
+            {
+                return bad(format!(
+                    "PNA needs pna.avg_deg_lin and pna.avg_deg_log > 0 (the training graphs' mean degree and mean \
+                     log(degree + 1)) and pna.edge_dim 0 or 1, got {p:?}"
                 ));
             }
         }

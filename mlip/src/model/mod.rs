@@ -9,6 +9,7 @@ pub mod egnn;
 pub mod graphs;
 pub mod nn;
 pub mod painn;
+pub mod pna;
 pub mod pooled;
 pub mod schnet;
 pub mod species;
@@ -181,6 +182,7 @@ impl Model {
             MpnnType::SchNet => Box::new(schnet::SchNet::new(&root, &config)),
             MpnnType::PaiNN => Box::new(painn::PaiNN::new(&root, &config)),
             MpnnType::Egnn => Box::new(egnn::Egnn::new(&root, &config)),
+            MpnnType::Pna => Box::new(pna::Pna::new(&root, &config)),
         };
         let f = config.hidden_dim;
         let act = config.activation_function;
@@ -504,7 +506,7 @@ impl Model {
     }
 
     /// Whether the energy of branch `branch` (None: the active one) is graph-level: an energy
-    /// head with `pool_first` (HydraGNN's graph heads), E = MLP(shared(Σ_i s_i)) + Σ_i E0[Z_i].
+    /// head with `pool_first` (HydraGNN's graph heads), E = MLP(shared(Σ_i s_i)) + Σ_i E0(Z_i).
     /// Such an energy is not a sum of per-atom terms: per-atom energies are not defined, and a
     /// spatial decomposition must all-reduce the pooled features ([`Model::head_partials`]).
     pub fn energy_is_pooled(&self, branch: Option<usize>) -> bool {
