@@ -7,7 +7,8 @@
 //! `pna.edge_dim` = 1, enc = Linear(1 → F) of the distance; else [h_i, h_j]); the aggregators
 //! mean, min, max and std of m_ij over j, each times the scalers identity, log(d+1)/δ_log,
 //! δ_log/log(d+1) and d/δ_lin (d the number of neighbours, at least 1; δ from the training
-//! set's degree histogram), laid out [scaler][aggregator][F]; h_i ← lin(post([h_i, ·])); then
+//! set's degree histogram), laid out scaler-major, then aggregator, then feature;
+//! h_i ← lin(post([h_i, ·])); then
 //! with `pna.batch_norm` a BatchNorm in evaluation mode (running statistics, ε = 1e-5), then
 //! `post_conv_activation`. The std is sqrt(max(var, 1e-5)), set to 0 where that is at most
 //! sqrt(1e-5); min and max of an atom without neighbours are 0. The messages see the distance
