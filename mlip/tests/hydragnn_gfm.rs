@@ -843,3 +843,62 @@ fn pna_node_head_reproduces_hydragnn() {
     assert!((el - r.energy).abs() < 1e-12 * r.energy.abs());
     assert!(max_rel(&fl, &r.forces) < 1e-11);
 }
+
+/// HydraGNN's PNAPlus (PNA whose messages are gated by DimeNet's Bessel basis with trainable
+/// frequencies) as the engine's PNA with `pna.bessel_rbf`: the ethanol golden to 1e-8; forces
+/// are the energy's derivatives; layer by layer equals one pass.
+#[test]
+fn pnaplus_node_head_reproduces_hydragnn() {
+    skip_without_golden!();
+    let (model, _) = import_gfm("PNAPlus_node", |_| {});
+    assert!(model.config().pna.bessel_rbf);
+    let g = golden("PNAPlus_node", "ethanol");
+    let node_energy = flat(
+        &read_npz(&golden::dir().join("GFM_PNAPlus_node_ethanol_golden.npz")).unwrap()
+            ["node_energy"],
+    );
+    let r = model.compute(&g.structure, Request::ALL).unwrap();
+    let e_rel = (r.energy - g.energy[0]).abs() / g.energy[0].abs();
+    let f_rel = max_rel(&r.forces, &g.forces[0]);
+    let ne = r
+        .energies
+        .iter()
+        .zip(&node_energy)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+        / g.energy[0].abs();
+    eprintln!(
+        "PNAPlus_node: energy rel {e_rel:.1e}, per-atom rel {ne:.1e}, forces rel {f_rel:.1e}"
+    );
+    assert!(
+        e_rel < 1e-8 && ne < 1e-8 && f_rel < 1e-8,
+        "{e_rel:e} {ne:e} {f_rel:e}"
+    );
+    let s0 = &g.structure;
+    let e = |s: &Structure| model.compute(s, Request::ENERGY).unwrap().energy;
+    let h = 1e-5;
+    let fmax = r
+        .forces
+        .iter()
+        .flatten()
+        .map(|x| x.abs())
+        .fold(0.0, f64::max);
+    for i in [0, 4, 8] {
+        for k in 0..3 {
+            let mut p = s0.clone();
+            p.positions[i][k] += h;
+            let mut m = s0.clone();
+            m.positions[i][k] -= h;
+            let fd = -(e(&p) - e(&m)) / (2.0 * h);
+            assert!(
+                (fd - r.forces[i][k]).abs() < 1e-7 * fmax,
+                "FD force {fd} vs {}",
+                r.forces[i][k]
+            );
+        }
+    }
+    let owner: Vec<usize> = (0..s0.len()).map(|i| i % 2).collect();
+    let (el, fl, _) = run_pieces(&model, &pieces(s0, model.cutoff(), &owner, 2));
+    assert!((el - r.energy).abs() < 1e-12 * r.energy.abs());
+    assert!(max_rel(&fl, &r.forces) < 1e-11);
+}

@@ -347,7 +347,10 @@ fn layer_scalar(
 /// aggregators mean/min/max/std, scalers identity/amplification/attenuation/linear), its
 /// BatchNorm feature layers in evaluation mode, and the degree averages from the checkpoint's
 /// `avg_deg_lin`/`avg_deg_log` buffers (computed by PyG in float32: the buffers are used as they are).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn pna(
+    arch: &Value,
+    plus: bool,
     num_conv_layers: usize,
     edge_dim: i64,
     state: &BTreeMap<String, Tensor>,
@@ -386,6 +389,18 @@ pub(super) fn pna(
                 );
             }
         }
+        if plus {
+            for p in ["weight", "bias"] {
+                sources.insert(
+                    e(&format!("rbf_emb.{p}")),
+                    Source::Copy(conv(l, &format!("module_0.rbf_emb.0.{p}"))),
+                );
+            }
+            sources.insert(
+                e("rbf_lin.weight"),
+                Source::Copy(conv(l, "module_0.rbf_lin.weight")),
+            );
+        }
         if batch_norm {
             for p in ["weight", "bias", "running_mean", "running_var"] {
                 sources.insert(
@@ -404,8 +419,19 @@ pub(super) fn pna(
          a pair crosses the cutoff and is only piecewise smooth, so energy is not conserved exactly in MD"
             .into(),
     );
+    let (num_radial, envelope_exponent) = if plus {
+        if edge_dim != 0 {
+            return Err(super::cfg(
+                "PNAPlus with edge_dim cannot be imported yet (no reference outputs to check it against)",
+            ));
+        }
+        sources.insert("rbf.freq".into(), Source::Copy("model.rbf.freq".into()));
+        (int(arch, "num_radial")?, int(arch, "envelope_exponent")?)
+    } else {
+        (1, 0)
+    };
     Ok(Backbone {
-        num_radial: 1,
+        num_radial,
         radial_type: RadialType::Gaussian,
         envelope: Envelope::Hard,
         conv_activation: Activation::Relu,
@@ -417,6 +443,8 @@ pub(super) fn pna(
             avg_deg_lin,
             avg_deg_log,
             batch_norm,
+            bessel_rbf: plus,
+            envelope_exponent,
         },
     })
 }

@@ -194,12 +194,10 @@ pub fn import(
         "PAINN" => MpnnType::PaiNN,
         "EGNN" => MpnnType::Egnn,
         "SchNet" => MpnnType::SchNet,
-        "PNA" => MpnnType::Pna,
-        other => {
-            return Err(cfg(format!(
-                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet and PNA can)"
-            )))
-        }
+        "PNA" | "PNAPlus" => MpnnType::Pna,
+        other => return Err(cfg(format!(
+            "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA and PNAPlus can)"
+        ))),
     };
     if let Some(g) = getv(arch, "global_attn_engine").and_then(Value::as_str) {
         if !g.is_empty() {
@@ -285,6 +283,8 @@ pub fn import(
             backbone::egnn(num_conv_layers, equivariance, &mut sources, &mut warnings)
         }
         MpnnType::Pna => backbone::pna(
+            arch,
+            mpnn == "PNAPlus",
             num_conv_layers,
             edge_dim,
             state,

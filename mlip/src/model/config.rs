@@ -292,6 +292,12 @@ pub struct PnaOptions {
     pub avg_deg_log: f64,
     /// A BatchNorm in evaluation mode after every layer (HydraGNN's `feature_layers`).
     pub batch_norm: bool,
+    /// PNAPlus (HydraGNN's `PNAPlusStack`): the messages also read a Bessel basis of the
+    /// distance, b_n = env_p(r/rc) sin(ω_n r/rc) (DimeNet's basis; ω_n trainable, weight
+    /// `rbf.freq`, `num_radial` of them): m_ij = pre([h_i, h_j, ReLU(emb(b))]) ⊙ W b.
+    pub bessel_rbf: bool,
+    /// The exponent of DimeNet's envelope for `bessel_rbf` (HydraGNN's `envelope_exponent`).
+    pub envelope_exponent: i64,
 }
 
 impl PnaOptions {
@@ -528,10 +534,11 @@ impl ModelConfig {
                 && p.avg_deg_lin.is_finite()
                 && p.avg_deg_log.is_finite())
                 || !(p.edge_dim == 0 || p.edge_dim == 1)
+                || (p.bessel_rbf && (p.edge_dim != 0 || p.envelope_exponent < 1))
             {
                 return bad(format!(
                     "PNA needs pna.avg_deg_lin and pna.avg_deg_log > 0 (the training graphs' mean degree and mean \
-                     log(degree + 1)) and pna.edge_dim 0 or 1, got {p:?}"
+                     log(degree + 1)), pna.edge_dim 0 or 1 (0 with bessel_rbf, whose envelope_exponent must be >= 1), got {p:?}"
                 ));
             }
         }

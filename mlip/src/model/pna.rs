@@ -1,5 +1,6 @@
 //! PNA (Corso, Cavalleri, Beaini, Liò, Veličković, "Principal Neighbourhood Aggregation for Graph
-//! Nets", NeurIPS 2020), as PyTorch Geometric's `PNAConv` with one tower that HydraGNN's
+//! Nets", NeurIPS 2020), and HydraGNN's PNAPlus (`pna.bessel_rbf`: messages gated by a Bessel
+//! basis of the distance, see [`super::config::PnaOptions`]), as PyTorch Geometric's `PNAConv` with one tower that HydraGNN's
 //! `PNAStack` uses. Reads `hidden_dim`, `num_conv_layers`, `post_conv_activation` and `pna` from
 //! [`ModelConfig`].
 //!
@@ -22,6 +23,9 @@ use super::{Backbone, State};
 
 struct Layer {
     edge_encoder: Option<nn::Linear>,
+    /// `pna.bessel_rbf`: the basis embedding (with bias, then ReLU) and projection (no bias).
+    rbf_emb: Option<nn::Linear>,
+    rbf_lin: Option<nn::Linear>,
     pre: nn::Linear,
     post: nn::Linear,
     lin: nn::Linear,
@@ -36,6 +40,8 @@ pub struct Pna {
     avg_deg_lin: f64,
     avg_deg_log: f64,
     post_act: Option<Activation>,
+    /// `pna.bessel_rbf`: the frequencies ω_n, the cutoff and the envelope exponent.
+    bessel: Option<(Tensor, f64, i64)>,
 }
 
 impl Pna {
@@ -49,11 +55,25 @@ impl Pna {
                 let p = vs / "layers" / l.to_string();
                 let fin = *dims.last().unwrap();
                 dims.push(f);
-                let n_in = if o.edge_dim == 1 { 3 * fin } else { 2 * fin };
+                let n_in = if o.edge_dim == 1 || o.bessel_rbf {
+                    3 * fin
+                } else {
+                    2 * fin
+                };
+                let nobias = nn::LinearConfig {
+                    bias: false,
+                    ..Default::default()
+                };
                 let bn = &p / "bn";
                 Layer {
                     edge_encoder: (o.edge_dim == 1)
                         .then(|| nn::linear(&p / "edge_encoder", 1, fin, Default::default())),
+                    rbf_emb: o
+                        .bessel_rbf
+                        .then(|| nn::linear(&p / "rbf_emb", c.num_radial, fin, Default::default())),
+                    rbf_lin: o
+                        .bessel_rbf
+                        .then(|| nn::linear(&p / "rbf_lin", c.num_radial, fin, nobias)),
                     pre: nn::linear(&p / "pre", n_in, fin, Default::default()),
                     post: nn::linear(&p / "post", 17 * fin, f, Default::default()),
                     lin: nn::linear(&p / "lin", f, f, Default::default()),
@@ -74,6 +94,14 @@ impl Pna {
             avg_deg_lin: o.avg_deg_lin,
             avg_deg_log: o.avg_deg_log,
             post_act: c.post_conv_activation,
+            bessel: o.bessel_rbf.then(|| {
+                let n = c.num_radial;
+                let init = (1..=n)
+                    .map(|k| k as f64 * std::f64::consts::PI)
+                    .collect::<Vec<_>>();
+                let w = (vs / "rbf").var_copy("freq", &Tensor::from_slice(&init));
+                (w, c.radius, o.envelope_exponent)
+            }),
         }
     }
 }
@@ -102,11 +130,30 @@ impl Backbone for Pna {
         let n = e.n_nodes;
         let hi = h.index_select(0, &e.dst);
         let hj = h.index_select(0, &e.src);
-        let x = match &b.edge_encoder {
-            Some(enc) => Tensor::cat(&[&hi, &hj, &e.dist.unsqueeze(-1).apply(enc)], -1),
-            None => Tensor::cat(&[&hi, &hj], -1),
+        let rbf = self.bessel.as_ref().map(|(freq, rc, p)| {
+            // PyG's BesselBasisLayer: DimeNet's envelope (zero at and beyond rc) times sin(ω x)
+            let x = (&e.dist / *rc).unsqueeze(-1);
+            let p = (*p + 1) as f64;
+            let (a, bb, c) = (
+                -(p + 1.0) * (p + 2.0) / 2.0,
+                p * (p + 2.0),
+                -p * (p + 1.0) / 2.0,
+            );
+            let x0 = x.pow_tensor_scalar(p - 1.0);
+            let x1 = &x0 * &x;
+            let x2 = &x1 * &x;
+            let env = (x.reciprocal() + x0 * a + x1 * bb + x2 * c) * x.lt(1.0).to_kind(kind);
+            env * (&x * freq.to_kind(kind)).sin()
+        });
+        let x = match (&b.edge_encoder, &rbf, &b.rbf_emb) {
+            (Some(enc), _, _) => Tensor::cat(&[&hi, &hj, &e.dist.unsqueeze(-1).apply(enc)], -1),
+            (None, Some(r), Some(emb)) => Tensor::cat(&[&hi, &hj, &r.apply(emb).relu()], -1),
+            _ => Tensor::cat(&[&hi, &hj], -1),
         };
-        let m = x.apply(&b.pre);
+        let m = match (&rbf, &b.rbf_lin) {
+            (Some(r), Some(lin)) => x.apply(&b.pre) * r.apply(lin),
+            _ => x.apply(&b.pre),
+        };
         let ones = Tensor::ones([m.size()[0]], (kind, dev));
         let deg = e.aggregate(&ones).clamp_min(1.0).unsqueeze(-1);
         let mean = e.aggregate(&m) / &deg;
