@@ -195,9 +195,11 @@ pub fn import(
         "EGNN" => MpnnType::Egnn,
         "SchNet" => MpnnType::SchNet,
         "PNA" | "PNAPlus" => MpnnType::Pna,
-        other => return Err(cfg(format!(
-            "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA and PNAPlus can)"
-        ))),
+        other => {
+            return Err(cfg(format!(
+                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus can)"
+            )))
+        }
     };
     if let Some(g) = getv(arch, "global_attn_engine").and_then(Value::as_str) {
         if !g.is_empty() {
