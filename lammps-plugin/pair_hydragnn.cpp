@@ -15,6 +15,11 @@
  *  with MPI_Allreduce, then the engine finishes the heads), so they do not depend on the number
  *  of ranks, and are computed on the steps where the energy is. Node heads are per-atom arrays
  *  through extract_peratom(name) (e.g. `fix pair`), on the same steps.
+ *
+ *  A graph-level energy (HydraGNN's foundation models: summed node features through an MLP) is
+ *  all-reduced the same way every step before the backward pass (reduce_energy); per-atom
+ *  energies are refused. `charge Q spin S` set the system's attributes for models conditioned
+ *  on them (set_graph_attr).
  */
 
 #include "pair_hydragnn.h"
