@@ -6,7 +6,7 @@
  *
  *  Syntax:
  *    pair_style hydragnn [device cpu|cuda] [precision float32|float64] [branch NAME] [threads N]
- *                        [compress yes|no]
+ *                        [compress yes|no] [charge Q] [spin S]
  *    pair_coeff * * model.file Elem1 ... ElemN      (one element per atom type; NULL skips a type)
  *
  *  The other heads of the branch in use: graph heads (e.g. a HOMO-LUMO gap) are the pair style's
@@ -15,6 +15,11 @@
  *  with MPI_Allreduce, then the engine finishes the heads), so they do not depend on the number
  *  of ranks, and are computed on the steps where the energy is. Node heads are per-atom arrays
  *  through extract_peratom(name) (e.g. `fix pair`), on the same steps.
+ *
+ *  A graph-level energy (HydraGNN's foundation models: summed node features through an MLP) is
+ *  all-reduced the same way every step before the backward pass (reduce_energy); per-atom
+ *  energies are refused. `charge Q spin S` set the system's attributes for models conditioned
+ *  on them (set_graph_attr).
  */
 
 #include "pair_hydragnn.h"
@@ -36,6 +41,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -125,6 +131,7 @@ struct PairHydraGNN::Impl {
   int threads = 0;    // 0: HYDRAGNN_NUM_THREADS if set, else 1 per rank
   std::string branch;
   int compress = 1;    // fast path (tabulated radial filters, fused kernels) where available
+  std::map<std::string, double> graph_attr;    // charge, spin: for models conditioned on them
 
   // the model, from pair_coeff
   std::string path;    // as given to pair_coeff
@@ -146,6 +153,9 @@ struct PairHydraGNN::Impl {
   int64_t n_sums = 0, n_maxs = 0;    // sizes of the graph-head partials
   int64_t n_graph_values = 0;        // values of all graph heads (the energy included)
   std::vector<int> pv_index;         // pvector[k] = finished graph values[pv_index[k]]
+  bool pooled_energy = false;        // graph-level energy: reduced over ranks every step
+  int64_t energy_value = 0;          // the energy's index in the finished graph values
+  double pooled_e = 0.0;             // this step's graph-level energy (every rank)
   // node heads: per LAMMPS atom, dim values each (extract_peratom)
   std::vector<std::string> node_names;
   std::vector<int> node_dims;
@@ -279,6 +289,7 @@ void PairHydraGNN::settings(int narg, char **arg)
   m.threads = 0;
   m.branch.clear();
   m.compress = 1;
+  m.graph_attr.clear();
   for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string key = arg[iarg];
     if (iarg + 1 >= narg)
@@ -297,6 +308,8 @@ void PairHydraGNN::settings(int narg, char **arg)
       if (m.api->hgnn_precision_parse(val.c_str(), &dtype) != HGNN_SUCCESS)
         error->all(FLERR, "pair_style hydragnn: {}", m.api->hgnn_last_error());
       m.dtype = dtype;
+    } else if (key == "charge" || key == "spin") {
+      m.graph_attr[key] = utils::numeric(FLERR, val, false, lmp);
     } else if (key == "branch" || key == "head") {
       m.branch = val;
     } else if (key == "threads") {
@@ -320,7 +333,7 @@ void PairHydraGNN::settings(int narg, char **arg)
     } else {
       error->all(FLERR,
                  "pair_style hydragnn: unknown keyword '{}' (known: device, precision, branch, "
-                 "threads, compress)",
+                 "threads, compress, charge, spin)",
                  key);
     }
   }
@@ -378,6 +391,7 @@ void PairHydraGNN::load_model()
   }
   comm_forward = maxw;
   comm_reverse = maxw;
+  set_graph_attr(file);
 
   if (comm->me == 0) {
     utils::logmesg(lmp,
@@ -391,6 +405,50 @@ void PairHydraGNN::load_model()
     utils::logmesg(lmp, "pair_style hydragnn: {}\n", desc);
   }
   describe_heads();
+}
+
+/* ----------------------------------------------------------------------
+   The per-structure attributes a model is conditioned on (HydraGNN's total charge and spin),
+   from pair_style's `charge Q spin S`: every one the model names must be given, and no other.
+   Collective (every rank parses the same pair_style).
+------------------------------------------------------------------------- */
+
+void PairHydraGNN::set_graph_attr(const std::string &file)
+{
+  Impl &m = *impl;
+  std::vector<std::string> names;
+  try {
+    names = m.model.graph_attr_names();
+  } catch (hydragnn::Error &) {
+    error->all(FLERR, "pair_style hydragnn: model file '{}': {}", file, m.api->hgnn_last_error());
+  }
+  for (const auto &kv : m.graph_attr)
+    if (std::find(names.begin(), names.end(), kv.first) == names.end())
+      error->all(FLERR, "pair_style hydragnn: keyword '{}' given, but model file '{}' is not conditioned on it{}",
+                 kv.first, file, names.empty() ? std::string() : " (it takes: " + utils::join_words(names, " ") + ")");
+  if (names.empty()) return;
+  std::vector<double> values;
+  std::string usage;
+  for (const auto &n : names) usage += " " + n + " VALUE";
+  for (const auto &n : names) {
+    const auto it = m.graph_attr.find(n);
+    if (it == m.graph_attr.end())
+      error->all(FLERR,
+                 "pair_style hydragnn: model file '{}' is conditioned on the system's {}: give "
+                 "them with pair_style hydragnn ...{}",
+                 file, utils::join_words(names, " and "), usage);
+    values.push_back(it->second);
+  }
+  try {
+    m.model.set_graph_attr(values);
+  } catch (hydragnn::Error &) {
+    error->all(FLERR, "pair_style hydragnn: {}", m.api->hgnn_last_error());
+  }
+  if (comm->me == 0) {
+    std::string given;
+    for (size_t k = 0; k < names.size(); k++) given += fmt::format(" {} = {}", names[k], values[k]);
+    utils::logmesg(lmp, "pair_style hydragnn: the model is conditioned on the system's{}\n", given);
+  }
 }
 
 /* ----------------------------------------------------------------------
@@ -411,6 +469,7 @@ void PairHydraGNN::describe_heads()
     const auto sizes = m.model.head_partials_size();
     m.n_sums = sizes.first;
     m.n_maxs = sizes.second;
+    m.pooled_energy = m.model.energy_is_pooled();
   } catch (hydragnn::Error &) {
     error->all(FLERR, "pair_style hydragnn: model file '{}': {}", m.path, m.api->hgnn_last_error());
   }
@@ -423,7 +482,10 @@ void PairHydraGNN::describe_heads()
     const std::string name = h.name;
     if (h.kind == HGNN_HEAD_GRAPH) {
       for (int d = 0; d < h.dim; d++, at++) {
-        if (name == "energy") continue;
+        if (name == "energy") {
+          m.energy_value = at;
+          continue;
+        }
         m.pv_index.push_back(static_cast<int>(at));
         graph_map += fmt::format(" [{}] {}{}", m.pv_index.size(), name,
                                  h.dim > 1 ? fmt::format("[{}]", d + 1) : std::string());
@@ -466,6 +528,12 @@ void PairHydraGNN::describe_heads()
     if (!node_list.empty())
       utils::logmesg(lmp, "pair_style hydragnn: node heads (extract_peratom, e.g. fix pair):{}\n",
                      node_list);
+    if (m.pooled_energy)
+      utils::logmesg(lmp,
+                     "pair_style hydragnn: the energy of branch '{}' is graph-level (summed node "
+                     "features through an MLP): every step the ranks' partial sums are all-reduced "
+                     "before the backward pass; per-atom energies (compute pe/atom) are not defined\n",
+                     b);
   }
 }
 
@@ -594,6 +662,13 @@ double PairHydraGNN::init_one(int i, int j)
 void PairHydraGNN::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
+  // eflag_atom is the same on every rank, so every rank stops here together
+  if (impl->pooled_energy && eflag_atom)
+    error->all(FLERR,
+               "pair_style hydragnn: per-atom energies (compute pe/atom, pair/local, ...) are not "
+               "defined for model '{}': the energy of its branch is graph-level (node features "
+               "summed over the whole system, then an MLP), not a sum of per-atom energies",
+               impl->path);
   const double factor = uniform_scale();
   build_graph();
   if (!impl->warned_close && impl->train_dmin > 0.0) warn_close_pair();
@@ -602,6 +677,7 @@ void PairHydraGNN::compute(int eflag, int vflag)
   begin_evaluation();
   forward_pass();
   readout();
+  if (impl->pooled_energy) reduce_energy();
   {
     const bool graph = eflag_global && nextra > 0;
     const bool node = !impl->node_names.empty() && (eflag_global || eflag_atom || impl->node_trigger);
@@ -609,6 +685,9 @@ void PairHydraGNN::compute(int eflag, int vflag)
   }
   backward_pass();
   if (impl->eval) tally_results(factor);
+  // the graph-level energy belongs to the whole system: rank 0 tallies it (eng_vdwl is summed
+  // over ranks)
+  if (impl->pooled_energy && eflag_global && comm->me == 0) eng_vdwl += factor * impl->pooled_e;
   impl->eval.reset();
 }
 
@@ -771,6 +850,32 @@ void PairHydraGNN::readout()
   }
 }
 
+// Graph-level energy: every rank's partial sums of the pooled features over its local atoms (a
+// rank without atoms gives 0, and -inf for maxima) are all-reduced; each evaluation then gets the
+// whole system's energy and dE/d(pooled features), which seeds its backward pass. Collective.
+void PairHydraGNN::reduce_energy()
+{
+  Impl &m = *impl;
+  std::vector<double> sums(m.n_sums, 0.0), maxs(m.n_maxs, -std::numeric_limits<double>::infinity());
+  if (m.eval) {
+    try {
+      m.eval.head_partials(sums, maxs);
+    } catch (hydragnn::Error &e) {
+      fail_one(e);
+    }
+  }
+  std::vector<double> rsums(m.n_sums), rmaxs(m.n_maxs);
+  MPI_Allreduce(sums.data(), rsums.data(), static_cast<int>(m.n_sums), MPI_DOUBLE, MPI_SUM, world);
+  if (m.n_maxs > 0)
+    MPI_Allreduce(maxs.data(), rmaxs.data(), static_cast<int>(m.n_maxs), MPI_DOUBLE, MPI_MAX, world);
+  try {
+    m.pooled_e = m.eval ? m.eval.reduce(rsums, rmaxs)
+                        : m.model.finish_heads(rsums, rmaxs, m.n_graph_values).at(m.energy_value);
+  } catch (hydragnn::Error &e) {
+    fail_one(e);
+  }
+}
+
 // Backward through every layer; after layer l > 0 the ghost rows of the gradient are added into
 // their owners' rows (reverse communication).
 void PairHydraGNN::backward_pass()
@@ -848,7 +953,7 @@ void PairHydraGNN::tally_results(double factor)
     fi[1] += m.forces[3 * g + 1];
     fi[2] += m.forces[3 * g + 2];
   }
-  if (eflag_global) eng_vdwl += r.energy;
+  if (eflag_global && !m.pooled_energy) eng_vdwl += r.energy;
   if (eflag_atom)
     for (int g = 0; g < n_local; g++) eatom[m.atom_of[g]] += m.energies[g];
   if (vflag_global) add_voigt6(virial, w9);

@@ -11,6 +11,7 @@
 #include "pair.h"
 
 #include <exception>
+#include <string>
 
 namespace LAMMPS_NS {
 
@@ -51,10 +52,12 @@ class PairHydraGNN : public Pair {
   void begin_evaluation();
   void forward_pass();
   void readout();
+  void reduce_energy();
   void backward_pass();
   void tally_results(double factor);
   void other_heads(bool graph, bool node);
   void describe_heads();
+  void set_graph_attr(const std::string &file);
 };
 
 }    // namespace LAMMPS_NS

@@ -79,6 +79,17 @@ class _Model:
             lib.hgnn_model_branch_name(handle, k, byref(name))
             names.append(name.value.decode())
         lib.hgnn_model_active_branch(handle, byref(active))
+        pooled = c_int32()
+        lib.hgnn_model_energy_is_pooled(handle, byref(pooled))
+        # a graph-level energy (HydraGNN graph heads) has no per-atom energies
+        self.energy_is_pooled = bool(pooled.value)
+        n_attr = c_int32()
+        lib.hgnn_model_num_graph_attr(handle, byref(n_attr))
+        self.graph_attr_names = []
+        for k in range(n_attr.value):
+            name = c_char_p()
+            lib.hgnn_model_graph_attr_name(handle, k, byref(name))
+            self.graph_attr_names.append(name.value.decode())
         self.branches = tuple(names)
         self.branch = names[active.value]
         if head is None and len(names) > 1:
@@ -96,6 +107,21 @@ class _Model:
             h = _capi.hgnn_head_t()
             lib.hgnn_model_head(handle, k, byref(h))
             self.heads[h.name.decode()] = (h.kind, h.dim)
+
+    def set_graph_attr(self, atoms, where=""):
+        """For a model conditioned on per-structure attributes (HydraGNN's total charge and spin):
+        their values from `atoms.info` (keys "charge", "spin", as fairchem and HydraGNN's ASE
+        example name them) for the engine calls that follow."""
+        if not self.graph_attr_names:
+            return
+        missing = [n for n in self.graph_attr_names if n not in atoms.info]
+        if missing:
+            raise ValueError(
+                f"{where}the model is conditioned on the system's {' and '.join(self.graph_attr_names)}: "
+                f"set atoms.info[{missing[0]!r}] (missing: {', '.join(missing)})"
+            )
+        values = np.array([float(atoms.info[n]) for n in self.graph_attr_names], dtype=np.float64)
+        self.lib.hgnn_model_set_graph_attr(self.handle, _dptr(values), values.size)
 
     def extra_heads(self):
         """The heads other than the energy: {name: (kind, dim)}."""
@@ -178,7 +204,7 @@ class _Job:
     """One structure in the C layout, plus the fresh numpy arrays its results go to (the arrays
     become the results, so nothing is shared between calls)."""
 
-    def __init__(self, atoms, want):
+    def __init__(self, atoms, want, per_atom_energies=True):
         n = len(atoms)
         self.n = n
         self.positions = np.ascontiguousarray(atoms.get_positions(), dtype=np.float64)
@@ -193,12 +219,13 @@ class _Job:
         self.structure = s
         stress = "stress" in want or "stresses" in want
         self.forces = np.zeros((n, 3))
-        self.energies = np.zeros(n)
+        self.energies = np.zeros(n) if per_atom_energies else None
         self.virial = np.zeros((3, 3)) if stress else None
         self.virials = np.zeros((n, 3, 3)) if stress else None
         r = _capi.hgnn_results_t()
         r.forces = _dptr(self.forces)
-        r.energies = _dptr(self.energies)
+        if per_atom_energies:
+            r.energies = _dptr(self.energies)
         if stress:
             r.virial = _dptr(self.virial)
             r.virials = _dptr(self.virials)
@@ -207,7 +234,9 @@ class _Job:
     def results(self):
         """ASE results: eV, eV/Å, and stress = -virial/V in Voigt order (xx yy zz yz xz xy)."""
         e = float(self.raw.energy)
-        out = {"energy": e, "free_energy": e, "energies": self.energies, "forces": self.forces}
+        out = {"energy": e, "free_energy": e, "forces": self.forces}
+        if self.energies is not None:
+            out["energies"] = self.energies
         if self.virial is not None:
             out["stress"] = full_3x3_to_voigt_6_stress(-self.virial / self.volume)
             out["stresses"] = full_3x3_to_voigt_6_stress(-self.virials / self.volume)
@@ -240,7 +269,8 @@ class HydraGNNCalculator(Calculator):
         path (libtorch autograd). `path_info` says which one runs. Set explicitly, so the
         environment variable HYDRAGNN_COMPRESS does not apply to the calculator.
 
-    Every calculation computes energy, per-atom energies and forces, and for a cell of full rank
+    Every calculation computes energy, per-atom energies (not for a model whose energy is
+    graph-level, e.g. HydraGNN's graph heads: `energies` is then not implemented) and forces, and for a cell of full rank
     also the stress and per-atom stresses, in one engine call; ASE caches them until the
     positions, numbers, cell or pbc change. The stress is the strain derivative of the energy
     over the cell volume, -(1/V) dE/dε, for any periodicity: for a slab (pbc=(T, T, F)) V
@@ -248,6 +278,11 @@ class HydraGNNCalculator(Calculator):
     divided by the cell height, and a cell filter can relax the periodic directions
     (FrechetCellFilter(slab, mask=...)). A cell of rank < 3 (e.g. a molecule with no cell)
     raises PropertyNotImplementedError for stress.
+
+    A model conditioned on the system's total charge and spin (HydraGNN's graph attributes,
+    `concat_node`) reads them from `atoms.info["charge"]` and `atoms.info["spin"]` (the names
+    fairchem and HydraGNN's ASE example use), in the convention of its training data; they are
+    required, and a change of them is a reason to recompute.
 
     The other heads of the branch (e.g. a HOMO-LUMO `gap`, per-atom `charges`) are computed with
     every calculation too and appear in `results` under their names: graph heads as a float (or
@@ -274,6 +309,8 @@ class HydraGNNCalculator(Calculator):
     def _set_heads(self):
         """`implemented_properties` of this instance: the standard ones plus the model's heads."""
         base = HydraGNNCalculator.implemented_properties
+        if self._model.energy_is_pooled:
+            base = [p for p in base if p != "energies"]
         self.implemented_properties = base + [h for h in self._model.extra_heads() if h not in base]
 
     def set(self, **kwargs):
@@ -354,8 +391,9 @@ class HydraGNNCalculator(Calculator):
         if properties is not None:
             _check_stress(self.atoms, properties)
         want = _STRESS if _full_rank(self.atoms) else ()
-        job = _Job(self.atoms, want)
         m = self._model
+        m.set_graph_attr(self.atoms)
+        job = _Job(self.atoms, want, not m.energy_is_pooled)
         m.lib.hgnn_compute(m.handle, byref(job.structure), byref(job.raw))
         results = job.results()
         results.update(m.compute_heads([job])[0])
@@ -379,6 +417,15 @@ class HydraGNNCalculator(Calculator):
                 RuntimeWarning,
                 stacklevel=3,
             )
+
+    def check_state(self, atoms, tol=1e-15):
+        """ASE's changes, plus "info" when a model conditioned on the system's charge or spin
+        sees other values in `atoms.info`."""
+        changes = Calculator.check_state(self, atoms, tol)
+        names = self._model.graph_attr_names
+        if names and self.atoms is not None and any(atoms.info.get(n) != self.atoms.info.get(n) for n in names):
+            changes.append("info")
+        return changes
 
     def batch(self, images, properties=None):
         """Evaluates a list of structures in one engine call (`hgnn_compute_batch`).
@@ -404,10 +451,18 @@ class HydraGNNCalculator(Calculator):
             _check_stress(a, properties, f"structure {k}: ")
         if not images:
             return []
-        jobs = [_Job(a, properties) for a in images]
+        jobs = [_Job(a, properties, not self._model.energy_is_pooled) for a in images]
         structures = (_capi.hgnn_structure_t * len(jobs))(*[j.structure for j in jobs])
         raws = (_capi.hgnn_results_t * len(jobs))(*[j.raw for j in jobs])
         m = self._model
+        if m.graph_attr_names:
+            # the charge and spin apply to a whole engine call: one call per structure
+            out = []
+            for k, (a, j) in enumerate(zip(images, jobs)):
+                m.set_graph_attr(a, f"structure {k}: ")
+                m.lib.hgnn_compute(m.handle, byref(j.structure), byref(j.raw))
+                out.append({**j.results(), **m.compute_heads([j])[0]})
+            return out
         m.lib.hgnn_compute_batch(m.handle, len(jobs), structures, raws)
         for j, r in zip(jobs, raws):
             j.raw = r

@@ -358,6 +358,11 @@ impl Model {
     }
 
     fn compute_graphs_chunk(&self, graphs: &[GraphInput], req: Request) -> Result<Vec<Results>> {
+        self.check_graph_attr()?;
+        if req.energies && self.energy_is_pooled(None) {
+            let b = &self.config().branches[self.active_branch()].name;
+            return Err(crate::model::per_atom_energy_undefined(b));
+        }
         let mut arrays = GraphArrays::default();
         let mut local = Vec::new();
         for (k, g) in graphs.iter().enumerate() {
@@ -377,11 +382,16 @@ impl Model {
             let (kind, dev) = (self.kind(), self.device());
             let n_edges = arrays.n_edges();
             let gt = arrays.to_tensors(kind, dev, req.needs_grad());
-            let out = self.forward(&gt, None)?;
+            let st = self.propagate(&gt);
+            let out = self.heads(None, &st.s, &gt)?;
             let mask = crate::model::nn::tensor_from(&local, &[local.len() as i64], kind, dev);
-            let node_e = &out.node_energy * &mask;
-            let graph_e =
-                Tensor::zeros([graphs.len() as i64], (kind, dev)).index_add(0, &gt.batch, &node_e);
+            let graph_e = if self.energy_is_pooled(None) {
+                // graph-level energy: the local atoms' features pooled, then the MLP
+                self.pooled_energy(self.active_branch(), &st.s, &gt, Some(&mask))?
+            } else {
+                let node_e = &out.node_energy * &mask;
+                Tensor::zeros([graphs.len() as i64], (kind, dev)).index_add(0, &gt.batch, &node_e)
+            };
             let grad = if req.needs_grad() && n_edges > 0 {
                 let total = graph_e.sum(kind);
                 let g = Tensor::f_run_backward(&[&total], &[&gt.edge_vec], false, false)?;

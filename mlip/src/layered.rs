@@ -12,6 +12,13 @@
 //!    (add ghost rows into owners; ghost rows are ignored afterwards).
 //! 5. `results(req)`: forces on local and ghost atoms (ghost forces belong to their owners),
 //!    virial, per-atom energies and virials.
+//!
+//! A graph-level energy ([`Model::energy_is_pooled`]: node features summed, then an MLP) is not
+//! a sum over atoms, so between 3 and 4 comes a reduction: after `readout()` the caller reduces
+//! every piece's [`LayeredEval::head_partials`] (sums added, maxima maxed, e.g. MPI_Allreduce)
+//! and passes the result to [`LayeredEval::reduce`], which returns the energy of the whole
+//! structure and seeds the local atoms' backward pass with ∂E/∂(pooled features). Per-atom
+//! energies are not defined then; forces, virial and per-atom virials are.
 
 use tch::Tensor;
 
@@ -38,6 +45,8 @@ enum Stage {
     Forward { layer: usize },
     /// All layers ran forward: `readout()` is next.
     Readout,
+    /// Graph-level energy: `reduce()` is next.
+    Reduce,
     /// `backward_layer(layer)` is next (`layer` < L).
     Backward { layer: usize },
     /// The backward pass finished: `results()` may be called.
@@ -81,6 +90,7 @@ impl std::fmt::Display for Stage {
         match self {
             Stage::Forward { layer } => write!(f, "forward_layer({layer})"),
             Stage::Readout => write!(f, "readout()"),
+            Stage::Reduce => write!(f, "reduce()"),
             Stage::Backward { layer } => write!(f, "backward_layer({layer})"),
             Stage::Done => write!(f, "results()"),
         }
@@ -119,6 +129,7 @@ pub struct LayeredEval<'m> {
 impl<'m> LayeredEval<'m> {
     /// Checks the graph and computes the features entering layer 0 for every atom.
     pub fn new(model: &'m Model, g: &GraphInput) -> Result<Self> {
+        model.check_graph_attr()?;
         let (species, vecs) = check_graph(model, g)?;
         if g.centers.iter().any(|&i| i >= g.n_local) {
             return invalid("layer-by-layer evaluation needs every edge centre to be a local atom");
@@ -304,7 +315,8 @@ impl<'m> LayeredEval<'m> {
     }
 
     /// Energies of local atoms from the final features; seeds the backward pass. Returns the
-    /// energy of the local atoms.
+    /// energy of the local atoms. For a graph-level energy ([`Model::energy_is_pooled`]) it
+    /// computes the local partials only and returns 0: [`LayeredEval::reduce`] is next.
     pub fn readout(&mut self) -> Result<f64> {
         let l = self.model.num_layers();
         if self.stage != Stage::Readout {
@@ -313,6 +325,11 @@ impl<'m> LayeredEval<'m> {
                  expected: {})",
                 self.stage
             ));
+        }
+        if self.model.energy_is_pooled(None) {
+            self.heads = Some(self.local_heads()?);
+            self.stage = Stage::Reduce;
+            return Ok(0.0);
         }
         // A branch with the (sum-pooled) energy head alone needs no extra head evaluation: its
         // partials are the local energy and atom count, set below.
@@ -394,6 +411,33 @@ impl<'m> LayeredEval<'m> {
         );
     }
 
+    /// Graph-level energy, after `readout()`: `total` is every piece's
+    /// [`LayeredEval::head_partials`] reduced (sums added, maxima maxed). Returns the energy of
+    /// the whole structure (the same on every piece) and seeds the backward pass.
+    pub fn reduce(&mut self, total: &HeadPartials) -> Result<f64> {
+        let l = self.model.num_layers();
+        if self.stage != Stage::Reduce {
+            return invalid(format!(
+                "reduce called out of order, or for a model whose energy is a sum of per-atom energies (next expected: {})",
+                self.stage
+            ));
+        }
+        let (energy, g) = self.model.pooled_energy_grad(None, total)?;
+        guarded(|| {
+            let (kind, dev) = (self.model.kind(), self.model.device());
+            let input = self.rows(&self.feats[l], l, false).set_requires_grad(true);
+            let s = self.model.backbone().unflatten(l, &input).s;
+            let g = tensor_from(&g, &[1, g.len() as i64], kind, dev);
+            let seed = (s.narrow(0, 0, self.n_local as i64) * g).sum(kind);
+            let grad = Tensor::f_run_backward(&[&seed], &[&input], false, false)?;
+            self.grads[l] = tensor_to_vec(&grad[0])?;
+            Ok(())
+        })?;
+        self.energy = energy;
+        self.stage = Stage::after_readout(l);
+        Ok(energy)
+    }
+
     /// Graph-head partials and node heads of the active branch over the local atoms, from the
     /// final features.
     fn local_heads(&self) -> Result<(HeadPartials, NodeHeads)> {
@@ -464,7 +508,8 @@ impl<'m> LayeredEval<'m> {
         })
     }
 
-    /// Results after the backward pass through layer 0.
+    /// Results after the backward pass through layer 0. For a graph-level energy, `energy` is
+    /// the whole structure's (from [`LayeredEval::reduce`]) and per-atom energies are an error.
     pub fn results(&self, req: Request) -> Result<Results> {
         if self.stage != Stage::Done {
             return invalid("results requested before the backward pass finished");
@@ -474,6 +519,10 @@ impl<'m> LayeredEval<'m> {
             ..Default::default()
         };
         if req.energies {
+            if self.model.energy_is_pooled(None) {
+                let b = &self.model.config().branches[self.model.active_branch()].name;
+                return Err(crate::model::per_atom_energy_undefined(b));
+            }
             r.energies = self.energies.clone();
         }
         let with_zbl: Vec<f64>;

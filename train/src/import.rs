@@ -21,7 +21,8 @@ pub struct ImportOptions {
     /// `--species`: comma-separated `Symbol` (`x = [Z]`) or `Symbol=v1[:v2...]` (HydraGNN's node
     /// features of that element), e.g. `Ar=1.0`. None: every element with `x = [Z]`.
     pub species: Option<String>,
-    /// `--energy-head`: index of the node head whose per-atom values sum to the energy (0).
+    /// `--energy-head`: index of the scalar output head that is the energy (0): a node head
+    /// (its per-atom values summed) or a graph head (a graph-level energy).
     pub energy_head: usize,
     /// `--python`: interpreter with torch. None: `$HYDRAGNN_PYTHON`, then `$VIRTUAL_ENV/bin/python`,
     /// then `python3`.

@@ -189,6 +189,23 @@ hgnn_status_t hgnn_compute_graph(const struct hgnn_model_t *model,
                                  const struct hgnn_graph_t *graph,
                                  struct hgnn_results_t *results);
 
+// The number of per-structure attributes the model is conditioned on (0 for most models; 2,
+// charge and spin, for HydraGNN's conditioned foundation models).
+hgnn_status_t hgnn_model_num_graph_attr(const struct hgnn_model_t *model, int32_t *num);
+
+// The name of attribute `index` (0..num_graph_attr), e.g. "charge"; lives as long as the model.
+hgnn_status_t hgnn_model_graph_attr_name(const struct hgnn_model_t *model,
+                                         int32_t index,
+                                         const char **name);
+
+// Sets the per-structure attributes (`n` values in `hgnn_model_graph_attr_name` order, e.g.
+// total charge and spin) used by every evaluation that follows, for every structure of a batch.
+// A model conditioned on them refuses to evaluate until they are set. Not to be called while
+// an evaluation (`hgnn_eval_*`) of this model is in progress.
+hgnn_status_t hgnn_model_set_graph_attr(struct hgnn_model_t *model,
+                                        const double *values,
+                                        int64_t n);
+
 // The number of output heads of the active branch (the energy head included).
 hgnn_status_t hgnn_model_num_heads(const struct hgnn_model_t *model, int32_t *num_heads);
 
@@ -247,6 +264,23 @@ hgnn_status_t hgnn_eval_node_head(const struct hgnn_eval_t *eval,
                                   double *values,
                                   int64_t n_values);
 
+// Whether the active branch's energy is graph-level (1) or a sum of per-atom energies (0). A
+// graph-level energy (HydraGNN's graph heads: node features summed, then shared layers and an
+// MLP) has no per-atom energies (requesting them is an error), and layer by layer it needs
+// `hgnn_eval_reduce` between `hgnn_eval_readout` and the backward pass.
+hgnn_status_t hgnn_model_energy_is_pooled(const struct hgnn_model_t *model, int32_t *pooled);
+
+// Graph-level energy in the layer-by-layer protocol, after `hgnn_eval_readout`: `sums` and
+// `maxs` are every rank's `hgnn_eval_head_partials` reduced (MPI_SUM, MPI_MAX; ranks without
+// local atoms contribute 0 and -inf). Writes the energy of the whole structure (the same on
+// every rank; NULL skips it) and seeds the backward pass with dE/d(pooled features).
+hgnn_status_t hgnn_eval_reduce(struct hgnn_eval_t *eval,
+                               const double *sums,
+                               int64_t n_sums,
+                               const double *maxs,
+                               int64_t n_maxs,
+                               double *energy);
+
 // Starts a layer-by-layer evaluation of `graph` (every edge centre must be a local atom). The
 // graph's arrays are copied; the evaluation shares `model` (which may be freed before it, and
 // cannot change its evaluation path while it exists). Free with `hgnn_eval_free`.
@@ -275,7 +309,9 @@ hgnn_status_t hgnn_eval_grads(struct hgnn_eval_t *eval,
 // Runs layer `layer` forward (layers in order 0, 1, ...).
 hgnn_status_t hgnn_eval_forward_layer(struct hgnn_eval_t *eval, int32_t layer);
 
-// After the last forward layer: per-atom energies and the energy of the local atoms.
+// After the last forward layer: per-atom energies and the energy of the local atoms. For a
+// model whose energy is graph-level (`hgnn_model_energy_is_pooled`), the energy written is 0
+// and `hgnn_eval_reduce` comes next.
 hgnn_status_t hgnn_eval_readout(struct hgnn_eval_t *eval, double *energy);
 
 // Runs layer `layer` backward (layers in order num_layers-1, ..., 0).

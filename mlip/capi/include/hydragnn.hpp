@@ -38,8 +38,10 @@ namespace hydragnn {
   X(hgnn_eval_forward_layer) X(hgnn_eval_readout) X(hgnn_eval_backward_layer)                 \
   X(hgnn_eval_results) X(hgnn_model_num_heads) X(hgnn_model_head) X(hgnn_model_head_index)      \
   X(hgnn_compute_head) X(hgnn_model_head_partials_size) X(hgnn_eval_head_partials)            \
-  X(hgnn_model_finish_heads) X(hgnn_eval_node_head)                                          \
-  X(hgnn_model_min_training_distance) X(hgnn_model_zbl) X(hgnn_closest_pair)
+  X(hgnn_model_finish_heads) X(hgnn_eval_node_head)                                           \
+  X(hgnn_model_min_training_distance) X(hgnn_model_zbl) X(hgnn_closest_pair)                  \
+  X(hgnn_model_energy_is_pooled) X(hgnn_eval_reduce) X(hgnn_model_num_graph_attr)             \
+  X(hgnn_model_graph_attr_name) X(hgnn_model_set_graph_attr)
 
 // The engine's entry points.
 struct Api {
@@ -143,6 +145,24 @@ class Model {
           "hgnn_model_set_compress");
   }
   std::string path_description() const { return str(api_->hgnn_model_path_description, "hgnn_model_path_description"); }
+  // The per-structure attributes the model is conditioned on (e.g. charge, spin), in order.
+  std::vector<std::string> graph_attr_names() const
+  {
+    const int n = i32(api_->hgnn_model_num_graph_attr, "hgnn_model_num_graph_attr");
+    std::vector<std::string> names;
+    for (int k = 0; k < n; k++) {
+      const char *s = nullptr;
+      check(*api_, api_->hgnn_model_graph_attr_name(p_, k, &s), "hgnn_model_graph_attr_name");
+      names.emplace_back(s ? s : "");
+    }
+    return names;
+  }
+  // Their values for the evaluations that follow.
+  void set_graph_attr(const std::vector<double> &values)
+  {
+    check(*api_, api_->hgnn_model_set_graph_attr(p_, values.data(), static_cast<int64_t>(values.size())),
+          "hgnn_model_set_graph_attr");
+  }
   std::string info() const { return str(api_->hgnn_model_info, "hgnn_model_info"); }
   std::string lammps_units() const { return str(api_->hgnn_model_lammps_units, "hgnn_model_lammps_units"); }
   double cutoff() const
@@ -209,6 +229,10 @@ class Model {
     for (int k = 0; k < n; k++) check(*api_, api_->hgnn_model_head(p_, k, &h[k]), "hgnn_model_head");
     return h;
   }
+
+  // Whether the energy is graph-level (pooled node features through an MLP): no per-atom
+  // energies, and Eval::reduce between readout() and the backward pass.
+  bool energy_is_pooled() const { return i32(api_->hgnn_model_energy_is_pooled, "hgnn_model_energy_is_pooled") != 0; }
 
   // Sizes of the graph-head partials of the layer-by-layer protocol (sums, maxima).
   std::pair<int64_t, int64_t> head_partials_size() const
@@ -338,6 +362,17 @@ class Eval {
           api_->hgnn_eval_head_partials(p_, sums.data(), static_cast<int64_t>(sums.size()), maxs.data(),
                                         static_cast<int64_t>(maxs.size())),
           "hgnn_eval_head_partials");
+  }
+  // Graph-level energy, after readout(): every rank's head_partials reduced (sums added, maxima
+  // maxed); returns the whole structure's energy and seeds the backward pass.
+  double reduce(const std::vector<double> &sums, const std::vector<double> &maxs)
+  {
+    double e = 0.0;
+    check(*api_,
+          api_->hgnn_eval_reduce(p_, sums.data(), static_cast<int64_t>(sums.size()), maxs.data(),
+                                 static_cast<int64_t>(maxs.size()), &e),
+          "hgnn_eval_reduce");
+    return e;
   }
   // After readout(): node head `name` on the local atoms (n_local x dim values).
   void node_head(const char *name, std::vector<double> &values)

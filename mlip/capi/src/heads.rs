@@ -2,7 +2,9 @@
 //! `hgnn_model_head`, `hgnn_model_head_index`), their values for whole structures
 //! (`hgnn_compute_head`), and in the layer-by-layer protocol: node heads on local atoms
 //! (`hgnn_eval_node_head`) and graph heads pooled across ranks (`hgnn_eval_head_partials`, an
-//! MPI reduction by the caller, then `hgnn_model_finish_heads`).
+//! MPI reduction by the caller, then `hgnn_model_finish_heads`); a graph-level energy
+//! (`hgnn_model_energy_is_pooled`) is reduced the same way before the backward pass
+//! (`hgnn_eval_reduce`).
 
 use std::ffi::{c_char, CStr};
 
@@ -11,7 +13,7 @@ use mlip::model::HeadPartials;
 use mlip::Request;
 
 use crate::compute::{hgnn_structure_t, structure_at};
-use crate::layered::{eval_ref, hgnn_eval_t};
+use crate::layered::{eval_mut, eval_ref, hgnn_eval_t};
 use crate::model::{hgnn_model_t, item, model_ref};
 use crate::status::{arg, count, hgnn_status_t, null, out, slice, wrap, Fail};
 
@@ -299,6 +301,50 @@ pub unsafe extern "C" fn hgnn_eval_node_head(
             ))
         })?;
         buffer(values, n_values, v.len(), "values")?.copy_from_slice(v);
+        Ok(())
+    })
+}
+
+/// Whether the active branch's energy is graph-level (1) or a sum of per-atom energies (0). A
+/// graph-level energy (HydraGNN's graph heads: node features summed, then shared layers and an
+/// MLP) has no per-atom energies (requesting them is an error), and layer by layer it needs
+/// `hgnn_eval_reduce` between `hgnn_eval_readout` and the backward pass.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn hgnn_model_energy_is_pooled(
+    model: *const hgnn_model_t,
+    pooled: *mut i32,
+) -> hgnn_status_t {
+    wrap(|| {
+        *out(pooled, "pooled")? = model_ref(model)?.model.energy_is_pooled(None) as i32;
+        Ok(())
+    })
+}
+
+/// Graph-level energy in the layer-by-layer protocol, after `hgnn_eval_readout`: `sums` and
+/// `maxs` are every rank's `hgnn_eval_head_partials` reduced (MPI_SUM, MPI_MAX; ranks without
+/// local atoms contribute 0 and -inf). Writes the energy of the whole structure (the same on
+/// every rank; NULL skips it) and seeds the backward pass with dE/d(pooled features).
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn hgnn_eval_reduce(
+    eval: *mut hgnn_eval_t,
+    sums: *const f64,
+    n_sums: i64,
+    maxs: *const f64,
+    n_maxs: i64,
+    energy: *mut f64,
+) -> hgnn_status_t {
+    wrap(|| {
+        let e = eval_mut(eval)?;
+        let p = HeadPartials {
+            sums: slice(sums, count(n_sums, "n_sums")?, "sums")?.to_vec(),
+            maxs: slice(maxs, count(n_maxs, "n_maxs")?, "maxs")?.to_vec(),
+        };
+        let v = e.reduce(&p)?;
+        if !energy.is_null() {
+            *energy = v;
+        }
         Ok(())
     })
 }

@@ -58,7 +58,9 @@ pub unsafe extern "C" fn hgnn_eval_free(eval: *mut hgnn_eval_t) {
     }
 }
 
-unsafe fn eval_mut<'a>(e: *mut hgnn_eval_t) -> Result<&'a mut LayeredEval<'static>, Fail> {
+pub(crate) unsafe fn eval_mut<'a>(
+    e: *mut hgnn_eval_t,
+) -> Result<&'a mut LayeredEval<'static>, Fail> {
     e.as_mut().map(|e| &mut e.eval).ok_or_else(|| null("eval"))
 }
 
@@ -131,7 +133,9 @@ pub unsafe extern "C" fn hgnn_eval_forward_layer(
     })
 }
 
-/// After the last forward layer: per-atom energies and the energy of the local atoms.
+/// After the last forward layer: per-atom energies and the energy of the local atoms. For a
+/// model whose energy is graph-level (`hgnn_model_energy_is_pooled`), the energy written is 0
+/// and `hgnn_eval_reduce` comes next.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn hgnn_eval_readout(

@@ -24,13 +24,15 @@
 //! typed self-description), `compute` (whole structures, results), `graph` (caller-supplied
 //! graphs), `layered` (`hgnn_eval_*`), `heads` (every output head: description, values for
 //! structures, node heads and cross-rank pooled graph heads in the layered protocol), `domain`
-//! (the training data's shortest distance, close pairs, the ZBL radii).
+//! (the training data's shortest distance, close pairs, the ZBL radii), `graph_attr`
+//! (per-structure attributes a model is conditioned on: total charge, spin).
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
 mod compute;
 mod domain;
 mod graph;
+mod graph_attr;
 mod heads;
 mod layered;
 mod model;
@@ -40,6 +42,7 @@ mod status;
 pub use compute::*;
 pub use domain::*;
 pub use graph::*;
+pub use graph_attr::*;
 pub use heads::*;
 pub use layered::*;
 pub use model::*;

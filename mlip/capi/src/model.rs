@@ -25,6 +25,8 @@ pub struct hgnn_model_t {
     lammps_units: CString,
     /// Names of the active branch's heads.
     pub(crate) head_names: Vec<CString>,
+    /// Names of the per-structure attributes the model is conditioned on (charge, spin).
+    pub(crate) graph_attr_names: Vec<CString>,
 }
 
 fn c_string(s: &str, what: &str) -> Result<CString, Fail> {
@@ -116,6 +118,11 @@ pub unsafe extern "C" fn hgnn_model_load(
             .iter()
             .map(|h| c_string(&h.name, "a head name"))
             .collect::<Result<Vec<_>, _>>()?;
+        let graph_attr_names = m
+            .graph_attr_names()
+            .iter()
+            .map(|n| c_string(n, "a graph attribute name"))
+            .collect::<Result<Vec<_>, _>>()?;
         let compress = match std::env::var("HYDRAGNN_COMPRESS").as_deref().map(str::trim) {
             Err(_) | Ok("") | Ok("1") | Ok("yes") | Ok("on") => true,
             Ok("0") | Ok("no") | Ok("off") => false,
@@ -134,6 +141,7 @@ pub unsafe extern "C" fn hgnn_model_load(
             branches,
             lammps_units: c_string(&lammps_units, "the units")?,
             head_names,
+            graph_attr_names,
         };
         select_path(&mut h, compress, mlip::fast::DEFAULT_TOLERANCE)?;
         *model = Box::into_raw(Box::new(h));

@@ -368,6 +368,11 @@ impl<T: Real> Net<T> {
                     let f = if l == 0 { fin } else { fin / 4 };
                     layers.push(Box::new(painn::PaiNNLayer::build(&wts, &p, c, l, f, Table::build(filter, tol))?));
                 }
+                MpnnType::Pna => {
+                    return Err(Error::InvalidInput(
+                        "the fast path does not support PNA: its min/max/std aggregators are not a radial filter times a node feature".into(),
+                    ))
+                }
                 MpnnType::Egnn => {
                     return Err(Error::InvalidInput(
                         "the fast path does not support EGNN: its edge MLP reads the node features of both ends, so its messages are not a radial filter times a node feature".into(),
@@ -627,6 +632,41 @@ pub struct WholeOut {
     pub edge_grad: Vec<f64>,
 }
 
+/// Models the fast kernels do not evaluate (the exact path stays in use): graph-level energy
+/// heads (the energy is an MLP of pooled features, not a sum of per-atom energies) and PaiNN's
+/// distance-dependent `edge_filter` (its filter is not the tabulated radial filter alone).
+fn unsupported(model: &Model) -> Result<()> {
+    let c = model.config();
+    for b in &c.branches {
+        if b.output_heads
+            .iter()
+            .any(|h| h.name == "energy" && h.pool_first)
+        {
+            return Err(Error::InvalidInput(format!(
+                "the fast path does not support graph-level energy heads (branch '{}': the energy is an MLP of pooled node features)",
+                b.name
+            )));
+        }
+    }
+    if c.mpnn_type == MpnnType::SchNet && c.schnet != Default::default() {
+        return Err(Error::InvalidInput(
+            "the fast path does not support HydraGNN's SchNet variant (schnet options: CFConv-only layers, PyG's Gaussian grid)".into(),
+        ));
+    }
+    if c.graph_attr.is_some() {
+        return Err(Error::InvalidInput(
+            "the fast path does not support conditioning on per-structure attributes (graph_attr)"
+                .into(),
+        ));
+    }
+    if c.mpnn_type == MpnnType::PaiNN && (c.painn.edge_filter || c.painn.update_bias) {
+        return Err(Error::InvalidInput(
+            "the fast path does not support PaiNN's edge_filter (HydraGNN edge_dim = 1) or update biases".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl FastModel {
     /// Builds the fast path of `model` (its current weights), tabulating every radial filter to
     /// relative tolerance `tol`.
@@ -636,6 +676,7 @@ impl FastModel {
                 "table tolerance must be in (0, 1), got {tol}"
             )));
         }
+        unsupported(model)?;
         crate::compute::guarded(|| match model.kind() {
             // float32 rounds the tables' values at ~6e-8 relative: a finer grid than 1e-7 buys nothing
             Kind::Float => Ok(FastModel::F32(Net::build(model, tol.max(F32_TOLERANCE))?)),

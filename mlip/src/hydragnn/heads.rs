@@ -18,7 +18,8 @@ struct HeadSpec {
 }
 
 /// The engine branches of HydraGNN's `Architecture` (`voi`: `Variables_of_interest`): head
-/// `energy_head` (a scalar node head) becomes the graph head "energy" (sum over atoms); with
+/// `energy_head` becomes the graph head "energy": a scalar node head summed over atoms, or a
+/// scalar graph head (pool first, shared layers, head MLP: a graph-level energy); with
 /// `var_output` (GaussianNLLLoss) the variance outputs are dropped. Adds each head weight's
 /// source to `sources`.
 pub(super) fn branches(
@@ -59,10 +60,9 @@ pub(super) fn branches(
             out_type.len()
         )));
     }
-    if out_type[energy_head] != "node" || out_dim[energy_head] != 1 {
+    if !matches!(out_type[energy_head].as_str(), "node" | "graph") || out_dim[energy_head] != 1 {
         return Err(cfg(format!(
-            "output head {} ('{}', dim {}) is not a scalar node head: the engine's energy is the sum of per-atom values \
-             (HydraGNN's enable_interatomic_potential models)",
+            "output head {} ('{}', dim {}) is not a scalar node or graph head, so it cannot be the energy",
             energy_head, out_type[energy_head], out_dim[energy_head]
         )));
     }
@@ -124,6 +124,13 @@ pub(super) fn branches(
         "max" => Pooling::Max,
         o => return Err(cfg(format!("graph_pooling '{o}' is unknown"))),
     };
+    if out_type[energy_head] == "graph" && graph_pooling != Pooling::Sum {
+        return Err(cfg(format!(
+            "the energy is graph head {energy_head} with graph_pooling {:?}: only 'add' pooling is supported for a \
+             graph-level energy (the engine's energy heads pool by sum, which keeps the energy extensive)",
+            getv(arch, "graph_pooling").and_then(Value::as_str).unwrap_or("mean")
+        )));
+    }
 
     let mut branches = Vec::new();
     for bname in &branch_names {

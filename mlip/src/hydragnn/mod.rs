@@ -13,10 +13,16 @@
 //! | PaiNN edge term `diff / dist` | `painn.edge_vector: unit_over_distance` |
 //! | `torch.linalg.norm` in `PainnUpdate` | `painn.vector_norm: exact` |
 //! | `node_embed_out`, `vec_embed_out` | `painn.output_mlp` |
+//! | PaiNN `edge_filter` (`edge_dim` 1, edge_attr = \|r_ij\|) | `painn.edge_filter` |
+//! | PaiNN update layers with or without biases (both checkpoint layouts) | biases copied, or zero |
 //! | PaiNN `last_layer` | `painn.last_layer_scalar_only` |
 //! | EGNN `equivariance` (coordinate updates) | `egnn.coords_update` |
 //! | node head `mlp` (MLPNode), energy = Σ node head | head "energy" (graph, sum of per-node MLP) |
 //! | graph heads: pool, `graph_shared`, head MLP | `pool_first`, branch `shared_layers` |
+//! | graph-level energy head (`output_type` graph, `graph_pooling` add) | "energy" head with `pool_first` |
+//! | `use_graph_attr_conditioning`, `concat_node` on [charge, spin] | `graph_attr` (`concat_node`) |
+//! | SchNet (`SCFStack`: PyG `CFConv` layers, `num_filters`, `GaussianSmearing`) | `schnet` options |
+//! | PNA (`PNAConv`, one tower, `avg_deg` buffers, BatchNorm feature layers) | `mpnn_type: PNA`, `pna` options |
 //!
 //! Orderings differ and are fixed here by permuting weights: HydraGNN's PaiNN splits messages as
 //! (vector gate, edge gate, scalar) where the engine splits (scalar, vector gate, edge gate), and
@@ -46,7 +52,9 @@ pub use species::{parse_species, SpeciesFeatures};
 pub use state_dict::{read_state_dict, EXPORT_FORMAT};
 
 use crate::error::{Error, Result};
-use crate::model::config::{Activation, InputConfig, ModelConfig, MpnnType};
+use crate::model::config::{
+    Activation, ConditioningMode, GraphAttrConfig, InputConfig, ModelConfig, MpnnType,
+};
 use crate::model::Model;
 
 /// Options of [`import`].
@@ -124,6 +132,55 @@ fn ints(v: &Value, what: &str) -> Result<Vec<i64>> {
         .ok_or_else(|| cfg(format!("{what} must be a list of integers")))
 }
 
+/// HydraGNN's `use_graph_attr_conditioning`: `concat_node` on [charge, spin] (the foundation-model
+/// recipe's attributes, two columns of `graph_concat_projector`) becomes the engine's
+/// `graph_attr`; the other modes are refused by name.
+fn conditioning(
+    arch: &Value,
+    state: &BTreeMap<String, Tensor>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<GraphAttrConfig>> {
+    if !getv(arch, "use_graph_attr_conditioning")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return Ok(None);
+    }
+    let mode = getv(arch, "graph_attr_conditioning_mode")
+        .and_then(Value::as_str)
+        .unwrap_or("film");
+    if mode != "concat_node" {
+        return Err(cfg(format!(
+            "graph_attr_conditioning_mode '{mode}' cannot be imported yet: the engine supports 'concat_node' \
+             ('film' and 'fuse_pool' have no reference outputs to check an implementation against)"
+        )));
+    }
+    let key = "model.graph_concat_projector.weight";
+    let w = state.get(key).ok_or_else(|| {
+        cfg(format!(
+            "use_graph_attr_conditioning with concat_node, but the checkpoint has no '{key}'"
+        ))
+    })?;
+    let d = w.size().get(1).copied().unwrap_or(0) - int(arch, "hidden_dim")?;
+    if d != 2 {
+        return Err(cfg(format!(
+            "graph_attr has {d} columns ('{key}' is {:?}): the engine imports the foundation-model recipe's \
+             [charge, spin] (2)",
+            w.size()
+        )));
+    }
+    warnings.push(
+        "conditioned on the structure's [charge, spin] (concat_node): give them at run time (ASE atoms.info \
+         [\"charge\"] and [\"spin\"], LAMMPS pair_style hydragnn charge Q spin S, C ABI hgnn_model_set_graph_attr), \
+         in the units and convention of the training data"
+            .into(),
+    );
+    Ok(Some(GraphAttrConfig {
+        names: vec!["charge".into(), "spin".into()],
+        mode: ConditioningMode::ConcatNode,
+    }))
+}
+
 /// Builds the engine model of a HydraGNN `config.json` (text) and its state dict (keys without
 /// the `module.` prefix).
 pub fn import(
@@ -143,7 +200,13 @@ pub fn import(
     let mpnn_type = match mpnn {
         "PAINN" => MpnnType::PaiNN,
         "EGNN" => MpnnType::Egnn,
-        other => return Err(cfg(format!("mpnn_type '{other}' cannot be imported yet (PAINN and EGNN can; SchNet and PNA are next)"))),
+        "SchNet" => MpnnType::SchNet,
+        "PNA" | "PNAPlus" => MpnnType::Pna,
+        other => {
+            return Err(cfg(format!(
+                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus can)"
+            )))
+        }
     };
     if let Some(g) = getv(arch, "global_attn_engine").and_then(Value::as_str) {
         if !g.is_empty() {
@@ -152,10 +215,19 @@ pub fn import(
             )));
         }
     }
-    if getv(arch, "edge_dim").and_then(Value::as_i64).unwrap_or(0) > 0 {
-        return Err(cfg(
-            "edge features (edge_dim) are not supported by the engine",
-        ));
+    let edge_dim = getv(arch, "edge_dim").and_then(Value::as_i64).unwrap_or(0);
+    if edge_dim > 0 {
+        if edge_dim != 1 || !matches!(mpnn_type, MpnnType::PaiNN | MpnnType::Pna) {
+            return Err(cfg(format!(
+                "edge_dim = {edge_dim} with mpnn_type '{mpnn}' cannot be imported: the engine supports edge_dim = 1 \
+                 (edge_attr = |r_ij|, HydraGNN's PBCDistance) for PAINN and PNA only"
+            )));
+        }
+        warnings.push(
+            "edge_dim = 1: HydraGNN precomputes edge_attr = |r_ij| as data, so its own autograd forces hold it \
+             constant; the engine recomputes it from the positions, giving the true -dE/dpos"
+                .into(),
+        );
     }
     if voi
         .and_then(|v| getv(v, "denormalize_output"))
@@ -165,6 +237,7 @@ pub fn import(
         return Err(cfg("denormalize_output is true: outputs were min-max scaled; the engine cannot undo that yet"));
     }
     let hidden_dim = int(arch, "hidden_dim")?;
+    let graph_attr = conditioning(arch, state, &mut warnings)?;
     let num_conv_layers = int(arch, "num_conv_layers")? as usize;
     let radius = typed(arch, "radius", "a number (Å)", Value::as_f64)?;
     let input_dim = int(arch, "input_dim")?;
@@ -193,15 +266,47 @@ pub fn import(
     let (species, features, species_map) =
         species::node_features(opts.species.as_deref(), input_dim, &mut warnings)?;
     let mut sources = BTreeMap::new();
+    let mut state_used = std::collections::BTreeSet::new();
+    if graph_attr.is_some() {
+        for p in ["weight", "bias"] {
+            sources.insert(
+                format!("graph_attr.concat.{p}"),
+                weights::Source::Copy(format!("model.graph_concat_projector.{p}")),
+            );
+        }
+    }
     let branches = heads::branches(arch, voi, opts.energy_head, var_output, &mut sources)?;
     let bb = match mpnn_type {
-        MpnnType::PaiNN => {
-            backbone::painn(arch, input_dim, hidden_dim, num_conv_layers, &mut sources)?
-        }
+        MpnnType::PaiNN => backbone::painn(
+            arch,
+            input_dim,
+            hidden_dim,
+            num_conv_layers,
+            state,
+            &mut sources,
+            &mut warnings,
+        )?,
         MpnnType::Egnn => {
             backbone::egnn(num_conv_layers, equivariance, &mut sources, &mut warnings)
         }
-        MpnnType::SchNet => unreachable!("rejected above"),
+        MpnnType::Pna => backbone::pna(
+            arch,
+            mpnn == "PNAPlus",
+            num_conv_layers,
+            edge_dim,
+            state,
+            &mut state_used,
+            &mut sources,
+            &mut warnings,
+        )?,
+        MpnnType::SchNet => backbone::schnet(
+            arch,
+            num_conv_layers,
+            state,
+            &mut state_used,
+            &mut sources,
+            &mut warnings,
+        )?,
     };
 
     let config = ModelConfig {
@@ -220,14 +325,23 @@ pub fn import(
         post_conv_activation: Some(act),
         painn: bb.painn,
         egnn: bb.egnn,
+        schnet: bb.schnet,
+        pna: bb.pna,
         // HydraGNN sums messages unscaled.
         avg_num_neighbors: None,
         zbl: None,
         min_training_distance: None,
+        graph_attr,
     };
     config.validate()?;
     let model = Model::new(config, opts.kind, Device::Cpu, 0)?;
-    weights::load_weights(&model, state, &sources, opts.kind)?;
+    // tensors the config took (SchNet's Gaussian centres) are not weights
+    let weights: BTreeMap<String, Tensor> = state
+        .iter()
+        .filter(|(k, _)| !state_used.contains(k.as_str()))
+        .map(|(k, t)| (k.clone(), t.shallow_clone()))
+        .collect();
+    weights::load_weights(&model, &weights, &sources, opts.kind)?;
     Ok(Imported {
         model,
         warnings,

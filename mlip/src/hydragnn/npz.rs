@@ -119,9 +119,10 @@ fn parse_npy(b: &[u8]) -> std::result::Result<(Tensor, usize), String> {
         "<f4" => (Kind::Float, 4),
         "<i8" => (Kind::Int64, 8),
         "<i4" => (Kind::Int, 4),
+        "|b1" => (Kind::Bool, 1),
         d => {
             return Err(format!(
-                "dtype '{d}' is not supported (little-endian f8, f4, i8, i4 are)"
+                "dtype '{d}' is not supported (little-endian f8, f4, i8, i4 and bool are)"
             ))
         }
     };

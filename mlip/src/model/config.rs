@@ -18,6 +18,9 @@ pub enum MpnnType {
     /// optional equivariant coordinate updates.
     #[serde(rename = "EGNN")]
     Egnn,
+    /// PNA (Corso et al., 2020): multiple aggregators with degree scalers (options in `pna`).
+    #[serde(rename = "PNA")]
+    Pna,
 }
 
 /// Radial basis expanding the pair distance.
@@ -114,7 +117,9 @@ pub struct HeadConfig {
     pub pooling: Pooling,
     /// Graph heads only: pool the node features first, then run the branch's `shared_layers` and
     /// this head's MLP on the pooled vector (HydraGNN's graph heads). The default runs the MLP on
-    /// every node and pools its outputs (an energy head must do that).
+    /// every node and pools its outputs. An "energy" head with `pool_first` is a graph-level
+    /// energy (HydraGNN's foundation-model recipe): a nonlinear function of the summed node
+    /// features, so it has no per-atom decomposition and per-atom energies are refused.
     #[serde(default, skip_serializing_if = "is_false")]
     pub pool_first: bool,
 }
@@ -231,11 +236,73 @@ pub struct PainnOptions {
     /// The last layer updates scalars only: its update MLP outputs 2F, and its vector features
     /// leave the state (HydraGNN's `last_layer`).
     pub last_layer_scalar_only: bool,
+    /// Multiply every layer's radial filter by an MLP of the pair distance (1 → F → 3F, with
+    /// `conv_activation`): HydraGNN's `edge_filter` for `edge_dim` = 1, whose edge attribute
+    /// is |r_ij|. Weights under `layers.<l>.message.edge_filter`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub edge_filter: bool,
+    /// `update.U` and `update.V` carry biases (HydraGNN PaiNN checkpoints from before upstream
+    /// dropped them; a bias on vector features breaks rotation equivariance).
+    #[serde(skip_serializing_if = "is_false")]
+    pub update_bias: bool,
 }
 
 impl PainnOptions {
     fn is_default(&self) -> bool {
         *self == PainnOptions::default()
+    }
+}
+
+/// SchNet options beyond the engine's interaction block (the defaults are the engine's SchNet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchnetOptions {
+    /// The layer is PyTorch Geometric's `CFConv` alone (HydraGNN's `SCFStack`):
+    /// h_i ← lin2(Σ_j lin1(h_j) ⊙ W_ij), with no activation, `lin3` or residual after it.
+    pub cfconv_only: bool,
+    /// Width of the filters and of `lin1` (HydraGNN's `num_filters`); None: `hidden_dim`.
+    pub num_filters: Option<i64>,
+    /// Gaussian centres as PyG's `GaussianSmearing` stores them (float32 values), with its
+    /// γ = -0.5/(μ1 - μ0)²; the radial basis then has one function per centre. Empty: the
+    /// engine's grid (`radial_type`, `num_radial`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gaussian_offsets: Vec<f64>,
+    /// The filter's activation is softplus(x) − this (PyG's `ShiftedSoftplus` subtracts log 2
+    /// rounded to float32, 0.6931471824645996); None: `conv_activation`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssp_shift: Option<f64>,
+}
+
+impl SchnetOptions {
+    fn is_default(&self) -> bool {
+        *self == SchnetOptions::default()
+    }
+}
+
+/// PNA options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PnaOptions {
+    /// 1: every message also reads an encoding of the pair distance (HydraGNN's `edge_dim` 1,
+    /// edge_attr = |r_ij|); 0: none.
+    pub edge_dim: i64,
+    /// δ_lin, the mean degree of the training graphs (PyG's `avg_deg["lin"]`).
+    pub avg_deg_lin: f64,
+    /// δ_log, the mean of log(degree + 1) (PyG's `avg_deg["log"]`).
+    pub avg_deg_log: f64,
+    /// A BatchNorm in evaluation mode after every layer (HydraGNN's `feature_layers`).
+    pub batch_norm: bool,
+    /// PNAPlus (HydraGNN's `PNAPlusStack`): the messages also read a Bessel basis of the
+    /// distance, b_n = env_p(r/rc) sin(ω_n r/rc) (DimeNet's basis; ω_n trainable, weight
+    /// `rbf.freq`, `num_radial` of them): m_ij = pre([h_i, h_j, ReLU(emb(b))]) ⊙ W b.
+    pub bessel_rbf: bool,
+    /// The exponent of DimeNet's envelope for `bessel_rbf` (HydraGNN's `envelope_exponent`).
+    pub envelope_exponent: i64,
+}
+
+impl PnaOptions {
+    fn is_default(&self) -> bool {
+        *self == PnaOptions::default()
     }
 }
 
@@ -308,6 +375,12 @@ pub struct ModelConfig {
     /// EGNN options.
     #[serde(default, skip_serializing_if = "EgnnOptions::is_default")]
     pub egnn: EgnnOptions,
+    /// SchNet options.
+    #[serde(default, skip_serializing_if = "SchnetOptions::is_default")]
+    pub schnet: SchnetOptions,
+    /// PNA options (PNA only).
+    #[serde(default, skip_serializing_if = "PnaOptions::is_default")]
+    pub pna: PnaOptions,
     /// Every layer's sum of messages over the neighbours is divided by this number, the average
     /// number of neighbours per atom (NequIP's and MACE's `avg_num_neighbors`); None: plain sums
     /// (HydraGNN, and every model file written before this option). Without it the features of
@@ -326,6 +399,29 @@ pub struct ModelConfig {
     /// closer. None: not recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_training_distance: Option<f64>,
+    /// Conditioning on attributes of the whole structure (total charge, spin), whose values are
+    /// given at run time ([`crate::Model::set_graph_attr`]); None: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_attr: Option<GraphAttrConfig>,
+}
+
+/// Conditioning on per-structure attributes (HydraGNN's `use_graph_attr_conditioning`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphAttrConfig {
+    /// The attributes in order, e.g. `["charge", "spin"]`.
+    pub names: Vec<String>,
+    /// How they enter the model.
+    pub mode: ConditioningMode,
+}
+
+/// Where per-structure attributes enter the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditioningMode {
+    /// After every conv layer, before `post_conv_activation`: s_i ← W [s_i, a] + b, one shared
+    /// Linear (`graph_attr.concat`, `hidden_dim` + d → `hidden_dim`). HydraGNN's `concat_node`.
+    ConcatNode,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -377,9 +473,12 @@ impl ModelConfig {
             post_conv_activation: None,
             painn: PainnOptions::default(),
             egnn: EgnnOptions::default(),
+            schnet: SchnetOptions::default(),
+            pna: PnaOptions::default(),
             avg_num_neighbors: None,
             zbl: None,
             min_training_distance: None,
+            graph_attr: None,
         }
     }
 
@@ -424,6 +523,53 @@ impl ModelConfig {
     /// branch names, reference-energy counts, an "energy" head that is a summed scalar.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
+        if let Some(g) = &self.graph_attr {
+            let mut names = g.names.clone();
+            names.sort();
+            names.dedup();
+            if g.names.is_empty()
+                || names.len() != g.names.len()
+                || g.names.iter().any(|n| n.is_empty())
+            {
+                return bad(format!(
+                    "graph_attr.names must be distinct non-empty names, got {:?}",
+                    g.names
+                ));
+            }
+        }
+        if self.mpnn_type == MpnnType::Pna {
+            let p = &self.pna;
+            if !(p.avg_deg_lin > 0.0
+                && p.avg_deg_log > 0.0
+                && p.avg_deg_lin.is_finite()
+                && p.avg_deg_log.is_finite())
+                || !(p.edge_dim == 0 || p.edge_dim == 1)
+                || (p.bessel_rbf && (p.edge_dim != 0 || p.envelope_exponent < 1))
+            {
+                return bad(format!(
+                    "PNA needs pna.avg_deg_lin and pna.avg_deg_log > 0 (the training graphs' mean degree and mean \
+                     log(degree + 1)), pna.edge_dim 0 or 1 (0 with bessel_rbf, whose envelope_exponent must be >= 1), got {p:?}"
+                ));
+            }
+        }
+        let o = &self.schnet;
+        if o.num_filters.is_some_and(|n| n < 1) {
+            return bad(format!(
+                "schnet.num_filters must be >= 1, got {:?}",
+                o.num_filters
+            ));
+        }
+        if !o.gaussian_offsets.is_empty()
+            && (o.gaussian_offsets.len() < 2
+                || o.gaussian_offsets.len() as i64 != self.num_radial
+                || o.gaussian_offsets[1] == o.gaussian_offsets[0]
+                || o.gaussian_offsets.iter().any(|x| !x.is_finite()))
+        {
+            return bad(format!(
+                "schnet.gaussian_offsets must be num_radial ({}) finite centres, the first two distinct",
+                self.num_radial
+            ));
+        }
         if self.hidden_dim < 1 {
             return bad(format!("hidden_dim must be >= 1, got {}", self.hidden_dim));
         }
@@ -444,6 +590,18 @@ impl ModelConfig {
         }
         if let Some(z) = &self.zbl {
             z.validate(self.radius)?;
+            // ZBL adds per-atom pair energies; a graph-level energy (pooled features through an
+            // MLP) has no per-atom energies to add them to under spatial decomposition.
+            if let Some(b) = self.branches.iter().find(|b| {
+                b.output_heads
+                    .iter()
+                    .any(|h| h.name == "energy" && h.pool_first)
+            }) {
+                return bad(format!(
+                    "zbl cannot be combined with the graph-level energy head of branch '{}' (pool_first): leave zbl out",
+                    b.name
+                ));
+            }
         }
         if let Some(d) = self.min_training_distance {
             if !(d.is_finite() && d > 0.0) {
@@ -528,9 +686,9 @@ impl ModelConfig {
                         br.name, h.name
                     ));
                 }
-                if h.pool_first && (h.kind != HeadKind::Graph || h.name == "energy") {
+                if h.pool_first && h.kind != HeadKind::Graph {
                     return bad(format!(
-                        "branch '{}' head '{}': pool_first is for graph heads other than 'energy' (the energy must be a sum of per-atom terms)",
+                        "branch '{}' head '{}': pool_first is for graph heads",
                         br.name, h.name
                     ));
                 }

@@ -153,6 +153,10 @@ impl Backbone for Egnn {
             }
             (d, _) => d.as_ref().map(|d| d.shallow_clone()),
         };
+        let s = match &e.condition {
+            Some(c) => c.apply(&s),
+            None => s,
+        };
         let s = match self.post_act {
             Some(a) => act(a, &s),
             None => s,

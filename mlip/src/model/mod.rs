@@ -9,6 +9,7 @@ pub mod egnn;
 pub mod graphs;
 pub mod nn;
 pub mod painn;
+pub mod pna;
 pub mod pooled;
 pub mod schnet;
 pub mod species;
@@ -91,7 +92,8 @@ pub struct GraphTensors {
 /// What [`Model::forward`] returns.
 #[derive(Debug)]
 pub struct Outputs {
-    /// Per-atom energies (n,), reference energies included.
+    /// Per-atom energies (n,), reference energies included. Zeros when the branch's energy is
+    /// graph-level ([`Model::energy_is_pooled`]), which has no per-atom decomposition.
     pub node_energy: Tensor,
     /// Per-graph energies (n_graphs,).
     pub energy: Tensor,
@@ -122,6 +124,10 @@ pub struct Model {
     /// The fast path, when enabled ([`Model::enable_fast`]); evaluations use it for energies,
     /// forces and virials. It is a snapshot of the weights: changing them disables it.
     fast: Option<crate::fast::FastModel>,
+    /// `graph_attr` conditioning: the shared Linear (`graph_attr.concat`).
+    cond: Option<tch::nn::Linear>,
+    /// The run-time values of the `graph_attr` attributes ([`Model::set_graph_attr`]).
+    graph_attr: Option<Vec<f64>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -176,6 +182,7 @@ impl Model {
             MpnnType::SchNet => Box::new(schnet::SchNet::new(&root, &config)),
             MpnnType::PaiNN => Box::new(painn::PaiNN::new(&root, &config)),
             MpnnType::Egnn => Box::new(egnn::Egnn::new(&root, &config)),
+            MpnnType::Pna => Box::new(pna::Pna::new(&root, &config)),
         };
         let f = config.hidden_dim;
         let act = config.activation_function;
@@ -232,6 +239,14 @@ impl Model {
                 }
             })
             .collect();
+        let cond = config.graph_attr.as_ref().map(|g| {
+            tch::nn::linear(
+                &root / "graph_attr" / "concat",
+                f + g.names.len() as i64,
+                f,
+                Default::default(),
+            )
+        });
         if kind == Kind::Double {
             vs.double();
         } else {
@@ -250,6 +265,8 @@ impl Model {
             species_index,
             metadata: BTreeMap::new(),
             fast: None,
+            cond,
+            graph_attr: None,
         })
     }
 
@@ -384,9 +401,76 @@ impl Model {
         })
     }
 
-    /// Per-edge geometry for `edge_vec` (E, 3).
+    /// Per-edge geometry for `edge_vec` (E, 3), with the node conditioning on the structure's
+    /// attributes when the model has one (zeros where [`Model::set_graph_attr`] was not called:
+    /// the entry points refuse that first, [`Model::check_graph_attr`]).
     pub fn edges(&self, src: &Tensor, dst: &Tensor, edge_vec: &Tensor, n_nodes: i64) -> Edges {
-        Edges::new(src, dst, edge_vec, &self.radial, n_nodes)
+        let mut e = Edges::new(src, dst, edge_vec, &self.radial, n_nodes);
+        if let Some(lin) = &self.cond {
+            let d = self.graph_attr_names().len();
+            let v = self.graph_attr.clone().unwrap_or_else(|| vec![0.0; d]);
+            e.condition = Some(nn::NodeCondition {
+                weight: lin.ws.shallow_clone(),
+                bias: lin.bs.as_ref().expect("Linear with bias").shallow_clone(),
+                attr: nn::tensor_from(&v, &[d as i64], self.kind, self.vs.device()),
+            });
+        }
+        e
+    }
+
+    /// The names of the per-structure attributes the model is conditioned on (e.g. charge,
+    /// spin); empty when it has none.
+    pub fn graph_attr_names(&self) -> &[String] {
+        self.config
+            .graph_attr
+            .as_ref()
+            .map_or(&[], |g| g.names.as_slice())
+    }
+
+    /// The current values of the per-structure attributes (None until set).
+    pub fn graph_attr(&self) -> Option<&[f64]> {
+        self.graph_attr.as_deref()
+    }
+
+    /// Sets the per-structure attributes (in [`Model::graph_attr_names`] order) used by every
+    /// evaluation that follows, for every structure of a batch.
+    pub fn set_graph_attr(&mut self, values: &[f64]) -> Result<()> {
+        let names = self.graph_attr_names();
+        if names.is_empty() {
+            return Err(Error::InvalidInput(
+                "this model is not conditioned on per-structure attributes (charge, spin): it takes none".into(),
+            ));
+        }
+        if values.len() != names.len() {
+            return Err(Error::InvalidInput(format!(
+                "the model is conditioned on {} per-structure attributes ({}), got {} values",
+                names.len(),
+                names.join(", "),
+                values.len()
+            )));
+        }
+        if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidInput(format!(
+                "per-structure attribute '{}' is {}: it must be finite",
+                names[k], values[k]
+            )));
+        }
+        self.graph_attr = Some(values.to_vec());
+        Ok(())
+    }
+
+    /// An error when the model is conditioned on per-structure attributes that were not set.
+    pub fn check_graph_attr(&self) -> Result<()> {
+        let names = self.graph_attr_names();
+        if !names.is_empty() && self.graph_attr.is_none() {
+            return Err(Error::InvalidInput(format!(
+                "the model is conditioned on the structure's {} and they were not given \
+                 (C ABI hgnn_model_set_graph_attr, ASE atoms.info[...], LAMMPS pair_style hydragnn {})",
+                names.join(" and "),
+                names.iter().map(|n| format!("{n} VALUE")).collect::<Vec<_>>().join(" ")
+            )));
+        }
+        Ok(())
     }
 
     /// Input features (n, input_dim) of the given species indices.
@@ -408,13 +492,64 @@ impl Model {
         st
     }
 
-    /// Per-atom energies (n,) of branch `branch` from final scalar node features (n, F).
+    /// Per-atom energies (n,) of branch `branch` from final scalar node features (n, F). An
+    /// error for a graph-level energy ([`Model::energy_is_pooled`]).
     pub fn node_energy(&self, branch: usize, s: &Tensor, species: &Tensor) -> Result<Tensor> {
         let b = &self.branches[branch];
         let h = b.energy.ok_or_else(|| {
             Error::InvalidInput(format!("branch '{}' has no 'energy' head", b.name))
         })?;
+        if b.heads[h].pool_first {
+            return Err(per_atom_energy_undefined(&b.name));
+        }
         Ok(b.heads[h].mlp.forward(s).squeeze_dim(-1) + b.e0.index_select(0, species))
+    }
+
+    /// Whether the energy of branch `branch` (None: the active one) is graph-level: an energy
+    /// head with `pool_first` (HydraGNN's graph heads), E = MLP(shared(Σ_i s_i)) + Σ_i E0(Z_i).
+    /// Such an energy is not a sum of per-atom terms: per-atom energies are not defined, and a
+    /// spatial decomposition must all-reduce the pooled features ([`Model::head_partials`]).
+    pub fn energy_is_pooled(&self, branch: Option<usize>) -> bool {
+        self.branches
+            .get(branch.unwrap_or(self.active))
+            .and_then(|b| b.energy.map(|h| b.heads[h].pool_first))
+            .unwrap_or(false)
+    }
+
+    /// The graph-level energy (n_graphs,) of branch `branch` (whose energy head pools first)
+    /// from final scalar features `s` (n, F): the features of the nodes where `mask` (n,) is 1
+    /// (all nodes without one) are summed per graph, then go through the branch's shared layers
+    /// and the energy MLP; the reference energies of those nodes are added.
+    pub fn pooled_energy(
+        &self,
+        branch: usize,
+        s: &Tensor,
+        g: &GraphTensors,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let b = &self.branches[branch];
+        let h = b.energy.ok_or_else(|| {
+            Error::InvalidInput(format!("branch '{}' has no 'energy' head", b.name))
+        })?;
+        let e0 = b.e0.index_select(0, &g.species);
+        let (s, e0) = match mask {
+            Some(m) => (s * m.unsqueeze(-1), e0 * m),
+            None => (s.shallow_clone(), e0),
+        };
+        let x = Tensor::zeros([g.n_graphs, s.size()[1]], (s.kind(), s.device()))
+            .index_add(0, &g.batch, &s);
+        let e0 = Tensor::zeros([g.n_graphs], (s.kind(), s.device())).index_add(0, &g.batch, &e0);
+        Ok(self.energy_of_pooled(b, h, &x) + e0)
+    }
+
+    /// The graph-level energy head `h` of branch `b` on pooled features `x` (n_graphs, F):
+    /// shared layers, then the head MLP; (n_graphs,), without reference energies.
+    fn energy_of_pooled(&self, b: &Branch, h: usize, x: &Tensor) -> Tensor {
+        let mut x = x.shallow_clone();
+        for l in &b.shared {
+            x = nn::act(self.config.activation_function, &x.apply(l));
+        }
+        b.heads[h].mlp.forward(&x).squeeze_dim(-1)
     }
 
     /// Every head of branch `branch` (None: the active one): energies and other properties.
@@ -424,7 +559,12 @@ impl Model {
             .branches
             .get(bi)
             .ok_or_else(|| Error::InvalidInput(format!("no branch {bi}")))?;
-        let mut node_energy = self.node_energy(bi, s, &g.species)?;
+        let pooled = self.energy_is_pooled(Some(bi));
+        let mut node_energy = if pooled {
+            Tensor::zeros([s.size()[0]], (s.kind(), s.device()))
+        } else {
+            self.node_energy(bi, s, &g.species)?
+        };
         if let Some(z) = &self.config.zbl {
             let zbl = crate::zbl::node_energies(
                 z,
@@ -468,7 +608,11 @@ impl Model {
                 }
             }
         };
-        let energy = pool(&node_energy, Pooling::Sum);
+        let energy = if pooled {
+            self.pooled_energy(bi, s, g, None)?
+        } else {
+            pool(&node_energy, Pooling::Sum)
+        };
         let (mut graph_properties, mut node_properties) = (BTreeMap::new(), BTreeMap::new());
         for (k, h) in b.heads.iter().enumerate() {
             if Some(k) == b.energy {
@@ -498,9 +642,19 @@ impl Model {
 
     /// Full differentiable forward pass for branch `branch` (None: the active one).
     pub fn forward(&self, g: &GraphTensors, branch: Option<usize>) -> Result<Outputs> {
+        self.check_graph_attr()?;
         let st = self.propagate(g);
         self.heads(branch, &st.s, g)
     }
+}
+
+/// The error for per-atom energies of a branch whose energy is graph-level.
+pub(crate) fn per_atom_energy_undefined(branch: &str) -> Error {
+    Error::InvalidInput(format!(
+        "per-atom energies are not defined for this model: the energy head of branch '{branch}' is graph-level \
+         (node features summed, then an MLP: HydraGNN's graph heads), so the energy is not a sum of per-atom terms; \
+         request the total energy, forces and virial (and per-atom virials) only"
+    ))
 }
 
 #[cfg(test)]

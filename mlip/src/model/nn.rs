@@ -156,6 +156,30 @@ pub struct Edges {
     pub env: Tensor,
     /// Number of nodes messages are aggregated into.
     pub n_nodes: i64,
+    /// Conditioning of the node features on the structure's attributes, applied by every layer
+    /// before its `post_conv_activation` (None: the model has none).
+    pub condition: Option<NodeCondition>,
+}
+
+/// Node features conditioned on per-structure attributes a (charge, spin) after a conv layer:
+/// s ← W [s, a] + b (HydraGNN's `concat_node`).
+#[derive(Debug)]
+pub struct NodeCondition {
+    /// Weight (F, F + d) and bias (F) of the shared Linear.
+    pub weight: Tensor,
+    /// Bias (F).
+    pub bias: Tensor,
+    /// The attributes (d,), the same for every node.
+    pub attr: Tensor,
+}
+
+impl NodeCondition {
+    /// The conditioned features of `s` (n, F).
+    pub fn apply(&self, s: &Tensor) -> Tensor {
+        let n = s.size()[0];
+        let a = self.attr.unsqueeze(0).expand([n, -1], false);
+        Tensor::cat(&[s, &a], -1).linear(&self.weight, Some(&self.bias))
+    }
 }
 
 impl Edges {
@@ -172,6 +196,7 @@ impl Edges {
             rbf,
             env,
             n_nodes,
+            condition: None,
         }
     }
 

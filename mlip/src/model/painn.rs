@@ -7,6 +7,7 @@
 //! Message: [Δs, Δv_v, Δv_s] = φ(s_j) ⊙ W(rbf(r_ij))·envelope; s_i += Σ Δs,
 //! v_i += Σ (v_j ⊙ Δv_v + Δv_s ⊗ e_ij) with e_ij = r̂_ij (or r̂_ij / r_ij, `painn.edge_vector`);
 //! with `avg_num_neighbors` = k both sums are divided by k (W is scaled by 1/k).
+//! With `painn.edge_filter` the filter W(rbf)·envelope is multiplied by MLP(r_ij) (1 → F → 3F).
 //! Update: a = MLP([s, |V v|]); v += a_vv ⊙ U v; s += a_sv ⊙ <U v, V v> + a_ss.
 //!
 //! HydraGNN's variant (`painn.output_mlp`, `painn.last_layer_scalar_only`): each layer runs at the
@@ -25,6 +26,8 @@ struct Layer {
     f: i64,
     phi: Mlp,
     w: nn::Linear,
+    /// `painn.edge_filter`: an MLP of the distance multiplying the filter.
+    edge_filter: Option<Mlp>,
     u: nn::Linear,
     v: nn::Linear,
     upd: Mlp,
@@ -66,6 +69,10 @@ impl PaiNN {
             bias: false,
             ..Default::default()
         };
+        let upd_cfg = nn::LinearConfig {
+            bias: o.update_bias,
+            ..Default::default()
+        };
         let mut s_dims = vec![c.input_dim()];
         let mut v_dims = vec![Some(c.input_dim())];
         let nl = c.num_conv_layers;
@@ -92,8 +99,11 @@ impl PaiNN {
                         3 * f,
                         Default::default(),
                     ),
-                    u: nn::linear(&p / "update" / "U", f, f, nobias),
-                    v: nn::linear(&p / "update" / "V", f, f, nobias),
+                    edge_filter: o
+                        .edge_filter
+                        .then(|| Mlp::new(&(&p / "message" / "edge_filter"), &[1, f, 3 * f], a)),
+                    u: nn::linear(&p / "update" / "U", f, f, upd_cfg),
+                    v: nn::linear(&p / "update" / "V", f, f, upd_cfg),
                     upd: Mlp::new(&(&p / "update" / "mlp"), &[2 * f, f, n_upd], a),
                     scalar_only,
                     out_s,
@@ -135,8 +145,12 @@ impl Backbone for PaiNN {
         } else {
             &e.env * self.msg_scale
         };
-        let x =
-            b.phi.forward(&st.s).index_select(0, &e.src) * (e.rbf.apply(&b.w) * env.unsqueeze(-1));
+        let filter = e.rbf.apply(&b.w) * env.unsqueeze(-1);
+        let filter = match &b.edge_filter {
+            Some(ef) => filter * ef.forward(&e.dist.unsqueeze(-1)),
+            None => filter,
+        };
+        let x = b.phi.forward(&st.s).index_select(0, &e.src) * filter;
         let parts = x.split(f, -1);
         let (ds, dvv, dvs) = (&parts[0], &parts[1], &parts[2]);
         let dir = match self.edge_vector {
@@ -171,6 +185,9 @@ impl Backbone for PaiNN {
         }
         if let (Some(lin), Some(vt)) = (&b.out_v, &v) {
             v = Some(vt.apply(lin));
+        }
+        if let Some(c) = &e.condition {
+            s = c.apply(&s);
         }
         if let Some(pa) = self.post_act {
             s = act(pa, &s);

@@ -7,7 +7,8 @@
 //! Layout, for the graph heads of a branch in head order (the energy head included): a head
 //! contributes `w` values, where `w` is the scalar feature width for `pool_first` heads (the
 //! node features are pooled) and the head's `dim` otherwise (the head's per-atom outputs are
-//! pooled; for the energy head, the per-atom energies with their reference energies). Heads
+//! pooled; for the energy head, the per-atom energies with their reference energies; for a
+//! graph-level energy head, the scalar features then the reference energies, `hidden_dim` + 1). Heads
 //! pooled by maximum put their values in `maxs`, the others in `sums`; the last entry of `sums`
 //! is the number of atoms.
 
@@ -38,8 +39,11 @@ impl Model {
 
     /// Width of the partial of graph head `k` of branch `bi`.
     fn partial_width(&self, bi: usize, k: usize) -> usize {
-        let h = &self.branches[bi].heads[k];
-        if h.pool_first {
+        let b = &self.branches[bi];
+        let h = &b.heads[k];
+        if h.pool_first && b.energy == Some(k) {
+            self.config.hidden_dim as usize + 1
+        } else if h.pool_first {
             self.config.hidden_dim as usize
         } else {
             self.config.branches[bi].output_heads[k].dim as usize
@@ -80,7 +84,10 @@ impl Model {
                 if h.kind != HeadKind::Graph {
                     continue;
                 }
-                let x = if Some(k) == b.energy {
+                let x = if Some(k) == b.energy && h.pool_first {
+                    let e0 = b.e0.index_select(0, species).unsqueeze(-1);
+                    Tensor::cat(&[s, &e0], -1)
+                } else if Some(k) == b.energy {
                     self.node_energy(bi, s, species)?.unsqueeze(-1)
                 } else if h.pool_first {
                     s.shallow_clone()
@@ -149,7 +156,12 @@ impl Model {
                                 .collect()
                         }
                     };
-                    if h.pool_first && Some(k) != b.energy {
+                    if h.pool_first && Some(k) == b.energy {
+                        let f = w - 1;
+                        let t =
+                            nn::tensor_from(&x[..f], &[1, f as i64], self.kind, self.vs.device());
+                        x = vec![tensor_to_vec(&self.energy_of_pooled(b, k, &t))?[0] + x[f]];
+                    } else if h.pool_first {
                         let mut t =
                             nn::tensor_from(&x, &[1, w as i64], self.kind, self.vs.device());
                         for l in &b.shared {
@@ -169,6 +181,61 @@ impl Model {
             })
         })?;
         Ok(out)
+    }
+
+    /// For a graph-level energy ([`Model::energy_is_pooled`]): the energy of branch `branch`
+    /// (None: the active one) and its gradient with respect to the pooled scalar features, from
+    /// partials reduced over every piece of a structure. Every piece's local atoms then seed
+    /// their backward pass with that same gradient (∂E/∂s_i = ∂E/∂(Σ_j s_j)).
+    pub fn pooled_energy_grad(
+        &self,
+        branch: Option<usize>,
+        partials: &HeadPartials,
+    ) -> Result<(f64, Vec<f64>)> {
+        let bi = self.branch_index(branch)?;
+        let b = &self.branches[bi];
+        let (ns, nm) = self.head_partials_len(Some(bi))?;
+        if partials.sums.len() != ns || partials.maxs.len() != nm {
+            return invalid(format!(
+                "reduced head partials of branch '{}' have {} sums and {} maxima, expected {ns} and {nm}",
+                b.name,
+                partials.sums.len(),
+                partials.maxs.len()
+            ));
+        }
+        let k = match b.energy {
+            Some(k) if b.heads[k].pool_first => k,
+            _ => {
+                return invalid(format!(
+                    "the energy of branch '{}' is a sum of per-atom energies: it needs no reduction step",
+                    b.name
+                ))
+            }
+        };
+        // the energy's offset in `sums`: the sum-pooled graph heads before it
+        let off: usize = (0..k)
+            .filter(|&j| b.heads[j].kind == HeadKind::Graph && b.heads[j].pooling != Pooling::Max)
+            .map(|j| self.partial_width(bi, j))
+            .sum();
+        let f = self.partial_width(bi, k) - 1;
+        crate::compute::guarded(|| {
+            let p = nn::tensor_from(
+                &partials.sums[off..off + f],
+                &[1, f as i64],
+                self.kind,
+                self.vs.device(),
+            )
+            .set_requires_grad(true);
+            let e = self.energy_of_pooled(b, k, &p).sum(self.kind);
+            let g = Tensor::f_run_backward(&[&e], &[&p], false, false)?;
+            let energy = e.f_double_value(&[])? + partials.sums[off + f];
+            if !energy.is_finite() {
+                return Err(Error::Internal(
+                    "the model produced a non-finite energy".into(),
+                ));
+            }
+            Ok((energy, tensor_to_vec(&g[0])?))
+        })
     }
 
     /// The node heads of branch `branch` on final scalar features `s` (n, F), in head order:
