@@ -72,6 +72,22 @@ pub struct Training {
     /// Extension: graphs per evaluation batch (default: `batch_size`).
     #[serde(default)]
     pub val_batch_size: Option<usize>,
+    /// Extension: `per_dataset` (default: every batch holds one dataset) or `mixed` (a batch
+    /// holds samples of several datasets, each run through its own branch).
+    #[serde(default)]
+    pub batch_mixing: BatchMixing,
+}
+
+/// `NeuralNetwork.Training.batch_mixing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchMixing {
+    /// Each batch holds the samples of one dataset.
+    #[default]
+    PerDataset,
+    /// A batch holds samples of several datasets; the backbone runs once over the batch and every
+    /// graph goes through its dataset's heads.
+    Mixed,
 }
 
 /// `NeuralNetwork.Training.Optimizer`.

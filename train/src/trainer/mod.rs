@@ -20,6 +20,7 @@
 //! and --resume), `run` (the loop: steps, validation, stopping), `outputs` (steps.csv,
 //! metrics, the best model, parity plots).
 
+mod mixed;
 mod outputs;
 mod plan;
 mod resume;
@@ -41,7 +42,7 @@ use crate::metrics::BranchMetrics;
 use crate::optim::AdamW;
 
 pub use outputs::EpochRecord;
-pub use plan::{epoch_plan, plan_model};
+pub use plan::{batch_plan, epoch_plan, epoch_quotas, plan_model, PlannedBatch};
 pub use setup::{load_model, new_model, DatasetRun};
 
 use outputs::StepLog;
