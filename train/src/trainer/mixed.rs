@@ -1,7 +1,7 @@
 //! Mixed batches (`Training.batch_mixing: "mixed"`): one optimiser step on a batch that holds
 //! samples of several datasets. The backbone runs once over the whole batch (this rank's part of
 //! it, grouped by dataset); each dataset's atoms then go through its own branch's heads
-//! ([`Model::heads`] on that slice of the final node state), the forces and stresses come from
+//! ([`mlip::Model::heads`] on that slice of the final node state), the forces and stresses come from
 //! one autograd pass over all edges, and the loss is the sum of the datasets' losses, each times
 //! its `loss_weight`. Every loss term is divided by the entries present in the whole global batch
 //! over all datasets (graphs with an energy, atoms with forces ..., added over ranks), so a

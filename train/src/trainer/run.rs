@@ -54,7 +54,7 @@ impl Trainer<'_> {
                 batch_loss_counted(spec, &p, c, self.cfg.training().loss_function_type, &counts);
             let w = self.cfg.config.dataset.datasets[d].loss_weight;
             if w != 1.0 {
-                loss = loss * w;
+                loss *= w;
             }
             loss.f_backward()?;
             local_loss = loss.double_value(&[]);
