@@ -76,6 +76,13 @@ pub struct Training {
     /// holds samples of several datasets, each run through its own branch).
     #[serde(default)]
     pub batch_mixing: BatchMixing,
+    /// Extension: start from the weights of this model file (fine-tuning; relative to the config
+    /// file's directory): the shared weights and the branches of datasets with the same name.
+    #[serde(default)]
+    pub init_from: Option<std::path::PathBuf>,
+    /// Extension: ramp the learning rate up linearly over the first this many optimiser steps.
+    #[serde(default)]
+    pub warmup_steps: usize,
 }
 
 /// `NeuralNetwork.Training.batch_mixing`.

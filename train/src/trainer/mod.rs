@@ -23,6 +23,7 @@
 //! and --resume), `run` (the loop: steps, validation, stopping), `outputs` (steps.csv,
 //! metrics, the best model, parity plots).
 
+mod finetune;
 mod mixed;
 mod outputs;
 mod plan;
@@ -44,6 +45,7 @@ use crate::error::Result;
 use crate::metrics::BranchMetrics;
 use crate::optim::AdamW;
 
+pub use finetune::warmup_lr;
 pub use outputs::EpochRecord;
 pub use plan::{batch_plan, epoch_plan, epoch_quotas, plan_model, PlannedBatch};
 pub use setup::{load_model, new_model, DatasetRun};

@@ -20,9 +20,33 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
     let metas = (0..cfg.config.dataset.datasets.len())
         .map(|i| plan_branch(cfg, i))
         .collect::<Result<Vec<_>>>()?;
-    let mut mc = model_config(cfg, &metas);
+    // Fine-tuning: the model file's species (which must cover the datasets' elements) and
+    // neighbour normalisation, so that its weights mean the same here.
+    let base = super::finetune::load_base(cfg, tch::Kind::Float, tch::Device::Cpu)?;
+    let species = match &base {
+        Some(b) => {
+            let have = b.species();
+            for (m, s) in &metas {
+                if let Some(z) = m.elements.iter().find(|z| !have.contains(z)) {
+                    return Err(Error::config(
+                        &cfg.path,
+                        super::finetune::INIT_KEY,
+                        format!(
+                            "dataset '{}' has element Z={z}, which the model file does not know (its species: {have:?})",
+                            s.name
+                        ),
+                    ));
+                }
+            }
+            Some(have.to_vec())
+        }
+        None => None,
+    };
+    let mut mc = model_config(cfg, &metas, species);
     let a = cfg.arch();
-    if matches!(a.mpnn_type, MpnnType::PaiNN | MpnnType::Egnn) {
+    if let Some(n) = base.as_ref().and_then(|b| b.config().avg_num_neighbors) {
+        mc.avg_num_neighbors = Some(n);
+    } else if matches!(a.mpnn_type, MpnnType::PaiNN | MpnnType::Egnn) {
         // Without it PaiNN overflows and EGNN's forces vanish in dense solids (see mlip's
         // `ModelConfig::avg_num_neighbors`). SchNet trains as it is and keeps its plain sums.
         let gs = GraphSpec::new(a.radius, &mc.species, !a.periodic_boundary_conditions);
@@ -225,15 +249,23 @@ fn plan_branch(cfg: &TrainConfig, i: usize) -> Result<(DatasetMeta, BranchSpec)>
 
 /// The model's architecture for the planned branches: the Architecture section's backbone, the
 /// union of the datasets' elements as species, one branch per dataset with an energy head, a
-/// head per other output and the dataset's reference energies. Not validated.
-fn model_config(cfg: &TrainConfig, metas: &[(DatasetMeta, BranchSpec)]) -> ModelConfig {
+/// head per other output and the dataset's reference energies (`species`: the model file's
+/// when fine-tuning). Not validated.
+fn model_config(
+    cfg: &TrainConfig,
+    metas: &[(DatasetMeta, BranchSpec)],
+    species: Option<Vec<i32>>,
+) -> ModelConfig {
     let a = cfg.arch();
-    let mut species: Vec<i32> = metas
-        .iter()
-        .flat_map(|(m, _)| m.elements.iter().copied())
-        .collect();
-    species.sort_unstable();
-    species.dedup();
+    let species = species.unwrap_or_else(|| {
+        let mut species: Vec<i32> = metas
+            .iter()
+            .flat_map(|(m, _)| m.elements.iter().copied())
+            .collect();
+        species.sort_unstable();
+        species.dedup();
+        species
+    });
     let radial = a.radial_type.unwrap_or(if a.mpnn_type == MpnnType::SchNet {
         RadialType::Gaussian
     } else {

@@ -153,6 +153,11 @@ impl Trainer<'_> {
             });
             let (mut n_graphs, mut n_atoms) = (0usize, 0usize);
             for batch in plan.iter().skip(self.state.step_in_epoch) {
+                // Warm-up: this step's rate is the scheduled one scaled by (step + 1) / warmup.
+                let scheduled = self.opt.lr;
+                if self.state.step < t.warmup_steps {
+                    self.opt.lr = super::warmup_lr(scheduled, self.state.step, t.warmup_steps);
+                }
                 let loss = match t.batch_mixing {
                     BatchMixing::PerDataset => {
                         let idx: Vec<usize> = batch.iter().map(|&(_, i)| i).collect();
@@ -189,6 +194,7 @@ impl Trainer<'_> {
                     self.opt.lr
                 );
                 self.log.line(&line, &steps_path)?;
+                self.opt.lr = scheduled;
                 // ExponentialDecay: the rate of the next step (a function of the step count).
                 if let Some(lr) = t
                     .scheduler
