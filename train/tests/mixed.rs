@@ -15,6 +15,7 @@ use hydragnn_train::graphs::collate;
 use hydragnn_train::metrics::{batch_loss_counted, predict, LossCounts};
 use hydragnn_train::trainer::{batch_plan, epoch_plan, epoch_quotas, Trainer};
 use hydragnn_train::{Dist, TrainConfig, TrainOptions};
+use mlip::model::config::HeadKind;
 use tch::{Device, Kind, Tensor};
 
 fn sampling(mode: SamplingMode, alpha: Option<f64>) -> Sampling {
@@ -149,6 +150,67 @@ fn mixed_config(p: &[PathBuf; 3], training: serde_json::Value) -> serde_json::Va
     c
 }
 
+/// The loss of the global batch `batch` computed branch by branch: every dataset's graphs through
+/// their own branch separately ([`predict`]), each term divided by its count over the whole batch
+/// (all datasets), times the dataset's weight.
+fn per_branch_loss(t: &Trainer, batch: &[(usize, usize)], weights: &[f64]) -> f64 {
+    let runs = t.datasets();
+    let graphs: Vec<Vec<_>> = (0..runs.len())
+        .map(|d| {
+            batch
+                .iter()
+                .filter(|x| x.0 == d)
+                .map(|x| &runs[d].train[x.1])
+                .collect()
+        })
+        .collect();
+    let all: Vec<_> = graphs.iter().flatten().collect();
+    let energy = all.iter().filter(|g| g.energy.is_some()).count() as f64;
+    let forces: f64 = all
+        .iter()
+        .filter(|g| g.forces.is_some())
+        .map(|g| g.n_atoms() as f64)
+        .sum();
+    let stress = all.iter().filter(|g| g.stress.is_some()).count() as f64;
+    let mut expected = 0.0;
+    for (d, gs) in graphs.iter().enumerate() {
+        if gs.is_empty() {
+            continue;
+        }
+        let spec = &runs[d].spec;
+        let cb = collate(
+            gs,
+            &spec.graph_props(),
+            &spec.node_props(),
+            Kind::Double,
+            Device::Cpu,
+            true,
+        );
+        let pred = predict(&t.model, spec, &cb, true).unwrap();
+        let counts = LossCounts {
+            energy,
+            forces,
+            stress,
+            props: spec
+                .props
+                .iter()
+                .map(|p| {
+                    all.iter()
+                        .filter(|g| g.props.contains_key(&p.name))
+                        .map(|g| match p.kind {
+                            HeadKind::Graph => 1.0,
+                            HeadKind::Node => g.n_atoms() as f64,
+                        })
+                        .sum()
+                })
+                .collect(),
+        };
+        let l = batch_loss_counted(spec, &pred, &cb, LossType::Mse, &counts).double_value(&[]);
+        expected += weights[d] * l;
+    }
+    expected
+}
+
 #[test]
 fn mixed_step_routes_each_graph_to_its_branch_and_updates_the_branches_present() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,54 +255,8 @@ fn mixed_step_routes_each_graph_to_its_branch_and_updates_the_branches_present()
         .map(|(k, v)| (k, v.detach().copy()))
         .collect();
 
-    // The expected loss: every dataset's graphs of the batch through their own branch
-    // separately, each term divided by its count over the whole batch, times loss_weight.
     let batch = &batch_plan(seed, 0, &sizes, 5, BatchMixing::Mixed, &s)[0];
-    let runs = t.datasets();
-    let graphs: Vec<Vec<_>> = (0..3)
-        .map(|d| {
-            batch
-                .iter()
-                .filter(|x| x.0 == d)
-                .map(|x| &runs[d].train[x.1])
-                .collect()
-        })
-        .collect();
-    let n_graphs = batch.len() as f64;
-    let n_atoms: f64 = graphs.iter().flatten().map(|g| g.n_atoms() as f64).sum();
-    let mol_graphs = graphs[1].len() as f64;
-    let mol_atoms: f64 = graphs[1].iter().map(|g| g.n_atoms() as f64).sum();
-    let mut expected = 0.0;
-    for d in 0..2 {
-        let spec = &runs[d].spec;
-        let cb = collate(
-            &graphs[d],
-            &spec.graph_props(),
-            &spec.node_props(),
-            Kind::Double,
-            Device::Cpu,
-            true,
-        );
-        let pred = predict(&t.model, spec, &cb, true).unwrap();
-        let counts = LossCounts {
-            energy: n_graphs,
-            forces: n_atoms,
-            stress: 0.0,
-            props: spec
-                .props
-                .iter()
-                .map(|p| {
-                    if p.name == "gap" {
-                        mol_graphs
-                    } else {
-                        mol_atoms
-                    }
-                })
-                .collect(),
-        };
-        let l = batch_loss_counted(spec, &pred, &cb, LossType::Mse, &counts).double_value(&[]);
-        expected += if d == 1 { 2.5 * l } else { l };
-    }
+    let expected = per_branch_loss(&t, batch, &[1.0, 2.5, 1.0]);
     let summary = t.run().unwrap();
     assert_eq!(summary.steps, 1);
     let got = step_losses(&out)[0].1;
@@ -391,4 +407,62 @@ fn mixed_run_stopped_and_resumed_equals_uninterrupted() {
     let (la, lb) = (step_losses(&a), step_losses(&b));
     assert_eq!(la.len(), 2 * 7);
     assert_eq!(la, lb, "resumed mixed run differs");
+}
+
+#[test]
+fn mixed_step_with_stress_on_some_datasets_matches_the_per_branch_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = bulk_frames(12, 3);
+    let bulk = dataset(dir.path(), "bulk", &f[..9], &f[9..], &[]);
+    let f = slab_frames(9, 4);
+    let slabs = dataset(dir.path(), "slabs", &f[..6], &f[6..], &[]);
+    let mol = molecules(dir.path(), 6, 2);
+    let mut c = config(
+        &[
+            ("bulk", &bulk, Some(&["energy"])),
+            ("slabs", &slabs, Some(&["energy"])),
+            ("molecules", &mol, None),
+        ],
+        &[("energy", "graph"), ("gap", "graph")],
+        serde_json::json!({"batch_size": 12, "precision": "fp64", "max_steps": 1,
+                           "batch_mixing": "mixed"}),
+    );
+    c["NeuralNetwork"]["Architecture"]["zero_init_heads"] = false.into();
+    c["NeuralNetwork"]["Architecture"]["stress_weight"] = 50.0.into();
+    c["Dataset"]["datasets"][0]["loss_weight"] = 0.5.into();
+    let cp = write_config(dir.path(), "c.json", &c);
+    let cfg = TrainConfig::load(&cp).unwrap();
+    let dist = Dist::single();
+    let out = dir.path().join("out");
+    let mut t = Trainer::new(
+        &cfg,
+        TrainOptions {
+            out_dir: out.clone(),
+            resume: false,
+            command: "test".into(),
+        },
+        &dist,
+    )
+    .unwrap();
+    let batch = &batch_plan(
+        1,
+        0,
+        &[9, 6, 6],
+        12,
+        BatchMixing::Mixed,
+        &Sampling::default(),
+    )[0];
+    for d in 0..3 {
+        assert!(
+            batch.iter().any(|x| x.0 == d),
+            "dataset {d} not in {batch:?}"
+        );
+    }
+    let expected = per_branch_loss(&t, batch, &[0.5, 1.0, 1.0]);
+    t.run().unwrap();
+    let got = step_losses(&out)[0].1;
+    assert!(
+        (got - expected).abs() <= 1e-10 * expected.abs(),
+        "mixed step loss {got} vs per-branch {expected}"
+    );
 }
