@@ -49,6 +49,10 @@ pub struct Architecture {
     /// energies of a fresh message-passing stack; the first steps then fit the residual.
     #[serde(default = "enabled")]
     pub zero_init_heads: bool,
+    /// HydraGNN's `freeze_conv_layers`: keep the shared input and message-passing weights fixed
+    /// (with `Training.init_from`: train only the heads). Default false.
+    #[serde(default)]
+    pub freeze_conv_layers: bool,
     /// Weight of the total-energy term (default 1).
     #[serde(default = "default_energy_weight")]
     pub energy_weight: f64,

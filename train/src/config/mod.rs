@@ -27,7 +27,9 @@ use crate::error::{Error, Result};
 
 pub use architecture::{Architecture, HeadLayers, OutputHeads};
 pub use dataset::{DatasetEntry, DatasetSection};
+pub use dataset::{Sampling, SamplingMode};
 pub use outputs::VariablesOfInterest;
+pub use training::BatchMixing;
 pub use training::{LossType, Optimizer, Precision, Scheduler, Training};
 
 /// The whole config file.

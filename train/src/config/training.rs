@@ -72,6 +72,29 @@ pub struct Training {
     /// Extension: graphs per evaluation batch (default: `batch_size`).
     #[serde(default)]
     pub val_batch_size: Option<usize>,
+    /// Extension: `per_dataset` (default: every batch holds one dataset) or `mixed` (a batch
+    /// holds samples of several datasets, each run through its own branch).
+    #[serde(default)]
+    pub batch_mixing: BatchMixing,
+    /// Extension: start from the weights of this model file (fine-tuning; relative to the config
+    /// file's directory): the shared weights and the branches of datasets with the same name.
+    #[serde(default)]
+    pub init_from: Option<std::path::PathBuf>,
+    /// Extension: ramp the learning rate up linearly over the first this many optimiser steps.
+    #[serde(default)]
+    pub warmup_steps: usize,
+}
+
+/// `NeuralNetwork.Training.batch_mixing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchMixing {
+    /// Each batch holds the samples of one dataset.
+    #[default]
+    PerDataset,
+    /// A batch holds samples of several datasets; the backbone runs once over the batch and every
+    /// graph goes through its dataset's heads.
+    Mixed,
 }
 
 /// `NeuralNetwork.Training.Optimizer`.

@@ -6,6 +6,9 @@
 //! Batches. Every epoch each dataset's trainset is shuffled (ChaCha8 seeded by the config's seed,
 //! stream = epoch) and cut into batches of `batch_size` graphs; the batches of all datasets are
 //! then shuffled together. A batch touches one dataset, so it runs through that dataset's branch.
+//! That is the default; with `Training.batch_mixing: "mixed"` a batch holds samples of several
+//! datasets, each through its own branch in one pass (`mixed`), and `Dataset.sampling` chooses
+//! how many draws of each dataset an epoch holds (`plan::batch_plan`).
 //! The plan depends only on (seed, epoch, dataset sizes, batch size), never on the number of
 //! ranks: each rank owns a contiguous shard of every split (it reads only that shard) and takes
 //! the graphs of each global batch that fall in it. Loss terms are normalised by the global
@@ -16,10 +19,12 @@
 //! file, with provenance), `parity_<branch>_<output>.png`.
 //!
 //! The parts: `plan` (datasets checked against the config, the model's architecture, the
-//! batches of an epoch), `setup` (the model and this rank's shards), `resume` (checkpoints
+//! batches of an epoch), `mixed` (the step on a batch of several datasets), `setup` (the model and this rank's shards), `resume` (checkpoints
 //! and --resume), `run` (the loop: steps, validation, stopping), `outputs` (steps.csv,
 //! metrics, the best model, parity plots).
 
+mod finetune;
+mod mixed;
 mod outputs;
 mod plan;
 mod resume;
@@ -40,8 +45,9 @@ use crate::error::Result;
 use crate::metrics::BranchMetrics;
 use crate::optim::AdamW;
 
+pub use finetune::warmup_lr;
 pub use outputs::EpochRecord;
-pub use plan::{epoch_plan, plan_model};
+pub use plan::{batch_plan, epoch_plan, epoch_quotas, plan_model, PlannedBatch};
 pub use setup::{load_model, new_model, DatasetRun};
 
 use outputs::StepLog;

@@ -8,7 +8,7 @@ use mlip::model::config::{
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::config::TrainConfig;
+use crate::config::{BatchMixing, Sampling, SamplingMode, TrainConfig};
 use crate::data::{Dataset, DatasetMeta};
 use crate::error::{Error, Result};
 use crate::graphs::GraphSpec;
@@ -20,9 +20,33 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
     let metas = (0..cfg.config.dataset.datasets.len())
         .map(|i| plan_branch(cfg, i))
         .collect::<Result<Vec<_>>>()?;
-    let mut mc = model_config(cfg, &metas);
+    // Fine-tuning: the model file's species (which must cover the datasets' elements) and
+    // neighbour normalisation, so that its weights mean the same here.
+    let base = super::finetune::load_base(cfg, tch::Kind::Float, tch::Device::Cpu)?;
+    let species = match &base {
+        Some(b) => {
+            let have = b.species();
+            for (m, s) in &metas {
+                if let Some(z) = m.elements.iter().find(|z| !have.contains(z)) {
+                    return Err(Error::config(
+                        &cfg.path,
+                        super::finetune::INIT_KEY,
+                        format!(
+                            "dataset '{}' has element Z={z}, which the model file does not know (its species: {have:?})",
+                            s.name
+                        ),
+                    ));
+                }
+            }
+            Some(have.to_vec())
+        }
+        None => None,
+    };
+    let mut mc = model_config(cfg, &metas, species);
     let a = cfg.arch();
-    if matches!(a.mpnn_type, MpnnType::PaiNN | MpnnType::Egnn) {
+    if let Some(n) = base.as_ref().and_then(|b| b.config().avg_num_neighbors) {
+        mc.avg_num_neighbors = Some(n);
+    } else if matches!(a.mpnn_type, MpnnType::PaiNN | MpnnType::Egnn) {
         // Without it PaiNN overflows and EGNN's forces vanish in dense solids (see mlip's
         // `ModelConfig::avg_num_neighbors`). SchNet trains as it is and keeps its plain sums.
         let gs = GraphSpec::new(a.radius, &mc.species, !a.periodic_boundary_conditions);
@@ -225,15 +249,23 @@ fn plan_branch(cfg: &TrainConfig, i: usize) -> Result<(DatasetMeta, BranchSpec)>
 
 /// The model's architecture for the planned branches: the Architecture section's backbone, the
 /// union of the datasets' elements as species, one branch per dataset with an energy head, a
-/// head per other output and the dataset's reference energies. Not validated.
-fn model_config(cfg: &TrainConfig, metas: &[(DatasetMeta, BranchSpec)]) -> ModelConfig {
+/// head per other output and the dataset's reference energies (`species`: the model file's
+/// when fine-tuning). Not validated.
+fn model_config(
+    cfg: &TrainConfig,
+    metas: &[(DatasetMeta, BranchSpec)],
+    species: Option<Vec<i32>>,
+) -> ModelConfig {
     let a = cfg.arch();
-    let mut species: Vec<i32> = metas
-        .iter()
-        .flat_map(|(m, _)| m.elements.iter().copied())
-        .collect();
-    species.sort_unstable();
-    species.dedup();
+    let species = species.unwrap_or_else(|| {
+        let mut species: Vec<i32> = metas
+            .iter()
+            .flat_map(|(m, _)| m.elements.iter().copied())
+            .collect();
+        species.sort_unstable();
+        species.dedup();
+        species
+    });
     let radial = a.radial_type.unwrap_or(if a.mpnn_type == MpnnType::SchNet {
         RadialType::Gaussian
     } else {
@@ -294,4 +326,106 @@ pub fn epoch_plan(
     }
     batches.shuffle(&mut rng);
     batches
+}
+
+/// One planned batch: (dataset, trainset graph index) per graph, in batch order.
+pub type PlannedBatch = Vec<(usize, usize)>;
+
+/// Every dataset's number of draws in an epoch of `N = Σ sizes` draws: `p_d·N` rounded by
+/// largest remainders (ties to the lower dataset index), so the counts add up to N and each is
+/// within 1 of `p_d·N`. Proportional sampling gives every dataset its own size exactly.
+pub fn epoch_quotas(sizes: &[usize], sampling: &Sampling) -> Vec<usize> {
+    let total: usize = sizes.iter().sum();
+    if sampling.mode == SamplingMode::Proportional {
+        return sizes.to_vec();
+    }
+    let exact: Vec<f64> = sampling
+        .probabilities(sizes)
+        .iter()
+        .map(|p| p * total as f64)
+        .collect();
+    let mut q: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ra, rb) = (exact[a] - q[a] as f64, exact[b] - q[b] as f64);
+        rb.total_cmp(&ra).then(a.cmp(&b))
+    });
+    // Each floor drops less than 1, so at most one extra draw per dataset is left to give.
+    let left = total.saturating_sub(q.iter().sum());
+    for &d in order.iter().take(left) {
+        q[d] += 1;
+    }
+    q
+}
+
+/// The batches of one epoch for the configured mixing and sampling (see
+/// [`crate::config::Sampling`]): a function of (seed, epoch, sizes, batch size, mixing,
+/// sampling) only, so every rank and every resumed run draws the same. `per_dataset` with
+/// `proportional` sampling is exactly [`epoch_plan`] (today's plan).
+///
+/// Otherwise dataset d gets [`epoch_quotas`]'s count of draws, taken in order from a shuffled
+/// permutation of its trainset that is reshuffled each time it is used up (so a sample is drawn
+/// at most once more than any other of its dataset). `per_dataset` cuts each dataset's draws
+/// into batches and shuffles the batches; `mixed` shuffles the sequence of dataset labels of
+/// all draws, fills it from the datasets' draws and cuts it into batches of `batch_size`.
+pub fn batch_plan(
+    seed: u64,
+    epoch: usize,
+    sizes: &[usize],
+    batch_size: usize,
+    mixing: BatchMixing,
+    sampling: &Sampling,
+) -> Vec<PlannedBatch> {
+    if mixing == BatchMixing::PerDataset && sampling.mode == SamplingMode::Proportional {
+        return epoch_plan(seed, epoch, sizes, batch_size)
+            .into_iter()
+            .map(|(d, idx)| idx.into_iter().map(|i| (d, i)).collect())
+            .collect();
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    let quotas = epoch_quotas(sizes, sampling);
+    let draws: Vec<Vec<usize>> = sizes
+        .iter()
+        .zip(&quotas)
+        .map(|(&n, &q)| {
+            let mut out = Vec::with_capacity(q);
+            while out.len() < q && n > 0 {
+                let mut perm: Vec<usize> = (0..n).collect();
+                perm.shuffle(&mut rng);
+                out.extend(perm.into_iter().take(q - out.len()));
+            }
+            out
+        })
+        .collect();
+    match mixing {
+        BatchMixing::PerDataset => {
+            let mut batches: Vec<PlannedBatch> = Vec::new();
+            for (d, dr) in draws.iter().enumerate() {
+                batches.extend(
+                    dr.chunks(batch_size)
+                        .map(|c| c.iter().map(|&i| (d, i)).collect()),
+                );
+            }
+            batches.shuffle(&mut rng);
+            batches
+        }
+        BatchMixing::Mixed => {
+            let mut labels: Vec<usize> = draws
+                .iter()
+                .enumerate()
+                .flat_map(|(d, dr)| std::iter::repeat_n(d, dr.len()))
+                .collect();
+            labels.shuffle(&mut rng);
+            let mut next = vec![0usize; draws.len()];
+            let seq: Vec<(usize, usize)> = labels
+                .into_iter()
+                .map(|d| {
+                    next[d] += 1;
+                    (d, draws[d][next[d] - 1])
+                })
+                .collect();
+            seq.chunks(batch_size).map(|c| c.to_vec()).collect()
+        }
+    }
 }

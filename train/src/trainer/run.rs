@@ -11,7 +11,9 @@ use crate::graphs::{collate, Graph};
 use crate::metrics::{batch_loss_counted, finish, predict, BranchMetrics, LossCounts};
 use crate::optim::AdamW;
 
-use super::{epoch_plan, files, EpochRecord, TrainSummary, Trainer};
+use crate::config::BatchMixing;
+
+use super::{batch_plan, files, EpochRecord, TrainSummary, Trainer};
 
 impl Trainer<'_> {
     /// One optimiser step on the global batch `idx` of dataset `d`; returns the global loss.
@@ -48,8 +50,12 @@ impl Trainer<'_> {
         let mut local_loss = 0.0;
         if let Some(c) = &c {
             let p = predict(&self.model, spec, c, true)?;
-            let loss =
+            let mut loss =
                 batch_loss_counted(spec, &p, c, self.cfg.training().loss_function_type, &counts);
+            let w = self.cfg.config.dataset.datasets[d].loss_weight;
+            if w != 1.0 {
+                loss *= w;
+            }
             loss.f_backward()?;
             local_loss = loss.double_value(&[]);
         }
@@ -95,7 +101,16 @@ impl Trainer<'_> {
             )?;
             self.dist.allreduce_sum(&mut s);
             let m = finish(&run.spec, &s);
-            total += m.loss;
+            // The dataset's loss_weight (1 by default: x * 1.0 is exact).
+            let w = self
+                .cfg
+                .config
+                .dataset
+                .datasets
+                .iter()
+                .find(|e| e.name == run.name)
+                .map_or(1.0, |e| e.loss_weight);
+            total += w * m.loss;
             out.insert(run.name.clone(), m);
         }
         Ok((out, total))
@@ -115,7 +130,14 @@ impl Trainer<'_> {
         }
         while stopped.is_empty() && self.state.epoch < t.num_epoch {
             let epoch_start = Instant::now();
-            let plan = epoch_plan(t.seed, self.state.epoch, &sizes, t.batch_size);
+            let plan = batch_plan(
+                t.seed,
+                self.state.epoch,
+                &sizes,
+                t.batch_size,
+                t.batch_mixing,
+                &self.cfg.config.dataset.sampling,
+            );
             let bar = bar_on.then(|| {
                 let b = indicatif::ProgressBar::new(plan.len() as u64);
                 b.set_style(
@@ -130,10 +152,32 @@ impl Trainer<'_> {
                 b
             });
             let (mut n_graphs, mut n_atoms) = (0usize, 0usize);
-            for (d, idx) in plan.iter().skip(self.state.step_in_epoch) {
-                let loss = self.step(*d, idx)?;
-                let atoms: usize = idx.iter().map(|&i| self.datasets[*d].train_atoms[i]).sum();
-                n_graphs += idx.len();
+            for batch in plan.iter().skip(self.state.step_in_epoch) {
+                // Warm-up: this step's rate is the scheduled one scaled by (step + 1) / warmup.
+                let scheduled = self.opt.lr;
+                if self.state.step < t.warmup_steps {
+                    self.opt.lr = super::warmup_lr(scheduled, self.state.step, t.warmup_steps);
+                }
+                let loss = match t.batch_mixing {
+                    BatchMixing::PerDataset => {
+                        let idx: Vec<usize> = batch.iter().map(|&(_, i)| i).collect();
+                        self.step(batch[0].0, &idx)?
+                    }
+                    BatchMixing::Mixed => self.step_mixed(batch)?,
+                };
+                let atoms: usize = batch
+                    .iter()
+                    .map(|&(d, i)| self.datasets[d].train_atoms[i])
+                    .sum();
+                // The datasets of the batch, in the config's order ("a+c" for a mixed batch).
+                let mut names: Vec<usize> = batch.iter().map(|&(d, _)| d).collect();
+                names.sort_unstable();
+                names.dedup();
+                let names: Vec<&str> = names
+                    .iter()
+                    .map(|&d| self.datasets[d].name.as_str())
+                    .collect();
+                n_graphs += batch.len();
                 n_atoms += atoms;
                 self.state.step += 1;
                 self.state.step_in_epoch += 1;
@@ -143,13 +187,14 @@ impl Trainer<'_> {
                     "{},{},{},{},{},{:e},{:e}\n",
                     self.state.step,
                     self.state.epoch + 1,
-                    self.datasets[*d].name,
-                    idx.len(),
+                    names.join("+"),
+                    batch.len(),
                     atoms,
                     loss,
                     self.opt.lr
                 );
                 self.log.line(&line, &steps_path)?;
+                self.opt.lr = scheduled;
                 // ExponentialDecay: the rate of the next step (a function of the step count).
                 if let Some(lr) = t
                     .scheduler

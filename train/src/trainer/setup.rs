@@ -157,6 +157,20 @@ impl<'a> Trainer<'a> {
         if cfg.arch().zero_init_heads {
             model.zero_head_outputs();
         }
+        if !opts.resume {
+            if let Some(base) = super::finetune::load_base(cfg, kind, device)? {
+                let (shared, branch) = super::finetune::copy_weights(cfg, &mut model, &base)?;
+                if dist.is_root() && cfg.config.verbosity.level >= 1 {
+                    eprintln!(
+                        "init_from {}: {shared} shared and {branch} branch weights",
+                        super::finetune::init_path(cfg).expect("set").display()
+                    );
+                }
+            }
+        }
+        if cfg.arch().freeze_conv_layers {
+            super::finetune::freeze_shared(&mut model);
+        }
         let opt = AdamW::new(model.var_store(), &t.optimizer);
         let state = TrainState {
             epoch: 0,
