@@ -24,12 +24,14 @@
 //! typed self-description), `compute` (whole structures, results), `graph` (caller-supplied
 //! graphs), `layered` (`hgnn_eval_*`), `heads` (every output head: description, values for
 //! structures, node heads and cross-rank pooled graph heads in the layered protocol), `domain`
-//! (the training data's shortest distance, close pairs, the ZBL radii).
+//! (the training data's shortest distance, close pairs, the ZBL radii), `ensemble` (ensemble
+//! files: K members, the driving mean, model deviations).
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
 mod compute;
 mod domain;
+mod ensemble;
 mod graph;
 mod heads;
 mod layered;
@@ -39,6 +41,7 @@ mod status;
 
 pub use compute::*;
 pub use domain::*;
+pub use ensemble::*;
 pub use graph::*;
 pub use heads::*;
 pub use layered::*;
