@@ -268,10 +268,8 @@ pub fn compute_graphs_members(
     req: Request,
 ) -> Result<Vec<EnsembleResults>> {
     check_members(members, |k| format!("member {k}"))?;
-    let mut per_member = Vec::with_capacity(members.len());
-    for m in members {
-        per_member.push(m.compute_graphs(graphs, req)?);
-    }
+    // one set of graph arrays (species indices, edge vectors, checks) for every member
+    let mut per_member = crate::compute::compute_graphs_shared(members, graphs, req)?;
     let mut out = Vec::with_capacity(graphs.len());
     for (g, graph) in graphs.iter().enumerate() {
         let rs: Vec<Results> = per_member
