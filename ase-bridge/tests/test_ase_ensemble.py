@@ -69,3 +69,30 @@ def test_plain_model_has_no_ensemble_properties(members_and_ensemble, rng):
     assert "energy_std" not in atoms.calc.implemented_properties
     with pytest.raises(PropertyNotImplementedError):
         atoms.calc.get_property("energy_std", atoms)
+
+
+def test_active_learning_example_collects_frames_above_the_threshold(members_and_ensemble, tmp_path):
+    """examples/ase/active_learning.py: threshold 0 keeps every checked frame (with its deviation),
+    a threshold above every deviation keeps none."""
+    import sys
+
+    from ase.io import read
+
+    _, ens = members_and_ensemble
+    script = REPO / "examples" / "ase" / "active_learning.py"
+    out = tmp_path / "cand.xyz"
+    args = [sys.executable, str(script), str(ens), "--size", "1", "--steps", "6", "--interval", "2",
+            "--timestep", "0.5", "--out", str(out)]
+    p = subprocess.run(args + ["--threshold", "0"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "collected 3 frames" in p.stdout, p.stdout
+    frames = read(out, ":")
+    assert len(frames) == 3 and [f.info["step"] for f in frames] == [2, 4, 6]
+    for f in frames:
+        assert f.info["max_devi_f"] > 0
+        assert abs(f.arrays["forces_std"].max() - f.info["max_devi_f"]) <= 1e-7 * f.info["max_devi_f"]  # extxyz keeps 8 decimals
+    out.unlink()
+    p = subprocess.run(args + ["--threshold", "1e9"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "collected 0 frames" in p.stdout and not out.exists(), p.stdout + p.stderr
+    p = subprocess.run([sys.executable, str(script), str(members_and_ensemble[0][0])], capture_output=True, text=True)
+    assert p.returncode == 2 and "not an ensemble" in p.stderr

@@ -75,8 +75,8 @@ fn mean_and_deviations_equal_separate_evaluations() {
     let mut devs = Vec::new();
     for i in 0..n {
         let m: [f64; 3] = [0, 1, 2].map(|c| sep.iter().map(|r| r.forces[i][c]).sum::<f64>() / k);
-        for c in 0..3 {
-            assert!(close(r.mean.forces[i][c], m[c], fscale));
+        for (a, b) in r.mean.forces[i].iter().zip(&m) {
+            assert!(close(*a, *b, fscale));
         }
         let dev = (sep
             .iter()

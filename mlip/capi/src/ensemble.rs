@@ -51,7 +51,7 @@ pub(crate) fn load(
 }
 
 /// Every member, member 0 first.
-fn all<'a>(h: &'a hgnn_model_t) -> Vec<&'a Model> {
+fn all(h: &hgnn_model_t) -> Vec<&Model> {
     std::iter::once(&*h.model)
         .chain(h.ensemble.rest.iter())
         .collect()

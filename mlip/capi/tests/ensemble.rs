@@ -124,8 +124,8 @@ fn ensemble_compute_matches_the_engine_and_refuses_one_model_paths() {
         assert!((e.max_devi_f - d.max_f).abs() < tol && (e.min_devi_f - d.min_f).abs() < tol);
         assert!((e.avg_devi_f - d.avg_f).abs() < tol);
         assert!((e.max_devi_v - d.max_v).abs() < tol && (e.avg_devi_v - d.avg_v).abs() < tol);
-        for i in 0..n {
-            assert!((fd[i] - d.force[i]).abs() < tol);
+        for (a, b) in fd.iter().zip(&d.force) {
+            assert!((a - b).abs() < tol);
         }
         for k in 0..3 {
             assert!((me[k] - want.members[k].energy).abs() < tol);
