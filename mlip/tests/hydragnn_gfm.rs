@@ -1,3 +1,4 @@
+
 /// max |F - F_fd| / max |F| over a few atoms, and the same for the virial under strain.
 fn fd_errors(model: &Model, s0: &Structure) -> (f64, f64) {
     let req = Request {
@@ -9,12 +10,7 @@ fn fd_errors(model: &Model, s0: &Structure) -> (f64, f64) {
     let r = model.compute(s0, req).unwrap();
     let e = |s: &Structure| model.compute(s, Request::ENERGY).unwrap().energy;
     let h = 1e-5;
-    let fmax = r
-        .forces
-        .iter()
-        .flatten()
-        .map(|x| x.abs())
-        .fold(0.0, f64::max);
+    let fmax = r.forces.iter().flatten().map(|x| x.abs()).fold(0.0, f64::max);
     let mut wf: f64 = 0.0;
     for i in [0, 5, 11] {
         for k in 0..3 {
@@ -25,12 +21,7 @@ fn fd_errors(model: &Model, s0: &Structure) -> (f64, f64) {
             wf = wf.max(((e(&m) - e(&p)) / (2.0 * h) - r.forces[i][k]).abs() / fmax);
         }
     }
-    let wmax = r
-        .virial
-        .iter()
-        .flatten()
-        .map(|x| x.abs())
-        .fold(0.0, f64::max);
+    let wmax = r.virial.iter().flatten().map(|x| x.abs()).fold(0.0, f64::max);
     let mut ww: f64 = 0.0;
     for a in 0..3 {
         for b in 0..3 {
@@ -63,9 +54,6 @@ fn molecule_golden_families_are_conservative_on_the_periodic_cell() {
     for (name, m) in [("PNAPlus", &pnaplus), ("PAINN_graph2_concat", &concat)] {
         let (wf, ww) = fd_errors(m, &s0);
         eprintln!("{name} on Al5Cu7: FD forces rel {wf:.1e}, FD virial rel {ww:.1e}");
-        assert!(
-            wf < 1e-7 && ww < 1e-7,
-            "{name}: forces {wf:e}, virial {ww:e}"
-        );
+        assert!(wf < 1e-7 && ww < 1e-7, "{name}: forces {wf:e}, virial {ww:e}");
     }
 }
