@@ -63,11 +63,12 @@ def ctypes_layout(cls):
 
 
 def _copies():
-    from hydragnn_ase import _capi
+    from hydragnn_ase import _capi, _ensemble
 
     import hgnn_ref
 
     return [
+        ("ase-bridge _ensemble.hgnn_ensemble_results_t", "hgnn_ensemble_results_t", _ensemble.hgnn_ensemble_results_t),
         ("ase-bridge _capi.hgnn_options_t", "hgnn_options_t", _capi.hgnn_options_t),
         ("ase-bridge _capi.hgnn_structure_t", "hgnn_structure_t", _capi.hgnn_structure_t),
         ("ase-bridge _capi.hgnn_results_t", "hgnn_results_t", _capi.hgnn_results_t),
@@ -85,12 +86,12 @@ def test_ctypes_copy_matches_c(c_layout, where, struct, cls):
 
 def test_every_ctypes_struct_is_checked():
     """A new ctypes struct in either copy must be added to the list above."""
-    from hydragnn_ase import _capi
+    from hydragnn_ase import _capi, _ensemble
 
     import hgnn_ref
 
     checked = {id(c[2]) for c in _copies()}
-    for mod in (_capi, hgnn_ref):
+    for mod in (_capi, _ensemble, hgnn_ref):
         for name, obj in vars(mod).items():
             if isinstance(obj, type) and issubclass(obj, ctypes.Structure) and obj is not ctypes.Structure:
                 assert id(obj) in checked, f"{mod.__name__}.{name} is not compared with the C layout"

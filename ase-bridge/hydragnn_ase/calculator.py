@@ -14,7 +14,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from . import _capi
+from . import _capi, _ensemble
 from ._capi import HGNN_DEVICE_CPU, HGNN_DEVICE_CUDA
 
 _DEVICES = {"cpu": HGNN_DEVICE_CPU, "cuda": HGNN_DEVICE_CUDA, "cuda:0": HGNN_DEVICE_CUDA}
@@ -65,6 +65,7 @@ class _Model:
         lib.hgnn_model_min_training_distance(handle, byref(dmin))
         self.min_training_distance = dmin.value  # 0: not recorded
         self._read_heads(path, head)
+        self.ensemble_size = _ensemble.size(lib, handle)  # K members (1: a model file)
         self.set_compress(compress)
 
     def _read_heads(self, path, head):
@@ -312,6 +313,8 @@ class HydraGNNCalculator(Calculator):
         if self._model.energy_is_pooled:
             base = [p for p in base if p != "energies"]
         self.implemented_properties = base + [h for h in self._model.extra_heads() if h not in base]
+        if self._model.ensemble_size > 1:
+            self.implemented_properties += _ensemble.PROPERTIES
 
     def set(self, **kwargs):
         """Sets parameters; a new model, device, dtype, head or thread count reloads the model
@@ -394,8 +397,13 @@ class HydraGNNCalculator(Calculator):
         m = self._model
         m.set_graph_attr(self.atoms)
         job = _Job(self.atoms, want, not m.energy_is_pooled)
-        m.lib.hgnn_compute(m.handle, byref(job.structure), byref(job.raw))
+        if m.ensemble_size > 1:
+            extra = _ensemble.compute(m, job, m.ensemble_size)  # the mean drives
+        else:
+            extra = {}
+            m.lib.hgnn_compute(m.handle, byref(job.structure), byref(job.raw))
         results = job.results()
+        results.update(extra)
         results.update(m.compute_heads([job])[0])
         self.results = results
         self._warn_close_pair(job)

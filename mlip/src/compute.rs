@@ -327,56 +327,95 @@ impl Model {
     /// past the allocator's reuse and every step pays page faults; measured in
     /// `cargo bench -p mlip --bench engine`).
     pub fn compute_graphs(&self, graphs: &[GraphInput], req: Request) -> Result<Vec<Results>> {
-        let limit = if self.fast().is_some() {
-            BATCH_EDGES_FAST
-        } else {
-            BATCH_EDGES
-        };
-        let mut out = Vec::with_capacity(graphs.len());
-        let mut start = 0;
-        while start < graphs.len() {
-            let mut end = start + 1;
-            let mut edges = graphs[start].centers.len();
-            while end < graphs.len() && edges + graphs[end].centers.len() <= limit {
-                edges += graphs[end].centers.len();
-                end += 1;
-            }
-            let chunk = self
-                .compute_graphs_chunk(&graphs[start..end], req)
-                .map_err(|e| match e {
-                    Error::InStructure { index, source } => Error::InStructure {
-                        index: index + start,
-                        source,
-                    },
-                    e if end - start == 1 => e.in_structure(start, graphs.len()),
-                    e => e,
-                })?;
-            out.extend(chunk);
-            start = end;
-        }
-        Ok(out)
+        Ok(compute_graphs_shared(&[self], graphs, req)?
+            .pop()
+            .expect("one model"))
     }
+}
 
-    fn compute_graphs_chunk(&self, graphs: &[GraphInput], req: Request) -> Result<Vec<Results>> {
+/// [`Model::compute_graphs`] for several models of one species list (an ensemble): each chunk's
+/// graph arrays (species indices, edge vectors, the checks) are built once and evaluated by every
+/// model; `out[m][g]` is model m's results for graph g.
+pub(crate) fn compute_graphs_shared(
+    models: &[&Model],
+    graphs: &[GraphInput],
+    req: Request,
+) -> Result<Vec<Vec<Results>>> {
+    let limit = if models.iter().all(|m| m.fast().is_some()) {
+        BATCH_EDGES_FAST
+    } else {
+        BATCH_EDGES
+    };
+    let mut out: Vec<Vec<Results>> = models
+        .iter()
+        .map(|_| Vec::with_capacity(graphs.len()))
+        .collect();
+    let mut start = 0;
+    while start < graphs.len() {
+        let mut end = start + 1;
+        let mut edges = graphs[start].centers.len();
+        while end < graphs.len() && edges + graphs[end].centers.len() <= limit {
+            edges += graphs[end].centers.len();
+            end += 1;
+        }
+        let chunk =
+            compute_graphs_chunk(models, &graphs[start..end], req).map_err(|e| match e {
+                Error::InStructure { index, source } => Error::InStructure {
+                    index: index + start,
+                    source,
+                },
+                e if end - start == 1 => e.in_structure(start, graphs.len()),
+                e => e,
+            })?;
+        for (o, c) in out.iter_mut().zip(chunk) {
+            o.extend(c);
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
+/// One chunk of [`compute_graphs_shared`]: the graph arrays built once (with the first model's
+/// species index, which every model shares), then each model's evaluation.
+fn compute_graphs_chunk(
+    models: &[&Model],
+    graphs: &[GraphInput],
+    req: Request,
+) -> Result<Vec<Vec<Results>>> {
+    let mut arrays = GraphArrays::default();
+    let mut local = Vec::new();
+    for (k, g) in graphs.iter().enumerate() {
+        let (sp, v) = check_graph(models[0], g).map_err(|e| e.in_structure(k, graphs.len()))?;
+        arrays.push(
+            &sp,
+            g.neighbors.iter().map(|&j| j as i64),
+            g.centers.iter().map(|&i| i as i64),
+            &v,
+        );
+        local.extend((0..g.positions.len()).map(|i| if i < g.n_local { 1.0 } else { 0.0 }));
+    }
+    models
+        .iter()
+        .map(|m| m.compute_prepared(graphs, &arrays, &local, req))
+        .collect()
+}
+
+impl Model {
+    /// Evaluates graphs whose arrays [`compute_graphs_chunk`] built.
+    fn compute_prepared(
+        &self,
+        graphs: &[GraphInput],
+        arrays: &GraphArrays,
+        local: &[f64],
+        req: Request,
+    ) -> Result<Vec<Results>> {
         self.check_graph_attr()?;
         if req.energies && self.energy_is_pooled(None) {
             let b = &self.config().branches[self.active_branch()].name;
             return Err(crate::model::per_atom_energy_undefined(b));
         }
-        let mut arrays = GraphArrays::default();
-        let mut local = Vec::new();
-        for (k, g) in graphs.iter().enumerate() {
-            let (sp, v) = check_graph(self, g).map_err(|e| e.in_structure(k, graphs.len()))?;
-            arrays.push(
-                &sp,
-                g.neighbors.iter().map(|&j| j as i64),
-                g.centers.iter().map(|&i| i as i64),
-                &v,
-            );
-            local.extend((0..g.positions.len()).map(|i| if i < g.n_local { 1.0 } else { 0.0 }));
-        }
         if let Some(fast) = self.fast() {
-            return guarded(|| self.compute_graphs_fast(fast, graphs, &arrays, &local, req));
+            return guarded(|| self.compute_graphs_fast(fast, graphs, arrays, local, req));
         }
         guarded(|| {
             let (kind, dev) = (self.kind(), self.device());
@@ -384,7 +423,7 @@ impl Model {
             let gt = arrays.to_tensors(kind, dev, req.needs_grad());
             let st = self.propagate(&gt);
             let out = self.heads(None, &st.s, &gt)?;
-            let mask = crate::model::nn::tensor_from(&local, &[local.len() as i64], kind, dev);
+            let mask = crate::model::nn::tensor_from(local, &[local.len() as i64], kind, dev);
             let graph_e = if self.energy_is_pooled(None) {
                 // graph-level energy: the local atoms' features pooled, then the MLP
                 self.pooled_energy(self.active_branch(), &st.s, &gt, Some(&mask))?
@@ -413,7 +452,7 @@ impl Model {
                     .map(|((name, t), per_graph)| Ok((name.clone(), tensor_to_vec(t)?, per_graph)))
                     .collect::<Result<_>>()?;
             Ok(split_results(
-                graphs, &arrays, &energies, &grad, &graph_e, &props, req,
+                graphs, arrays, &energies, &grad, &graph_e, &props, req,
             ))
         })
     }

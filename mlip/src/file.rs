@@ -28,7 +28,9 @@ pub const FORMAT_VERSION: u32 = 2;
 
 /// The metadata entries a version >= 2 checksum covers, as `key`, `value` pairs in key order:
 /// every entry but the checksum itself.
-fn covered_metadata<'a>(meta: impl IntoIterator<Item = (&'a String, &'a String)>) -> Vec<&'a str> {
+pub(crate) fn covered_metadata<'a>(
+    meta: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<&'a str> {
     let mut items: Vec<(&String, &String)> =
         meta.into_iter().filter(|(k, _)| *k != "checksum").collect();
     items.sort();
@@ -263,6 +265,13 @@ impl Model {
         let meta = header.metadata().clone().unwrap_or_default();
         match meta.get("format") {
             Some(f) if f == FORMAT => {}
+            Some(f) if f == crate::ensemble::FORMAT => {
+                return Err(bad(
+                    path,
+                    "an ensemble file (several models), not a single model: load it as an \
+                     ensemble (mlip::ensemble::Ensemble::load; hgnn_model_load takes both)",
+                ))
+            }
             Some(f) => return Err(bad(path, format!("format is '{f}', expected '{FORMAT}'"))),
             None => {
                 return Err(bad(

@@ -6,6 +6,7 @@
 //! - [`compute`]: energy, forces, virial and per-atom quantities through autograd.
 //! - [`layered`]: layer-by-layer evaluation with ghost-feature exchange (spatial decomposition).
 //! - [`file`](mod@file): the self-describing model file.
+//! - [`ensemble`]: committees of K models, their mean and model deviation, the ensemble file.
 //! - [`fork`]: fork safety (a forked child runs single-threaded instead of hanging).
 //! - [`hydragnn`]: models trained by upstream HydraGNN (config + state dict) as engine models.
 //! - [`precision`]: float32 / float64, their names and aliases.
@@ -18,6 +19,7 @@
 
 pub mod compute;
 pub mod elements;
+pub mod ensemble;
 pub mod error;
 pub mod fast;
 pub mod file;

@@ -25,6 +25,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Convert a model trained by HydraGNN (config.json + checkpoint .pk) into a model file.
     ImportHydragnn(cmd::import_hydragnn::Args),
+    /// Combine K model files into one ensemble file (mean and model deviation in every client).
+    Ensemble(cmd::ensemble::Args),
     /// Screen many structures with a model (streamed, batched, MPI, resumable): a ranked table.
     Screen(cmd::screen::Args),
 }
@@ -38,6 +40,7 @@ fn main() {
         Command::Eval(a) => cmd::eval::run(a),
         Command::ImportHydragnn(a) => cmd::import_hydragnn::run(a),
         Command::Screen(a) => cmd::screen::run(a),
+        Command::Ensemble(a) => cmd::ensemble::run(a),
     };
     if let Err(e) = result {
         if cmd::is_broken_pipe(&e) {

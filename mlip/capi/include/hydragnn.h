@@ -7,6 +7,12 @@
 
 #include <stdint.h>
 
+// The committee mean drives the dynamics (the default).
+#define HGNN_DRIVE_MEAN 0
+
+// Member 0 drives the dynamics (DeePMD-kit's choice); the deviations are the same.
+#define HGNN_DRIVE_FIRST 1
+
 // `hgnn_head_t::kind` of a graph head: `dim` values per structure.
 #define HGNN_HEAD_GRAPH 0
 
@@ -78,6 +84,39 @@ typedef struct hgnn_results_t {
   // Per-atom virials, n_total × 9 row-major (eV), or NULL.
   double *virials;
 } hgnn_results_t;
+
+// The committee's spread for one structure, and where its arrays go. The scalars are written;
+// set each pointer to a buffer of the given size to receive that array, or to NULL to skip it.
+// Definitions (population statistics over the K members, as DeePMD-kit): `energy_std` the std
+// of the total energies; the per-atom force deviation sqrt(<|F_i - <F_i>|^2>) and its max / min /
+// average over the atoms; the std of each virial component divided by the atom count and its
+// max / min / average over the 9 components.
+typedef struct hgnn_ensemble_results_t {
+  // Std of the members' energies (eV), written.
+  double energy_std;
+  // Largest per-atom force deviation (eV/Å), written.
+  double max_devi_f;
+  // Smallest per-atom force deviation (eV/Å), written.
+  double min_devi_f;
+  // Average per-atom force deviation (eV/Å), written.
+  double avg_devi_f;
+  // Largest virial-component std / n_atoms (eV), written (0 unless the virial is requested).
+  double max_devi_v;
+  // Smallest virial-component std / n_atoms (eV), written.
+  double min_devi_v;
+  // Average virial-component std / n_atoms (eV), written.
+  double avg_devi_v;
+  // Std of each virial component, 3 × 3 row-major (eV), written.
+  double virial_std[9];
+  // Per-atom force deviation, n_atoms (eV/Å), or NULL.
+  double *force_dev;
+  // Each member's energy, K (eV), or NULL.
+  double *member_energies;
+  // Each member's forces, K × n_atoms × 3 (eV/Å), or NULL.
+  double *member_forces;
+  // Each member's virial, K × 9 (eV), or NULL.
+  double *member_virials;
+} hgnn_ensemble_results_t;
 
 // A caller-supplied graph: atoms `0..n_local` are local, the rest ghosts. Edge e carries a
 // message from `neighbors[e]` to `centers[e]`, with vector
@@ -160,7 +199,9 @@ hgnn_status_t hgnn_compute(const struct hgnn_model_t *model,
                            const struct hgnn_structure_t *structure,
                            struct hgnn_results_t *results);
 
-// Evaluates `n_structures` structures as one batch; `results[k]` receives structure k's.
+// Evaluates `n_structures` structures as one batch; `results[k]` receives structure k's. On an
+// ensemble, every member runs and the results are the driving ones (the mean by default,
+// `hgnn_model_set_ensemble_drive`).
 hgnn_status_t hgnn_compute_batch(const struct hgnn_model_t *model,
                                  int64_t n_structures,
                                  const struct hgnn_structure_t *structures,
@@ -183,6 +224,23 @@ hgnn_status_t hgnn_closest_pair(const struct hgnn_model_t *model,
                                 int64_t *atom_i,
                                 int64_t *atom_j,
                                 double *distance);
+
+// The number of members K of a model: 1 for a model file, K for an ensemble file.
+hgnn_status_t hgnn_model_ensemble_size(const struct hgnn_model_t *model, int32_t *size);
+
+// Chooses what `hgnn_compute` and `hgnn_compute_ensemble`'s `results` return for an ensemble:
+// `HGNN_DRIVE_MEAN` (the committee mean, the default) or `HGNN_DRIVE_FIRST` (member 0).
+hgnn_status_t hgnn_model_set_ensemble_drive(struct hgnn_model_t *model, int32_t drive);
+
+// One structure through every member on one neighbour list: the driving results (mean or
+// member 0, `hgnn_model_set_ensemble_drive`) into `results`, as `hgnn_compute` writes them, and
+// the spread and committee arrays into `ensemble`. A model file is an ensemble of one (every
+// deviation 0). The force deviation needs forces requested in `results`, the virial deviation
+// the virial.
+hgnn_status_t hgnn_compute_ensemble(const struct hgnn_model_t *model,
+                                    const struct hgnn_structure_t *structure,
+                                    struct hgnn_results_t *results,
+                                    struct hgnn_ensemble_results_t *ensemble);
 
 // Energy etc. of a caller-supplied graph in one pass (no exchange between layers).
 hgnn_status_t hgnn_compute_graph(const struct hgnn_model_t *model,

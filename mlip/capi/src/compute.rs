@@ -108,7 +108,9 @@ pub unsafe extern "C" fn hgnn_compute(
     hgnn_compute_batch(model, 1, structure, results)
 }
 
-/// Evaluates `n_structures` structures as one batch; `results[k]` receives structure k's.
+/// Evaluates `n_structures` structures as one batch; `results[k]` receives structure k's. On an
+/// ensemble, every member runs and the results are the driving ones (the mean by default,
+/// `hgnn_model_set_ensemble_drive`).
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn hgnn_compute_batch(
@@ -118,7 +120,7 @@ pub unsafe extern "C" fn hgnn_compute_batch(
     results: *mut hgnn_results_t,
 ) -> hgnn_status_t {
     wrap(|| {
-        let m = &model_ref(model)?.model;
+        let h = model_ref(model)?;
         let n = count(n_structures, "n_structures")?;
         let ss = slice(structures, n, "structures")?;
         if results.is_null() && n > 0 {
@@ -141,7 +143,7 @@ pub unsafe extern "C" fn hgnn_compute_batch(
                 "every results entry of a batch must request the same quantities".into(),
             ));
         }
-        let out = m.compute_batch(&parsed, req)?;
+        let out = crate::ensemble::compute_driving(h, &parsed, req)?;
         for ((r, s), dst) in out.iter().zip(&parsed).zip(rs.iter_mut()) {
             write_results(r, dst, s.len(), s.len());
         }

@@ -111,7 +111,7 @@ pub unsafe extern "C" fn hgnn_compute_graph(
     results: *mut hgnn_results_t,
 ) -> hgnn_status_t {
     wrap(|| {
-        let m = &model_ref(model)?.model;
+        let m = &crate::ensemble::single(model_ref(model)?, "hgnn_compute_graph")?.model;
         let g = graph.as_ref().ok_or_else(|| null("graph"))?;
         let r = out(results, "results")?;
         let graph = Graph::read(g)?;

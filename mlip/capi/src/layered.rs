@@ -31,7 +31,8 @@ pub unsafe extern "C" fn hgnn_eval_begin(
     eval: *mut *mut hgnn_eval_t,
 ) -> hgnn_status_t {
     wrap(|| {
-        let shared = Arc::clone(&model_ref(model)?.model);
+        let shared =
+            Arc::clone(&crate::ensemble::single(model_ref(model)?, "hgnn_eval_begin")?.model);
         let g = graph.as_ref().ok_or_else(|| null("graph"))?;
         let slot = out(eval, "eval")?;
         *slot = std::ptr::null_mut();

@@ -25,12 +25,14 @@
 //! graphs), `layered` (`hgnn_eval_*`), `heads` (every output head: description, values for
 //! structures, node heads and cross-rank pooled graph heads in the layered protocol), `domain`
 //! (the training data's shortest distance, close pairs, the ZBL radii), `graph_attr`
-//! (per-structure attributes a model is conditioned on: total charge, spin).
+//! (per-structure attributes a model is conditioned on: total charge, spin), `ensemble` (ensemble
+//! files: K members, the driving mean, model deviations).
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
 mod compute;
 mod domain;
+mod ensemble;
 mod graph;
 mod graph_attr;
 mod heads;
@@ -41,6 +43,7 @@ mod status;
 
 pub use compute::*;
 pub use domain::*;
+pub use ensemble::*;
 pub use graph::*;
 pub use graph_attr::*;
 pub use heads::*;

@@ -27,6 +27,8 @@ pub struct hgnn_model_t {
     pub(crate) head_names: Vec<CString>,
     /// Names of the per-structure attributes the model is conditioned on (charge, spin).
     pub(crate) graph_attr_names: Vec<CString>,
+    /// The other members of an ensemble file (none for a model file) and the drive.
+    pub(crate) ensemble: crate::ensemble::Members,
 }
 
 fn c_string(s: &str, what: &str) -> Result<CString, Fail> {
@@ -85,12 +87,14 @@ pub unsafe extern "C" fn hgnn_model_load(
                 opts.num_threads
             )));
         }
-        let mut m = mlip::compute::guarded(|| Model::load(path, kind, device))?;
+        let (mut m, mut members) =
+            mlip::compute::guarded(|| crate::ensemble::load(path, kind, device))?;
         if !opts.branch.is_null() {
             let b = CStr::from_ptr(opts.branch)
                 .to_str()
                 .map_err(|_| arg("branch is not valid UTF-8".into()))?;
             m.set_branch(b)?;
+            members.rest.iter_mut().try_for_each(|x| x.set_branch(b))?;
         }
         let info = m
             .metadata
@@ -142,6 +146,7 @@ pub unsafe extern "C" fn hgnn_model_load(
             lammps_units: c_string(&lammps_units, "the units")?,
             head_names,
             graph_attr_names,
+            ensemble: members,
         };
         select_path(&mut h, compress, mlip::fast::DEFAULT_TOLERANCE)?;
         *model = Box::into_raw(Box::new(h));
@@ -157,6 +162,19 @@ fn select_path(h: &mut hgnn_model_t, compress: bool, tol: f64) -> Result<(), Fai
              is in progress: free it first"
             .into())
         })?;
+    // the other members of an ensemble take the same path (each keeps the exact path where its
+    // backbone has no fast one)
+    crate::ensemble::for_rest(&mut h.ensemble, |m| {
+        if compress && m.device() == tch::Device::Cpu {
+            match m.enable_fast(tol) {
+                Ok(_) | Err(mlip::Error::InvalidInput(_)) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        } else {
+            m.disable_fast();
+            Ok(())
+        }
+    })?;
     let desc = if compress && model.device() != tch::Device::Cpu {
         model.disable_fast();
         let why = "the fast path runs on the CPU; on a GPU the model runs in libtorch";

@@ -1,6 +1,7 @@
 //! The subcommands of `hydragnn`, one module each, the exit codes, and printing to stdout
 //! without panicking on a closed pipe.
 
+pub mod ensemble;
 pub mod eval;
 pub mod import_hydragnn;
 pub mod ingest;
