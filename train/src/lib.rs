@@ -7,6 +7,7 @@ pub mod data;
 // plots).
 pub mod checkpoint;
 pub mod config;
+pub mod ddstore;
 pub mod dist;
 pub mod error;
 pub mod evaluate;

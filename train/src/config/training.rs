@@ -72,6 +72,10 @@ pub struct Training {
     /// Extension: graphs per evaluation batch (default: `batch_size`).
     #[serde(default)]
     pub val_batch_size: Option<usize>,
+    /// Extension: keep the trainsets in the distributed in-memory store (HydraGNN's DDStore,
+    /// `crate::ddstore`): each rank holds a shard, batches are fetched with one-sided MPI.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ddstore: bool,
 }
 
 /// `NeuralNetwork.Training.Optimizer`.

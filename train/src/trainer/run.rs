@@ -18,11 +18,19 @@ impl Trainer<'_> {
     pub(super) fn step(&mut self, d: usize, idx: &[usize]) -> Result<f64> {
         let run = &self.datasets[d];
         let spec = &run.spec;
-        let local: Vec<&Graph> = idx
-            .iter()
-            .filter(|i| run.train_shard.contains(i))
-            .map(|&i| &run.train[i - run.train_shard.start])
-            .collect();
+        // With the ddstore, this rank's part of the batch fetched from wherever it is stored.
+        let fetched = match &run.store {
+            Some(s) => s.fetch(&s.my_part(idx))?,
+            None => Vec::new(),
+        };
+        let local: Vec<&Graph> = match &run.store {
+            Some(_) => fetched.iter().collect(),
+            None => idx
+                .iter()
+                .filter(|i| run.train_shard.contains(i))
+                .map(|&i| &run.train[i - run.train_shard.start])
+                .collect(),
+        };
         self.opt.zero_grad();
         let c = (!local.is_empty()).then(|| {
             collate(
@@ -190,6 +198,17 @@ impl Trainer<'_> {
                 )));
             }
             let epoch = self.state.epoch + 1;
+            for run in &self.datasets {
+                if let Some(s) = &run.store {
+                    s.end_epoch(
+                        &run.name,
+                        epoch,
+                        self.dist,
+                        &self.opts.out_dir,
+                        self.verbose >= 1,
+                    )?;
+                }
+            }
             let lr_used = self.opt.lr;
             let (sum, n) = self.state.epoch_loss;
             let rec = EpochRecord {
