@@ -12,6 +12,7 @@ pub mod dist;
 pub mod error;
 pub mod evaluate;
 pub mod graphs;
+pub mod hpo;
 pub mod metrics;
 pub mod optim;
 pub mod plots;

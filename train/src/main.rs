@@ -27,6 +27,8 @@ enum Command {
     ImportHydragnn(cmd::import_hydragnn::Args),
     /// Screen many structures with a model (streamed, batched, MPI, resumable): a ranked table.
     Screen(cmd::screen::Args),
+    /// Hyperparameter search: trials as `hydragnn train` processes, median-rule early stopping.
+    Hpo(cmd::hpo::Args),
 }
 
 fn main() {
@@ -38,6 +40,7 @@ fn main() {
         Command::Eval(a) => cmd::eval::run(a),
         Command::ImportHydragnn(a) => cmd::import_hydragnn::run(a),
         Command::Screen(a) => cmd::screen::run(a),
+        Command::Hpo(a) => cmd::hpo::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,6 +1,7 @@
 //! The subcommands of `hydragnn`, one module each, and the exit codes.
 
 pub mod eval;
+pub mod hpo;
 pub mod import_hydragnn;
 pub mod ingest;
 pub mod screen;

@@ -83,7 +83,7 @@ impl DdStore {
             }
         }
         let (window, local) = match dist.comm() {
-            Some(comm) if size > 1 => (Some(Window::create(buf, comm)?), Vec::new()),
+            Some(comm) if size > 1 => (Some(Window::create(&buf, comm)?), Vec::new()),
             _ => (None, buf),
         };
         Ok(DdStore {
