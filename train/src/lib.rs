@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod ddstore;
 pub mod dist;
+pub mod energy;
 pub mod error;
 pub mod evaluate;
 pub mod graphs;

@@ -118,6 +118,13 @@ impl Trainer<'_> {
         let bar_on = root && self.verbose >= 2 && std::io::stderr().is_terminal();
         let mut stopped = String::new();
         let mut last_epoch_secs = 0.0;
+        // Joules per epoch from RAPL (rank 0's node) into energy.csv; absent counters: one note.
+        let mut meter = root.then(crate::energy::EnergyMeter::open).flatten();
+        if root && meter.is_none() && self.verbose >= 1 {
+            eprintln!(
+                "energy: no readable RAPL counters (/sys/class/powercap): energy.csv not written"
+            );
+        }
         if self.state.finished && self.state.epoch >= t.num_epoch {
             stopped = "num_epoch".into();
         }
@@ -207,6 +214,15 @@ impl Trainer<'_> {
                         &self.opts.out_dir,
                         self.verbose >= 1,
                     )?;
+                }
+            }
+            if let Some(m) = &mut meter {
+                let j = m.epoch_end(epoch, &self.opts.out_dir)?;
+                if self.verbose >= 1 {
+                    eprintln!(
+                        "    energy: {j:.1} J this epoch (RAPL {})",
+                        m.zones().join(" ")
+                    );
                 }
             }
             let lr_used = self.opt.lr;
