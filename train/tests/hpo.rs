@@ -144,3 +144,34 @@ fn bad_space_names_the_key() {
         assert!(!out.join("trial_000/run").exists(), "{text}: a trial started");
     }
 }
+
+#[test]
+fn every_trial_failing_is_an_error() {
+    // A config that parses but whose dataset is missing: each trial starts and fails.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    std::fs::remove_dir_all(dir.path().join("metals.bp")).unwrap();
+    let space = dir.path().join("space.json");
+    std::fs::write(
+        &space,
+        r#"{"NeuralNetwork.Architecture.hidden_dim": {"choices": [4, 8]}}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("o");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (code, _, stderr) = hydragnn(&[
+        "hpo",
+        &s(&cfg),
+        &s(&space),
+        "--trials",
+        "2",
+        "--parallel",
+        "2",
+        "--out",
+        &s(&out),
+    ]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("every trial failed"), "{stderr}");
+    let csv = std::fs::read_to_string(out.join("hpo.csv")).unwrap();
+    assert_eq!(csv.matches(",failed,").count(), 2, "{csv}");
+}

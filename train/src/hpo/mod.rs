@@ -378,6 +378,12 @@ pub fn search(o: &HpoOptions) -> Result<Vec<TrialResult>> {
         }
     }
     bar.finish_and_clear();
+    if results.iter().all(|r| r.status == "failed") {
+        return Err(Error::Invalid(format!(
+            "every trial failed; see {}",
+            out.join("trial_000/log.txt").display()
+        )));
+    }
     Ok(results)
 }
 
