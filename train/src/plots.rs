@@ -337,12 +337,8 @@ pub fn search_png(path: &Path, title: &str, trials: &[(f64, f64, bool)]) -> Resu
             RGBColor(214, 39, 40).stroke_width(2),
         ));
         draw_text(&root, title, LEFT, 10);
-        draw_text(
-            &root,
-            "DOTS: TRIALS (GREY: PRUNED)  LINE: BEST SO FAR",
-            LEFT,
-            32,
-        );
+        // The y label sits left of x = LEFT on this line; the legend starts clear of it.
+        draw_text(&root, "LINE: BEST SO FAR  GREY: PRUNED", LEFT + 120, 32);
         let xl = "TRIAL";
         draw_text(&root, xl, (x0 + x1) / 2 - text_width(xl) / 2, y1 + 40);
         draw_text(&root, "VAL LOSS", 4, y0 - 24);
