@@ -79,6 +79,11 @@ impl Dist {
         self.rank == 0
     }
 
+    /// The world communicator (None without MPI): for the one-sided windows of `ddstore`.
+    pub fn comm(&self) -> Option<&SimpleCommunicator> {
+        self.comm.as_ref().map(|(_, w)| w)
+    }
+
     /// Sums `buf` over all ranks, in place.
     pub fn allreduce_sum(&self, buf: &mut [f64]) {
         if let Some((_, world)) = &self.comm {

@@ -7,10 +7,13 @@ pub mod data;
 // plots).
 pub mod checkpoint;
 pub mod config;
+pub mod ddstore;
 pub mod dist;
+pub mod energy;
 pub mod error;
 pub mod evaluate;
 pub mod graphs;
+pub mod hpo;
 pub mod metrics;
 pub mod optim;
 pub mod plots;

@@ -29,6 +29,8 @@ enum Command {
     Ensemble(cmd::ensemble::Args),
     /// Screen many structures with a model (streamed, batched, MPI, resumable): a ranked table.
     Screen(cmd::screen::Args),
+    /// Hyperparameter search: trials as `hydragnn train` processes, median-rule early stopping.
+    Hpo(cmd::hpo::Args),
 }
 
 fn main() {
@@ -41,6 +43,7 @@ fn main() {
         Command::ImportHydragnn(a) => cmd::import_hydragnn::run(a),
         Command::Screen(a) => cmd::screen::run(a),
         Command::Ensemble(a) => cmd::ensemble::run(a),
+        Command::Hpo(a) => cmd::hpo::run(a),
     };
     if let Err(e) = result {
         if cmd::is_broken_pipe(&e) {

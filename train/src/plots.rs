@@ -262,6 +262,91 @@ pub fn histogram_png(path: &Path, title: &str, values: &[f64], bins: usize) -> R
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// Writes the plot of a hyperparameter search (`hydragnn hpo`) to `path` (PNG): the validation
+/// loss of every trial against its index (dots; pruned trials in grey) and the best so far (line),
+/// on a log10 scale when every loss is positive.
+pub fn search_png(path: &Path, title: &str, trials: &[(f64, f64, bool)]) -> Result<()> {
+    let err = |e: String| {
+        Error::Invalid(format!(
+            "{}: cannot draw the search plot: {e}",
+            path.display()
+        ))
+    };
+    let pts: Vec<(f64, f64, bool)> = trials.iter().filter(|t| t.1.is_finite()).copied().collect();
+    let log = !pts.is_empty() && pts.iter().all(|t| t.1 > 0.0);
+    let fy = |v: f64| if log { v.log10() } else { v };
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for t in &pts {
+        lo = lo.min(fy(t.1));
+        hi = hi.max(fy(t.1));
+    }
+    if !lo.is_finite() {
+        (lo, hi) = (0.0, 1.0);
+    }
+    if hi - lo < 1e-12 {
+        (lo, hi) = (lo - 0.5, hi + 0.5);
+    }
+    let pad = 0.05 * (hi - lo);
+    let (lo, hi) = (lo - pad, hi + pad);
+    let n = trials.len().max(1) as f64;
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, (W as u32, H as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let (x0, x1, y0, y1) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
+        let px = |v: f64| x0 + ((v + 0.5) / n * (x1 - x0) as f64).round() as i32;
+        let py = |v: f64| y1 - ((fy(v) - lo) / (hi - lo) * (y1 - y0) as f64).round() as i32;
+        root.draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1)))
+            .map_err(|e| err(e.to_string()))?;
+        for k in 0..=4 {
+            let v = lo + (hi - lo) * k as f64 / 4.0;
+            let ty = y1 - (k as f64 / 4.0 * (y1 - y0) as f64).round() as i32;
+            let label = if log {
+                format!("{:.1e}", 10f64.powf(v))
+            } else {
+                fmt_tick(v, hi - lo)
+            };
+            let _ = root.draw(&PathElement::new(vec![(x0 - 6, ty), (x0, ty)], BLACK));
+            draw_text(&root, &label, (x0 - 10 - text_width(&label)).max(2), ty - 7);
+        }
+        let step = (trials.len() / 8).max(1);
+        for i in (0..trials.len()).step_by(step) {
+            let tx = px(i as f64);
+            let label = i.to_string();
+            let _ = root.draw(&PathElement::new(vec![(tx, y1), (tx, y1 + 6)], BLACK));
+            draw_text(&root, &label, tx - text_width(&label) / 2, y1 + 12);
+        }
+        let blue = RGBColor(31, 119, 180);
+        let grey = RGBColor(160, 160, 160);
+        let mut best = f64::INFINITY;
+        let mut line = Vec::new();
+        for (i, t) in trials.iter().enumerate() {
+            if t.1.is_finite() {
+                let c = if t.2 { grey } else { blue };
+                let _ = root.draw(&Circle::new((px(i as f64), py(t.1)), 4, c.filled()));
+                if !t.2 {
+                    best = best.min(t.1);
+                }
+            }
+            if best.is_finite() {
+                line.push((px(i as f64), py(best)));
+            }
+        }
+        let _ = root.draw(&PathElement::new(
+            line,
+            RGBColor(214, 39, 40).stroke_width(2),
+        ));
+        draw_text(&root, title, LEFT, 10);
+        // The y label sits left of x = LEFT on this line; the legend starts clear of it.
+        draw_text(&root, "LINE: BEST SO FAR  GREY: PRUNED", LEFT + 120, 32);
+        let xl = "TRIAL";
+        draw_text(&root, xl, (x0 + x1) / 2 - text_width(xl) / 2, y1 + 40);
+        draw_text(&root, "VAL LOSS", 4, y0 - 24);
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

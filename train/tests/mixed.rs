@@ -365,6 +365,11 @@ fn bad_mixing_and_sampling_keys_are_named() {
             serde_json::json!(-1.0),
             "Dataset.datasets[2].loss_weight",
         ),
+        (
+            "/NeuralNetwork/Training/ddstore",
+            serde_json::json!(true),
+            "NeuralNetwork.Training.ddstore",
+        ),
     ];
     for (ptr, value, key) in cases {
         let mut c = mixed_config(&p, serde_json::json!({}));

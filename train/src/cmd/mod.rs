@@ -3,6 +3,7 @@
 
 pub mod ensemble;
 pub mod eval;
+pub mod hpo;
 pub mod import_hydragnn;
 pub mod ingest;
 pub mod screen;

@@ -83,6 +83,10 @@ pub struct Training {
     /// Extension: ramp the learning rate up linearly over the first this many optimiser steps.
     #[serde(default)]
     pub warmup_steps: usize,
+    /// Extension: keep the trainsets in the distributed in-memory store (HydraGNN's DDStore,
+    /// `crate::ddstore`): each rank holds a shard, batches are fetched with one-sided MPI.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ddstore: bool,
 }
 
 /// `NeuralNetwork.Training.batch_mixing`.
@@ -231,6 +235,13 @@ impl TrainConfig {
         }
         if t.val_batch_size == Some(0) {
             return self.err(&format!("{tr}.val_batch_size"), "must be >= 1");
+        }
+        if t.ddstore && t.batch_mixing == BatchMixing::Mixed {
+            // The mixed step collates its batch from the ranks' own shards.
+            return self.err(
+                &format!("{tr}.ddstore"),
+                "is not supported with batch_mixing \"mixed\" yet: use one or the other",
+            );
         }
         let o = &t.optimizer;
         if o.kind != "AdamW" && o.kind != "Adam" {

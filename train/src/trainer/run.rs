@@ -20,11 +20,19 @@ impl Trainer<'_> {
     pub(super) fn step(&mut self, d: usize, idx: &[usize]) -> Result<f64> {
         let run = &self.datasets[d];
         let spec = &run.spec;
-        let local: Vec<&Graph> = idx
-            .iter()
-            .filter(|i| run.train_shard.contains(i))
-            .map(|&i| &run.train[i - run.train_shard.start])
-            .collect();
+        // With the ddstore, this rank's part of the batch fetched from wherever it is stored.
+        let fetched = match &run.store {
+            Some(s) => s.fetch(&s.my_part(idx))?,
+            None => Vec::new(),
+        };
+        let local: Vec<&Graph> = match &run.store {
+            Some(_) => fetched.iter().collect(),
+            None => idx
+                .iter()
+                .filter(|i| run.train_shard.contains(i))
+                .map(|&i| &run.train[i - run.train_shard.start])
+                .collect(),
+        };
         self.opt.zero_grad();
         let c = (!local.is_empty()).then(|| {
             collate(
@@ -125,6 +133,13 @@ impl Trainer<'_> {
         let bar_on = root && self.verbose >= 2 && std::io::stderr().is_terminal();
         let mut stopped = String::new();
         let mut last_epoch_secs = 0.0;
+        // Joules per epoch from RAPL (rank 0's node) into energy.csv; absent counters: one note.
+        let mut meter = root.then(crate::energy::EnergyMeter::open).flatten();
+        if root && meter.is_none() && self.verbose >= 1 {
+            eprintln!(
+                "energy: no readable RAPL counters (/sys/class/powercap): energy.csv not written"
+            );
+        }
         if self.state.finished && self.state.epoch >= t.num_epoch {
             stopped = "num_epoch".into();
         }
@@ -235,6 +250,26 @@ impl Trainer<'_> {
                 )));
             }
             let epoch = self.state.epoch + 1;
+            for run in &self.datasets {
+                if let Some(s) = &run.store {
+                    s.end_epoch(
+                        &run.name,
+                        epoch,
+                        self.dist,
+                        &self.opts.out_dir,
+                        self.verbose >= 1,
+                    )?;
+                }
+            }
+            if let Some(m) = &mut meter {
+                let j = m.epoch_end(epoch, &self.opts.out_dir)?;
+                if self.verbose >= 1 {
+                    eprintln!(
+                        "    energy: {j:.1} J this epoch (RAPL {})",
+                        m.zones().join(" ")
+                    );
+                }
+            }
             let lr_used = self.opt.lr;
             let (sum, n) = self.state.epoch_loss;
             let rec = EpochRecord {

@@ -37,6 +37,8 @@ pub struct DatasetRun {
     pub train_atoms: Vec<usize>,
     /// This rank's valset graphs.
     pub val: Vec<Graph>,
+    /// With `Training.ddstore`: the trainset in the distributed store (`train` is then empty).
+    pub store: Option<crate::ddstore::DdStore>,
 }
 
 /// [`Model::new`] with the trainer's error type (the engine serialises seeding and
@@ -86,7 +88,14 @@ impl DatasetRun {
         let tr = ds.split("trainset")?;
         let shard = shard_range(tr.n_graphs(), rank, size);
         let label = format!("{} trainset", path.display());
-        let train = gs.load(&tr, shard.clone(), &label)?;
+        let mut train = gs.load(&tr, shard.clone(), &label)?;
+        let store = if cfg.training().ddstore {
+            let s = crate::ddstore::DdStore::new(&train, shard.clone(), tr.n_graphs(), dist)?;
+            train = Vec::new();
+            Some(s)
+        } else {
+            None
+        };
         let train_atoms = tr.n_atoms().to_vec();
         let va = ds.split("valset")?;
         let vshard = shard_range(va.n_graphs(), rank, size);
@@ -100,6 +109,7 @@ impl DatasetRun {
             train_shard: shard,
             train_atoms,
             val,
+            store,
         })
     }
 }
