@@ -343,6 +343,16 @@ impl<'m> LayeredEval<'m> {
             Some(self.local_heads()?)
         };
         let result = self.readout_energy();
+        if !energy_only && self.model.config().zbl.is_some() {
+            // The head partials' energy is the network's; the local energy also holds the ZBL
+            // repulsion (per-atom, like the network's energies), so it is the energy's partial.
+            let model = self.model;
+            if let (Ok(e), Some((p, _))) = (&result, self.heads.as_mut()) {
+                if let Some(i) = model.energy_partial_index(None)? {
+                    p.sums[i] = *e;
+                }
+            }
+        }
         if energy_only {
             if let Ok(e) = result {
                 let sums = vec![e, self.n_local as f64];

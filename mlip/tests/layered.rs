@@ -253,3 +253,71 @@ fn layered_with_zbl_equals_one_pass() {
         }
     }
 }
+
+#[test]
+fn layered_head_partials_energy_includes_zbl() {
+    // A branch with a second graph head (gap): its head partials carry the energy too, which
+    // must hold the ZBL repulsion as the whole-structure heads do (LAMMPS's `compute pair`).
+    use mlip::model::config::{HeadConfig, HeadKind, ModelConfig, MpnnType, Pooling};
+    let rc = 4.0;
+    let mut c = ModelConfig::small(MpnnType::SchNet, vec![29, 28, 8], rc);
+    c.zbl = Some(mlip::zbl::ZblConfig {
+        inner: 0.8,
+        outer: 1.8,
+    });
+    c.branches[0].output_heads.push(HeadConfig::new(
+        "gap",
+        HeadKind::Graph,
+        1,
+        vec![8],
+        Pooling::Mean,
+    ));
+    let m = mlip::Model::new(c, tch::Kind::Double, tch::Device::Cpu, 5).unwrap();
+    let mut s = random_periodic(10, 91);
+    let p0 = s.positions[0];
+    s.positions[1] = [p0[0] + 0.6, p0[1] - 0.3, p0[2] + 0.2];
+    let reference = m.compute(&s, Request::ENERGY).unwrap();
+    let zbl_free = {
+        let mut c = m.config().clone();
+        c.zbl = None;
+        let mut m2 = mlip::Model::new(c, tch::Kind::Double, tch::Device::Cpu, 5).unwrap();
+        m2.var_store_mut().copy(m.var_store()).unwrap();
+        m2.compute(&s, Request::ENERGY).unwrap().energy
+    };
+    assert!(
+        (reference.energy - zbl_free).abs() > 1.0,
+        "the test pair must feel the repulsion: {} vs {zbl_free}",
+        reference.energy
+    );
+    let d = decompose(&s, rc);
+    let g = GraphInput {
+        n_local: s.len(),
+        positions: &d.positions,
+        numbers: &d.numbers,
+        centers: &d.centers,
+        neighbors: &d.neighbors,
+        shifts: None,
+    };
+    let mut ev = LayeredEval::new(&m, &g).unwrap();
+    for l in 0..m.num_layers() {
+        if l > 0 {
+            let w = ev.width(l);
+            let f = ev.features_mut(l);
+            for (gh, &o) in d.owner.iter().enumerate().skip(s.len()) {
+                let row: Vec<f64> = f[o * w..(o + 1) * w].to_vec();
+                f[gh * w..(gh + 1) * w].copy_from_slice(&row);
+            }
+        }
+        ev.forward_layer(l).unwrap();
+    }
+    let local = ev.readout().unwrap();
+    let heads = m.finish_heads(None, ev.head_partials().unwrap()).unwrap();
+    let energy = heads.iter().find(|(n, _)| n == "energy").unwrap().1[0];
+    for e in [local, energy] {
+        assert!(
+            (e - reference.energy).abs() <= 1e-10 * reference.energy.abs(),
+            "{e} vs {}",
+            reference.energy
+        );
+    }
+}

@@ -50,6 +50,32 @@ impl Model {
         }
     }
 
+    /// Where the energy head's partial (the sum of per-atom energies) sits in
+    /// [`HeadPartials::sums`] for branch `branch` (None: the active one); None for a graph-level
+    /// energy head (its partial is the pooled features) or a branch without an energy head.
+    pub(crate) fn energy_partial_index(&self, branch: Option<usize>) -> Result<Option<usize>> {
+        let bi = self.branch_index(branch)?;
+        let b = &self.branches[bi];
+        let Some(e) = b.energy else {
+            return Ok(None);
+        };
+        let h = &b.heads[e];
+        if h.pool_first || h.kind != HeadKind::Graph || h.pooling != Pooling::Sum {
+            return Ok(None);
+        }
+        let mut offset = 0;
+        for (k, h) in b.heads.iter().enumerate() {
+            if h.kind != HeadKind::Graph || h.pooling == Pooling::Max {
+                continue;
+            }
+            if k == e {
+                return Ok(Some(offset));
+            }
+            offset += self.partial_width(bi, k);
+        }
+        Ok(None)
+    }
+
     /// Lengths of [`HeadPartials::sums`] and [`HeadPartials::maxs`] for branch `branch` (None:
     /// the active one).
     pub fn head_partials_len(&self, branch: Option<usize>) -> Result<(usize, usize)> {
