@@ -22,8 +22,9 @@ pub struct Args {
     /// symbols `H,C,O` for x = [Z]. Default: every element with x = [Z].
     #[arg(long)]
     species: Option<String>,
-    /// Index (in HydraGNN's output_type order) of the node head whose per-atom values sum to the
-    /// energy.
+    /// Index (in HydraGNN's output_type order) of the head that is the energy: a node head (its
+    /// per-atom values summed) or a graph head (HydraGNN's foundation models: pooled features
+    /// through shared layers and the head MLP).
     #[arg(long, default_value_t = 0)]
     energy_head: usize,
     /// Python interpreter with torch, to read the checkpoint (default: $HYDRAGNN_PYTHON,
