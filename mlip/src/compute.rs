@@ -12,7 +12,7 @@ use tch::{Kind, Tensor};
 
 use crate::error::{invalid, Error, Result};
 use crate::model::{GraphArrays, GraphTensors, Model};
-use crate::neighbors::neighbor_list;
+use crate::neighbors::{neighbor_list, NeighborList};
 use crate::structure::Structure;
 
 /// A caller-supplied graph. Atoms `0..n_local` are the ones whose energies count; the rest are
@@ -285,32 +285,8 @@ impl Model {
 
     /// Several structures evaluated as one batched graph.
     pub fn compute_batch(&self, structures: &[Structure], req: Request) -> Result<Vec<Results>> {
-        let mut owned = Vec::with_capacity(structures.len());
-        for (k, s) in structures.iter().enumerate() {
-            s.validate()
-                .map_err(|e| e.in_structure(k, structures.len()))?;
-            let nl =
-                neighbor_list(s, self.cutoff()).map_err(|e| e.in_structure(k, structures.len()))?;
-            let shifts: Vec<[f64; 3]> = nl
-                .shifts
-                .iter()
-                .map(|sh| [0, 1, 2].map(|c| (0..3).map(|k| sh[k] as f64 * s.cell[k][c]).sum()))
-                .collect();
-            owned.push((nl, shifts));
-        }
-        let inputs: Vec<GraphInput> = structures
-            .iter()
-            .zip(&owned)
-            .map(|(s, (nl, shifts))| GraphInput {
-                n_local: s.len(),
-                positions: &s.positions,
-                numbers: &s.numbers,
-                centers: &nl.centers,
-                neighbors: &nl.neighbors,
-                shifts: Some(shifts),
-            })
-            .collect();
-        self.compute_graphs(&inputs, req)
+        let lists = whole_structure_lists(structures, self.cutoff())?;
+        self.compute_graphs(&whole_structure_inputs(structures, &lists), req)
     }
 
     /// One caller-supplied graph (local + ghost atoms, explicit edges).
@@ -331,6 +307,48 @@ impl Model {
             .pop()
             .expect("one model"))
     }
+}
+
+/// Each structure validated, its neighbour list within `cutoff` and the Cartesian shift of every
+/// edge: what the whole-structure graphs of [`whole_structure_inputs`] borrow.
+pub(crate) fn whole_structure_lists(
+    structures: &[Structure],
+    cutoff: f64,
+) -> Result<Vec<(NeighborList, Vec<[f64; 3]>)>> {
+    structures
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            s.validate()
+                .map_err(|e| e.in_structure(k, structures.len()))?;
+            let nl = neighbor_list(s, cutoff).map_err(|e| e.in_structure(k, structures.len()))?;
+            let shifts: Vec<[f64; 3]> = nl
+                .shifts
+                .iter()
+                .map(|sh| [0, 1, 2].map(|c| (0..3).map(|k| sh[k] as f64 * s.cell[k][c]).sum()))
+                .collect();
+            Ok((nl, shifts))
+        })
+        .collect()
+}
+
+/// The graphs of whole structures (every atom local, periodic images as edge shifts).
+pub(crate) fn whole_structure_inputs<'a>(
+    structures: &'a [Structure],
+    lists: &'a [(NeighborList, Vec<[f64; 3]>)],
+) -> Vec<GraphInput<'a>> {
+    structures
+        .iter()
+        .zip(lists)
+        .map(|(s, (nl, shifts))| GraphInput {
+            n_local: s.len(),
+            positions: &s.positions,
+            numbers: &s.numbers,
+            centers: &nl.centers,
+            neighbors: &nl.neighbors,
+            shifts: Some(shifts),
+        })
+        .collect()
 }
 
 /// [`Model::compute_graphs`] for several models of one species list (an ensemble): each chunk's

@@ -31,7 +31,6 @@ use crate::compute::{GraphInput, Request, Results};
 use crate::error::{Error, Result};
 use crate::file::{checksum, covered_metadata};
 use crate::model::Model;
-use crate::neighbors::neighbor_list;
 use crate::structure::Structure;
 
 /// Value of the `format` metadata key of an ensemble file.
@@ -232,31 +231,8 @@ pub fn compute_members(
     req: Request,
 ) -> Result<Vec<EnsembleResults>> {
     check_members(members, |k| format!("member {k}"))?;
-    let cutoff = members[0].cutoff();
-    let mut owned = Vec::with_capacity(structures.len());
-    for (k, s) in structures.iter().enumerate() {
-        s.validate()
-            .map_err(|e| e.in_structure(k, structures.len()))?;
-        let nl = neighbor_list(s, cutoff).map_err(|e| e.in_structure(k, structures.len()))?;
-        let shifts: Vec<[f64; 3]> = nl
-            .shifts
-            .iter()
-            .map(|sh| [0, 1, 2].map(|c| (0..3).map(|k| sh[k] as f64 * s.cell[k][c]).sum()))
-            .collect();
-        owned.push((nl, shifts));
-    }
-    let inputs: Vec<GraphInput> = structures
-        .iter()
-        .zip(&owned)
-        .map(|(s, (nl, shifts))| GraphInput {
-            n_local: s.len(),
-            positions: &s.positions,
-            numbers: &s.numbers,
-            centers: &nl.centers,
-            neighbors: &nl.neighbors,
-            shifts: Some(shifts),
-        })
-        .collect();
+    let lists = crate::compute::whole_structure_lists(structures, members[0].cutoff())?;
+    let inputs = crate::compute::whole_structure_inputs(structures, &lists);
     compute_graphs_members(members, &inputs, req)
 }
 
