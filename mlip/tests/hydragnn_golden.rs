@@ -384,6 +384,7 @@ fn pool_first_graph_heads_pool_then_run_shared_layers_and_the_head() {
         edge_vec: Tensor::from_slice(&vecs).view([-1, 3]),
         batch: Tensor::zeros([3], (Kind::Int64, tch::Device::Cpu)),
         n_graphs: 1,
+        pairs: None,
     };
     let s = m.propagate(&g).s;
     let vs = m.var_store().variables();

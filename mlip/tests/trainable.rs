@@ -59,6 +59,7 @@ fn graph(m: &Model, s: &Structure) -> GraphTensors {
             .set_requires_grad(true),
         batch: Tensor::zeros([s.len() as i64], (Kind::Int64, tch::Device::Cpu)),
         n_graphs: 1,
+        pairs: None,
     }
 }
 

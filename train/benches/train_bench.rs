@@ -7,7 +7,9 @@
 //!    back file by file; the ratio ADIOS/per-file.
 //! 3. Training throughput with energy + autograd forces in the loss (forward, force by autograd
 //!    with create_graph, double backward, AdamW step): structures/s and atoms/s, for the
-//!    metals example architecture (SchNet, hidden 64, 3 layers, cutoff 5 A).
+//!    metals example architecture (SchNet, hidden 64, 3 layers, cutoff 5 A), with the CPU time
+//!    per step (user and system), which a loaded machine distorts less than the wall time.
+//!    `--default-malloc` keeps glibc's allocator defaults ([`hydragnn_train::malloc`]).
 //!
 //! Without a dataset argument it ingests the committed slice train/data/metals.xyz into a
 //! temporary directory first. Threads: `HYDRAGNN_NUM_THREADS` (default: libtorch's).
@@ -67,11 +69,27 @@ fn read_graph_file(path: &Path) -> (Vec<i32>, Vec<f64>, usize) {
     (numbers, floats, n)
 }
 
+/// This process's (user, system) CPU seconds from /proc/self/stat (Linux; clock ticks of 10 ms).
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (tick(11), tick(12))
+}
+
 fn main() {
     let mut args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    // --default-malloc: glibc's defaults, to measure what retain_freed_memory saves.
+    if !args.iter().any(|a| a == "--default-malloc") {
+        hydragnn_train::malloc::retain_freed_memory();
+    }
+    args.retain(|a| a != "--default-malloc");
     let mut opt = |name: &str, default: usize| -> usize {
         match args.iter().position(|a| a == name) {
             Some(i) => {
@@ -207,16 +225,26 @@ fn main() {
         run(k);
     }
     let t0 = Instant::now();
+    let c0 = cpu_seconds();
     let mut atoms = 0;
     for k in 0..steps {
         atoms += run(k + 3);
     }
     let secs = t0.elapsed().as_secs_f64();
+    let (user, sys) = cpu_seconds();
+    let (user, sys) = (user - c0.0, sys - c0.1);
     println!(
         "training (E+F autograd, SchNet 64x3, rc 5 A): {:8.1} structures/s {:9.0} atoms/s ({steps} steps of {batch}, {:.3} s/step)",
         (steps * batch) as f64 / secs,
         atoms as f64 / secs,
         secs / steps as f64
+    );
+    // CPU time is what a loaded, shared machine does not distort much: compare these across runs.
+    println!(
+        "  CPU time per step: {:.3} s user + {:.3} s system (kernel: page faults, zeroing); {:.0} atoms per CPU-second",
+        user / steps as f64,
+        sys / steps as f64,
+        atoms as f64 / (user + sys)
     );
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -44,6 +44,9 @@ pub struct Graph {
     pub volume: Option<f64>,
     /// Other properties by name (only those this structure carries): per-graph scalars (one value) and per-atom columns (`width` per atom).
     pub props: BTreeMap<String, Vec<f64>>,
+    /// Each edge's reverse edge ([`mlip::model::graphs::reverse_edges`]): batches of such graphs
+    /// compute radial filters once per pair. Derived from the edges, never stored.
+    pub reverse: Option<Vec<i64>>,
 }
 
 impl Graph {
@@ -106,13 +109,18 @@ impl GraphSpec {
         for (k, p) in &f.atom_props {
             props.insert(k.clone(), p.values.clone());
         }
+        let src: Vec<i64> = nl.neighbors.iter().map(|&j| j as i64).collect();
+        let dst: Vec<i64> = nl.centers.iter().map(|&i| i as i64).collect();
+        let edge_vec: Vec<f64> = vecs.iter().flatten().copied().collect();
+        let reverse = mlip::model::graphs::reverse_edges(&src, &dst, &edge_vec);
         Ok(Graph {
             index,
             numbers: f.numbers.clone(),
             species,
-            src: nl.neighbors.iter().map(|&j| j as i64).collect(),
-            dst: nl.centers.iter().map(|&i| i as i64).collect(),
-            edge_vec: vecs.iter().flatten().copied().collect(),
+            src,
+            dst,
+            edge_vec,
+            reverse,
             energy: f.energy,
             forces: f
                 .forces
@@ -231,12 +239,21 @@ pub fn collate(
     let n_edges: usize = graphs.iter().map(|g| g.src.len()).sum();
     let mut arrays = GraphArrays::with_capacity(n_atoms_total, n_edges);
     for g in graphs {
-        arrays.push(
-            &g.species,
-            g.src.iter().copied(),
-            g.dst.iter().copied(),
-            &g.edge_vec,
-        );
+        match &g.reverse {
+            Some(r) => arrays.push_with_reverse(
+                &g.species,
+                g.src.iter().copied(),
+                g.dst.iter().copied(),
+                &g.edge_vec,
+                r,
+            ),
+            None => arrays.push(
+                &g.species,
+                g.src.iter().copied(),
+                g.dst.iter().copied(),
+                &g.edge_vec,
+            ),
+        }
     }
     let ng = graphs.len() as i64;
     let na = n_atoms_total as i64;

@@ -14,6 +14,7 @@ pub mod error;
 pub mod evaluate;
 pub mod graphs;
 pub mod hpo;
+pub mod malloc;
 pub mod metrics;
 pub mod optim;
 pub mod plots;

@@ -34,6 +34,7 @@ enum Command {
 }
 
 fn main() {
+    hydragnn_train::malloc::retain_freed_memory();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {

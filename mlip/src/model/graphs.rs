@@ -3,10 +3,68 @@
 //! [`crate::Model::forward`] takes. [`crate::Model::compute_graphs`] and the trainer's batches
 //! both go through [`GraphArrays`].
 
+use std::collections::HashMap;
+
 use tch::{Device, Kind, Tensor};
 
 use super::nn::tensor_from;
 use super::GraphTensors;
+
+/// The two directions of each pair of a full edge list, for computing what depends only on the
+/// distance (radial filters) once per pair: `half` (H,) lists one edge of every pair (the lower
+/// index), `expand` (E,) gives each edge's position in `half`. Edge e and its reverse share
+/// `expand[e]`. int64 tensors.
+#[derive(Debug)]
+pub struct EdgePairs {
+    /// One edge per pair (the lower index of the two), int64 (H,).
+    pub half: Tensor,
+    /// Each edge's pair: its position in `half`, int64 (E,).
+    pub expand: Tensor,
+}
+
+/// For a full edge list (edge e from `src[e]` to `dst[e]` with vector r_e, and its reverse from
+/// `dst[e]` to `src[e]` with vector −r_e, as [`crate::neighbors::neighbor_list`] gives with
+/// `r = x_j − x_i + S·cell` computed in one floating-point order, so the reverse is the exact
+/// negation), the index of each edge's reverse; None when some edge has none (e.g. a half list
+/// or a list cut at a subdomain boundary).
+pub fn reverse_edges(src: &[i64], dst: &[i64], edge_vec: &[f64]) -> Option<Vec<i64>> {
+    let n = src.len();
+    if dst.len() != n || edge_vec.len() != 3 * n {
+        return None;
+    }
+    // `+ 0.0` turns -0.0 into 0.0: the key of a component and of its negation then match.
+    let key = |s: i64, d: i64, v: [f64; 3]| (s, d, v.map(|x| (x + 0.0).to_bits()));
+    let vec = |e: usize| [edge_vec[3 * e], edge_vec[3 * e + 1], edge_vec[3 * e + 2]];
+    let mut index = HashMap::with_capacity(n);
+    for e in 0..n {
+        if index.insert(key(src[e], dst[e], vec(e)), e).is_some() {
+            return None; // a duplicate edge: no one-to-one pairing
+        }
+    }
+    (0..n)
+        .map(|e| {
+            let r = index.get(&key(dst[e], src[e], vec(e).map(|x| -x)))?;
+            (*r != e).then_some(*r as i64)
+        })
+        .collect()
+}
+
+/// [`EdgePairs`] of a reverse-edge map ([`reverse_edges`], batch-wide indices).
+fn edge_pairs(reverse: &[i64], device: Device) -> EdgePairs {
+    let mut half = Vec::with_capacity(reverse.len() / 2);
+    let mut slot = vec![0i64; reverse.len()];
+    for (e, &r) in reverse.iter().enumerate() {
+        if (e as i64) < r {
+            slot[e] = half.len() as i64;
+            slot[r as usize] = half.len() as i64;
+            half.push(e as i64);
+        }
+    }
+    EdgePairs {
+        half: Tensor::from_slice(&half).to_device(device),
+        expand: Tensor::from_slice(&slot).to_device(device),
+    }
+}
 
 /// Several graphs' nodes and edges concatenated on the host. Graph `k` owns nodes
 /// `node_offsets[k]..node_offsets[k + 1]` and edges `edge_offsets[k]..edge_offsets[k + 1]`.
@@ -26,6 +84,10 @@ pub struct GraphArrays {
     pub node_offsets: Vec<usize>,
     /// Where each graph's edges start, and the total at the end (n_graphs + 1 entries).
     pub edge_offsets: Vec<usize>,
+    /// Each edge's reverse edge (batch index), when every graph was pushed with one
+    /// ([`GraphArrays::push_with_reverse`]); the model then computes radial filters once per
+    /// pair ([`EdgePairs`]).
+    pub reverse: Option<Vec<i64>>,
 }
 
 impl Default for GraphArrays {
@@ -46,6 +108,7 @@ impl GraphArrays {
             batch: Vec::with_capacity(nodes),
             node_offsets: vec![0],
             edge_offsets: vec![0],
+            reverse: Some(Vec::with_capacity(edges)),
         }
     }
 
@@ -82,6 +145,28 @@ impl GraphArrays {
         self.batch.extend(std::iter::repeat_n(k, species.len()));
         self.node_offsets.push(self.n_nodes());
         self.edge_offsets.push(self.n_edges());
+        self.reverse = None;
+    }
+
+    /// [`GraphArrays::push`] with each edge's reverse (an edge index within the graph,
+    /// [`reverse_edges`]): while every graph of the batch comes with one, the batch's tensors
+    /// carry [`EdgePairs`]. `reverse` must pair the graph's edges (each edge's reverse runs the
+    /// other way with the negated vector); the caller guarantees it.
+    pub fn push_with_reverse(
+        &mut self,
+        species: &[i64],
+        src: impl IntoIterator<Item = i64>,
+        dst: impl IntoIterator<Item = i64>,
+        edge_vec: &[f64],
+        reverse: &[i64],
+    ) {
+        let e0 = self.n_edges() as i64;
+        let keep = self.reverse.take();
+        self.push(species, src, dst, edge_vec);
+        self.reverse = keep.filter(|_| reverse.len() == self.n_edges() - e0 as usize);
+        if let Some(r) = &mut self.reverse {
+            r.extend(reverse.iter().map(|&x| x + e0));
+        }
     }
 
     /// The batch as the model's input: edge vectors in `kind` on `device`, requiring gradients
@@ -100,6 +185,11 @@ impl GraphArrays {
             },
             batch: i64t(&self.batch),
             n_graphs: self.n_graphs() as i64,
+            pairs: self
+                .reverse
+                .as_ref()
+                .filter(|r| !r.is_empty())
+                .map(|r| edge_pairs(r, device)),
         }
     }
 }

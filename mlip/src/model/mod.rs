@@ -20,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use config::{HeadKind, InputConfig, ModelConfig, MpnnType, Pooling};
-pub use graphs::GraphArrays;
+pub use graphs::{EdgePairs, GraphArrays};
 use nn::{Edges, Mlp, Radial};
 pub use pooled::HeadPartials;
 pub use species::SpeciesIndex;
@@ -87,6 +87,9 @@ pub struct GraphTensors {
     pub batch: Tensor,
     /// Number of graphs.
     pub n_graphs: i64,
+    /// The edges' pairing (each edge and its reverse), when known: radial filters are then
+    /// computed once per pair. None: once per edge (the same numbers, twice the filter work).
+    pub pairs: Option<EdgePairs>,
 }
 
 /// What [`Model::forward`] returns.
@@ -405,7 +408,20 @@ impl Model {
     /// attributes when the model has one (zeros where [`Model::set_graph_attr`] was not called:
     /// the entry points refuse that first, [`Model::check_graph_attr`]).
     pub fn edges(&self, src: &Tensor, dst: &Tensor, edge_vec: &Tensor, n_nodes: i64) -> Edges {
-        let mut e = Edges::new(src, dst, edge_vec, &self.radial, n_nodes);
+        self.edges_paired(src, dst, edge_vec, n_nodes, None)
+    }
+
+    /// [`Model::edges`] with the edges' pairing: the radial geometry is computed once per pair
+    /// and the backbones compute their radial filters once per pair ([`Edges::filter`]).
+    pub fn edges_paired(
+        &self,
+        src: &Tensor,
+        dst: &Tensor,
+        edge_vec: &Tensor,
+        n_nodes: i64,
+        pairs: Option<&EdgePairs>,
+    ) -> Edges {
+        let mut e = Edges::with_pairs(src, dst, edge_vec, &self.radial, n_nodes, pairs);
         if let Some(lin) = &self.cond {
             let d = self.graph_attr_names().len();
             let v = self.graph_attr.clone().unwrap_or_else(|| vec![0.0; d]);
@@ -484,7 +500,7 @@ impl Model {
     /// Runs every layer: the final node state.
     pub fn propagate(&self, g: &GraphTensors) -> State {
         let n = g.species.size()[0];
-        let e = self.edges(&g.src, &g.dst, &g.edge_vec, n);
+        let e = self.edges_paired(&g.src, &g.dst, &g.edge_vec, n, g.pairs.as_ref());
         let mut st = self.backbone.init_state(&self.input_features(&g.species));
         for l in 0..self.num_layers() {
             st = self.backbone.layer(l, &st, &e);

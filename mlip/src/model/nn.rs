@@ -159,6 +159,22 @@ pub struct Edges {
     /// Conditioning of the node features on the structure's attributes, applied by every layer
     /// before its `post_conv_activation` (None: the model has none).
     pub condition: Option<NodeCondition>,
+    /// The geometry once per pair of edges, when the pairing is known ([`Edges::filter`]).
+    pub half: Option<HalfEdges>,
+}
+
+/// Radial geometry of one edge per pair ([`crate::model::EdgePairs`]): an edge and its reverse
+/// have the same distance, so whatever depends only on it is computed once per pair.
+#[derive(Debug)]
+pub struct HalfEdges {
+    /// Distances (H,).
+    pub dist: Tensor,
+    /// Radial basis (H, n).
+    pub rbf: Tensor,
+    /// Envelope (H,).
+    pub env: Tensor,
+    /// Each edge's pair (E,), int64: per-edge values are `per_pair.index_select(0, expand)`.
+    pub expand: Tensor,
 }
 
 /// Node features conditioned on per-structure attributes a (charge, spin) after a conv layer:
@@ -185,9 +201,43 @@ impl NodeCondition {
 impl Edges {
     /// Geometry of the edges `vec` (E,3) under `radial`.
     pub fn new(src: &Tensor, dst: &Tensor, vec: &Tensor, radial: &Radial, n_nodes: i64) -> Self {
-        let dist = vec.square().sum_dim_intlist(-1, false, vec.kind()).sqrt();
-        let rbf = radial.expand(&dist);
-        let env = radial.envelope(&dist);
+        Self::with_pairs(src, dst, vec, radial, n_nodes, None)
+    }
+
+    /// [`Edges::new`]; with `pairs`, the distances, radial basis and envelope are computed once
+    /// per pair (from the pair's first edge, so the other edge's vector enters only through
+    /// direction-dependent terms) and kept in [`Edges::half`] for [`Edges::filter`].
+    pub fn with_pairs(
+        src: &Tensor,
+        dst: &Tensor,
+        vec: &Tensor,
+        radial: &Radial,
+        n_nodes: i64,
+        pairs: Option<&crate::model::EdgePairs>,
+    ) -> Self {
+        let geometry = |v: &Tensor| {
+            let dist = v.square().sum_dim_intlist(-1, false, v.kind()).sqrt();
+            let rbf = radial.expand(&dist);
+            let env = radial.envelope(&dist);
+            (dist, rbf, env)
+        };
+        let (dist, rbf, env, half) = match pairs {
+            Some(p) => {
+                let (dist, rbf, env) = geometry(&vec.index_select(0, &p.half));
+                let full = |t: &Tensor| t.index_select(0, &p.expand);
+                let h = HalfEdges {
+                    expand: p.expand.shallow_clone(),
+                    dist,
+                    rbf,
+                    env,
+                };
+                (full(&h.dist), full(&h.rbf), full(&h.env), Some(h))
+            }
+            None => {
+                let (dist, rbf, env) = geometry(vec);
+                (dist, rbf, env, None)
+            }
+        };
         Edges {
             src: src.shallow_clone(),
             dst: dst.shallow_clone(),
@@ -197,6 +247,17 @@ impl Edges {
             env,
             n_nodes,
             condition: None,
+            half,
+        }
+    }
+
+    /// A per-edge radial filter `f(rbf, env, dist)` (a function of the distance alone): computed
+    /// once per pair and expanded to every edge when the pairing is known, else per edge. The
+    /// numbers are the same either way.
+    pub fn filter(&self, f: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor) -> Tensor {
+        match &self.half {
+            Some(h) => f(&h.rbf, &h.env, &h.dist).index_select(0, &h.expand),
+            None => f(&self.rbf, &self.env, &self.dist),
         }
     }
 

@@ -140,16 +140,18 @@ impl Backbone for PaiNN {
             st.v.as_ref()
                 .expect("PaiNN state entering a layer has vector features");
         // message (every term is linear in the filter, so scaling it scales the sums)
-        let env = if self.msg_scale == 1.0 {
-            e.env.shallow_clone()
-        } else {
-            &e.env * self.msg_scale
-        };
-        let filter = e.rbf.apply(&b.w) * env.unsqueeze(-1);
-        let filter = match &b.edge_filter {
-            Some(ef) => filter * ef.forward(&e.dist.unsqueeze(-1)),
-            None => filter,
-        };
+        let filter = e.filter(|rbf, env, dist| {
+            let env = if self.msg_scale == 1.0 {
+                env.shallow_clone()
+            } else {
+                env * self.msg_scale
+            };
+            let filter = rbf.apply(&b.w) * env.unsqueeze(-1);
+            match &b.edge_filter {
+                Some(ef) => filter * ef.forward(&dist.unsqueeze(-1)),
+                None => filter,
+            }
+        });
         let x = b.phi.forward(&st.s).index_select(0, &e.src) * filter;
         let parts = x.split(f, -1);
         let (ds, dvv, dvs) = (&parts[0], &parts[1], &parts[2]);

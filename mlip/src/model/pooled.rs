@@ -322,6 +322,7 @@ mod tests {
             edge_vec: Tensor::zeros([1, 3], (Kind::Double, Device::Cpu)),
             batch: Tensor::zeros([n], (Kind::Int64, Device::Cpu)),
             n_graphs: 1,
+            pairs: None,
         };
         let whole = tch::no_grad(|| m.heads(None, &s, &g)).unwrap();
         let mut total = HeadPartials::default();

@@ -93,20 +93,22 @@ impl Backbone for SchNet {
 
     fn layer(&self, l: usize, st: &State, e: &Edges) -> State {
         let b = &self.layers[l];
-        let rbf = match &self.gaussians {
-            Some((mu, gamma)) => {
-                let (kind, dev) = (e.dist.kind(), e.dist.device());
-                let mu = super::nn::tensor_from(mu, &[1, mu.len() as i64], kind, dev);
-                ((e.dist.unsqueeze(-1) - mu).square() * *gamma).exp()
-            }
-            None => e.rbf.shallow_clone(),
-        };
-        let z = rbf.apply(&b.filter1);
-        let z = match self.ssp_shift {
-            Some(shift) => z.softplus() - shift,
-            None => act(self.act, &z),
-        };
-        let w = z.apply(&b.filter2) * e.env.unsqueeze(-1);
+        let w = e.filter(|rbf, env, dist| {
+            let rbf = match &self.gaussians {
+                Some((mu, gamma)) => {
+                    let (kind, dev) = (dist.kind(), dist.device());
+                    let mu = super::nn::tensor_from(mu, &[1, mu.len() as i64], kind, dev);
+                    ((dist.unsqueeze(-1) - mu).square() * *gamma).exp()
+                }
+                None => rbf.shallow_clone(),
+            };
+            let z = rbf.apply(&b.filter1);
+            let z = match self.ssp_shift {
+                Some(shift) => z.softplus() - shift,
+                None => act(self.act, &z),
+            };
+            z.apply(&b.filter2) * env.unsqueeze(-1)
+        });
         let x = st.s.apply(&b.lin1);
         let m = e.aggregate(&(x.index_select(0, &e.src) * w));
         let m = match self.avg_num_neighbors {

@@ -151,6 +151,7 @@ pub fn decode(b: &[u8]) -> Result<Graph> {
             b.len() - c.at
         )));
     }
+    let reverse = mlip::model::graphs::reverse_edges(&src, &dst, &edge_vec);
     Ok(Graph {
         index,
         numbers,
@@ -158,6 +159,7 @@ pub fn decode(b: &[u8]) -> Result<Graph> {
         src,
         dst,
         edge_vec,
+        reverse,
         energy,
         forces,
         stress,
@@ -185,6 +187,7 @@ mod tests {
             stress: Some([0.125; 9]),
             volume: None,
             props,
+            reverse: Some(vec![1, 0]),
         }
     }
 

@@ -1,0 +1,198 @@
+//! Radial filters once per pair of edges ([`mlip::model::EdgePairs`], what the trainer's batches
+//! carry): energies, edge gradients (forces, virial) and parameter gradients of the force loss
+//! equal those of the per-edge computation, for every backbone, in a small periodic cell (an
+//! atom bonded to its own images) and in a molecule.
+
+mod common;
+use common::*;
+use mlip::model::config::{ModelConfig, MpnnType};
+use mlip::model::graphs::reverse_edges;
+use mlip::model::{GraphArrays, GraphTensors};
+use mlip::{Model, Structure};
+use tch::{Device, Kind, Tensor};
+
+/// Rattled fcc Cu with every third atom Ni, `n`×`n`×`n` conventional cells.
+fn cell(n: usize) -> Structure {
+    let mut s = fcc_cu(n, 3.6);
+    for (i, p) in s.positions.iter_mut().enumerate() {
+        p[0] += 0.05 * ((i * 7 % 5) as f64 - 2.0);
+        p[1] += 0.04 * ((i * 3 % 7) as f64 - 3.0);
+        p[2] += 0.03 * ((i * 5 % 3) as f64 - 1.0);
+    }
+    for z in s.numbers.iter_mut().step_by(3) {
+        *z = 28;
+    }
+    s
+}
+
+/// A non-periodic cluster: the first 13 atoms of the cell.
+fn cluster() -> Structure {
+    let mut s = cell(2);
+    s.positions.truncate(13);
+    s.numbers.truncate(13);
+    s.pbc = [false; 3];
+    s
+}
+
+fn graph(m: &Model, structures: &[Structure], paired: bool) -> GraphTensors {
+    let mut a = GraphArrays::default();
+    for s in structures {
+        let nl = mlip::neighbors::neighbor_list(s, m.cutoff()).unwrap();
+        let src: Vec<i64> = nl.neighbors.iter().map(|&j| j as i64).collect();
+        let dst: Vec<i64> = nl.centers.iter().map(|&i| i as i64).collect();
+        let vec: Vec<f64> = nl.edge_vectors(s).into_iter().flatten().collect();
+        let species = m.species_indices(&s.numbers).unwrap();
+        let rev = reverse_edges(&src, &dst, &vec).expect("a full list pairs every edge");
+        if paired {
+            a.push_with_reverse(&species, src, dst, &vec, &rev);
+        } else {
+            a.push(&species, src, dst, &vec);
+        }
+    }
+    let g = a.to_tensors(m.kind(), m.device(), true);
+    assert_eq!(g.pairs.is_some(), paired);
+    g
+}
+
+/// Energy, edge gradient and the gradient of a force-like loss with respect to every parameter.
+fn evaluate(m: &Model, g: &GraphTensors) -> (Tensor, Tensor, Vec<Tensor>) {
+    for v in m.var_store().trainable_variables() {
+        let mut gr = v.grad();
+        if gr.defined() {
+            let _ = gr.zero_();
+        }
+    }
+    let e = m.forward(g, None).unwrap().energy;
+    let de = Tensor::run_backward(&[&e.sum(Kind::Double)], &[&g.edge_vec], true, true)
+        .pop()
+        .unwrap();
+    // The trainer's loss is on forces (the per-edge split of a pair's gradient is not physical).
+    let n = g.species.size()[0];
+    let z = Tensor::zeros([n, 3], (Kind::Double, Device::Cpu));
+    let f = z.index_add(0, &g.dst, &de) - z.index_add(0, &g.src, &de);
+    let loss = e.square().sum(Kind::Double) + f.square().sum(Kind::Double) * 10.0;
+    loss.backward();
+    let grads = m
+        .var_store()
+        .trainable_variables()
+        .iter()
+        .map(|v| {
+            let g = v.grad();
+            if g.defined() {
+                g.copy()
+            } else {
+                v.zeros_like()
+            }
+        })
+        .collect();
+    (e.detach(), de.detach(), grads)
+}
+
+fn rel(a: &Tensor, b: &Tensor) -> f64 {
+    let d = (a - b).abs().max().double_value(&[]);
+    d / b.abs().max().double_value(&[]).max(1e-300)
+}
+
+fn check(mpnn: MpnnType) {
+    let mut c = ModelConfig::small(mpnn, vec![28, 29], 4.5);
+    c.hidden_dim = 16;
+    c.num_conv_layers = 2;
+    if mpnn == MpnnType::Pna {
+        c.pna.avg_deg_lin = 30.0;
+        c.pna.avg_deg_log = 3.4;
+        c.pna.edge_dim = 1; // the messages see the distance
+    }
+    let m = Model::new(c, Kind::Double, Device::Cpu, 3).unwrap();
+    // 1×1×1 conventional cell (3.6 Å < 4.5 Å cutoff): every atom bonds to its own images.
+    let batch = [cell(1), cluster(), cell(2)];
+    let (e0, g0, p0) = evaluate(&m, &graph(&m, &batch, false));
+    let (e1, g1, p1) = evaluate(&m, &graph(&m, &batch, true));
+    assert!(
+        rel(&e1, &e0) < 1e-12,
+        "{mpnn:?}: energies differ by {}",
+        rel(&e1, &e0)
+    );
+    // Per edge the split of a pair's distance gradient between its two edges differs (the pair
+    // is computed from its first edge), so compare what is physical: forces and virial.
+    let forces = |g: &GraphTensors, de: &Tensor| {
+        let n = g.species.size()[0];
+        let z = Tensor::zeros([n, 3], (Kind::Double, Device::Cpu));
+        z.index_add(0, &g.dst, de) - z.index_add(0, &g.src, de)
+    };
+    let virial = |g: &GraphTensors, de: &Tensor| {
+        (g.edge_vec.detach().unsqueeze(2) * de.unsqueeze(1)).sum_dim_intlist(0, false, Kind::Double)
+    };
+    let (ga, gb) = (graph(&m, &batch, false), graph(&m, &batch, true));
+    assert!(
+        rel(&forces(&gb, &g1), &forces(&ga, &g0)) < 1e-11,
+        "{mpnn:?}: forces differ"
+    );
+    assert!(
+        rel(&virial(&gb, &g1), &virial(&ga, &g0)) < 1e-11,
+        "{mpnn:?}: virials differ"
+    );
+    for (k, (a, b)) in p1.iter().zip(&p0).enumerate() {
+        if b.abs().max().double_value(&[]) > 0.0 {
+            assert!(
+                rel(a, b) < 1e-9,
+                "{mpnn:?}: gradient of parameter {k} differs by {}",
+                rel(a, b)
+            );
+        }
+    }
+}
+
+#[test]
+fn schnet_paired_filters_equal_per_edge() {
+    check(MpnnType::SchNet);
+}
+
+#[test]
+fn painn_paired_filters_equal_per_edge() {
+    check(MpnnType::PaiNN);
+}
+
+#[test]
+fn egnn_paired_filters_equal_per_edge() {
+    check(MpnnType::Egnn);
+}
+
+#[test]
+fn pna_paired_filters_equal_per_edge() {
+    check(MpnnType::Pna);
+}
+
+#[test]
+fn reverse_edges_pairs_a_full_list_and_refuses_a_half_one() {
+    let s = cell(1);
+    let nl = mlip::neighbors::neighbor_list(&s, 4.5).unwrap();
+    let src: Vec<i64> = nl.neighbors.iter().map(|&j| j as i64).collect();
+    let dst: Vec<i64> = nl.centers.iter().map(|&i| i as i64).collect();
+    let vec: Vec<f64> = nl.edge_vectors(&s).into_iter().flatten().collect();
+    let rev = reverse_edges(&src, &dst, &vec).unwrap();
+    for (e, &r) in rev.iter().enumerate() {
+        let r = r as usize;
+        assert_ne!(r, e);
+        assert_eq!(rev[r] as usize, e);
+        assert_eq!((src[r], dst[r]), (dst[e], src[e]));
+        for k in 0..3 {
+            assert_eq!(vec[3 * r + k], -vec[3 * e + k]);
+        }
+    }
+    // Self-images exist in this cell: an atom paired with itself through opposite shifts.
+    assert!((0..src.len()).any(|e| src[e] == dst[e]));
+    // Drop one edge: its reverse has no partner left.
+    let n = src.len() - 1;
+    assert!(reverse_edges(&src[..n], &dst[..n], &vec[..3 * n]).is_none());
+    // A batch mixing a paired and an unpaired graph carries no pairing.
+    let mut a = GraphArrays::default();
+    a.push_with_reverse(
+        &[0],
+        src.iter().map(|_| 0),
+        dst.iter().map(|_| 0),
+        &vec,
+        &rev,
+    );
+    a.push(&[0], [0i64], [0i64], &[1.0, 0.0, 0.0]);
+    assert!(a.reverse.is_none());
+}
