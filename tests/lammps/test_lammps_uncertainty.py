@@ -126,3 +126,31 @@ def test_uncertainty_on_a_single_model_is_refused(plugin, pair, tmp_path, nprocs
                          timeout=120)
     assert rc != 0, out[-3000:]
     assert "'uncertainty every 10' needs an ensemble file" in out and "is a single model" in out, out[-3000:]
+
+
+def test_example_input_runs(plugin, pair, tmp_path):
+    """examples/lammps/in.cu_uncertainty for 20 steps on 2 ranks (random-weight stand-in members):
+    model_devi.out has a line per 5 steps, the dump the per-atom deviation of each frame."""
+    import os
+    import subprocess
+
+    from lammps_util import ROOT, env, lmp_command
+
+    _, ens = pair
+    example = os.path.join(ROOT, "examples", "lammps", "in.cu_uncertainty")
+    cmd = lmp_command(2) + ["-in", example, "-var", "model", ens, "-var", "plugin", plugin, "-var", "steps", "20",
+                            "-var", "every", "5", "-var", "T", "300", "-var", "threshold", "1e9", "-log",
+                            "log.lammps", "-nocite"]
+    p = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0 and "ERROR" not in out, out[-4000:]
+    rows = np.loadtxt(str(tmp_path / "model_devi.out"), ndmin=2)
+    assert rows[:, 0].tolist() == [0, 5, 10, 15, 20]
+    frames = (tmp_path / "devi.dump").read_text().split("ITEM: TIMESTEP")[1:]
+    assert len(frames) == 5
+    last = frames[-1].splitlines()
+    k = next(i for i, line in enumerate(last) if line.startswith("ITEM: ATOMS"))
+    assert last[k].split()[-1] == "f_devi_f"
+    devi = np.array([float(line.split()[-1]) for line in last[k + 1:] if line.strip()])
+    assert len(devi) == 108
+    assert abs(devi.max() - rows[-1, 4]) <= 1e-6 * rows[-1, 4]
