@@ -208,6 +208,7 @@ struct PairHydraGNN::Impl {
   std::vector<std::vector<double>> mforces, menergies, mvirials;
   std::vector<std::array<double, 9>> mvirial;
   std::vector<double> menergy;
+  int n_eval_ranks = 0;    // ranks with local atoms (a graph-level energy ensemble's step)
 };
 
 namespace {
@@ -823,6 +824,10 @@ void PairHydraGNN::compute(int eflag, int vflag)
   m.mvirials.resize(K);
   m.mvirial.resize(K);
   m.menergy.assign(K, 0.0);
+  if (m.pooled_energy && m.n_members > 1) {
+    int mine = m.graph.n_local > 0 ? 1 : 0;
+    MPI_Allreduce(&mine, &m.n_eval_ranks, 1, MPI_INT, MPI_SUM, world);
+  }
   for (int k = 0; k < K; k++) {
     m.member = k;
     // A rank without local atoms has nothing to evaluate, but it still takes part in every
@@ -1093,8 +1098,15 @@ void PairHydraGNN::member_results(int k, bool want_virial)
     }
     m.menergy[k] = r.energy;
   }
-  // the graph-level energy belongs to the whole system: rank 0's share (eng_vdwl is summed)
-  if (m.pooled_energy) m.menergy[k] = comm->me == 0 ? m.pooled_e : 0.0;
+  // the graph-level energy belongs to the whole system: rank 0's share (eng_vdwl is summed).
+  // A rank without atoms has only member 0's finish_heads, so for an ensemble the ranks that
+  // evaluated share it instead.
+  if (m.pooled_energy) {
+    if (m.n_members == 1)
+      m.menergy[k] = comm->me == 0 ? m.pooled_e : 0.0;
+    else
+      m.menergy[k] = m.eval && m.n_eval_ranks > 0 ? m.pooled_e / m.n_eval_ranks : 0.0;
+  }
 }
 
 // The driving results (member 0, or the mean of the K members that ran), times the scale factor,

@@ -138,3 +138,47 @@ def test_lammps_committee_equals_ase(plugin, committee, configuration, tmp_path,
         errs["md.out atomic"] = rel_err(rows[0, 7:], ref["dev"])
         bad = {k: v for k, v in errs.items() if not v <= TOL}
         assert not bad, f"drive {drive}, {nprocs} ranks vs ASE: {bad}"
+
+
+@pytest.mark.parametrize("nprocs", [1, 3])
+def test_graph_level_energy_ensemble(plugin, tmp_path, nprocs):
+    """A committee of HydraGNN's GFM PaiNN (graph-level energy: partial sums all-reduced every step
+    for every member) twice, in a slab on a 1 x 1 x 3 grid (the top rank holds no atoms): energy,
+    forces, virial = the ASE calculator's for the model file to 1e-10, deviations 0."""
+    from ase import Atoms
+    from hydragnn_ase import HydraGNNCalculator
+
+    import test_lammps_gfm as gfm
+
+    g = gfm._golden_dir()
+    model = str(tmp_path / "gfm.hgnn")
+    p = subprocess.run([os.path.join(ROOT, "target", "release", "hydragnn"), "import-hydragnn",
+                        os.path.join(g, "GFM_PAINN_graph2_config.json"),
+                        os.path.join(g, "GFM_PAINN_graph2_checkpoint.pk"), "-o", model],
+                       env=env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    ens = str(tmp_path / "gfm_ens.model")
+    subprocess.run([os.path.join(ROOT, "target", "release", "hydragnn"), "ensemble", model, model, "-o", ens],
+                   check=True, capture_output=True)
+    pos, z, lengths = gfm._system(14.0)
+    atoms = Atoms(numbers=z, positions=pos, cell=np.diag(lengths), pbc=True)
+    atoms.calc = HydraGNNCalculator(model, head="branch-0")
+    e_ref, f_ref = atoms.get_potential_energy(), atoms.get_forces()
+    w = -atoms.get_stress(voigt=False) * atoms.get_volume()
+    w_ref = [w[a, b] for a, b in VOIGT_LMP]
+    data = str(tmp_path / "slab.data")
+    write_data(data, pos, z, lengths, species=(29, 13))
+    script = gfm._script(plugin, data, ens, "branch-0", "brick", f"1 1 {nprocs}",
+                         extra=["compute hp all pair hydragnn"])
+    script = script.replace("pair_style hydragnn branch branch-0",
+                            "pair_style hydragnn branch branch-0 uncertainty every 1 file md.out")
+    script += 'print "RESULT devi ' + " ".join(f"$(c_hp[{k}]:%.17g)" for k in range(1, 8)) + '"\n'
+    _, out = run_lammps(script, str(tmp_path), nprocs, timeout=300)
+    assert "ensemble of 2 members" in out
+    pe, *pv, vol = results(out)["gfm"]
+    d = read_dump(str(tmp_path / "out.dump"))
+    f = np.stack([d["fx"], d["fy"], d["fz"]], axis=1)
+    errs = {"energy": rel_err(pe, e_ref), "forces": rel_err(f, f_ref),
+            "virial": rel_err(np.array(pv) * vol / NKTV2P_METAL, w_ref)}
+    assert all(v <= TOL for v in errs.values()), errs
+    assert max(abs(v) for v in results(out)["devi"]) <= 1e-12 * np.abs(f_ref).max()
