@@ -211,12 +211,6 @@ struct PairHydraGNN::Impl {
   int n_eval_ranks = 0;    // ranks with local atoms (a graph-level energy ensemble's step)
 };
 
-namespace {
-// the global values of the model deviation, in pvector order (c_ID[1..7])
-const char *const DEVI_NAMES[7] = {"max_devi_f", "min_devi_f", "avg_devi_f", "max_devi_v",
-                                   "min_devi_v", "avg_devi_v", "devi_e"};
-}    // namespace
-
 /* ---------------------------------------------------------------------- */
 
 PairHydraGNN::PairHydraGNN(LAMMPS *lmp) : Pair(lmp), impl(new Impl)
@@ -1419,5 +1413,9 @@ double PairHydraGNN::memory_usage()
             m.virials.capacity()) * sizeof(double);
   bytes += (m.graph.centers.capacity() + m.graph.neighbors.capacity()) * sizeof(int64_t);
   bytes += (m.row_of.capacity() + m.atom_of.capacity() + m.graph.numbers.capacity()) * sizeof(int);
+  // an ensemble's per-member results and the per-atom force deviation
+  for (size_t k = 0; k < m.mforces.size(); k++)
+    bytes += (m.mforces[k].capacity() + m.menergies[k].capacity() + m.mvirials[k].capacity()) * sizeof(double);
+  bytes += m.devi_atom.capacity() * sizeof(double);
   return bytes;
 }
