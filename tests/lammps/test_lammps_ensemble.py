@@ -182,3 +182,43 @@ def test_graph_level_energy_ensemble(plugin, tmp_path, nprocs):
             "virial": rel_err(np.array(pv) * vol / NKTV2P_METAL, w_ref)}
     assert all(v <= TOL for v in errs.values()), errs
     assert max(abs(v) for v in results(out)["devi"]) <= 1e-12 * np.abs(f_ref).max()
+
+
+def test_charge_spin_conditioned_ensemble(plugin, tmp_path):
+    """`charge Q spin S` reach every member of an ensemble (hgnn_model_set_graph_attr sets them on
+    all members; before, the members after member 0 refused to run): the GFM PaiNN conditioned on
+    charge and spin, twice, on ethanol over 2 ranks = the ASE calculator for the model file."""
+    from ase import Atoms
+    from hydragnn_ase import HydraGNNCalculator
+
+    import test_lammps_gfm as gfm
+
+    g = gfm._golden_dir()
+    exe = os.path.join(ROOT, "target", "release", "hydragnn")
+    model = str(tmp_path / "concat.hgnn")
+    p = subprocess.run([exe, "import-hydragnn", os.path.join(g, "GFM_PAINN_graph2_concat_config.json"),
+                        os.path.join(g, "GFM_PAINN_graph2_concat_checkpoint.pk"), "-o", model],
+                       env=env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    ens = str(tmp_path / "concat_ens.model")
+    subprocess.run([exe, "ensemble", model, model, "-o", ens], check=True, capture_output=True)
+    z = np.load(os.path.join(g, "GFM_PAINN_graph2_concat_ethanol_golden.npz"))
+    pos = z["pos"] - z["pos"].mean(axis=0)
+    data = str(tmp_path / "ethanol.data")
+    gfm._molecule_data(data, pos, z["atomic_numbers"])
+    atoms = Atoms(numbers=z["atomic_numbers"], positions=pos, pbc=False)
+    atoms.info.update(charge=1.0, spin=3.0)
+    atoms.calc = HydraGNNCalculator(model, head="branch-0")
+    e_ref, f_ref = atoms.get_potential_energy(), atoms.get_forces()
+    script = "\n".join([
+        f"plugin load {plugin}", "units metal", "atom_style atomic", "atom_modify map array", "boundary f f f",
+        f"read_data {data}", "pair_style hydragnn branch branch-0 charge 1 spin 3 uncertainty every 1",
+        f"pair_coeff * * {ens} C O H", "compute hp all pair hydragnn",
+        "dump d all custom 1 out.dump id fx fy fz", "dump_modify d sort id format float %.17g",
+        "thermo_style custom step pe c_hp[1]", "run 0", 'print "RESULT mol $(pe:%.17g) $(c_hp[1]:%.17g)"']) + "\n"
+    _, out = run_lammps(script, str(tmp_path), 2, timeout=300)
+    pe, maxf = results(out)["mol"]
+    d = read_dump(str(tmp_path / "out.dump"))
+    f = np.stack([d["fx"], d["fy"], d["fz"]], axis=1)
+    assert max(rel_err(pe, e_ref), rel_err(f, f_ref)) <= TOL
+    assert maxf <= 1e-12 * np.abs(f_ref).max()
