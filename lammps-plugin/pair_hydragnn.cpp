@@ -6,8 +6,23 @@
  *
  *  Syntax:
  *    pair_style hydragnn [device cpu|cuda] [precision float32|float64] [branch NAME] [threads N]
- *                        [compress yes|no] [charge Q] [spin S]
+ *                        [compress yes|no] [charge Q] [spin S] [drive mean|first]
+ *                        [uncertainty every N [file model_devi.out] [atomic]]
  *    pair_coeff * * model.file Elem1 ... ElemN      (one element per atom type; NULL skips a type)
+ *
+ *  An ensemble file (hydragnn ensemble a.model b.model ... -o ens.model) is a committee of K
+ *  members: each member runs the layer-by-layer protocol below with its own ghost exchange
+ *  (hgnn_eval_begin_member), and the plugin combines them. `drive mean` (the default, as the
+ *  engine's) moves the atoms with the committee mean (every member every step); `drive first`
+ *  with member 0 (DeePMD-kit's choice; only member 0 runs on steps without a deviation).
+ *  `uncertainty every N` computes the model deviation (docs/ensembles.md) on every step that is
+ *  a multiple of N and on every step whose energy is tallied (thermo, compute pair, fix halt),
+ *  writes DeePMD-kit's model_devi file on the multiples of N (rank 0), puts the global values
+ *  first in the pair style's vector (c_ID[1..7] of `compute ID all pair hydragnn`: max_devi_f
+ *  min_devi_f avg_devi_f max_devi_v min_devi_v avg_devi_v devi_e) and the per-atom force
+ *  deviation in extract_peratom("model_devi_f") (fix pair, trigger "model_devi_f_flag").
+ *  Each member's forces on ghost atoms are reverse-communicated to their owners first, so the
+ *  deviation of an owned atom is complete; max/min/avg are MPI reductions (rank invariant).
  *
  *  The other heads of the branch in use: graph heads (e.g. a HOMO-LUMO gap) are the pair style's
  *  global vector (nextra, pvector), read with `compute ID all pair hydragnn` as c_ID[k]; the k <->
@@ -39,7 +54,9 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <cstdlib>
@@ -174,6 +191,24 @@ struct PairHydraGNN::Impl {
   // the exchange buffer, indexed like LAMMPS's atoms (local + ghost), `width` values per atom
   std::vector<double> stage;
   int width = 0;
+
+  // an ensemble file's committee (K = 1 for a model file) and its model deviation
+  int n_members = 1;
+  std::vector<std::vector<int>> member_widths;    // per member, values per atom entering layer l
+  int member = 0;                                 // the member being evaluated
+  int drive = HGNN_DRIVE_MEAN;
+  int devi_every = 0;                             // uncertainty every N (0: off)
+  std::string devi_path;                          // the model_devi file (rank 0 writes it)
+  bool devi_atomic = false;                       // per-atom force deviations on each line
+  FILE *devi_fp = nullptr;
+  int pv_offset = 0;                              // deviation entries before the graph heads
+  int devi_trigger = 0;                           // extract("model_devi_f_flag") (fix pair)
+  std::vector<double> devi_atom;                  // per LAMMPS atom, this step's force deviation
+  // this step's members: forces (n_total x 3), local energy share, virial, per-atom arrays
+  std::vector<std::vector<double>> mforces, menergies, mvirials;
+  std::vector<std::array<double, 9>> mvirial;
+  std::vector<double> menergy;
+  int n_eval_ranks = 0;    // ranks with local atoms (a graph-level energy ensemble's step)
 };
 
 /* ---------------------------------------------------------------------- */
@@ -190,6 +225,7 @@ PairHydraGNN::PairHydraGNN(LAMMPS *lmp) : Pair(lmp), impl(new Impl)
 
 PairHydraGNN::~PairHydraGNN()
 {
+  if (impl->devi_fp) fclose(impl->devi_fp);
   delete impl;
   delete[] pvector;
   if (allocated) {
@@ -228,6 +264,11 @@ void *PairHydraGNN::extract(const char *str, int &dim)
 {
   dim = 2;
   if (strcmp(str, "scale") == 0) return (void *) scale;
+  // fix pair's trigger of the per-atom force deviation: computed on the steps it asks for
+  if (impl->devi_every > 0 && strcmp(str, "model_devi_f_flag") == 0) {
+    dim = 0;
+    return (void *) &impl->devi_trigger;
+  }
   // fix pair's trigger of a node head NAME: "NAME_flag", an int that requests it on a step
   for (const auto &name : impl->node_names)
     if (name + "_flag" == str) {
@@ -290,6 +331,12 @@ void PairHydraGNN::settings(int narg, char **arg)
   m.branch.clear();
   m.compress = 1;
   m.graph_attr.clear();
+  m.drive = HGNN_DRIVE_MEAN;
+  m.devi_every = 0;
+  m.devi_path = "model_devi.out";
+  m.devi_atomic = false;
+  if (m.devi_fp) fclose(m.devi_fp);    // pair_style re-issued: init_style opens it again
+  m.devi_fp = nullptr;
   for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string key = arg[iarg];
     if (iarg + 1 >= narg)
@@ -323,6 +370,46 @@ void PairHydraGNN::settings(int narg, char **arg)
                        ? "out of range: it must be in 1..=1024"
                        : m.api->hgnn_last_error());
       m.threads = static_cast<int>(n);
+    } else if (key == "drive") {
+      if (val == "mean")
+        m.drive = HGNN_DRIVE_MEAN;
+      else if (val == "first")
+        m.drive = HGNN_DRIVE_FIRST;
+      else
+        error->all(FLERR, "pair_style hydragnn: drive must be mean or first, got '{}'", val);
+    } else if (key == "uncertainty") {
+      // uncertainty every N [file PATH] [atomic]
+      if (val != "every")
+        error->all(FLERR,
+                   "pair_style hydragnn: expected 'uncertainty every N [file PATH] [atomic]', "
+                   "got 'uncertainty {}'",
+                   val);
+      if (iarg + 2 >= narg)
+        error->all(FLERR, "pair_style hydragnn: 'uncertainty every' needs N (steps between "
+                   "model deviation outputs)");
+      const std::string n = arg[iarg + 2];
+      const long long every = utils::is_integer(n) ? std::atoll(n.c_str()) : 0;
+      if (every < 1 || every > std::numeric_limits<int>::max())
+        error->all(FLERR,
+                   "pair_style hydragnn: 'uncertainty every N' needs a positive integer N (steps "
+                   "between model deviation outputs), got '{}'",
+                   n);
+      m.devi_every = static_cast<int>(every);
+      iarg += 1;    // with the loop's 2: past 'uncertainty every N'
+      while (iarg + 2 < narg) {
+        const std::string next = arg[iarg + 2];
+        if (next == "file") {
+          if (iarg + 3 >= narg)
+            error->all(FLERR, "pair_style hydragnn: 'uncertainty ... file' needs a file name");
+          m.devi_path = arg[iarg + 3];
+          iarg += 2;
+        } else if (next == "atomic") {
+          m.devi_atomic = true;
+          iarg += 1;
+        } else {
+          break;
+        }
+      }
     } else if (key == "compress") {
       if (val == "yes" || val == "on" || val == "true" || val == "1")
         m.compress = 1;
@@ -333,7 +420,7 @@ void PairHydraGNN::settings(int narg, char **arg)
     } else {
       error->all(FLERR,
                  "pair_style hydragnn: unknown keyword '{}' (known: device, precision, branch, "
-                 "threads, compress, charge, spin)",
+                 "threads, compress, charge, spin, drive, uncertainty)",
                  key);
     }
   }
@@ -386,11 +473,26 @@ void PairHydraGNN::load_model()
     info = m.model.info();
     desc = m.model.path_description();
     m.train_dmin = m.model.min_training_distance();
+    // an ensemble's members share species, cutoff and layer count, not their widths
+    m.n_members = m.model.ensemble_size();
+    m.member_widths.assign(m.n_members, m.widths);
+    for (int k = 1; k < m.n_members; k++)
+      for (int l = 0; l <= m.nlayers; l++) {
+        m.member_widths[k][l] = m.model.member_feature_width(k, l);
+        if (l > 0 && l < m.nlayers) maxw = std::max(maxw, m.member_widths[k][l]);
+      }
   } catch (hydragnn::Error &) {
     error->all(FLERR, "pair_style hydragnn: model file '{}': {}", file, api.hgnn_last_error());
   }
+  if (m.devi_every > 0 && m.n_members < 2)
+    error->all(FLERR,
+               "pair_style hydragnn: 'uncertainty every {}' needs an ensemble file (hydragnn "
+               "ensemble a.model b.model ... -o ens.model), but '{}' is a single model: its "
+               "model deviation would be 0",
+               m.devi_every, file);
   comm_forward = maxw;
-  comm_reverse = maxw;
+  // the deviation's exchange: every member's forces on ghost atoms go to their owners
+  comm_reverse = std::max(maxw, m.devi_every > 0 ? 3 * m.n_members : 0);
   set_graph_attr(file);
 
   if (comm->me == 0) {
@@ -403,6 +505,22 @@ void PairHydraGNN::load_model()
                    threads > 0 ? std::to_string(threads) : std::string("HYDRAGNN_NUM_THREADS"),
                    maxw, info.empty() ? "{}" : info);
     utils::logmesg(lmp, "pair_style hydragnn: {}\n", desc);
+    if (m.n_members > 1)
+      utils::logmesg(lmp,
+                     "pair_style hydragnn: ensemble of {} members, each evaluated layer by layer "
+                     "with its own ghost exchange; drive {}: {}\n",
+                     m.n_members, m.drive == HGNN_DRIVE_FIRST ? "first" : "mean",
+                     m.drive == HGNN_DRIVE_FIRST
+                         ? "member 0 moves the atoms (the other members run on deviation steps only)"
+                         : "the committee mean moves the atoms (every member every step)");
+    if (m.devi_every > 0)
+      utils::logmesg(lmp,
+                     "pair_style hydragnn: model deviation every {} steps (and on every step whose "
+                     "energy is tallied) to '{}'{}; as c_ID[k] of 'compute ID all pair hydragnn': "
+                     "[1] max_devi_f [2] min_devi_f [3] avg_devi_f [4] max_devi_v [5] min_devi_v "
+                     "[6] avg_devi_v [7] devi_e; per atom: extract_peratom model_devi_f (fix "
+                     "pair)\n",
+                     m.devi_every, m.devi_path, m.devi_atomic ? " with per-atom force deviations" : "");
   }
   describe_heads();
 }
@@ -478,6 +596,7 @@ void PairHydraGNN::describe_heads()
   m.node_dims.clear();
   std::string graph_map, node_list;
   int64_t at = 0;
+  m.pv_offset = m.devi_every > 0 ? 7 : 0;    // the model deviation comes first
   for (const auto &h : m.heads) {
     const std::string name = h.name;
     if (h.kind == HGNN_HEAD_GRAPH) {
@@ -487,7 +606,7 @@ void PairHydraGNN::describe_heads()
           continue;
         }
         m.pv_index.push_back(static_cast<int>(at));
-        graph_map += fmt::format(" [{}] {}{}", m.pv_index.size(), name,
+        graph_map += fmt::format(" [{}] {}{}", m.pv_offset + m.pv_index.size(), name,
                                  h.dim > 1 ? fmt::format("[{}]", d + 1) : std::string());
       }
     } else {
@@ -502,7 +621,7 @@ void PairHydraGNN::describe_heads()
   m.node_nmax = 0;
   delete[] pvector;
   pvector = nullptr;
-  nextra = static_cast<int>(m.pv_index.size());
+  nextra = m.pv_offset + static_cast<int>(m.pv_index.size());
   if (nextra > 0) {
     pvector = new double[nextra];
     for (int k = 0; k < nextra; k++) pvector[k] = 0.0;
@@ -520,7 +639,7 @@ void PairHydraGNN::describe_heads()
     } else {
       utils::logmesg(lmp, "pair_style hydragnn: using branch '{}'\n", b);
     }
-    if (nextra > 0)
+    if (!m.pv_index.empty())
       utils::logmesg(lmp,
                      "pair_style hydragnn: graph heads of branch '{}' as c_ID[k] of "
                      "'compute ID all pair hydragnn':{}\n",
@@ -647,6 +766,19 @@ void PairHydraGNN::init_style()
     force->pair->comm_forward = std::max(force->pair->comm_forward, comm_forward);
     force->pair->comm_reverse = std::max(force->pair->comm_reverse, comm_reverse);
   }
+
+  // the model_devi file: DeePMD-kit's layout, written by rank 0 (which alone may fail to open it)
+  Impl &m = *impl;
+  if (m.devi_every > 0 && comm->me == 0 && !m.devi_fp) {
+    m.devi_fp = fopen(m.devi_path.c_str(), "w");
+    if (!m.devi_fp)
+      error->one(FLERR, "pair_style hydragnn: cannot open the model deviation file '{}' for "
+                 "writing: {}", m.devi_path, utils::getsyserror());
+    fmt::print(m.devi_fp, "#{:>11} {:>24} {:>24} {:>24} {:>24} {:>24} {:>24}{}\n", "step",
+               "max_devi_v", "min_devi_v", "avg_devi_v", "max_devi_f", "min_devi_f", "avg_devi_f",
+               m.devi_atomic ? "   atm_devi_f(N): per atom in atom-ID order" : "");
+    fflush(m.devi_fp);
+  }
 }
 
 double PairHydraGNN::init_one(int i, int j)
@@ -662,33 +794,54 @@ double PairHydraGNN::init_one(int i, int j)
 void PairHydraGNN::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
+  Impl &m = *impl;
   // eflag_atom is the same on every rank, so every rank stops here together
-  if (impl->pooled_energy && eflag_atom)
+  if (m.pooled_energy && eflag_atom)
     error->all(FLERR,
                "pair_style hydragnn: per-atom energies (compute pe/atom, pair/local, ...) are not "
                "defined for model '{}': the energy of its branch is graph-level (node features "
                "summed over the whole system, then an MLP), not a sum of per-atom energies",
-               impl->path);
+               m.path);
   const double factor = uniform_scale();
   build_graph();
-  if (!impl->warned_close && impl->train_dmin > 0.0) warn_close_pair();
-  // A rank without local atoms has nothing to evaluate, but it still takes part in every
-  // exchange (it may relay ghost rows between its neighbours).
-  begin_evaluation();
-  forward_pass();
-  readout();
-  if (impl->pooled_energy) reduce_energy();
-  {
-    const bool graph = eflag_global && nextra > 0;
-    const bool node = !impl->node_names.empty() && (eflag_global || eflag_atom || impl->node_trigger);
-    if (graph || node) other_heads(graph, node);
+  if (!m.warned_close && m.train_dmin > 0.0) warn_close_pair();
+  // The model deviation: on the multiples of N, and whenever the energy is tallied (so that
+  // c_ID[1..7] read by thermo, a variable or fix halt are this step's) or fix pair asks.
+  const bigint step = update->ntimestep;
+  const bool devi_step =
+      m.devi_every > 0 && (step % m.devi_every == 0 || eflag_global || m.devi_trigger);
+  // the members that run: all under drive mean or on a deviation step, else member 0 alone
+  const int K = (devi_step || m.drive == HGNN_DRIVE_MEAN) ? m.n_members : 1;
+  const bool want_virial = vflag_global || devi_step;
+  m.mforces.resize(K);
+  m.menergies.resize(K);
+  m.mvirials.resize(K);
+  m.mvirial.resize(K);
+  m.menergy.assign(K, 0.0);
+  if (m.pooled_energy && m.n_members > 1) {
+    int mine = m.graph.n_local > 0 ? 1 : 0;
+    MPI_Allreduce(&mine, &m.n_eval_ranks, 1, MPI_INT, MPI_SUM, world);
   }
-  backward_pass();
-  if (impl->eval) tally_results(factor);
-  // the graph-level energy belongs to the whole system: rank 0 tallies it (eng_vdwl is summed
-  // over ranks)
-  if (impl->pooled_energy && eflag_global && comm->me == 0) eng_vdwl += factor * impl->pooled_e;
-  impl->eval.reset();
+  for (int k = 0; k < K; k++) {
+    m.member = k;
+    // A rank without local atoms has nothing to evaluate, but it still takes part in every
+    // exchange (it may relay ghost rows between its neighbours).
+    begin_evaluation();
+    forward_pass();
+    readout();
+    if (m.pooled_energy) reduce_energy();
+    if (k == 0) {    // the other heads are member 0's
+      const bool graph = eflag_global && !m.pv_index.empty();
+      const bool node = !m.node_names.empty() && (eflag_global || eflag_atom || m.node_trigger);
+      if (graph || node) other_heads(graph, node);
+    }
+    backward_pass();
+    member_results(k, want_virial);
+    m.eval.reset();
+  }
+  m.member = 0;
+  tally_results(factor, K);
+  if (devi_step) model_deviation(factor);
 }
 
 /* ----------------------------------------------------------------------
@@ -797,7 +950,7 @@ void PairHydraGNN::begin_evaluation()
   m.eval.reset();
   if (m.graph.n_local == 0) return;
   try {
-    m.eval = hydragnn::Eval(m.model, m.graph);
+    m.eval = m.n_members > 1 ? hydragnn::Eval(m.model, m.member, m.graph) : hydragnn::Eval(m.model, m.graph);
   } catch (hydragnn::Error &e) {
     fail_one(e);
   }
@@ -814,7 +967,7 @@ void PairHydraGNN::forward_pass()
   try {
     for (int l = 0; l < m.nlayers; l++) {
       if (l > 0) {
-        const int w = m.widths[l];
+        const int w = m.member_widths[m.member][l];
         m.width = w;
         m.stage.assign(static_cast<size_t>(nall) * w, 0.0);
         double *d = nullptr;
@@ -888,7 +1041,7 @@ void PairHydraGNN::backward_pass()
     for (int l = m.nlayers - 1; l >= 0; l--) {
       if (m.eval) m.eval.backward_layer(l);
       if (l > 0) {
-        const int w = m.widths[l];
+        const int w = m.member_widths[m.member][l];
         m.width = w;
         m.stage.assign(static_cast<size_t>(nall) * w, 0.0);
         double *d = nullptr;
@@ -912,39 +1065,73 @@ void PairHydraGNN::backward_pass()
   }
 }
 
-// Forces (ghost forces are summed into their owners by LAMMPS, newton_pair on), energies and
-// virials of the finished evaluation, times the scale factor, into LAMMPS's accumulators.
-void PairHydraGNN::tally_results(double factor)
+// Member k's results of the finished evaluation (zeros on a rank without local atoms): forces
+// and virials of all graph rows, its share of the energy (a graph-level energy is rank 0's),
+// per-atom energies and virials when LAMMPS asks for them.
+void PairHydraGNN::member_results(int k, bool want_virial)
 {
   Impl &m = *impl;
   const int n_local = static_cast<int>(m.graph.n_local);
   const int n_total = static_cast<int>(m.graph.n_total());
-  hgnn_results_t r;
-  m.forces.assign(static_cast<size_t>(n_total) * 3, 0.0);
-  r.energy = 0.0;
-  r.forces = m.forces.data();
-  double w9[9] = {0.0};
-  r.virial = vflag_global ? w9 : nullptr;
-  if (eflag_atom) m.energies.assign(n_local, 0.0);
-  r.energies = eflag_atom ? m.energies.data() : nullptr;
   const bool peratom_virial = vflag_atom || cvflag_atom;
-  if (peratom_virial) m.virials.assign(static_cast<size_t>(n_total) * 9, 0.0);
-  r.virials = peratom_virial ? m.virials.data() : nullptr;
-  try {
-    m.eval.results(r);
-  } catch (hydragnn::Error &e) {
-    fail_one(e);
+  m.mforces[k].assign(static_cast<size_t>(n_total) * 3, 0.0);
+  m.mvirial[k].fill(0.0);
+  if (eflag_atom) m.menergies[k].assign(n_local, 0.0);
+  if (peratom_virial) m.mvirials[k].assign(static_cast<size_t>(n_total) * 9, 0.0);
+  if (m.eval) {
+    hgnn_results_t r;
+    r.energy = 0.0;
+    r.forces = m.mforces[k].data();
+    r.virial = want_virial ? m.mvirial[k].data() : nullptr;
+    r.energies = eflag_atom ? m.menergies[k].data() : nullptr;
+    r.virials = peratom_virial ? m.mvirials[k].data() : nullptr;
+    try {
+      m.eval.results(r);
+    } catch (hydragnn::Error &e) {
+      fail_one(e);
+    }
+    m.menergy[k] = r.energy;
   }
+  // the graph-level energy belongs to the whole system: rank 0's share (eng_vdwl is summed).
+  // A rank without atoms has only member 0's finish_heads, so for an ensemble the ranks that
+  // evaluated share it instead.
+  if (m.pooled_energy) {
+    if (m.n_members == 1)
+      m.menergy[k] = comm->me == 0 ? m.pooled_e : 0.0;
+    else
+      m.menergy[k] = m.eval && m.n_eval_ranks > 0 ? m.pooled_e / m.n_eval_ranks : 0.0;
+  }
+}
 
-  if (factor != 1.0) {
-    r.energy *= factor;
-    for (double &v : m.forces) v *= factor;
-    for (double &v : w9) v *= factor;
-    if (eflag_atom)
-      for (double &v : m.energies) v *= factor;
-    if (peratom_virial)
-      for (double &v : m.virials) v *= factor;
+// The driving results (member 0, or the mean of the K members that ran), times the scale factor,
+// into LAMMPS's accumulators: forces (ghost forces are summed into their owners by LAMMPS,
+// newton_pair on), energies and virials.
+void PairHydraGNN::tally_results(double factor, int K)
+{
+  Impl &m = *impl;
+  const int n_local = static_cast<int>(m.graph.n_local);
+  const int n_total = static_cast<int>(m.graph.n_total());
+  const bool peratom_virial = vflag_atom || cvflag_atom;
+  const bool mean = K > 1 && m.drive == HGNN_DRIVE_MEAN;
+  const double w = factor / (mean ? K : 1);
+  const int used = mean ? K : 1;
+  // dst = w * (sum over the members used of their arrays)
+  auto combine = [&](std::vector<std::vector<double>> &per_member, std::vector<double> &dst) {
+    dst.assign(per_member[0].size(), 0.0);
+    for (int k = 0; k < used; k++)
+      for (size_t i = 0; i < dst.size(); i++) dst[i] += per_member[k][i];
+    for (double &v : dst) v *= w;
+  };
+  combine(m.mforces, m.forces);
+  double energy = 0.0, w9[9] = {0.0};
+  for (int k = 0; k < used; k++) {
+    energy += m.menergy[k];
+    for (int c = 0; c < 9; c++) w9[c] += m.mvirial[k][c];
   }
+  energy *= w;
+  for (double &v : w9) v *= w;
+  if (eflag_atom) combine(m.menergies, m.energies);
+  if (peratom_virial) combine(m.mvirials, m.virials);
 
   double **f = atom->f;
   for (int g = 0; g < n_total; g++) {
@@ -953,7 +1140,7 @@ void PairHydraGNN::tally_results(double factor)
     fi[1] += m.forces[3 * g + 1];
     fi[2] += m.forces[3 * g + 2];
   }
-  if (eflag_global && !m.pooled_energy) eng_vdwl += r.energy;
+  if (eflag_global) eng_vdwl += energy;
   if (eflag_atom)
     for (int g = 0; g < n_local; g++) eatom[m.atom_of[g]] += m.energies[g];
   if (vflag_global) add_voigt6(virial, w9);
@@ -969,6 +1156,122 @@ void PairHydraGNN::tally_results(double factor)
       cva[7] += v[6];
       cva[8] += v[7];
     }
+}
+
+/* ----------------------------------------------------------------------
+   The model deviation of this step (all K members ran), as docs/ensembles.md defines it
+   (population statistics, DeePMD-kit's): every member's forces on ghost atoms are added into
+   their owners (reverse communication of 3K values per atom), so each owned atom has every
+   member's complete force; its deviation is sqrt(<|F_k - <F>|^2>). Max / min / avg over the
+   mapped atoms and the members' total energies and virials are MPI reductions, so every rank
+   holds the same values whatever the decomposition. Scaled by |fix adapt scale| like the
+   forces. Rank 0 holds them in pvector[0..6] and writes the model_devi line. Collective.
+------------------------------------------------------------------------- */
+
+void PairHydraGNN::model_deviation(double factor)
+{
+  Impl &m = *impl;
+  const int K = m.n_members;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const int n_local = static_cast<int>(m.graph.n_local);
+  const int n_total = static_cast<int>(m.graph.n_total());
+  const int w = 3 * K;
+  const double scale_f = std::fabs(factor);
+
+  m.width = w;
+  m.stage.assign(static_cast<size_t>(nall) * w, 0.0);
+  for (int k = 0; k < K; k++)
+    for (int g = 0; g < n_total; g++)
+      for (int c = 0; c < 3; c++)
+        m.stage[static_cast<size_t>(m.atom_of[g]) * w + 3 * k + c] = m.mforces[k][3 * static_cast<size_t>(g) + c];
+  comm->reverse_comm(this, w);
+
+  m.devi_atom.assign(std::max(atom->nmax, 1), 0.0);
+  double lmax = 0.0, lmin = std::numeric_limits<double>::infinity(), lsum[2] = {0.0, 0.0};
+  for (int g = 0; g < n_local; g++) {
+    const int i = m.atom_of[g];
+    const double *row = &m.stage[static_cast<size_t>(i) * w];
+    double mean[3] = {0.0, 0.0, 0.0};
+    for (int k = 0; k < K; k++)
+      for (int c = 0; c < 3; c++) mean[c] += row[3 * k + c];
+    for (double &v : mean) v /= K;
+    double var = 0.0;
+    for (int k = 0; k < K; k++)
+      for (int c = 0; c < 3; c++) var += (row[3 * k + c] - mean[c]) * (row[3 * k + c] - mean[c]);
+    const double d = scale_f * std::sqrt(var / K);
+    m.devi_atom[i] = d;
+    lmax = std::max(lmax, d);
+    lmin = std::min(lmin, d);
+    lsum[0] += d;
+    lsum[1] += 1.0;
+  }
+  double gmax = 0.0, gmin = 0.0, gsum[2] = {0.0, 0.0};
+  MPI_Allreduce(&lmax, &gmax, 1, MPI_DOUBLE, MPI_MAX, world);
+  MPI_Allreduce(&lmin, &gmin, 1, MPI_DOUBLE, MPI_MIN, world);
+  MPI_Allreduce(lsum, gsum, 2, MPI_DOUBLE, MPI_SUM, world);
+  const double natoms = gsum[1];
+
+  // each member's total energy and virial
+  std::vector<double> mine(static_cast<size_t>(K) * 10, 0.0), tot(mine.size());
+  for (int k = 0; k < K; k++) {
+    mine[10 * k] = m.menergy[k];
+    for (int c = 0; c < 9; c++) mine[10 * k + 1 + c] = m.mvirial[k][c];
+  }
+  MPI_Allreduce(mine.data(), tot.data(), static_cast<int>(tot.size()), MPI_DOUBLE, MPI_SUM, world);
+  auto std_of = [&](int col) {
+    double mean = 0.0, var = 0.0;
+    for (int k = 0; k < K; k++) mean += tot[10 * k + col];
+    mean /= K;
+    for (int k = 0; k < K; k++) var += (tot[10 * k + col] - mean) * (tot[10 * k + col] - mean);
+    return scale_f * std::sqrt(var / K);
+  };
+  double vmax = 0.0, vmin = std::numeric_limits<double>::infinity(), vsum = 0.0;
+  for (int c = 0; c < 9; c++) {
+    const double v = natoms > 0 ? std_of(1 + c) / natoms : 0.0;
+    vmax = std::max(vmax, v);
+    vmin = std::min(vmin, v);
+    vsum += v;
+  }
+  const double devi[7] = {gmax, natoms > 0 ? gmin : 0.0, natoms > 0 ? gsum[0] / natoms : 0.0,
+                          vmax, vmin, vsum / 9.0, std_of(0)};
+  for (int k = 0; k < 7; k++) pvector[k] = comm->me == 0 ? devi[k] : 0.0;
+
+  if (update->ntimestep % m.devi_every != 0) return;
+  // the per-atom deviations, in atom-ID order, gathered on rank 0
+  std::vector<double> all;
+  if (m.devi_atomic) {
+    std::vector<double> pairs;
+    for (int g = 0; g < n_local; g++) {
+      pairs.push_back(static_cast<double>(atom->tag[m.atom_of[g]]));
+      pairs.push_back(m.devi_atom[m.atom_of[g]]);
+    }
+    int count = static_cast<int>(pairs.size());
+    std::vector<int> counts(comm->nprocs), displs(comm->nprocs, 0);
+    MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, world);
+    int total = 0;
+    if (comm->me == 0)
+      for (int r = 0; r < comm->nprocs; r++) {
+        displs[r] = total;
+        total += counts[r];
+      }
+    std::vector<double> gathered(std::max(total, 1));
+    MPI_Gatherv(pairs.data(), count, MPI_DOUBLE, gathered.data(), counts.data(), displs.data(),
+                MPI_DOUBLE, 0, world);
+    if (comm->me == 0) {
+      std::vector<std::pair<double, double>> byid;
+      for (int p = 0; p + 1 < total; p += 2) byid.emplace_back(gathered[p], gathered[p + 1]);
+      std::sort(byid.begin(), byid.end());
+      for (const auto &x : byid) all.push_back(x.second);
+    }
+  }
+  if (comm->me == 0 && m.devi_fp) {
+    std::string line = fmt::format("{:>12} {:>24.16e} {:>24.16e} {:>24.16e} {:>24.16e} {:>24.16e} {:>24.16e}",
+                                   update->ntimestep, devi[3], devi[4], devi[5], devi[0], devi[1], devi[2]);
+    for (double d : all) line += fmt::format(" {:.16e}", d);
+    fmt::print(m.devi_fp, "{}\n", line);
+    fflush(m.devi_fp);
+  }
 }
 
 /* ----------------------------------------------------------------------
@@ -1003,7 +1306,8 @@ void PairHydraGNN::other_heads(bool graph, bool node)
     } catch (hydragnn::Error &e) {
       fail_one(e);
     }
-    for (int k = 0; k < nextra; k++) pvector[k] = comm->me == 0 ? values[m.pv_index[k]] : 0.0;
+    for (size_t k = 0; k < m.pv_index.size(); k++)
+      pvector[m.pv_offset + k] = comm->me == 0 ? values[m.pv_index[k]] : 0.0;
   }
   if (node) {
     const int nlocal = atom->nlocal;
@@ -1038,6 +1342,12 @@ void PairHydraGNN::other_heads(bool graph, bool node)
 void *PairHydraGNN::extract_peratom(const char *name, int &ncol)
 {
   Impl &m = *impl;
+  if (m.devi_every > 0 && strcmp(name, "model_devi_f") == 0) {
+    // this rank's atoms' force deviation of the last deviation step (zeros before the first)
+    if (static_cast<int>(m.devi_atom.size()) < atom->nmax) m.devi_atom.resize(atom->nmax, 0.0);
+    ncol = 0;
+    return static_cast<void *>(m.devi_atom.data());
+  }
   for (size_t h = 0; h < m.node_names.size(); h++) {
     if (m.node_names[h] != name) continue;
     if (static_cast<int>(m.node_values[h].size()) < atom->nmax * m.node_dims[h]) {
@@ -1103,5 +1413,9 @@ double PairHydraGNN::memory_usage()
             m.virials.capacity()) * sizeof(double);
   bytes += (m.graph.centers.capacity() + m.graph.neighbors.capacity()) * sizeof(int64_t);
   bytes += (m.row_of.capacity() + m.atom_of.capacity() + m.graph.numbers.capacity()) * sizeof(int);
+  // an ensemble's per-member results and the per-atom force deviation
+  for (size_t k = 0; k < m.mforces.size(); k++)
+    bytes += (m.mforces[k].capacity() + m.menergies[k].capacity() + m.mvirials[k].capacity()) * sizeof(double);
+  bytes += m.devi_atom.capacity() * sizeof(double);
   return bytes;
 }

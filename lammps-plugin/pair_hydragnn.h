@@ -54,7 +54,9 @@ class PairHydraGNN : public Pair {
   void readout();
   void reduce_energy();
   void backward_pass();
-  void tally_results(double factor);
+  void member_results(int k, bool want_virial);
+  void tally_results(double factor, int K);
+  void model_deviation(double factor);
   void other_heads(bool graph, bool node);
   void describe_heads();
   void set_graph_attr(const std::string &file);

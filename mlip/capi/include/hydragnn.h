@@ -242,6 +242,15 @@ hgnn_status_t hgnn_compute_ensemble(const struct hgnn_model_t *model,
                                     struct hgnn_results_t *results,
                                     struct hgnn_ensemble_results_t *ensemble);
 
+// Number of values per atom in the features entering layer `layer` (0..=num_layers) of member
+// `member` (0..K-1): `hgnn_model_feature_width` of that member (members may differ in width),
+// the size of one atom's message in the ghost exchange of its `hgnn_eval_begin_member`
+// evaluation.
+hgnn_status_t hgnn_model_member_feature_width(const struct hgnn_model_t *model,
+                                              int32_t member,
+                                              int32_t layer,
+                                              int32_t *width);
+
 // Energy etc. of a caller-supplied graph in one pass (no exchange between layers).
 hgnn_status_t hgnn_compute_graph(const struct hgnn_model_t *model,
                                  const struct hgnn_graph_t *graph,
@@ -345,6 +354,16 @@ hgnn_status_t hgnn_eval_reduce(struct hgnn_eval_t *eval,
 hgnn_status_t hgnn_eval_begin(const struct hgnn_model_t *model,
                               const struct hgnn_graph_t *graph,
                               struct hgnn_eval_t **eval);
+
+// Starts a layer-by-layer evaluation of member `member` (0..K-1, `hgnn_model_ensemble_size`)
+// of an ensemble file, as `hgnn_eval_begin` does for a model file (member 0 of a model file is
+// the model). A committee in a domain-decomposed code evaluates each member this way, with its
+// own ghost exchange, and combines the members' results itself (mean, deviations). The
+// evaluation shares the member (the model may be freed before it).
+hgnn_status_t hgnn_eval_begin_member(const struct hgnn_model_t *model,
+                                     int32_t member,
+                                     const struct hgnn_graph_t *graph,
+                                     struct hgnn_eval_t **eval);
 
 // Frees an evaluation (NULL is allowed).
 void hgnn_eval_free(struct hgnn_eval_t *eval);

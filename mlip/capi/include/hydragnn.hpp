@@ -41,7 +41,8 @@ namespace hydragnn {
   X(hgnn_model_finish_heads) X(hgnn_eval_node_head)                                           \
   X(hgnn_model_min_training_distance) X(hgnn_model_zbl) X(hgnn_closest_pair)                  \
   X(hgnn_model_energy_is_pooled) X(hgnn_eval_reduce) X(hgnn_model_num_graph_attr)             \
-  X(hgnn_model_graph_attr_name) X(hgnn_model_set_graph_attr)
+  X(hgnn_model_graph_attr_name) X(hgnn_model_set_graph_attr) X(hgnn_model_ensemble_size)      \
+  X(hgnn_eval_begin_member) X(hgnn_model_member_feature_width)
 
 // The engine's entry points.
 struct Api {
@@ -172,6 +173,15 @@ class Model {
     return c;
   }
   int num_layers() const { return i32(api_->hgnn_model_num_layers, "hgnn_model_num_layers"); }
+  // The number of members K: 1 for a model file, K for an ensemble file.
+  int ensemble_size() const { return i32(api_->hgnn_model_ensemble_size, "hgnn_model_ensemble_size"); }
+  // Values per atom entering layer `layer` of member `member` (members may differ in width).
+  int member_feature_width(int member, int layer) const
+  {
+    int32_t w = 0;
+    check(*api_, api_->hgnn_model_member_feature_width(p_, member, layer, &w), "hgnn_model_member_feature_width");
+    return w;
+  }
   // The shortest interatomic distance of the training data (Å); 0 when not recorded.
   double min_training_distance() const
   {
@@ -316,6 +326,12 @@ class Eval {
   {
     const hgnn_graph_t g = graph.view();
     check(*api_, api_->hgnn_eval_begin(model.get(), &g, &p_), "hgnn_eval_begin");
+  }
+  // Member `member` (0..ensemble_size()-1) of an ensemble file, layer by layer.
+  Eval(const Model &model, int member, const Graph &graph) : api_(&model.api())
+  {
+    const hgnn_graph_t g = graph.view();
+    check(*api_, api_->hgnn_eval_begin_member(model.get(), member, &g, &p_), "hgnn_eval_begin_member");
   }
   ~Eval() { reset(); }
   Eval(Eval &&o) noexcept : api_(o.api_), p_(std::exchange(o.p_, nullptr)) {}

@@ -3,9 +3,12 @@
 //! `hgnn_compute` / `hgnn_compute_batch` return the results that drive the dynamics (the mean by
 //! default, `hgnn_model_set_ensemble_drive`), and `hgnn_compute_ensemble` adds the deviations and
 //! the committee's arrays. Paths that evaluate one model on a caller's graph (`hgnn_compute_graph`,
-//! `hgnn_eval_*`) refuse an ensemble of more than one member instead of running member 0 alone.
+//! `hgnn_eval_begin`) refuse an ensemble of more than one member instead of running member 0
+//! alone; `hgnn_eval_begin_member` runs one chosen member layer by layer (the LAMMPS plugin's
+//! committee: each member with its own ghost exchange, the caller combines the members).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use mlip::ensemble::{compute_members, Drive, EnsembleResults};
 use mlip::{Model, Request, Structure};
@@ -22,7 +25,8 @@ pub const HGNN_DRIVE_FIRST: i32 = 1;
 /// The members after member 0, and which result drives the dynamics.
 #[derive(Debug, Default)]
 pub(crate) struct Members {
-    pub(crate) rest: Vec<Model>,
+    /// Shared with the layer-by-layer evaluations of a member in progress (`hgnn_eval_t`).
+    pub(crate) rest: Vec<Arc<Model>>,
     pub(crate) drive: Drive,
 }
 
@@ -33,7 +37,9 @@ pub(crate) fn load(
     device: tch::Device,
 ) -> mlip::Result<(Model, Members)> {
     let mut e = mlip::ensemble::Ensemble::load(Path::new(path), kind, device)?;
-    let rest = e.members.split_off(1);
+    // An Arc although Model is not Sync, as hgnn_model_t's member 0 (see hgnn_model_load).
+    #[allow(clippy::arc_with_non_send_sync)]
+    let rest = e.members.split_off(1).into_iter().map(Arc::new).collect();
     let mut m0 = e.members.pop().expect("one member");
     if !e.metadata.is_empty() {
         // clients read the ensemble's info (num_members, members' sources), member 0 runs
@@ -53,7 +59,7 @@ pub(crate) fn load(
 /// Every member, member 0 first.
 fn all(h: &hgnn_model_t) -> Vec<&Model> {
     std::iter::once(&*h.model)
-        .chain(h.ensemble.rest.iter())
+        .chain(h.ensemble.rest.iter().map(|m| &**m))
         .collect()
 }
 
@@ -95,7 +101,28 @@ pub(crate) fn for_rest(
     members: &mut Members,
     mut f: impl FnMut(&mut Model) -> Result<(), Fail>,
 ) -> Result<(), Fail> {
-    members.rest.iter_mut().try_for_each(&mut f)
+    members.rest.iter_mut().try_for_each(|m| {
+        f(Arc::get_mut(m).ok_or_else(|| {
+            arg(
+                "the evaluation path cannot change while an evaluation (hgnn_eval_*) of an \
+                 ensemble member is in progress: free it first"
+                    .into(),
+            )
+        })?)
+    })
+}
+
+/// Member `k` (0 = the model every accessor describes) of a model or ensemble, shared.
+pub(crate) fn member(h: &hgnn_model_t, k: i32) -> Result<Arc<Model>, Fail> {
+    let n = h.ensemble.rest.len() + 1;
+    match k {
+        0 => Ok(Arc::clone(&h.model)),
+        k if k > 0 && (k as usize) < n => Ok(Arc::clone(&h.ensemble.rest[k as usize - 1])),
+        _ => Err(arg(format!(
+            "member {k} is outside 0..{n}: the model has {n} member{}",
+            if n == 1 { "" } else { "s" }
+        ))),
+    }
 }
 
 /// The committee's spread for one structure, and where its arrays go. The scalars are written;
@@ -234,6 +261,31 @@ pub unsafe extern "C" fn hgnn_compute_ensemble(
                 c.copy_from_slice(m.virial.as_flattened());
             }
         }
+        Ok(())
+    })
+}
+
+/// Number of values per atom in the features entering layer `layer` (0..=num_layers) of member
+/// `member` (0..K-1): `hgnn_model_feature_width` of that member (members may differ in width),
+/// the size of one atom's message in the ghost exchange of its `hgnn_eval_begin_member`
+/// evaluation.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn hgnn_model_member_feature_width(
+    model: *const hgnn_model_t,
+    member: i32,
+    layer: i32,
+    width: *mut i32,
+) -> hgnn_status_t {
+    wrap(|| {
+        let m = self::member(model_ref(model)?, member)?;
+        if layer < 0 || layer as usize > m.num_layers() {
+            return Err(arg(format!(
+                "layer {layer} is outside 0..={}",
+                m.num_layers()
+            )));
+        }
+        *out(width, "width")? = m.backbone().width(layer as usize) as i32;
         Ok(())
     })
 }

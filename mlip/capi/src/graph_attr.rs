@@ -56,6 +56,8 @@ pub unsafe extern "C" fn hgnn_model_set_graph_attr(
         let m = Arc::get_mut(&mut h.model).ok_or_else(|| {
             arg("the graph attributes cannot change while an evaluation (hgnn_eval_*) of this model is in progress: free it first".into())
         })?;
-        Ok(m.set_graph_attr(v)?)
+        m.set_graph_attr(v)?;
+        // every member of an ensemble is conditioned alike
+        crate::ensemble::for_rest(&mut h.ensemble, |x| Ok(x.set_graph_attr(v)?))
     })
 }

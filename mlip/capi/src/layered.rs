@@ -33,6 +33,35 @@ pub unsafe extern "C" fn hgnn_eval_begin(
     wrap(|| {
         let shared =
             Arc::clone(&crate::ensemble::single(model_ref(model)?, "hgnn_eval_begin")?.model);
+        begin(shared, graph, eval)
+    })
+}
+
+/// Starts a layer-by-layer evaluation of member `member` (0..K-1, `hgnn_model_ensemble_size`)
+/// of an ensemble file, as `hgnn_eval_begin` does for a model file (member 0 of a model file is
+/// the model). A committee in a domain-decomposed code evaluates each member this way, with its
+/// own ghost exchange, and combines the members' results itself (mean, deviations). The
+/// evaluation shares the member (the model may be freed before it).
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn hgnn_eval_begin_member(
+    model: *const hgnn_model_t,
+    member: i32,
+    graph: *const hgnn_graph_t,
+    eval: *mut *mut hgnn_eval_t,
+) -> hgnn_status_t {
+    wrap(|| {
+        let shared = crate::ensemble::member(model_ref(model)?, member)?;
+        begin(shared, graph, eval)
+    })
+}
+
+unsafe fn begin(
+    shared: Arc<Model>,
+    graph: *const hgnn_graph_t,
+    eval: *mut *mut hgnn_eval_t,
+) -> Result<(), Fail> {
+    {
         let g = graph.as_ref().ok_or_else(|| null("graph"))?;
         let slot = out(eval, "eval")?;
         *slot = std::ptr::null_mut();
@@ -48,7 +77,7 @@ pub unsafe extern "C" fn hgnn_eval_begin(
             _model: shared,
         }));
         Ok(())
-    })
+    }
 }
 
 /// Frees an evaluation (NULL is allowed).

@@ -94,7 +94,7 @@ pub unsafe extern "C" fn hgnn_model_load(
                 .to_str()
                 .map_err(|_| arg("branch is not valid UTF-8".into()))?;
             m.set_branch(b)?;
-            members.rest.iter_mut().try_for_each(|x| x.set_branch(b))?;
+            crate::ensemble::for_rest(&mut members, |x| Ok(x.set_branch(b)?))?;
         }
         let info = m
             .metadata
