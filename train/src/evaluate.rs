@@ -479,7 +479,9 @@ mod tests {
         let pairs: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, 2.0)).collect();
         let c = calibration(&pairs, 5);
         assert_eq!(c.len(), 5);
-        assert!(c.iter().all(|b| b.count == 2 && (b.observed_rms - 2.0).abs() < 1e-12));
+        assert!(c
+            .iter()
+            .all(|b| b.count == 2 && (b.observed_rms - 2.0).abs() < 1e-12));
         assert!((c[0].predicted - 0.5).abs() < 1e-12 && (c[4].predicted - 8.5).abs() < 1e-12);
         assert_eq!(calibration(&pairs[..3], 10).len(), 3);
     }

@@ -57,7 +57,10 @@ fn ensemble_of_two_trains_evaluates_and_screens() {
         "--ensemble",
         "2",
     ]));
-    assert!(s.contains("member 0 (seed 1") && s.contains("member 1 (seed 2"), "{s}");
+    assert!(
+        s.contains("member 0 (seed 1") && s.contains("member 1 (seed 2"),
+        "{s}"
+    );
     for k in 0..2 {
         let m = out.join(format!("member_{k}"));
         for f in ["best.model", "metrics.json", "checkpoint.st"] {
@@ -83,7 +86,12 @@ fn ensemble_of_two_trains_evaluates_and_screens() {
     let e = mlip::ensemble::Ensemble::load(&ens_path, tch::Kind::Double, tch::Device::Cpu).unwrap();
     assert_eq!(e.len(), 2);
     let st = Structure::new(
-        vec![[0.0, 0.0, 0.0], [1.8, 1.8, 0.0], [1.8, 0.0, 1.8], [0.0, 1.8, 1.8]],
+        vec![
+            [0.0, 0.0, 0.0],
+            [1.8, 1.8, 0.0],
+            [1.8, 0.0, 1.8],
+            [0.0, 1.8, 1.8],
+        ],
         vec![29, 29, 29, 29],
         [[3.6, 0.0, 0.0], [0.0, 3.6, 0.0], [0.0, 0.0, 3.6]],
         [true; 3],
@@ -126,7 +134,9 @@ fn ensemble_of_two_trains_evaluates_and_screens() {
         "structure_avg_devi_f_vs_rms_force_error",
         "atom_devi_f_vs_force_error",
     ] {
-        let rho = v["spearman"][key].as_f64().unwrap_or_else(|| panic!("{key}: {v}"));
+        let rho = v["spearman"][key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key}: {v}"));
         assert!((-1.0..=1.0).contains(&rho), "{key} = {rho}");
     }
     assert_eq!(v["structures"].as_array().unwrap().len(), 6);
@@ -136,7 +146,10 @@ fn ensemble_of_two_trains_evaluates_and_screens() {
     assert_eq!(counted, j["metrics"]["valset"]["n_atoms"].as_u64().unwrap());
     let png = plots.join("ensemble_calibration_forces_valset.png");
     assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
-    assert_eq!(v["calibration_plot"].as_str().unwrap(), png.to_str().unwrap());
+    assert_eq!(
+        v["calibration_plot"].as_str().unwrap(),
+        png.to_str().unwrap()
+    );
     // The mean is at least as good as the members on average (|mean error| <= mean |error|,
     // per component): MAE of the mean <= mean of the members' MAE.
     for (out_key, err) in [("forces", "mae"), ("energy_per_atom", "mae")] {
@@ -145,7 +158,10 @@ fn ensemble_of_two_trains_evaluates_and_screens() {
             .map(|k| v["members"][k][out_key][err].as_f64().unwrap())
             .collect();
         let avg = members.iter().sum::<f64>() / 2.0;
-        assert!(mean <= avg * (1.0 + 1e-12), "{out_key}: mean {mean} vs members {members:?}");
+        assert!(
+            mean <= avg * (1.0 + 1e-12),
+            "{out_key}: mean {mean} vs members {members:?}"
+        );
         assert_eq!(j["metrics"]["valset"][out_key][err].as_f64().unwrap(), mean);
     }
     // Member k's metrics are those of eval on its own model file.
@@ -166,7 +182,10 @@ fn ensemble_of_two_trains_evaluates_and_screens() {
             .as_f64()
             .unwrap();
         let in_ens = v["members"][k]["forces"]["mae"].as_f64().unwrap();
-        assert!((single - in_ens).abs() <= 1e-10 * single, "member {k}: {single} vs {in_ens}");
+        assert!(
+            (single - in_ens).abs() <= 1e-10 * single,
+            "member {k}: {single} vs {in_ens}"
+        );
     }
 
     // screen on the ensemble: the deviation columns, non-negative, the members disagree.
@@ -185,7 +204,12 @@ fn ensemble_of_two_trains_evaluates_and_screens() {
     let csv = std::fs::read_to_string(dir.path().join("scr.csv")).unwrap();
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = |n: &str| header.iter().position(|h| *h == n).unwrap_or_else(|| panic!("{n}: {header:?}"));
+    let col = |n: &str| {
+        header
+            .iter()
+            .position(|h| *h == n)
+            .unwrap_or_else(|| panic!("{n}: {header:?}"))
+    };
     let (es, mf, af, mv) = (
         col("energy_std"),
         col("max_devi_f"),
@@ -232,7 +256,10 @@ fn ensemble_sizes_below_two_and_resume_without_checkpoints_are_refused() {
         ]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{err}");
-        assert!(err.contains(&format!("--ensemble {k}")) && err.contains(msg), "{err}");
+        assert!(
+            err.contains(&format!("--ensemble {k}")) && err.contains(msg),
+            "{err}"
+        );
         assert!(!out.exists(), "nothing written for --ensemble {k}");
     }
     let o = hydragnn(&["train", cfg.to_str().unwrap(), "--ensemble", "x"]);
@@ -249,7 +276,10 @@ fn ensemble_sizes_below_two_and_resume_without_checkpoints_are_refused() {
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(5), "{err}");
-    assert!(err.contains("member_0") && err.contains("checkpoint"), "{err}");
+    assert!(
+        err.contains("member_0") && err.contains("checkpoint"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -282,13 +312,19 @@ fn ensemble_members_spread_over_two_ranks_train_as_on_one() {
         .unwrap();
     let s = ok(&o);
     assert!(s.contains("ensemble of 3: 2 group(s) of 1 rank(s)"), "{s}");
-    let (a, b) = (json(&one.join("ensemble.json")), json(&two.join("ensemble.json")));
+    let (a, b) = (
+        json(&one.join("ensemble.json")),
+        json(&two.join("ensemble.json")),
+    );
     for k in 0..3 {
         let (x, y) = (
             a["members"][k]["val_loss"].as_f64().unwrap(),
             b["members"][k]["val_loss"].as_f64().unwrap(),
         );
-        assert!((x - y).abs() <= 1e-9 * x.abs(), "member {k}: np1 {x} vs np2 {y}");
+        assert!(
+            (x - y).abs() <= 1e-9 * x.abs(),
+            "member {k}: np1 {x} vs np2 {y}"
+        );
     }
     assert_eq!(a["best_member"], b["best_member"]);
     let e = mlip::ensemble::Ensemble::load(

@@ -283,14 +283,17 @@ fn eval_ensemble(
         .enumerate()
         .map(|(k, m)| {
             let names = m.branch_names();
-            let b = names.iter().position(|n| *n == spec.name).with_context(|| {
-                format!(
-                    "{}: member {k} has no branch '{}' (its branches: {})",
-                    a.model.display(),
-                    spec.name,
-                    names.join(", ")
-                )
-            })?;
+            let b = names
+                .iter()
+                .position(|n| *n == spec.name)
+                .with_context(|| {
+                    format!(
+                        "{}: member {k} has no branch '{}' (its branches: {})",
+                        a.model.display(),
+                        spec.name,
+                        names.join(", ")
+                    )
+                })?;
             Ok(BranchSpec {
                 branch: b,
                 ..spec.clone()
@@ -299,11 +302,7 @@ fn eval_ensemble(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let plot_dir = match &a.plots {
         Some(d) => d.clone(),
-        None => a
-            .model
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
+        None => a.model.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
     let stem = a
         .model

@@ -123,7 +123,11 @@ pub fn evaluate_window(
 ) -> Vec<Result<Results, String>> {
     evaluate_window_with(
         |g| model.compute_graphs(g, req),
-        |g| model.compute_graph(g, req).map_err(|e| format!("engine: {e}")),
+        |g| {
+            model
+                .compute_graph(g, req)
+                .map_err(|e| format!("engine: {e}"))
+        },
         batch_atoms,
         prepared,
     )

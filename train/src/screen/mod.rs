@@ -178,12 +178,8 @@ pub fn load_members(plan: &ScreenPlan) -> Result<(Vec<Model>, usize)> {
     let branch = branch_index(&members[0], plan.branch.as_deref())?;
     let name = members[0].branch_names()[branch].clone();
     for (k, m) in members.iter_mut().enumerate() {
-        m.set_branch(&name).map_err(|e| {
-            Error::Invalid(format!(
-                "{}: member {k}: {e}",
-                plan.model.display()
-            ))
-        })?;
+        m.set_branch(&name)
+            .map_err(|e| Error::Invalid(format!("{}: member {k}: {e}", plan.model.display())))?;
         if !plan.exact {
             let tol = if plan.fp32 {
                 mlip::fast::F32_TOLERANCE
@@ -383,18 +379,19 @@ pub fn screen(plan: &ScreenPlan, dist: &Dist) -> Result<ScreenSummary> {
         for w in rx_graph {
             let t = Instant::now();
             // (results, deviations): the deviations only for an ensemble.
-            let results: Vec<std::result::Result<(mlip::Results, Option<mlip::ensemble::Deviation>), String>> =
-                if cols.ensemble {
-                    evaluate_window_members(&member_refs, req, plan.batch_atoms, &w.prepared)
-                        .into_iter()
-                        .map(|r| r.map(|e| (e.mean, Some(e.deviation))))
-                        .collect()
-                } else {
-                    evaluate_window(model, req, plan.batch_atoms, &w.prepared)
-                        .into_iter()
-                        .map(|r| r.map(|r| (r, None)))
-                        .collect()
-                };
+            let results: Vec<
+                std::result::Result<(mlip::Results, Option<mlip::ensemble::Deviation>), String>,
+            > = if cols.ensemble {
+                evaluate_window_members(&member_refs, req, plan.batch_atoms, &w.prepared)
+                    .into_iter()
+                    .map(|r| r.map(|e| (e.mean, Some(e.deviation))))
+                    .collect()
+            } else {
+                evaluate_window(model, req, plan.batch_atoms, &w.prepared)
+                    .into_iter()
+                    .map(|r| r.map(|r| (r, None)))
+                    .collect()
+            };
             timings.evaluate_s += t.elapsed().as_secs_f64();
             let t = Instant::now();
             let lines: Vec<String> = w

@@ -152,8 +152,11 @@ pub fn train_ensemble(
                 Error::Invalid(m) => Error::Invalid(format!("member {i}: {m}")),
                 e => e,
             })?;
-            let vl = val_loss(&s.final_metrics)
-                .or_else(|| s.best.as_ref().map(|(_, b)| b.values().map(|m| m.loss).sum()));
+            let vl = val_loss(&s.final_metrics).or_else(|| {
+                s.best
+                    .as_ref()
+                    .map(|(_, b)| b.values().map(|m| m.loss).sum())
+            });
             if sub.is_root() {
                 losses[2 * i] = 1.0;
                 losses[2 * i + 1] = vl.unwrap_or(f64::NAN);
@@ -274,8 +277,14 @@ mod tests {
 
     #[test]
     fn sizes_below_two_are_refused() {
-        assert!(check_size(0).unwrap_err().to_string().contains("--ensemble 0"));
-        assert!(check_size(1).unwrap_err().to_string().contains("single model"));
+        assert!(check_size(0)
+            .unwrap_err()
+            .to_string()
+            .contains("--ensemble 0"));
+        assert!(check_size(1)
+            .unwrap_err()
+            .to_string()
+            .contains("single model"));
         assert!(check_size(2).is_ok());
     }
 }
