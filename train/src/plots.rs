@@ -348,48 +348,6 @@ pub fn search_png(path: &Path, title: &str, trials: &[(f64, f64, bool)]) -> Resu
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glyphs_are_5x7() {
-        for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ.,-+/:=()_% ".chars() {
-            assert_eq!(glyph(c).map(str::len), Some(35), "glyph {c:?}");
-        }
-    }
-
-    #[test]
-    fn writes_a_png_without_fonts() {
-        let dir = std::env::temp_dir().join(format!("hgnn_plot_{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("parity.png");
-        parity_png(
-            &p,
-            "metals energy_per_atom (eV/atom)",
-            &[0.0, 1.0, 2.0],
-            &[0.1, 0.9, 2.2],
-        )
-        .unwrap();
-        let bytes = std::fs::read(&p).unwrap();
-        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn histogram_writes_a_png() {
-        let dir = std::env::temp_dir().join(format!("hgnn_hist_{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("hist.png");
-        let v: Vec<f64> = (0..100).map(|i| (i as f64 * 0.37).sin()).collect();
-        histogram_png(&p, "energy_per_atom", &v, 20).unwrap();
-        let bytes = std::fs::read(&p).unwrap();
-        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-        histogram_png(&p, "empty", &[f64::NAN], 20).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
 /// Writes a calibration plot to `path` (PNG): each bin's mean predicted deviation (x) against
 /// the observed RMS error in it (y), joined by a line, with y = x (a calibrated ensemble lies on
 /// it) and the Spearman rank correlation `rho` in the subtitle; both axes from 0.
@@ -459,4 +417,46 @@ pub fn calibration_png(
         root.present().map_err(|e| err(e.to_string()))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glyphs_are_5x7() {
+        for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ.,-+/:=()_% ".chars() {
+            assert_eq!(glyph(c).map(str::len), Some(35), "glyph {c:?}");
+        }
+    }
+
+    #[test]
+    fn writes_a_png_without_fonts() {
+        let dir = std::env::temp_dir().join(format!("hgnn_plot_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("parity.png");
+        parity_png(
+            &p,
+            "metals energy_per_atom (eV/atom)",
+            &[0.0, 1.0, 2.0],
+            &[0.1, 0.9, 2.2],
+        )
+        .unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn histogram_writes_a_png() {
+        let dir = std::env::temp_dir().join(format!("hgnn_hist_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("hist.png");
+        let v: Vec<f64> = (0..100).map(|i| (i as f64 * 0.37).sin()).collect();
+        histogram_png(&p, "energy_per_atom", &v, 20).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        histogram_png(&p, "empty", &[f64::NAN], 20).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -189,14 +189,14 @@ pub fn train_ensemble(
     if world.is_root() {
         // Records of the members other groups trained: their metrics.json.
         let mut all: Vec<MemberRecord> = Vec::with_capacity(k);
-        for i in 0..k {
+        for (i, mcfg) in cfgs.iter().enumerate() {
             if let Some(r) = records.iter().find(|r| r.index == i) {
                 all.push(r.clone());
             } else {
                 let dir = member_dir(&opts.out_dir, i);
                 all.push(MemberRecord {
                     index: i,
-                    seed: cfgs[i].training().seed,
+                    seed: mcfg.training().seed,
                     metrics: read_final_metrics(&dir)?,
                     dir,
                     val_loss: loss_of(i),
