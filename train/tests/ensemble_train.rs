@@ -301,16 +301,19 @@ fn ensemble_members_spread_over_two_ranks_train_as_on_one() {
         "3",
     ]));
     // np 2, K 3: two single-rank groups; group 0 trains members 0 and 2, group 1 member 1.
-    let o = Command::new(&mpirun)
-        .args(["-np", "2", bin().to_str().unwrap(), "train"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&two)
-        .args(["--ensemble", "3"])
-        .env("HYDRAGNN_NUM_THREADS", "1")
-        .output()
-        .unwrap();
-    let s = ok(&o);
+    let mpi = |np: &str, k: &str, out: &Path| {
+        let o = Command::new(&mpirun)
+            .args(["-np", np, bin().to_str().unwrap(), "train"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(out)
+            .args(["--ensemble", k])
+            .env("HYDRAGNN_NUM_THREADS", "1")
+            .output()
+            .unwrap();
+        ok(&o)
+    };
+    let s = mpi("2", "3", &two);
     assert!(s.contains("ensemble of 3: 2 group(s) of 1 rank(s)"), "{s}");
     let (a, b) = (
         json(&one.join("ensemble.json")),
@@ -334,4 +337,27 @@ fn ensemble_members_spread_over_two_ranks_train_as_on_one() {
     )
     .unwrap();
     assert_eq!(e.len(), 3);
+    // np 3, K 2: ranks {0, 1} train member 0 data-parallel on their sub-communicator, rank 2
+    // member 1; the members are those of the K = 3 run (same seeds), up to the rounding of the
+    // gradient sum over 2 ranks.
+    let three = dir.path().join("np3");
+    let s = mpi("3", "2", &three);
+    assert!(
+        s.contains("ensemble of 2: 2 group(s) of 2, 1 rank(s)"),
+        "{s}"
+    );
+    let c = json(&three.join("ensemble.json"));
+    assert_eq!(c["ranks_per_group"], serde_json::json!([2, 1]));
+    for k in 0..2 {
+        let (x, y) = (
+            a["members"][k]["val_loss"].as_f64().unwrap(),
+            c["members"][k]["val_loss"].as_f64().unwrap(),
+        );
+        assert!(
+            (x - y).abs() <= 1e-6 * x.abs(),
+            "member {k}: np1 {x} vs np3 {y}"
+        );
+    }
+    let steps0 = std::fs::read_to_string(three.join("member_0/steps.csv")).unwrap();
+    assert!(steps0.lines().count() > 1);
 }

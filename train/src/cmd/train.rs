@@ -96,10 +96,19 @@ fn run_ensemble(
     let s = train_ensemble(cfg, k, opts, dist)
         .with_context(|| format!("training an ensemble of {k} from {}", path.display()))?;
     if dist.is_root() {
+        // "2 group(s) of 1 rank(s)", or "of 2, 1 rank(s)" when they differ.
+        let sizes = if s.groups.iter().all(|&n| n == s.groups[0]) {
+            s.groups[0].to_string()
+        } else {
+            s.groups
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         outln!(
-            "ensemble of {k}: {} group(s) of {} rank(s)",
-            s.groups.1,
-            s.groups.0
+            "ensemble of {k}: {} group(s) of {sizes} rank(s)",
+            s.groups.len()
         )?;
         for m in &s.members {
             let val = m

@@ -72,8 +72,8 @@ pub struct EnsembleSummary {
     pub members: Vec<MemberRecord>,
     /// The member copied to `best.model` (lowest validation loss).
     pub best_member: usize,
-    /// Ranks per group and number of groups.
-    pub groups: (usize, usize),
+    /// The number of ranks of each group (group g trains members g, g + G, ...).
+    pub groups: Vec<usize>,
 }
 
 /// The config of member `k`: `Training.seed` replaced by [`member_seed`] in the text too, so
@@ -185,7 +185,13 @@ pub fn train_ensemble(
             la.total_cmp(&lb)
         })
         .unwrap_or(0);
-    let ranks_per_group = world.size() / n_groups;
+    let ranks_per_group: Vec<usize> = (0..n_groups)
+        .map(|g| {
+            (0..world.size())
+                .filter(|&r| rank_group(r, world.size(), k).0 == g)
+                .count()
+        })
+        .collect();
     if world.is_root() {
         // Records of the members other groups trained: their metrics.json.
         let mut all: Vec<MemberRecord> = Vec::with_capacity(k);
@@ -214,7 +220,7 @@ pub fn train_ensemble(
             "num_members": k,
             "seeds": all.iter().map(|r| r.seed).collect::<Vec<_>>(),
             "groups": n_groups,
-            "ranks_per_group": ranks_per_group,
+            "ranks_per_group": &ranks_per_group,
             "best_member": best_member,
             "best_model": files::BEST_MODEL,
             "ensemble_model": ensemble_files::ENSEMBLE_MODEL,
@@ -234,7 +240,7 @@ pub fn train_ensemble(
         out_dir: opts.out_dir,
         members: records,
         best_member,
-        groups: (ranks_per_group, n_groups),
+        groups: ranks_per_group,
     })
 }
 
