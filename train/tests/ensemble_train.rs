@@ -237,6 +237,41 @@ fn ensemble_of_two_trains_evaluates_and_screens() {
     ]));
     let csv1 = std::fs::read_to_string(dir.path().join("scr1.csv")).unwrap();
     assert!(!csv1.lines().next().unwrap().contains("devi"), "{csv1}");
+
+    // --resume with one more epoch: every member continues from its checkpoint, and the
+    // ensemble file is rebuilt from the new best models.
+    let mut c3 = json(&cfg);
+    c3["NeuralNetwork"]["Training"]["num_epoch"] = 3.into();
+    let cfg3 = write_config(dir.path(), "c3.json", &c3);
+    std::fs::remove_file(&ens_path).unwrap();
+    ok(&hydragnn(&[
+        "train",
+        cfg3.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--ensemble",
+        "2",
+        "--resume",
+    ]));
+    for k in 0..2 {
+        let m = json(&out.join(format!("member_{k}/metrics.json")));
+        assert_eq!(m["epochs"].as_array().unwrap().len(), 3, "member {k}");
+    }
+    let e2 =
+        mlip::ensemble::Ensemble::load(&ens_path, tch::Kind::Double, tch::Device::Cpu).unwrap();
+    let r2 = e2.compute(&st, Request::EFV).unwrap();
+    for k in 0..2 {
+        let m = mlip::Model::load(
+            out.join(format!("member_{k}/best.model")),
+            tch::Kind::Double,
+            tch::Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(
+            r2.members[k].energy,
+            m.compute(&st, Request::EFV).unwrap().energy
+        );
+    }
 }
 
 #[test]
