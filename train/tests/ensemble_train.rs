@@ -335,6 +335,18 @@ fn ensemble_members_spread_over_two_ranks_train_as_on_one() {
         "--ensemble",
         "3",
     ]));
+    // Member 0 is the run without --ensemble.
+    let single = dir.path().join("single");
+    ok(&hydragnn(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out",
+        single.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(single.join("steps.csv")).unwrap(),
+        std::fs::read_to_string(one.join("member_0/steps.csv")).unwrap()
+    );
     // np 2, K 3: two single-rank groups; group 0 trains members 0 and 2, group 1 member 1.
     let mpi = |np: &str, k: &str, out: &Path| {
         let o = Command::new(&mpirun)
