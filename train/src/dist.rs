@@ -13,7 +13,7 @@ use mpi::traits::*;
 
 /// The communicator of a training run.
 pub struct Dist {
-    comm: Option<(mpi::environment::Universe, SimpleCommunicator)>,
+    comm: Option<(Option<mpi::environment::Universe>, SimpleCommunicator)>,
     rank: usize,
     size: usize,
     local_rank: usize,
@@ -51,13 +51,34 @@ impl Dist {
                 let local = world.split_shared(rank as i32);
                 let (local_rank, local_size) = (local.rank() as usize, local.size() as usize);
                 Dist {
-                    comm: Some((universe, world)),
+                    comm: Some((Some(universe), world)),
                     rank,
                     size,
                     local_rank,
                     local_size,
                 }
             }
+            None => Dist::single(),
+        }
+    }
+
+    /// The ranks of the same `color` as a communicator of their own (MPI_Comm_split, ordered
+    /// by rank): `hydragnn train --ensemble` trains each member on its own group of ranks. Node
+    /// placement (device, threads) stays that of the whole run. Without MPI: one rank.
+    /// Collective: every rank must call it. Drop the result before `self`.
+    pub fn split(&self, color: usize) -> Dist {
+        let Some((_, world)) = &self.comm else {
+            return Dist::single();
+        };
+        let color = mpi::topology::Color::with_value(color as i32);
+        match world.split_by_color_with_key(color, self.rank as i32) {
+            Some(sub) => Dist {
+                rank: sub.rank() as usize,
+                size: sub.size() as usize,
+                comm: Some((None, sub)),
+                local_rank: self.local_rank,
+                local_size: self.local_size,
+            },
             None => Dist::single(),
         }
     }

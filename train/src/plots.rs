@@ -1,4 +1,5 @@
-//! Parity plots (predicted vs. true) and histograms (`hydragnn screen`) as PNG, drawn with plotters' bitmap backend. Labels use a
+//! Parity plots (predicted vs. true), histograms (`hydragnn screen`) and ensemble calibration
+//! plots (`hydragnn eval` on an ensemble) as PNG, drawn with plotters' bitmap backend. Labels use a
 //! built-in 5x7 bitmap font (upper-case letters, digits, a few signs) instead of plotters' font
 //! support, which needs fontconfig and system fonts: the plots render on any machine.
 
@@ -342,6 +343,77 @@ pub fn search_png(path: &Path, title: &str, trials: &[(f64, f64, bool)]) -> Resu
         let xl = "TRIAL";
         draw_text(&root, xl, (x0 + x1) / 2 - text_width(xl) / 2, y1 + 40);
         draw_text(&root, "VAL LOSS", 4, y0 - 24);
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Writes a calibration plot to `path` (PNG): each bin's mean predicted deviation (x) against
+/// the observed RMS error in it (y), joined by a line, with y = x (a calibrated ensemble lies on
+/// it) and the Spearman rank correlation `rho` in the subtitle; both axes from 0.
+pub fn calibration_png(
+    path: &Path,
+    title: &str,
+    bins: &[(f64, f64)],
+    rho: Option<f64>,
+) -> Result<()> {
+    let err = |e: String| {
+        Error::Invalid(format!(
+            "{}: cannot draw the calibration plot: {e}",
+            path.display()
+        ))
+    };
+    let pts: Vec<(f64, f64)> = bins
+        .iter()
+        .copied()
+        .filter(|(a, b)| a.is_finite() && b.is_finite())
+        .collect();
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, (W as u32, H as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let hi = pts
+            .iter()
+            .flat_map(|&(a, b)| [a, b])
+            .fold(0.0f64, f64::max)
+            .max(1e-12)
+            * 1.05;
+        let (x0, x1, y0, y1) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
+        let side = (x1 - x0).min(y1 - y0);
+        let (x1, y0) = (x0 + side, y1 - side);
+        let px = |v: f64| x0 + (v / hi * side as f64).round() as i32;
+        let py = |v: f64| y1 - (v / hi * side as f64).round() as i32;
+        let grey = RGBColor(160, 160, 160);
+        root.draw(&Rectangle::new([(x0, y0), (x1, y1)], BLACK.stroke_width(1)))
+            .map_err(|e| err(e.to_string()))?;
+        root.draw(&PathElement::new(
+            vec![(x0, y1), (x1, y0)],
+            grey.stroke_width(1),
+        ))
+        .map_err(|e| err(e.to_string()))?;
+        for k in 0..=4 {
+            let v = hi * k as f64 / 4.0;
+            let label = fmt_tick(v, hi);
+            let (tx, ty) = (px(v), py(v));
+            let _ = root.draw(&PathElement::new(vec![(tx, y1), (tx, y1 + 6)], BLACK));
+            let _ = root.draw(&PathElement::new(vec![(x0 - 6, ty), (x0, ty)], BLACK));
+            draw_text(&root, &label, tx - text_width(&label) / 2, y1 + 12);
+            draw_text(&root, &label, (x0 - 10 - text_width(&label)).max(2), ty - 7);
+        }
+        let blue = RGBColor(31, 119, 180);
+        let line: Vec<(i32, i32)> = pts.iter().map(|&(a, b)| (px(a), py(b))).collect();
+        let _ = root.draw(&PathElement::new(line.clone(), blue.stroke_width(2)));
+        for p in line {
+            let _ = root.draw(&Circle::new(p, 4, blue.filled()));
+        }
+        draw_text(&root, title, LEFT, 10);
+        let sub = match rho {
+            Some(r) => format!("Y: RMS ERROR  SPEARMAN {r:.3}  BINS {}", pts.len()),
+            None => format!("Y: RMS ERROR  BINS {}", pts.len()),
+        };
+        draw_text(&root, &sub, LEFT, 32);
+        let xl = "PREDICTED DEVIATION";
+        draw_text(&root, xl, x0 + side / 2 - text_width(xl) / 2, y1 + 40);
         root.present().map_err(|e| err(e.to_string()))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))

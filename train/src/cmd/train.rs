@@ -1,5 +1,7 @@
 //! `hydragnn train CONFIG.json [--resume] [--out DIR]`: validates the config and datasets, then
-//! trains (data-parallel when launched by mpirun/srun; one rank otherwise).
+//! trains (data-parallel when launched by mpirun/srun; one rank otherwise). `--ensemble K`
+//! trains K members that differ by seed and writes the ensemble file
+//! ([`hydragnn_train::trainer::ensemble`], docs/ensembles.md).
 
 use std::path::PathBuf;
 
@@ -19,12 +21,20 @@ pub struct Args {
     /// Output directory (default: logs/<Dataset.name>).
     #[arg(short, long)]
     out: Option<PathBuf>,
+    /// Train an ensemble of K (at least 2) members differing by seed (`Training.seed + k`:
+    /// initial weights and data order), in DIR/member_k/, then DIR/ensemble.model; the members
+    /// are spread over the MPI ranks (docs/ensembles.md).
+    #[arg(long, value_name = "K")]
+    ensemble: Option<usize>,
 }
 
 /// Runs the command.
 pub fn run(a: Args) -> anyhow::Result<()> {
     // Validate before MPI starts: a bad config fails fast, with the key named, on every rank.
     let cfg = TrainConfig::load(&a.config)?;
+    if let Some(k) = a.ensemble {
+        hydragnn_train::trainer::ensemble::check_size(k)?;
+    }
     let dist = if std::env::var_os("HYDRAGNN_NO_MPI").is_some() {
         Dist::single()
     } else {
@@ -48,6 +58,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         resume: a.resume,
         command,
     };
+    if let Some(k) = a.ensemble {
+        return run_ensemble(&a.config, &cfg, k, opts, &dist);
+    }
     let s = hydragnn_train::train(&cfg, opts, &dist)
         .with_context(|| format!("training {}", a.config.display()))?;
     if dist.is_root() {
@@ -67,6 +80,59 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
         }
         outln!("outputs in {}", s.out_dir.display())?;
+    }
+    Ok(())
+}
+
+/// `--ensemble K`: trains the members and prints one line per member and the files written.
+fn run_ensemble(
+    path: &std::path::Path,
+    cfg: &TrainConfig,
+    k: usize,
+    opts: TrainOptions,
+    dist: &Dist,
+) -> anyhow::Result<()> {
+    use hydragnn_train::trainer::ensemble::{ensemble_files, train_ensemble};
+    let s = train_ensemble(cfg, k, opts, dist)
+        .with_context(|| format!("training an ensemble of {k} from {}", path.display()))?;
+    if dist.is_root() {
+        // "2 group(s) of 1 rank(s)", or "of 2, 1 rank(s)" when they differ.
+        let sizes = if s.groups.iter().all(|&n| n == s.groups[0]) {
+            s.groups[0].to_string()
+        } else {
+            s.groups
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        outln!(
+            "ensemble of {k}: {} group(s) of {sizes} rank(s)",
+            s.groups.len()
+        )?;
+        for m in &s.members {
+            let val = m
+                .metrics
+                .get("valset")
+                .map(|per| {
+                    per.iter()
+                        .map(|(b, m)| format!("{b}: {}", m.summary()))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_else(|| "no valset".into());
+            outln!(
+                "member {} (seed {}, {}): valset {val}",
+                m.index,
+                m.seed,
+                m.dir.display()
+            )?;
+        }
+        outln!(
+            "wrote {}; best.model is member {} (lowest validation loss)",
+            s.out_dir.join(ensemble_files::ENSEMBLE_MODEL).display(),
+            s.best_member
+        )?;
     }
     Ok(())
 }

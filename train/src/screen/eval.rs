@@ -1,9 +1,11 @@
 //! The two compute stages of screening: a structure's graph (validation, species, neighbour
 //! list, overlap check) and a window's evaluation in size-sorted batches through the engine's
 //! batched call ([`mlip::Model::compute_graphs`], the same one `hgnn_compute_batch` uses). A
-//! structure that fails either stage gets an error message; the others go on.
+//! structure that fails either stage gets an error message; the others go on. An ensemble runs
+//! every member on each batch ([`evaluate_window_members`]).
 
 use mlip::compute::{GraphInput, Request, Results};
+use mlip::ensemble::EnsembleResults;
 use mlip::model::SpeciesIndex;
 use mlip::neighbors::neighbor_list;
 use mlip::{Model, Structure};
@@ -119,7 +121,59 @@ pub fn evaluate_window(
     batch_atoms: usize,
     prepared: &[Result<Prepared, String>],
 ) -> Vec<Result<Results, String>> {
-    let mut out: Vec<Option<Result<Results, String>>> = prepared
+    evaluate_window_with(
+        |g| model.compute_graphs(g, req),
+        |g| {
+            model
+                .compute_graph(g, req)
+                .map_err(|e| format!("engine: {e}"))
+        },
+        batch_atoms,
+        prepared,
+    )
+}
+
+/// [`evaluate_window`] for an ensemble: every member on each batch, sharing its graph arrays
+/// ([`mlip::ensemble::compute_graphs_members`]): the mean, the members and the deviations.
+pub fn evaluate_window_members(
+    members: &[&Model],
+    req: Request,
+    batch_atoms: usize,
+    prepared: &[Result<Prepared, String>],
+) -> Vec<Result<EnsembleResults, String>> {
+    let all = |g: &[GraphInput]| mlip::ensemble::compute_graphs_members(members, g, req);
+    evaluate_window_with(
+        all,
+        |g| {
+            all(std::slice::from_ref(g))
+                .map_err(|e| format!("engine: {e}"))
+                .and_then(|mut v| v.pop().ok_or_else(|| "engine: no result".to_string()))
+        },
+        batch_atoms,
+        prepared,
+    )
+}
+
+fn graph_input(p: &Prepared) -> GraphInput<'_> {
+    GraphInput {
+        n_local: p.numbers.len(),
+        positions: &p.positions,
+        numbers: &p.numbers,
+        centers: &p.centers,
+        neighbors: &p.neighbors,
+        shifts: Some(&p.shifts),
+    }
+}
+
+/// The batching of [`evaluate_window`] around `compute` (one engine call on a batch of graphs)
+/// and `one` (one graph, when a batch fails without naming a structure).
+fn evaluate_window_with<T>(
+    compute: impl Fn(&[GraphInput]) -> mlip::Result<Vec<T>>,
+    one: impl Fn(&GraphInput) -> Result<T, String>,
+    batch_atoms: usize,
+    prepared: &[Result<Prepared, String>],
+) -> Vec<Result<T, String>> {
+    let mut out: Vec<Option<Result<T, String>>> = prepared
         .iter()
         .map(|p| p.as_ref().err().map(|e| Err(e.clone())))
         .collect();
@@ -140,19 +194,9 @@ pub fn evaluate_window(
         while !batch.is_empty() {
             let inputs: Vec<GraphInput> = batch
                 .iter()
-                .map(|&i| {
-                    let p = prepared[i].as_ref().expect("prepared");
-                    GraphInput {
-                        n_local: p.numbers.len(),
-                        positions: &p.positions,
-                        numbers: &p.numbers,
-                        centers: &p.centers,
-                        neighbors: &p.neighbors,
-                        shifts: Some(&p.shifts),
-                    }
-                })
+                .map(|&i| graph_input(prepared[i].as_ref().expect("prepared")))
                 .collect();
-            match model.compute_graphs(&inputs, req) {
+            match compute(&inputs) {
                 Ok(rs) => {
                     for (&i, r) in batch.iter().zip(rs) {
                         out[i] = Some(Ok(r));
@@ -170,20 +214,8 @@ pub fn evaluate_window(
                 Err(_) => {
                     // Not attributed to one structure: evaluate them one by one.
                     for &i in &batch {
-                        let p = prepared[i].as_ref().expect("prepared");
-                        let g = GraphInput {
-                            n_local: p.numbers.len(),
-                            positions: &p.positions,
-                            numbers: &p.numbers,
-                            centers: &p.centers,
-                            neighbors: &p.neighbors,
-                            shifts: Some(&p.shifts),
-                        };
-                        out[i] = Some(
-                            model
-                                .compute_graph(&g, req)
-                                .map_err(|e| format!("engine: {e}")),
-                        );
+                        let g = graph_input(prepared[i].as_ref().expect("prepared"));
+                        out[i] = Some(one(&g));
                     }
                     batch.clear();
                 }

@@ -11,6 +11,9 @@
 //! number of ranks or on where a run was interrupted; a rerun with `resume` skips the windows
 //! whose chunk is there. Rank 0 then merges the chunks into one CSV in input order, an ADIOS2
 //! file, the top-k and a histogram.
+//!
+//! An ensemble file screens with the committee mean in every column and adds the members'
+//! deviations (`energy_std`, `max_devi_f`, `avg_devi_f`, `max_devi_v`: [`output::Columns`]).
 
 pub mod eval;
 pub mod generate;
@@ -30,7 +33,7 @@ use crate::dist::Dist;
 use crate::error::{Error, Result};
 use crate::plots::histogram_png;
 
-use eval::{evaluate_window, GraphRules, Prepared};
+use eval::{evaluate_window, evaluate_window_members, GraphRules, Prepared};
 use generate::Generator;
 use input::{Inputs, Item};
 use output::{parts_dir, suffixed, Columns, Table};
@@ -157,6 +160,40 @@ pub fn load_model(plan: &ScreenPlan) -> Result<(Model, usize)> {
     Ok((model, branch))
 }
 
+/// [`load_model`] for a model or an ensemble file: every member as screening evaluates it, the
+/// branch of member 0's name active in each (a member without it is refused, naming it).
+pub fn load_members(plan: &ScreenPlan) -> Result<(Vec<Model>, usize)> {
+    let kind = if plan.fp32 { Kind::Float } else { Kind::Double };
+    let bytes = match std::fs::read(&plan.model) {
+        Ok(b) => b,
+        // The model path's own error (a missing file ...), as for a model file.
+        Err(_) => return load_model(plan).map(|(m, b)| (vec![m], b)),
+    };
+    if !mlip::ensemble::is_ensemble(&bytes) {
+        let (m, b) = load_model(plan)?;
+        return Ok((vec![m], b));
+    }
+    let ens = mlip::ensemble::Ensemble::from_bytes(&bytes, &plan.model, kind, Device::Cpu)?;
+    let mut members = ens.members;
+    let branch = branch_index(&members[0], plan.branch.as_deref())?;
+    let name = members[0].branch_names()[branch].clone();
+    for (k, m) in members.iter_mut().enumerate() {
+        m.set_branch(&name)
+            .map_err(|e| Error::Invalid(format!("{}: member {k}: {e}", plan.model.display())))?;
+        if !plan.exact {
+            let tol = if plan.fp32 {
+                mlip::fast::F32_TOLERANCE
+            } else {
+                mlip::fast::DEFAULT_TOLERANCE
+            };
+            if m.enable_fast(tol).is_err() {
+                m.disable_fast();
+            }
+        }
+    }
+    Ok((members, branch))
+}
+
 /// What identifies a run's chunks: a resumed run must be the same run.
 fn fingerprint(plan: &ScreenPlan, inputs: &Inputs, cols: &Columns, branch: &str) -> String {
     let model_len = std::fs::metadata(&plan.model).map_or(0, |m| m.len());
@@ -185,9 +222,12 @@ pub fn screen(plan: &ScreenPlan, dist: &Dist) -> Result<ScreenSummary> {
         ));
     }
     mlip::compute::set_num_threads(plan.threads as i32)?;
-    let (model, branch) = load_model(plan)?;
+    let (members, branch) = load_members(plan)?;
+    let model = &members[0];
+    let member_refs: Vec<&Model> = members.iter().collect();
     let branch_name = model.branch_names()[branch].clone();
-    let cols = Columns::of_model(&model, branch, plan.forces, plan.stress);
+    let mut cols = Columns::of_model(model, branch, plan.forces, plan.stress);
+    cols.ensemble = members.len() > 1;
     if !cols.numeric().contains(&plan.sort_by) {
         return Err(Error::Invalid(format!(
             "--sort-by '{}': the columns are {}",
@@ -338,7 +378,20 @@ pub fn screen(plan: &ScreenPlan, dist: &Dist) -> Result<ScreenSummary> {
         let mut eval_err = None;
         for w in rx_graph {
             let t = Instant::now();
-            let results = evaluate_window(&model, req, plan.batch_atoms, &w.prepared);
+            // (results, deviations): the deviations only for an ensemble.
+            let results: Vec<
+                std::result::Result<(mlip::Results, Option<mlip::ensemble::Deviation>), String>,
+            > = if cols.ensemble {
+                evaluate_window_members(&member_refs, req, plan.batch_atoms, &w.prepared)
+                    .into_iter()
+                    .map(|r| r.map(|e| (e.mean, Some(e.deviation))))
+                    .collect()
+            } else {
+                evaluate_window(model, req, plan.batch_atoms, &w.prepared)
+                    .into_iter()
+                    .map(|r| r.map(|r| (r, None)))
+                    .collect()
+            };
             timings.evaluate_s += t.elapsed().as_secs_f64();
             let t = Instant::now();
             let lines: Vec<String> = w
@@ -350,9 +403,12 @@ pub fn screen(plan: &ScreenPlan, dist: &Dist) -> Result<ScreenSummary> {
                     let label = &inputs.sources[it.source].label;
                     let numbers = it.data.as_ref().ok().map(|f| f.numbers.as_slice());
                     match r {
-                        Ok(r) => {
+                        Ok((r, dev)) => {
                             let p = p.as_ref().expect("evaluated");
-                            let v = cols.values(p.numbers.len(), p.volume, r);
+                            let mut v = cols.values(p.numbers.len(), p.volume, r);
+                            if let Some(d) = dev {
+                                v.extend(cols.deviation_values(d));
+                            }
                             output::row(it.index, label, it.frame, numbers, &v, n_numeric, "")
                         }
                         Err(e) => {

@@ -31,6 +31,9 @@ pub struct Columns {
     pub stress: bool,
     /// Other heads of the branch.
     pub heads: Vec<HeadColumn>,
+    /// An ensemble of more than one member: the deviation columns after the others
+    /// (`energy_std`; `max_devi_f`, `avg_devi_f` with forces; `max_devi_v` with the stress).
+    pub ensemble: bool,
 }
 
 /// The columns before the numeric ones.
@@ -62,7 +65,39 @@ impl Columns {
             forces,
             stress,
             heads,
+            ensemble: false,
         }
+    }
+
+    /// The deviation columns of an ensemble: `energy_std` (eV, population std of the members'
+    /// total energies), `max_devi_f` and `avg_devi_f` (eV/Å, DeePMD's), `max_devi_v` (eV/atom).
+    pub fn deviation_names(&self) -> Vec<String> {
+        let mut c = Vec::new();
+        if self.ensemble {
+            c.push("energy_std".to_string());
+            if self.forces {
+                c.extend(["max_devi_f".to_string(), "avg_devi_f".to_string()]);
+            }
+            if self.stress {
+                c.push("max_devi_v".into());
+            }
+        }
+        c
+    }
+
+    /// The values of [`Columns::deviation_names`] for one structure.
+    pub fn deviation_values(&self, d: &mlip::ensemble::Deviation) -> Vec<f64> {
+        let mut v = Vec::new();
+        if self.ensemble {
+            v.push(d.energy_std);
+            if self.forces {
+                v.extend([d.max_f, d.avg_f]);
+            }
+            if self.stress {
+                v.push(d.max_v);
+            }
+        }
+        v
     }
 
     /// Names of the numeric columns, in order.
@@ -86,6 +121,7 @@ impl Columns {
                 c.extend((0..h.dim).map(|k| format!("{base}_{k}")));
             }
         }
+        c.extend(self.deviation_names());
         c
     }
 

@@ -23,6 +23,7 @@
 //! and --resume), `run` (the loop: steps, validation, stopping), `outputs` (steps.csv,
 //! metrics, the best model, parity plots).
 
+pub mod ensemble;
 mod finetune;
 mod mixed;
 mod outputs;
