@@ -373,6 +373,11 @@ impl<T: Real> Net<T> {
                         "the fast path does not support PNA: its min/max/std aggregators are not a radial filter times a node feature".into(),
                     ))
                 }
+                MpnnType::PnaEq => {
+                    return Err(Error::InvalidInput(
+                        "the fast path does not support PNAEq: its min/max/std aggregators are not a radial filter times a node feature".into(),
+                    ))
+                }
                 MpnnType::Egnn => {
                     return Err(Error::InvalidInput(
                         "the fast path does not support EGNN: its edge MLP reads the node features of both ends, so its messages are not a radial filter times a node feature".into(),

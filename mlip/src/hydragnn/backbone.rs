@@ -448,3 +448,84 @@ pub(super) fn pna(
         },
     })
 }
+
+/// HydraGNN PNAEq (`PNAEqStack`: `PainnMessage` with PyG's `DegreeScalerAggregation` of the
+/// scalar messages, `PainnUpdate`, the output embeddings): the engine's PNAEq in HydraGNN's own
+/// weight layout (no reordering), sinc basis times cosine cutoff, and the degree averages from
+/// the checkpoint's `avg_deg_lin`/`avg_deg_log` buffers.
+pub(super) fn pnaeq(
+    arch: &Value,
+    num_conv_layers: usize,
+    state: &BTreeMap<String, Tensor>,
+    used: &mut std::collections::BTreeSet<String>,
+    sources: &mut BTreeMap<String, Source>,
+    warnings: &mut Vec<String>,
+) -> Result<Backbone> {
+    let avg_deg_lin = layer_scalar(
+        state,
+        num_conv_layers,
+        "module_0.aggr_module.avg_deg_lin",
+        used,
+    )?;
+    let avg_deg_log = layer_scalar(
+        state,
+        num_conv_layers,
+        "module_0.aggr_module.avg_deg_log",
+        used,
+    )?;
+    for l in 0..num_conv_layers {
+        let e = |rest: &str| format!("layers.{l}.{rest}");
+        let pairs = [
+            ("pre", "module_0.pre_nns.0.0"),
+            ("post", "module_0.post_nns.0.0"),
+            ("rbf_emb", "module_0.rbf_emb.0"),
+            ("msg.0", "module_0.scalar_message_mlp.0"),
+            ("msg.1", "module_0.scalar_message_mlp.2"),
+            ("msg.2", "module_0.scalar_message_mlp.4"),
+            ("update.mlp.0", "module_1.update_mlp.0"),
+            ("update.mlp.1", "module_1.update_mlp.2"),
+            ("out.s.0", "module_2.0"),
+            ("out.s.1", "module_2.2"),
+        ];
+        for (dst, src) in pairs {
+            for p in ["weight", "bias"] {
+                sources.insert(
+                    e(&format!("{dst}.{p}")),
+                    Source::Copy(conv(l, &format!("{src}.{p}"))),
+                );
+            }
+        }
+        for (dst, src) in [
+            ("rbf_lin", "module_0.rbf_lin"),
+            ("update.X", "module_1.update_X"),
+            ("update.V", "module_1.update_V"),
+        ] {
+            sources.insert(
+                e(&format!("{dst}.weight")),
+                Source::Copy(conv(l, &format!("{src}.weight"))),
+            );
+        }
+        if l + 1 < num_conv_layers {
+            sources.insert(e("out.v.weight"), Source::Copy(conv(l, "module_3.weight")));
+        }
+    }
+    warnings.push(
+        "PNAEq aggregates its scalar messages by min and max: its energy is only piecewise smooth, so energy is \
+         not conserved exactly in MD when two messages swap order"
+            .into(),
+    );
+    Ok(Backbone {
+        num_radial: int(arch, "num_radial")?,
+        radial_type: RadialType::Sinc,
+        envelope: Envelope::Cosine,
+        conv_activation: Activation::Silu,
+        painn: PainnOptions::default(),
+        egnn: EgnnOptions::default(),
+        schnet: SchnetOptions::default(),
+        pna: PnaOptions {
+            avg_deg_lin,
+            avg_deg_log,
+            ..Default::default()
+        },
+    })
+}

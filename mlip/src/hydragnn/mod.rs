@@ -23,6 +23,7 @@
 //! | `use_graph_attr_conditioning`, `concat_node` on [charge, spin] | `graph_attr` (`concat_node`) |
 //! | SchNet (`SCFStack`: PyG `CFConv` layers, `num_filters`, `GaussianSmearing`) | `schnet` options |
 //! | PNA (`PNAConv`, one tower, `avg_deg` buffers, BatchNorm feature layers) | `mpnn_type: PNA`, `pna` options |
+//! | PNAEq (`PNAEqStack`: PaiNN messages and update, PNA aggregation with five scalers) | `mpnn_type: PNAEq` (`pna.avg_deg_*`) |
 //!
 //! Orderings differ and are fixed here by permuting weights: HydraGNN's PaiNN splits messages as
 //! (vector gate, edge gate, scalar) where the engine splits (scalar, vector gate, edge gate), and
@@ -202,9 +203,10 @@ pub fn import(
         "EGNN" => MpnnType::Egnn,
         "SchNet" => MpnnType::SchNet,
         "PNA" | "PNAPlus" => MpnnType::Pna,
+        "PNAEq" => MpnnType::PnaEq,
         other => {
             return Err(cfg(format!(
-                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus can)"
+                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq can)"
             )))
         }
     };
@@ -294,6 +296,14 @@ pub fn import(
             mpnn == "PNAPlus",
             num_conv_layers,
             edge_dim,
+            state,
+            &mut state_used,
+            &mut sources,
+            &mut warnings,
+        )?,
+        MpnnType::PnaEq => backbone::pnaeq(
+            arch,
+            num_conv_layers,
             state,
             &mut state_used,
             &mut sources,

@@ -21,6 +21,10 @@ pub enum MpnnType {
     /// PNA (Corso et al., 2020): multiple aggregators with degree scalers (options in `pna`).
     #[serde(rename = "PNA")]
     Pna,
+    /// PNAEq (HydraGNN's `PNAEqStack`): PaiNN's scalar + vector features with PNA's
+    /// degree-scaled aggregation of the scalar messages (degree averages in `pna`).
+    #[serde(rename = "PNAEq")]
+    PnaEq,
 }
 
 /// Radial basis expanding the pair distance.
@@ -378,7 +382,7 @@ pub struct ModelConfig {
     /// SchNet options.
     #[serde(default, skip_serializing_if = "SchnetOptions::is_default")]
     pub schnet: SchnetOptions,
-    /// PNA options (PNA only).
+    /// PNA options (PNA; PNAEq reads the degree averages).
     #[serde(default, skip_serializing_if = "PnaOptions::is_default")]
     pub pna: PnaOptions,
     /// Every layer's sum of messages over the neighbours is divided by this number, the average
@@ -534,6 +538,22 @@ impl ModelConfig {
                 return bad(format!(
                     "graph_attr.names must be distinct non-empty names, got {:?}",
                     g.names
+                ));
+            }
+        }
+        if self.mpnn_type == MpnnType::PnaEq {
+            let p = &self.pna;
+            if !(p.avg_deg_lin > 0.0
+                && p.avg_deg_log > 0.0
+                && p.avg_deg_lin.is_finite()
+                && p.avg_deg_log.is_finite())
+                || p.edge_dim != 0
+                || p.batch_norm
+                || p.bessel_rbf
+            {
+                return bad(format!(
+                    "PNAEq needs pna.avg_deg_lin and pna.avg_deg_log > 0 (the training graphs' mean degree and mean \
+                     log(degree + 1)) and takes no other pna option (edge_dim, batch_norm, bessel_rbf), got {p:?}"
                 ));
             }
         }

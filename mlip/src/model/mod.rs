@@ -1,5 +1,5 @@
 //! The models: a species input (embedding or raw features), a message-passing backbone (SchNet,
-//! PaiNN, EGNN) behind one [`Backbone`] interface, and per-dataset output branches of graph- and
+//! PaiNN, EGNN, PNA, PNAEq) behind one [`Backbone`] interface, and per-dataset output branches of graph- and
 //! node-level heads. [`Model::forward`] is differentiable end to end (the trainer takes
 //! gradients through it); the energy is Σ_i (head(h_i) + `E0[Z_i]`). [`crate::hydragnn`] maps models
 //! trained by HydraGNN onto these options.
@@ -10,6 +10,7 @@ pub mod graphs;
 pub mod nn;
 pub mod painn;
 pub mod pna;
+pub mod pnaeq;
 pub mod pooled;
 pub mod schnet;
 pub mod species;
@@ -183,6 +184,7 @@ impl Model {
             MpnnType::PaiNN => Box::new(painn::PaiNN::new(&root, &config)),
             MpnnType::Egnn => Box::new(egnn::Egnn::new(&root, &config)),
             MpnnType::Pna => Box::new(pna::Pna::new(&root, &config)),
+            MpnnType::PnaEq => Box::new(pnaeq::PnaEq::new(&root, &config)),
         };
         let f = config.hidden_dim;
         let act = config.activation_function;
