@@ -347,12 +347,17 @@ fn gfm_charge_spin_conditioning_through_the_c_abi_matches_hydragnn() {
     }
 }
 
-/// HydraGNN's SchNet (ethanol) and PNA (Al5Cu7, edge_dim 1, BatchNorm) node-head checkpoints
-/// through the C ABI: energy, per-atom energies and forces to 1e-8 on the whole-structure path.
+/// HydraGNN's SchNet (ethanol), PNA (Al5Cu7, edge_dim 1, BatchNorm) and PNAEq (Al5Cu7)
+/// node-head checkpoints through the C ABI: energy, per-atom energies and forces to 1e-8 on the
+/// whole-structure path.
 #[test]
-fn gfm_schnet_and_pna_checkpoints_through_the_c_abi_match_hydragnn() {
+fn gfm_node_head_checkpoints_through_the_c_abi_match_hydragnn() {
     skip_without_golden!();
-    for (name, structure) in [("SchNet_node", "ethanol"), ("PNA_node", "cual12")] {
+    for (name, structure) in [
+        ("SchNet_node", "ethanol"),
+        ("PNA_node", "cual12"),
+        ("PNAEq_node", "cual12"),
+    ] {
         let path = import_to_file(name);
         let g =
             read_npz(&golden::dir().join(format!("GFM_{name}_{structure}_golden.npz"))).unwrap();
