@@ -1094,3 +1094,53 @@ fn pnaeq_node_head_reproduces_hydragnn() {
     assert!((el - r.energy).abs() < 1e-12 * r.energy.abs());
     assert!(max_rel(&fl, &r.forces) < 1e-11);
 }
+
+/// HydraGNN's DimeNet (PyG's DimeNet++ blocks with triplets, trainable radial frequencies, the
+/// spherical basis with PyG's float32 Bessel zeros and normalisers) as the engine's DimeNet:
+/// energy, per-atom energies and forces of the periodic Al5Cu7 golden (with self-image edges,
+/// whose triplets HydraGNN excludes by atom index) to 1e-8; forces and virial are the energy's
+/// derivatives on a sheared cell; rotation and permutation invariance; graphs with ghost atoms
+/// (the layer-by-layer path) and the fast path are refused by name.
+#[test]
+fn dimenet_node_head_reproduces_hydragnn() {
+    skip_without_golden!();
+    let (mut model, warnings) = import_gfm("DimeNet_node", |_| {});
+    assert!(
+        warnings.iter().any(|w| w.contains("two cutoffs")),
+        "{warnings:?}"
+    );
+    let (e_rel, ne, f_rel) = golden_errors(&model, "DimeNet_node", "cual12");
+    eprintln!(
+        "DimeNet_node: energy rel {e_rel:.1e}, per-atom rel {ne:.1e}, forces rel {f_rel:.1e}"
+    );
+    assert!(
+        e_rel < 1e-8 && ne < 1e-8 && f_rel < 1e-8,
+        "{e_rel:e} {ne:e} {f_rel:e}"
+    );
+    let err = model.enable_fast(1e-6).unwrap_err().to_string();
+    assert!(err.contains("DimeNet"), "{err}");
+    let mut s0 = golden("DimeNet_node", "cual12").structure;
+    let deform =
+        |v: &mut [f64; 3]| *v = [1.013 * v[0] + 0.02 * v[1], 0.991 * v[1], v[2] + 0.01 * v[0]];
+    s0.positions.iter_mut().for_each(deform);
+    s0.cell.iter_mut().for_each(deform);
+    let (wf, ww) = fd_errors(&model, &s0, 1e-5);
+    eprintln!("DimeNet_node on sheared Al5Cu7: FD forces rel {wf:.1e}, FD virial rel {ww:.1e}");
+    assert!(wf < 1e-7 && ww < 1e-7, "forces {wf:e}, virial {ww:e}");
+    let (de, df) = invariance_errors(&model, &s0);
+    eprintln!("DimeNet_node: rotation/permutation energy rel {de:.1e}, forces rel {df:.1e}");
+    assert!(de < 1e-12 && df < 1e-10, "{de:e} {df:e}");
+    // a graph with ghost rows: refused, naming the backbone and why
+    let owner: Vec<usize> = (0..s0.len()).map(|i| i % 2).collect();
+    let p = &pieces(&s0, model.cutoff(), &owner, 2)[0];
+    let g = GraphInput {
+        n_local: p.n_local,
+        positions: &p.positions,
+        numbers: &p.numbers,
+        centers: &p.centers,
+        neighbors: &p.neighbors,
+        shifts: None,
+    };
+    let err = LayeredEval::new(&model, &g).err().unwrap().to_string();
+    assert!(err.contains("DimeNet") && err.contains("ghost"), "{err}");
+}

@@ -23,6 +23,7 @@
 //! | `use_graph_attr_conditioning`, `concat_node` on [charge, spin] | `graph_attr` (`concat_node`) |
 //! | SchNet (`SCFStack`: PyG `CFConv` layers, `num_filters`, `GaussianSmearing`) | `schnet` options |
 //! | PNA (`PNAConv`, one tower, `avg_deg` buffers, BatchNorm feature layers) | `mpnn_type: PNA`, `pna` options |
+//! | DimeNet (`DIMEStack`: PyG's DimeNet++ blocks, float32 Bessel zeros) | `mpnn_type: DimeNet`, `dimenet` options |
 //! | PNAEq (`PNAEqStack`: PaiNN messages and update, PNA aggregation with five scalers) | `mpnn_type: PNAEq` (`pna.avg_deg_*`) |
 //!
 //! Orderings differ and are fixed here by permuting weights: HydraGNN's PaiNN splits messages as
@@ -204,9 +205,10 @@ pub fn import(
         "SchNet" => MpnnType::SchNet,
         "PNA" | "PNAPlus" => MpnnType::Pna,
         "PNAEq" => MpnnType::PnaEq,
+        "DimeNet" => MpnnType::DimeNet,
         other => {
             return Err(cfg(format!(
-                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq can)"
+                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq, DimeNet can)"
             )))
         }
     };
@@ -309,6 +311,9 @@ pub fn import(
             &mut sources,
             &mut warnings,
         )?,
+        MpnnType::DimeNet => {
+            backbone::dimenet(arch, num_conv_layers, &mut sources, &mut warnings)?
+        }
         MpnnType::SchNet => backbone::schnet(
             arch,
             num_conv_layers,
@@ -337,6 +342,7 @@ pub fn import(
         egnn: bb.egnn,
         schnet: bb.schnet,
         pna: bb.pna,
+        dimenet: bb.dimenet,
         // HydraGNN sums messages unscaled.
         avg_num_neighbors: None,
         zbl: None,
