@@ -347,8 +347,8 @@ fn gfm_charge_spin_conditioning_through_the_c_abi_matches_hydragnn() {
     }
 }
 
-/// HydraGNN's SchNet (ethanol), PNA (Al5Cu7, edge_dim 1, BatchNorm) and PNAEq (Al5Cu7)
-/// node-head checkpoints through the C ABI: energy, per-atom energies and forces to 1e-8 on the
+/// HydraGNN's SchNet (ethanol), PNA (Al5Cu7, edge_dim 1, BatchNorm), PNAEq and DimeNet
+/// (Al5Cu7) node-head checkpoints through the C ABI: energy, per-atom energies and forces to 1e-8 on the
 /// whole-structure path.
 #[test]
 fn gfm_node_head_checkpoints_through_the_c_abi_match_hydragnn() {
@@ -357,6 +357,7 @@ fn gfm_node_head_checkpoints_through_the_c_abi_match_hydragnn() {
         ("SchNet_node", "ethanol"),
         ("PNA_node", "cual12"),
         ("PNAEq_node", "cual12"),
+        ("DimeNet_node", "cual12"),
     ] {
         let path = import_to_file(name);
         let g =
