@@ -985,8 +985,7 @@ fn molecule_golden_families_are_conservative_on_the_periodic_cell() {
 /// (energy rel, per-atom energy rel (0 when the golden has none), forces rel).
 fn golden_errors(m: &Model, name: &str, structure: &str) -> (f64, f64, f64) {
     let g = golden(name, structure);
-    let npz =
-        read_npz(&golden::dir().join(format!("GFM_{name}_{structure}_golden.npz"))).unwrap();
+    let npz = read_npz(&golden::dir().join(format!("GFM_{name}_{structure}_golden.npz"))).unwrap();
     let req = if m.energy_is_pooled(None) {
         Request {
             forces: true,
@@ -1032,9 +1031,21 @@ fn invariance_errors(m: &Model, s0: &Structure) -> (f64, f64) {
     };
     let (st, ct) = 0.7f64.sin_cos();
     let rot = [
-        [ct + a * a * (1.0 - ct), a * b * (1.0 - ct) - c * st, a * c * (1.0 - ct) + b * st],
-        [b * a * (1.0 - ct) + c * st, ct + b * b * (1.0 - ct), b * c * (1.0 - ct) - a * st],
-        [c * a * (1.0 - ct) - b * st, c * b * (1.0 - ct) + a * st, ct + c * c * (1.0 - ct)],
+        [
+            ct + a * a * (1.0 - ct),
+            a * b * (1.0 - ct) - c * st,
+            a * c * (1.0 - ct) + b * st,
+        ],
+        [
+            b * a * (1.0 - ct) + c * st,
+            ct + b * b * (1.0 - ct),
+            b * c * (1.0 - ct) - a * st,
+        ],
+        [
+            c * a * (1.0 - ct) - b * st,
+            c * b * (1.0 - ct) + a * st,
+            ct + c * c * (1.0 - ct),
+        ],
     ];
     let apply = |v: &[f64; 3]| [0, 1, 2].map(|i| (0..3).map(|k| rot[i][k] * v[k]).sum::<f64>());
     let mut s = s0.clone();

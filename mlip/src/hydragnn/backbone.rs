@@ -11,8 +11,8 @@ use super::weights::Source;
 use super::{getv, int};
 use crate::error::Result;
 use crate::model::config::{
-    Activation, DimeNetOptions, EgnnOptions, Envelope, PainnEdgeVector, PainnOptions, PnaOptions, RadialType,
-    SchnetOptions, VectorNorm,
+    Activation, DimeNetOptions, EgnnOptions, Envelope, PainnEdgeVector, PainnOptions, PnaOptions,
+    RadialType, SchnetOptions, VectorNorm,
 };
 
 /// The backbone options an import sets.

@@ -311,9 +311,7 @@ pub fn import(
             &mut sources,
             &mut warnings,
         )?,
-        MpnnType::DimeNet => {
-            backbone::dimenet(arch, num_conv_layers, &mut sources, &mut warnings)?
-        }
+        MpnnType::DimeNet => backbone::dimenet(arch, num_conv_layers, &mut sources, &mut warnings)?,
         MpnnType::SchNet => backbone::schnet(
             arch,
             num_conv_layers,

@@ -127,8 +127,8 @@ pub fn pyg_bessel_constants(ns: i64, nr: i64) -> (Vec<f64>, Vec<f64>) {
     let (ns, nr) = (ns as usize, nr as usize);
     let pi = std::f64::consts::PI;
     let mut zeros = vec![0f32; ns * nr];
-    for k in 0..nr {
-        zeros[k] = ((k + 1) as f64 * pi) as f32;
+    for (k, z) in zeros.iter_mut().take(nr).enumerate() {
+        *z = ((k + 1) as f64 * pi) as f32;
     }
     let mut points: Vec<f64> = (1..nr + ns).map(|k| k as f64 * pi).collect();
     let mut racines = vec![0f32; nr + ns - 1];
@@ -244,9 +244,7 @@ impl DimeNet {
                 }
             })
             .collect();
-        let init: Vec<f64> = (1..=nr)
-            .map(|k| k as f64 * std::f64::consts::PI)
-            .collect();
+        let init: Vec<f64> = (1..=nr).map(|k| k as f64 * std::f64::consts::PI).collect();
         let freq = (vs / "rbf").var_copy("freq", &Tensor::from_slice(&init));
         let (zeros, norms) = pyg_bessel_constants(ns, nr);
         DimeNet {
@@ -323,9 +321,9 @@ impl Backbone for DimeNet {
         let v_ji = e.vec.index_select(0, &idx_ji);
         let v_ki = &v_ji + e.vec.index_select(0, &idx_kj);
         let a = (&v_ji * &v_ki).sum_dim_intlist(-1, false, kind);
-        let bb = v_ji
-            .linalg_cross(&v_ki, -1)
-            .linalg_norm(2.0, [-1i64].as_slice(), false, None::<Kind>);
+        let bb =
+            v_ji.linalg_cross(&v_ki, -1)
+                .linalg_norm(2.0, [-1i64].as_slice(), false, None::<Kind>);
         let cos = bb.atan2(&a).cos();
         let dev = e.dist.device();
         let z = Tensor::from_slice(&self.zeros).to_kind(kind).to_device(dev);

@@ -149,7 +149,12 @@ impl Backbone for PnaEq {
         let si = s.index_select(0, &e.dst);
         let sj = s.index_select(0, &e.src);
         let m = Tensor::cat(&[&si, &sj, &rbf.apply(&b.rbf_emb).tanh()], -1).apply(&b.pre);
-        let m = m.apply(&b.msg[0]).tanh().apply(&b.msg[1]).silu().apply(&b.msg[2]);
+        let m = m
+            .apply(&b.msg[0])
+            .tanh()
+            .apply(&b.msg[1])
+            .silu()
+            .apply(&b.msg[2]);
         let x = m * rbf.apply(&b.rbf_lin);
         let parts = x.split(f, -1);
         let (gv, ge, ms) = (&parts[0], &parts[1], &parts[2]);
