@@ -283,6 +283,31 @@ fn unsupported_gfm_options_are_refused_by_name() {
     };
     refused(&|a| a["edge_dim"] = 2.into(), "edge_dim = 2");
     refused(&|a| a["graph_pooling"] = "mean".into(), "graph_pooling");
+    // backbones the importer does not map: refused naming the mpnn_type
+    for name in ["MACE_node", "MACE_graph2"] {
+        let state = read_npz(&d.join(format!("GFM_{name}_state_dict.npz"))).unwrap();
+        let config = std::fs::read_to_string(d.join(format!("GFM_{name}_config.json"))).unwrap();
+        let err = import(&config, &state, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mpnn_type 'MACE' cannot be imported yet"),
+            "{name}: {err}"
+        );
+    }
+    // PNAEq and DimeNet with edge_dim: no reference outputs, refused naming edge_dim
+    for name in ["PNAEq_node", "DimeNet_node"] {
+        let state = read_npz(&d.join(format!("GFM_{name}_state_dict.npz"))).unwrap();
+        let mut c: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(d.join(format!("GFM_{name}_config.json"))).unwrap(),
+        )
+        .unwrap();
+        c["NeuralNetwork"]["Architecture"]["edge_dim"] = 1.into();
+        let err = import(&c.to_string(), &state, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("edge_dim = 1"), "{name}: {err}");
+    }
 }
 
 /// One simulated rank: its local atoms (structure indices), then ghosts (images of any atom
