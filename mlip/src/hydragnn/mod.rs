@@ -206,6 +206,13 @@ pub fn import(
         "PNA" | "PNAPlus" => MpnnType::Pna,
         "PNAEq" => MpnnType::PnaEq,
         "DimeNet" => MpnnType::DimeNet,
+        "MACE" => {
+            return Err(cfg(
+                "mpnn_type 'MACE' cannot be imported yet: the engine has no MACE backbone (e3nn's irreps linears, \
+                 spherical-harmonic tensor products and symmetric contractions, MACE's per-layer readouts); \
+                 PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq and DimeNet can be imported",
+            ))
+        }
         other => {
             return Err(cfg(format!(
                 "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq, DimeNet can)"

@@ -1,8 +1,8 @@
 //! The models: a species input (embedding or raw features), a message-passing backbone (SchNet,
-//! PaiNN, EGNN, PNA, PNAEq) behind one [`Backbone`] interface, and per-dataset output branches of graph- and
-//! node-level heads. [`Model::forward`] is differentiable end to end (the trainer takes
-//! gradients through it); the energy is Σ_i (head(h_i) + `E0[Z_i]`). [`crate::hydragnn`] maps models
-//! trained by HydraGNN onto these options.
+//! PaiNN, EGNN, PNA, PNAEq, DimeNet) behind one [`Backbone`] interface, and per-dataset output
+//! branches of graph- and node-level heads. [`Model::forward`] is differentiable end to end (the
+//! trainer takes gradients through it); the energy is Σ_i (head(h_i) + `E0[Z_i]`).
+//! [`crate::hydragnn`] maps models trained by HydraGNN onto these options.
 
 pub mod config;
 pub mod dimenet;
