@@ -399,3 +399,28 @@ impl Backbone for DimeNet {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::pyg_bessel_constants;
+
+    /// PyG's float32 zeros and normalisers for num_spherical 2, num_radial 5, as NumPy 2 prints
+    /// them (`Jn_zeros(2, 5)` and `1 / (0.5 Jn(z, l + 1)²)^½` with torch_geometric 2.8's
+    /// `dimenet_utils`): equal as float32 numbers.
+    #[test]
+    fn bessel_constants_equal_pygs_float32_values() {
+        let zeros: [f32; 10] = [
+            3.1415927, 6.2831855, 9.424778, 12.566371, 15.707963, 4.4934096, 7.7252517, 10.904121,
+            14.066194, 17.220755,
+        ];
+        let norms: [f32; 10] = [
+            4.442883, 8.885766, 13.328649, 17.771532, 22.214415, 6.510105, 11.016307, 15.485469,
+            19.942808, 24.39485,
+        ];
+        let (z, n) = pyg_bessel_constants(2, 5);
+        for k in 0..10 {
+            assert_eq!(z[k] as f32, zeros[k], "zero {k}");
+            assert_eq!(n[k] as f32, norms[k], "normaliser {k}");
+        }
+    }
+}
