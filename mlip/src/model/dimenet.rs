@@ -408,6 +408,8 @@ mod tests {
     /// them (`Jn_zeros(2, 5)` and `1 / (0.5 Jn(z, l + 1)²)^½` with torch_geometric 2.8's
     /// `dimenet_utils`): equal as float32 numbers.
     #[test]
+    // NumPy's printout of float32(π) is the first value, on purpose
+    #[allow(clippy::approx_constant)]
     fn bessel_constants_equal_pygs_float32_values() {
         let zeros: [f32; 10] = [
             3.1415927, 6.2831855, 9.424778, 12.566371, 15.707963, 4.4934096, 7.7252517, 10.904121,
