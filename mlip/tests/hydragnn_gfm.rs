@@ -1180,3 +1180,52 @@ fn dimenet_node_head_reproduces_hydragnn() {
     let err = LayeredEval::new(&model, &g).err().unwrap().to_string();
     assert!(err.contains("DimeNet") && err.contains("ghost"), "{err}");
 }
+
+/// PNAEq and DimeNet in a batch of structures (periodic Al5Cu7, a sheared copy, the ethanol
+/// molecule): every structure's energy and forces equal its own evaluation (DimeNet's triplets
+/// and PNAEq's degree scalers stay within each structure); in float32 the energy stays within
+/// 1e-5 relative of float64.
+#[test]
+fn pnaeq_and_dimenet_batches_equal_single_structures_and_float32_agrees() {
+    skip_without_golden!();
+    let a = golden("PNAEq_node", "cual12").structure;
+    let mut b = a.clone();
+    let deform =
+        |v: &mut [f64; 3]| *v = [1.013 * v[0] + 0.02 * v[1], 0.991 * v[1], v[2] + 0.01 * v[0]];
+    b.positions.iter_mut().for_each(deform);
+    b.cell.iter_mut().for_each(deform);
+    let c = golden("PNAPlus_node", "ethanol").structure;
+    let batch = [a, b, c];
+    let req = Request {
+        forces: true,
+        virial: false,
+        energies: false,
+        virials: false,
+    };
+    for name in ["PNAEq_node", "DimeNet_node"] {
+        let (model, _) = import_gfm(name, |_| {});
+        let rs = model.compute_batch(&batch, req).unwrap();
+        for (s, r) in batch.iter().zip(&rs) {
+            let one = model.compute(s, req).unwrap();
+            assert!(
+                (r.energy - one.energy).abs() <= 1e-12 * one.energy.abs(),
+                "{name}: {} vs {}",
+                r.energy,
+                one.energy
+            );
+            assert!(max_rel(&r.forces, &one.forces) < 1e-11, "{name}: forces");
+        }
+        let d = golden::dir();
+        let state = read_npz(&d.join(format!("GFM_{name}_state_dict.npz"))).unwrap();
+        let config = std::fs::read_to_string(d.join(format!("GFM_{name}_config.json"))).unwrap();
+        let opts = ImportOptions {
+            kind: Kind::Float,
+            ..Default::default()
+        };
+        let m32 = import(&config, &state, &opts).unwrap().model;
+        let e32 = m32.compute(&batch[0], Request::ENERGY).unwrap().energy;
+        let rel = (e32 - rs[0].energy).abs() / rs[0].energy.abs();
+        eprintln!("{name}: float32 energy rel {rel:.1e}");
+        assert!(rel < 1e-5, "{name}: float32 {e32} vs {}", rs[0].energy);
+    }
+}
