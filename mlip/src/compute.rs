@@ -134,6 +134,9 @@ pub(crate) fn check_graph(model: &Model, g: &GraphInput) -> Result<(Vec<i64>, Ve
             g.n_local
         ));
     }
+    if g.n_local < n {
+        model.check_ghost_rows()?;
+    }
     if g.centers.len() != g.neighbors.len() {
         return invalid(format!(
             "{} edge centres but {} edge neighbours",

@@ -347,12 +347,18 @@ fn gfm_charge_spin_conditioning_through_the_c_abi_matches_hydragnn() {
     }
 }
 
-/// HydraGNN's SchNet (ethanol) and PNA (Al5Cu7, edge_dim 1, BatchNorm) node-head checkpoints
-/// through the C ABI: energy, per-atom energies and forces to 1e-8 on the whole-structure path.
+/// HydraGNN's SchNet (ethanol), PNA (Al5Cu7, edge_dim 1, BatchNorm), PNAEq and DimeNet
+/// (Al5Cu7) node-head checkpoints through the C ABI: energy, per-atom energies and forces to 1e-8 on the
+/// whole-structure path.
 #[test]
-fn gfm_schnet_and_pna_checkpoints_through_the_c_abi_match_hydragnn() {
+fn gfm_node_head_checkpoints_through_the_c_abi_match_hydragnn() {
     skip_without_golden!();
-    for (name, structure) in [("SchNet_node", "ethanol"), ("PNA_node", "cual12")] {
+    for (name, structure) in [
+        ("SchNet_node", "ethanol"),
+        ("PNA_node", "cual12"),
+        ("PNAEq_node", "cual12"),
+        ("DimeNet_node", "cual12"),
+    ] {
         let path = import_to_file(name);
         let g =
             read_npz(&golden::dir().join(format!("GFM_{name}_{structure}_golden.npz"))).unwrap();
@@ -399,4 +405,69 @@ fn gfm_schnet_and_pna_checkpoints_through_the_c_abi_match_hydragnn() {
             "{name}: {e_rel:e} {ne_rel:e} {f_rel:e}"
         );
     }
+}
+
+/// DimeNet through the layer-by-layer C ABI: on the golden edge list without ghost atoms the
+/// layers reproduce HydraGNN's energy; a graph with a ghost atom (spatial decomposition, what
+/// LAMMPS hands over) is refused with an error naming DimeNet and the reason.
+#[test]
+fn gfm_dimenet_layered_without_ghosts_matches_and_with_ghosts_is_refused() {
+    skip_without_golden!();
+    let path = import_to_file("DimeNet_node");
+    let g = read_npz(&golden::dir().join("GFM_DimeNet_node_cual12_golden.npz")).unwrap();
+    let mut pos = flat(&g["pos"]);
+    let n = pos.len() / 3;
+    let mut z: Vec<i32> = flat(&g["atomic_numbers"])
+        .iter()
+        .map(|&x| x as i32)
+        .collect();
+    let cell = flat(&g["cell"]);
+    let e_gold = flat(&g["energy"])[0];
+    let ei = Vec::<i64>::try_from(g["edge_index"].contiguous().view([-1])).unwrap();
+    let ne = ei.len() / 2;
+    let shifts = flat(&g["edge_shifts"]);
+    let model = load(&path, "branch-0");
+    // a ghost: the image of atom 0 one cell vector away
+    pos.extend([0, 1, 2].map(|c| pos[c] + cell[c]));
+    z.push(z[0]);
+    for n_total in [n, n + 1] {
+        let graph = hgnn_graph_t {
+            n_local: n as i64,
+            n_total: n_total as i64,
+            positions: pos.as_ptr(),
+            atomic_numbers: z.as_ptr(),
+            n_edges: ne as i64,
+            centers: ei[..ne].as_ptr(),
+            neighbors: ei[ne..].as_ptr(),
+            shifts: shifts.as_ptr(),
+        };
+        let mut ev = std::ptr::null_mut();
+        let status = unsafe { hgnn_eval_begin(model, &graph, &mut ev) };
+        if n_total > n {
+            assert_ne!(status, HGNN_SUCCESS);
+            let err = last_error();
+            assert!(err.contains("DimeNet") && err.contains("ghost"), "{err}");
+            continue;
+        }
+        assert_eq!(status, HGNN_SUCCESS, "{}", last_error());
+        let mut local = 0.0;
+        unsafe {
+            let mut nl = 0;
+            assert_eq!(hgnn_model_num_layers(model, &mut nl), HGNN_SUCCESS);
+            for l in 0..nl {
+                assert_eq!(
+                    hgnn_eval_forward_layer(ev, l),
+                    HGNN_SUCCESS,
+                    "{}",
+                    last_error()
+                );
+            }
+            assert_eq!(hgnn_eval_readout(ev, &mut local), HGNN_SUCCESS);
+            hgnn_eval_free(ev);
+        }
+        let e_rel = (local - e_gold).abs() / e_gold.abs();
+        eprintln!("GFM_DimeNet_node layer by layer without ghosts: energy rel {e_rel:.1e}");
+        assert!(e_rel < 1e-8, "{local} vs {e_gold}");
+    }
+    unsafe { hgnn_model_free(model) };
 }

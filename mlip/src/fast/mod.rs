@@ -373,6 +373,12 @@ impl<T: Real> Net<T> {
                         "the fast path does not support PNA: its min/max/std aggregators are not a radial filter times a node feature".into(),
                     ))
                 }
+                MpnnType::PnaEq | MpnnType::DimeNet => {
+                    let name = if c.mpnn_type == MpnnType::PnaEq { "PNAEq" } else { "DimeNet" };
+                    return Err(Error::InvalidInput(format!(
+                        "the fast path does not support {name}: its messages are not a radial filter times a node feature"
+                    )))
+                }
                 MpnnType::Egnn => {
                     return Err(Error::InvalidInput(
                         "the fast path does not support EGNN: its edge MLP reads the node features of both ends, so its messages are not a radial filter times a node feature".into(),

@@ -11,8 +11,8 @@ use super::weights::Source;
 use super::{getv, int};
 use crate::error::Result;
 use crate::model::config::{
-    Activation, EgnnOptions, Envelope, PainnEdgeVector, PainnOptions, PnaOptions, RadialType,
-    SchnetOptions, VectorNorm,
+    Activation, DimeNetOptions, EgnnOptions, Envelope, PainnEdgeVector, PainnOptions, PnaOptions,
+    RadialType, SchnetOptions, VectorNorm,
 };
 
 /// The backbone options an import sets.
@@ -25,6 +25,7 @@ pub(super) struct Backbone {
     pub egnn: EgnnOptions,
     pub schnet: SchnetOptions,
     pub pna: PnaOptions,
+    pub dimenet: DimeNetOptions,
 }
 
 /// HydraGNN's name of a weight of conv layer `l`.
@@ -163,6 +164,7 @@ pub(super) fn painn(
         egnn: EgnnOptions::default(),
         schnet: SchnetOptions::default(),
         pna: PnaOptions::default(),
+        dimenet: DimeNetOptions::default(),
     })
 }
 
@@ -223,6 +225,7 @@ pub(super) fn egnn(
         },
         schnet: SchnetOptions::default(),
         pna: PnaOptions::default(),
+        dimenet: DimeNetOptions::default(),
     }
 }
 
@@ -314,6 +317,7 @@ pub(super) fn schnet(
             ssp_shift: Some(f64::from(std::f32::consts::LN_2)),
         },
         pna: PnaOptions::default(),
+        dimenet: DimeNetOptions::default(),
     })
 }
 
@@ -446,5 +450,176 @@ pub(super) fn pna(
             bessel_rbf: plus,
             envelope_exponent,
         },
+        dimenet: DimeNetOptions::default(),
+    })
+}
+
+/// HydraGNN PNAEq (`PNAEqStack`: `PainnMessage` with PyG's `DegreeScalerAggregation` of the
+/// scalar messages, `PainnUpdate`, the output embeddings): the engine's PNAEq in HydraGNN's own
+/// weight layout (no reordering), sinc basis times cosine cutoff, and the degree averages from
+/// the checkpoint's `avg_deg_lin`/`avg_deg_log` buffers.
+pub(super) fn pnaeq(
+    arch: &Value,
+    num_conv_layers: usize,
+    state: &BTreeMap<String, Tensor>,
+    used: &mut std::collections::BTreeSet<String>,
+    sources: &mut BTreeMap<String, Source>,
+    warnings: &mut Vec<String>,
+) -> Result<Backbone> {
+    let avg_deg_lin = layer_scalar(
+        state,
+        num_conv_layers,
+        "module_0.aggr_module.avg_deg_lin",
+        used,
+    )?;
+    let avg_deg_log = layer_scalar(
+        state,
+        num_conv_layers,
+        "module_0.aggr_module.avg_deg_log",
+        used,
+    )?;
+    for l in 0..num_conv_layers {
+        let e = |rest: &str| format!("layers.{l}.{rest}");
+        let pairs = [
+            ("pre", "module_0.pre_nns.0.0"),
+            ("post", "module_0.post_nns.0.0"),
+            ("rbf_emb", "module_0.rbf_emb.0"),
+            ("msg.0", "module_0.scalar_message_mlp.0"),
+            ("msg.1", "module_0.scalar_message_mlp.2"),
+            ("msg.2", "module_0.scalar_message_mlp.4"),
+            ("update.mlp.0", "module_1.update_mlp.0"),
+            ("update.mlp.1", "module_1.update_mlp.2"),
+            ("out.s.0", "module_2.0"),
+            ("out.s.1", "module_2.2"),
+        ];
+        for (dst, src) in pairs {
+            for p in ["weight", "bias"] {
+                sources.insert(
+                    e(&format!("{dst}.{p}")),
+                    Source::Copy(conv(l, &format!("{src}.{p}"))),
+                );
+            }
+        }
+        for (dst, src) in [
+            ("rbf_lin", "module_0.rbf_lin"),
+            ("update.X", "module_1.update_X"),
+            ("update.V", "module_1.update_V"),
+        ] {
+            sources.insert(
+                e(&format!("{dst}.weight")),
+                Source::Copy(conv(l, &format!("{src}.weight"))),
+            );
+        }
+        if l + 1 < num_conv_layers {
+            sources.insert(e("out.v.weight"), Source::Copy(conv(l, "module_3.weight")));
+        }
+    }
+    warnings.push(
+        "PNAEq aggregates its scalar messages by min and max: its energy is only piecewise smooth, so energy is \
+         not conserved exactly in MD when two messages swap order"
+            .into(),
+    );
+    Ok(Backbone {
+        num_radial: int(arch, "num_radial")?,
+        radial_type: RadialType::Sinc,
+        envelope: Envelope::Cosine,
+        conv_activation: Activation::Silu,
+        painn: PainnOptions::default(),
+        egnn: EgnnOptions::default(),
+        schnet: SchnetOptions::default(),
+        pna: PnaOptions {
+            avg_deg_lin,
+            avg_deg_log,
+            ..Default::default()
+        },
+        dimenet: DimeNetOptions::default(),
+    })
+}
+
+/// HydraGNN DimeNet (`DIMEStack`: per conv layer a Linear, `HydraEmbeddingBlock`, PyG's
+/// `InteractionPPBlock` and `OutputPPBlock` with one output layer): the engine's DimeNet in the
+/// same weight layout, the trainable frequencies from `model.rbf.freq`.
+pub(super) fn dimenet(
+    arch: &Value,
+    num_conv_layers: usize,
+    sources: &mut BTreeMap<String, Source>,
+    warnings: &mut Vec<String>,
+) -> Result<Backbone> {
+    let o = DimeNetOptions {
+        basis_emb_size: int(arch, "basis_emb_size")?,
+        int_emb_size: int(arch, "int_emb_size")?,
+        out_emb_size: int(arch, "out_emb_size")?,
+        num_spherical: int(arch, "num_spherical")?,
+        num_before_skip: int(arch, "num_before_skip")? as usize,
+        num_after_skip: int(arch, "num_after_skip")? as usize,
+        envelope_exponent: int(arch, "envelope_exponent")?,
+    };
+    for l in 0..num_conv_layers {
+        let e = |rest: &str| format!("layers.{l}.{rest}");
+        let mut with_bias = vec![
+            ("lin".to_string(), "module_0".to_string()),
+            ("emb.lin_rbf".into(), "module_1.lin_rbf".into()),
+            ("emb.lin".into(), "module_1.lin".into()),
+            ("int.lin_kj".into(), "module_2.lin_kj".into()),
+            ("int.lin_ji".into(), "module_2.lin_ji".into()),
+            ("int.lin".into(), "module_2.lin".into()),
+            ("out.lins.0".into(), "module_3.lins.0".into()),
+        ];
+        for (mine, theirs, n) in [
+            ("before", "layers_before_skip", o.num_before_skip),
+            ("after", "layers_after_skip", o.num_after_skip),
+        ] {
+            for k in 0..n {
+                for lin in ["lin1", "lin2"] {
+                    with_bias.push((
+                        format!("int.{mine}.{k}.{lin}"),
+                        format!("module_2.{theirs}.{k}.{lin}"),
+                    ));
+                }
+            }
+        }
+        for (dst, src) in with_bias {
+            for p in ["weight", "bias"] {
+                sources.insert(
+                    e(&format!("{dst}.{p}")),
+                    Source::Copy(conv(l, &format!("{src}.{p}"))),
+                );
+            }
+        }
+        for (dst, src) in [
+            ("int.lin_rbf1", "module_2.lin_rbf1"),
+            ("int.lin_rbf2", "module_2.lin_rbf2"),
+            ("int.lin_sbf1", "module_2.lin_sbf1"),
+            ("int.lin_sbf2", "module_2.lin_sbf2"),
+            ("int.lin_down", "module_2.lin_down"),
+            ("int.lin_up", "module_2.lin_up"),
+            ("out.lin_rbf", "module_3.lin_rbf"),
+            ("out.lin_up", "module_3.lin_up"),
+            ("out.lin", "module_3.lin"),
+        ] {
+            sources.insert(
+                e(&format!("{dst}.weight")),
+                Source::Copy(conv(l, &format!("{src}.weight"))),
+            );
+        }
+    }
+    sources.insert("rbf.freq".into(), Source::Copy("model.rbf.freq".into()));
+    warnings.push(
+        "DimeNet's triplet messages reach two cutoffs: the model runs on whole structures (C ABI hgnn_compute, \
+         ASE); graphs with ghost atoms (LAMMPS's spatial decomposition) are refused"
+            .into(),
+    );
+    Ok(Backbone {
+        num_radial: int(arch, "num_radial")?,
+        radial_type: RadialType::Bessel,
+        envelope: Envelope::Polynomial {
+            p: o.envelope_exponent as i32 + 1,
+        },
+        conv_activation: Activation::Silu,
+        painn: PainnOptions::default(),
+        egnn: EgnnOptions::default(),
+        schnet: SchnetOptions::default(),
+        pna: PnaOptions::default(),
+        dimenet: o,
     })
 }

@@ -23,6 +23,8 @@
 //! | `use_graph_attr_conditioning`, `concat_node` on [charge, spin] | `graph_attr` (`concat_node`) |
 //! | SchNet (`SCFStack`: PyG `CFConv` layers, `num_filters`, `GaussianSmearing`) | `schnet` options |
 //! | PNA (`PNAConv`, one tower, `avg_deg` buffers, BatchNorm feature layers) | `mpnn_type: PNA`, `pna` options |
+//! | DimeNet (`DIMEStack`: PyG's DimeNet++ blocks, float32 Bessel zeros) | `mpnn_type: DimeNet`, `dimenet` options |
+//! | PNAEq (`PNAEqStack`: PaiNN messages and update, PNA aggregation with five scalers) | `mpnn_type: PNAEq` (`pna.avg_deg_*`) |
 //!
 //! Orderings differ and are fixed here by permuting weights: HydraGNN's PaiNN splits messages as
 //! (vector gate, edge gate, scalar) where the engine splits (scalar, vector gate, edge gate), and
@@ -202,9 +204,18 @@ pub fn import(
         "EGNN" => MpnnType::Egnn,
         "SchNet" => MpnnType::SchNet,
         "PNA" | "PNAPlus" => MpnnType::Pna,
+        "PNAEq" => MpnnType::PnaEq,
+        "DimeNet" => MpnnType::DimeNet,
+        "MACE" => {
+            return Err(cfg(
+                "mpnn_type 'MACE' cannot be imported yet: the engine has no MACE backbone (e3nn's irreps linears, \
+                 spherical-harmonic tensor products and symmetric contractions, MACE's per-layer readouts); \
+                 PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq and DimeNet can be imported",
+            ))
+        }
         other => {
             return Err(cfg(format!(
-                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus can)"
+                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq, DimeNet can)"
             )))
         }
     };
@@ -299,6 +310,15 @@ pub fn import(
             &mut sources,
             &mut warnings,
         )?,
+        MpnnType::PnaEq => backbone::pnaeq(
+            arch,
+            num_conv_layers,
+            state,
+            &mut state_used,
+            &mut sources,
+            &mut warnings,
+        )?,
+        MpnnType::DimeNet => backbone::dimenet(arch, num_conv_layers, &mut sources, &mut warnings)?,
         MpnnType::SchNet => backbone::schnet(
             arch,
             num_conv_layers,
@@ -327,6 +347,7 @@ pub fn import(
         egnn: bb.egnn,
         schnet: bb.schnet,
         pna: bb.pna,
+        dimenet: bb.dimenet,
         // HydraGNN sums messages unscaled.
         avg_num_neighbors: None,
         zbl: None,

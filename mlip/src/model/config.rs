@@ -21,6 +21,14 @@ pub enum MpnnType {
     /// PNA (Corso et al., 2020): multiple aggregators with degree scalers (options in `pna`).
     #[serde(rename = "PNA")]
     Pna,
+    /// PNAEq (HydraGNN's `PNAEqStack`): PaiNN's scalar + vector features with PNA's
+    /// degree-scaled aggregation of the scalar messages (degree averages in `pna`).
+    #[serde(rename = "PNAEq")]
+    PnaEq,
+    /// DimeNet++ (Gasteiger et al., 2020) as HydraGNN's `DIMEStack` stacks it: directional
+    /// messages over triplets of atoms (options in `dimenet`).
+    #[serde(rename = "DimeNet")]
+    DimeNet,
 }
 
 /// Radial basis expanding the pair distance.
@@ -306,6 +314,32 @@ impl PnaOptions {
     }
 }
 
+/// DimeNet++ options (HydraGNN's `Architecture` keys of the same names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DimeNetOptions {
+    /// Width of the bases' projection inside the interaction block.
+    pub basis_emb_size: i64,
+    /// Width of the triplet interaction (`lin_down`/`lin_up`).
+    pub int_emb_size: i64,
+    /// Width of the output block's hidden layer.
+    pub out_emb_size: i64,
+    /// Number of angular orders l of the spherical basis.
+    pub num_spherical: i64,
+    /// Residual layers before the interaction block's skip connection.
+    pub num_before_skip: usize,
+    /// Residual layers after it.
+    pub num_after_skip: usize,
+    /// DimeNet's envelope exponent (the envelope has order `envelope_exponent` + 1).
+    pub envelope_exponent: i64,
+}
+
+impl DimeNetOptions {
+    fn is_default(&self) -> bool {
+        *self == DimeNetOptions::default()
+    }
+}
+
 /// EGNN options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -378,9 +412,12 @@ pub struct ModelConfig {
     /// SchNet options.
     #[serde(default, skip_serializing_if = "SchnetOptions::is_default")]
     pub schnet: SchnetOptions,
-    /// PNA options (PNA only).
+    /// PNA options (PNA; PNAEq reads the degree averages).
     #[serde(default, skip_serializing_if = "PnaOptions::is_default")]
     pub pna: PnaOptions,
+    /// DimeNet options (DimeNet only).
+    #[serde(default, skip_serializing_if = "DimeNetOptions::is_default")]
+    pub dimenet: DimeNetOptions,
     /// Every layer's sum of messages over the neighbours is divided by this number, the average
     /// number of neighbours per atom (NequIP's and MACE's `avg_num_neighbors`); None: plain sums
     /// (HydraGNN, and every model file written before this option). Without it the features of
@@ -475,6 +512,7 @@ impl ModelConfig {
             egnn: EgnnOptions::default(),
             schnet: SchnetOptions::default(),
             pna: PnaOptions::default(),
+            dimenet: DimeNetOptions::default(),
             avg_num_neighbors: None,
             zbl: None,
             min_training_distance: None,
@@ -536,6 +574,40 @@ impl ModelConfig {
                     g.names
                 ));
             }
+        }
+        if self.mpnn_type == MpnnType::PnaEq {
+            let p = &self.pna;
+            if !(p.avg_deg_lin > 0.0
+                && p.avg_deg_log > 0.0
+                && p.avg_deg_lin.is_finite()
+                && p.avg_deg_log.is_finite())
+                || p.edge_dim != 0
+                || p.batch_norm
+                || p.bessel_rbf
+            {
+                return bad(format!(
+                    "PNAEq needs pna.avg_deg_lin and pna.avg_deg_log > 0 (the training graphs' mean degree and mean \
+                     log(degree + 1)) and takes no other pna option (edge_dim, batch_norm, bessel_rbf), got {p:?}"
+                ));
+            }
+        }
+        if self.mpnn_type == MpnnType::DimeNet {
+            let o = &self.dimenet;
+            if o.basis_emb_size < 1
+                || o.int_emb_size < 1
+                || o.out_emb_size < 1
+                || !(1..=7).contains(&o.num_spherical)
+                || o.envelope_exponent < 1
+                || self.num_radial > 64
+            {
+                return bad(format!(
+                    "DimeNet needs dimenet.basis_emb_size, int_emb_size, out_emb_size >= 1, num_spherical in 1..=7, \
+                     envelope_exponent >= 1 and num_radial <= 64, got {o:?} and num_radial {}",
+                    self.num_radial
+                ));
+            }
+        } else if self.dimenet != DimeNetOptions::default() {
+            return bad("'dimenet' options are set but mpnn_type is not DimeNet".into());
         }
         if self.mpnn_type == MpnnType::Pna {
             let p = &self.pna;

@@ -1,15 +1,17 @@
 //! The models: a species input (embedding or raw features), a message-passing backbone (SchNet,
-//! PaiNN, EGNN) behind one [`Backbone`] interface, and per-dataset output branches of graph- and
-//! node-level heads. [`Model::forward`] is differentiable end to end (the trainer takes
-//! gradients through it); the energy is Σ_i (head(h_i) + `E0[Z_i]`). [`crate::hydragnn`] maps models
-//! trained by HydraGNN onto these options.
+//! PaiNN, EGNN, PNA, PNAEq, DimeNet) behind one [`Backbone`] interface, and per-dataset output
+//! branches of graph- and node-level heads. [`Model::forward`] is differentiable end to end (the
+//! trainer takes gradients through it); the energy is Σ_i (head(h_i) + `E0[Z_i]`).
+//! [`crate::hydragnn`] maps models trained by HydraGNN onto these options.
 
 pub mod config;
+pub mod dimenet;
 pub mod egnn;
 pub mod graphs;
 pub mod nn;
 pub mod painn;
 pub mod pna;
+pub mod pnaeq;
 pub mod pooled;
 pub mod schnet;
 pub mod species;
@@ -47,6 +49,12 @@ pub trait Backbone: Send {
     fn flatten(&self, st: &State) -> Tensor;
     /// Inverse of [`Backbone::flatten`] for the state entering layer `l`.
     fn unflatten(&self, l: usize, t: &Tensor) -> State;
+    /// Whether a layer reads edges between neighbours (DimeNet's triplets k → j → i): then a
+    /// graph whose ghost atoms are separate rows, with edges centred on local atoms only, is
+    /// not enough ([`Model::check_ghost_rows`]).
+    fn needs_two_hop_edges(&self) -> bool {
+        false
+    }
 }
 
 struct Head {
@@ -186,6 +194,8 @@ impl Model {
             MpnnType::PaiNN => Box::new(painn::PaiNN::new(&root, &config)),
             MpnnType::Egnn => Box::new(egnn::Egnn::new(&root, &config)),
             MpnnType::Pna => Box::new(pna::Pna::new(&root, &config)),
+            MpnnType::PnaEq => Box::new(pnaeq::PnaEq::new(&root, &config)),
+            MpnnType::DimeNet => Box::new(dimenet::DimeNet::new(&root, &config)),
         };
         let f = config.hidden_dim;
         let act = config.activation_function;
@@ -432,6 +442,21 @@ impl Model {
             });
         }
         e
+    }
+
+    /// An error when the backbone cannot evaluate a graph whose ghost atoms are separate rows
+    /// (spatial decomposition: LAMMPS's layer-by-layer and ghost-atom paths): DimeNet's
+    /// triplets reach two hops, and such a graph lacks the edges between ghosts.
+    pub fn check_ghost_rows(&self) -> Result<()> {
+        if self.backbone.needs_two_hop_edges() {
+            return Err(Error::InvalidInput(format!(
+                "mpnn_type {:?} cannot run on a graph with ghost atoms (spatial decomposition, LAMMPS): its triplet \
+                 messages k -> j -> i reach two cutoffs and need the edges between ghost atoms, which such a graph does \
+                 not carry; evaluate whole structures (C ABI hgnn_compute, the ASE calculator)",
+                self.config.mpnn_type
+            )));
+        }
+        Ok(())
     }
 
     /// The names of the per-structure attributes the model is conditioned on (e.g. charge,
