@@ -94,6 +94,10 @@ fn rel(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn check(mpnn: MpnnType) {
+    check_with(mpnn, |_| {});
+}
+
+fn check_with(mpnn: MpnnType, tweak: impl Fn(&mut ModelConfig)) {
     let mut c = ModelConfig::small(mpnn, vec![28, 29], 4.5);
     c.hidden_dim = 16;
     c.num_conv_layers = 2;
@@ -102,6 +106,7 @@ fn check(mpnn: MpnnType) {
         c.pna.avg_deg_log = 3.4;
         c.pna.edge_dim = 1; // the messages see the distance
     }
+    tweak(&mut c);
     let m = Model::new(c, Kind::Double, Device::Cpu, 3).unwrap();
     // 1×1×1 conventional cell (3.6 Å < 4.5 Å cutoff): every atom bonds to its own images.
     let batch = [cell(1), cluster(), cell(2)];
@@ -155,6 +160,17 @@ fn painn_paired_filters_equal_per_edge() {
 #[test]
 fn egnn_paired_filters_equal_per_edge() {
     check(MpnnType::Egnn);
+}
+
+/// EGNN as the trainer builds it (radial basis in the edge MLP) and with coordinate updates (the
+/// pairing is used in layer 0 only, where the atoms have not moved).
+#[test]
+fn egnn_with_rbf_and_coordinate_updates_paired_equals_per_edge() {
+    check_with(MpnnType::Egnn, |c| {
+        c.egnn.edge_rbf = true;
+        c.egnn.coords_update = true;
+        c.num_conv_layers = 3;
+    });
 }
 
 #[test]

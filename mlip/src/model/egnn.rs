@@ -127,16 +127,28 @@ impl Backbone for Egnn {
             first.ws.narrow(1, f, f),
             first.ws.narrow(1, 2 * f, 1),
         );
-        let mut z0 = h.matmul(&wa.tr()).index_select(0, &e.dst)
+        // The distance terms c·d (+ the radial basis, + b) depend on the distance alone: once per
+        // pair of edges while the atoms have not moved (no coordinate updates, or layer 0, whose
+        // displacements are zero by construction): the input geometry, `Edges::filter`.
+        let radial = |dist: &Tensor, rbf: Option<&Tensor>| {
+            let mut z = dist.unsqueeze(-1) * wc.squeeze_dim(1);
+            if let Some(rbf) = rbf {
+                let n = rbf.size()[1];
+                z += rbf.matmul(&first.ws.narrow(1, 2 * f + 1, n).tr());
+            }
+            if let Some(bias) = &first.bs {
+                z += bias;
+            }
+            z
+        };
+        let radial = if st.v.is_none() || (l == 0 && e.half.is_some()) {
+            e.filter(|rbf, _env, dist| radial(dist, self.edge_rbf.then_some(rbf)))
+        } else {
+            radial(&dist, rbf.as_ref())
+        };
+        let z0 = h.matmul(&wa.tr()).index_select(0, &e.dst)
             + h.matmul(&wb.tr()).index_select(0, &e.src)
-            + dist.unsqueeze(-1) * wc.squeeze_dim(1);
-        if let Some(rbf) = &rbf {
-            let n = rbf.size()[1];
-            z0 += rbf.matmul(&first.ws.narrow(1, 2 * f + 1, n).tr());
-        }
-        if let Some(bias) = &first.bs {
-            z0 += bias;
-        }
+            + radial;
         let m = act(self.act, &b.edge_mlp.forward_after_first(&z0)) * env.unsqueeze(-1);
         let mut agg = e.aggregate(&m);
         if let Some(k) = self.avg_num_neighbors {
