@@ -34,6 +34,9 @@ run is reproducible frame by frame: the same seed and sizes give byte-identical 
         --metals-frames 240 --molecules-frames 300
     # the transfer test sets (a few seconds):
     OMP_NUM_THREADS=1 .venv/bin/python scripts/generate_data.py --out data/ --only transfer
+    # only the alloys, 1300 frames (the fine-tuning learning curve, benchmarks/finetune_curve.sh):
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/generate_data.py --out data/ --only transfer \
+        --transfer-sets alloys --transfer-frames 1300
 """
 import argparse
 import os
@@ -169,10 +172,13 @@ TRANSFER = (("transfer_vacancies", transfer_vacancy), ("transfer_slabs111", tran
             ("transfer_alloys", transfer_alloy))
 
 
-def generate_transfer(out, n_frames, seed, per_traj, burn, interval):
-    """Writes the three transfer sets into directory `out`; returns {path: frames}."""
+def generate_transfer(out, n_frames, seed, per_traj, burn, interval, only=None):
+    """Writes the three transfer sets (or those named in `only`, e.g. {"transfer_alloys"}: each set
+    is the same whichever others are written) into directory `out`; returns {path: frames}."""
     written = {}
     for d, (name, build) in enumerate(TRANSFER):
+        if only is not None and name not in only:
+            continue
         frames = []
         for t, k in trajectories(n_frames, per_traj):
             temp = METAL_TEMPERATURES[(t // len(METALS)) % len(METAL_TEMPERATURES)]
@@ -248,14 +254,23 @@ def main(argv=None):
     p.add_argument("--interval", type=int, default=10, help="MD steps between frames")
     p.add_argument("--transfer-frames", type=int, default=150,
                    help="frames per transfer file (--only transfer)")
+    p.add_argument("--transfer-sets", default="vacancies,slabs111,alloys",
+                   help="with --only transfer: which sets to write, comma-separated (default: all "
+                        "three; each set is identical whichever others are written)")
     p.add_argument("--only", choices=["metals", "molecules", "transfer"],
                    help="generate one dataset only (transfer: only this way)")
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     if a.only == "transfer":
         t0 = time.time()
+        known = [name for name, _ in TRANSFER]
+        only = {f"transfer_{x.strip()}" for x in a.transfer_sets.split(",") if x.strip()}
+        bad = sorted(only - set(known))
+        if bad:
+            p.error(f"--transfer-sets: unknown set(s) {', '.join(b[len('transfer_'):] for b in bad)}; "
+                    f"known: {', '.join(k[len('transfer_'):] for k in known)}")
         for path, got in generate_transfer(a.out, a.transfer_frames, a.seed, a.frames_per_trajectory,
-                                           a.burn, a.interval).items():
+                                           a.burn, a.interval, only).items():
             print(f"{path}: {got} frames", file=sys.stderr)
         print(f"transfer sets in {time.time() - t0:.1f} s", file=sys.stderr)
         return

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Training precision (issue 15): the same short run on the committed metals slice
+# (train/data/metals.xyz, 240 EMT frames, random 80/10/10 split, seed 0) with
+# examples/train/metals.json's architecture in bf16, fp32 and fp64: NUM_EPOCH epochs of batch 8
+# (24 steps each), no early stopping, 1 rank. Prints seconds per optimiser step (training time
+# of the run, validation included, over its steps) and the last epoch's validation energy and
+# force MAE (computed by the trainer in the master precision: float32 for bf16 and fp32).
+#
+#   benchmarks/precision_bench.sh            # 12 epochs = 288 steps per precision
+#   HYDRAGNN_BENCH_SMOKE=1 benchmarks/precision_bench.sh   # 2 epochs
+#
+# Outputs under runs/precision/ (smoke: runs/precision_smoke/): metals.bp, <precision>.json,
+# <precision>/ (the trainer's files), precision.json (the table's data). Always retrains.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+. scripts/env.sh
+HYDRAGNN="$ROOT/target/release/hydragnn"
+[ -x "$HYDRAGNN" ] || { echo "error: $HYDRAGNN missing: cargo build --release -p hydragnn-train" >&2; exit 1; }
+if [ "${HYDRAGNN_BENCH_SMOKE:-0}" = 1 ]; then
+  DIR=runs/precision_smoke NUM_EPOCH=2
+else
+  DIR=runs/precision NUM_EPOCH=12
+fi
+PRECISIONS="${HYDRAGNN_BENCH_PRECISIONS:-bf16 fp32 fp64}"
+mkdir -p "$DIR"
+"$HYDRAGNN" ingest -o "$DIR/metals.bp" -n metals train/data/metals.xyz --overwrite >/dev/null
+for P in $PRECISIONS; do
+  python - examples/train/metals.json "$DIR/$P.json" "$ROOT/$DIR/metals.bp" "$P" "$NUM_EPOCH" <<'EOF'
+import json, sys
+src, dst, data, p, epochs = sys.argv[1:6]
+c = json.load(open(src))
+c["Verbosity"] = {"level": 1}
+c["Dataset"]["datasets"] = [{"name": "metals", "path": data}]
+t = c["NeuralNetwork"]["Training"]
+t.update({"precision": p, "num_epoch": int(epochs), "EarlyStopping": False})
+t.pop("max_time", None)
+c["Visualization"] = {"create_plots": False}
+json.dump(c, open(dst, "w"), indent=2)
+EOF
+  rm -rf "${DIR:?}/$P"
+  echo "== hydragnn train $DIR/$P.json --out $DIR/$P"
+  "$HYDRAGNN" train "$DIR/$P.json" --out "$DIR/$P" 2>&1 | grep -E "^precision|^epoch $NUM_EPOCH/" || true
+done
+python - "$DIR" $PRECISIONS <<'EOF'
+import json, os, sys
+d, ps = sys.argv[1], sys.argv[2:]
+rows = {}
+for p in ps:
+    m = json.load(open(os.path.join(d, p, "metrics.json")))
+    last = m["epochs"][-1]
+    b = last["branches"]["metals"]
+    rows[p] = {"steps": last["step"], "train_s": last["time_s"],
+               "s_per_step": last["time_s"] / last["step"],
+               "val_energy_mae_per_atom": b["energy_per_atom"]["mae"],
+               "val_force_mae": b["forces"]["mae"], "val_loss": last["val_loss"]}
+print(f"{'precision':>9}  {'steps':>5}  {'s/step':>7}  {'val E MAE (meV/atom)':>20}  {'val F MAE (eV/A)':>16}")
+for p, r in rows.items():
+    print(f"{p:>9}  {r['steps']:>5}  {r['s_per_step']:>7.4f}  {1000 * r['val_energy_mae_per_atom']:>20.2f}"
+          f"  {r['val_force_mae']:>16.4f}")
+json.dump(rows, open(os.path.join(d, "precision.json"), "w"), indent=2)
+EOF
