@@ -74,6 +74,7 @@ fn finetuned_from_base_starts_and_stays_below_scratch() {
     };
     let ft = run(dir.path(), "finetuned", &training(Some(&model)));
     let scratch = run(dir.path(), "scratch", &training(None));
+    eprintln!("val loss per epoch: fine-tuned {ft:?}, scratch {scratch:?}");
     assert!(
         ft[0] < scratch[0],
         "after the first epoch: fine-tuned {ft:?} vs scratch {scratch:?}"

@@ -111,7 +111,7 @@ fn bf16_master_weights_and_optimiser_state_stay_float32() {
 }
 
 #[test]
-fn bf16_trains_every_backbone_and_fp64_stays_float64() {
+fn bf16_trains_every_backbone_mixed_batches_and_fp64() {
     let dir = tempfile::tempdir().unwrap();
     let m = metals(dir.path(), 8, 4);
     for mpnn in ["PaiNN", "EGNN"] {
@@ -120,6 +120,23 @@ fn bf16_trains_every_backbone_and_fp64_stays_float64() {
     }
     let l = run(dir.path(), &m, "fp64", "SchNet", 1);
     assert!(l[0].is_finite());
+    // Mixed batches of two datasets (the trainer's other step) under bf16, with a graph head.
+    let mol = molecules(dir.path(), 8, 4);
+    let c = config(
+        &[("metals", &m, Some(&["energy"])), ("molecules", &mol, None)],
+        &[("energy", "graph"), ("gap", "graph")],
+        serde_json::json!({"num_epoch": 2, "precision": "bf16", "batch_mixing": "mixed"}),
+    );
+    let cp = write_config(dir.path(), "mixed.json", &c);
+    let s = train(
+        &TrainConfig::load(&cp).unwrap(),
+        opts(&dir.path().join("mixed")),
+        &Dist::single(),
+    )
+    .unwrap();
+    assert_eq!(s.epochs, 2);
+    let (_, best) = s.best.expect("a best epoch");
+    assert!(best.values().all(|b| b.loss.is_finite()), "{best:?}");
 }
 
 #[test]
