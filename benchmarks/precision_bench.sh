@@ -2,9 +2,11 @@
 # Training precision (issue 15): the same short run on the committed metals slice
 # (train/data/metals.xyz, 240 EMT frames, random 80/10/10 split, seed 0) with
 # examples/train/metals.json's architecture in bf16, fp32 and fp64: NUM_EPOCH epochs of batch 8
-# (24 steps each), no early stopping, 1 rank. Prints seconds per optimiser step (training time
-# of the run, validation included, over its steps) and the last epoch's validation energy and
-# force MAE (computed by the trainer in the master precision: float32 for bf16 and fp32).
+# (24 steps each), no early stopping, 1 rank, 1 libtorch thread. Prints seconds per optimiser
+# step, as wall time (the trainer's training time, validation included, over its steps) and as
+# CPU time (user + system of the whole command over its steps: on a shared, loaded machine the
+# steadier of the two), and the last epoch's validation energy and force MAE (computed by the
+# trainer in the master precision: float32 for bf16 and fp32).
 #
 #   benchmarks/precision_bench.sh            # 12 epochs = 288 steps per precision
 #   HYDRAGNN_BENCH_SMOKE=1 benchmarks/precision_bench.sh   # 2 epochs
@@ -40,7 +42,10 @@ json.dump(c, open(dst, "w"), indent=2)
 EOF
   rm -rf "${DIR:?}/$P"
   echo "== hydragnn train $DIR/$P.json --out $DIR/$P"
-  "$HYDRAGNN" train "$DIR/$P.json" --out "$DIR/$P" 2>&1 | grep -E "^precision|^epoch $NUM_EPOCH/" || true
+  tfile="$(mktemp)"
+  /usr/bin/time -f '%e %U %S' -o "$tfile" "$HYDRAGNN" train "$DIR/$P.json" --out "$DIR/$P" 2>&1 \
+    | grep -E "^precision|^epoch $NUM_EPOCH/" || true
+  mv "$tfile" "$DIR/$P/bench_time.txt"
 done
 python - "$DIR" $PRECISIONS <<'EOF'
 import json, os, sys
@@ -50,13 +55,16 @@ for p in ps:
     m = json.load(open(os.path.join(d, p, "metrics.json")))
     last = m["epochs"][-1]
     b = last["branches"]["metals"]
+    wall, user, sys_ = (float(x) for x in open(os.path.join(d, p, "bench_time.txt")).read().split())
     rows[p] = {"steps": last["step"], "train_s": last["time_s"],
-               "s_per_step": last["time_s"] / last["step"],
+               "s_per_step": last["time_s"] / last["step"], "command_wall_s": wall,
+               "command_cpu_s": user + sys_, "cpu_s_per_step": (user + sys_) / last["step"],
                "val_energy_mae_per_atom": b["energy_per_atom"]["mae"],
                "val_force_mae": b["forces"]["mae"], "val_loss": last["val_loss"]}
-print(f"{'precision':>9}  {'steps':>5}  {'s/step':>7}  {'val E MAE (meV/atom)':>20}  {'val F MAE (eV/A)':>16}")
+print(f"{'precision':>9}  {'steps':>5}  {'wall s/step':>11}  {'CPU s/step':>10}  "
+      f"{'val E MAE (meV/atom)':>20}  {'val F MAE (eV/A)':>16}")
 for p, r in rows.items():
-    print(f"{p:>9}  {r['steps']:>5}  {r['s_per_step']:>7.4f}  {1000 * r['val_energy_mae_per_atom']:>20.2f}"
-          f"  {r['val_force_mae']:>16.4f}")
+    print(f"{p:>9}  {r['steps']:>5}  {r['s_per_step']:>11.4f}  {r['cpu_s_per_step']:>10.4f}  "
+          f"{1000 * r['val_energy_mae_per_atom']:>20.2f}  {r['val_force_mae']:>16.4f}")
 json.dump(rows, open(os.path.join(d, "precision.json"), "w"), indent=2)
 EOF
