@@ -56,15 +56,23 @@ for p in ps:
     last = m["epochs"][-1]
     b = last["branches"]["metals"]
     wall, user, sys_ = (float(x) for x in open(os.path.join(d, p, "bench_time.txt")).read().split())
-    rows[p] = {"steps": last["step"], "train_s": last["time_s"],
+    best = m["epochs"][m["best_epoch"] - 1]
+    bb = best["branches"]["metals"]
+    rows[p] = {"steps": last["step"], "train_s": last["time_s"], "best_epoch": m["best_epoch"],
+               "best_val_energy_mae_per_atom": bb["energy_per_atom"]["mae"],
+               "best_val_force_mae": bb["forces"]["mae"],
                "s_per_step": last["time_s"] / last["step"], "command_wall_s": wall,
                "command_cpu_s": user + sys_, "cpu_s_per_step": (user + sys_) / last["step"],
                "val_energy_mae_per_atom": b["energy_per_atom"]["mae"],
                "val_force_mae": b["forces"]["mae"], "val_loss": last["val_loss"]}
 print(f"{'precision':>9}  {'steps':>5}  {'wall s/step':>11}  {'CPU s/step':>10}  "
-      f"{'val E MAE (meV/atom)':>20}  {'val F MAE (eV/A)':>16}")
+      f"{'last val E MAE':>14}  {'last val F MAE':>14}  {'best epoch':>10}  {'its E MAE':>9}  {'its F MAE':>9}")
+print(f"{'':>9}  {'':>5}  {'':>11}  {'':>10}  {'(meV/atom)':>14}  {'(eV/A)':>14}  {'':>10}  "
+      f"{'(meV/at.)':>9}  {'(eV/A)':>9}")
 for p, r in rows.items():
     print(f"{p:>9}  {r['steps']:>5}  {r['s_per_step']:>11.4f}  {r['cpu_s_per_step']:>10.4f}  "
-          f"{1000 * r['val_energy_mae_per_atom']:>20.2f}  {r['val_force_mae']:>16.4f}")
+          f"{1000 * r['val_energy_mae_per_atom']:>14.2f}  {r['val_force_mae']:>14.4f}  "
+          f"{r['best_epoch']:>10}  {1000 * r['best_val_energy_mae_per_atom']:>9.2f}  "
+          f"{r['best_val_force_mae']:>9.4f}")
 json.dump(rows, open(os.path.join(d, "precision.json"), "w"), indent=2)
 EOF
