@@ -6,8 +6,8 @@
 # (the same config without init_from). Both are evaluated on the same held-out test frames; the
 # base model itself (no training, "N = 0") is the zero-shot reference.
 #
-#   benchmarks/finetune_curve.sh                             # ~8 min of CPU (1 core)
-#   HYDRAGNN_BENCH_SMOKE=1 benchmarks/finetune_curve.sh      # pipeline check, ~1.5 min of CPU
+#   benchmarks/finetune_curve.sh                             # 6.3 min CPU, 13 min wall here
+#   HYDRAGNN_BENCH_SMOKE=1 benchmarks/finetune_curve.sh      # pipeline check: 50 s CPU, 2-5 min wall
 #
 # Data (seed 0): ALLOY_FRAMES frames in trajectories of 10 (one composition each). Frames are
 # split by position, so that whole trajectories are held out: the first POOL frames are the
