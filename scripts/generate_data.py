@@ -32,8 +32,15 @@ run is reproducible frame by frame: the same seed and sizes give byte-identical 
     # the committed test slices (train/data/):
     OMP_NUM_THREADS=1 .venv/bin/python scripts/generate_data.py --out train/data \
         --metals-frames 240 --molecules-frames 300
+    # the molecules at a second level of theory (multi-fidelity): the same geometries as
+    # molecules.xyz (same seed and sizes), labelled with GFN1-xTB, in molecules_gfn1.xyz:
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/generate_data.py --out data/ --only molecules \
+        --fidelity gfn1
     # the transfer test sets (a few seconds):
     OMP_NUM_THREADS=1 .venv/bin/python scripts/generate_data.py --out data/ --only transfer
+    # only the alloys, 1300 frames (the fine-tuning learning curve, benchmarks/finetune_curve.sh):
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/generate_data.py --out data/ --only transfer \
+        --transfer-sets alloys --transfer-frames 1300
 """
 import argparse
 import os
@@ -169,10 +176,13 @@ TRANSFER = (("transfer_vacancies", transfer_vacancy), ("transfer_slabs111", tran
             ("transfer_alloys", transfer_alloy))
 
 
-def generate_transfer(out, n_frames, seed, per_traj, burn, interval):
-    """Writes the three transfer sets into directory `out`; returns {path: frames}."""
+def generate_transfer(out, n_frames, seed, per_traj, burn, interval, only=None):
+    """Writes the three transfer sets (or those named in `only`, e.g. {"transfer_alloys"}: each set
+    is the same whichever others are written) into directory `out`; returns {path: frames}."""
     written = {}
     for d, (name, build) in enumerate(TRANSFER):
+        if only is not None and name not in only:
+            continue
         frames = []
         for t, k in trajectories(n_frames, per_traj):
             temp = METAL_TEMPERATURES[(t // len(METALS)) % len(METAL_TEMPERATURES)]
@@ -209,7 +219,10 @@ def homo_lumo_gap(calc):
     return float((eps[n_occ] - eps[n_occ - 1]) * units.Hartree)
 
 
-def generate_molecules(path, n_frames, seed, per_traj, burn, interval):
+def generate_molecules(path, n_frames, seed, per_traj, burn, interval, fidelity="gfn2"):
+    """GFN2-xTB Langevin MD of the g2 molecules; frames labelled with GFN2-xTB, or (fidelity
+    "gfn1") with a GFN1-xTB single point on the same geometry (the trajectories are GFN2's either
+    way, so both files hold the same geometries frame by frame)."""
     from tblite.ase import TBLite
 
     mols = g2_molecules()
@@ -224,11 +237,18 @@ def generate_molecules(path, n_frames, seed, per_traj, burn, interval):
         atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
 
         def snapshot(a, name=name, temp=temp):
-            e = a.get_potential_energy()
+            e = a.get_potential_energy()  # GFN2: drives the MD whatever the labels
             f = bare(a)
-            f.calc = SinglePointCalculator(f, energy=e, forces=a.get_forces(),
-                                           charges=a.calc.results["charges"].copy())
-            f.info["gap"] = homo_lumo_gap(a.calc)
+            if fidelity == "gfn1":
+                lo = bare(a)
+                lo.calc = TBLite(method="GFN1-xTB", verbosity=0)
+                e, forces, charges = lo.get_potential_energy(), lo.get_forces(), lo.get_charges()
+                gap = homo_lumo_gap(lo.calc)
+            else:
+                forces, charges = a.get_forces(), a.calc.results["charges"].copy()
+                gap = homo_lumo_gap(a.calc)
+            f.calc = SinglePointCalculator(f, energy=e, forces=forces, charges=charges)
+            f.info["gap"] = gap
             f.info["config_type"] = f"{name}_{int(temp)}K"
             frames.append(f)
 
@@ -248,14 +268,27 @@ def main(argv=None):
     p.add_argument("--interval", type=int, default=10, help="MD steps between frames")
     p.add_argument("--transfer-frames", type=int, default=150,
                    help="frames per transfer file (--only transfer)")
+    p.add_argument("--transfer-sets", default="vacancies,slabs111,alloys",
+                   help="with --only transfer: which sets to write, comma-separated (default: all "
+                        "three; each set is identical whichever others are written)")
+    p.add_argument("--fidelity", choices=["gfn2", "gfn1"], default="gfn2",
+                   help="level of theory of the molecules' labels: gfn2 (default, molecules.xyz) or "
+                        "gfn1 (molecules_gfn1.xyz: the same GFN2 trajectories, so the same geometries, "
+                        "labelled by GFN1-xTB single points; a second fidelity of the same chemistry)")
     p.add_argument("--only", choices=["metals", "molecules", "transfer"],
                    help="generate one dataset only (transfer: only this way)")
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     if a.only == "transfer":
         t0 = time.time()
+        known = [name for name, _ in TRANSFER]
+        only = {f"transfer_{x.strip()}" for x in a.transfer_sets.split(",") if x.strip()}
+        bad = sorted(only - set(known))
+        if bad:
+            p.error(f"--transfer-sets: unknown set(s) {', '.join(b[len('transfer_'):] for b in bad)}; "
+                    f"known: {', '.join(k[len('transfer_'):] for k in known)}")
         for path, got in generate_transfer(a.out, a.transfer_frames, a.seed, a.frames_per_trajectory,
-                                           a.burn, a.interval).items():
+                                           a.burn, a.interval, only).items():
             print(f"{path}: {got} frames", file=sys.stderr)
         print(f"transfer sets in {time.time() - t0:.1f} s", file=sys.stderr)
         return
@@ -263,10 +296,13 @@ def main(argv=None):
                         ("molecules", generate_molecules, a.molecules_frames)):
         if a.only and a.only != kind:
             continue
-        path = os.path.join(a.out, f"{kind}.xyz")
+        extra = {}
+        if kind == "molecules" and a.fidelity != "gfn2":
+            extra = {"fidelity": a.fidelity}
+        path = os.path.join(a.out, f"{kind}_{a.fidelity}.xyz" if extra else f"{kind}.xyz")
         tmp = path + ".tmp"
         t0 = time.time()
-        got = fn(tmp, n, a.seed, a.frames_per_trajectory, a.burn, a.interval)
+        got = fn(tmp, n, a.seed, a.frames_per_trajectory, a.burn, a.interval, **extra)
         os.replace(tmp, path)  # never leave a half-written dataset behind
         print(f"{path}: {got} frames in {time.time() - t0:.1f} s", file=sys.stderr)
 

@@ -18,9 +18,13 @@ pub enum LossType {
 }
 
 /// Floating-point precision of weights and computations: the engine's one model of it
-/// ("fp32"/"fp64", also "float32"/"float64" ...; bf16 is rejected when the file is read, with a
-/// message saying that the engine computes in float32 or float64).
+/// ("fp32"/"fp64", also "float32"/"float64" ...): that of model files and evaluation.
 pub use mlip::Precision;
+
+/// The precision a training run computes in: fp32, fp64, or bf16 (float32 master weights and
+/// optimiser state, bfloat16 autocast for the forward, force and backward passes; the model
+/// file stays float32). An unknown name is refused when the file is read, naming the value.
+pub use mlip::precision::TrainingPrecision;
 
 /// `NeuralNetwork.Training`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,9 +64,10 @@ pub struct Training {
     /// Extension: seed of the weights and of the shuffles (default 0).
     #[serde(default)]
     pub seed: u64,
-    /// `fp32` (default) or `fp64`.
+    /// `fp32` (default), `fp64`, or the extension `bf16` (mixed precision: float32 master
+    /// weights, bfloat16 autocast; see [`TrainingPrecision`]).
     #[serde(default)]
-    pub precision: Precision,
+    pub precision: TrainingPrecision,
     /// Extension: stop (with a checkpoint and the best model written) after this many seconds.
     #[serde(default)]
     pub max_time: Option<f64>,

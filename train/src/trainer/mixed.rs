@@ -89,6 +89,7 @@ impl Trainer<'_> {
         }
         let mut local_loss = 0.0;
         if let Some(w) = &whole {
+            let autocast = self.autocast()?; // bf16: forward, forces and loss; not the backward
             let st = self.model.propagate(&w.graph);
             let mut outs = Vec::new();
             let mut a0 = 0i64;
@@ -152,6 +153,7 @@ impl Trainer<'_> {
                 a0 += na;
                 g0 += ng;
             }
+            drop(autocast);
             total.f_backward()?;
             local_loss = total.double_value(&[]);
         }

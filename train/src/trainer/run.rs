@@ -16,6 +16,15 @@ use crate::config::BatchMixing;
 use super::{batch_plan, files, EpochRecord, TrainSummary, Trainer};
 
 impl Trainer<'_> {
+    /// The autocast region of a `bf16` run (None in fp32 and fp64): the forward, force and loss
+    /// computations of a step run inside it, the backward pass after it is closed.
+    pub(super) fn autocast(&self) -> Result<Option<mlip::precision::Autocast>> {
+        match self.cfg.training().precision.autocast() {
+            Some(k) => Ok(Some(mlip::precision::Autocast::new(self.device, k)?)),
+            None => Ok(None),
+        }
+    }
+
     /// One optimiser step on the global batch `idx` of dataset `d`; returns the global loss.
     pub(super) fn step(&mut self, d: usize, idx: &[usize]) -> Result<f64> {
         let run = &self.datasets[d];
@@ -57,6 +66,7 @@ impl Trainer<'_> {
         let counts = LossCounts::from_slice(&counts);
         let mut local_loss = 0.0;
         if let Some(c) = &c {
+            let autocast = self.autocast()?;
             let p = predict(&self.model, spec, c, true)?;
             let mut loss =
                 batch_loss_counted(spec, &p, c, self.cfg.training().loss_function_type, &counts);
@@ -64,6 +74,7 @@ impl Trainer<'_> {
             if w != 1.0 {
                 loss *= w;
             }
+            drop(autocast);
             loss.f_backward()?;
             local_loss = loss.double_value(&[]);
         }

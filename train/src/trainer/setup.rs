@@ -145,8 +145,18 @@ impl<'a> Trainer<'a> {
                 "exists: pass --resume to continue that run, or choose another output directory",
             ));
         }
-        let kind = t.precision.kind();
+        let kind = t.precision.master().kind();
         let device = dist.device();
+        if t.precision.autocast().is_some() && dist.is_root() && cfg.config.verbosity.level >= 1 {
+            let native = device != Device::Cpu
+                || std::fs::read_to_string("/proc/cpuinfo")
+                    .is_ok_and(|c| c.contains("avx512_bf16") || c.contains("amx_bf16"));
+            eprintln!(
+                "precision bf16: float32 master weights and optimiser state, bfloat16 autocast \
+                 for the forward, force and backward passes on {device:?}{}; the model file is float32",
+                if native { "" } else { " (this CPU has no AVX512-BF16/AMX: emulated, slow)" }
+            );
+        }
         let gs = GraphSpec::new(
             mc.radius,
             &mc.species,
