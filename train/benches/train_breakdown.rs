@@ -143,8 +143,7 @@ fn bench(cfg: &TrainConfig, graphs: &[Graph], steps: usize, batch: usize) -> Run
         lap.mark(times, 0);
         let out = model.forward(&c.graph, Some(spec.branch)).expect("forward");
         lap.mark(times, 1);
-        let (f, _) =
-            mlip::compute::edge_forces(&out.energy, &c.graph, None, true).expect("forces");
+        let (f, _) = mlip::compute::edge_forces(&out.energy, &c.graph, None, true).expect("forces");
         lap.mark(times, 2);
         let p = Prediction {
             energy: out.energy,
@@ -152,14 +151,7 @@ fn bench(cfg: &TrainConfig, graphs: &[Graph], steps: usize, batch: usize) -> Run
             stress: None,
             props: Default::default(),
         };
-        let l = batch_loss(
-            &spec,
-            &p,
-            &c,
-            loss_type,
-            part.len() as f64,
-            atoms as f64,
-        );
+        let l = batch_loss(&spec, &p, &c, loss_type, part.len() as f64, atoms as f64);
         lap.mark(times, 3);
         l.backward();
         let loss = l.double_value(&[]);
