@@ -118,6 +118,8 @@ fn config_for(model: &str, data: &Path, batch: usize, tmp: &Path) -> TrainConfig
 
 /// Result of one backbone at one thread count.
 struct Run {
+    /// Trainable scalars: the f64 gradient buffer that the trainer allreduces holds as many.
+    params: usize,
     steps: usize,
     atoms: usize,
     times: Times,
@@ -177,6 +179,7 @@ fn bench(cfg: &TrainConfig, graphs: &[Graph], steps: usize, batch: usize) -> Run
         atoms += run(k + 3, &mut times);
     }
     Run {
+        params: opt.numel(),
         steps,
         atoms,
         times,
@@ -281,6 +284,11 @@ fn main() {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
+            println!(
+                "    {} trainable parameters: {:.0} KB of f64 gradients per allreduce",
+                r.params,
+                r.params as f64 * 8.0 / 1e3
+            );
             println!("    wall shares: {}", share(&r.times.wall, wall));
             println!("    CPU shares:  {}", share(&r.times.cpu, cpu));
             rows.push((m.clone(), t, r, wall, cpu));
