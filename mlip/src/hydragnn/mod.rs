@@ -39,6 +39,7 @@
 
 mod backbone;
 mod heads;
+mod mace;
 pub mod npz;
 pub mod species;
 pub mod state_dict;
@@ -206,16 +207,10 @@ pub fn import(
         "PNA" | "PNAPlus" => MpnnType::Pna,
         "PNAEq" => MpnnType::PnaEq,
         "DimeNet" => MpnnType::DimeNet,
-        "MACE" => {
-            return Err(cfg(
-                "mpnn_type 'MACE' cannot be imported yet: the engine has no MACE backbone (e3nn's irreps linears, \
-                 spherical-harmonic tensor products and symmetric contractions, MACE's per-layer readouts); \
-                 PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq and DimeNet can be imported",
-            ))
-        }
+        "MACE" => return mace::import(nn, arch, voi, state, opts),
         other => {
             return Err(cfg(format!(
-                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq, DimeNet can)"
+                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq, DimeNet, MACE can)"
             )))
         }
     };
@@ -319,6 +314,7 @@ pub fn import(
             &mut warnings,
         )?,
         MpnnType::DimeNet => backbone::dimenet(arch, num_conv_layers, &mut sources, &mut warnings)?,
+        MpnnType::Mace => unreachable!("MACE is imported by mace::import"),
         MpnnType::SchNet => backbone::schnet(
             arch,
             num_conv_layers,
@@ -348,6 +344,7 @@ pub fn import(
         schnet: bb.schnet,
         pna: bb.pna,
         dimenet: bb.dimenet,
+        mace: Default::default(),
         // HydraGNN sums messages unscaled.
         avg_num_neighbors: None,
         zbl: None,
