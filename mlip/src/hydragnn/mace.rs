@@ -233,9 +233,15 @@ pub(super) fn import(
     };
     let mut t: BTreeMap<String, Tensor> = BTreeMap::new();
     // buffers that only restate the config
-    let an = r.get("model.atomic_numbers")?;
-    if an.numel() as i64 != NUM_ELEMENTS {
-        return Err(cfg("model.atomic_numbers is not 1..=118"));
+    // (integer buffers: tools/import_hydragnn.py keeps the floating-point tensors only)
+    if r.has("model.atomic_numbers") {
+        let an = r.get("model.atomic_numbers")?;
+        let want = Tensor::arange_start(1, NUM_ELEMENTS + 1, (Kind::Double, Device::Cpu));
+        if an.size() != want.size() || !an.equal(&want) {
+            return Err(cfg(
+                "model.atomic_numbers is not 1..=118: MACE's one-hot must cover the periodic table",
+            ));
+        }
     }
     let rmax = r.get("model.r_max")?.double_value(&[]);
     if (rmax - radius).abs() > 1e-9 * radius {
