@@ -1202,7 +1202,7 @@ fn dimenet_node_head_reproduces_hydragnn() {
     assert!(err.contains("DimeNet") && err.contains("ghost"), "{err}");
 }
 
-/// PNAEq and DimeNet in a batch of structures (periodic Al5Cu7, a sheared copy, the ethanol
+/// PNAEq, DimeNet and MACE in a batch of structures (periodic Al5Cu7, a sheared copy, the ethanol
 /// molecule): every structure's energy and forces equal its own evaluation (DimeNet's triplets
 /// and PNAEq's degree scalers stay within each structure); in float32 the energy stays within
 /// 1e-5 relative of float64.
@@ -1223,7 +1223,7 @@ fn pnaeq_and_dimenet_batches_equal_single_structures_and_float32_agrees() {
         energies: false,
         virials: false,
     };
-    for name in ["PNAEq_node", "DimeNet_node"] {
+    for name in ["PNAEq_node", "DimeNet_node", "MACE_node"] {
         let (model, _) = import_gfm(name, |_| {});
         let rs = model.compute_batch(&batch, req).unwrap();
         for (s, r) in batch.iter().zip(&rs) {

@@ -25,6 +25,7 @@
 //! | PNA (`PNAConv`, one tower, `avg_deg` buffers, BatchNorm feature layers) | `mpnn_type: PNA`, `pna` options |
 //! | DimeNet (`DIMEStack`: PyG's DimeNet++ blocks, float32 Bessel zeros) | `mpnn_type: DimeNet`, `dimenet` options |
 //! | PNAEq (`PNAEqStack`: PaiNN messages and update, PNA aggregation with five scalers) | `mpnn_type: PNAEq` (`pna.avg_deg_*`) |
+//! | MACE (`MACEStack`: irreps 0e + 1o, correlation 2, a readout per layer; see `mace`) | `mpnn_type: MACE`, `mace` options |
 //!
 //! Orderings differ and are fixed here by permuting weights: HydraGNN's PaiNN splits messages as
 //! (vector gate, edge gate, scalar) where the engine splits (scalar, vector gate, edge gate), and
