@@ -59,12 +59,10 @@ impl Reader<'_> {
     ) -> Result<Vec<(i64, Tensor)>> {
         let w = self.get(&format!("{prefix}.weight"))?;
         let bias = format!("{prefix}.bias");
-        if self.has(&bias) {
-            if self.get(&bias)?.numel() != 0 {
-                return Err(cfg(format!(
-                    "'{bias}' is not empty: e3nn linears with biases are not supported"
-                )));
-            }
+        if self.has(&bias) && self.get(&bias)?.numel() != 0 {
+            return Err(cfg(format!(
+                "'{bias}' is not empty: e3nn linears with biases are not supported"
+            )));
         }
         let mask = format!("{prefix}.output_mask");
         if self.has(&mask) {
@@ -274,7 +272,7 @@ pub(super) fn import(
 
     let mut bias_fold = vec![0.0; branches.len()];
     let mut readouts: Vec<Vec<Tensor>> = (0..nl).map(|_| Vec::new()).collect();
-    for l in 0..nl {
+    for (l, readout) in readouts.iter_mut().enumerate() {
         let vin = l > 0;
         let vout = l + 1 < nl;
         let inp: Vec<(i64, i64)> = if vin {
@@ -361,7 +359,7 @@ pub(super) fn import(
                 };
                 cols.push(col);
             }
-            readouts[l] = cols;
+            *readout = cols;
         }
     }
     for (l, cols) in readouts.iter().enumerate() {

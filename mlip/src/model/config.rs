@@ -640,11 +640,12 @@ impl ModelConfig {
         }
         if self.mpnn_type == MpnnType::Mace {
             let o = &self.mace;
-            if !(o.cutoff_p > 0.0 && o.silu_scale > 0.0)
-                || !(0..=1).contains(&o.edge_dim)
-                || !self.avg_num_neighbors.is_some_and(|a| a > 0.0)
-                || self.graph_attr.is_some()
-            {
+            let ok = o.cutoff_p > 0.0
+                && o.silu_scale > 0.0
+                && (0..=1).contains(&o.edge_dim)
+                && self.avg_num_neighbors.is_some_and(|a| a > 0.0)
+                && self.graph_attr.is_none();
+            if !ok {
                 return bad(format!(
                     "MACE needs mace.cutoff_p > 0, mace.silu_scale > 0, mace.edge_dim 0 or 1 and avg_num_neighbors > 0, \
                      and takes no graph_attr conditioning; got {o:?}, avg_num_neighbors {:?}",

@@ -4,8 +4,8 @@
 //! readout after every layer. Reads `hidden_dim`, `num_conv_layers`, `radius`, `num_radial`,
 //! `avg_num_neighbors` and `mace` from [`ModelConfig`].
 //!
-//! Conventions (e3nn's): an irreps block `m x l` is laid out channel-major, [u][2l+1]; the engine
-//! keeps the 1o features as (n, 3, H) in [`State::v`]. Every e3nn `o3.Linear` is stored per l as
+//! Conventions (e3nn's): an irreps block `m x l` is laid out channel-major (u, then the 2l+1
+//! components); the engine keeps the 1o features as (n, 3, H) in [`State::v`]. Every e3nn `o3.Linear` is stored per l as
 //! one (m_in, m_out) matrix already divided by sqrt(fan-in). On edge j → i (sender j = `src`,
 //! receiver i = `dst`), with r = x_i − x_j, d = |r|, r̂ = r / d:
 //! * edge features b = sqrt(2/r_c) sin(w_k d)/d · u(d/r_c) (Bessel weights w_k from the checkpoint;
@@ -217,7 +217,7 @@ impl Mace {
         let bessel_w = p.zeros_no_train("bessel_w", &[n]);
         let bessel_pref = p.zeros_no_train("bessel_pref", &[1]);
         tch::no_grad(|| {
-            let _ = bessel_w
+            bessel_w
                 .shallow_clone()
                 .copy_(&Tensor::from_slice(&w).to_kind(bessel_w.kind()));
             let _ = bessel_pref.shallow_clone().fill_((2.0 / c.radius).sqrt());
