@@ -283,17 +283,38 @@ fn unsupported_gfm_options_are_refused_by_name() {
     };
     refused(&|a| a["edge_dim"] = 2.into(), "edge_dim = 2");
     refused(&|a| a["graph_pooling"] = "mean".into(), "graph_pooling");
-    // backbones the importer does not map: refused naming the mpnn_type
-    for name in ["MACE_node", "MACE_graph2"] {
-        let state = read_npz(&d.join(format!("GFM_{name}_state_dict.npz"))).unwrap();
-        let config = std::fs::read_to_string(d.join(format!("GFM_{name}_config.json"))).unwrap();
-        let err = import(&config, &state, &ImportOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("mpnn_type 'MACE' cannot be imported yet"),
-            "{name}: {err}"
-        );
+    // MACE options the engine does not implement: refused naming the option
+    {
+        let state = read_npz(&d.join("GFM_MACE_node_state_dict.npz")).unwrap();
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(d.join("GFM_MACE_node_config.json")).unwrap(),
+        )
+        .unwrap();
+        for (key, value, what) in [
+            ("max_ell", serde_json::json!(2), "max_ell = 2"),
+            ("node_max_ell", serde_json::json!(2), "node_max_ell = 2"),
+            ("correlation", serde_json::json!(3), "correlation 3"),
+            (
+                "radial_type",
+                serde_json::json!("gaussian"),
+                "radial_type 'gaussian'",
+            ),
+            (
+                "num_conv_layers",
+                serde_json::json!(1),
+                "num_conv_layers = 1",
+            ),
+        ] {
+            let mut c = config.clone();
+            c["NeuralNetwork"]["Architecture"][key] = value;
+            let err = import(&c.to_string(), &state, &ImportOptions::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(what) && err.contains("MACE"),
+                "expected '{what}' in: {err}"
+            );
+        }
     }
     // PNAEq and DimeNet with edge_dim: no reference outputs, refused naming edge_dim
     for name in ["PNAEq_node", "DimeNet_node"] {
@@ -1181,7 +1202,7 @@ fn dimenet_node_head_reproduces_hydragnn() {
     assert!(err.contains("DimeNet") && err.contains("ghost"), "{err}");
 }
 
-/// PNAEq and DimeNet in a batch of structures (periodic Al5Cu7, a sheared copy, the ethanol
+/// PNAEq, DimeNet and MACE in a batch of structures (periodic Al5Cu7, a sheared copy, the ethanol
 /// molecule): every structure's energy and forces equal its own evaluation (DimeNet's triplets
 /// and PNAEq's degree scalers stay within each structure); in float32 the energy stays within
 /// 1e-5 relative of float64.
@@ -1202,7 +1223,7 @@ fn pnaeq_and_dimenet_batches_equal_single_structures_and_float32_agrees() {
         energies: false,
         virials: false,
     };
-    for name in ["PNAEq_node", "DimeNet_node"] {
+    for name in ["PNAEq_node", "DimeNet_node", "MACE_node"] {
         let (model, _) = import_gfm(name, |_| {});
         let rs = model.compute_batch(&batch, req).unwrap();
         for (s, r) in batch.iter().zip(&rs) {
@@ -1228,4 +1249,97 @@ fn pnaeq_and_dimenet_batches_equal_single_structures_and_float32_agrees() {
         eprintln!("{name}: float32 energy rel {rel:.1e}");
         assert!(rel < 1e-5, "{name}: float32 {e32} vs {}", rs[0].energy);
     }
+}
+
+/// HydraGNN's MACE (e3nn irreps 0e + 1o, the attention-residual interaction block's tensor
+/// product with per-edge weights from the radial MLP, correlation-2 symmetric contractions with
+/// the checkpoint's coupling tensors, a readout after every layer) as the engine's MACE: energy,
+/// per-atom energies and forces of the ethanol golden (node head) to 1e-8; forces and virial are
+/// the energy's derivatives on the sheared periodic Al5Cu7 cell; rotation and permutation
+/// invariance; layer by layer over simulated ranks equals one pass; the fast path declines it.
+#[test]
+fn mace_node_head_reproduces_hydragnn() {
+    skip_without_golden!();
+    let (mut model, _) = import_gfm("MACE_node", |_| {});
+    let (e_rel, ne, f_rel) = golden_errors(&model, "MACE_node", "ethanol");
+    eprintln!("MACE_node: energy rel {e_rel:.1e}, per-atom rel {ne:.1e}, forces rel {f_rel:.1e}");
+    assert!(
+        e_rel < 1e-8 && ne < 1e-8 && f_rel < 1e-8,
+        "{e_rel:e} {ne:e} {f_rel:e}"
+    );
+    let err = model.enable_fast(1e-6).unwrap_err().to_string();
+    assert!(err.contains("MACE"), "{err}");
+    let mut s0 = golden("PAINN_graph2", "cual12").structure;
+    let deform =
+        |v: &mut [f64; 3]| *v = [1.013 * v[0] + 0.02 * v[1], 0.991 * v[1], v[2] + 0.01 * v[0]];
+    s0.positions.iter_mut().for_each(deform);
+    s0.cell.iter_mut().for_each(deform);
+    let (wf, ww) = fd_errors(&model, &s0, 1e-5);
+    eprintln!("MACE_node on sheared Al5Cu7: FD forces rel {wf:.1e}, FD virial rel {ww:.1e}");
+    assert!(wf < 1e-7 && ww < 1e-7, "forces {wf:e}, virial {ww:e}");
+    let (de, df) = invariance_errors(&model, &s0);
+    eprintln!("MACE_node: rotation/permutation energy rel {de:.1e}, forces rel {df:.1e}");
+    assert!(de < 1e-12 && df < 1e-10, "{de:e} {df:e}");
+    let r = model.compute(&s0, Request::ALL).unwrap();
+    let owner: Vec<usize> = (0..s0.len()).map(|i| i % 3).collect();
+    let (el, fl, _) = run_pieces(&model, &pieces(&s0, model.cutoff(), &owner, 3));
+    assert!((el - r.energy).abs() < 1e-12 * r.energy.abs());
+    assert!(max_rel(&fl, &r.forces) < 1e-11);
+}
+
+/// HydraGNN's MACE with the foundation-model graph head (2 branches, add pooling of each
+/// readout's scalars, `edge_dim` = 1 prepending |r_ij| to the edge attributes): both branches'
+/// energies and forces on the periodic Al5Cu7 golden to 1e-8; FD forces and virial of the graph
+/// energy; layer by layer over simulated ranks equals one pass.
+#[test]
+fn mace_graph_head_every_branch_reproduces_hydragnn() {
+    skip_without_golden!();
+    let (mut model, warnings) = import_gfm("MACE_graph2", |_| {});
+    assert!(
+        warnings.iter().any(|w| w.contains("edge_dim = 1")),
+        "{warnings:?}"
+    );
+    assert_eq!(model.branch_names(), ["branch-0", "branch-1"]);
+    assert!(model.energy_is_pooled(None));
+    let g = golden("MACE_graph2", "cual12");
+    let req = Request {
+        forces: true,
+        virial: false,
+        energies: false,
+        virials: false,
+    };
+    for (b, name) in ["branch-0", "branch-1"].iter().enumerate() {
+        model.set_branch(name).unwrap();
+        let r = model.compute(&g.structure, req).unwrap();
+        let e_rel = (r.energy - g.energy[b]).abs() / g.energy[b].abs();
+        let f_rel = max_rel(&r.forces, &g.forces[b]);
+        eprintln!(
+            "MACE_graph2 {name}: energy {} (HydraGNN {}), rel {e_rel:.1e}; forces rel {f_rel:.1e}",
+            r.energy, g.energy[b]
+        );
+        assert!(
+            e_rel < 1e-8,
+            "{name}: energy {} vs {}",
+            r.energy,
+            g.energy[b]
+        );
+        assert!(f_rel < 1e-8, "{name}: forces off by {f_rel:e}");
+    }
+    let mut s0 = g.structure.clone();
+    let deform =
+        |v: &mut [f64; 3]| *v = [1.013 * v[0] + 0.02 * v[1], 0.991 * v[1], v[2] + 0.01 * v[0]];
+    s0.positions.iter_mut().for_each(deform);
+    s0.cell.iter_mut().for_each(deform);
+    let (wf, ww) = fd_errors(&model, &s0, 1e-5);
+    eprintln!("MACE_graph2 on sheared Al5Cu7: FD forces rel {wf:.1e}, FD virial rel {ww:.1e}");
+    assert!(wf < 1e-7 && ww < 1e-7, "forces {wf:e}, virial {ww:e}");
+    let r = model.compute(&s0, req).unwrap();
+    let owner: Vec<usize> = (0..s0.len()).map(|i| i % 2).collect();
+    let (el, fl, _) = run_pieces(&model, &pieces(&s0, model.cutoff(), &owner, 2));
+    assert!(
+        (el - r.energy).abs() < 1e-12 * r.energy.abs(),
+        "{el} vs {}",
+        r.energy
+    );
+    assert!(max_rel(&fl, &r.forces) < 1e-11);
 }

@@ -264,3 +264,39 @@ fn import_config_value_of_the_wrong_type_names_key_type_and_value() {
         assert!(!e.contains("missing"), "{key}: {e}");
     }
 }
+
+/// `import-hydragnn` of HydraGNN's MACE (`GFM_MACE_node`: config + .pk → model file): the file
+/// reproduces HydraGNN's float64 energy and forces on the ethanol golden to 1e-8 relative, with
+/// the engine's own neighbour list.
+#[test]
+fn mace_checkpoint_reproduces_hydragnn_energy_and_forces() {
+    skip_without_golden!();
+    let d = golden::dir();
+    let out = tmp("MACE_node.hgnn");
+    let opts = ImportOptions {
+        species: Some("H,C,O".into()),
+        ..Default::default()
+    };
+    let report = import_hydragnn(
+        &d.join("GFM_MACE_node_config.json"),
+        &d.join("GFM_MACE_node_checkpoint.pk"),
+        &out,
+        &opts,
+    )
+    .unwrap_or_else(|e| panic!("import of MACE failed: {e:#}"));
+    assert_eq!(report.mpnn_type, "MACE");
+    let g = read_npz(&d.join("GFM_MACE_node_ethanol_golden.npz")).unwrap();
+    let pos = vec3(&g["pos"]);
+    let z: Vec<i32> = flat(&g["atomic_numbers"])
+        .iter()
+        .map(|&x| x as i32)
+        .collect();
+    let s = mlip::Structure::new(pos, z, [[0.0; 3]; 3], [false; 3]).unwrap();
+    let model = Model::load(&out, Kind::Double, tch::Device::Cpu).unwrap();
+    let r = model.compute(&s, Request::ALL).unwrap();
+    let e = flat(&g["energy"])[0];
+    let e_rel = (r.energy - e).abs() / e.abs();
+    let f_rel = max_rel(&r.forces, &vec3(&g["forces"]));
+    eprintln!("MACE via import-hydragnn: energy rel {e_rel:.1e}, forces rel {f_rel:.1e}");
+    assert!(e_rel < 1e-8 && f_rel < 1e-8, "{e_rel:e} {f_rel:e}");
+}

@@ -98,11 +98,11 @@ fn max_rel(a: &[f64], b: &[f64]) -> f64 {
     num / b.iter().map(|v| v.abs()).fold(0.0, f64::max)
 }
 
-#[test]
-fn gfm_painn_graph_head_through_the_c_abi_matches_hydragnn_for_every_branch() {
-    skip_without_golden!();
-    let path = import_to_file("PAINN_graph2");
-    let g = read_npz(&golden::dir().join("GFM_PAINN_graph2_cual12_golden.npz")).unwrap();
+/// The graph-head checkpoint `GFM_<name>` (2 branches, Al5Cu7) through the C ABI, whole
+/// structure and layer by layer with the reduction step, against HydraGNN for every branch.
+fn graph_head_through_the_c_abi(name: &str) {
+    let path = import_to_file(name);
+    let g = read_npz(&golden::dir().join(format!("GFM_{name}_cual12_golden.npz"))).unwrap();
     let pos = flat(&g["pos"]);
     let n = pos.len() / 3;
     let z: Vec<i32> = flat(&g["atomic_numbers"])
@@ -158,7 +158,9 @@ fn gfm_painn_graph_head_through_the_c_abi_matches_hydragnn_for_every_branch() {
         );
         let e_rel = (res.energy - e_gold[b]).abs() / e_gold[b].abs();
         let f_rel = max_rel(&forces, f_want);
-        eprintln!("GFM_PAINN_graph2 {branch} via hgnn_compute: energy rel {e_rel:.1e}, forces rel {f_rel:.1e}");
+        eprintln!(
+            "GFM_{name} {branch} via hgnn_compute: energy rel {e_rel:.1e}, forces rel {f_rel:.1e}"
+        );
         assert!(e_rel < 1e-8, "{branch}: {} vs {}", res.energy, e_gold[b]);
         assert!(f_rel < 1e-8, "{branch}: forces off by {f_rel:e}");
 
@@ -256,7 +258,7 @@ fn gfm_painn_graph_head_through_the_c_abi_matches_hydragnn_for_every_branch() {
             hgnn_eval_free(ev);
             let e_rel = (r.energy - e_gold[b]).abs() / e_gold[b].abs();
             let f_rel = max_rel(&forces, f_want);
-            eprintln!("GFM_PAINN_graph2 {branch} layer by layer: energy rel {e_rel:.1e}, forces rel {f_rel:.1e}");
+            eprintln!("GFM_{name} {branch} layer by layer: energy rel {e_rel:.1e}, forces rel {f_rel:.1e}");
             assert_eq!(r.energy, e);
             assert!(
                 e_rel < 1e-8 && f_rel < 1e-8,
@@ -265,6 +267,20 @@ fn gfm_painn_graph_head_through_the_c_abi_matches_hydragnn_for_every_branch() {
             hgnn_model_free(model);
         }
     }
+}
+
+#[test]
+fn gfm_painn_graph_head_through_the_c_abi_matches_hydragnn_for_every_branch() {
+    skip_without_golden!();
+    graph_head_through_the_c_abi("PAINN_graph2");
+}
+
+/// MACE's graph head (its earlier readouts carried in the layer state) through the C ABI,
+/// whole structure and layer by layer with the reduction step.
+#[test]
+fn gfm_mace_graph_head_through_the_c_abi_matches_hydragnn_for_every_branch() {
+    skip_without_golden!();
+    graph_head_through_the_c_abi("MACE_graph2");
 }
 
 /// The charge/spin-conditioned GFM PaiNN through the C ABI: the attributes are named, required,
@@ -348,7 +364,7 @@ fn gfm_charge_spin_conditioning_through_the_c_abi_matches_hydragnn() {
 }
 
 /// HydraGNN's SchNet (ethanol), PNA (Al5Cu7, edge_dim 1, BatchNorm), PNAEq and DimeNet
-/// (Al5Cu7) node-head checkpoints through the C ABI: energy, per-atom energies and forces to 1e-8 on the
+/// (Al5Cu7) and MACE (ethanol) node-head checkpoints through the C ABI: energy, per-atom energies and forces to 1e-8 on the
 /// whole-structure path.
 #[test]
 fn gfm_node_head_checkpoints_through_the_c_abi_match_hydragnn() {
@@ -358,6 +374,7 @@ fn gfm_node_head_checkpoints_through_the_c_abi_match_hydragnn() {
         ("PNA_node", "cual12"),
         ("PNAEq_node", "cual12"),
         ("DimeNet_node", "cual12"),
+        ("MACE_node", "ethanol"),
     ] {
         let path = import_to_file(name);
         let g =

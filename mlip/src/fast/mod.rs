@@ -379,6 +379,11 @@ impl<T: Real> Net<T> {
                         "the fast path does not support {name}: its messages are not a radial filter times a node feature"
                     )))
                 }
+                MpnnType::Mace => {
+                    return Err(Error::InvalidInput(
+                        "the fast path does not support MACE: its tensor-product weights read the node features of both ends, so its messages are not a radial filter times a node feature".into(),
+                    ))
+                }
                 MpnnType::Egnn => {
                     return Err(Error::InvalidInput(
                         "the fast path does not support EGNN: its edge MLP reads the node features of both ends, so its messages are not a radial filter times a node feature".into(),

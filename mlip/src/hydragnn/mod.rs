@@ -25,6 +25,7 @@
 //! | PNA (`PNAConv`, one tower, `avg_deg` buffers, BatchNorm feature layers) | `mpnn_type: PNA`, `pna` options |
 //! | DimeNet (`DIMEStack`: PyG's DimeNet++ blocks, float32 Bessel zeros) | `mpnn_type: DimeNet`, `dimenet` options |
 //! | PNAEq (`PNAEqStack`: PaiNN messages and update, PNA aggregation with five scalers) | `mpnn_type: PNAEq` (`pna.avg_deg_*`) |
+//! | MACE (`MACEStack`: irreps 0e + 1o, correlation 2, a readout per layer; see `mace`) | `mpnn_type: MACE`, `mace` options |
 //!
 //! Orderings differ and are fixed here by permuting weights: HydraGNN's PaiNN splits messages as
 //! (vector gate, edge gate, scalar) where the engine splits (scalar, vector gate, edge gate), and
@@ -39,6 +40,7 @@
 
 mod backbone;
 mod heads;
+mod mace;
 pub mod npz;
 pub mod species;
 pub mod state_dict;
@@ -206,16 +208,10 @@ pub fn import(
         "PNA" | "PNAPlus" => MpnnType::Pna,
         "PNAEq" => MpnnType::PnaEq,
         "DimeNet" => MpnnType::DimeNet,
-        "MACE" => {
-            return Err(cfg(
-                "mpnn_type 'MACE' cannot be imported yet: the engine has no MACE backbone (e3nn's irreps linears, \
-                 spherical-harmonic tensor products and symmetric contractions, MACE's per-layer readouts); \
-                 PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq and DimeNet can be imported",
-            ))
-        }
+        "MACE" => return mace::import(nn, arch, voi, state, opts),
         other => {
             return Err(cfg(format!(
-                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq, DimeNet can)"
+                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq, DimeNet, MACE can)"
             )))
         }
     };
@@ -319,6 +315,7 @@ pub fn import(
             &mut warnings,
         )?,
         MpnnType::DimeNet => backbone::dimenet(arch, num_conv_layers, &mut sources, &mut warnings)?,
+        MpnnType::Mace => unreachable!("MACE is imported by mace::import"),
         MpnnType::SchNet => backbone::schnet(
             arch,
             num_conv_layers,
@@ -348,6 +345,7 @@ pub fn import(
         schnet: bb.schnet,
         pna: bb.pna,
         dimenet: bb.dimenet,
+        mace: Default::default(),
         // HydraGNN sums messages unscaled.
         avg_num_neighbors: None,
         zbl: None,

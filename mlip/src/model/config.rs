@@ -29,6 +29,11 @@ pub enum MpnnType {
     /// messages over triplets of atoms (options in `dimenet`).
     #[serde(rename = "DimeNet")]
     DimeNet,
+    /// MACE (Batatia et al., NeurIPS 2022) as HydraGNN's `MACEStack` builds it: e3nn irreps
+    /// 0e + 1o, spherical-harmonic tensor-product messages, symmetric contractions of
+    /// correlation 2 and a readout after every layer (options in `mace`).
+    #[serde(rename = "MACE")]
+    Mace,
 }
 
 /// Radial basis expanding the pair distance.
@@ -340,6 +345,26 @@ impl DimeNetOptions {
     }
 }
 
+/// MACE options (HydraGNN's `MACEStack`, `max_ell` = `node_max_ell` = 1, correlation 2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaceOptions {
+    /// Exponent p of MACE's polynomial cutoff (HydraGNN's `envelope_exponent`).
+    pub cutoff_p: f64,
+    /// 1: the distance |r_ij| is prepended to the edge attributes as an extra `0e` channel
+    /// (HydraGNN's `edge_dim` = 1); 0: none.
+    pub edge_dim: i64,
+    /// The factor e3nn's `normalize2mom` puts on SiLU in the radial MLP (1 / sqrt(E[silu(z)^2]),
+    /// z ~ N(0, 1), as e3nn estimates it: 1e6 samples of torch's generator seeded 0).
+    pub silu_scale: f64,
+}
+
+impl MaceOptions {
+    fn is_default(&self) -> bool {
+        *self == MaceOptions::default()
+    }
+}
+
 /// EGNN options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -418,6 +443,9 @@ pub struct ModelConfig {
     /// DimeNet options (DimeNet only).
     #[serde(default, skip_serializing_if = "DimeNetOptions::is_default")]
     pub dimenet: DimeNetOptions,
+    /// MACE options (MACE only).
+    #[serde(default, skip_serializing_if = "MaceOptions::is_default")]
+    pub mace: MaceOptions,
     /// Every layer's sum of messages over the neighbours is divided by this number, the average
     /// number of neighbours per atom (NequIP's and MACE's `avg_num_neighbors`); None: plain sums
     /// (HydraGNN, and every model file written before this option). Without it the features of
@@ -513,6 +541,7 @@ impl ModelConfig {
             schnet: SchnetOptions::default(),
             pna: PnaOptions::default(),
             dimenet: DimeNetOptions::default(),
+            mace: MaceOptions::default(),
             avg_num_neighbors: None,
             zbl: None,
             min_training_distance: None,
@@ -608,6 +637,23 @@ impl ModelConfig {
             }
         } else if self.dimenet != DimeNetOptions::default() {
             return bad("'dimenet' options are set but mpnn_type is not DimeNet".into());
+        }
+        if self.mpnn_type == MpnnType::Mace {
+            let o = &self.mace;
+            let ok = o.cutoff_p > 0.0
+                && o.silu_scale > 0.0
+                && (0..=1).contains(&o.edge_dim)
+                && self.avg_num_neighbors.is_some_and(|a| a > 0.0)
+                && self.graph_attr.is_none();
+            if !ok {
+                return bad(format!(
+                    "MACE needs mace.cutoff_p > 0, mace.silu_scale > 0, mace.edge_dim 0 or 1 and avg_num_neighbors > 0, \
+                     and takes no graph_attr conditioning; got {o:?}, avg_num_neighbors {:?}",
+                    self.avg_num_neighbors
+                ));
+            }
+        } else if self.mace != MaceOptions::default() {
+            return bad("'mace' options are set but mpnn_type is not MACE".into());
         }
         if self.mpnn_type == MpnnType::Pna {
             let p = &self.pna;

@@ -1,5 +1,5 @@
 //! The models: a species input (embedding or raw features), a message-passing backbone (SchNet,
-//! PaiNN, EGNN, PNA, PNAEq, DimeNet) behind one [`Backbone`] interface, and per-dataset output
+//! PaiNN, EGNN, PNA, PNAEq, DimeNet, MACE) behind one [`Backbone`] interface, and per-dataset output
 //! branches of graph- and node-level heads. [`Model::forward`] is differentiable end to end (the
 //! trainer takes gradients through it); the energy is Σ_i (head(h_i) + `E0[Z_i]`).
 //! [`crate::hydragnn`] maps models trained by HydraGNN onto these options.
@@ -8,6 +8,7 @@ pub mod config;
 pub mod dimenet;
 pub mod egnn;
 pub mod graphs;
+pub mod mace;
 pub mod nn;
 pub mod painn;
 pub mod pna;
@@ -196,6 +197,7 @@ impl Model {
             MpnnType::Pna => Box::new(pna::Pna::new(&root, &config)),
             MpnnType::PnaEq => Box::new(pnaeq::PnaEq::new(&root, &config)),
             MpnnType::DimeNet => Box::new(dimenet::DimeNet::new(&root, &config)),
+            MpnnType::Mace => Box::new(mace::Mace::new(&root, &config)),
         };
         let f = config.hidden_dim;
         let act = config.activation_function;
@@ -543,7 +545,26 @@ impl Model {
         if b.heads[h].pool_first {
             return Err(per_atom_energy_undefined(&b.name));
         }
-        Ok(b.heads[h].mlp.forward(s).squeeze_dim(-1) + b.e0.index_select(0, species))
+        let (s, extra) = self.split_final(branch, s, species);
+        Ok(b.heads[h].mlp.forward(&s).squeeze_dim(-1) + extra)
+    }
+
+    /// The final features the heads of branch `branch` read and the per-node energy added to
+    /// its energy head (n,): the reference energies and, for MACE, the readouts of the earlier
+    /// layers, which MACE carries in its state next to the features ([`mace`]).
+    pub(crate) fn split_final(
+        &self,
+        branch: usize,
+        s: &Tensor,
+        species: &Tensor,
+    ) -> (Tensor, Tensor) {
+        let e0 = self.branches[branch].e0.index_select(0, species);
+        if self.config.mpnn_type == MpnnType::Mace {
+            let h = self.config.hidden_dim;
+            (s.narrow(1, 0, h), e0 + s.select(1, h + branch as i64))
+        } else {
+            (s.shallow_clone(), e0)
+        }
     }
 
     /// Whether the energy of branch `branch` (None: the active one) is graph-level: an energy
@@ -572,7 +593,7 @@ impl Model {
         let h = b.energy.ok_or_else(|| {
             Error::InvalidInput(format!("branch '{}' has no 'energy' head", b.name))
         })?;
-        let e0 = b.e0.index_select(0, &g.species);
+        let (s, e0) = self.split_final(branch, s, &g.species);
         let (s, e0) = match mask {
             Some(m) => (s * m.unsqueeze(-1), e0 * m),
             None => (s.shallow_clone(), e0),
@@ -601,10 +622,13 @@ impl Model {
             .get(bi)
             .ok_or_else(|| Error::InvalidInput(format!("no branch {bi}")))?;
         let pooled = self.energy_is_pooled(Some(bi));
+        let s_full = s;
+        let (s, _) = self.split_final(bi, s_full, &g.species);
+        let s = &s;
         let mut node_energy = if pooled {
             Tensor::zeros([s.size()[0]], (s.kind(), s.device()))
         } else {
-            self.node_energy(bi, s, &g.species)?
+            self.node_energy(bi, s_full, &g.species)?
         };
         if let Some(z) = &self.config.zbl {
             let zbl = crate::zbl::node_energies(
@@ -650,7 +674,7 @@ impl Model {
             }
         };
         let energy = if pooled {
-            self.pooled_energy(bi, s, g, None)?
+            self.pooled_energy(bi, s_full, g, None)?
         } else {
             pool(&node_energy, Pooling::Sum)
         };

@@ -104,6 +104,9 @@ impl Model {
         let bi = self.branch_index(branch)?;
         let b = &self.branches[bi];
         let n = s.size()[0];
+        let s_full = s;
+        let (s, extra) = self.split_final(bi, s_full, species);
+        let s = &s;
         tch::no_grad(|| {
             let mut p = HeadPartials::default();
             for (k, h) in b.heads.iter().enumerate() {
@@ -111,10 +114,10 @@ impl Model {
                     continue;
                 }
                 let x = if Some(k) == b.energy && h.pool_first {
-                    let e0 = b.e0.index_select(0, species).unsqueeze(-1);
+                    let e0 = extra.unsqueeze(-1);
                     Tensor::cat(&[s, &e0], -1)
                 } else if Some(k) == b.energy {
-                    self.node_energy(bi, s, species)?.unsqueeze(-1)
+                    self.node_energy(bi, s_full, species)?.unsqueeze(-1)
                 } else if h.pool_first {
                     s.shallow_clone()
                 } else {
@@ -260,7 +263,14 @@ impl Model {
                     "the model produced a non-finite energy".into(),
                 ));
             }
-            Ok((energy, tensor_to_vec(&g[0])?))
+            let mut g = tensor_to_vec(&g[0])?;
+            if self.config.mpnn_type == super::config::MpnnType::Mace {
+                // MACE's final scalars also carry the earlier layers' readouts (one column per
+                // branch, added to the energy) and Z ([`super::mace`])
+                let nb = self.branches.len();
+                g.extend((0..=nb).map(|j| if j == bi { 1.0 } else { 0.0 }));
+            }
+            Ok((energy, g))
         })
     }
 
