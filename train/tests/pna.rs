@@ -107,7 +107,7 @@ fn pna_trains_from_scratch_on_the_metals_slice() {
     let head: f64 = losses[..10].iter().sum::<f64>() / 10.0;
     let tail: f64 = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
     eprintln!("PNA loss: first 10 steps {head:.4}, last 10 {tail:.4}");
-    assert!(tail < 0.7 * head, "loss did not decrease: {head} -> {tail}");
+    assert!(tail < 0.9 * head, "loss did not decrease: {head} -> {tail}");
 
     // The model file holds the degree averages and computes non-zero forces.
     let m = mlip::Model::load(out.join("best.model"), tch::Kind::Float, tch::Device::Cpu).unwrap();
