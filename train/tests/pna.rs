@@ -137,7 +137,7 @@ fn pna_deg_from_the_config_and_pnaeq() {
         serde_json::json!({"pna_deg": [0, 2, 0, 1]}),
         serde_json::json!({}),
     );
-    let cfg = TrainConfig::load(&write_config(dir.path(), "deg.json", &c)).unwrap();
+    let cfg = TrainConfig::load(write_config(dir.path(), "deg.json", &c)).unwrap();
     let (mc, _) = plan_model(&cfg).unwrap();
     assert!((mc.pna.avg_deg_lin - 5.0 / 3.0).abs() < 1e-12);
     let log = (2.0 * 2f64.ln() + 4f64.ln()) / 3.0;
@@ -149,7 +149,7 @@ fn pna_deg_from_the_config_and_pnaeq() {
         serde_json::json!({"mpnn_type": "PNAEq", "radius": 3.5}),
         serde_json::json!({"max_steps": 4}),
     );
-    let cfg = TrainConfig::load(&write_config(dir.path(), "eq.json", &c)).unwrap();
+    let cfg = TrainConfig::load(write_config(dir.path(), "eq.json", &c)).unwrap();
     let (mc, _) = plan_model(&cfg).unwrap();
     let (lin, log) = degree_averages(&data, 3.5);
     assert!((mc.pna.avg_deg_lin - lin).abs() < 1e-9 && (mc.pna.avg_deg_log - log).abs() < 1e-9);
@@ -209,6 +209,6 @@ fn bad_pna_keys_are_refused_naming_the_key() {
         serde_json::json!({"edge_dim": 0}),
         serde_json::json!({"compute_grad_energy": false}),
     );
-    let cfg = TrainConfig::load(&write_config(dir.path(), "e0.json", &c)).unwrap();
+    let cfg = TrainConfig::load(write_config(dir.path(), "e0.json", &c)).unwrap();
     assert_eq!(plan_model(&cfg).unwrap().0.pna.edge_dim, 0);
 }
