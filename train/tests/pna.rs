@@ -163,6 +163,18 @@ fn pna_deg_from_the_config_and_pnaeq() {
     let losses = step_losses(&out);
     assert_eq!(losses.len(), 4);
     assert!(losses.iter().all(|(_, l)| l.is_finite()), "{losses:?}");
+
+    // Fine-tuning keeps the model file's averages (its weights were trained with them), over
+    // the config's pna_deg.
+    let c = pna_config(
+        &data,
+        serde_json::json!({"mpnn_type": "PNAEq", "radius": 3.5, "pna_deg": [0, 2, 0, 1]}),
+        serde_json::json!({"init_from": out.join("best.model")}),
+    );
+    let cfg = TrainConfig::load(write_config(dir.path(), "ft.json", &c)).unwrap();
+    let (ft, _) = plan_model(&cfg).unwrap();
+    assert_eq!(ft.pna.avg_deg_lin, mc.pna.avg_deg_lin);
+    assert_eq!(ft.pna.avg_deg_log, mc.pna.avg_deg_log);
 }
 
 #[test]
