@@ -11,7 +11,8 @@ use crate::error::Result;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Architecture {
-    /// Message-passing backbone: `SchNet` or `PAINN`.
+    /// Message-passing backbone: `SchNet`, `PAINN`, `EGNN`, `PNA` or `PNAEq` (`DimeNet` is
+    /// refused: its `dimenet` options have no keys here yet; import a HydraGNN DimeNet instead).
     pub mpnn_type: MpnnType,
     /// Cutoff radius (Angstrom).
     pub radius: f64,
@@ -66,6 +67,18 @@ pub struct Architecture {
     /// MAE) per stress component in eV/Angstrom^3, over periodic frames with a stress label.
     #[serde(default)]
     pub stress_weight: f64,
+    /// PNA only (HydraGNN's key): 1 (default) gives every message an encoding of the pair
+    /// distance (`edge_features: ["lengths"]` upstream), 0 none. With 0 the energy does not
+    /// depend on the positions, so `compute_grad_energy` refuses it.
+    #[serde(default)]
+    pub edge_dim: Option<i64>,
+    /// PNA and PNAEq (HydraGNN's key): the degree histogram of the training graphs, entry k the
+    /// number of atoms with k neighbours. When absent the trainer computes it from the training
+    /// split (the first 64 graphs of every dataset, the sample of `avg_num_neighbors`), so
+    /// every rank gets the same numbers; either way the model file stores the two averages
+    /// derived from it (`pna.avg_deg_lin`, `pna.avg_deg_log`).
+    #[serde(default)]
+    pub pna_deg: Option<Vec<f64>>,
     /// Extension: the ZBL core repulsion of the model (mlip's `zbl`): `true` (default) switches
     /// it off between 0.9 and 0.45 times the shortest interatomic distance of the trainset (so it
     /// is zero on every training pair and only acts closer), `{"inner": r1, "outer": r2}` (Å)
@@ -231,6 +244,56 @@ impl TrainConfig {
                 }
             }
         }
+        let pna = matches!(a.mpnn_type, MpnnType::Pna | MpnnType::PnaEq);
+        if a.mpnn_type == MpnnType::DimeNet {
+            return self.err(
+                &format!("{arch}.mpnn_type"),
+                "'DimeNet' is not trainable here: the trainer has no keys for its dimenet options \
+                 (basis_emb_size, int_emb_size, out_emb_size, num_spherical, num_before_skip, \
+                 num_after_skip); import a trained HydraGNN DimeNet with `hydragnn import-hydragnn`",
+            );
+        }
+        if let Some(d) = a.edge_dim {
+            if a.mpnn_type != MpnnType::Pna {
+                if d != 0 {
+                    return self.err(
+                        &format!("{arch}.edge_dim"),
+                        format!("is {d} but only mpnn_type 'PNA' reads edge features"),
+                    );
+                }
+            } else if d != 0 && d != 1 {
+                return self.err(
+                    &format!("{arch}.edge_dim"),
+                    format!("must be 0 or 1 (the pair distance), got {d}"),
+                );
+            } else if d == 0 && self.training().compute_grad_energy {
+                return self.err(
+                    &format!("{arch}.edge_dim"),
+                    "is 0, so PNA's energy does not depend on the positions and its forces are \
+                     zero; use 1 (the pair distance) with Training.compute_grad_energy",
+                );
+            }
+        }
+        if let Some(h) = &a.pna_deg {
+            if !pna {
+                return self.err(
+                    &format!("{arch}.pna_deg"),
+                    "is read by mpnn_type 'PNA' and 'PNAEq' only",
+                );
+            }
+            if let Some(k) = h.iter().position(|c| !(c.is_finite() && *c >= 0.0)) {
+                return self.err(
+                    &format!("{arch}.pna_deg[{k}]"),
+                    format!("must be a count >= 0, got {}", h[k]),
+                );
+            }
+            if Architecture::pna_degree_averages(h).is_none() {
+                return self.err(
+                    &format!("{arch}.pna_deg"),
+                    format!("{h:?} has no atom with a neighbour (the mean degree must be > 0)"),
+                );
+            }
+        }
         for (key, w) in [
             ("energy_weight", a.energy_weight),
             ("energy_peratom_weight", a.energy_peratom_weight),
@@ -246,5 +309,21 @@ impl TrainConfig {
         }
 
         Ok(())
+    }
+}
+
+impl Architecture {
+    /// PNA's degree averages (δ_lin, δ_log) = (mean degree, mean log(degree + 1)) of a degree
+    /// histogram (entry k: atoms with k neighbours), as PyG's `PNAConv` derives them from
+    /// HydraGNN's `pna_deg`; None when the histogram is empty or has no atom with a neighbour.
+    pub fn pna_degree_averages(hist: &[f64]) -> Option<(f64, f64)> {
+        let total: f64 = hist.iter().sum();
+        let lin: f64 = hist.iter().enumerate().map(|(k, c)| k as f64 * c).sum();
+        let log: f64 = hist
+            .iter()
+            .enumerate()
+            .map(|(k, c)| (k as f64 + 1.0).ln() * c)
+            .sum();
+        (total > 0.0 && lin > 0.0).then(|| (lin / total, log / total))
     }
 }

@@ -8,7 +8,7 @@ use mlip::model::config::{
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::config::{BatchMixing, Sampling, SamplingMode, TrainConfig};
+use crate::config::{Architecture, BatchMixing, Sampling, SamplingMode, TrainConfig};
 use crate::data::{Dataset, DatasetMeta};
 use crate::error::{Error, Result};
 use crate::graphs::GraphSpec;
@@ -44,13 +44,50 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
     };
     let mut mc = model_config(cfg, &metas, species);
     let a = cfg.arch();
+    let gs = GraphSpec::new(a.radius, &mc.species, !a.periodic_boundary_conditions);
     if let Some(n) = base.as_ref().and_then(|b| b.config().avg_num_neighbors) {
         mc.avg_num_neighbors = Some(n);
     } else if matches!(a.mpnn_type, MpnnType::PaiNN | MpnnType::Egnn) {
         // Without it PaiNN overflows and EGNN's forces vanish in dense solids (see mlip's
         // `ModelConfig::avg_num_neighbors`). SchNet trains as it is and keeps its plain sums.
-        let gs = GraphSpec::new(a.radius, &mc.species, !a.periodic_boundary_conditions);
-        mc.avg_num_neighbors = Some(avg_num_neighbors(cfg, &gs)?);
+        let h = degree_histogram(cfg, &gs)?;
+        let lin = Architecture::pna_degree_averages(&h).map_or(0.0, |(lin, _)| lin);
+        mc.avg_num_neighbors = Some((lin.max(1.0) * 100.0).round() / 100.0);
+    }
+    if matches!(a.mpnn_type, MpnnType::Pna | MpnnType::PnaEq) {
+        // PNA's degree scalers: the model file's averages when fine-tuning (its weights were
+        // trained with them), else the config's `pna_deg`, else the training graphs'.
+        let from_base = base
+            .as_ref()
+            .map(|b| &b.config().pna)
+            .filter(|p| p.avg_deg_lin > 0.0)
+            .map(|p| (p.avg_deg_lin, p.avg_deg_log));
+        let (lin, log) = match (from_base, &a.pna_deg) {
+            (Some(avg), _) => avg,
+            (None, Some(h)) => Architecture::pna_degree_averages(h).expect("validated"),
+            (None, None) => {
+                let h = degree_histogram(cfg, &gs)?;
+                Architecture::pna_degree_averages(&h).ok_or_else(|| {
+                    Error::config(
+                        &cfg.path,
+                        "NeuralNetwork.Architecture.radius",
+                        format!(
+                            "is {} Angstrom, and no atom of the training graphs has a neighbour \
+                             within it: PNA's degree scalers need a mean degree > 0",
+                            a.radius
+                        ),
+                    )
+                })?
+            }
+        };
+        mc.pna.avg_deg_lin = lin;
+        mc.pna.avg_deg_log = log;
+        if a.mpnn_type == MpnnType::Pna {
+            mc.pna.edge_dim = a.edge_dim.unwrap_or(1);
+        }
+        // HydraGNN applies `activation_function` after every PNA layer; PNA's layers are
+        // otherwise linear maps of the aggregates.
+        mc.post_conv_activation = Some(a.activation_function);
     }
     if a.mpnn_type == MpnnType::Egnn {
         // The distance as one raw input gives a model whose forces training cannot move (see
@@ -61,22 +98,31 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
     Ok((mc, metas))
 }
 
-/// Average number of neighbours per atom (edges / atoms, to 0.01) in the first (at most) 64
-/// training graphs of every dataset: deterministic, whatever the number of ranks, so a resumed run
-/// rebuilds the same model.
-fn avg_num_neighbors(cfg: &TrainConfig, gs: &GraphSpec) -> Result<f64> {
-    let (mut edges, mut atoms) = (0usize, 0usize);
+/// The degree histogram (entry k: atoms with k neighbours within the cutoff) of the first (at
+/// most) 64 training graphs of every dataset: deterministic, whatever the number of ranks, so
+/// every rank derives the same model and a resumed run rebuilds it. `avg_num_neighbors` (its
+/// mean, edges / atoms, to 0.01) and PNA's degree averages come from it.
+fn degree_histogram(cfg: &TrainConfig, gs: &GraphSpec) -> Result<Vec<f64>> {
+    let mut hist: Vec<f64> = Vec::new();
     for i in 0..cfg.config.dataset.datasets.len() {
         let path = cfg.dataset_path(i);
         let ds = Dataset::open(&path)?;
         let tr = ds.split("trainset")?;
         let label = format!("{} trainset", path.display());
         for g in gs.load(&tr, 0..tr.n_graphs().min(64), &label)? {
-            edges += g.src.len();
-            atoms += g.numbers.len();
+            let mut deg = vec![0usize; g.numbers.len()];
+            for &d in &g.dst {
+                deg[d as usize] += 1;
+            }
+            for k in deg {
+                if hist.len() <= k {
+                    hist.resize(k + 1, 0.0);
+                }
+                hist[k] += 1.0;
+            }
         }
     }
-    Ok(((edges as f64 / atoms.max(1) as f64).max(1.0) * 100.0).round() / 100.0)
+    Ok(hist)
 }
 
 /// Dataset `i`'s attributes and what its branch is trained on, checked against the config.
