@@ -1,8 +1,8 @@
 //! `hydragnn train CONFIG.json [--resume] [--out DIR]`: validates the config and datasets, then
 //! trains (data-parallel when launched by mpirun/srun; one rank otherwise). `--ensemble K`
-//! (or the config key `Training.ensemble`) trains K members that differ by seed and writes the
-//! ensemble file
-//! ([`hydragnn_train::trainer::ensemble`], docs/ensembles.md).
+//! (or the config key `Training.ensemble`, whose size the flag overrides) trains K members that
+//! differ by seed and writes the ensemble file ([`hydragnn_train::trainer::ensemble`],
+//! docs/ensembles.md).
 
 use std::path::PathBuf;
 
