@@ -93,7 +93,7 @@ pub struct Training {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ddstore: bool,
     /// Extension: train an ensemble (`{"size": K, "bootstrap": false}` or the integer K; the
-    /// same as `hydragnn train --ensemble K`, which overrides the size). See [`EnsembleSpec`].
+    /// same as `hydragnn train --ensemble K`, which overrides the size; docs/ensembles.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<EnsembleSpec>,
 }
