@@ -1,7 +1,8 @@
 //! `hydragnn train CONFIG.json [--resume] [--out DIR]`: validates the config and datasets, then
 //! trains (data-parallel when launched by mpirun/srun; one rank otherwise). `--ensemble K`
-//! trains K members that differ by seed and writes the ensemble file
-//! ([`hydragnn_train::trainer::ensemble`], docs/ensembles.md).
+//! (or the config key `Training.ensemble`, whose size the flag overrides) trains K members that
+//! differ by seed and writes the ensemble file ([`hydragnn_train::trainer::ensemble`],
+//! docs/ensembles.md).
 
 use std::path::PathBuf;
 
@@ -23,7 +24,8 @@ pub struct Args {
     out: Option<PathBuf>,
     /// Train an ensemble of K (at least 2) members differing by seed (`Training.seed + k`:
     /// initial weights and data order), in DIR/member_k/, then DIR/ensemble.model; the members
-    /// are spread over the MPI ranks (docs/ensembles.md).
+    /// are spread over the MPI ranks (docs/ensembles.md). Overrides the size of the config key
+    /// `Training.ensemble`, which does the same.
     #[arg(long, value_name = "K")]
     ensemble: Option<usize>,
 }
@@ -32,9 +34,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     // Validate before MPI starts: a bad config fails fast, with the key named, on every rank.
     let cfg = TrainConfig::load(&a.config)?;
-    if let Some(k) = a.ensemble {
-        hydragnn_train::trainer::ensemble::check_size(k)?;
-    }
+    let ensemble = hydragnn_train::trainer::ensemble::ensemble_size(&cfg, a.ensemble)?;
     let dist = if std::env::var_os("HYDRAGNN_NO_MPI").is_some() {
         Dist::single()
     } else {
@@ -58,7 +58,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         resume: a.resume,
         command,
     };
-    if let Some(k) = a.ensemble {
+    if let Some(k) = ensemble {
         return run_ensemble(&a.config, &cfg, k, opts, &dist);
     }
     let s = hydragnn_train::train(&cfg, opts, &dist)

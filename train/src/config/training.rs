@@ -92,6 +92,94 @@ pub struct Training {
     /// `crate::ddstore`): each rank holds a shard, batches are fetched with one-sided MPI.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ddstore: bool,
+    /// Extension: train an ensemble (`{"size": K, "bootstrap": false}` or the integer K; the
+    /// same as `hydragnn train --ensemble K`, which overrides the size; docs/ensembles.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<EnsembleSpec>,
+}
+
+/// `NeuralNetwork.Training.ensemble`: K ≥ 2 members that differ by seed (member k trains with
+/// `seed + k`); with `bootstrap`, members k ≥ 1 train on a bootstrap resample of each trainset
+/// (n draws with replacement, seeded by the member's seed) and member 0 on the plain split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Value", into = "serde_json::Value")]
+pub struct EnsembleSpec {
+    /// Number of members (at least 2).
+    pub size: usize,
+    /// Members k ≥ 1 train on a bootstrap resample of the trainsets.
+    pub bootstrap: bool,
+    /// Set by the trainer in a member's own config (which member it is); refused as input.
+    pub member: Option<usize>,
+}
+
+impl TryFrom<serde_json::Value> for EnsembleSpec {
+    type Error = String;
+    fn try_from(v: serde_json::Value) -> std::result::Result<Self, String> {
+        let size_of = |x: &serde_json::Value, key: &str| -> std::result::Result<usize, String> {
+            match x.as_u64() {
+                Some(k @ (0 | 1)) => Err(format!(
+                    "{key} {k}: an ensemble needs at least 2 members (one member is a single model: leave the key out)"
+                )),
+                Some(k) => Ok(k as usize),
+                None => Err(format!("{key} {x}: expected an integer >= 2")),
+            }
+        };
+        match &v {
+            serde_json::Value::Object(m) => {
+                if let Some(k) = m
+                    .keys()
+                    .find(|k| !["size", "bootstrap", "member"].contains(&k.as_str()))
+                {
+                    return Err(format!(
+                        "unknown key '{k}' in {v}: expected {{\"size\": K, \"bootstrap\": false}}"
+                    ));
+                }
+                let size = size_of(
+                    m.get("size").ok_or_else(|| {
+                        format!("{v}: \"size\" (the number of members) is missing")
+                    })?,
+                    "size",
+                )?;
+                let bootstrap = match m.get("bootstrap") {
+                    None => false,
+                    Some(b) => b
+                        .as_bool()
+                        .ok_or_else(|| format!("bootstrap {b}: expected true or false"))?,
+                };
+                let member = match m.get("member") {
+                    None => None,
+                    Some(x) => match x.as_u64() {
+                        Some(i) if (i as usize) < size => Some(i as usize),
+                        _ => {
+                            return Err(format!(
+                                "member {x}: expected an integer below size {size}"
+                            ))
+                        }
+                    },
+                };
+                Ok(EnsembleSpec {
+                    size,
+                    bootstrap,
+                    member,
+                })
+            }
+            x => Ok(EnsembleSpec {
+                size: size_of(x, "size")?,
+                bootstrap: false,
+                member: None,
+            }),
+        }
+    }
+}
+
+impl From<EnsembleSpec> for serde_json::Value {
+    fn from(e: EnsembleSpec) -> Self {
+        let mut v = serde_json::json!({"size": e.size, "bootstrap": e.bootstrap});
+        if let Some(m) = e.member {
+            v["member"] = m.into();
+        }
+        v
+    }
 }
 
 /// `NeuralNetwork.Training.batch_mixing`.
@@ -247,6 +335,24 @@ impl TrainConfig {
                 &format!("{tr}.ddstore"),
                 "is not supported with batch_mixing \"mixed\" yet: use one or the other",
             );
+        }
+        if let Some(e) = t.ensemble.as_ref().filter(|e| e.bootstrap) {
+            let other = if t.ddstore {
+                Some("ddstore")
+            } else if t.batch_mixing == BatchMixing::Mixed {
+                Some("batch_mixing \"mixed\"")
+            } else {
+                None
+            };
+            if let Some(other) = other {
+                return self.err(
+                    &format!("{tr}.ensemble"),
+                    format!(
+                        "bootstrap true (size {}) is not supported with {tr}.{other} yet: use one or the other",
+                        e.size
+                    ),
+                );
+            }
         }
         let o = &t.optimizer;
         if o.kind != "AdamW" && o.kind != "Adam" {

@@ -11,6 +11,12 @@
 //! np ≥ K: every member trains at the same time on np/K ranks; np < K: members go round-robin
 //! over single-rank groups. Member 0 is the run that the same config without `--ensemble`
 //! would make (same seed, same steps).
+//!
+//! The config key `NeuralNetwork.Training.ensemble` (`{"size": K, "bootstrap": false}` or K)
+//! does the same as `--ensemble K`; the flag overrides its size ([`ensemble_size`]). With
+//! `bootstrap: true`, member k ≥ 1 trains on a bootstrap resample of every trainset (n draws
+//! with replacement, seeded by its seed: [`bootstrap_indices`]) and writes the counts to
+//! `member_k/bootstrap.json`; member 0 keeps the plain split, so it stays the single run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +27,8 @@ use crate::error::{Error, Result};
 use crate::metrics::BranchMetrics;
 
 use super::{files, train, TrainOptions};
+
+pub use super::setup::{bootstrap_indices, BOOTSTRAP_JSON};
 
 /// File names of an ensemble run's output directory.
 pub mod ensemble_files {
@@ -76,9 +84,37 @@ pub struct EnsembleSummary {
     pub groups: Vec<usize>,
 }
 
-/// The config of member `k`: `Training.seed` replaced by [`member_seed`] in the text too, so
-/// that the member's checkpoint and model provenance record the config it really ran.
-pub fn member_config(cfg: &TrainConfig, k: usize) -> Result<TrainConfig> {
+/// The ensemble size of a run: `--ensemble K` (`flag`) if given, else the config's
+/// `Training.ensemble.size`; None: a single model. Refuses sizes below 2 and a config that sets
+/// `ensemble.member` (the trainer writes it into the members' own configs).
+pub fn ensemble_size(cfg: &TrainConfig, flag: Option<usize>) -> Result<Option<usize>> {
+    if let Some(m) = cfg.training().ensemble.as_ref().and_then(|e| e.member) {
+        return Err(Error::config(
+            &cfg.path,
+            "NeuralNetwork.Training.ensemble.member",
+            format!("{m}: set by the trainer in a member's own config (DIR/member_k), not an input; remove it"),
+        ));
+    }
+    let k = flag.or_else(|| cfg.training().ensemble.as_ref().map(|e| e.size));
+    if let Some(k) = k {
+        check_size(k)?;
+    }
+    Ok(k)
+}
+
+/// Whether the members k ≥ 1 train on bootstrap resamples (`Training.ensemble.bootstrap`).
+pub fn bootstrap(cfg: &TrainConfig) -> bool {
+    cfg.training()
+        .ensemble
+        .as_ref()
+        .is_some_and(|e| e.bootstrap)
+}
+
+/// The config of member `k` of `size`: `Training.seed` replaced by [`member_seed`] in the text
+/// too, so that the member's checkpoint and model provenance record the config it really ran.
+/// With bootstrap, `Training.ensemble` becomes `{"size": size, "bootstrap": true, "member": k}`
+/// (the member's trainer resamples when `member` ≥ 1).
+pub fn member_config(cfg: &TrainConfig, k: usize, size: usize) -> Result<TrainConfig> {
     let seed = member_seed(cfg.training().seed, k);
     let mut v: serde_json::Value = serde_json::from_str(&cfg.text)
         .map_err(|e| Error::config(&cfg.path, ".", format!("not JSON: {e}")))?;
@@ -88,6 +124,12 @@ pub fn member_config(cfg: &TrainConfig, k: usize) -> Result<TrainConfig> {
         .and_then(|t| t.as_object_mut())
         .ok_or_else(|| Error::config(&cfg.path, "NeuralNetwork.Training", "missing"))?;
     t.insert("seed".into(), seed.into());
+    if bootstrap(cfg) {
+        t.insert(
+            "ensemble".into(),
+            serde_json::json!({"size": size, "bootstrap": true, "member": k}),
+        );
+    }
     let text = serde_json::to_string_pretty(&v)
         .map_err(|e| Error::config(&cfg.path, ".", e.to_string()))?;
     TrainConfig::parse(&text, &cfg.path)
@@ -123,9 +165,10 @@ pub fn train_ensemble(
     world: &Dist,
 ) -> Result<EnsembleSummary> {
     check_size(k)?;
+    ensemble_size(cfg, Some(k))?;
     // Every member's config is checked before any rank trains.
     let cfgs = (0..k)
-        .map(|i| member_config(cfg, i))
+        .map(|i| member_config(cfg, i, k))
         .collect::<Result<Vec<_>>>()?;
     let (group, n_groups) = rank_group(world.rank(), world.size(), k);
     let mut records = Vec::new();
@@ -218,6 +261,7 @@ pub fn train_ensemble(
         std::fs::copy(&models[best_member], &best).map_err(|e| Error::io(&best, e))?;
         let json = serde_json::json!({
             "num_members": k,
+            "bootstrap": bootstrap(cfg),
             "seeds": all.iter().map(|r| r.seed).collect::<Vec<_>>(),
             "groups": n_groups,
             "ranks_per_group": &ranks_per_group,

@@ -164,6 +164,7 @@ impl Trainer<'_> {
                 t.batch_mixing,
                 &self.cfg.config.dataset.sampling,
             );
+            let plan = self.resample_plan(plan);
             let bar = bar_on.then(|| {
                 let b = indicatif::ProgressBar::new(plan.len() as u64);
                 b.set_style(

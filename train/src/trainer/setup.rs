@@ -39,6 +39,32 @@ pub struct DatasetRun {
     pub val: Vec<Graph>,
     /// With `Training.ddstore`: the trainset in the distributed store (`train` is then empty).
     pub store: Option<crate::ddstore::DdStore>,
+    /// A bootstrapped ensemble member's resample of the trainset ([`bootstrap_indices`]): the
+    /// epoch plan's index i stands for trainset graph `bootstrap[i]`. None: the plain split.
+    pub bootstrap: Option<Vec<usize>>,
+}
+
+/// The file of a bootstrapped ensemble member's draws: per dataset, how often each trainset
+/// graph was drawn.
+pub const BOOTSTRAP_JSON: &str = "bootstrap.json";
+
+/// A bootstrap resample of a trainset of `n` graphs for dataset `d`: n draws with replacement,
+/// ChaCha8 seeded by `seed` (the member's `Training.seed`) on a stream of its own per dataset
+/// (the epoch plans use streams 0, 1, ...), so the same for every rank and every resumed run.
+pub fn bootstrap_indices(seed: u64, d: usize, n: usize) -> Vec<usize> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream((1u64 << 63) | d as u64);
+    (0..n).map(|_| rng.gen_range(0..n)).collect()
+}
+
+/// How often each of `n` graphs occurs in `draws`.
+fn draw_counts(draws: &[usize], n: usize) -> Vec<usize> {
+    let mut c = vec![0; n];
+    for &i in draws {
+        c[i] += 1;
+    }
+    c
 }
 
 /// [`Model::new`] with the trainer's error type (the engine serialises seeding and
@@ -110,6 +136,7 @@ impl DatasetRun {
             train_atoms,
             val,
             store,
+            bootstrap: None,
         })
     }
 }
@@ -162,11 +189,20 @@ impl<'a> Trainer<'a> {
             &mc.species,
             !cfg.arch().periodic_boundary_conditions,
         );
-        let datasets = metas
+        let mut datasets = metas
             .into_iter()
             .enumerate()
             .map(|(i, (meta, spec))| DatasetRun::load(cfg, i, meta, spec, &gs, dist))
             .collect::<Result<Vec<_>>>()?;
+        // A bootstrapped ensemble member k >= 1 (docs/ensembles.md): its resample of each trainset.
+        if t.ensemble
+            .as_ref()
+            .is_some_and(|e| e.bootstrap && e.member.is_some_and(|m| m >= 1))
+        {
+            for (d, run) in datasets.iter_mut().enumerate() {
+                run.bootstrap = Some(bootstrap_indices(t.seed, d, run.train_atoms.len()));
+            }
+        }
         // The shortest pair of the trainset (over every rank's shard) goes into the model file,
         // and sets the ZBL radii of the repulsion that new models get (docs/training.md).
         let mut mc = mc;
@@ -235,7 +271,73 @@ impl<'a> Trainer<'a> {
             if resumed.is_some() {
                 tr.write_metrics()?;
             }
+            tr.write_bootstrap()?;
         }
         Ok(tr)
+    }
+
+    /// `bootstrap.json` of a bootstrapped ensemble member: its seed and, per dataset, how often
+    /// each trainset graph is drawn (nothing is written for the plain split).
+    fn write_bootstrap(&self) -> Result<()> {
+        if self.datasets.iter().all(|d| d.bootstrap.is_none()) {
+            return Ok(());
+        }
+        let per: Vec<serde_json::Value> = self
+            .datasets
+            .iter()
+            .map(|d| {
+                let n = d.train_atoms.len();
+                let counts = draw_counts(d.bootstrap.as_deref().unwrap_or(&[]), n);
+                serde_json::json!({
+                    "name": d.name,
+                    "n": n,
+                    "distinct": counts.iter().filter(|&&c| c > 0).count(),
+                    "counts": counts,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "seed": self.cfg.training().seed,
+            "member": self.cfg.training().ensemble.as_ref().and_then(|e| e.member),
+            "datasets": per,
+        });
+        let path = self.opts.out_dir.join(BOOTSTRAP_JSON);
+        crate::checkpoint::write_atomic(
+            &path,
+            serde_json::to_string_pretty(&v)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
+    }
+
+    /// The epoch plan with a bootstrapped member's plan indices replaced by the trainset graphs
+    /// they stand for (unchanged for the plain split).
+    pub(super) fn resample_plan(&self, plan: Vec<super::PlannedBatch>) -> Vec<super::PlannedBatch> {
+        if self.datasets.iter().all(|d| d.bootstrap.is_none()) {
+            return plan;
+        }
+        plan.into_iter()
+            .map(|b| {
+                b.into_iter()
+                    .map(|(d, i)| (d, self.datasets[d].bootstrap.as_ref().map_or(i, |m| m[i])))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_draws_repeat_and_miss_and_depend_on_seed_and_dataset() {
+        let a = bootstrap_indices(2, 0, 50);
+        assert_eq!(a, bootstrap_indices(2, 0, 50));
+        assert_ne!(a, bootstrap_indices(3, 0, 50));
+        assert_ne!(a, bootstrap_indices(2, 1, 50));
+        let c = draw_counts(&a, 50);
+        assert_eq!(c.iter().sum::<usize>(), 50);
+        assert!(c.iter().any(|&x| x >= 2) && c.contains(&0), "{c:?}");
     }
 }
