@@ -83,3 +83,62 @@ fn two_ranks_equal_one_rank() {
         );
     }
 }
+
+/// `max_time` is decided on each rank's own clock; one rank past the limit while the other is
+/// not must still stop both at the same epoch (the bug: that rank stopped, the other entered the
+/// next epoch's collectives and both hung). Rank 0 is given a clock 10^6 s ahead.
+#[test]
+fn max_time_stops_every_rank_together() {
+    let Some(mpirun) = mpirun() else {
+        eprintln!("skipped: no mpirun in the project's venv (run scripts/bootstrap.sh)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let m = metals(dir.path(), 8, 4);
+    let c = config(
+        &[("metals", &m, None)],
+        &[("energy", "graph")],
+        serde_json::json!({"num_epoch": 50, "batch_size": 4, "max_time": 100000.0}),
+    );
+    let cfg = write_config(dir.path(), "c.json", &c);
+    let out = dir.path().join("run");
+    let (b, cfgs, outs) = (
+        bin().to_str().unwrap().to_string(),
+        cfg.to_str().unwrap().to_string(),
+        out.to_str().unwrap().to_string(),
+    );
+    // MPMD: rank 0 runs with the skewed clock (through `env`), rank 1 without.
+    let mut child = Command::new(&mpirun)
+        .args(["-n", "1", "env", "HYDRAGNN_TEST_CLOCK_SKEW=1000000"])
+        .args([&b, "train", &cfgs, "--out", &outs])
+        .args([":", "-n", "1", &b, "train", &cfgs, "--out", &outs])
+        .env("HYDRAGNN_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed().as_secs() > 180 {
+            let _ = child.kill();
+            panic!("the 2-rank run hung: one rank stopped on max_time alone");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(
+        metrics.lines().count(),
+        2,
+        "one epoch, then stopped by max_time:\n{metrics}"
+    );
+}
