@@ -30,6 +30,7 @@ pub use dataset::{DatasetEntry, DatasetSection};
 pub use dataset::{Sampling, SamplingMode};
 pub use outputs::VariablesOfInterest;
 pub use training::BatchMixing;
+pub use training::EnsembleSpec;
 pub use training::{LossType, Optimizer, Precision, Scheduler, Training};
 
 /// The whole config file.
