@@ -257,6 +257,39 @@ pub fn compute_graphs_members(
     Ok(out)
 }
 
+/// The spread across the branches of a multi-branch model (e.g. one branch per source dataset or
+/// level of theory) for one structure: every branch's results as the "members", their mean and
+/// the deviations of the module's definitions. The model's active branch is restored. A model
+/// with a single branch is refused (it has no spread).
+pub fn branch_spread(model: &mut Model, s: &Structure, req: Request) -> Result<EnsembleResults> {
+    let names = model.branch_names();
+    if names.len() < 2 {
+        return Err(Error::InvalidInput(format!(
+            "branch spread needs a model with several branches; this one has {} ({})",
+            names.len(),
+            names.join(", ")
+        )));
+    }
+    let active = names[model.active_branch()].clone();
+    let mut members = Vec::with_capacity(names.len());
+    let mut failed = None;
+    for n in &names {
+        model.set_branch(n)?;
+        match model.compute(s, req) {
+            Ok(r) => members.push(r),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    model.set_branch(&active)?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(EnsembleResults::from_members(members, s.len())),
+    }
+}
+
 /// A loaded ensemble: K models evaluated together.
 #[derive(Debug)]
 pub struct Ensemble {

@@ -194,3 +194,55 @@ fn mismatched_members_and_bad_files_are_refused_by_name() {
     );
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// The spread across a model's branches equals the deviation of its branches evaluated one by
+/// one; the active branch is restored; a single-branch model is refused.
+#[test]
+fn branch_spread_equals_branches_evaluated_apart() {
+    use mlip::model::config::{BranchConfig, HeadConfig, ModelConfig};
+    let mut c = ModelConfig::small(MpnnType::SchNet, vec![28, 29], 4.5);
+    let n = c.species.len();
+    c.branches = (0..3)
+        .map(|k| {
+            BranchConfig::new(
+                format!("b{k}"),
+                vec![HeadConfig::energy(vec![16])],
+                vec![-0.5 * k as f64; n],
+            )
+        })
+        .collect();
+    let mut m = Model::new(c, tch::Kind::Double, tch::Device::Cpu, 5).unwrap();
+    m.set_branch("b1").unwrap();
+    let mut s = fcc_cu(2, 3.6);
+    s.numbers[3] = 28;
+    s.positions[5][0] += 0.07;
+    let spread = ensemble::branch_spread(&mut m, &s, Request::EFV).unwrap();
+    assert_eq!(m.active_branch(), 1, "the active branch is restored");
+    let mut apart = Vec::new();
+    for b in ["b0", "b1", "b2"] {
+        m.set_branch(b).unwrap();
+        apart.push(m.compute(&s, Request::EFV).unwrap());
+    }
+    let want = ensemble::EnsembleResults::from_members(apart.clone(), s.len());
+    assert!(spread.deviation.energy_std > 0.0);
+    assert!(close(
+        spread.deviation.energy_std,
+        want.deviation.energy_std,
+        1.0
+    ));
+    assert!(close(spread.deviation.max_f, want.deviation.max_f, 1.0));
+    assert!(close(
+        spread.mean.energy,
+        want.mean.energy,
+        want.mean.energy.abs()
+    ));
+    for (k, r) in spread.members.iter().enumerate() {
+        assert!(
+            close(r.energy, apart[k].energy, r.energy.abs()),
+            "branch {k}"
+        );
+    }
+    let mut single = model(MpnnType::SchNet, 4.5, 1);
+    let e = ensemble::branch_spread(&mut single, &s, Request::EFV).unwrap_err();
+    assert!(e.to_string().contains("several branches"), "{e}");
+}
