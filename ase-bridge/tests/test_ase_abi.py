@@ -40,7 +40,7 @@ def test_precision_names_are_parsed_by_the_engine():
                      ("float64", f64), ("FP64", f64), ("double", f64), (np.dtype("float64"), f64)]:
         assert _capi.parse_precision(name) == dt, name
     assert _capi.precision_name(f32) == "float32" and _capi.precision_name(f64) == "float64"
-    with pytest.raises(_capi.InvalidArgumentError, match="dtype 'bf16'.*computes in float32 or float64"):
+    with pytest.raises(_capi.InvalidArgumentError, match="dtype 'bf16'.*evaluation are float32 or float64"):
         _capi.parse_precision("bf16")
     with pytest.raises(ValueError, match="must be float32 or float64"):
         _capi.parse_precision(np.float16)

@@ -46,7 +46,7 @@ int main(int argc, char **argv) {
     int32_t pd = 0;
     CHECK(hgnn_precision_parse("fp32", &pd) == 0 && pd == HGNN_DTYPE_FLOAT32, "parse fp32");
     CHECK(hgnn_precision_parse("Double", &pd) == 0 && pd == HGNN_DTYPE_FLOAT64, "parse Double");
-    expect_error(hgnn_precision_parse("bf16", &pd), HGNN_ERROR_INVALID_ARGUMENT, "computes in float32 or float64", "bf16");
+    expect_error(hgnn_precision_parse("bf16", &pd), HGNN_ERROR_INVALID_ARGUMENT, "evaluation are float32 or float64", "bf16");
     expect_error(hgnn_precision_parse("half", &pd), HGNN_ERROR_INVALID_ARGUMENT, "must be float32 or float64", "half");
     expect_error(hgnn_precision_parse(NULL, &pd), HGNN_ERROR_NULL_POINTER, "name", "NULL precision name");
     CHECK(strcmp(hgnn_precision_name(HGNN_DTYPE_FLOAT32), "float32") == 0, "name 32");
