@@ -14,11 +14,13 @@
 //! Without a dataset argument it ingests the committed slice train/data/metals.xyz into a
 //! temporary directory first. Threads: `HYDRAGNN_NUM_THREADS` (default: libtorch's).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use hydragnn_train::data::{ingest, Dataset, FrameBlock, IngestOptions, SplitSpec};
+use hydragnn_train::data::{Dataset, FrameBlock};
 use hydragnn_train::graphs::{collate, Graph, GraphSpec};
 use hydragnn_train::metrics::{batch_loss, predict};
 use hydragnn_train::optim::AdamW;
@@ -105,32 +107,7 @@ fn main() {
     mlip::compute::threads_from_env().expect("HYDRAGNN_NUM_THREADS");
     let tmp = std::env::temp_dir().join(format!("hydragnn_bench_{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let data: PathBuf = match args.first() {
-        // cargo runs benches in the crate's directory: relative paths are taken from the workspace root.
-        Some(p) => {
-            let p = PathBuf::from(p);
-            if p.is_relative() && !p.exists() {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .parent()
-                    .unwrap()
-                    .join(p)
-            } else {
-                p
-            }
-        }
-        None => {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let out = tmp.join("metals.bp");
-            ingest(
-                &[(root.join("data/metals.xyz"), SplitSpec::Random)],
-                &out,
-                "metals",
-                &IngestOptions::default(),
-            )
-            .expect("ingest");
-            out
-        }
-    };
+    let data: PathBuf = common::dataset(args.first(), &tmp);
     println!(
         "dataset {} | libtorch threads {} | batch {batch}",
         data.display(),

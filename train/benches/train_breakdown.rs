@@ -28,10 +28,12 @@
 //! Without a dataset argument it ingests the committed slice train/data/metals.xyz into a
 //! temporary directory first. Thread counts are set with `tch::set_num_threads`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use hydragnn_train::data::{ingest, Dataset, IngestOptions, SplitSpec};
+use hydragnn_train::data::Dataset;
 use hydragnn_train::graphs::{collate, Graph, GraphSpec};
 use hydragnn_train::metrics::{batch_loss, Prediction};
 use hydragnn_train::optim::AdamW;
@@ -214,32 +216,7 @@ fn main() {
         .collect();
     let tmp = std::env::temp_dir().join(format!("hydragnn_breakdown_{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let data: PathBuf = match args.first() {
-        // cargo runs benches in the crate's directory: relative paths are taken from the workspace root.
-        Some(p) => {
-            let p = PathBuf::from(p);
-            if p.is_relative() && !p.exists() {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .parent()
-                    .unwrap()
-                    .join(p)
-            } else {
-                p
-            }
-        }
-        None => {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let out = tmp.join("metals.bp");
-            ingest(
-                &[(root.join("data/metals.xyz"), SplitSpec::Random)],
-                &out,
-                "metals",
-                &IngestOptions::default(),
-            )
-            .expect("ingest");
-            out
-        }
-    };
+    let data: PathBuf = common::dataset(args.first(), &tmp);
     let ds = Dataset::open(&data).expect("open dataset");
     let sr = ds.split("trainset").expect("trainset");
     let all = sr.read_block(0..sr.n_graphs()).expect("read trainset");
