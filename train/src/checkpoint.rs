@@ -52,6 +52,10 @@ pub struct TrainState {
     pub elapsed: f64,
     /// Training has ended (all epochs, early stop or time limit).
     pub finished: bool,
+    /// Optimiser steps the run is planned to take (`Scheduler.stop_lr`: the rate reaches
+    /// `stop_lr` there); re-estimated at each epoch end under `max_time`. 0: not yet planned.
+    #[serde(default)]
+    pub lr_horizon: usize,
 }
 
 fn kind_dtype(k: Kind) -> Result<(Dtype, usize)> {

@@ -174,6 +174,53 @@ impl AdamW {
     }
 }
 
+/// An exponential moving average of the optimised variables (`Training.ema_decay`), in the
+/// order of [`AdamW::params`]. After each optimiser step t (counted from 1) every average moves
+/// towards its variable: avg ← d·avg + (1 − d)·var with d = min(decay, (1 + t) / (10 + t)), the
+/// warm-up of TensorFlow's `ExponentialMovingAverage` that NequIP also uses.
+#[derive(Debug)]
+pub struct Ema {
+    /// The configured decay.
+    pub decay: f64,
+    /// One average per optimised variable.
+    pub avg: Vec<Tensor>,
+}
+
+impl Ema {
+    /// Averages starting at the current values of `opt`'s variables.
+    pub fn new(opt: &AdamW, decay: f64) -> Self {
+        let avg = tch::no_grad(|| opt.params.iter().map(|p| p.var.detach().copy()).collect());
+        Ema { decay, avg }
+    }
+
+    /// The decay in effect after optimiser step `t`.
+    pub fn decay_at(&self, t: i64) -> f64 {
+        self.decay.min((1.0 + t as f64) / (10.0 + t as f64))
+    }
+
+    /// Moves the averages towards the variables after `opt`'s latest step.
+    pub fn update(&mut self, opt: &AdamW) {
+        let d = self.decay_at(opt.t);
+        tch::no_grad(|| {
+            for (a, p) in self.avg.iter_mut().zip(&opt.params) {
+                let _ = a.g_mul_scalar_(d);
+                let _ = a.g_add_(&(&p.var * (1.0 - d)));
+            }
+        });
+    }
+
+    /// Exchanges the variables' values with the averages (twice restores both).
+    pub fn swap(&mut self, opt: &mut AdamW) {
+        tch::no_grad(|| {
+            for (a, p) in self.avg.iter_mut().zip(&mut opt.params) {
+                let tmp = p.var.detach().copy();
+                p.var.copy_(a);
+                a.copy_(&tmp);
+            }
+        });
+    }
+}
+
 /// ReduceLROnPlateau state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plateau {
@@ -245,6 +292,39 @@ impl EarlyStopping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ema_averages_with_warm_up_and_swaps_back() {
+        let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let w = vs.root().var("w", &[1], tch::nn::Init::Const(0.0));
+        vs.double();
+        let cfg = OptConfig {
+            kind: "AdamW".into(),
+            learning_rate: 0.1,
+            weight_decay: Some(0.0),
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+        };
+        let mut opt = AdamW::new(&vs, &cfg);
+        let mut ema = Ema::new(&opt, 0.9);
+        let mut want = 0.0;
+        for t in 1..=30i64 {
+            // Set the variable to t and take the average by hand.
+            tch::no_grad(|| {
+                let _ = opt.params[0].var.fill_(t as f64);
+            });
+            opt.t = t;
+            ema.update(&opt);
+            let d = 0.9f64.min((1.0 + t as f64) / (10.0 + t as f64));
+            want = d * want + (1.0 - d) * t as f64;
+        }
+        assert!((ema.avg[0].double_value(&[0]) - want).abs() < 1e-12);
+        ema.swap(&mut opt);
+        assert!((w.double_value(&[0]) - want).abs() < 1e-12);
+        assert_eq!(ema.avg[0].double_value(&[0]), 30.0);
+        ema.swap(&mut opt);
+        assert_eq!(w.double_value(&[0]), 30.0);
+    }
 
     #[test]
     fn adamw_matches_reference_update() {

@@ -262,7 +262,7 @@ mod tests {
         let ok = with(r#"{"type": "ExponentialDecay", "factor": 0.9, "decay_steps": 100}"#);
         let c = TrainConfig::parse(&ok, Path::new("cfg.json")).unwrap();
         assert_eq!(
-            c.training().scheduler.lr_at_step(0.001, 250),
+            c.training().scheduler.lr_at_step(0.001, 250, 0),
             Some(0.001 * 0.81)
         );
         let e = TrainConfig::parse(
@@ -272,6 +272,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("Scheduler.decay_steps"), "{e}");
+        // stop_lr alone is enough; it must lie below the initial rate; and only for this type.
+        let c = TrainConfig::parse(
+            &with(r#"{"type": "ExponentialDecay", "stop_lr": 1e-6}"#),
+            Path::new("cfg.json"),
+        )
+        .unwrap();
+        assert_eq!(c.training().scheduler.stop_lr, Some(1e-6));
+        for (sched, key) in [
+            (
+                r#"{"type": "ExponentialDecay", "stop_lr": 0.01}"#,
+                "Scheduler.stop_lr",
+            ),
+            (
+                r#"{"type": "ReduceLROnPlateau", "stop_lr": 1e-6}"#,
+                "Scheduler.stop_lr",
+            ),
+        ] {
+            let e = TrainConfig::parse(&with(sched), Path::new("cfg.json"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{sched}: {e}");
+        }
         let e = TrainConfig::parse(&with(r#"{"type": "Cosine"}"#), Path::new("cfg.json"))
             .unwrap_err()
             .to_string();
@@ -279,6 +301,24 @@ mod tests {
             e.contains("Scheduler.type") && e.contains("ExponentialDecay"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn ema_decay_must_be_below_one() {
+        let with = |d: &str| {
+            MIN.replace(
+                "\"batch_size\": 2",
+                &format!("\"batch_size\": 2, \"ema_decay\": {d}"),
+            )
+        };
+        let c = TrainConfig::parse(&with("0.999"), Path::new("cfg.json")).unwrap();
+        assert_eq!(c.training().ema_decay, Some(0.999));
+        for bad in ["1.0", "-0.1"] {
+            let e = TrainConfig::parse(&with(bad), Path::new("cfg.json"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("Training.ema_decay"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -96,6 +96,13 @@ pub struct Training {
     /// same as `hydragnn train --ensemble K`, which overrides the size; docs/ensembles.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<EnsembleSpec>,
+    /// Extension: keep an exponential moving average of the weights with this decay per
+    /// optimiser step (e.g. 0.999, as MACE and NequIP do); validation, early stopping, the best
+    /// model and the final metrics use the averaged weights. The decay in effect at step t is
+    /// min(decay, (1 + t) / (10 + t)), so that the first steps are not averaged with the
+    /// initial weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
 }
 
 /// `NeuralNetwork.Training.ensemble`: K ≥ 2 members that differ by seed (member k trains with
@@ -230,6 +237,14 @@ impl Optimizer {
 /// threshold; HydraGNN's default) or `ExponentialDecay` (DeePMD-kit's schedule: the learning rate
 /// is multiplied by `factor` every `decay_steps` optimiser steps, down to `min_lr`; a function of
 /// the step count, so runs on any number of ranks and resumed runs follow the same rates).
+///
+/// `ExponentialDecay` with `stop_lr` (DeePMD-kit's `stop_lr`) instead decays from the
+/// optimiser's `learning_rate` to `stop_lr` over the whole run: at step s of a run planned to
+/// take H steps the rate is lr0 · (stop_lr / lr0)^(s / H) (held for `decay_steps` steps when
+/// that is given). H is `num_epoch` epochs of steps, and with `max_time` the steps that fit in
+/// the time left, re-estimated at the end of every epoch from the measured epoch time (the same
+/// estimate on every rank), so a time-limited run ends near `stop_lr` whatever the machine's
+/// speed; `factor` is not used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scheduler {
@@ -239,9 +254,13 @@ pub struct Scheduler {
     /// Multiplier of the learning rate on a plateau, or every `decay_steps` steps.
     #[serde(default = "default_plateau_factor")]
     pub factor: f64,
-    /// `ExponentialDecay`: optimiser steps between two multiplications by `factor`.
+    /// `ExponentialDecay`: optimiser steps between two multiplications by `factor` (with
+    /// `stop_lr`: between two changes of the rate, default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decay_steps: Option<usize>,
+    /// `ExponentialDecay`: the rate at the planned end of the run (see above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_lr: Option<f64>,
     /// Epochs without improvement before reducing.
     #[serde(default = "default_scheduler_patience")]
     pub patience: usize,
@@ -259,6 +278,7 @@ impl Default for Scheduler {
             kind: default_scheduler(),
             factor: default_plateau_factor(),
             decay_steps: None,
+            stop_lr: None,
             patience: default_scheduler_patience(),
             min_lr: default_min_lr(),
             threshold: default_plateau_threshold(),
@@ -267,14 +287,31 @@ impl Default for Scheduler {
 }
 
 impl Scheduler {
-    /// The `ExponentialDecay` learning rate after `step` optimiser steps from `lr0`; None for
-    /// `ReduceLROnPlateau` (which changes the rate at the end of epochs instead).
-    pub fn lr_at_step(&self, lr0: f64, step: usize) -> Option<f64> {
-        let every = self
-            .decay_steps
-            .filter(|_| self.kind == "ExponentialDecay")?;
-        let k = (step / every.max(1)) as i32;
-        Some((lr0 * self.factor.powi(k)).max(self.min_lr))
+    /// Whether the rate is a function of the step count (`ExponentialDecay`), not of the
+    /// validation losses (`ReduceLROnPlateau`).
+    pub fn by_step(&self) -> bool {
+        self.kind == "ExponentialDecay"
+    }
+
+    /// The `ExponentialDecay` learning rate after `step` optimiser steps from `lr0`, in a run
+    /// planned to take `horizon` steps (used with `stop_lr` only); None for `ReduceLROnPlateau`
+    /// (which changes the rate at the end of epochs instead).
+    pub fn lr_at_step(&self, lr0: f64, step: usize, horizon: usize) -> Option<f64> {
+        if !self.by_step() {
+            return None;
+        }
+        let every = self.decay_steps.unwrap_or(1).max(1);
+        let held = step / every * every;
+        match self.stop_lr {
+            Some(stop) => {
+                let frac = (held as f64 / horizon.max(1) as f64).min(1.0);
+                Some((lr0 * (stop / lr0).powf(frac)).max(self.min_lr))
+            }
+            None => {
+                let k = (held / every) as i32;
+                Some((lr0 * self.factor.powi(k)).max(self.min_lr))
+            }
+        }
     }
 }
 
@@ -381,18 +418,24 @@ impl TrainConfig {
         }
         let s = &t.scheduler;
         match (s.kind.as_str(), s.decay_steps) {
-            ("ReduceLROnPlateau", None) => {}
-            ("ReduceLROnPlateau", Some(_)) => {
+            ("ReduceLROnPlateau", None) if s.stop_lr.is_none() => {}
+            ("ReduceLROnPlateau", d) => {
+                let key = if d.is_some() {
+                    "decay_steps"
+                } else {
+                    "stop_lr"
+                };
                 return self.err(
-                    &format!("{tr}.Scheduler.decay_steps"),
+                    &format!("{tr}.Scheduler.{key}"),
                     "only for \"type\": \"ExponentialDecay\"",
                 );
             }
             ("ExponentialDecay", Some(n)) if n >= 1 => {}
+            ("ExponentialDecay", None) if s.stop_lr.is_some() => {}
             ("ExponentialDecay", _) => {
                 return self.err(
                     &format!("{tr}.Scheduler.decay_steps"),
-                    "ExponentialDecay needs decay_steps >= 1 (optimiser steps between two multiplications by factor)",
+                    "ExponentialDecay needs decay_steps >= 1 (optimiser steps between two multiplications by factor) or stop_lr (the rate at the end of the run)",
                 );
             }
             (k, _) => {
@@ -407,6 +450,25 @@ impl TrainConfig {
                 &format!("{tr}.Scheduler.factor"),
                 format!("must be in (0, 1), got {}", s.factor),
             );
+        }
+        if let Some(stop) = s.stop_lr {
+            if !(stop > 0.0 && stop < o.learning_rate) {
+                return self.err(
+                    &format!("{tr}.Scheduler.stop_lr"),
+                    format!(
+                        "must be a positive number below Optimizer.learning_rate ({}), got {stop}",
+                        o.learning_rate
+                    ),
+                );
+            }
+        }
+        if let Some(d) = t.ema_decay {
+            if !(0.0..1.0).contains(&d) {
+                return self.err(
+                    &format!("{tr}.ema_decay"),
+                    format!("must be in [0, 1) (e.g. 0.999), got {d}"),
+                );
+            }
         }
         if !(s.min_lr >= 0.0 && s.min_lr.is_finite()) {
             return self.err(
@@ -453,11 +515,41 @@ mod tests {
             min_lr: 0.1,
             ..Scheduler::default()
         };
-        assert_eq!(s.lr_at_step(1.0, 0), Some(1.0));
-        assert_eq!(s.lr_at_step(1.0, 9), Some(1.0));
-        assert_eq!(s.lr_at_step(1.0, 10), Some(0.5));
-        assert_eq!(s.lr_at_step(1.0, 25), Some(0.25));
-        assert_eq!(s.lr_at_step(1.0, 1000), Some(0.1));
-        assert_eq!(Scheduler::default().lr_at_step(1.0, 100), None);
+        assert_eq!(s.lr_at_step(1.0, 0, 0), Some(1.0));
+        assert_eq!(s.lr_at_step(1.0, 9, 0), Some(1.0));
+        assert_eq!(s.lr_at_step(1.0, 10, 0), Some(0.5));
+        assert_eq!(s.lr_at_step(1.0, 25, 0), Some(0.25));
+        assert_eq!(s.lr_at_step(1.0, 1000, 0), Some(0.1));
+        assert_eq!(Scheduler::default().lr_at_step(1.0, 100, 0), None);
+    }
+
+    #[test]
+    fn stop_lr_decays_to_stop_lr_at_the_horizon() {
+        let s = Scheduler {
+            kind: "ExponentialDecay".into(),
+            stop_lr: Some(1e-5),
+            min_lr: 0.0,
+            ..Scheduler::default()
+        };
+        let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() <= 1e-12 * b;
+        assert!(close(s.lr_at_step(1e-3, 0, 1000), 1e-3));
+        assert!(close(s.lr_at_step(1e-3, 500, 1000), 1e-4));
+        assert!(close(s.lr_at_step(1e-3, 1000, 1000), 1e-5));
+        // Past the horizon the rate stays at stop_lr; a staircase holds it for decay_steps.
+        assert!(close(s.lr_at_step(1e-3, 5000, 1000), 1e-5));
+        let stair = Scheduler {
+            decay_steps: Some(100),
+            ..s.clone()
+        };
+        assert_eq!(
+            stair.lr_at_step(1e-3, 599, 1000),
+            stair.lr_at_step(1e-3, 500, 1000)
+        );
+        // min_lr still bounds it from below.
+        let floor = Scheduler {
+            min_lr: 1e-4,
+            ..s.clone()
+        };
+        assert!(close(floor.lr_at_step(1e-3, 1000, 1000), 1e-4));
     }
 }

@@ -44,7 +44,7 @@ use crate::config::TrainConfig;
 use crate::dist::Dist;
 use crate::error::Result;
 use crate::metrics::BranchMetrics;
-use crate::optim::AdamW;
+use crate::optim::{AdamW, Ema};
 
 pub use finetune::warmup_lr;
 pub use outputs::EpochRecord;
@@ -104,6 +104,8 @@ pub struct Trainer<'a> {
     pub model: Model,
     datasets: Vec<DatasetRun>,
     opt: AdamW,
+    /// The moving average of the weights (`Training.ema_decay`).
+    ema: Option<Ema>,
     state: TrainState,
     kind: Kind,
     device: Device,

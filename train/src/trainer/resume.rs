@@ -70,6 +70,14 @@ impl Trainer<'_> {
                     dst.f_copy_(&t.to_kind(self.kind).to_device(self.device))?;
                 }
             }
+            if let Some(ema) = &mut self.ema {
+                for (a, p) in ema.avg.iter_mut().zip(&self.opt.params) {
+                    let t = ck.tensors.get(&format!("ema/{}", p.name)).ok_or_else(|| {
+                        Error::checkpoint(path, format!("no ema for '{}'", p.name))
+                    })?;
+                    a.f_copy_(&t.to_kind(self.kind).to_device(self.device))?;
+                }
+            }
             Ok(())
         })?;
         self.opt.t = ck.state.adam_t;
@@ -95,6 +103,11 @@ impl Trainer<'_> {
         for p in &self.opt.params {
             tensors.push((format!("adam_m/{}", p.name), &p.m));
             tensors.push((format!("adam_v/{}", p.name), &p.v));
+        }
+        if let Some(ema) = &self.ema {
+            for (a, p) in ema.avg.iter().zip(&self.opt.params) {
+                tensors.push((format!("ema/{}", p.name), a));
+            }
         }
         checkpoint::save(
             &self.opts.out_dir.join(files::CHECKPOINT),

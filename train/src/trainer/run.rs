@@ -135,6 +135,40 @@ impl Trainer<'_> {
         Ok((out, total))
     }
 
+    /// The rate of the next step under `ExponentialDecay` (unchanged for the other schedules).
+    fn set_scheduled_lr(&mut self) {
+        let t = self.cfg.training();
+        if let Some(lr) = t.scheduler.lr_at_step(
+            t.optimizer.learning_rate,
+            self.state.step,
+            self.state.lr_horizon,
+        ) {
+            self.opt.lr = lr;
+        }
+    }
+
+    /// Under `max_time`, at the end of an epoch: the steps the run will take in all, from the
+    /// mean epoch time of this session so far (averaged over ranks, so every rank plans the
+    /// same), with the stop rule of `run` (another epoch starts while the time so far plus one
+    /// epoch stays within `max_time`).
+    fn replan_horizon(&mut self, max_time: f64, steps_per_epoch: usize, num_epoch: usize) {
+        let epochs_here = self
+            .state
+            .history
+            .iter()
+            .filter(|r| r.time_s > self.base_elapsed)
+            .count()
+            .max(1);
+        let mut t = [self.started.elapsed().as_secs_f64() + clock_skew()];
+        self.dist.allreduce_sum(&mut t);
+        let elapsed = t[0] / self.dist.size() as f64;
+        let per_epoch = elapsed / epochs_here as f64;
+        let fit = ((max_time - elapsed) / per_epoch).floor().max(0.0) as usize;
+        let more = fit.min(num_epoch.saturating_sub(self.state.epoch));
+        self.state.lr_horizon = (self.state.step + more * steps_per_epoch).max(1);
+        self.set_scheduled_lr();
+    }
+
     /// Trains until the configured end (or `max_steps`), then writes the final outputs.
     pub fn run(&mut self) -> Result<TrainSummary> {
         let t = self.cfg.training().clone();
@@ -165,6 +199,12 @@ impl Trainer<'_> {
                 &self.cfg.config.dataset.sampling,
             );
             let plan = self.resample_plan(plan);
+            if self.state.lr_horizon == 0 {
+                // Until an epoch has been timed: every epoch of this length (`max_steps` is an
+                // interruption, which --resume may lift: it does not shorten the plan).
+                self.state.lr_horizon = (t.num_epoch * plan.len()).max(1);
+                self.set_scheduled_lr();
+            }
             let bar = bar_on.then(|| {
                 let b = indicatif::ProgressBar::new(plan.len() as u64);
                 b.set_style(
@@ -192,6 +232,9 @@ impl Trainer<'_> {
                     }
                     BatchMixing::Mixed => self.step_mixed(batch)?,
                 };
+                if let Some(ema) = &mut self.ema {
+                    ema.update(&self.opt);
+                }
                 let atoms: usize = batch
                     .iter()
                     .map(|&(d, i)| self.datasets[d].train_atoms[i])
@@ -223,10 +266,11 @@ impl Trainer<'_> {
                 self.log.line(&line, &steps_path)?;
                 self.opt.lr = scheduled;
                 // ExponentialDecay: the rate of the next step (a function of the step count).
-                if let Some(lr) = t
-                    .scheduler
-                    .lr_at_step(t.optimizer.learning_rate, self.state.step)
-                {
+                if let Some(lr) = t.scheduler.lr_at_step(
+                    t.optimizer.learning_rate,
+                    self.state.step,
+                    self.state.lr_horizon,
+                ) {
                     self.opt.lr = lr;
                 }
                 if let Some(b) = &bar {
@@ -253,7 +297,11 @@ impl Trainer<'_> {
                 self.save_checkpoint()?;
                 break;
             }
-            // End of epoch: validate, schedule, early-stop, export the best model.
+            // End of epoch: validate, schedule, early-stop, export the best model (with
+            // `ema_decay`, all of it on the averaged weights, swapped back in below).
+            if let Some(ema) = &mut self.ema {
+                ema.swap(&mut self.opt);
+            }
             let (branches, val_loss) = self.validate()?;
             if !val_loss.is_finite() {
                 return Err(Error::Diverged(format!(
@@ -293,13 +341,16 @@ impl Trainer<'_> {
                 time_s: self.elapsed(),
                 branches: branches.clone(),
             };
-            if t.scheduler.decay_steps.is_none() {
+            if !t.scheduler.by_step() {
                 self.opt.lr = self.state.plateau.step(val_loss, self.opt.lr, &t.scheduler);
             }
             let stop_early = t.early_stopping && self.state.early.step(val_loss, t.patience);
             if self.state.best.is_none_or(|(b, _)| val_loss < b) {
                 self.state.best = Some((val_loss, epoch));
                 self.export_best(&rec)?;
+            }
+            if let Some(ema) = &mut self.ema {
+                ema.swap(&mut self.opt);
             }
             if self.verbose >= 1 && root {
                 let mut msg = format!(
@@ -321,6 +372,9 @@ impl Trainer<'_> {
             self.state.step_in_epoch = 0;
             self.state.epoch_loss = (0.0, 0);
             last_epoch_secs = epoch_start.elapsed().as_secs_f64();
+            if let Some(m) = t.max_time {
+                self.replan_horizon(m, plan.len(), t.num_epoch);
+            }
             if stop_early {
                 stopped = "early_stopping".into();
             } else if self.dist.any(

@@ -17,7 +17,7 @@ use crate::dist::Dist;
 use crate::error::{Error, Result};
 use crate::graphs::{Graph, GraphSpec};
 use crate::metrics::BranchSpec;
-use crate::optim::AdamW;
+use crate::optim::{AdamW, Ema};
 
 /// A dataset as the trainer uses it.
 pub struct DatasetRun {
@@ -228,6 +228,7 @@ impl<'a> Trainer<'a> {
             super::finetune::freeze_shared(&mut model);
         }
         let opt = AdamW::new(model.var_store(), &t.optimizer);
+        let ema = t.ema_decay.map(|d| Ema::new(&opt, d));
         let state = TrainState {
             epoch: 0,
             step: 0,
@@ -242,6 +243,7 @@ impl<'a> Trainer<'a> {
             history: Vec::new(),
             elapsed: 0.0,
             finished: false,
+            lr_horizon: 0,
         };
         let verbose = cfg.config.verbosity.level;
         let mut tr = Trainer {
@@ -251,6 +253,7 @@ impl<'a> Trainer<'a> {
             model,
             datasets,
             opt,
+            ema,
             state,
             kind,
             device,
