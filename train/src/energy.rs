@@ -141,9 +141,43 @@ impl EnergyMeter {
     }
 }
 
+/// The energy-aware stop (`Training.EnergyStopping`): `val` holds the validation loss of every
+/// epoch so far and `joules` the energy of each (same length). Returns the relative gain of the
+/// best validation loss over the last `window` epochs and the kilojoules they used, once there
+/// are more than `window` epochs and they used energy; the run stops when gain / kJ falls below
+/// its `min_gain_per_kj`.
+pub fn gain_per_window(val: &[f64], joules: &[f64], window: usize) -> Option<(f64, f64)> {
+    let n = val.len();
+    if window == 0 || n <= window || joules.len() != n {
+        return None;
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let (before, now) = (best(&val[..n - window]), best(val));
+    let kj = joules[n - window..].iter().sum::<f64>() / 1000.0;
+    (kj > 0.0 && before.is_finite() && before > 0.0).then(|| ((before - now) / before, kj))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gain_per_window_measures_the_best_loss_over_the_last_epochs() {
+        let val = [1.0, 0.5, 0.45, 0.6, 0.44];
+        let j = [500.0; 5];
+        // Too few epochs, or no energy: no decision.
+        assert_eq!(gain_per_window(&val[..3], &j[..3], 3), None);
+        assert_eq!(gain_per_window(&val, &[0.0; 5], 3), None);
+        // Best before the last 3 epochs: 0.5; now 0.44: gain 0.12 over 1.5 kJ.
+        let (g, kj) = gain_per_window(&val, &j, 3).unwrap();
+        assert!(
+            (g - 0.12).abs() < 1e-12 && (kj - 1.5).abs() < 1e-12,
+            "{g} {kj}"
+        );
+        // A loss that rose: no gain.
+        let (g, _) = gain_per_window(&[0.5, 0.7, 0.8], &[1.0; 3], 2).unwrap();
+        assert_eq!(g, 0.0);
+    }
 
     fn zone(dir: &Path, name: &str, label: &str, uj: u64, max: u64) {
         let z = dir.join(name);

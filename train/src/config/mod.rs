@@ -31,7 +31,7 @@ pub use dataset::{Sampling, SamplingMode};
 pub use outputs::VariablesOfInterest;
 pub use training::BatchMixing;
 pub use training::EnsembleSpec;
-pub use training::{LossType, Optimizer, Precision, Scheduler, Training};
+pub use training::{EnergyStopping, LossType, Optimizer, Precision, Scheduler, Training};
 
 /// The whole config file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -103,6 +103,34 @@ pub struct Training {
     /// initial weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema_decay: Option<f64>,
+    /// Extension: the energy-aware early stop (needs RAPL counters; without them the run says
+    /// so once and trains on).
+    #[serde(
+        rename = "EnergyStopping",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub energy_stopping: Option<EnergyStopping>,
+}
+
+/// `NeuralNetwork.Training.EnergyStopping`: stop when the validation loss has flattened per
+/// joule: at the end of epoch e > `window`, with g = the relative fall of the best validation
+/// loss over the last `window` epochs ((best before them − best now) / best before them) and
+/// J the kilojoules those epochs used (RAPL, rank 0's node), the run stops when
+/// g / J < `min_gain_per_kj`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnergyStopping {
+    /// Epochs over which the gain is measured (default 3).
+    #[serde(default = "default_energy_window")]
+    pub window: usize,
+    /// The smallest relative gain of the best validation loss per kilojoule worth paying for.
+    pub min_gain_per_kj: f64,
+}
+
+/// `EnergyStopping.window`.
+fn default_energy_window() -> usize {
+    3
 }
 
 /// `NeuralNetwork.Training.ensemble`: K ≥ 2 members that differ by seed (member k trains with
@@ -459,6 +487,17 @@ impl TrainConfig {
                         "must be a positive number below Optimizer.learning_rate ({}), got {stop}",
                         o.learning_rate
                     ),
+                );
+            }
+        }
+        if let Some(e) = &t.energy_stopping {
+            if e.window < 1 {
+                return self.err(&format!("{tr}.EnergyStopping.window"), "must be >= 1");
+            }
+            if !(e.min_gain_per_kj.is_finite() && e.min_gain_per_kj > 0.0) {
+                return self.err(
+                    &format!("{tr}.EnergyStopping.min_gain_per_kj"),
+                    format!("must be a positive number, got {}", e.min_gain_per_kj),
                 );
             }
         }

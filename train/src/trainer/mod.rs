@@ -87,7 +87,7 @@ pub struct TrainSummary {
     pub steps: usize,
     /// Epochs completed.
     pub epochs: usize,
-    /// Why it stopped (`num_epoch`, `early_stopping`, `max_time`, `max_steps`).
+    /// Why it stopped (`num_epoch`, `early_stopping`, `energy_stopping`, `max_time`, `max_steps`).
     pub stopped: String,
     /// The best epoch and its validation metrics (None if no epoch finished).
     pub best: Option<(usize, BTreeMap<String, BranchMetrics>)>,

@@ -185,6 +185,13 @@ impl Trainer<'_> {
                 "energy: no readable RAPL counters (/sys/class/powercap): energy.csv not written"
             );
         }
+        // Joules of each epoch of this session (rank 0), for the energy-aware stop.
+        let mut epoch_joules: Vec<f64> = Vec::new();
+        if let (Some(_), true, true) = (&t.energy_stopping, root, meter.is_none()) {
+            eprintln!(
+                "EnergyStopping: no readable RAPL counters, so the energy-aware stop is off in this run"
+            );
+        }
         if self.state.finished && self.state.epoch >= t.num_epoch {
             stopped = "num_epoch".into();
         }
@@ -323,6 +330,7 @@ impl Trainer<'_> {
             }
             if let Some(m) = &mut meter {
                 let j = m.epoch_end(epoch, &self.opts.out_dir)?;
+                epoch_joules.push(j);
                 if self.verbose >= 1 {
                     eprintln!(
                         "    energy: {j:.1} J this epoch (RAPL {})",
@@ -345,6 +353,35 @@ impl Trainer<'_> {
                 self.opt.lr = self.state.plateau.step(val_loss, self.opt.lr, &t.scheduler);
             }
             let stop_early = t.early_stopping && self.state.early.step(val_loss, t.patience);
+            // The energy-aware stop, decided on rank 0 (which reads the counters) for all.
+            let mut energy_note = None;
+            if let (Some(es), false) = (&t.energy_stopping, epoch_joules.is_empty()) {
+                // This session's epochs: the last len(epoch_joules) records plus this one.
+                let mut vals: Vec<f64> = self
+                    .state
+                    .history
+                    .iter()
+                    .rev()
+                    .take(epoch_joules.len() - 1)
+                    .map(|r| r.val_loss)
+                    .collect();
+                vals.reverse();
+                vals.push(val_loss);
+                if let Some((gain, kj)) =
+                    crate::energy::gain_per_window(&vals, &epoch_joules, es.window)
+                {
+                    if gain / kj < es.min_gain_per_kj {
+                        energy_note = Some(format!(
+                            "energy_stopping: the best validation loss fell {:.3}% over the last {} epochs for {kj:.3} kJ ({:.3e} per kJ < min_gain_per_kj {:e})",
+                            100.0 * gain,
+                            es.window,
+                            gain / kj,
+                            es.min_gain_per_kj
+                        ));
+                    }
+                }
+            }
+            let stop_energy = t.energy_stopping.is_some() && self.dist.any(energy_note.is_some());
             if self.state.best.is_none_or(|(b, _)| val_loss < b) {
                 self.state.best = Some((val_loss, epoch));
                 self.export_best(&rec)?;
@@ -377,6 +414,11 @@ impl Trainer<'_> {
             }
             if stop_early {
                 stopped = "early_stopping".into();
+            } else if stop_energy {
+                if let (Some(note), true) = (&energy_note, self.verbose >= 1) {
+                    eprintln!("{note}");
+                }
+                stopped = "energy_stopping".into();
             } else if self.dist.any(
                 // Every rank must stop at the same epoch: each reads its own clock, so one rank
                 // may be past the limit while another is not (an MPI run then hung in the next
