@@ -1,7 +1,8 @@
 //! PNA as a trainable backbone (issue 15): the trainer computes PNA's degree averages from the
 //! training graphs (or takes them from the config's `pna_deg` histogram), stores them in the model
 //! file, and PNA trains from scratch on the committed metals slice with energies and forces;
-//! PNAEq trains too; bad PNA keys are refused naming the key.
+//! PNAEq trains too; HydraGNN's PNAPlus (PNA with Bessel-gated messages) trains, its forces are
+//! the finite-difference gradient of its energy; bad PNA keys are refused naming the key.
 
 mod common;
 
@@ -223,4 +224,84 @@ fn bad_pna_keys_are_refused_naming_the_key() {
     );
     let cfg = TrainConfig::load(write_config(dir.path(), "e0.json", &c)).unwrap();
     assert_eq!(plan_model(&cfg).unwrap().0.pna.edge_dim, 0);
+}
+
+#[test]
+fn pnaplus_trains_and_its_forces_are_the_energy_gradient() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = metals_slice(dir.path());
+    let c = pna_config(
+        &data,
+        serde_json::json!({"mpnn_type": "PNAPlus", "num_radial": 6}),
+        serde_json::json!({"num_epoch": 100, "max_steps": 40, "batch_size": 8, "precision": "fp64",
+            "Optimizer": {"type": "AdamW", "learning_rate": 0.003}}),
+    );
+    let cp = write_config(dir.path(), "pnaplus.json", &c);
+    let cfg = TrainConfig::load(&cp).unwrap();
+    assert!(cfg.arch().pna_plus);
+    let (mc, _) = plan_model(&cfg).unwrap();
+    assert_eq!(mc.mpnn_type, MpnnType::Pna);
+    assert!(mc.pna.bessel_rbf && mc.pna.edge_dim == 0 && mc.pna.envelope_exponent == 5);
+    assert_eq!(mc.num_radial, 6);
+    let out = dir.path().join("pnaplus");
+    let opts = TrainOptions {
+        out_dir: out.clone(),
+        resume: false,
+        command: "test".into(),
+    };
+    let s = train(&cfg, opts, &Dist::single()).unwrap();
+    assert_eq!(s.steps, 40);
+    let losses: Vec<f64> = step_losses(&out).into_iter().map(|(_, l)| l).collect();
+    let head: f64 = losses[..10].iter().sum::<f64>() / 10.0;
+    let tail: f64 = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
+    eprintln!("PNAPlus loss: first 10 steps {head:.4}, last 10 {tail:.4}");
+    assert!(tail < 0.9 * head, "loss did not decrease: {head} -> {tail}");
+    // The trained model: Bessel-gated PNA, forces = -dE/dx by central differences.
+    let m = mlip::Model::load(out.join("best.model"), tch::Kind::Double, tch::Device::Cpu).unwrap();
+    assert!(m.config().pna.bessel_rbf);
+    let ds = Dataset::open(&data).unwrap();
+    let fr = &ds
+        .split("valset")
+        .unwrap()
+        .read_block(0..1)
+        .unwrap()
+        .frames()[0];
+    let s0 = Structure::new(fr.positions.clone(), fr.numbers.clone(), fr.cell, fr.pbc).unwrap();
+    let r = m.compute(&s0, Request::ALL).unwrap();
+    let fmax = r
+        .forces
+        .iter()
+        .flatten()
+        .fold(0.0f64, |a, b| a.max(b.abs()));
+    assert!(fmax > 1e-4, "PNAPlus forces: max {fmax:e}");
+    let h = 1e-5;
+    for (i, c) in [(0usize, 0usize), (5, 1), (17, 2)] {
+        let e_at = |d: f64| {
+            let mut p = fr.positions.clone();
+            p[i][c] += d;
+            let s = Structure::new(p, fr.numbers.clone(), fr.cell, fr.pbc).unwrap();
+            m.compute(&s, Request::ALL).unwrap().energy
+        };
+        let fd = -(e_at(h) - e_at(-h)) / (2.0 * h);
+        let f = r.forces[i][c];
+        assert!(
+            (fd - f).abs() <= 1e-6 * fmax.max(1.0),
+            "atom {i} component {c}: force {f:e}, -dE/dx by differences {fd:e}"
+        );
+    }
+}
+
+#[test]
+fn pnaplus_refuses_edge_dim() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = metals(dir.path(), 4, 2);
+    let c = pna_config(
+        &data,
+        serde_json::json!({"mpnn_type": "PNAPlus", "edge_dim": 1}),
+        serde_json::json!({}),
+    );
+    let e = TrainConfig::load(write_config(dir.path(), "bad.json", &c))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("edge_dim") && e.contains("PNAPlus"), "{e}");
 }

@@ -11,9 +11,19 @@ use crate::error::Result;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Architecture {
-    /// Message-passing backbone: `SchNet`, `PAINN`, `EGNN`, `PNA` or `PNAEq` (`DimeNet` is
-    /// refused: its `dimenet` options have no keys here yet; import a HydraGNN DimeNet instead).
+    /// Message-passing backbone: `SchNet`, `PAINN`, `EGNN`, `PNA`, `PNAPlus` or `PNAEq`
+    /// (`DimeNet` is refused: its `dimenet` options have no keys here yet; import a HydraGNN
+    /// DimeNet instead). `PNAPlus` reads as `PNA` with [`Architecture::pna_plus`] set.
     pub mpnn_type: MpnnType,
+    /// Set when `mpnn_type` is HydraGNN's `PNAPlus`: PNA whose messages are gated by a Bessel
+    /// basis of the pair distance with DimeNet's envelope (`num_radial` functions, exponent
+    /// `envelope_exponent`, default 5; the engine's `pna.bessel_rbf`). Not a key of its own.
+    #[serde(
+        skip_deserializing,
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub pna_plus: bool,
     /// Cutoff radius (Angstrom).
     pub radius: f64,
     /// Width of node features.
@@ -253,7 +263,13 @@ impl TrainConfig {
                  num_after_skip); import a trained HydraGNN DimeNet with `hydragnn import-hydragnn`",
             );
         }
-        if let Some(d) = a.edge_dim {
+        if a.pna_plus && a.edge_dim.is_some_and(|d| d != 0) {
+            return self.err(
+                &format!("{arch}.edge_dim"),
+                "PNAPlus reads the pair distance through its Bessel basis: leave edge_dim out (or 0)",
+            );
+        }
+        if let Some(d) = a.edge_dim.filter(|_| !a.pna_plus) {
             if a.mpnn_type != MpnnType::Pna {
                 if d != 0 {
                     return self.err(

@@ -143,8 +143,7 @@ impl TrainConfig {
 
     /// Parses and validates config text (`path` is used for messages and relative paths).
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        fn keyed<E: std::fmt::Display>(path: &Path, e: serde_path_to_error::Error<E>) -> Error {
             let key = e.path().to_string();
             let inner = e.into_inner();
             let key = if key.is_empty() || key == "." {
@@ -153,7 +152,25 @@ impl TrainConfig {
                 key
             };
             Error::config(path, key, format!("{inner}"))
-        })?;
+        }
+        // HydraGNN's `mpnn_type: "PNAPlus"` is the engine's PNA with the Bessel-basis option:
+        // read it as "PNA" and remember the variant (a file without it takes the direct path,
+        // whose errors carry line numbers).
+        const ARCH_TYPE: &str = "/NeuralNetwork/Architecture/mpnn_type";
+        let mut pna_plus = false;
+        let mut config: Config = if text.contains("PNAPlus") {
+            let mut v: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| Error::config(path, ".", e.to_string()))?;
+            if let Some(t) = v.pointer_mut(ARCH_TYPE).filter(|t| *t == "PNAPlus") {
+                *t = "PNA".into();
+                pna_plus = true;
+            }
+            serde_path_to_error::deserialize(v).map_err(|e| keyed(path, e))?
+        } else {
+            let de = &mut serde_json::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de).map_err(|e| keyed(path, e))?
+        };
+        config.neural_network.architecture.pna_plus = pna_plus;
         let tc = TrainConfig {
             config,
             path: path.to_path_buf(),

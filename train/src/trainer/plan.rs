@@ -82,7 +82,12 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
         };
         mc.pna.avg_deg_lin = lin;
         mc.pna.avg_deg_log = log;
-        if a.mpnn_type == MpnnType::Pna {
+        if a.pna_plus {
+            // HydraGNN's PNAPlus: the distance enters through the Bessel basis only.
+            mc.pna.edge_dim = 0;
+            mc.pna.bessel_rbf = true;
+            mc.pna.envelope_exponent = a.envelope_exponent.map_or(5, i64::from);
+        } else if a.mpnn_type == MpnnType::Pna {
             mc.pna.edge_dim = a.edge_dim.unwrap_or(1);
         }
         // HydraGNN applies `activation_function` after every PNA layer; PNA's layers are
