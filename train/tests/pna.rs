@@ -2,7 +2,8 @@
 //! training graphs (or takes them from the config's `pna_deg` histogram), stores them in the model
 //! file, and PNA trains from scratch on the committed metals slice with energies and forces;
 //! PNAEq trains too; HydraGNN's PNAPlus (PNA with Bessel-gated messages) trains, its forces are
-//! the finite-difference gradient of its energy; bad PNA keys are refused naming the key.
+//! the finite-difference gradient of its energy; DimeNet++ trains with HydraGNN's keys; bad keys
+//! are refused naming the key.
 
 mod common;
 
@@ -212,10 +213,15 @@ fn bad_pna_keys_are_refused_naming_the_key() {
     let e = err(serde_json::json!({"pna_deg": [5]}), serde_json::json!({}));
     assert!(e.contains("pna_deg"), "{e}");
     let e = err(
-        serde_json::json!({"mpnn_type": "DimeNet"}),
+        serde_json::json!({"mpnn_type": "DimeNet", "num_spherical": 9}),
         serde_json::json!({}),
     );
-    assert!(e.contains("mpnn_type") && e.contains("DimeNet"), "{e}");
+    assert!(e.contains("num_spherical") && e.contains('9'), "{e}");
+    let e = err(
+        serde_json::json!({"int_emb_size": 8}),
+        serde_json::json!({}),
+    );
+    assert!(e.contains("int_emb_size") && e.contains("DimeNet"), "{e}");
     // Without forces a PNA without edge features is a valid graph model.
     let c = pna_config(
         &data,
@@ -304,4 +310,77 @@ fn pnaplus_refuses_edge_dim() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("edge_dim") && e.contains("PNAPlus"), "{e}");
+}
+
+#[test]
+fn dimenet_trains_and_its_forces_are_the_energy_gradient() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = metals_slice(dir.path());
+    let c = pna_config(
+        &data,
+        serde_json::json!({"mpnn_type": "DimeNet", "radius": 4.0, "num_radial": 6,
+            "basis_emb_size": 4, "int_emb_size": 8, "out_emb_size": 16, "num_spherical": 3,
+            "num_before_skip": 1, "num_after_skip": 1}),
+        serde_json::json!({"num_epoch": 100, "max_steps": 30, "batch_size": 8, "precision": "fp64",
+            "Optimizer": {"type": "AdamW", "learning_rate": 0.003}}),
+    );
+    let cp = write_config(dir.path(), "dimenet.json", &c);
+    let cfg = TrainConfig::load(&cp).unwrap();
+    let (mc, _) = plan_model(&cfg).unwrap();
+    assert_eq!(mc.mpnn_type, MpnnType::DimeNet);
+    assert_eq!(
+        (
+            mc.dimenet.int_emb_size,
+            mc.dimenet.num_spherical,
+            mc.dimenet.envelope_exponent
+        ),
+        (8, 3, 5)
+    );
+    // Sums normalised by the training graphs' mean degree (as for PaiNN and EGNN).
+    assert!(mc.avg_num_neighbors.is_some_and(|k| k > 10.0), "{:?}", mc.avg_num_neighbors);
+    let out = dir.path().join("dimenet");
+    let opts = TrainOptions {
+        out_dir: out.clone(),
+        resume: false,
+        command: "test".into(),
+    };
+    let s = train(&cfg, opts, &Dist::single()).unwrap();
+    assert_eq!(s.steps, 30);
+    let losses: Vec<f64> = step_losses(&out).into_iter().map(|(_, l)| l).collect();
+    let head: f64 = losses[..10].iter().sum::<f64>() / 10.0;
+    let tail: f64 = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
+    eprintln!("DimeNet loss: first 10 steps {head:.4}, last 10 {tail:.4}");
+    assert!(tail < 0.9 * head, "loss did not decrease: {head} -> {tail}");
+    let m = mlip::Model::load(out.join("best.model"), tch::Kind::Double, tch::Device::Cpu).unwrap();
+    assert_eq!(m.config().mpnn_type, MpnnType::DimeNet);
+    let ds = Dataset::open(&data).unwrap();
+    let fr = &ds
+        .split("valset")
+        .unwrap()
+        .read_block(0..1)
+        .unwrap()
+        .frames()[0];
+    let s0 = Structure::new(fr.positions.clone(), fr.numbers.clone(), fr.cell, fr.pbc).unwrap();
+    let r = m.compute(&s0, Request::ALL).unwrap();
+    let fmax = r
+        .forces
+        .iter()
+        .flatten()
+        .fold(0.0f64, |a, b| a.max(b.abs()));
+    assert!(fmax > 1e-4, "DimeNet forces: max {fmax:e}");
+    let h = 1e-5;
+    for (i, c) in [(0usize, 0usize), (5, 1), (17, 2)] {
+        let e_at = |d: f64| {
+            let mut p = fr.positions.clone();
+            p[i][c] += d;
+            let s = Structure::new(p, fr.numbers.clone(), fr.cell, fr.pbc).unwrap();
+            m.compute(&s, Request::ALL).unwrap().energy
+        };
+        let fd = -(e_at(h) - e_at(-h)) / (2.0 * h);
+        let f = r.forces[i][c];
+        assert!(
+            (fd - f).abs() <= 1e-6 * fmax.max(1.0),
+            "atom {i} component {c}: force {f:e}, -dE/dx by differences {fd:e}"
+        );
+    }
 }

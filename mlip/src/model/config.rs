@@ -452,8 +452,8 @@ pub struct ModelConfig {
     /// a fresh model grow with depth like (neighbours)^layers in a dense solid (~44 neighbours
     /// within 5 Å in fcc Cu): PaiNN, whose update multiplies features (s ⊙ v, <Uv, Vv>), reaches
     /// 1e17 after 3 layers and its float32 gradients overflow; EGNN reaches 1e3, where the
-    /// energy head saturates and the forces vanish. `hydragnn train` sets it for PaiNN and EGNN
-    /// from the training data.
+    /// energy head saturates and the forces vanish. `hydragnn train` sets it for PaiNN, EGNN and
+    /// DimeNet (whose triplet sums grow as (neighbours)^2 per layer) from the training data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg_num_neighbors: Option<f64>,
     /// ZBL core repulsion added to the energy ([`crate::zbl`]); None: none (every model file

@@ -20,7 +20,9 @@
 //! `int_emb_size`, residual layers before and after the skip); the output block
 //! s_i = W_o σ(W_l (W_u Σ_{j} (W_rbf rbf_ji) ⊙ m_ji)) to `hidden_dim`; then the node
 //! conditioning if any and `post_conv_activation`. There is no skip connection from s to the
-//! next layer's input.
+//! next layer's input. With `avg_num_neighbors` = k (set by `hydragnn train`, absent in
+//! imported HydraGNN models) the triplet sum of every edge and the edge sum of every atom are
+//! divided by k.
 //!
 //! The triplets reach two hops: a graph whose ghost atoms are separate rows (LAMMPS's spatial
 //! decomposition) lacks the ghosts' own edges, so such graphs are refused
@@ -84,6 +86,9 @@ pub struct DimeNet {
     zeros: Vec<f64>,
     norms: Vec<f64>,
     post_act: Option<Activation>,
+    /// 1 / `avg_num_neighbors` (1 without it): the scale of the triplet sum per edge and of the
+    /// edge sum per atom.
+    msg_scale: f64,
 }
 
 /// The spherical Bessel function j_l(y) of tensors (upward recurrence; y is at least a few
@@ -258,6 +263,7 @@ impl DimeNet {
             zeros,
             norms,
             post_act: c.post_conv_activation,
+            msg_scale: c.avg_num_neighbors.map_or(1.0, |k| 1.0 / k),
         }
     }
 
@@ -355,7 +361,11 @@ impl Backbone for DimeNet {
         let x_kj = m.apply(&b.kj).silu() * rbf.apply(&b.rbf1).apply(&b.rbf2);
         let x_kj = x_kj.apply(&b.down).silu();
         let t = x_kj.index_select(0, &idx_kj) * sbf.apply(&b.sbf1).apply(&b.sbf2);
-        let agg = Tensor::zeros([m.size()[0], t.size()[1]], (kind, dev)).index_add(0, &idx_ji, &t);
+        let mut agg =
+            Tensor::zeros([m.size()[0], t.size()[1]], (kind, dev)).index_add(0, &idx_ji, &t);
+        if self.msg_scale != 1.0 {
+            agg *= self.msg_scale;
+        }
         let mut hh = x_ji + agg.apply(&b.up).silu();
         for r in &b.before {
             hh = r.forward(&hh);
@@ -366,7 +376,11 @@ impl Backbone for DimeNet {
         }
         // output block
         let y = rbf.apply(&b.out_rbf) * hh;
-        let mut s = e.aggregate(&y).apply(&b.out_up);
+        let mut s = e.aggregate(&y);
+        if self.msg_scale != 1.0 {
+            s *= self.msg_scale;
+        }
+        let mut s = s.apply(&b.out_up);
         for lin in &b.out_lins {
             s = s.apply(lin).silu();
         }

@@ -11,9 +11,9 @@ use crate::error::Result;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Architecture {
-    /// Message-passing backbone: `SchNet`, `PAINN`, `EGNN`, `PNA`, `PNAPlus` or `PNAEq`
-    /// (`DimeNet` is refused: its `dimenet` options have no keys here yet; import a HydraGNN
-    /// DimeNet instead). `PNAPlus` reads as `PNA` with [`Architecture::pna_plus`] set.
+    /// Message-passing backbone: `SchNet`, `PAINN`, `EGNN`, `PNA`, `PNAPlus`, `PNAEq` or
+    /// `DimeNet` (DimeNet++ with the keys below). `PNAPlus` reads as `PNA` with
+    /// [`Architecture::pna_plus`] set.
     pub mpnn_type: MpnnType,
     /// Set when `mpnn_type` is HydraGNN's `PNAPlus`: PNA whose messages are gated by a Bessel
     /// basis of the pair distance with DimeNet's envelope (`num_radial` functions, exponent
@@ -95,6 +95,41 @@ pub struct Architecture {
     /// sets the radii, `false` leaves it out.
     #[serde(default)]
     pub zbl: ZblSetting,
+    /// DimeNet only (HydraGNN's key): width of the bases' projection in the interaction block
+    /// (default 8, PyG's DimeNet++).
+    #[serde(default)]
+    pub basis_emb_size: Option<i64>,
+    /// DimeNet only: width of the triplet interaction (default 64).
+    #[serde(default)]
+    pub int_emb_size: Option<i64>,
+    /// DimeNet only: width of the output block's hidden layer (default 2 × `hidden_dim`).
+    #[serde(default)]
+    pub out_emb_size: Option<i64>,
+    /// DimeNet only: angular orders of the spherical basis, 1..=7 (default 7).
+    #[serde(default)]
+    pub num_spherical: Option<i64>,
+    /// DimeNet only: residual layers before the skip connection (default 1).
+    #[serde(default)]
+    pub num_before_skip: Option<usize>,
+    /// DimeNet only: residual layers after it (default 2).
+    #[serde(default)]
+    pub num_after_skip: Option<usize>,
+}
+
+impl Architecture {
+    /// The DimeNet++ options from the keys above with their defaults (`envelope_exponent`
+    /// default 5, DimeNet's).
+    pub fn dimenet_options(&self) -> mlip::model::config::DimeNetOptions {
+        mlip::model::config::DimeNetOptions {
+            basis_emb_size: self.basis_emb_size.unwrap_or(8),
+            int_emb_size: self.int_emb_size.unwrap_or(64),
+            out_emb_size: self.out_emb_size.unwrap_or(2 * self.hidden_dim),
+            num_spherical: self.num_spherical.unwrap_or(7),
+            num_before_skip: self.num_before_skip.unwrap_or(1),
+            num_after_skip: self.num_after_skip.unwrap_or(2),
+            envelope_exponent: self.envelope_exponent.map_or(5, i64::from),
+        }
+    }
 }
 
 /// `NeuralNetwork.Architecture.zbl`.
@@ -256,12 +291,44 @@ impl TrainConfig {
         }
         let pna = matches!(a.mpnn_type, MpnnType::Pna | MpnnType::PnaEq);
         if a.mpnn_type == MpnnType::DimeNet {
-            return self.err(
-                &format!("{arch}.mpnn_type"),
-                "'DimeNet' is not trainable here: the trainer has no keys for its dimenet options \
-                 (basis_emb_size, int_emb_size, out_emb_size, num_spherical, num_before_skip, \
-                 num_after_skip); import a trained HydraGNN DimeNet with `hydragnn import-hydragnn`",
-            );
+            let o = a.dimenet_options();
+            for (key, v) in [
+                ("basis_emb_size", o.basis_emb_size),
+                ("int_emb_size", o.int_emb_size),
+                ("out_emb_size", o.out_emb_size),
+            ] {
+                if v < 1 {
+                    return self.err(&format!("{arch}.{key}"), format!("must be >= 1, got {v}"));
+                }
+            }
+            if !(1..=7).contains(&o.num_spherical) {
+                return self.err(
+                    &format!("{arch}.num_spherical"),
+                    format!("must be in 1..=7, got {}", o.num_spherical),
+                );
+            }
+            if a.num_radial > 64 {
+                return self.err(
+                    &format!("{arch}.num_radial"),
+                    format!("DimeNet takes at most 64, got {}", a.num_radial),
+                );
+            }
+        } else {
+            for (key, set) in [
+                ("basis_emb_size", a.basis_emb_size.is_some()),
+                ("int_emb_size", a.int_emb_size.is_some()),
+                ("out_emb_size", a.out_emb_size.is_some()),
+                ("num_spherical", a.num_spherical.is_some()),
+                ("num_before_skip", a.num_before_skip.is_some()),
+                ("num_after_skip", a.num_after_skip.is_some()),
+            ] {
+                if set {
+                    return self.err(
+                        &format!("{arch}.{key}"),
+                        "is read by mpnn_type 'DimeNet' only",
+                    );
+                }
+            }
         }
         if a.pna_plus && a.edge_dim.is_some_and(|d| d != 0) {
             return self.err(

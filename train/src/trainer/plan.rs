@@ -47,7 +47,10 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
     let gs = GraphSpec::new(a.radius, &mc.species, !a.periodic_boundary_conditions);
     if let Some(n) = base.as_ref().and_then(|b| b.config().avg_num_neighbors) {
         mc.avg_num_neighbors = Some(n);
-    } else if matches!(a.mpnn_type, MpnnType::PaiNN | MpnnType::Egnn) {
+    } else if matches!(
+        a.mpnn_type,
+        MpnnType::PaiNN | MpnnType::Egnn | MpnnType::DimeNet
+    ) {
         // Without it PaiNN overflows and EGNN's forces vanish in dense solids (see mlip's
         // `ModelConfig::avg_num_neighbors`). SchNet trains as it is and keeps its plain sums.
         let h = degree_histogram(cfg, &gs)?;
@@ -92,6 +95,17 @@ pub fn plan_model(cfg: &TrainConfig) -> Result<(ModelConfig, Vec<(DatasetMeta, B
         }
         // HydraGNN applies `activation_function` after every PNA layer; PNA's layers are
         // otherwise linear maps of the aggregates.
+        mc.post_conv_activation = Some(a.activation_function);
+    }
+    if a.mpnn_type == MpnnType::DimeNet {
+        // HydraGNN's DimeNet: its own Bessel basis and envelope, SiLU inside the blocks, the
+        // configured activation after every layer.
+        mc.dimenet = a.dimenet_options();
+        mc.radial_type = RadialType::Bessel;
+        mc.envelope = Envelope::Polynomial {
+            p: mc.dimenet.envelope_exponent as i32 + 1,
+        };
+        mc.conv_activation = Some(mlip::model::config::Activation::Silu);
         mc.post_conv_activation = Some(a.activation_function);
     }
     if a.mpnn_type == MpnnType::Egnn {
