@@ -15,25 +15,17 @@ import subprocess
 import numpy as np
 import pytest
 
-from lammps_util import NKTV2P_METAL, ROOT, env, read_dump, rel_err, results, run_lammps, write_data
+from lammps_util import NKTV2P_METAL, ROOT, env, read_dump, rel_err, results, run_lammps, write_data, golden_dir
 
 TOL = 1e-10
 VOIGT = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
 BRANCHES = ("branch-0", "branch-1")
 
 
-def _golden_dir():
-    for d in (os.environ.get("HYDRAGNN_GOLDEN"), os.path.join(ROOT, "..", "shared", "hydragnn_golden"),
-              os.path.join(ROOT, "shared", "hydragnn_golden")):
-        if d and os.path.exists(os.path.join(d, "README.md")):
-            return d
-    pytest.skip("upstream HydraGNN golden data not found (expected ../shared/hydragnn_golden beside the repository, or set HYDRAGNN_GOLDEN)")
-
-
 @pytest.fixture(scope="module")
 def gfm_model(plugin, tmp_path_factory):
     """GFM_PAINN_graph2 imported through the CLI (x = Z, HydraGNN's atomic-number feature)."""
-    g = _golden_dir()
+    g = golden_dir()
     if not os.environ.get("HYDRAGNN_LAMMPS_NO_BUILD"):
         subprocess.run(["cargo", "build", "--release", "-p", "hydragnn-train", "--bin", "hydragnn"], cwd=ROOT,
                        check=True, env={**env(), "LIBTORCH_USE_PYTORCH": "1"})
@@ -49,7 +41,7 @@ def gfm_model(plugin, tmp_path_factory):
 def _system(vacuum=0.0):
     """The golden Al5Cu7 cell (3.7 x 3.7 x 11.1 Å) repeated 2 x 2 x 1 (48 atoms), moved a little;
     with `vacuum`, the cell is that much longer along z (a slab)."""
-    z = np.load(os.path.join(_golden_dir(), "GFM_PAINN_graph2_cual12_golden.npz"))
+    z = np.load(os.path.join(golden_dir(), "GFM_PAINN_graph2_cual12_golden.npz"))
     pos, cell, numbers = z["pos"], np.diag(z["cell"]), z["atomic_numbers"]
     shifts = [np.array([i, j, 0]) * cell for i in (0, 1) for j in (0, 1)]
     pos = np.concatenate([pos + s for s in shifts])
@@ -134,7 +126,7 @@ def test_per_atom_energy_of_a_graph_energy_is_refused(plugin, gfm_model, tmp_pat
 @pytest.fixture(scope="module")
 def concat_model(gfm_model, tmp_path_factory):
     """GFM_PAINN_graph2_concat (conditioned on [charge, spin], concat_node) through the CLI."""
-    g = _golden_dir()
+    g = golden_dir()
     path = str(tmp_path_factory.mktemp("gfm_concat") / "gfm_painn_graph2_concat.hgnn")
     p = subprocess.run([os.path.join(ROOT, "target", "release", "hydragnn"), "import-hydragnn",
                         os.path.join(g, "GFM_PAINN_graph2_concat_config.json"),
@@ -149,7 +141,7 @@ def test_charge_and_spin_from_atoms_info_reproduce_hydragnn(concat_model):
     from ase import Atoms
     from hydragnn_ase import HydraGNNCalculator
 
-    z = np.load(os.path.join(_golden_dir(), "GFM_PAINN_graph2_concat_ethanol_golden.npz"))
+    z = np.load(os.path.join(golden_dir(), "GFM_PAINN_graph2_concat_ethanol_golden.npz"))
     atoms = Atoms(numbers=z["atomic_numbers"], positions=z["pos"], pbc=False)
     for b, branch in enumerate(BRANCHES):
         atoms.calc = HydraGNNCalculator(concat_model, head=branch)
@@ -180,7 +172,7 @@ def test_charge_and_spin_in_pair_style_equal_ase_on_1_and_2_ranks(plugin, gfm_mo
     from ase import Atoms
     from hydragnn_ase import HydraGNNCalculator
 
-    z = np.load(os.path.join(_golden_dir(), "GFM_PAINN_graph2_concat_ethanol_golden.npz"))
+    z = np.load(os.path.join(golden_dir(), "GFM_PAINN_graph2_concat_ethanol_golden.npz"))
     pos = z["pos"] - z["pos"].mean(axis=0)
     data = str(tmp_path / "ethanol.data")
     _molecule_data(data, pos, z["atomic_numbers"])

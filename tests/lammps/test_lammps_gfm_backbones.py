@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from lammps_util import NKTV2P_METAL, ROOT, env, read_dump, rel_err, results, run_lammps, write_data
+from lammps_util import NKTV2P_METAL, ROOT, env, read_dump, rel_err, results, run_lammps, write_data, golden_dir
 
 TOL = 1e-10
 VOIGT = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
@@ -29,18 +29,10 @@ CASES = [
 ]
 
 
-def _golden_dir():
-    for d in (os.environ.get("HYDRAGNN_GOLDEN"), os.path.join(ROOT, "..", "shared", "hydragnn_golden"),
-              os.path.join(ROOT, "shared", "hydragnn_golden")):
-        if d and os.path.exists(os.path.join(d, "README.md")):
-            return d
-    pytest.skip("upstream HydraGNN golden data not found (expected ../shared/hydragnn_golden beside the repository, or set HYDRAGNN_GOLDEN)")
-
-
 @pytest.fixture(scope="module")
 def imported(plugin, tmp_path_factory):
     """name -> model file, every case imported through the CLI."""
-    g = _golden_dir()
+    g = golden_dir()
     if not os.environ.get("HYDRAGNN_LAMMPS_NO_BUILD"):
         subprocess.run(["cargo", "build", "--release", "-p", "hydragnn-train", "--bin", "hydragnn"], cwd=ROOT,
                        check=True, env={**env(), "LIBTORCH_USE_PYTORCH": "1"})
@@ -67,7 +59,7 @@ def imported(plugin, tmp_path_factory):
 
 def _cual():
     """The golden Al5Cu7 cell repeated 2 x 2 x 1 (48 atoms), moved a little: (pos, z, lengths)."""
-    z = np.load(os.path.join(_golden_dir(), "GFM_PNA_node_cual12_golden.npz"))
+    z = np.load(os.path.join(golden_dir(), "GFM_PNA_node_cual12_golden.npz"))
     pos, cell, numbers = z["pos"], np.diag(z["cell"]), z["atomic_numbers"]
     shifts = [np.array([i, j, 0]) * cell for i in (0, 1) for j in (0, 1)]
     pos = np.concatenate([pos + s for s in shifts])
@@ -80,7 +72,7 @@ def _cual():
 
 def _ethanol():
     """The golden ethanol molecule, centred in a 20 Å open box at (10, 10, 10): (pos, z)."""
-    z = np.load(os.path.join(_golden_dir(), "GFM_SchNet_node_ethanol_golden.npz"))
+    z = np.load(os.path.join(golden_dir(), "GFM_SchNet_node_ethanol_golden.npz"))
     return z["pos"] - z["pos"].mean(axis=0) + 10.0, z["atomic_numbers"].astype(np.int32)
 
 

@@ -10,18 +10,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from lammps_util import NKTV2P_METAL, ROOT, env, read_dump, results, rel_err, run_lammps, write_data
+from lammps_util import NKTV2P_METAL, ROOT, env, read_dump, results, rel_err, run_lammps, write_data, golden_dir
 
 TOL = 1e-10
 VOIGT = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
-
-
-def _golden_dir():
-    for d in (os.environ.get("HYDRAGNN_GOLDEN"), os.path.join(ROOT, "..", "shared", "hydragnn_golden"),
-              os.path.join(ROOT, "shared", "hydragnn_golden")):
-        if d and os.path.exists(os.path.join(d, "README.md")):
-            return d
-    pytest.skip("upstream HydraGNN golden data not found (expected ../shared/hydragnn_golden beside the repository, or set HYDRAGNN_GOLDEN)")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +22,7 @@ def imported(plugin, tmp_path_factory):
     if not os.environ.get("HYDRAGNN_LAMMPS_NO_BUILD"):
         subprocess.run(["cargo", "build", "--release", "-p", "hydragnn-train", "--bin", "hydragnn"], cwd=ROOT,
                        check=True, env={**env(), "LIBTORCH_USE_PYTORCH": "1"})
-    g, d = _golden_dir(), tmp_path_factory.mktemp("imported")
+    g, d = golden_dir(), tmp_path_factory.mktemp("imported")
     out = {}
     for m in ("PAINN", "EGNN"):
         path = str(d / f"{m}.hgnn")
@@ -45,7 +37,7 @@ def imported(plugin, tmp_path_factory):
 
 def _system():
     """The golden 27-atom argon cell doubled along x (54 atoms, 22.8 x 11.4 x 11.4 Å), moved a little."""
-    z = np.load(os.path.join(_golden_dir(), "LJ_PAINN_golden.npz"))
+    z = np.load(os.path.join(golden_dir(), "LJ_PAINN_golden.npz"))
     pos, cell = z["pos"], z["cell"]
     pos = np.concatenate([pos, pos + cell[0]])
     rng = np.random.default_rng(6)

@@ -68,6 +68,61 @@ fn degree_averages(data: &Path, rc: f64) -> (f64, f64) {
     (lin / n, log / n)
 }
 
+/// Trains `cfg` (which stops at `steps` by max_steps, after at least one epoch) into `out`,
+/// checks that the loss fell (last 10 steps below 0.9 x the first 10), and returns the best
+/// model in float64 after checking on the first validation frame that its forces are not zero
+/// and equal -dE/dx by central differences (3 components, 1e-6 of the largest force).
+fn train_and_check_forces(cfg: &TrainConfig, data: &Path, out: &Path, steps: usize) -> mlip::Model {
+    let opts = TrainOptions {
+        out_dir: out.to_path_buf(),
+        resume: false,
+        command: "test".into(),
+    };
+    let name = format!("{:?}", cfg.arch().mpnn_type);
+    let s = train(cfg, opts, &Dist::single()).unwrap();
+    assert_eq!(s.steps, steps);
+    let losses: Vec<f64> = step_losses(out).into_iter().map(|(_, l)| l).collect();
+    let head: f64 = losses[..10].iter().sum::<f64>() / 10.0;
+    let tail: f64 = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
+    eprintln!("{name} loss: first 10 steps {head:.4}, last 10 {tail:.4}");
+    assert!(
+        tail < 0.9 * head,
+        "{name}: loss did not decrease: {head} -> {tail}"
+    );
+    let m = mlip::Model::load(out.join("best.model"), tch::Kind::Double, tch::Device::Cpu).unwrap();
+    let ds = Dataset::open(data).unwrap();
+    let fr = &ds
+        .split("valset")
+        .unwrap()
+        .read_block(0..1)
+        .unwrap()
+        .frames()[0];
+    let s0 = Structure::new(fr.positions.clone(), fr.numbers.clone(), fr.cell, fr.pbc).unwrap();
+    let r = m.compute(&s0, Request::ALL).unwrap();
+    let fmax = r
+        .forces
+        .iter()
+        .flatten()
+        .fold(0.0f64, |a, b| a.max(b.abs()));
+    assert!(fmax > 1e-4, "{name} forces: max {fmax:e}");
+    let h = 1e-5;
+    for (i, c) in [(0usize, 0usize), (5, 1), (17, 2)] {
+        let e_at = |d: f64| {
+            let mut p = fr.positions.clone();
+            p[i][c] += d;
+            let s = Structure::new(p, fr.numbers.clone(), fr.cell, fr.pbc).unwrap();
+            m.compute(&s, Request::ALL).unwrap().energy
+        };
+        let fd = -(e_at(h) - e_at(-h)) / (2.0 * h);
+        let f = r.forces[i][c];
+        assert!(
+            (fd - f).abs() <= 1e-6 * fmax.max(1.0),
+            "{name} atom {i} component {c}: force {f:e}, -dE/dx by differences {fd:e}"
+        );
+    }
+    m
+}
+
 #[test]
 fn pna_trains_from_scratch_on_the_metals_slice() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,52 +304,8 @@ fn pnaplus_trains_and_its_forces_are_the_energy_gradient() {
     assert_eq!(mc.mpnn_type, MpnnType::Pna);
     assert!(mc.pna.bessel_rbf && mc.pna.edge_dim == 0 && mc.pna.envelope_exponent == 5);
     assert_eq!(mc.num_radial, 6);
-    let out = dir.path().join("pnaplus");
-    let opts = TrainOptions {
-        out_dir: out.clone(),
-        resume: false,
-        command: "test".into(),
-    };
-    let s = train(&cfg, opts, &Dist::single()).unwrap();
-    assert_eq!(s.steps, 40);
-    let losses: Vec<f64> = step_losses(&out).into_iter().map(|(_, l)| l).collect();
-    let head: f64 = losses[..10].iter().sum::<f64>() / 10.0;
-    let tail: f64 = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
-    eprintln!("PNAPlus loss: first 10 steps {head:.4}, last 10 {tail:.4}");
-    assert!(tail < 0.9 * head, "loss did not decrease: {head} -> {tail}");
-    // The trained model: Bessel-gated PNA, forces = -dE/dx by central differences.
-    let m = mlip::Model::load(out.join("best.model"), tch::Kind::Double, tch::Device::Cpu).unwrap();
+    let m = train_and_check_forces(&cfg, &data, &dir.path().join("pnaplus"), 40);
     assert!(m.config().pna.bessel_rbf);
-    let ds = Dataset::open(&data).unwrap();
-    let fr = &ds
-        .split("valset")
-        .unwrap()
-        .read_block(0..1)
-        .unwrap()
-        .frames()[0];
-    let s0 = Structure::new(fr.positions.clone(), fr.numbers.clone(), fr.cell, fr.pbc).unwrap();
-    let r = m.compute(&s0, Request::ALL).unwrap();
-    let fmax = r
-        .forces
-        .iter()
-        .flatten()
-        .fold(0.0f64, |a, b| a.max(b.abs()));
-    assert!(fmax > 1e-4, "PNAPlus forces: max {fmax:e}");
-    let h = 1e-5;
-    for (i, c) in [(0usize, 0usize), (5, 1), (17, 2)] {
-        let e_at = |d: f64| {
-            let mut p = fr.positions.clone();
-            p[i][c] += d;
-            let s = Structure::new(p, fr.numbers.clone(), fr.cell, fr.pbc).unwrap();
-            m.compute(&s, Request::ALL).unwrap().energy
-        };
-        let fd = -(e_at(h) - e_at(-h)) / (2.0 * h);
-        let f = r.forces[i][c];
-        assert!(
-            (fd - f).abs() <= 1e-6 * fmax.max(1.0),
-            "atom {i} component {c}: force {f:e}, -dE/dx by differences {fd:e}"
-        );
-    }
 }
 
 #[test]
@@ -337,50 +348,11 @@ fn dimenet_trains_and_its_forces_are_the_energy_gradient() {
         (8, 3, 5)
     );
     // Sums normalised by the training graphs' mean degree (as for PaiNN and EGNN).
-    assert!(mc.avg_num_neighbors.is_some_and(|k| k > 10.0), "{:?}", mc.avg_num_neighbors);
-    let out = dir.path().join("dimenet");
-    let opts = TrainOptions {
-        out_dir: out.clone(),
-        resume: false,
-        command: "test".into(),
-    };
-    let s = train(&cfg, opts, &Dist::single()).unwrap();
-    assert_eq!(s.steps, 30);
-    let losses: Vec<f64> = step_losses(&out).into_iter().map(|(_, l)| l).collect();
-    let head: f64 = losses[..10].iter().sum::<f64>() / 10.0;
-    let tail: f64 = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
-    eprintln!("DimeNet loss: first 10 steps {head:.4}, last 10 {tail:.4}");
-    assert!(tail < 0.9 * head, "loss did not decrease: {head} -> {tail}");
-    let m = mlip::Model::load(out.join("best.model"), tch::Kind::Double, tch::Device::Cpu).unwrap();
+    assert!(
+        mc.avg_num_neighbors.is_some_and(|k| k > 10.0),
+        "{:?}",
+        mc.avg_num_neighbors
+    );
+    let m = train_and_check_forces(&cfg, &data, &dir.path().join("dimenet"), 30);
     assert_eq!(m.config().mpnn_type, MpnnType::DimeNet);
-    let ds = Dataset::open(&data).unwrap();
-    let fr = &ds
-        .split("valset")
-        .unwrap()
-        .read_block(0..1)
-        .unwrap()
-        .frames()[0];
-    let s0 = Structure::new(fr.positions.clone(), fr.numbers.clone(), fr.cell, fr.pbc).unwrap();
-    let r = m.compute(&s0, Request::ALL).unwrap();
-    let fmax = r
-        .forces
-        .iter()
-        .flatten()
-        .fold(0.0f64, |a, b| a.max(b.abs()));
-    assert!(fmax > 1e-4, "DimeNet forces: max {fmax:e}");
-    let h = 1e-5;
-    for (i, c) in [(0usize, 0usize), (5, 1), (17, 2)] {
-        let e_at = |d: f64| {
-            let mut p = fr.positions.clone();
-            p[i][c] += d;
-            let s = Structure::new(p, fr.numbers.clone(), fr.cell, fr.pbc).unwrap();
-            m.compute(&s, Request::ALL).unwrap().energy
-        };
-        let fd = -(e_at(h) - e_at(-h)) / (2.0 * h);
-        let f = r.forces[i][c];
-        assert!(
-            (fd - f).abs() <= 1e-6 * fmax.max(1.0),
-            "atom {i} component {c}: force {f:e}, -dE/dx by differences {fd:e}"
-        );
-    }
 }

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use hydragnn_train::config::LossType;
 use hydragnn_train::data::Dataset;
@@ -14,22 +12,8 @@ use hydragnn_train::graphs::{collate, GraphSpec};
 use hydragnn_train::metrics::{batch_loss, predict};
 use hydragnn_train::optim::AdamW;
 use hydragnn_train::trainer::{load_model, new_model, plan_model, Trainer};
-use hydragnn_train::{train, Dist, TrainConfig, TrainOptions};
+use hydragnn_train::{Dist, TrainConfig, TrainOptions};
 use tch::{Device, Kind};
-
-fn run(cfg_path: &Path, out: &Path, resume: bool) -> hydragnn_train::TrainSummary {
-    let cfg = TrainConfig::load(cfg_path).unwrap();
-    train(
-        &cfg,
-        TrainOptions {
-            out_dir: out.to_path_buf(),
-            resume,
-            command: "test".into(),
-        },
-        &Dist::single(),
-    )
-    .unwrap()
-}
 
 #[test]
 fn tiny_run_learns_and_writes_outputs() {
@@ -42,7 +26,7 @@ fn tiny_run_learns_and_writes_outputs() {
     );
     let cp = write_config(dir.path(), "c.json", &c);
     let out = dir.path().join("out");
-    let s = run(&cp, &out, false);
+    let s = run_train(&cp, &out, false);
     assert_eq!(s.epochs, 4);
     assert_eq!(s.steps, 16);
     let losses = step_losses(&out);
@@ -109,8 +93,8 @@ fn same_seed_same_losses_and_resume_equals_uninterrupted() {
     );
     let cp = write_config(dir.path(), "c.json", &c);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    run(&cp, &a, false);
-    run(&cp, &b, false);
+    run_train(&cp, &a, false);
+    run_train(&cp, &b, false);
     let la = step_losses(&a);
     assert_eq!(la.len(), 12);
     assert_eq!(la, step_losses(&b), "two runs with one seed differ");
@@ -124,9 +108,9 @@ fn same_seed_same_losses_and_resume_equals_uninterrupted() {
         &config(&[("metals", &data, None)], &[("energy", "graph")], stop),
     );
     let r = dir.path().join("r");
-    let s = run(&cs, &r, false);
+    let s = run_train(&cs, &r, false);
     assert_eq!((s.steps, s.stopped.as_str()), (5, "max_steps"));
-    run(&cp, &r, true);
+    run_train(&cp, &r, true);
     assert_eq!(
         step_losses(&r),
         la,
@@ -185,7 +169,7 @@ fn two_branches_report_per_branch_metrics() {
     );
     let cp = write_config(dir.path(), "c.json", &c);
     let out = dir.path().join("out");
-    let s = run(&cp, &out, false);
+    let s = run_train(&cp, &out, false);
     assert_eq!(s.steps, 2 * (2 + 2));
     let head = std::fs::read_to_string(out.join("metrics.csv"))
         .unwrap()

@@ -8,36 +8,9 @@ mod common;
 use std::path::Path;
 
 use common::*;
+use hydragnn_train::checkpoint;
 use hydragnn_train::trainer::load_model;
-use hydragnn_train::{checkpoint, train, Dist, TrainConfig, TrainOptions, TrainSummary};
 use tch::{Device, Kind};
-
-fn run(cfg_path: &Path, out: &Path, resume: bool) -> TrainSummary {
-    let cfg = TrainConfig::load(cfg_path).unwrap();
-    train(
-        &cfg,
-        TrainOptions {
-            out_dir: out.to_path_buf(),
-            resume,
-            command: "test".into(),
-        },
-        &Dist::single(),
-    )
-    .unwrap()
-}
-
-/// (step, learning rate used by that step) from steps.csv.
-fn step_lrs(out: &Path) -> Vec<(usize, f64)> {
-    let text = std::fs::read_to_string(out.join("steps.csv")).unwrap();
-    text.lines()
-        .skip(1)
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let c: Vec<&str> = l.split(',').collect();
-            (c[0].parse().unwrap(), c[6].parse().unwrap())
-        })
-        .collect()
-}
 
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs()
@@ -54,7 +27,7 @@ fn stop_lr_decays_over_the_planned_epochs_and_resume_continues_exactly() {
     let cfg = |t: serde_json::Value| config(&[("metals", &data, None)], &[("energy", "graph")], t);
     let cp = write_config(dir.path(), "c.json", &cfg(base.clone()));
     let a = dir.path().join("a");
-    run(&cp, &a, false);
+    run_train(&cp, &a, false);
     // 3 epochs of 4 steps: step s (1-based) runs at 0.005 * (5e-5 / 0.005)^((s - 1) / 12).
     let lrs = step_lrs(&a);
     assert_eq!(lrs.len(), 12);
@@ -68,8 +41,8 @@ fn stop_lr_decays_over_the_planned_epochs_and_resume_continues_exactly() {
     stop["max_steps"] = serde_json::json!(5);
     let cs = write_config(dir.path(), "stop.json", &cfg(stop));
     let r = dir.path().join("r");
-    run(&cs, &r, false);
-    run(&cp, &r, true);
+    run_train(&cs, &r, false);
+    run_train(&cp, &r, true);
     assert_eq!(step_losses(&r), step_losses(&a));
     assert_eq!(step_lrs(&r), lrs);
     let val = |o: &Path| -> Vec<String> {
@@ -95,7 +68,7 @@ fn validation_and_the_best_model_use_the_averaged_weights() {
         &config(&[("metals", &data, None)], &[("energy", "graph")], t),
     );
     let out = dir.path().join("o");
-    let s = run(&cp, &out, false);
+    let s = run_train(&cp, &out, false);
     // A small rate: the validation loss falls each epoch, so the last epoch is the best.
     assert_eq!(s.best.as_ref().map(|b| b.0), Some(2), "{:?}", s.best);
     let ck = checkpoint::load(&out.join("checkpoint.st")).unwrap();
@@ -140,7 +113,7 @@ fn stop_lr_under_max_time_ends_near_stop_lr() {
         &config(&[("metals", &data, None)], &[("energy", "graph")], t),
     );
     let out = dir.path().join("o");
-    let s = run(&cp, &out, false);
+    let s = run_train(&cp, &out, false);
     assert_eq!(s.stopped, "max_time");
     assert!(s.epochs >= 4, "{} epochs in 4 s", s.epochs);
     let lrs = step_lrs(&out);

@@ -282,17 +282,43 @@ pub fn write_config(dir: &Path, name: &str, c: &serde_json::Value) -> PathBuf {
     p
 }
 
-/// The losses of steps.csv (step -> loss).
-pub fn step_losses(out: &Path) -> Vec<(usize, f64)> {
+/// Column `col` of steps.csv by step (5: the loss, 6: the learning rate).
+fn steps_column(out: &Path, col: usize) -> Vec<(usize, f64)> {
     let text = std::fs::read_to_string(out.join("steps.csv")).unwrap();
     text.lines()
         .skip(1)
         .filter(|l| !l.is_empty())
         .map(|l| {
             let c: Vec<&str> = l.split(',').collect();
-            (c[0].parse().unwrap(), c[5].parse().unwrap())
+            (c[0].parse().unwrap(), c[col].parse().unwrap())
         })
         .collect()
+}
+
+/// The losses of steps.csv (step -> loss).
+pub fn step_losses(out: &Path) -> Vec<(usize, f64)> {
+    steps_column(out, 5)
+}
+
+/// The learning rate each step ran at, from steps.csv (step -> rate).
+pub fn step_lrs(out: &Path) -> Vec<(usize, f64)> {
+    steps_column(out, 6)
+}
+
+/// `hydragnn train` as a library call on one process: the config file, the output directory,
+/// --resume.
+pub fn run_train(cfg_path: &Path, out: &Path, resume: bool) -> hydragnn_train::TrainSummary {
+    let cfg = hydragnn_train::TrainConfig::load(cfg_path).unwrap();
+    hydragnn_train::train(
+        &cfg,
+        hydragnn_train::TrainOptions {
+            out_dir: out.to_path_buf(),
+            resume,
+            command: "test".into(),
+        },
+        &hydragnn_train::Dist::single(),
+    )
+    .unwrap()
 }
 
 /// The `hydragnn` binary built for this test profile.
