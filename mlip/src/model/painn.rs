@@ -161,10 +161,20 @@ impl Backbone for PaiNN {
                 &e.vec / (e.dist.unsqueeze(-1) + 1e-9) / e.dist.unsqueeze(-1)
             }
         };
-        let dv =
-            v.index_select(0, &e.src) * dvv.unsqueeze(1) + dvs.unsqueeze(1) * dir.unsqueeze(-1);
+        // Σ_j dvs_ij ⊗ e_ij: a (3 × k) by (k × F) product per node in the padded layout, with no
+        // (E, 3, F) intermediate in the forward pass or in either backward pass.
+        let vs_sum = match e.slots() {
+            Some(sl) => e.pad(sl, &dir).transpose(1, 2).bmm(&e.pad(sl, dvs)),
+            None => e.aggregate(&(dvs.unsqueeze(1) * dir.unsqueeze(-1))),
+        };
         let s = &st.s + e.aggregate(ds);
-        let v = v + e.aggregate(&dv);
+        // Layer 0's vectors are zero by construction (`init_state`), so Σ_j v_j ⊙ dvv_ij is zero
+        // there, and so are its derivatives w.r.t. everything but those vectors: skipped.
+        let v = if l == 0 && e.initial_state {
+            v + vs_sum
+        } else {
+            v + e.aggregate(&(v.index_select(0, &e.src) * dvv.unsqueeze(1))) + vs_sum
+        };
         // update
         let uv = v.apply(&b.u);
         let vv = v.apply(&b.v);
