@@ -54,8 +54,8 @@ fn graph(m: &Model, structures: &[Structure]) -> GraphTensors {
 fn reference_energy(m: &Model, g: &GraphTensors) -> Tensor {
     let n = g.species.size()[0];
     let e = m.edges_paired(&g.src, &g.dst, &g.edge_vec, n, g.pairs.as_ref());
-    e.disable_slots();
-    assert!(e.slots().is_none());
+    e.disable_layouts();
+    assert!(e.slots().is_none() && e.pair_major().is_none());
     let bb = m.backbone();
     let mut st = bb.init_state(&m.input_features(&g.species));
     for l in 0..m.num_layers() {
@@ -117,6 +117,7 @@ fn check_with(mpnn: MpnnType, tweak: impl Fn(&mut ModelConfig)) {
     let n = g.species.size()[0];
     let e = m.edges_paired(&g.src, &g.dst, &g.edge_vec, n, g.pairs.as_ref());
     assert!(e.slots().is_some(), "the padded layout is in use");
+    assert!(e.pair_major().is_some(), "the pair-major order is in use");
     let (e0, f0, p0) = evaluate(&m, &g, true);
     let (e1, f1, p1) = evaluate(&m, &g, false);
     assert!(rel(&e1, &e0) < 1e-13, "{mpnn:?}: energies differ");
