@@ -141,16 +141,33 @@ impl Backbone for Egnn {
             }
             z
         };
-        let radial = if st.v.is_none() || (l == 0 && e.half.is_some()) {
-            e.filter(|rbf, _env, dist| radial(dist, self.edge_rbf.then_some(rbf)))
-        } else {
-            radial(&dist, rbf.as_ref())
+        let (ha, hb) = (h.matmul(&wa.tr()), h.matmul(&wb.tr()));
+        let (m, mut agg) = match (&e.half, e.pair_major()) {
+            // Without coordinate updates, pair-major ([`Edges::pair_major`]): the per-pair radial
+            // term and envelope broadcast over both edges of a pair instead of being expanded.
+            (Some(hf), Some(pm)) if st.v.is_none() => {
+                let hd = ha.size()[1];
+                let z0 = (ha.index_select(0, &pm.dst) + hb.index_select(0, &pm.src))
+                    .view([2, -1, hd])
+                    + radial(&hf.dist, self.edge_rbf.then_some(&hf.rbf)).unsqueeze(0);
+                let m =
+                    act(self.act, &b.edge_mlp.forward_after_first(&z0)) * hf.env.view([1, -1, 1]);
+                let m = m.view([-1, hd]);
+                let agg = e.aggregate_to(&pm.dst, &m);
+                (m, agg)
+            }
+            _ => {
+                let radial = if st.v.is_none() || (l == 0 && e.half.is_some()) {
+                    e.filter(|rbf, _env, dist| radial(dist, self.edge_rbf.then_some(rbf)))
+                } else {
+                    radial(&dist, rbf.as_ref())
+                };
+                let z0 = ha.index_select(0, &e.dst) + hb.index_select(0, &e.src) + radial;
+                let m = act(self.act, &b.edge_mlp.forward_after_first(&z0)) * env.unsqueeze(-1);
+                let agg = e.aggregate(&m);
+                (m, agg)
+            }
         };
-        let z0 = h.matmul(&wa.tr()).index_select(0, &e.dst)
-            + h.matmul(&wb.tr()).index_select(0, &e.src)
-            + radial;
-        let m = act(self.act, &b.edge_mlp.forward_after_first(&z0)) * env.unsqueeze(-1);
-        let mut agg = e.aggregate(&m);
         if let Some(k) = self.avg_num_neighbors {
             agg /= k;
         }

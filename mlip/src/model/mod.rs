@@ -527,7 +527,8 @@ impl Model {
     /// Runs every layer: the final node state.
     pub fn propagate(&self, g: &GraphTensors) -> State {
         let n = g.species.size()[0];
-        let e = self.edges_paired(&g.src, &g.dst, &g.edge_vec, n, g.pairs.as_ref());
+        let mut e = self.edges_paired(&g.src, &g.dst, &g.edge_vec, n, g.pairs.as_ref());
+        e.initial_state = true;
         let mut st = self.backbone.init_state(&self.input_features(&g.species));
         for l in 0..self.num_layers() {
             st = self.backbone.layer(l, &st, &e);

@@ -161,6 +161,42 @@ pub struct Edges {
     pub condition: Option<NodeCondition>,
     /// The geometry once per pair of edges, when the pairing is known ([`Edges::filter`]).
     pub half: Option<HalfEdges>,
+    /// The state entering layer 0 is the backbone's `init_state` and only the derivatives of
+    /// what it feeds are wanted, not those w.r.t. that state ([`crate::model::Model::propagate`]):
+    /// a layer 0 may skip terms that are zero on it (PaiNN's zero vectors). False where a caller
+    /// evaluates layers on states of its own and differentiates w.r.t. them (layer by layer).
+    pub initial_state: bool,
+    /// The destination-major padded layout ([`Edges::slots`]), built on first use.
+    slots: std::cell::OnceCell<Option<Slots>>,
+    /// The pair-major order ([`Edges::pair_major`]), built on first use.
+    pair_major: std::cell::OnceCell<Option<PairMajor>>,
+}
+
+/// The edges reordered pair by pair ([`Edges::pair_major`]): position p < H holds the first edge
+/// of pair p (the one in [`HalfEdges`]), position H + p its reverse. A per-pair value (H, ...)
+/// then multiplies per-edge values (2, H, ...) by broadcasting, without expanding it to every
+/// edge.
+#[derive(Debug)]
+pub struct PairMajor {
+    /// The edge at each position (E,), int64.
+    pub perm: Tensor,
+    /// Message sources in this order (E,).
+    pub src: Tensor,
+    /// Message destinations in this order (E,).
+    pub dst: Tensor,
+    /// [`Slots::row`] in this order, when the padded layout is in use.
+    pub row: Option<Tensor>,
+}
+
+/// The edges laid out by destination: node i's edges fill rows i·k .. i·k + deg(i) of an
+/// (n_nodes·k)-row table, k the largest in-degree, the other rows zero. A sum over a node's
+/// edges of a per-edge product is then a batched matrix product ([`Edges::pad`]).
+#[derive(Debug)]
+pub struct Slots {
+    /// The largest number of edges into one node.
+    pub k: i64,
+    /// Each edge's row in the table (E,), int64.
+    pub row: Tensor,
 }
 
 /// Radial geometry of one edge per pair ([`crate::model::EdgePairs`]): an edge and its reverse
@@ -248,7 +284,89 @@ impl Edges {
             n_nodes,
             condition: None,
             half,
+            initial_state: false,
+            slots: std::cell::OnceCell::new(),
+            pair_major: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The pair-major order of the edges ([`PairMajor`]), when the pairing is known
+    /// ([`Edges::half`]). Computed once per `Edges`.
+    pub fn pair_major(&self) -> Option<&PairMajor> {
+        self.pair_major
+            .get_or_init(|| {
+                let h = self.half.as_ref()?;
+                let e = h.expand.size()[0];
+                if e == 0 || e != 2 * h.dist.size()[0] {
+                    return None;
+                }
+                let (_, order) = h.expand.sort_stable(true, 0, false);
+                let perm = order.view([-1, 2]).tr().contiguous().view([-1]);
+                let row = self.slots().map(|sl| sl.row.index_select(0, &perm));
+                Some(PairMajor {
+                    src: self.src.index_select(0, &perm),
+                    dst: self.dst.index_select(0, &perm),
+                    perm,
+                    row,
+                })
+            })
+            .as_ref()
+    }
+
+    /// Sums per-edge messages `m` (E, ...) whose destinations are `dst` (E,) into nodes.
+    pub fn aggregate_to(&self, dst: &Tensor, m: &Tensor) -> Tensor {
+        let mut shape = m.size();
+        shape[0] = self.n_nodes;
+        Tensor::zeros(shape.as_slice(), (m.kind(), m.device())).index_add(0, dst, m)
+    }
+
+    /// The padded destination-major layout of the edges ([`Slots`]), or None when there are no
+    /// edges or when padding would more than triple the rows (a few nodes with many more
+    /// neighbours than the rest). Computed once per `Edges`.
+    pub fn slots(&self) -> Option<&Slots> {
+        self.slots
+            .get_or_init(|| {
+                let e = self.dst.size()[0];
+                if e == 0 || self.n_nodes == 0 {
+                    return None;
+                }
+                let counts = self.dst.bincount::<Tensor>(None, self.n_nodes);
+                let k = counts.max().int64_value(&[]);
+                if self.n_nodes * k > 3 * e {
+                    return None;
+                }
+                let (sorted, order) = self.dst.sort_stable(true, 0, false);
+                let offsets = counts.cumsum(0, Kind::Int64) - &counts;
+                let rank = Tensor::arange(e, (Kind::Int64, self.dst.device()))
+                    - offsets.index_select(0, &sorted);
+                let row = order.zeros_like().scatter(0, &order, &(sorted * k + rank));
+                Some(Slots { k, row })
+            })
+            .as_ref()
+    }
+
+    /// Makes [`Edges::slots`] and [`Edges::pair_major`] None from now on (unless already built):
+    /// layers then take their per-edge paths, the straightforward formulas (a reference for
+    /// tests).
+    pub fn disable_layouts(&self) {
+        let _ = self.slots.set(None);
+        let _ = self.pair_major.set(None);
+    }
+
+    /// Per-edge values `m` (E, ...) in the padded layout of `slots` (n_nodes, k, ...), zero where
+    /// a node has fewer than k edges. Differentiable in `m`.
+    pub fn pad(&self, slots: &Slots, m: &Tensor) -> Tensor {
+        self.pad_rows(&slots.row, slots.k, m)
+    }
+
+    /// [`Edges::pad`] for edges in another order: `row` (E,) is each one's row in the table.
+    pub fn pad_rows(&self, row: &Tensor, k: i64, m: &Tensor) -> Tensor {
+        let mut shape = m.size();
+        shape[0] = self.n_nodes * k;
+        let t = Tensor::zeros(shape.as_slice(), (m.kind(), m.device())).index_copy(0, row, m);
+        shape[0] = k;
+        shape.insert(0, self.n_nodes);
+        t.view(shape.as_slice())
     }
 
     /// A per-edge radial filter `f(rbf, env, dist)` (a function of the distance alone): computed

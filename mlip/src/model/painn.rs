@@ -140,7 +140,7 @@ impl Backbone for PaiNN {
             st.v.as_ref()
                 .expect("PaiNN state entering a layer has vector features");
         // message (every term is linear in the filter, so scaling it scales the sums)
-        let filter = e.filter(|rbf, env, dist| {
+        let radial = |rbf: &Tensor, env: &Tensor, dist: &Tensor| {
             let env = if self.msg_scale == 1.0 {
                 env.shallow_clone()
             } else {
@@ -151,20 +151,50 @@ impl Backbone for PaiNN {
                 Some(ef) => filter * ef.forward(&dist.unsqueeze(-1)),
                 None => filter,
             }
-        });
-        let x = b.phi.forward(&st.s).index_select(0, &e.src) * filter;
-        let parts = x.split(f, -1);
-        let (ds, dvv, dvs) = (&parts[0], &parts[1], &parts[2]);
+        };
         let dir = match self.edge_vector {
             PainnEdgeVector::Unit => &e.vec / e.dist.unsqueeze(-1),
             PainnEdgeVector::UnitOverDistance => {
                 &e.vec / (e.dist.unsqueeze(-1) + 1e-9) / e.dist.unsqueeze(-1)
             }
         };
-        let dv =
-            v.index_select(0, &e.src) * dvv.unsqueeze(1) + dvs.unsqueeze(1) * dir.unsqueeze(-1);
-        let s = &st.s + e.aggregate(ds);
-        let v = v + e.aggregate(&dv);
+        let phi = b.phi.forward(&st.s);
+        // With the pairing known, the edges are taken pair-major ([`Edges::pair_major`]): the
+        // filter, once per pair, multiplies both edges of its pair by broadcasting instead of
+        // being expanded to every edge (and its gradient summed back per pair).
+        let (src, dst, dir, x, row) = match (&e.half, e.pair_major()) {
+            (Some(h), Some(pm)) => {
+                let filter = radial(&h.rbf, &h.env, &h.dist);
+                let x = (phi.index_select(0, &pm.src).view([2, -1, 3 * f]) * filter.unsqueeze(0))
+                    .view([-1, 3 * f]);
+                let dir = dir.index_select(0, &pm.perm);
+                (&pm.src, &pm.dst, dir, x, pm.row.as_ref())
+            }
+            _ => {
+                let x = phi.index_select(0, &e.src) * e.filter(radial);
+                let row = e.slots().map(|sl| &sl.row);
+                (&e.src, &e.dst, dir, x, row)
+            }
+        };
+        let parts = x.split(f, -1);
+        let (ds, dvv, dvs) = (&parts[0], &parts[1], &parts[2]);
+        // Σ_j dvs_ij ⊗ e_ij: a (3 × k) by (k × F) product per node in the padded layout, with no
+        // (E, 3, F) intermediate in the forward pass or in either backward pass.
+        let vs_sum = match (row, e.slots()) {
+            (Some(row), Some(sl)) => e
+                .pad_rows(row, sl.k, &dir)
+                .transpose(1, 2)
+                .bmm(&e.pad_rows(row, sl.k, dvs)),
+            _ => e.aggregate_to(dst, &(dvs.unsqueeze(1) * dir.unsqueeze(-1))),
+        };
+        let s = &st.s + e.aggregate_to(dst, ds);
+        // Layer 0's vectors are zero by construction (`init_state`), so Σ_j v_j ⊙ dvv_ij is zero
+        // there, and so are its derivatives w.r.t. everything but those vectors: skipped.
+        let v = if l == 0 && e.initial_state {
+            v + vs_sum
+        } else {
+            v + e.aggregate_to(dst, &(v.index_select(0, src) * dvv.unsqueeze(1))) + vs_sum
+        };
         // update
         let uv = v.apply(&b.u);
         let vv = v.apply(&b.v);
