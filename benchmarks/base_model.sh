@@ -6,7 +6,7 @@
 # base (its alloys / slabs111 branch) against the specialist on the same held-out test frames.
 #
 #   benchmarks/base_model.sh                          # ~30 min: data, 720-s base, 2 x 240-s specialists
-#   HYDRAGNN_BENCH_SMOKE=1 benchmarks/base_model.sh   # pipeline check: small data, 30-s runs, ~4 min
+#   HYDRAGNN_BENCH_SMOKE=1 benchmarks/base_model.sh   # pipeline check: small data, 40-s/20-s runs; 150 s CPU, 10 min wall under load
 #
 # Data (scripts/generate_data.py, seed 0, trajectories of 10 frames) in $DIR/data:
 #   metals     --only metals --metals-frames M          bulk Cu/Al/Ni, strained +-2 %, 300-900 K
