@@ -24,6 +24,10 @@ XYZ (ASE's writer), deterministically from --seed.
      trajectory, Dirichlet(1,1,1)), lattice constant interpolated linearly (Vegard) between the
      elements' fcc lattice constants; energy, forces, stress, pbc T T T,
      config_type="alloy_<formula>_<T>K".
+   - transfer_slabs100.xyz (only when named in `--transfer-sets`, not by default): fcc(100) slabs
+     of Cu, Al, Ni (ase.build.fcc100, 3x3 in-plane, 4 layers, 36 atoms, 8 A of vacuum on each
+     side), strained only in-plane; energy, forces, pbc T T F, config_type="<El>100_<T>K". The
+     downstream set of the base model's fine-tuning example (potentials/base_schnet.md).
 
 Every trajectory draws from its own generator seeded with (seed, dataset, trajectory index), so a
 run is reproducible frame by frame: the same seed and sizes give byte-identical files.
@@ -52,7 +56,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tblite is 10-100x slower with 2
 import numpy as np  # noqa: E402
 import ase.io  # noqa: E402
 from ase import units  # noqa: E402
-from ase.build import bulk, fcc111  # noqa: E402
+from ase.build import bulk, fcc100, fcc111  # noqa: E402
 from ase.calculators.emt import EMT  # noqa: E402
 from ase.calculators.singlepoint import SinglePointCalculator  # noqa: E402
 from ase.collections import g2  # noqa: E402
@@ -172,8 +176,17 @@ def transfer_alloy(t, rng):
     return atoms, f"alloy_{atoms.get_chemical_formula()}", True
 
 
+def transfer_slab100(t, rng):
+    el = METALS[t % len(METALS)]
+    atoms = fcc100(el, size=(3, 3, 4), vacuum=8.0)  # pbc T T F
+    strain_and_rattle(atoms, rng, in_plane=True)
+    return atoms, f"{el}100", False
+
+
+# New sets go at the end (the index seeds each set's trajectories) and not into the
+# --transfer-sets default, so that earlier invocations write what they always wrote.
 TRANSFER = (("transfer_vacancies", transfer_vacancy), ("transfer_slabs111", transfer_slab111),
-            ("transfer_alloys", transfer_alloy))
+            ("transfer_alloys", transfer_alloy), ("transfer_slabs100", transfer_slab100))
 
 
 def generate_transfer(out, n_frames, seed, per_traj, burn, interval, only=None):
@@ -269,8 +282,9 @@ def main(argv=None):
     p.add_argument("--transfer-frames", type=int, default=150,
                    help="frames per transfer file (--only transfer)")
     p.add_argument("--transfer-sets", default="vacancies,slabs111,alloys",
-                   help="with --only transfer: which sets to write, comma-separated (default: all "
-                        "three; each set is identical whichever others are written)")
+                   help="with --only transfer: which sets to write, comma-separated (default: "
+                        "vacancies,slabs111,alloys; slabs100 only when named; each set is identical "
+                        "whichever others are written)")
     p.add_argument("--fidelity", choices=["gfn2", "gfn1"], default="gfn2",
                    help="level of theory of the molecules' labels: gfn2 (default, molecules.xyz) or "
                         "gfn1 (molecules_gfn1.xyz: the same GFN2 trajectories, so the same geometries, "

@@ -54,6 +54,10 @@ fn example(name: &str, metals: &Path, molecules: &Path, steps: usize) -> serde_j
         d["path"] = serde_json::json!(p);
     }
     let t = &mut c["NeuralNetwork"]["Training"];
+    // `init_from` is relative to the example's directory; the copy is written elsewhere.
+    if let Some(p) = t["init_from"].as_str() {
+        t["init_from"] = serde_json::json!(root().join("examples/train").join(p));
+    }
     t["max_steps"] = serde_json::json!(steps);
     t["num_epoch"] = serde_json::json!(1);
     c["Verbosity"]["level"] = serde_json::json!(0);
