@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lammps_util import (RANDOM_MODEL, ROOT, env, fcc, lammps_cell, read_dump, rel_err, results,
-                         run_lammps, write_data)
+                         run_lammps, write_data, golden_dir)
 
 TOL = 1e-10
 VOIGT_LMP = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
@@ -150,7 +150,7 @@ def test_graph_level_energy_ensemble(plugin, tmp_path, nprocs):
 
     import test_lammps_gfm as gfm
 
-    g = gfm._golden_dir()
+    g = golden_dir()
     model = str(tmp_path / "gfm.hgnn")
     p = subprocess.run([os.path.join(ROOT, "target", "release", "hydragnn"), "import-hydragnn",
                         os.path.join(g, "GFM_PAINN_graph2_config.json"),
@@ -193,7 +193,7 @@ def test_charge_spin_conditioned_ensemble(plugin, tmp_path):
 
     import test_lammps_gfm as gfm
 
-    g = gfm._golden_dir()
+    g = golden_dir()
     exe = os.path.join(ROOT, "target", "release", "hydragnn")
     model = str(tmp_path / "concat.hgnn")
     p = subprocess.run([exe, "import-hydragnn", os.path.join(g, "GFM_PAINN_graph2_concat_config.json"),
