@@ -2,9 +2,11 @@
 #![allow(dead_code)]
 
 use mlip::model::config::{ModelConfig, MpnnType};
+use mlip::model::{GraphArrays, GraphTensors};
 use mlip::{Model, Structure};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
 
 /// Both backbones.
 pub const BACKBONES: [MpnnType; 2] = [MpnnType::SchNet, MpnnType::PaiNN];
@@ -162,4 +164,87 @@ pub fn rel_err(a: &[[f64; 3]], b: &[[f64; 3]]) -> f64 {
         .flat_map(|y| y.iter().map(|v| v.abs()))
         .fold(0.0, f64::max);
     num / den
+}
+
+/// Rattled fcc Cu with every third atom Ni, `n`×`n`×`n` conventional cells.
+pub fn rattled_cuni(n: usize) -> Structure {
+    let mut s = fcc_cu(n, 3.6);
+    for (i, p) in s.positions.iter_mut().enumerate() {
+        p[0] += 0.05 * ((i * 7 % 5) as f64 - 2.0);
+        p[1] += 0.04 * ((i * 3 % 7) as f64 - 3.0);
+        p[2] += 0.03 * ((i * 5 % 3) as f64 - 1.0);
+    }
+    for z in s.numbers.iter_mut().step_by(3) {
+        *z = 28;
+    }
+    s
+}
+
+/// A non-periodic cluster: the first 13 atoms of the cell.
+pub fn cuni_cluster() -> Structure {
+    let mut s = rattled_cuni(2);
+    s.positions.truncate(13);
+    s.numbers.truncate(13);
+    s.pbc = [false; 3];
+    s
+}
+
+/// The batched graph of `structures` at the model's cutoff, with the edge pairing when `paired`.
+pub fn pair_graph(m: &Model, structures: &[Structure], paired: bool) -> GraphTensors {
+    let mut a = GraphArrays::default();
+    for s in structures {
+        let nl = mlip::neighbors::neighbor_list(s, m.cutoff()).unwrap();
+        let src: Vec<i64> = nl.neighbors.iter().map(|&j| j as i64).collect();
+        let dst: Vec<i64> = nl.centers.iter().map(|&i| i as i64).collect();
+        let vec: Vec<f64> = nl.edge_vectors(s).into_iter().flatten().collect();
+        let species = m.species_indices(&s.numbers).unwrap();
+        let rev = mlip::model::graphs::reverse_edges(&src, &dst, &vec)
+            .expect("a full list pairs every edge");
+        if paired {
+            a.push_with_reverse(&species, src, dst, &vec, &rev);
+        } else {
+            a.push(&species, src, dst, &vec);
+        }
+    }
+    let g = a.to_tensors(m.kind(), m.device(), true);
+    assert_eq!(g.pairs.is_some(), paired);
+    g
+}
+
+/// The edge gradient dE/d(edge vector) of `e` (with the graph kept for a second backward), the
+/// forces from it, and the gradient of the loss Σ E² + 10 Σ F² with respect to every trainable
+/// parameter (zeros where a parameter gets none); the parameters' gradients must start at zero.
+pub fn force_loss_gradients(
+    m: &Model,
+    g: &GraphTensors,
+    e: &Tensor,
+) -> (Tensor, Tensor, Vec<Tensor>) {
+    let de = Tensor::run_backward(&[&e.sum(Kind::Double)], &[&g.edge_vec], true, true)
+        .pop()
+        .unwrap();
+    let n = g.species.size()[0];
+    let z = Tensor::zeros([n, 3], (Kind::Double, Device::Cpu));
+    let f = z.index_add(0, &g.dst, &de) - z.index_add(0, &g.src, &de);
+    let loss = e.square().sum(Kind::Double) + f.square().sum(Kind::Double) * 10.0;
+    loss.backward();
+    let grads = m
+        .var_store()
+        .trainable_variables()
+        .iter()
+        .map(|v| {
+            let g = v.grad();
+            if g.defined() {
+                g.copy()
+            } else {
+                v.zeros_like()
+            }
+        })
+        .collect();
+    (de.detach(), f.detach(), grads)
+}
+
+/// max |a - b| / max |b|.
+pub fn rel_max(a: &Tensor, b: &Tensor) -> f64 {
+    let d = (a - b).abs().max().double_value(&[]);
+    d / b.abs().max().double_value(&[]).max(1e-300)
 }
