@@ -33,6 +33,17 @@ pub fn dir() -> PathBuf {
         .expect("golden data not found (the test should have started with skip_without_golden!())")
 }
 
+/// The repository's own upstream-HydraGNN reference outputs (`tests/hydragnn_golden_extra`),
+/// made by `scripts/golden/make_goldens.py` with upstream HydraGNN for what `../shared` does not
+/// cover. They are committed, so tests that read them never skip.
+pub fn extra_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|p| p.join("Cargo.lock").exists())
+        .unwrap_or(Path::new("."))
+        .join("tests/hydragnn_golden_extra")
+}
+
 /// Returns from the calling test, with a message on stderr, when the golden data is absent.
 macro_rules! skip_without_golden {
     () => {
