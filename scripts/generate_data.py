@@ -12,7 +12,8 @@ XYZ (ASE's writer), deterministically from --seed.
    occupations), per-atom GFN2 partial charges (ASE writes them as the column `charge`), pbc F F F.
 
 3. transfer (only with `--only transfer`, so the default run and `--only metals|molecules` are
-   unchanged): three EMT test sets of structures the metals set never contains, one file each,
+   unchanged): EMT test sets of structures the metals set never contains (three by default, a
+   fourth when named in `--transfer-sets`), one file each,
    made with the same strain/rattle + Langevin MD machinery (300/600/900 K, `--transfer-frames`
    frames per file, 150 by default), the same keys:
    - transfer_vacancies.xyz: fcc Cu, Al, Ni 3x3x3 conventional supercells (108 sites) with one
