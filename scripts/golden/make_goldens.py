@@ -20,6 +20,7 @@ import argparse
 import copy
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -297,7 +298,9 @@ def safe_repr(model):
 
 
 def modules_txt(model):
-    lines = [safe_repr(model), "", f"# parameters: {sum(p.numel() for p in model.parameters())}",
+    # drop the lambdas' memory addresses ("<function ...<lambda> at 0x7f...>") so that the
+    # file is the same on every run
+    lines = [re.sub(r" at 0x[0-9a-f]+>", ">", safe_repr(model)), "", f"# parameters: {sum(p.numel() for p in model.parameters())}",
              "# state_dict (key, shape, dtype)"]
     for k, v in model.state_dict().items():
         lines.append(f"{k}\t{tuple(v.shape)}\t{v.dtype}")
@@ -442,6 +445,30 @@ def evaluate(model, cfg, s, rec):
     return g, c
 
 
+def film_formula_check(model, cfg, s):
+    """Checks the README's film formula against HydraGNN's own forward: for every conv layer,
+    the feature-layer input must be conv_out * (1 + tanh(s)) + t with
+    [s, t] = graph_conditioner(graph_attr) (first half s, second half t)."""
+    inner = model.model
+    outs, ins = {}, {}
+    hs = []
+    for l, (conv, fl) in enumerate(zip(inner.graph_convs, inner.feature_layers)):
+        hs.append(conv.register_forward_hook(
+            lambda m, a, kw_out, l=l: outs.__setitem__(l, kw_out[0].detach())))
+        hs.append(fl.register_forward_pre_hook(
+            lambda m, a, l=l: ins.__setitem__(l, a[0].detach())))
+    with torch.no_grad():
+        energy_of(model, s, cfg, torch.from_numpy(s["pos"]).to(DT), branches(cfg)[0])
+        gc = inner.graph_conditioner
+        st = gc[2](torch.relu(gc[0](torch.tensor([GRAPH_ATTR], dtype=DT))))
+        H = inner.hidden_dim
+        sc, sh = torch.tanh(st[:, :H]), st[:, H:]
+        d = max(float((ins[l] - (outs[l] * (1 + sc) + sh)).abs().max()) for l in outs)
+    for h in hs:
+        h.remove()
+    return d
+
+
 def reload_check(model, cfg, name, structs):
     """A new model from the config, loaded with HydraGNN's own load_existing_model (which
     pre-creates the lazy conditioning modules from the checkpoint keys)."""
@@ -499,6 +526,9 @@ def run_one(spec, shared, out, write=True, compare_to=None):
     summ["params"] = sum(p.numel() for p in model.parameters())
     summ["state_dict_tensors"] = len(model.state_dict())
     rec = Recorder(model)
+
+    if arch.get("use_graph_attr_conditioning") and arch["graph_attr_conditioning_mode"] == "film":
+        summ["film_formula_max_abs_diff"] = film_formula_check(model, cfg, s)
 
     goldens = {}
     summ["structures"] = {}
