@@ -1,6 +1,8 @@
 //! Shared fixtures for the engine's integration tests: random models and random structures.
 #![allow(dead_code)]
 
+pub mod gfm;
+
 use mlip::model::config::{ModelConfig, MpnnType};
 use mlip::model::{GraphArrays, GraphTensors};
 use mlip::{Model, Structure};
