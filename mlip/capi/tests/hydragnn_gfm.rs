@@ -9,45 +9,19 @@
 //! runs; per-atom energies are an error that says why.
 
 use std::collections::BTreeMap;
-use std::ffi::{CStr, CString};
-use std::path::{Path, PathBuf};
+use std::ffi::CStr;
+use std::path::PathBuf;
 use std::process::Command;
 
 use hydragnn::*;
 use mlip::hydragnn::{import, read_npz, read_state_dict, ImportOptions};
-use tch::{Kind, Tensor};
 
 #[macro_use]
 #[path = "../../tests/support/golden.rs"]
 mod golden;
+mod common;
 
-/// The repository root.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A Python with torch: $HYDRAGNN_PYTHON, the project's .venv, or python3.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("HYDRAGNN_PYTHON") {
-        return p.into();
-    }
-    let venv = root().join(".venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        "python3".into()
-    }
-}
-
-fn flat(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.to_kind(Kind::Double).contiguous().view([-1])).unwrap()
-}
-
-fn last_error() -> String {
-    unsafe { CStr::from_ptr(hgnn_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
+use common::{flat, last_error, load, max_rel, python, root};
 
 /// Checkpoint → model file, through the same two steps as `hydragnn import-hydragnn`.
 fn import_to_file(name: &str) -> PathBuf {
@@ -71,31 +45,6 @@ fn import_to_file(name: &str) -> PathBuf {
     let out = dir.join(format!("{name}.hgnn"));
     imported.model.save(&out, &BTreeMap::new()).unwrap();
     out
-}
-
-fn load(path: &Path, branch: &str) -> *mut hgnn_model_t {
-    let cpath = CString::new(path.to_str().unwrap()).unwrap();
-    let cbranch = CString::new(branch).unwrap();
-    let mut opts = hgnn_options_default();
-    opts.dtype = HGNN_DTYPE_FLOAT64;
-    opts.branch = cbranch.as_ptr();
-    let mut model = std::ptr::null_mut();
-    assert_eq!(
-        unsafe { hgnn_model_load(cpath.as_ptr(), &opts, &mut model) },
-        HGNN_SUCCESS,
-        "{}",
-        last_error()
-    );
-    model
-}
-
-fn max_rel(a: &[f64], b: &[f64]) -> f64 {
-    let num = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
-    num / b.iter().map(|v| v.abs()).fold(0.0, f64::max)
 }
 
 /// The graph-head checkpoint `GFM_<name>` (2 branches, Al5Cu7) through the C ABI, whole
