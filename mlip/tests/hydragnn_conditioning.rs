@@ -3,7 +3,7 @@
 //! models:
 //! - HydraGNN's own numbers (the goldens `GFM_PAINN_graph2_film`, `GFM_PAINN_graph2_fuse_pool`,
 //!   `GFM_PNAPlus_node_edge`, `GFM_PNAEq_node_edge`, `GFM_DimeNet_node_edge` in
-//!   tests/hydragnn_golden_extra): energy of every branch and forces to 1e-8;
+//!   tests/hydragnn_golden_extra, committed): energy of every branch and forces to 1e-8;
 //! - where each new piece acts, checked against the unconditioned goldens of ../shared: a `film`
 //!   whose last layer is zero and a `fuse_pool` made the identity reproduce `GFM_PAINN_graph2`,
 //!   and edge weights that multiply zero reproduce `GFM_PNAPlus_node`, `GFM_PNAEq_node` and
@@ -29,7 +29,14 @@ use tch::{Kind, Tensor};
 mod golden;
 mod common;
 
-use common::gfm::{fd_errors, flat, golden_in, invariance_errors, max_rel, pieces, run_pieces};
+use common::gfm::{
+    fd_errors, flat, invariance_errors, max_rel, pieces, read_golden, run_pieces, Golden,
+};
+
+/// The golden `GFM_<name>_<structure>_golden.npz` in `dir`.
+fn golden_in(dir: &Path, name: &str, structure: &str) -> Golden {
+    read_golden(&dir.join(format!("GFM_{name}_{structure}_golden.npz")))
+}
 
 /// The engine model of `GFM_<name>` in `dir`, its config and state dict edited first.
 fn import_edited(
@@ -187,8 +194,7 @@ fn golden_structures(dir: &Path, name: &str) -> Vec<String> {
 }
 
 /// The new goldens (tests/hydragnn_golden_extra, made with upstream HydraGNN): every branch's
-/// energy and the forces to 1e-8. A golden not yet generated is reported, not failed, so that
-/// the rest of the suite runs while they are being made.
+/// energy and the forces to 1e-8 (`np.savez_compressed` archives, read without Python).
 #[test]
 fn new_goldens_reproduce_hydragnn() {
     let dir = golden::extra_dir();
@@ -201,10 +207,11 @@ fn new_goldens_reproduce_hydragnn() {
         "DimeNet_node_edge",
     ] {
         let structures = golden_structures(&dir, name);
-        if structures.is_empty() || !dir.join(format!("GFM_{name}_config.json")).exists() {
-            eprintln!("GFM_{name}: no golden in {} yet", dir.display());
-            continue;
-        }
+        assert!(
+            !structures.is_empty() && dir.join(format!("GFM_{name}_config.json")).exists(),
+            "GFM_{name}: no golden in {}",
+            dir.display()
+        );
         let (mut m, _) = import_edited(&dir, name, |_| {}, |_| {});
         for st in structures {
             let (de, df) = golden_errors_in(&mut m, &dir, name, &st);

@@ -16,15 +16,16 @@ use mlip::hydragnn::{import, read_npz, ImportOptions};
 use mlip::{GraphInput, LayeredEval, Model, Request, Structure};
 use tch::{Kind, Tensor};
 
+mod common;
+
+use common::gfm::*;
+
 #[macro_use]
 #[path = "support/golden.rs"]
 mod golden;
-mod common;
-
-use common::gfm::{fd_errors, flat, invariance_errors, max_rel, pieces, run_pieces, Golden};
 
 fn golden(name: &str, structure: &str) -> Golden {
-    common::gfm::golden_in(&golden::dir(), name, structure)
+    read_golden(&golden::dir().join(format!("GFM_{name}_{structure}_golden.npz")))
 }
 
 /// The engine model of `GFM_<name>` (config + state dict), its state dict edited by `edit`.
@@ -32,7 +33,12 @@ fn import_gfm(
     name: &str,
     edit: impl FnOnce(&mut BTreeMap<String, Tensor>),
 ) -> (Model, Vec<String>) {
-    common::gfm::import_in(&golden::dir(), name, edit)
+    let d = golden::dir();
+    let mut state = read_npz(&d.join(format!("GFM_{name}_state_dict.npz"))).unwrap();
+    edit(&mut state);
+    let config = std::fs::read_to_string(d.join(format!("GFM_{name}_config.json"))).unwrap();
+    let imported = import(&config, &state, &ImportOptions::default()).unwrap();
+    (imported.model, imported.warnings)
 }
 
 #[test]
@@ -745,33 +751,10 @@ fn molecule_golden_families_are_conservative_on_the_periodic_cell() {
 /// Energy and forces of `m` on the golden `GFM_<name>_<structure>` against HydraGNN's:
 /// (energy rel, per-atom energy rel (0 when the golden has none), forces rel).
 fn golden_errors(m: &Model, name: &str, structure: &str) -> (f64, f64, f64) {
-    let g = golden(name, structure);
-    let npz = read_npz(&golden::dir().join(format!("GFM_{name}_{structure}_golden.npz"))).unwrap();
-    let req = if m.energy_is_pooled(None) {
-        Request {
-            forces: true,
-            virial: false,
-            energies: false,
-            virials: false,
-        }
-    } else {
-        Request::ALL
-    };
-    let r = m.compute(&g.structure, req).unwrap();
-    let e_rel = (r.energy - g.energy[0]).abs() / g.energy[0].abs();
-    let f_rel = max_rel(&r.forces, &g.forces[0]);
-    let ne = match npz.get("node_energy") {
-        Some(t) if !m.energy_is_pooled(None) => {
-            r.energies
-                .iter()
-                .zip(&flat(t))
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max)
-                / g.energy[0].abs()
-        }
-        _ => 0.0,
-    };
-    (e_rel, ne, f_rel)
+    golden_errors_at(
+        m,
+        &golden::dir().join(format!("GFM_{name}_{structure}_golden.npz")),
+    )
 }
 
 /// HydraGNN's PNAEq (PaiNN messages and update, PNA aggregation of the scalar messages with five

@@ -8,43 +8,23 @@
 //! forces to 1e-8 relative. The fast path (the default) declines such a model, so the exact path
 //! runs; per-atom energies are an error that says why.
 
-use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::path::PathBuf;
-use std::process::Command;
 
 use hydragnn::*;
-use mlip::hydragnn::{import, read_npz, read_state_dict, ImportOptions};
+use mlip::hydragnn::read_npz;
+
+mod common;
+
+use common::*;
 
 #[macro_use]
 #[path = "../../tests/support/golden.rs"]
 mod golden;
-mod common;
-
-use common::{flat, last_error, load, max_rel, python, root};
 
 /// Checkpoint → model file, through the same two steps as `hydragnn import-hydragnn`.
 fn import_to_file(name: &str) -> PathBuf {
-    let d = golden::dir();
-    let dir = std::env::temp_dir().join(format!("hgnn-capi-gfm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let export = dir.join(format!("{name}.safetensors"));
-    let st = Command::new(python())
-        .arg(root().join("tools/import_hydragnn.py"))
-        .arg(d.join(format!("GFM_{name}_checkpoint.pk")))
-        .arg(&export)
-        .status()
-        .expect("run tools/import_hydragnn.py");
-    assert!(
-        st.success(),
-        "tools/import_hydragnn.py failed on GFM_{name}"
-    );
-    let state = read_state_dict(&export).unwrap();
-    let config = std::fs::read_to_string(d.join(format!("GFM_{name}_config.json"))).unwrap();
-    let imported = import(&config, &state, &ImportOptions::default()).unwrap();
-    let out = dir.join(format!("{name}.hgnn"));
-    imported.model.save(&out, &BTreeMap::new()).unwrap();
-    out
+    import_gfm_to_file(&golden::dir(), name)
 }
 
 /// The graph-head checkpoint `GFM_<name>` (2 branches, Al5Cu7) through the C ABI, whole

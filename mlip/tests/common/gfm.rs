@@ -1,31 +1,17 @@
-//! The foundation-model golden tests' shared helpers (moved from hydragnn_gfm.rs): reading a
-//! `GFM_*` golden and its structure, relative errors, finite differences of forces and virial,
-//! rotation/permutation invariance, and the layer-by-layer protocol over simulated ranks
-//! (pieces with ghost atoms, the graph-level reduction step).
+//! Helpers of the tests of imported HydraGNN models (`hydragnn_gfm.rs`, `hydragnn_backbones.rs`):
+//! reading a golden file, comparing with HydraGNN's numbers, finite differences of forces and
+//! virial, rotation and permutation invariance, and the layer-by-layer protocol over simulated
+//! ranks with ghost atoms.
+
 // Index loops mirror the physics (atom i, axis c), as in the formulas.
 #![allow(clippy::needless_range_loop)]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use mlip::hydragnn::{import, read_npz, ImportOptions};
+use mlip::hydragnn::read_npz;
 use mlip::model::HeadPartials;
 use mlip::{GraphInput, LayeredEval, Model, Request, Structure};
 use tch::{Kind, Tensor};
-
-/// The engine model of `GFM_<name>` in `dir` (config + state dict), its state dict edited by
-/// `edit`, and the importer's warnings.
-pub fn import_in(
-    dir: &Path,
-    name: &str,
-    edit: impl FnOnce(&mut BTreeMap<String, Tensor>),
-) -> (Model, Vec<String>) {
-    let mut state = read_npz(&dir.join(format!("GFM_{name}_state_dict.npz"))).unwrap();
-    edit(&mut state);
-    let config = std::fs::read_to_string(dir.join(format!("GFM_{name}_config.json"))).unwrap();
-    let imported = import(&config, &state, &ImportOptions::default()).unwrap();
-    (imported.model, imported.warnings)
-}
 
 pub fn flat(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(t.to_kind(Kind::Double).contiguous().view([-1])).unwrap()
@@ -45,7 +31,7 @@ pub fn max_rel(a: &[[f64; 3]], b: &[[f64; 3]]) -> f64 {
     num / b.iter().flatten().map(|v| v.abs()).fold(0.0, f64::max)
 }
 
-/// The golden structure of `GFM_<name>_<structure>_golden.npz` in `dir` and HydraGNN's energies and
+/// The golden structure of `GFM_<name>_<structure>_golden.npz` and HydraGNN's energies and
 /// forces per branch.
 pub struct Golden {
     pub structure: Structure,
@@ -53,8 +39,8 @@ pub struct Golden {
     pub forces: Vec<Vec<[f64; 3]>>,
 }
 
-pub fn golden_in(dir: &Path, name: &str, structure: &str) -> Golden {
-    let g = read_npz(&dir.join(format!("GFM_{name}_{structure}_golden.npz"))).unwrap();
+pub fn read_golden(path: &Path) -> Golden {
+    let g = read_npz(path).unwrap();
     let pos = vec3(&flat(&g["pos"]));
     let n = pos.len();
     let z: Vec<i32> = flat(&g["atomic_numbers"])
@@ -318,6 +304,38 @@ pub fn fd_errors(model: &Model, s0: &Structure, h: f64) -> (f64, f64) {
         }
     }
     (wf, ww)
+}
+
+/// Energy and forces of `m` on the golden file `path` (`GFM_<name>_<structure>_golden.npz`) against HydraGNN's:
+/// (energy rel, per-atom energy rel (0 when the golden has none), forces rel).
+pub fn golden_errors_at(m: &Model, path: &Path) -> (f64, f64, f64) {
+    let g = read_golden(path);
+    let npz = read_npz(path).unwrap();
+    let req = if m.energy_is_pooled(None) {
+        Request {
+            forces: true,
+            virial: false,
+            energies: false,
+            virials: false,
+        }
+    } else {
+        Request::ALL
+    };
+    let r = m.compute(&g.structure, req).unwrap();
+    let e_rel = (r.energy - g.energy[0]).abs() / g.energy[0].abs();
+    let f_rel = max_rel(&r.forces, &g.forces[0]);
+    let ne = match npz.get("node_energy") {
+        Some(t) if !m.energy_is_pooled(None) => {
+            r.energies
+                .iter()
+                .zip(&flat(t))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max)
+                / g.energy[0].abs()
+        }
+        _ => 0.0,
+    };
+    (e_rel, ne, f_rel)
 }
 
 /// Rotation and permutation invariance of `m` on `s0`: (max relative change of the energy, of

@@ -1,14 +1,14 @@
 //! Shared fixtures for the engine's integration tests: random models and random structures.
 #![allow(dead_code)]
 
-pub mod gfm;
-
 use mlip::model::config::{ModelConfig, MpnnType};
 use mlip::model::{GraphArrays, GraphTensors};
 use mlip::{Model, Structure};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
+
+pub mod gfm;
 
 /// Both backbones.
 pub const BACKBONES: [MpnnType; 2] = [MpnnType::SchNet, MpnnType::PaiNN];

@@ -1,12 +1,15 @@
-//! Helpers shared by the C ABI's HydraGNN tests (moved from hydragnn_gfm.rs): the repository
-//! root, a Python with torch, tensors as numbers, the last error, loading a model file in
-//! float64 with a branch, relative errors.
+//! Helpers of the C ABI tests of imported HydraGNN checkpoints (`hydragnn_gfm.rs`,
+//! `hydragnn_backbones.rs`): a Python with torch, the checkpoint → model file import, loading a
+//! model file with a branch, the last error, comparisons.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use hydragnn::*;
+use mlip::hydragnn::{import, read_state_dict, ImportOptions};
 use tch::{Kind, Tensor};
 
 /// The repository root.
@@ -35,6 +38,30 @@ pub fn last_error() -> String {
     unsafe { CStr::from_ptr(hgnn_last_error()) }
         .to_string_lossy()
         .into_owned()
+}
+
+/// Checkpoint `GFM_<name>_checkpoint.pk` of the golden directory `d` → model file, through the
+/// same two steps as `hydragnn import-hydragnn`.
+pub fn import_gfm_to_file(d: &Path, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hgnn-capi-gfm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let export = dir.join(format!("{name}.safetensors"));
+    let st = Command::new(python())
+        .arg(root().join("tools/import_hydragnn.py"))
+        .arg(d.join(format!("GFM_{name}_checkpoint.pk")))
+        .arg(&export)
+        .status()
+        .expect("run tools/import_hydragnn.py");
+    assert!(
+        st.success(),
+        "tools/import_hydragnn.py failed on GFM_{name}"
+    );
+    let state = read_state_dict(&export).unwrap();
+    let config = std::fs::read_to_string(d.join(format!("GFM_{name}_config.json"))).unwrap();
+    let imported = import(&config, &state, &ImportOptions::default()).unwrap();
+    let out = dir.join(format!("{name}.hgnn"));
+    imported.model.save(&out, &BTreeMap::new()).unwrap();
+    out
 }
 
 pub fn load(path: &Path, branch: &str) -> *mut hgnn_model_t {
