@@ -248,15 +248,9 @@ fn film_and_fuse_pool_act_where_hydragnn_applies_them() {
         "fuse_pool",
         vec![
             ("model.graph_pool_projector.0.weight", w1),
-            (
-                "model.graph_pool_projector.0.bias",
-                eye.ones_like().sum_dim_intlist(1, false, Kind::Double) * c,
-            ),
+            ("model.graph_pool_projector.0.bias", eye.diag(0) * c),
             ("model.graph_pool_projector.2.weight", eye.shallow_clone()),
-            (
-                "model.graph_pool_projector.2.bias",
-                eye.ones_like().sum_dim_intlist(1, false, Kind::Double) * -c,
-            ),
+            ("model.graph_pool_projector.2.bias", eye.diag(0) * -c),
         ],
     );
     for (what, mut m, tol) in [
@@ -496,6 +490,16 @@ fn edge_dim_for_pnaplus_pnaeq_and_dimenet() {
             |c| arch(c)["edge_dim"] = 1.into(),
             |s| edit(s, Some(7)),
         );
+        // the model file's config: the option round-trips, and models without it serialise as
+        // before (old model files load unchanged)
+        let text = serde_json::to_string(m.config()).unwrap();
+        let again = mlip::model::config::ModelConfig::from_json(&text).unwrap();
+        assert_eq!(&again, m.config());
+        assert!(text.contains("\"edge_dim\":1"), "{name}: {text}");
+        let plain_text = serde_json::to_string(plain.config()).unwrap();
+        if name == "DimeNet_node" {
+            assert!(!plain_text.contains("edge_dim"), "{plain_text}");
+        }
         let e0 = plain.compute(&s0, Request::ENERGY).unwrap().energy;
         let r = m.compute(&s0, FORCES).unwrap();
         assert!(
