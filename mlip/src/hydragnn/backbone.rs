@@ -424,11 +424,6 @@ pub(super) fn pna(
             .into(),
     );
     let (num_radial, envelope_exponent) = if plus {
-        if edge_dim != 0 {
-            return Err(super::cfg(
-                "PNAPlus with edge_dim cannot be imported yet (no reference outputs to check it against)",
-            ));
-        }
         sources.insert("rbf.freq".into(), Source::Copy("model.rbf.freq".into()));
         (int(arch, "num_radial")?, int(arch, "envelope_exponent")?)
     } else {
@@ -461,6 +456,7 @@ pub(super) fn pna(
 pub(super) fn pnaeq(
     arch: &Value,
     num_conv_layers: usize,
+    edge_dim: i64,
     state: &BTreeMap<String, Tensor>,
     used: &mut std::collections::BTreeSet<String>,
     sources: &mut BTreeMap<String, Source>,
@@ -480,7 +476,7 @@ pub(super) fn pnaeq(
     )?;
     for l in 0..num_conv_layers {
         let e = |rest: &str| format!("layers.{l}.{rest}");
-        let pairs = [
+        let mut pairs = vec![
             ("pre", "module_0.pre_nns.0.0"),
             ("post", "module_0.post_nns.0.0"),
             ("rbf_emb", "module_0.rbf_emb.0"),
@@ -492,6 +488,9 @@ pub(super) fn pnaeq(
             ("out.s.0", "module_2.0"),
             ("out.s.1", "module_2.2"),
         ];
+        if edge_dim == 1 {
+            pairs.push(("edge_encoder", "module_0.edge_encoder"));
+        }
         for (dst, src) in pairs {
             for p in ["weight", "bias"] {
                 sources.insert(
@@ -528,6 +527,7 @@ pub(super) fn pnaeq(
         egnn: EgnnOptions::default(),
         schnet: SchnetOptions::default(),
         pna: PnaOptions {
+            edge_dim,
             avg_deg_lin,
             avg_deg_log,
             ..Default::default()
@@ -542,6 +542,7 @@ pub(super) fn pnaeq(
 pub(super) fn dimenet(
     arch: &Value,
     num_conv_layers: usize,
+    edge_dim: i64,
     sources: &mut BTreeMap<String, Source>,
     warnings: &mut Vec<String>,
 ) -> Result<Backbone> {
@@ -553,6 +554,7 @@ pub(super) fn dimenet(
         num_before_skip: int(arch, "num_before_skip")? as usize,
         num_after_skip: int(arch, "num_after_skip")? as usize,
         envelope_exponent: int(arch, "envelope_exponent")?,
+        edge_dim,
     };
     for l in 0..num_conv_layers {
         let e = |rest: &str| format!("layers.{l}.{rest}");
@@ -565,6 +567,9 @@ pub(super) fn dimenet(
             ("int.lin".into(), "module_2.lin".into()),
             ("out.lins.0".into(), "module_3.lins.0".into()),
         ];
+        if edge_dim == 1 {
+            with_bias.push(("emb.edge_lin".into(), "module_1.edge_lin".into()));
+        }
         for (mine, theirs, n) in [
             ("before", "layers_before_skip", o.num_before_skip),
             ("after", "layers_after_skip", o.num_after_skip),

@@ -21,6 +21,7 @@
 //! | graph heads: pool, `graph_shared`, head MLP | `pool_first`, branch `shared_layers` |
 //! | graph-level energy head (`output_type` graph, `graph_pooling` add) | "energy" head with `pool_first` |
 //! | `use_graph_attr_conditioning`, `concat_node` on [charge, spin] | `graph_attr` (`concat_node`) |
+//! | `film` (`graph_conditioner`), `fuse_pool` (`graph_pool_projector`) on [charge, spin] | `graph_attr` (`film`, `fuse_pool`) |
 //! | SchNet (`SCFStack`: PyG `CFConv` layers, `num_filters`, `GaussianSmearing`) | `schnet` options |
 //! | PNA (`PNAConv`, one tower, `avg_deg` buffers, BatchNorm feature layers) | `mpnn_type: PNA`, `pna` options |
 //! | DimeNet (`DIMEStack`: PyG's DimeNet++ blocks, float32 Bessel zeros) | `mpnn_type: DimeNet`, `dimenet` options |
@@ -136,9 +137,10 @@ fn ints(v: &Value, what: &str) -> Result<Vec<i64>> {
         .ok_or_else(|| cfg(format!("{what} must be a list of integers")))
 }
 
-/// HydraGNN's `use_graph_attr_conditioning`: `concat_node` on [charge, spin] (the foundation-model
-/// recipe's attributes, two columns of `graph_concat_projector`) becomes the engine's
-/// `graph_attr`; the other modes are refused by name.
+/// HydraGNN's `use_graph_attr_conditioning` on [charge, spin] (the foundation-model recipe's
+/// attributes): `concat_node` (`graph_concat_projector`), `film` (`graph_conditioner`) and
+/// `fuse_pool` (`graph_pool_projector`) become the engine's `graph_attr` with the same mode;
+/// any other mode is refused by name.
 fn conditioning(
     arch: &Value,
     state: &BTreeMap<String, Tensor>,
@@ -150,22 +152,38 @@ fn conditioning(
     {
         return Ok(None);
     }
-    let mode = getv(arch, "graph_attr_conditioning_mode")
+    let mode_name = getv(arch, "graph_attr_conditioning_mode")
         .and_then(Value::as_str)
-        .unwrap_or("film");
-    if mode != "concat_node" {
-        return Err(cfg(format!(
-            "graph_attr_conditioning_mode '{mode}' cannot be imported yet: the engine supports 'concat_node' \
-             ('film' and 'fuse_pool' have no reference outputs to check an implementation against)"
-        )));
-    }
-    let key = "model.graph_concat_projector.weight";
+        .unwrap_or("concat_node")
+        .to_ascii_lowercase();
+    let hidden_dim = int(arch, "hidden_dim")?;
+    // the checkpoint tensor whose column count tells the number of attributes, and how many of
+    // its columns are not attributes
+    let (mode, key, other_cols) = match mode_name.as_str() {
+        "concat_node" => (
+            ConditioningMode::ConcatNode,
+            "model.graph_concat_projector.weight",
+            hidden_dim,
+        ),
+        "film" => (ConditioningMode::Film, "model.graph_conditioner.0.weight", 0),
+        "fuse_pool" => (
+            ConditioningMode::FusePool,
+            "model.graph_pool_projector.0.weight",
+            hidden_dim,
+        ),
+        other => {
+            return Err(cfg(format!(
+                "graph_attr_conditioning_mode '{other}' cannot be imported: the engine supports 'concat_node', 'film' \
+                 and 'fuse_pool' (HydraGNN's modes)"
+            )))
+        }
+    };
     let w = state.get(key).ok_or_else(|| {
         cfg(format!(
-            "use_graph_attr_conditioning with concat_node, but the checkpoint has no '{key}'"
+            "use_graph_attr_conditioning with {mode_name}, but the checkpoint has no '{key}'"
         ))
     })?;
-    let d = w.size().get(1).copied().unwrap_or(0) - int(arch, "hidden_dim")?;
+    let d = w.size().get(1).copied().unwrap_or(0) - other_cols;
     if d != 2 {
         return Err(cfg(format!(
             "graph_attr has {d} columns ('{key}' is {:?}): the engine imports the foundation-model recipe's \
@@ -173,16 +191,38 @@ fn conditioning(
             w.size()
         )));
     }
-    warnings.push(
-        "conditioned on the structure's [charge, spin] (concat_node): give them at run time (ASE atoms.info \
+    warnings.push(format!(
+        "conditioned on the structure's [charge, spin] ({mode_name}): give them at run time (ASE atoms.info \
          [\"charge\"] and [\"spin\"], LAMMPS pair_style hydragnn charge Q spin S, C ABI hgnn_model_set_graph_attr), \
          in the units and convention of the training data"
-            .into(),
-    );
+    ));
     Ok(Some(GraphAttrConfig {
         names: vec!["charge".into(), "spin".into()],
-        mode: ConditioningMode::ConcatNode,
+        mode,
     }))
+}
+
+/// Where the conditioning weights of `g` come from (engine weight → HydraGNN tensor).
+fn conditioning_sources(g: &GraphAttrConfig, sources: &mut BTreeMap<String, weights::Source>) {
+    let pairs: &[(&str, &str)] = match g.mode {
+        ConditioningMode::ConcatNode => &[("graph_attr.concat", "model.graph_concat_projector")],
+        ConditioningMode::Film => &[
+            ("graph_attr.film.0", "model.graph_conditioner.0"),
+            ("graph_attr.film.2", "model.graph_conditioner.2"),
+        ],
+        ConditioningMode::FusePool => &[
+            ("graph_attr.pool.0", "model.graph_pool_projector.0"),
+            ("graph_attr.pool.2", "model.graph_pool_projector.2"),
+        ],
+    };
+    for (mine, theirs) in pairs {
+        for p in ["weight", "bias"] {
+            sources.insert(
+                format!("{mine}.{p}"),
+                weights::Source::Copy(format!("{theirs}.{p}")),
+            );
+        }
+    }
 }
 
 /// Builds the engine model of a HydraGNN `config.json` (text) and its state dict (keys without
@@ -224,10 +264,15 @@ pub fn import(
     }
     let edge_dim = getv(arch, "edge_dim").and_then(Value::as_i64).unwrap_or(0);
     if edge_dim > 0 {
-        if edge_dim != 1 || !matches!(mpnn_type, MpnnType::PaiNN | MpnnType::Pna) {
+        if edge_dim != 1
+            || !matches!(
+                mpnn_type,
+                MpnnType::PaiNN | MpnnType::Pna | MpnnType::PnaEq | MpnnType::DimeNet
+            )
+        {
             return Err(cfg(format!(
                 "edge_dim = {edge_dim} with mpnn_type '{mpnn}' cannot be imported: the engine supports edge_dim = 1 \
-                 (edge_attr = |r_ij|, HydraGNN's PBCDistance) for PAINN and PNA only"
+                 (edge_attr = |r_ij|, HydraGNN's PBCDistance) for PAINN, PNA, PNAPlus, PNAEq, DimeNet and MACE"
             )));
         }
         warnings.push(
@@ -274,13 +319,8 @@ pub fn import(
         species::node_features(opts.species.as_deref(), input_dim, &mut warnings)?;
     let mut sources = BTreeMap::new();
     let mut state_used = std::collections::BTreeSet::new();
-    if graph_attr.is_some() {
-        for p in ["weight", "bias"] {
-            sources.insert(
-                format!("graph_attr.concat.{p}"),
-                weights::Source::Copy(format!("model.graph_concat_projector.{p}")),
-            );
-        }
+    if let Some(g) = &graph_attr {
+        conditioning_sources(g, &mut sources);
     }
     let branches = heads::branches(arch, voi, opts.energy_head, var_output, &mut sources)?;
     let bb = match mpnn_type {
@@ -309,12 +349,15 @@ pub fn import(
         MpnnType::PnaEq => backbone::pnaeq(
             arch,
             num_conv_layers,
+            edge_dim,
             state,
             &mut state_used,
             &mut sources,
             &mut warnings,
         )?,
-        MpnnType::DimeNet => backbone::dimenet(arch, num_conv_layers, &mut sources, &mut warnings)?,
+        MpnnType::DimeNet => {
+            backbone::dimenet(arch, num_conv_layers, edge_dim, &mut sources, &mut warnings)?
+        }
         MpnnType::Mace => unreachable!("MACE is imported by mace::import"),
         MpnnType::SchNet => backbone::schnet(
             arch,

@@ -337,6 +337,10 @@ pub struct DimeNetOptions {
     pub num_after_skip: usize,
     /// DimeNet's envelope exponent (the envelope has order `envelope_exponent` + 1).
     pub envelope_exponent: i64,
+    /// 1: the embedding block also reads act(Linear(1 → H)(|r_ij|)) (`emb.edge_lin`), its
+    /// `lin` taking 4H inputs (HydraGNN's `edge_dim` 1, edge_attr = |r_ij|); 0: none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub edge_dim: i64,
 }
 
 impl DimeNetOptions {
@@ -487,10 +491,24 @@ pub enum ConditioningMode {
     /// After every conv layer, before `post_conv_activation`: s_i ← W [s_i, a] + b, one shared
     /// Linear (`graph_attr.concat`, `hidden_dim` + d → `hidden_dim`). HydraGNN's `concat_node`.
     ConcatNode,
+    /// After every conv layer, before `post_conv_activation`: s_i ← s_i ⊙ (1 + tanh σ) + τ with
+    /// [σ, τ] = W₂ act(W₁ a + b₁) + b₂ (`graph_attr.film.0`: d → max(`hidden_dim`, d),
+    /// `graph_attr.film.2`: → 2 `hidden_dim`; act = `activation_function`). HydraGNN's `film`.
+    Film,
+    /// The node features are left alone; the pooled vector x of every `pool_first` graph head
+    /// (the graph-level energy included) becomes W₂ act(W₁ [x, a] + b₁) + b₂ before the
+    /// branch's shared layers (`graph_attr.pool.0`: `hidden_dim` + d → `hidden_dim`,
+    /// `graph_attr.pool.2`: `hidden_dim` → `hidden_dim`; act = `activation_function`). Under
+    /// spatial decomposition it acts on the pooled vector reduced over every piece. HydraGNN's
+    /// `fuse_pool`.
+    FusePool,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+fn is_zero(x: &i64) -> bool {
+    *x == 0
 }
 fn one() -> i64 {
     1
@@ -610,13 +628,13 @@ impl ModelConfig {
                 && p.avg_deg_log > 0.0
                 && p.avg_deg_lin.is_finite()
                 && p.avg_deg_log.is_finite())
-                || p.edge_dim != 0
+                || !(p.edge_dim == 0 || p.edge_dim == 1)
                 || p.batch_norm
                 || p.bessel_rbf
             {
                 return bad(format!(
                     "PNAEq needs pna.avg_deg_lin and pna.avg_deg_log > 0 (the training graphs' mean degree and mean \
-                     log(degree + 1)) and takes no other pna option (edge_dim, batch_norm, bessel_rbf), got {p:?}"
+                     log(degree + 1)), pna.edge_dim 0 or 1, and takes no other pna option (batch_norm, bessel_rbf), got {p:?}"
                 ));
             }
         }
@@ -627,11 +645,12 @@ impl ModelConfig {
                 || o.out_emb_size < 1
                 || !(1..=7).contains(&o.num_spherical)
                 || o.envelope_exponent < 1
+                || !(o.edge_dim == 0 || o.edge_dim == 1)
                 || self.num_radial > 64
             {
                 return bad(format!(
                     "DimeNet needs dimenet.basis_emb_size, int_emb_size, out_emb_size >= 1, num_spherical in 1..=7, \
-                     envelope_exponent >= 1 and num_radial <= 64, got {o:?} and num_radial {}",
+                     envelope_exponent >= 1, edge_dim 0 or 1 and num_radial <= 64, got {o:?} and num_radial {}",
                     self.num_radial
                 ));
             }
@@ -662,11 +681,11 @@ impl ModelConfig {
                 && p.avg_deg_lin.is_finite()
                 && p.avg_deg_log.is_finite())
                 || !(p.edge_dim == 0 || p.edge_dim == 1)
-                || (p.bessel_rbf && (p.edge_dim != 0 || p.envelope_exponent < 1))
+                || (p.bessel_rbf && p.envelope_exponent < 1)
             {
                 return bad(format!(
                     "PNA needs pna.avg_deg_lin and pna.avg_deg_log > 0 (the training graphs' mean degree and mean \
-                     log(degree + 1)), pna.edge_dim 0 or 1 (0 with bessel_rbf, whose envelope_exponent must be >= 1), got {p:?}"
+                     log(degree + 1)), pna.edge_dim 0 or 1 (with bessel_rbf an envelope_exponent >= 1), got {p:?}"
                 ));
             }
         }

@@ -15,7 +15,8 @@
 //! by atom index, so a periodic image of i is excluded too, as in HydraGNN).
 //!
 //! Layer (SiLU σ throughout; F = width of the input, H = `hidden_dim` when F = 1, else F):
-//! h = Linear(s); per edge j → i: m = σ(W [h_i, h_j, σ(W_r rbf)]); the interaction block
+//! h = Linear(s); per edge j → i: m = σ(W [h_i, h_j, σ(W_r rbf)]) (with `dimenet.edge_dim` = 1
+//! also σ(W_e r_ij), HydraGNN's `edge_lin` of edge_attr = |r_ij|); the interaction block
 //! m ← m + … (`lin_ji`, `lin_kj`, the rbf and sbf projections, `lin_down`/`lin_up` through
 //! `int_emb_size`, residual layers before and after the skip); the output block
 //! s_i = W_o σ(W_l (W_u Σ_{j} (W_rbf rbf_ji) ⊙ m_ji)) to `hidden_dim`; then the node
@@ -50,6 +51,8 @@ struct Layer {
     lin: nn::Linear,
     // embedding block
     emb_rbf: nn::Linear,
+    /// `dimenet.edge_dim` = 1: Linear(1 → H) of |r_ij| (HydraGNN's `edge_lin`).
+    emb_edge: Option<nn::Linear>,
     emb_lin: nn::Linear,
     // interaction block
     rbf1: nn::Linear,
@@ -221,7 +224,9 @@ impl DimeNet {
                 Layer {
                     lin: nn::linear(&p / "lin", fin, h, d),
                     emb_rbf: nn::linear(&p / "emb" / "lin_rbf", nr, h, d),
-                    emb_lin: nn::linear(&p / "emb" / "lin", 3 * h, h, d),
+                    emb_edge: (o.edge_dim == 1)
+                        .then(|| nn::linear(&p / "emb" / "edge_lin", 1, h, d)),
+                    emb_lin: nn::linear(&p / "emb" / "lin", (3 + o.edge_dim) * h, h, d),
                     rbf1: nn::linear(&i / "lin_rbf1", nr, o.basis_emb_size, nb),
                     rbf2: nn::linear(&i / "lin_rbf2", o.basis_emb_size, h, nb),
                     sbf1: nn::linear(&i / "lin_sbf1", ns * nr, o.basis_emb_size, nb),
@@ -355,7 +360,15 @@ impl Backbone for DimeNet {
         let hi = h.index_select(0, &e.dst);
         let hj = h.index_select(0, &e.src);
         let r = rbf.apply(&b.emb_rbf).silu();
-        let m = Tensor::cat(&[&hi, &hj, &r], -1).apply(&b.emb_lin).silu();
+        let m = match &b.emb_edge {
+            Some(lin) => {
+                let d = e.dist.unsqueeze(-1).apply(lin).silu();
+                Tensor::cat(&[&hi, &hj, &r, &d], -1)
+            }
+            None => Tensor::cat(&[&hi, &hj, &r], -1),
+        }
+        .apply(&b.emb_lin)
+        .silu();
         // interaction block
         let x_ji = m.apply(&b.ji).silu();
         let x_kj = m.apply(&b.kj).silu() * rbf.apply(&b.rbf1).apply(&b.rbf2);

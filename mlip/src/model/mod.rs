@@ -138,6 +138,9 @@ pub struct Model {
     fast: Option<crate::fast::FastModel>,
     /// `graph_attr` conditioning: the shared Linear (`graph_attr.concat`).
     cond: Option<tch::nn::Linear>,
+    /// `graph_attr` conditioning by `film` or `fuse_pool`: the two Linear layers of its MLP
+    /// (`graph_attr.film.{0,2}`, `graph_attr.pool.{0,2}`).
+    cond_mlp: Option<[tch::nn::Linear; 2]>,
     /// The run-time values of the `graph_attr` attributes ([`Model::set_graph_attr`]).
     graph_attr: Option<Vec<f64>>,
 }
@@ -254,14 +257,22 @@ impl Model {
                 }
             })
             .collect();
-        let cond = config.graph_attr.as_ref().map(|g| {
-            tch::nn::linear(
-                &root / "graph_attr" / "concat",
-                f + g.names.len() as i64,
-                f,
-                Default::default(),
-            )
-        });
+        let cond = config
+            .graph_attr
+            .as_ref()
+            .filter(|g| g.mode == config::ConditioningMode::ConcatNode)
+            .map(|g| {
+                tch::nn::linear(
+                    &root / "graph_attr" / "concat",
+                    f + g.names.len() as i64,
+                    f,
+                    Default::default(),
+                )
+            });
+        let cond_mlp = config
+            .graph_attr
+            .as_ref()
+            .and_then(|g| conditioning_mlp(&(&root / "graph_attr"), g, f));
         if kind == Kind::Double {
             vs.double();
         } else {
@@ -281,6 +292,7 @@ impl Model {
             metadata: BTreeMap::new(),
             fast: None,
             cond,
+            cond_mlp,
             graph_attr: None,
         })
     }
@@ -435,13 +447,14 @@ impl Model {
     ) -> Edges {
         let mut e = Edges::with_pairs(src, dst, edge_vec, &self.radial, n_nodes, pairs);
         if let Some(lin) = &self.cond {
-            let d = self.graph_attr_names().len();
-            let v = self.graph_attr.clone().unwrap_or_else(|| vec![0.0; d]);
-            e.condition = Some(nn::NodeCondition {
+            e.condition = Some(nn::NodeCondition::Concat {
                 weight: lin.ws.shallow_clone(),
                 bias: lin.bs.as_ref().expect("Linear with bias").shallow_clone(),
-                attr: nn::tensor_from(&v, &[d as i64], self.kind, self.vs.device()),
+                attr: self.graph_attr_tensor(),
             });
+        }
+        if let Some(c) = self.film_condition() {
+            e.condition = Some(c);
         }
         e
     }
@@ -514,6 +527,56 @@ impl Model {
             )));
         }
         Ok(())
+    }
+
+    /// The run-time attributes as a tensor (d,) (zeros until set; evaluations refuse to run
+    /// then, [`Model::check_graph_attr`]).
+    fn graph_attr_tensor(&self) -> Tensor {
+        let d = self.graph_attr_names().len();
+        let v = self.graph_attr.clone().unwrap_or_else(|| vec![0.0; d]);
+        nn::tensor_from(&v, &[d as i64], self.kind, self.vs.device())
+    }
+
+    /// `film` conditioning: the per-structure scale 1 + tanh σ and shift τ of the node features
+    /// (None for the other modes).
+    fn film_condition(&self) -> Option<nn::NodeCondition> {
+        let g = self.config.graph_attr.as_ref()?;
+        if g.mode != config::ConditioningMode::Film {
+            return None;
+        }
+        let [l0, l2] = self.cond_mlp.as_ref()?;
+        let a = self.graph_attr_tensor().unsqueeze(0);
+        let st = nn::act(self.config.activation_function, &a.apply(l0))
+            .apply(l2)
+            .squeeze_dim(0);
+        let f = self.config.hidden_dim;
+        Some(nn::NodeCondition::Film {
+            scale: st.narrow(0, 0, f).tanh() + 1.0,
+            shift: st.narrow(0, f, f),
+        })
+    }
+
+    /// `fuse_pool` conditioning of pooled features x (n_graphs, F): W₂ act(W₁ [x, a] + b₁) + b₂;
+    /// x itself for the other modes and for models without conditioning.
+    pub(crate) fn condition_pooled(&self, x: &Tensor) -> Tensor {
+        let fuse = self
+            .config
+            .graph_attr
+            .as_ref()
+            .is_some_and(|g| g.mode == config::ConditioningMode::FusePool);
+        match (&self.cond_mlp, fuse) {
+            (Some([l0, l2]), true) => {
+                let n = x.size()[0];
+                let a = self.graph_attr_tensor().to_kind(x.kind());
+                let a = a.unsqueeze(0).expand([n, -1], false);
+                nn::act(
+                    self.config.activation_function,
+                    &Tensor::cat(&[x, &a], -1).apply(l0),
+                )
+                .apply(l2)
+            }
+            _ => x.shallow_clone(),
+        }
     }
 
     /// Input features (n, input_dim) of the given species indices.
@@ -608,7 +671,7 @@ impl Model {
     /// The graph-level energy head `h` of branch `b` on pooled features `x` (n_graphs, F):
     /// shared layers, then the head MLP; (n_graphs,), without reference energies.
     fn energy_of_pooled(&self, b: &Branch, h: usize, x: &Tensor) -> Tensor {
-        let mut x = x.shallow_clone();
+        let mut x = self.condition_pooled(x);
         for l in &b.shared {
             x = nn::act(self.config.activation_function, &x.apply(l));
         }
@@ -687,7 +750,7 @@ impl Model {
             match h.kind {
                 HeadKind::Node => node_properties.insert(h.name.clone(), h.mlp.forward(s)),
                 HeadKind::Graph if h.pool_first => {
-                    let mut x = pool(s, h.pooling);
+                    let mut x = self.condition_pooled(&pool(s, h.pooling));
                     for l in &b.shared {
                         x = nn::act(self.config.activation_function, &x.apply(l));
                     }
@@ -712,6 +775,26 @@ impl Model {
         let st = self.propagate(g);
         self.heads(branch, &st.s, g)
     }
+}
+
+/// The MLP of `film` (`film.0`: d → max(F, d), `film.2`: → 2F) or `fuse_pool` (`pool.0`:
+/// F + d → F, `pool.2`: F → F) conditioning under `p`; None for `concat_node`.
+fn conditioning_mlp(
+    p: &tch::nn::Path,
+    g: &config::GraphAttrConfig,
+    f: i64,
+) -> Option<[tch::nn::Linear; 2]> {
+    let d = g.names.len() as i64;
+    let (name, dims) = match g.mode {
+        config::ConditioningMode::ConcatNode => return None,
+        config::ConditioningMode::Film => ("film", [d, f.max(d), 2 * f]),
+        config::ConditioningMode::FusePool => ("pool", [f + d, f, f]),
+    };
+    let p = p / name;
+    Some([
+        tch::nn::linear(&p / "0", dims[0], dims[1], Default::default()),
+        tch::nn::linear(&p / "2", dims[1], dims[2], Default::default()),
+    ])
 }
 
 /// The error for per-atom energies of a branch whose energy is graph-level.

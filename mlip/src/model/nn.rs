@@ -213,24 +213,38 @@ pub struct HalfEdges {
     pub expand: Tensor,
 }
 
-/// Node features conditioned on per-structure attributes a (charge, spin) after a conv layer:
-/// s ← W [s, a] + b (HydraGNN's `concat_node`).
+/// Node features conditioned on per-structure attributes a (charge, spin) after a conv layer.
 #[derive(Debug)]
-pub struct NodeCondition {
-    /// Weight (F, F + d) and bias (F) of the shared Linear.
-    pub weight: Tensor,
-    /// Bias (F).
-    pub bias: Tensor,
-    /// The attributes (d,), the same for every node.
-    pub attr: Tensor,
+pub enum NodeCondition {
+    /// s ← W [s, a] + b (HydraGNN's `concat_node`).
+    Concat {
+        /// Weight (F, F + d) of the shared Linear.
+        weight: Tensor,
+        /// Bias (F).
+        bias: Tensor,
+        /// The attributes (d,), the same for every node.
+        attr: Tensor,
+    },
+    /// s ← s ⊙ scale + shift (HydraGNN's `film`: scale = 1 + tanh σ, from the attributes).
+    Film {
+        /// 1 + tanh σ (F,).
+        scale: Tensor,
+        /// τ (F,).
+        shift: Tensor,
+    },
 }
 
 impl NodeCondition {
     /// The conditioned features of `s` (n, F).
     pub fn apply(&self, s: &Tensor) -> Tensor {
-        let n = s.size()[0];
-        let a = self.attr.unsqueeze(0).expand([n, -1], false);
-        Tensor::cat(&[s, &a], -1).linear(&self.weight, Some(&self.bias))
+        match self {
+            NodeCondition::Concat { weight, bias, attr } => {
+                let n = s.size()[0];
+                let a = attr.unsqueeze(0).expand([n, -1], false);
+                Tensor::cat(&[s, &a], -1).linear(weight, Some(bias))
+            }
+            NodeCondition::Film { scale, shift } => s * scale + shift,
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //! [`ModelConfig`].
 //!
 //! Layer l (input width F): on edge j → i, m_ij = pre([h_i, h_j, enc(r_ij)]) (with
-//! `pna.edge_dim` = 1, enc = Linear(1 → F) of the distance; else [h_i, h_j]); the aggregators
+//! `pna.edge_dim` = 1, enc = Linear(1 → F) of the distance; else [h_i, h_j]; PNAPlus: the third
+//! part is ReLU(emb(b)), or with `edge_dim` = 1 Linear(F + 1 → F)([r_ij, ReLU(emb(b))]), PyG's
+//! `edge_encoder` of HydraGNN's `PNAPlusStack`, and m_ij is gated by W b); the aggregators
 //! mean, min, max and std of m_ij over j, each times the scalers identity, log(d+1)/δ_log,
 //! δ_log/log(d+1) and d/δ_lin (d the number of neighbours, at least 1; δ from the training
 //! set's degree histogram), laid out scaler-major, then aggregator, then feature;
@@ -66,8 +68,11 @@ impl Pna {
                 };
                 let bn = &p / "bn";
                 Layer {
-                    edge_encoder: (o.edge_dim == 1)
-                        .then(|| nn::linear(&p / "edge_encoder", 1, fin, Default::default())),
+                    // PNAPlus encodes [|r_ij|, ReLU(rbf_emb(b))] (F + 1 inputs), PNA |r_ij| alone
+                    edge_encoder: (o.edge_dim == 1).then(|| {
+                        let n = if o.bessel_rbf { fin + 1 } else { 1 };
+                        nn::linear(&p / "edge_encoder", n, fin, Default::default())
+                    }),
                     rbf_emb: o
                         .bessel_rbf
                         .then(|| nn::linear(&p / "rbf_emb", c.num_radial, fin, Default::default())),
@@ -146,6 +151,11 @@ impl Backbone for Pna {
             env * (&x * freq.to_kind(kind)).sin()
         });
         let x = match (&b.edge_encoder, &rbf, &b.rbf_emb) {
+            (Some(enc), Some(r), Some(emb)) => {
+                let d = e.dist.unsqueeze(-1);
+                let enc = Tensor::cat(&[&d, &r.apply(emb).relu()], -1).apply(enc);
+                Tensor::cat(&[&hi, &hj, &enc], -1)
+            }
             (Some(enc), _, _) => Tensor::cat(&[&hi, &hj, &e.dist.unsqueeze(-1).apply(enc)], -1),
             (None, Some(r), Some(emb)) => Tensor::cat(&[&hi, &hj, &r.apply(emb).relu()], -1),
             _ => Tensor::cat(&[&hi, &hj], -1),

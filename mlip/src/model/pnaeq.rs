@@ -7,7 +7,8 @@
 //! Layer l runs at the width F of its input (1 for a raw atom-type feature in the first layer).
 //! With b = rbf(r_ij)·envelope(r_ij) (HydraGNN: `sinc`, cosine cutoff) and r̂ = r_ij / (r_ij + 1e-9),
 //! on edge j → i:
-//! m = pre([s_i, s_j, tanh(emb(b))]); [g_v, g_e, m_s] = mlp(m) ⊙ W b (mlp: Linear, tanh,
+//! m = pre([s_i, s_j, tanh(emb(b))]) (with `pna.edge_dim` = 1 also enc(r_ij), enc = Linear(1 → F)
+//! of the distance: HydraGNN's `edge_encoder` of edge_attr = |r_ij|); [g_v, g_e, m_s] = mlp(m) ⊙ W b (mlp: Linear, tanh,
 //! Linear, SiLU, Linear to 3F; W without bias);
 //! s_i += post([s_i, PNA(m_s)]) with PNA's mean/min/max/std aggregators times the five scalers
 //! identity, amplification, attenuation, linear and inverse linear (scaler-major, then
@@ -33,6 +34,8 @@ struct Layer {
     pre: nn::Linear,
     post: nn::Linear,
     rbf_emb: nn::Linear,
+    /// `pna.edge_dim` = 1: Linear(1 → F) of |r_ij|, a fourth part of the message input.
+    edge_encoder: Option<nn::Linear>,
     rbf_lin: nn::Linear,
     /// The scalar message MLP: Linear, tanh, Linear, SiLU, Linear.
     msg: [nn::Linear; 3],
@@ -83,7 +86,9 @@ impl PnaEq {
                 Layer {
                     f,
                     last,
-                    pre: nn::linear(&p / "pre", 3 * f, f, d),
+                    pre: nn::linear(&p / "pre", (3 + c.pna.edge_dim) * f, f, d),
+                    edge_encoder: (c.pna.edge_dim == 1)
+                        .then(|| nn::linear(&p / "edge_encoder", 1, f, d)),
                     post: nn::linear(&p / "post", 21 * f, f, d),
                     rbf_emb: nn::linear(&p / "rbf_emb", c.num_radial, f, d),
                     rbf_lin: nn::linear(&p / "rbf_lin", c.num_radial, 3 * f, nb),
@@ -148,7 +153,12 @@ impl Backbone for PnaEq {
         let rbf = &e.rbf * e.env.unsqueeze(-1);
         let si = s.index_select(0, &e.dst);
         let sj = s.index_select(0, &e.src);
-        let m = Tensor::cat(&[&si, &sj, &rbf.apply(&b.rbf_emb).tanh()], -1).apply(&b.pre);
+        let emb = rbf.apply(&b.rbf_emb).tanh();
+        let m = match &b.edge_encoder {
+            Some(enc) => Tensor::cat(&[&si, &sj, &emb, &e.dist.unsqueeze(-1).apply(enc)], -1),
+            None => Tensor::cat(&[&si, &sj, &emb], -1),
+        }
+        .apply(&b.pre);
         let m = m
             .apply(&b.msg[0])
             .tanh()

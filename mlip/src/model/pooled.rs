@@ -191,8 +191,12 @@ impl Model {
                             nn::tensor_from(&x[..f], &[1, f as i64], self.kind, self.vs.device());
                         x = vec![tensor_to_vec(&self.energy_of_pooled(b, k, &t))?[0] + x[f]];
                     } else if h.pool_first {
-                        let mut t =
-                            nn::tensor_from(&x, &[1, w as i64], self.kind, self.vs.device());
+                        let mut t = self.condition_pooled(&nn::tensor_from(
+                            &x,
+                            &[1, w as i64],
+                            self.kind,
+                            self.vs.device(),
+                        ));
                         for l in &b.shared {
                             t = nn::act(self.config.activation_function, &t.apply(l));
                         }

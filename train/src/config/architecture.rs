@@ -128,6 +128,8 @@ impl Architecture {
             num_before_skip: self.num_before_skip.unwrap_or(1),
             num_after_skip: self.num_after_skip.unwrap_or(2),
             envelope_exponent: self.envelope_exponent.map_or(5, i64::from),
+            // HydraGNN's edge_dim (edge_attr = |r_ij|) is for imported checkpoints
+            edge_dim: 0,
         }
     }
 }
