@@ -180,37 +180,42 @@ fn painn_checkpoints_with_and_without_update_biases_load() {
     skip_without_golden!();
     let g = golden("PAINN_graph2", "cual12");
     let (new, _) = import_gfm("PAINN_graph2", |_| {});
-    let add_bias = |scale: f64| {
-        move |st: &mut BTreeMap<String, Tensor>| {
-            for l in 0..2 {
-                for m in ["U", "V"] {
-                    let w = &st[&format!("model.graph_convs.{l}.module_1.update_{m}.weight")];
-                    let n = w.size()[0];
-                    let b = Tensor::arange(n, (Kind::Double, tch::Device::Cpu)) * scale;
-                    st.insert(format!("model.graph_convs.{l}.module_1.update_{m}.bias"), b);
-                }
-            }
-        }
-    };
-    let (zero, warnings) = import_gfm("PAINN_graph2", add_bias(0.0));
+    // the layout before HydraGNN #511: biases on update_U, update_V (every layer) and on
+    // vec_embed_out (`module_3`, every layer but the last)
+    let keys = [
+        "0.module_1.update_U",
+        "0.module_1.update_V",
+        "0.module_3",
+        "1.module_1.update_U",
+        "1.module_1.update_V",
+    ];
+    let (zero, warnings) = import_gfm("PAINN_graph2", add_biases(&keys, 0.0));
     assert!(
         warnings
             .iter()
-            .any(|w| w.contains("update_U/update_V biases")),
+            .any(|w| w.contains("update_U/update_V and vec_embed_out biases")),
         "{warnings:?}"
     );
     assert!(zero.config().painn.update_bias);
-    let (biased, _) = import_gfm("PAINN_graph2", add_bias(0.01));
+    let (biased, _) = import_gfm("PAINN_graph2", add_biases(&keys, 0.01));
+    let (out_v_only, _) = import_gfm("PAINN_graph2", |st| {
+        add_biases(&keys, 0.0)(st);
+        add_biases(&keys[2..3], 0.01)(st);
+    });
     let e = |m: &Model| m.compute(&g.structure, Request::ENERGY).unwrap().energy;
     assert_eq!(e(&new), e(&zero));
     assert!(
         (e(&biased) - e(&new)).abs() > 1e-6,
         "the biases are not used"
     );
+    assert!(
+        (e(&out_v_only) - e(&new)).abs() > 1e-9,
+        "the vec_embed_out bias is not used"
+    );
     // a bias on one layer only is not a checkpoint layout: the missing key is named
     let d = golden::dir();
     let mut state = read_npz(&d.join("GFM_PAINN_graph2_state_dict.npz")).unwrap();
-    add_bias(0.0)(&mut state);
+    add_biases(&keys, 0.0)(&mut state);
     state.remove("model.graph_convs.1.module_1.update_V.bias");
     let config = std::fs::read_to_string(d.join("GFM_PAINN_graph2_config.json")).unwrap();
     let err = import(&config, &state, &ImportOptions::default())
@@ -220,6 +225,52 @@ fn painn_checkpoints_with_and_without_update_biases_load() {
         err.contains("model.graph_convs.1.module_1.update_V.bias"),
         "{err}"
     );
+}
+
+/// An edit of a state dict that adds a bias `scale·(0, 1, 2, ...)` to each of the Linear layers
+/// `model.graph_convs.<key>` (e.g. `0.module_1.update_U`), as checkpoints before HydraGNN #511
+/// had them.
+fn add_biases<'a>(keys: &'a [&'a str], scale: f64) -> impl Fn(&mut BTreeMap<String, Tensor>) + 'a {
+    move |st: &mut BTreeMap<String, Tensor>| {
+        for k in keys {
+            let n = st[&format!("model.graph_convs.{k}.weight")].size()[0];
+            let b = Tensor::arange(n, (Kind::Double, tch::Device::Cpu)) * scale;
+            st.insert(format!("model.graph_convs.{k}.bias"), b);
+        }
+    }
+}
+
+/// PNAEq checkpoints from before HydraGNN #511 (biases on update_X, update_V and
+/// vec_embed_out) load too; zero biases give the same energy as the current layout.
+#[test]
+fn pnaeq_checkpoints_with_and_without_vector_biases_load() {
+    skip_without_golden!();
+    let g = golden("PNAEq_node", "cual12");
+    let (new, _) = import_gfm("PNAEq_node", |_| {});
+    let keys = [
+        "0.module_1.update_X",
+        "0.module_1.update_V",
+        "0.module_3",
+        "1.module_1.update_X",
+        "1.module_1.update_V",
+    ];
+    let (zero, warnings) = import_gfm("PNAEq_node", add_biases(&keys, 0.0));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("update_X/update_V and vec_embed_out biases")),
+        "{warnings:?}"
+    );
+    assert!(zero.config().pna.vector_bias);
+    let (biased, _) = import_gfm("PNAEq_node", add_biases(&keys, 0.01));
+    let e = |m: &Model| m.compute(&g.structure, Request::ENERGY).unwrap().energy;
+    assert_eq!(e(&new), e(&zero));
+    assert!(
+        (e(&biased) - e(&new)).abs() > 1e-9,
+        "the biases are not used"
+    );
+    // the current layout is unchanged: HydraGNN's golden energy
+    assert!((e(&new) - g.energy[0]).abs() <= 1e-8 * g.energy[0].abs());
 }
 
 /// What is still refused names the option.

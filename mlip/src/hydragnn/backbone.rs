@@ -52,9 +52,9 @@ pub(super) fn painn(
     let update_bias = state.contains_key(&conv(0, "module_1.update_U.bias"));
     if update_bias {
         warnings.push(
-            "this PaiNN checkpoint predates upstream's removal of the update_U/update_V biases: they are loaded \
-             as they are (painn.update_bias), and like in HydraGNN then, they add a constant to every vector \
-             component, so energies are not exactly rotation invariant"
+            "this PaiNN checkpoint predates upstream's removal (HydraGNN #511) of the update_U/update_V and \
+             vec_embed_out biases: they are loaded as they are (painn.update_bias), and like in HydraGNN then, they \
+             add a constant to every vector component, so energies are not exactly rotation invariant"
                 .into(),
         );
     }
@@ -144,6 +144,9 @@ pub(super) fn painn(
         }
         if !last {
             sources.insert(e("out.v.weight"), Source::Copy(conv(l, "module_3.weight")));
+            if update_bias {
+                sources.insert(e("out.v.bias"), Source::Copy(conv(l, "module_3.bias")));
+            }
         }
         f = hidden_dim;
     }
@@ -444,6 +447,7 @@ pub(super) fn pna(
             batch_norm,
             bessel_rbf: plus,
             envelope_exponent,
+            vector_bias: false,
         },
         dimenet: DimeNetOptions::default(),
     })
@@ -474,6 +478,8 @@ pub(super) fn pnaeq(
         "module_0.aggr_module.avg_deg_log",
         used,
     )?;
+    // checkpoints from before HydraGNN #511 have biases on the vector projections
+    let vector_bias = state.contains_key(&conv(0, "module_1.update_X.bias"));
     for l in 0..num_conv_layers {
         let e = |rest: &str| format!("layers.{l}.{rest}");
         let mut pairs = vec![
@@ -509,9 +515,31 @@ pub(super) fn pnaeq(
                 Source::Copy(conv(l, &format!("{src}.weight"))),
             );
         }
+        if vector_bias {
+            for (dst, src) in [
+                ("update.X", "module_1.update_X"),
+                ("update.V", "module_1.update_V"),
+            ] {
+                sources.insert(
+                    e(&format!("{dst}.bias")),
+                    Source::Copy(conv(l, &format!("{src}.bias"))),
+                );
+            }
+        }
         if l + 1 < num_conv_layers {
             sources.insert(e("out.v.weight"), Source::Copy(conv(l, "module_3.weight")));
+            if vector_bias {
+                sources.insert(e("out.v.bias"), Source::Copy(conv(l, "module_3.bias")));
+            }
         }
+    }
+    if vector_bias {
+        warnings.push(
+            "this PNAEq checkpoint predates upstream's removal (HydraGNN #511) of the update_X/update_V and \
+             vec_embed_out biases: they are loaded as they are (pna.vector_bias), and like in HydraGNN then, they \
+             add a constant to every vector component, so energies are not exactly rotation invariant"
+                .into(),
+        );
     }
     warnings.push(
         "PNAEq aggregates its scalar messages by min and max: its energy is only piecewise smooth, so energy is \
@@ -530,6 +558,7 @@ pub(super) fn pnaeq(
             edge_dim,
             avg_deg_lin,
             avg_deg_log,
+            vector_bias,
             ..Default::default()
         },
         dimenet: DimeNetOptions::default(),

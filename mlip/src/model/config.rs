@@ -254,8 +254,8 @@ pub struct PainnOptions {
     /// is |r_ij|. Weights under `layers.<l>.message.edge_filter`.
     #[serde(skip_serializing_if = "is_false")]
     pub edge_filter: bool,
-    /// `update.U` and `update.V` carry biases (HydraGNN PaiNN checkpoints from before upstream
-    /// dropped them; a bias on vector features breaks rotation equivariance).
+    /// `update.U`, `update.V` and `out.v` carry biases (HydraGNN PaiNN checkpoints from before
+    /// upstream #511 dropped them; a bias on vector features breaks rotation equivariance).
     #[serde(skip_serializing_if = "is_false")]
     pub update_bias: bool,
 }
@@ -311,6 +311,11 @@ pub struct PnaOptions {
     pub bessel_rbf: bool,
     /// The exponent of DimeNet's envelope for `bessel_rbf` (HydraGNN's `envelope_exponent`).
     pub envelope_exponent: i64,
+    /// PNAEq only: `update.X`, `update.V` and `out.v` carry biases (HydraGNN PNAEq checkpoints
+    /// from before upstream #511 dropped them; a bias on vector features breaks rotation
+    /// equivariance).
+    #[serde(skip_serializing_if = "is_false")]
+    pub vector_bias: bool,
 }
 
 impl PnaOptions {
@@ -682,10 +687,12 @@ impl ModelConfig {
                 && p.avg_deg_log.is_finite())
                 || !(p.edge_dim == 0 || p.edge_dim == 1)
                 || (p.bessel_rbf && p.envelope_exponent < 1)
+                || p.vector_bias
             {
                 return bad(format!(
                     "PNA needs pna.avg_deg_lin and pna.avg_deg_log > 0 (the training graphs' mean degree and mean \
-                     log(degree + 1)), pna.edge_dim 0 or 1 (with bessel_rbf an envelope_exponent >= 1), got {p:?}"
+                     log(degree + 1)), pna.edge_dim 0 or 1 (with bessel_rbf an envelope_exponent >= 1), and no \
+                     vector_bias (PNAEq only), got {p:?}"
                 ));
             }
         }

@@ -65,10 +65,6 @@ impl PaiNN {
             "validated: PaiNN input width != hidden_dim needs painn.output_mlp"
         );
         let a: Activation = c.conv_activation.unwrap_or(c.activation_function);
-        let nobias = nn::LinearConfig {
-            bias: false,
-            ..Default::default()
-        };
         let upd_cfg = nn::LinearConfig {
             bias: o.update_bias,
             ..Default::default()
@@ -86,7 +82,7 @@ impl PaiNN {
                     .output_mlp
                     .then(|| Mlp::new(&(&p / "out" / "s"), &[f, h, h], Activation::Tanh));
                 let out_v = (o.output_mlp && !scalar_only)
-                    .then(|| nn::linear(&p / "out" / "v", f, h, nobias));
+                    .then(|| nn::linear(&p / "out" / "v", f, h, upd_cfg));
                 let f_out = if o.output_mlp { h } else { f };
                 s_dims.push(f_out);
                 v_dims.push((!scalar_only).then_some(f_out));

@@ -70,6 +70,8 @@ impl PnaEq {
             ..Default::default()
         };
         let d = nn::LinearConfig::default();
+        // pre-#511 HydraGNN checkpoints: biases on the vector projections
+        let vb = if c.pna.vector_bias { d } else { nb };
         let nl = c.num_conv_layers;
         let mut s_dims = vec![c.input_dim()];
         let mut v_dims = vec![Some(c.input_dim())];
@@ -97,8 +99,8 @@ impl PnaEq {
                         nn::linear(&m / "1", f, f, d),
                         nn::linear(&m / "2", f, 3 * f, d),
                     ],
-                    upd_x: nn::linear(&u / "X", f, f, nb),
-                    upd_v: nn::linear(&u / "V", f, f, nb),
+                    upd_x: nn::linear(&u / "X", f, f, vb),
+                    upd_v: nn::linear(&u / "V", f, f, vb),
                     upd: [
                         nn::linear(&u / "mlp" / "0", 2 * f, f, d),
                         nn::linear(&u / "mlp" / "1", f, if last { 2 * f } else { 3 * f }, d),
@@ -107,7 +109,7 @@ impl PnaEq {
                         nn::linear(&o / "s" / "0", f, h, d),
                         nn::linear(&o / "s" / "1", h, h, d),
                     ],
-                    out_v: (!last).then(|| nn::linear(&o / "v", f, h, nb)),
+                    out_v: (!last).then(|| nn::linear(&o / "v", f, h, vb)),
                 }
             })
             .collect();
