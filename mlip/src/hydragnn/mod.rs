@@ -26,6 +26,7 @@
 //! | DimeNet (`DIMEStack`: PyG's DimeNet++ blocks, float32 Bessel zeros) | `mpnn_type: DimeNet`, `dimenet` options |
 //! | PNAEq (`PNAEqStack`: PaiNN messages and update, PNA aggregation with five scalers) | `mpnn_type: PNAEq` (`pna.avg_deg_*`) |
 //! | MACE (`MACEStack`: irreps 0e + 1o, correlation 2, a readout per layer; see `mace`) | `mpnn_type: MACE`, `mace` options |
+//! | CGCNN, GAT, GIN, SAGE, MFC (PyG's `CGConv`, `GATv2Conv`, `GINConv`, `SAGEConv`, `MFConv`; see `convs`) | `mpnn_type` of the same name, `conv` options |
 //!
 //! Orderings differ and are fixed here by permuting weights: HydraGNN's PaiNN splits messages as
 //! (vector gate, edge gate, scalar) where the engine splits (scalar, vector gate, edge gate), and
@@ -39,6 +40,7 @@
 //! weight's source, `weights` copies them in.
 
 mod backbone;
+mod convs;
 mod heads;
 mod mace;
 pub mod npz;
@@ -208,10 +210,15 @@ pub fn import(
         "PNA" | "PNAPlus" => MpnnType::Pna,
         "PNAEq" => MpnnType::PnaEq,
         "DimeNet" => MpnnType::DimeNet,
+        "CGCNN" => MpnnType::Cgcnn,
+        "GAT" => MpnnType::Gat,
+        "GIN" => MpnnType::Gin,
+        "SAGE" => MpnnType::Sage,
+        "MFC" => MpnnType::Mfc,
         "MACE" => return mace::import(nn, arch, voi, state, opts),
         other => {
             return Err(cfg(format!(
-                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq, DimeNet, MACE can)"
+                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq, DimeNet, MACE, CGCNN, GAT, GIN, SAGE, MFC can)"
             )))
         }
     };
@@ -224,10 +231,15 @@ pub fn import(
     }
     let edge_dim = getv(arch, "edge_dim").and_then(Value::as_i64).unwrap_or(0);
     if edge_dim > 0 {
-        if edge_dim != 1 || !matches!(mpnn_type, MpnnType::PaiNN | MpnnType::Pna) {
+        if edge_dim != 1
+            || !matches!(
+                mpnn_type,
+                MpnnType::PaiNN | MpnnType::Pna | MpnnType::Cgcnn | MpnnType::Gat
+            )
+        {
             return Err(cfg(format!(
                 "edge_dim = {edge_dim} with mpnn_type '{mpnn}' cannot be imported: the engine supports edge_dim = 1 \
-                 (edge_attr = |r_ij|, HydraGNN's PBCDistance) for PAINN and PNA only"
+                 (edge_attr = |r_ij|, HydraGNN's PBCDistance) for PAINN, PNA, CGCNN and GAT only"
             )));
         }
         warnings.push(
@@ -283,6 +295,7 @@ pub fn import(
         }
     }
     let branches = heads::branches(arch, voi, opts.energy_head, var_output, &mut sources)?;
+    let mut conv_options = Default::default();
     let bb = match mpnn_type {
         MpnnType::PaiNN => backbone::painn(
             arch,
@@ -316,6 +329,26 @@ pub fn import(
         )?,
         MpnnType::DimeNet => backbone::dimenet(arch, num_conv_layers, &mut sources, &mut warnings)?,
         MpnnType::Mace => unreachable!("MACE is imported by mace::import"),
+        MpnnType::Cgcnn | MpnnType::Gat | MpnnType::Gin | MpnnType::Sage | MpnnType::Mfc => {
+            let (bb, o) = convs::import(
+                &convs::Arch {
+                    name: mpnn,
+                    mpnn_type,
+                    arch,
+                    num_conv_layers,
+                    input_dim,
+                    hidden_dim,
+                    edge_dim,
+                    has_graph_attr: graph_attr.is_some(),
+                },
+                state,
+                &mut state_used,
+                &mut sources,
+                &mut warnings,
+            )?;
+            conv_options = o;
+            bb
+        }
         MpnnType::SchNet => backbone::schnet(
             arch,
             num_conv_layers,
@@ -351,6 +384,7 @@ pub fn import(
         zbl: None,
         min_training_distance: None,
         graph_attr,
+        conv: conv_options,
     };
     config.validate()?;
     let model = Model::new(config, opts.kind, Device::Cpu, 0)?;
