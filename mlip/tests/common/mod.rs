@@ -8,6 +8,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
+pub mod gfm;
+
 /// Both backbones.
 pub const BACKBONES: [MpnnType; 2] = [MpnnType::SchNet, MpnnType::PaiNN];
 
