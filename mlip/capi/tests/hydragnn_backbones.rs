@@ -12,6 +12,7 @@ mod common;
 
 use common::*;
 
+#[allow(unused_macros)]
 #[path = "../../tests/support/golden.rs"]
 mod golden;
 
