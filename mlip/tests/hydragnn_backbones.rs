@@ -79,13 +79,13 @@ fn engine_model(t: MpnnType, seed: i64) -> Model {
         for (name, mut v) in m.var_store_mut().variables() {
             let noise = Tensor::randn(v.size(), (Kind::Double, Device::Cpu));
             if name.ends_with("running_mean") || name.ends_with(".eps") {
-                let _ = v.copy_(&(noise * 0.2));
+                v.copy_(&(noise * 0.2));
             } else if name.ends_with("running_var") {
-                let _ = v.copy_(&(noise * 0.3).exp());
+                v.copy_(&(noise * 0.3).exp());
             } else if name.ends_with("bn.weight") {
-                let _ = v.copy_(&(noise * 0.2 + 1.0));
+                v.copy_(&(noise * 0.2 + 1.0));
             } else if name.ends_with("bn.bias") || name.ends_with(".bias") {
-                let _ = v.copy_(&(noise * 0.2));
+                v.copy_(&(noise * 0.2));
             }
         }
     });
