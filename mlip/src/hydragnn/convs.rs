@@ -37,6 +37,20 @@ pub(super) struct Arch<'a> {
     pub has_graph_attr: bool,
 }
 
+/// The config's `edge_dim` as the backbone uses it: HydraGNN's `create_model` does not pass
+/// `edge_dim` to GIN, SAGE and MFC (they take no edge attributes, and the checkpoint is the same),
+/// so for them it is 0, with a warning when the config sets it.
+pub(super) fn ignored_edge_dim(t: MpnnType, edge_dim: i64, warnings: &mut Vec<String>) -> i64 {
+    if edge_dim > 0 && matches!(t, MpnnType::Gin | MpnnType::Sage | MpnnType::Mfc) {
+        warnings.push(format!(
+            "edge_dim = {edge_dim} is ignored for {t:?}, as HydraGNN ignores it (GINStack, SAGEStack and MFCStack take \
+             no edge attributes)"
+        ));
+        return 0;
+    }
+    edge_dim
+}
+
 /// The engine options and weight sources of a CGCNN, GAT, GIN, SAGE or MFC checkpoint.
 pub(super) fn import(
     a: &Arch,

@@ -230,6 +230,7 @@ pub fn import(
         }
     }
     let edge_dim = getv(arch, "edge_dim").and_then(Value::as_i64).unwrap_or(0);
+    let edge_dim = convs::ignored_edge_dim(mpnn_type, edge_dim, &mut warnings);
     if edge_dim > 0 {
         if edge_dim != 1
             || !matches!(

@@ -1,4 +1,4 @@
-//! The `.npz` archives `np.savez` writes (stored, not compressed) and the `.npy` arrays inside:
+//! The `.npz` archives `np.savez` (stored) and `np.savez_compressed` (deflated) write, and the `.npy` arrays inside:
 //! enough of the format to read a HydraGNN state dict without torch.
 
 use std::collections::BTreeMap;
@@ -19,7 +19,7 @@ pub fn is_npz(head: &[u8]) -> bool {
         .is_some_and(|name| name.ends_with(b".npy"))
 }
 
-/// Reads an `.npz` archive written by `np.savez` (stored, not compressed) of float64, float32,
+/// Reads an `.npz` archive written by `np.savez` or `np.savez_compressed` of float64, float32,
 /// int64 or int32 arrays in C order, as CPU tensors of those kinds.
 pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io {
@@ -38,12 +38,7 @@ pub(super) fn parse_npz(b: &[u8]) -> std::result::Result<BTreeMap<String, Tensor
     let mut out = BTreeMap::new();
     let mut pos = 0;
     while b.get(pos..pos + 4) == Some(b"PK\x03\x04") {
-        if u16_at(pos + 8)? != 0 {
-            return Err(
-                "compressed .npz (np.savez_compressed) is not supported: write it with np.savez"
-                    .into(),
-            );
-        }
+        let method = u16_at(pos + 8)?;
         let (name_len, extra_len) = (u16_at(pos + 26)?, u16_at(pos + 28)?);
         let name = String::from_utf8_lossy(
             b.get(pos + 30..pos + 30 + name_len)
@@ -51,8 +46,15 @@ pub(super) fn parse_npz(b: &[u8]) -> std::result::Result<BTreeMap<String, Tensor
         )
         .to_string();
         let start = pos + 30 + name_len + extra_len;
-        let (t, len) = parse_npy(b.get(start..).ok_or("truncated archive")?)
-            .map_err(|e| format!("array '{name}': {e}"))?;
+        let data = b.get(start..).ok_or("truncated archive")?;
+        let (t, len) = match method {
+            0 => parse_npy(data),
+            8 => inflate(data).and_then(|(npy, used)| Ok((parse_npy(&npy)?.0, used))),
+            m => Err(format!(
+                "zip compression method {m} is not supported (np.savez stores, np.savez_compressed deflates)"
+            )),
+        }
+        .map_err(|e| format!("array '{name}': {e}"))?;
         out.insert(name.strip_suffix(".npy").unwrap_or(&name).to_string(), t);
         // The next entry (after an optional data descriptor), or the central directory.
         pos = start + len;
@@ -67,6 +69,25 @@ pub(super) fn parse_npz(b: &[u8]) -> std::result::Result<BTreeMap<String, Tensor
         return Err("not an .npz archive".into());
     }
     Ok(out)
+}
+
+/// The raw deflate stream at the start of `b` (an entry of `np.savez_compressed`), inflated:
+/// the bytes and the number of compressed bytes it took.
+fn inflate(b: &[u8]) -> std::result::Result<(Vec<u8>, usize), String> {
+    let mut d = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(4 * b.len() + 1024);
+    loop {
+        let before = d.total_in() as usize;
+        let status = d
+            .decompress_vec(&b[before..], &mut out, flate2::FlushDecompress::None)
+            .map_err(|e| format!("corrupt deflate data: {e}"))?;
+        match status {
+            flate2::Status::StreamEnd => return Ok((out, d.total_in() as usize)),
+            _ if out.len() == out.capacity() => out.reserve(out.capacity()),
+            _ if d.total_in() as usize == before => return Err("truncated deflate data".into()),
+            _ => {}
+        }
+    }
 }
 
 /// One `.npy` array at the start of `b`: the tensor and the number of bytes it took.
