@@ -16,9 +16,32 @@ use common::*;
 #[path = "../../tests/support/golden.rs"]
 mod golden;
 
+/// A directory with `GFM_<name>_checkpoint.pk` (written from the golden's state dict as the
+/// golden README says: `torch.save({"model_state_dict": {"module." + k: v}})`, the layout of
+/// HydraGNN's checkpoints) and the golden's config.
+fn checkpoint_dir(name: &str) -> std::path::PathBuf {
+    let d = golden::extra_dir();
+    let out =
+        std::env::temp_dir().join(format!("hgnn-capi-backbones-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let config = format!("GFM_{name}_config.json");
+    std::fs::copy(d.join(&config), out.join(&config)).unwrap();
+    let script = "import sys, numpy as np, torch\n\
+                  sd = np.load(sys.argv[1])\n\
+                  torch.save({'model_state_dict': {'module.' + k: torch.from_numpy(sd[k]) for k in sd.files}}, sys.argv[2])\n";
+    let st = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(d.join(format!("GFM_{name}_state_dict.npz")))
+        .arg(out.join(format!("GFM_{name}_checkpoint.pk")))
+        .status()
+        .expect("run python");
+    assert!(st.success(), "writing the checkpoint of GFM_{name}");
+    out
+}
+
 fn through_the_c_abi(name: &str) {
     let d = golden::extra_dir();
-    let path = import_gfm_to_file(&d, name);
+    let path = import_gfm_to_file(&checkpoint_dir(name), name);
     let golden_file = std::fs::read_dir(&d)
         .unwrap()
         .flatten()
