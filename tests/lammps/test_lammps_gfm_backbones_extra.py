@@ -1,6 +1,6 @@
 """HydraGNN's CGCNN, GAT, GIN, SAGE and MFC as drop-in potentials in `pair_style hydragnn`: the
-upstream goldens' checkpoints (tests/hydragnn_golden_extra/GFM_<NAME>_node), imported with
-`hydragnn import-hydragnn`, run in LAMMPS on 1, 2 (brick) and 3 (tiled) ranks and give the energy,
+upstream goldens' state dicts (tests/hydragnn_golden_extra/GFM_<NAME>_node_state_dict.npz), imported
+with `hydragnn import-hydragnn CONFIG STATE_DICT.npz`, run in LAMMPS on 1, 2 (brick) and 3 (tiled) ranks and give the energy,
 forces and virial of the ASE calculator (the engine's whole-structure path) to 1e-10 relative in
 float64, on the golden Al5Cu7 cell repeated 2 x 2 x 1 (its lattice vectors are longer than the
 cutoff: GAT's dropping of an atom's edges to its own images does not arise) and on ethanol in an
@@ -34,7 +34,7 @@ def imported(plugin, tmp_path_factory):
         path = str(d / f"{name}.hgnn")
         p = subprocess.run([os.path.join(ROOT, "target", "release", "hydragnn"), "import-hydragnn",
                             os.path.join(EXTRA, f"GFM_{name}_config.json"),
-                            os.path.join(EXTRA, f"GFM_{name}_checkpoint.pk"), "-o", path],
+                            os.path.join(EXTRA, f"GFM_{name}_state_dict.npz"), "-o", path],
                            env=env(), capture_output=True, text=True)
         assert p.returncode == 0, f"{name}: {p.stdout}{p.stderr}"
         out[name] = (path, p.stdout + p.stderr)
@@ -83,6 +83,7 @@ def test_imported_backbone_in_lammps_equals_ase_on_1_to_3_ranks(plugin, imported
         errs = {"energy": rel_err(pe, e_ref), "forces": rel_err(f, f_ref)}
         if w_ref is not None:
             errs["virial"] = rel_err(np.array(pv) * vol / NKTV2P_METAL, w_ref)
+        print(f"{name} {system} {nprocs} ranks ({comm_style}): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
         assert all(v <= TOL for v in errs.values()), f"{name} on {nprocs} ranks ({comm_style}): {errs}"
         if name in ZERO_FORCES:
             assert np.abs(f).max() == 0.0, f"{name}: LAMMPS forces must be exactly zero"
