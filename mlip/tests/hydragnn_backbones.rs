@@ -524,6 +524,37 @@ fn unsupported_backbone_options_are_refused_by_name() {
         arch(c)["hidden_dim"] = h.into()
     });
     assert!(e.contains("hidden_dim"), "{e}");
+    // charge/spin conditioning: no reference outputs for these backbones
+    for name in [
+        "CGCNN_node",
+        "GAT_node",
+        "GIN_node",
+        "SAGE_node",
+        "MFC_node",
+    ] {
+        let e = err(
+            name,
+            &|s: &mut BTreeMap<String, Tensor>| {
+                let h = s["model.feature_layers.1.module.weight"].size()[0];
+                s.insert(
+                    "model.graph_concat_projector.weight".into(),
+                    Tensor::zeros([h, h + 2], (Kind::Double, Device::Cpu)),
+                );
+                s.insert(
+                    "model.graph_concat_projector.bias".into(),
+                    Tensor::zeros([h], (Kind::Double, Device::Cpu)),
+                );
+            },
+            &|c| {
+                arch(c)["use_graph_attr_conditioning"] = true.into();
+                arch(c)["graph_attr_conditioning_mode"] = "concat_node".into();
+            },
+        );
+        assert!(
+            e.contains("use_graph_attr_conditioning with mpnn_type"),
+            "{name}: {e}"
+        );
+    }
     // global attention
     let e = err("GAT_node", &none, &|c| {
         arch(c)["global_attn_engine"] = "GPS".into()
