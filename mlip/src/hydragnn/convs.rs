@@ -33,22 +33,46 @@ pub(super) struct Arch<'a> {
     pub num_conv_layers: usize,
     pub input_dim: i64,
     pub hidden_dim: i64,
-    pub edge_dim: i64,
     pub has_graph_attr: bool,
 }
 
-/// The config's `edge_dim` as the backbone uses it: HydraGNN's `create_model` does not pass
-/// `edge_dim` to GIN, SAGE and MFC (they take no edge attributes, and the checkpoint is the same),
-/// so for them it is 0, with a warning when the config sets it.
-pub(super) fn ignored_edge_dim(t: MpnnType, edge_dim: i64, warnings: &mut Vec<String>) -> i64 {
-    if edge_dim > 0 && matches!(t, MpnnType::Gin | MpnnType::Sage | MpnnType::Mfc) {
-        warnings.push(format!(
-            "edge_dim = {edge_dim} is ignored for {t:?}, as HydraGNN ignores it (GINStack, SAGEStack and MFCStack take \
-             no edge attributes)"
-        ));
-        return 0;
+/// The config's `edge_dim` for the generic checks of [`super::import`]: for these five backbones
+/// it is checked here and read again by [`import`], so the generic code sees 0. HydraGNN's
+/// `create_model` does not pass `edge_dim` to GIN, SAGE and MFC (they take no edge attributes, and
+/// the checkpoint is the same): ignored, with a warning. CGCNN and GAT take 0 or 1.
+pub(super) fn edge_dim_elsewhere(
+    t: MpnnType,
+    edge_dim: i64,
+    warnings: &mut Vec<String>,
+) -> Result<i64> {
+    match t {
+        MpnnType::Gin | MpnnType::Sage | MpnnType::Mfc => {
+            if edge_dim > 0 {
+                warnings.push(format!(
+                    "edge_dim = {edge_dim} is ignored for {t:?}, as HydraGNN ignores it (GINStack, SAGEStack and \
+                     MFCStack take no edge attributes)"
+                ));
+            }
+            Ok(0)
+        }
+        MpnnType::Cgcnn | MpnnType::Gat => {
+            if !(0..=1).contains(&edge_dim) {
+                return Err(cfg(format!(
+                    "edge_dim = {edge_dim} with mpnn_type {t:?} cannot be imported: the engine supports edge_dim 0 or \
+                     1 (edge_attr = |r_ij|, HydraGNN's PBCDistance)"
+                )));
+            }
+            if edge_dim == 1 {
+                warnings.push(
+                    "edge_dim = 1: HydraGNN precomputes edge_attr = |r_ij| as data, so its own autograd forces hold it \
+                     constant; the engine recomputes it from the positions, giving the true -dE/dpos"
+                        .into(),
+                );
+            }
+            Ok(0)
+        }
+        _ => Ok(edge_dim),
     }
-    edge_dim
 }
 
 /// The engine options and weight sources of a CGCNN, GAT, GIN, SAGE or MFC checkpoint.
@@ -67,8 +91,15 @@ pub(super) fn import(
         )));
     }
     let nl = a.num_conv_layers;
+    // (checked by edge_dim_elsewhere; GIN, SAGE and MFC ignore it as HydraGNN does)
+    let edge_dim = match a.mpnn_type {
+        MpnnType::Cgcnn | MpnnType::Gat => getv(a.arch, "edge_dim")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        _ => 0,
+    };
     let mut o = ConvOptions {
-        edge_dim: a.edge_dim,
+        edge_dim,
         batch_norm: state.contains_key("model.feature_layers.0.module.weight"),
         ..Default::default()
     };
@@ -126,7 +157,7 @@ pub(super) fn import(
                 }
                 copy(sources, l, "att", "att");
                 copy(sources, l, "bias", "bias");
-                if a.edge_dim == 1 {
+                if edge_dim == 1 {
                     copy(sources, l, "lin_edge", "lin_edge.weight");
                 }
             }

@@ -230,17 +230,13 @@ pub fn import(
         }
     }
     let edge_dim = getv(arch, "edge_dim").and_then(Value::as_i64).unwrap_or(0);
-    let edge_dim = convs::ignored_edge_dim(mpnn_type, edge_dim, &mut warnings);
+    // CGCNN, GAT, GIN, SAGE, MFC: their edge_dim is checked and read by convs (0 from here on)
+    let edge_dim = convs::edge_dim_elsewhere(mpnn_type, edge_dim, &mut warnings)?;
     if edge_dim > 0 {
-        if edge_dim != 1
-            || !matches!(
-                mpnn_type,
-                MpnnType::PaiNN | MpnnType::Pna | MpnnType::Cgcnn | MpnnType::Gat
-            )
-        {
+        if edge_dim != 1 || !matches!(mpnn_type, MpnnType::PaiNN | MpnnType::Pna) {
             return Err(cfg(format!(
                 "edge_dim = {edge_dim} with mpnn_type '{mpnn}' cannot be imported: the engine supports edge_dim = 1 \
-                 (edge_attr = |r_ij|, HydraGNN's PBCDistance) for PAINN, PNA, CGCNN and GAT only"
+                 (edge_attr = |r_ij|, HydraGNN's PBCDistance) for PAINN and PNA only"
             )));
         }
         warnings.push(
@@ -339,7 +335,6 @@ pub fn import(
                     num_conv_layers,
                     input_dim,
                     hidden_dim,
-                    edge_dim,
                     has_graph_attr: graph_attr.is_some(),
                 },
                 state,
