@@ -384,6 +384,12 @@ impl<T: Real> Net<T> {
                         "the fast path does not support MACE: its tensor-product weights read the node features of both ends, so its messages are not a radial filter times a node feature".into(),
                     ))
                 }
+                MpnnType::Cgcnn | MpnnType::Gat | MpnnType::Gin | MpnnType::Sage | MpnnType::Mfc => {
+                    return Err(Error::InvalidInput(format!(
+                        "the fast path does not support {:?}: its messages are not a radial filter times a node feature",
+                        c.mpnn_type
+                    )))
+                }
                 MpnnType::Egnn => {
                     return Err(Error::InvalidInput(
                         "the fast path does not support EGNN: its edge MLP reads the node features of both ends, so its messages are not a radial filter times a node feature".into(),

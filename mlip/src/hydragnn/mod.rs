@@ -27,6 +27,7 @@
 //! | DimeNet (`DIMEStack`: PyG's DimeNet++ blocks, float32 Bessel zeros) | `mpnn_type: DimeNet`, `dimenet` options |
 //! | PNAEq (`PNAEqStack`: PaiNN messages and update, PNA aggregation with five scalers) | `mpnn_type: PNAEq` (`pna.avg_deg_*`) |
 //! | MACE (`MACEStack`: irreps 0e + 1o, correlation 2, a readout per layer; see `mace`) | `mpnn_type: MACE`, `mace` options |
+//! | CGCNN, GAT, GIN, SAGE, MFC (PyG's `CGConv`, `GATv2Conv`, `GINConv`, `SAGEConv`, `MFConv`; see `convs`) | `mpnn_type` of the same name, `conv` options |
 //!
 //! Orderings differ and are fixed here by permuting weights: HydraGNN's PaiNN splits messages as
 //! (vector gate, edge gate, scalar) where the engine splits (scalar, vector gate, edge gate), and
@@ -40,6 +41,7 @@
 //! weight's source, `weights` copies them in.
 
 mod backbone;
+mod convs;
 mod heads;
 mod mace;
 pub mod npz;
@@ -248,10 +250,15 @@ pub fn import(
         "PNA" | "PNAPlus" => MpnnType::Pna,
         "PNAEq" => MpnnType::PnaEq,
         "DimeNet" => MpnnType::DimeNet,
+        "CGCNN" => MpnnType::Cgcnn,
+        "GAT" => MpnnType::Gat,
+        "GIN" => MpnnType::Gin,
+        "SAGE" => MpnnType::Sage,
+        "MFC" => MpnnType::Mfc,
         "MACE" => return mace::import(nn, arch, voi, state, opts),
         other => {
             return Err(cfg(format!(
-                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq, DimeNet, MACE can)"
+                "mpnn_type '{other}' cannot be imported yet (PAINN, EGNN, SchNet, PNA, PNAPlus, PNAEq, DimeNet, MACE, CGCNN, GAT, GIN, SAGE, MFC can)"
             )))
         }
     };
@@ -263,6 +270,8 @@ pub fn import(
         }
     }
     let edge_dim = getv(arch, "edge_dim").and_then(Value::as_i64).unwrap_or(0);
+    // CGCNN, GAT, GIN, SAGE, MFC: their edge_dim is checked and read by convs (0 from here on)
+    let edge_dim = convs::edge_dim_elsewhere(mpnn_type, edge_dim, &mut warnings)?;
     if edge_dim > 0 {
         if edge_dim != 1
             || !matches!(
@@ -323,6 +332,7 @@ pub fn import(
         conditioning_sources(g, &mut sources);
     }
     let branches = heads::branches(arch, voi, opts.energy_head, var_output, &mut sources)?;
+    let mut conv_options = Default::default();
     let bb = match mpnn_type {
         MpnnType::PaiNN => backbone::painn(
             arch,
@@ -359,6 +369,25 @@ pub fn import(
             backbone::dimenet(arch, num_conv_layers, edge_dim, &mut sources, &mut warnings)?
         }
         MpnnType::Mace => unreachable!("MACE is imported by mace::import"),
+        MpnnType::Cgcnn | MpnnType::Gat | MpnnType::Gin | MpnnType::Sage | MpnnType::Mfc => {
+            let (bb, o) = convs::import(
+                &convs::Arch {
+                    name: mpnn,
+                    mpnn_type,
+                    arch,
+                    num_conv_layers,
+                    input_dim,
+                    hidden_dim,
+                    has_graph_attr: graph_attr.is_some(),
+                },
+                state,
+                &mut state_used,
+                &mut sources,
+                &mut warnings,
+            )?;
+            conv_options = o;
+            bb
+        }
         MpnnType::SchNet => backbone::schnet(
             arch,
             num_conv_layers,
@@ -394,6 +423,7 @@ pub fn import(
         zbl: None,
         min_training_distance: None,
         graph_attr,
+        conv: conv_options,
     };
     config.validate()?;
     let model = Model::new(config, opts.kind, Device::Cpu, 0)?;

@@ -34,6 +34,28 @@ pub enum MpnnType {
     /// correlation 2 and a readout after every layer (options in `mace`).
     #[serde(rename = "MACE")]
     Mace,
+    /// CGCNN (Xie and Grossman, 2018) as HydraGNN's `CGCNNStack` builds it: PyTorch Geometric's
+    /// `CGConv`, the width of the input features throughout (options in `conv`).
+    #[serde(rename = "CGCNN")]
+    Cgcnn,
+    /// GATv2 (Brody, Alon, Yahav, 2022) as HydraGNN's `GATStack` builds it: PyTorch Geometric's
+    /// multi-head `GATv2Conv` with self loops (options in `conv`).
+    #[serde(rename = "GAT")]
+    Gat,
+    /// GIN (Xu et al., 2019) as HydraGNN's `GINStack` builds it: PyTorch Geometric's `GINConv`
+    /// with a trainable ε. Reads only who is within the cutoff: its forces are zero.
+    #[serde(rename = "GIN")]
+    Gin,
+    /// GraphSAGE (Hamilton, Ying, Leskovec, 2017) as HydraGNN's `SAGEStack` builds it: PyTorch
+    /// Geometric's `SAGEConv` (mean aggregation). Reads only who is within the cutoff: its forces
+    /// are zero.
+    #[serde(rename = "SAGE")]
+    Sage,
+    /// Molecular fingerprint convolutions (Duvenaud et al., 2015) as HydraGNN's `MFCStack` builds
+    /// them: PyTorch Geometric's `MFConv`, weights per degree up to `conv.max_degree`. Reads only
+    /// who is within the cutoff: its forces are zero.
+    #[serde(rename = "MFC")]
+    Mfc,
 }
 
 /// Radial basis expanding the pair distance.
@@ -354,6 +376,33 @@ impl DimeNetOptions {
     }
 }
 
+/// Options of the PyTorch Geometric convolution backbones (CGCNN, GAT, GIN, SAGE, MFC), as
+/// HydraGNN's `CGCNNStack`, `GATStack`, `GINStack`, `SAGEStack` and `MFCStack` set them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConvOptions {
+    /// CGCNN and GAT: 1, every message also reads the pair distance |r_ij| (HydraGNN's
+    /// `edge_dim` 1, edge_attr = |r_ij|); 0: none.
+    pub edge_dim: i64,
+    /// A BatchNorm in evaluation mode after every layer (HydraGNN's `feature_layers`), weights
+    /// under `layers.<l>.bn`.
+    pub batch_norm: bool,
+    /// GAT: the number of attention heads (HydraGNN hard-codes 6). Every layer but the last
+    /// concatenates the heads (width `heads` × `hidden_dim`); the last averages them.
+    pub heads: i64,
+    /// GAT: the slope of the leaky ReLU inside the attention (HydraGNN hard-codes 0.05).
+    pub negative_slope: f64,
+    /// MFC: the largest degree with weights of its own; atoms with more neighbours use those
+    /// (HydraGNN's `max_neighbours`).
+    pub max_degree: i64,
+}
+
+impl ConvOptions {
+    fn is_default(&self) -> bool {
+        *self == ConvOptions::default()
+    }
+}
+
 /// MACE options (HydraGNN's `MACEStack`, `max_ell` = `node_max_ell` = 1, correlation 2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -477,6 +526,9 @@ pub struct ModelConfig {
     /// given at run time ([`crate::Model::set_graph_attr`]); None: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph_attr: Option<GraphAttrConfig>,
+    /// Options of the CGCNN, GAT, GIN, SAGE and MFC backbones (those only).
+    #[serde(default, skip_serializing_if = "ConvOptions::is_default")]
+    pub conv: ConvOptions,
 }
 
 /// Conditioning on per-structure attributes (HydraGNN's `use_graph_attr_conditioning`).
@@ -569,6 +621,7 @@ impl ModelConfig {
             zbl: None,
             min_training_distance: None,
             graph_attr: None,
+            conv: ConvOptions::default(),
         }
     }
 
@@ -801,6 +854,7 @@ impl ModelConfig {
                 self.hidden_dim
             ));
         }
+        self.validate_conv()?;
         if self.branches.is_empty() {
             return bad("branches must contain at least one branch".into());
         }
@@ -845,6 +899,61 @@ impl ModelConfig {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The `conv` options of CGCNN, GAT, GIN, SAGE and MFC ([`ConvOptions`]).
+    fn validate_conv(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        let o = &self.conv;
+        match self.mpnn_type {
+            MpnnType::Cgcnn | MpnnType::Gat if !(0..=1).contains(&o.edge_dim) => {
+                return bad(format!("conv.edge_dim must be 0 or 1, got {}", o.edge_dim));
+            }
+            MpnnType::Cgcnn if self.input_dim() != self.hidden_dim => {
+                return bad(format!(
+                    "CGCNN keeps the width of its input features: hidden_dim ({}) must equal the input width ({})",
+                    self.hidden_dim,
+                    self.input_dim()
+                ));
+            }
+            MpnnType::Gat
+                if o.heads < 1 || !o.negative_slope.is_finite() || self.num_conv_layers < 2 =>
+            {
+                return bad(format!(
+                    "GAT needs conv.heads >= 1, a finite conv.negative_slope and num_conv_layers >= 2, got heads {}, \
+                     negative_slope {}, {} layers",
+                    o.heads, o.negative_slope, self.num_conv_layers
+                ));
+            }
+            MpnnType::Mfc if o.max_degree < 0 => {
+                return bad(format!(
+                    "conv.max_degree must be >= 0, got {}",
+                    o.max_degree
+                ));
+            }
+            MpnnType::Cgcnn | MpnnType::Gat | MpnnType::Gin | MpnnType::Sage | MpnnType::Mfc => {}
+            _ if !o.is_default() => {
+                return bad(
+                    "'conv' options are set but mpnn_type is not CGCNN, GAT, GIN, SAGE or MFC"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        if matches!(
+            self.mpnn_type,
+            MpnnType::Gin | MpnnType::Sage | MpnnType::Mfc
+        ) && o.edge_dim != 0
+        {
+            return bad(format!("{:?} takes no conv.edge_dim", self.mpnn_type));
+        }
+        if !matches!(self.mpnn_type, MpnnType::Gat) && (o.heads != 0 || o.negative_slope != 0.0) {
+            return bad("conv.heads and conv.negative_slope are GAT options".into());
+        }
+        if !matches!(self.mpnn_type, MpnnType::Mfc) && o.max_degree != 0 {
+            return bad("conv.max_degree is an MFC option".into());
         }
         Ok(())
     }

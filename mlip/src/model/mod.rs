@@ -4,16 +4,22 @@
 //! trainer takes gradients through it); the energy is Σ_i (head(h_i) + `E0[Z_i]`).
 //! [`crate::hydragnn`] maps models trained by HydraGNN onto these options.
 
+pub mod cgcnn;
 pub mod config;
+pub mod convs;
 pub mod dimenet;
 pub mod egnn;
+pub mod gat;
+pub mod gin;
 pub mod graphs;
 pub mod mace;
+pub mod mfc;
 pub mod nn;
 pub mod painn;
 pub mod pna;
 pub mod pnaeq;
 pub mod pooled;
+pub mod sage;
 pub mod schnet;
 pub mod species;
 
@@ -201,6 +207,11 @@ impl Model {
             MpnnType::PnaEq => Box::new(pnaeq::PnaEq::new(&root, &config)),
             MpnnType::DimeNet => Box::new(dimenet::DimeNet::new(&root, &config)),
             MpnnType::Mace => Box::new(mace::Mace::new(&root, &config)),
+            MpnnType::Cgcnn => Box::new(cgcnn::Cgcnn::new(&root, &config)),
+            MpnnType::Gat => Box::new(gat::Gat::new(&root, &config)),
+            MpnnType::Gin => Box::new(gin::Gin::new(&root, &config)),
+            MpnnType::Sage => Box::new(sage::Sage::new(&root, &config)),
+            MpnnType::Mfc => Box::new(mfc::Mfc::new(&root, &config)),
         };
         let f = config.hidden_dim;
         let act = config.activation_function;
