@@ -4,7 +4,9 @@
 //! weights come from the checkpoint's buffers, and the readouts are split into per-element
 //! reference energies (readout 0), per-branch linear readouts of the middle layers (carried in
 //! the state) and the branch's energy head (the last readout); the graph readouts' biases are
-//! added to the energy head's last bias.
+//! added to the energy head's last bias. Charge/spin conditioning (`concat_node`, `film`) comes
+//! through [`super::conditioning`]; `fuse_pool`, which HydraGNN's MACE never applies, is
+//! imported without conditioning (`mace_conditioning`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
