@@ -94,6 +94,15 @@ SPECS = [
     _spec("MFC_node", "SchNet_node", "ethanol", {"mpnn_type": "MFC"},
           {"max_degree": "= max_neighbours = 100 (create_model passes max_neighbours as "
                          "MFConv max_degree)"}),
+    # MACE with charge/spin conditioning: MACEStack.forward applies _apply_graph_conditioning
+    # after the embedding and after every conv+readout; it never calls
+    # _apply_graph_pool_conditioning (its readouts pool on their own).
+    _spec("MACE_graph2_concat", "MACE_graph2", "ethanol",
+          {"use_graph_attr_conditioning": True, "graph_attr_conditioning_mode": "concat_node"}),
+    _spec("MACE_graph2_film", "MACE_graph2", "ethanol",
+          {"use_graph_attr_conditioning": True, "graph_attr_conditioning_mode": "film"}),
+    _spec("MACE_graph2_fuse_pool", "MACE_graph2", "ethanol",
+          {"use_graph_attr_conditioning": True, "graph_attr_conditioning_mode": "fuse_pool"}),
 ]
 SPEC_BY_NAME = {s["name"]: s for s in SPECS}
 NON_EDGE_MODELS = {"GIN", "SAGE", "MFC"}
@@ -150,6 +159,9 @@ class Recorder:
     def __init__(self, model):
         inner = model.model
         self.rec = {}
+        if hasattr(inner, "multihead_decoders"):
+            self._init_mace(inner)
+            return
         orig_pool = inner._pool_graph_features
 
         def pool(x, batch):
@@ -164,6 +176,28 @@ class Recorder:
 
     def _hook_pooled(self, module, args):
         self.rec["pooled"] = args[0]
+
+    def _init_mace(self, inner):
+        """MACE (own forward, L+1 readouts): readout_pooled_<l> = the add-pooled scalar input of
+        readout l, readout_energy[l] = its energy contribution, pooled = the input of the last
+        readout's graph_shared[branch] (the keys of the shared MACE goldens)."""
+        self.mace = True
+        n = len(inner.multihead_decoders)
+        for l, dec in enumerate(inner.multihead_decoders):
+            orig = dec._pool_graph_features
+
+            def pool(x, batch, l=l, orig=orig):
+                out = orig(x, batch)
+                self.rec[f"readout_pooled_{l}"] = out
+                return out
+
+            dec._pool_graph_features = pool
+            dec.register_forward_hook(
+                lambda m, a, out, l=l: self.rec.__setitem__(f"readout_energy_{l}", out[0]))
+            if l == n - 1:
+                for k, m in dec.graph_shared.items():
+                    m.register_forward_pre_hook(self._hook_pooled)
+        self.n_readouts = n
 
 
 def head_kind(cfg):
@@ -367,6 +401,7 @@ def evaluate(model, cfg, s, rec):
 
     E, F, Ffd, H, Fc, NE = [], [], [], [], [], None
     pooled_raw, pooled = [], []
+    readout_e, readout_p = {}, {}
     errors = {}
     for br in branches(cfg):
         pos = pos0.clone().requires_grad_(True)
@@ -379,8 +414,16 @@ def evaluate(model, cfg, s, rec):
         F.append(f.detach().numpy())
         if ne is not None:
             NE = ne.detach().numpy()
-        g["node_features"] = r["node_features"].detach().numpy()
-        if head_kind(cfg) == "graph":
+        if getattr(rec, "mace", False):
+            for l in range(rec.n_readouts):
+                readout_e.setdefault(l, []).append(
+                    float(r[f"readout_energy_{l}"].detach().reshape(-1)[0]))
+                readout_p.setdefault(l, []).append(
+                    r[f"readout_pooled_{l}"].detach().numpy()[0])
+            pooled.append(r["pooled"].detach().numpy()[0])
+        else:
+            g["node_features"] = r["node_features"].detach().numpy()
+        if not getattr(rec, "mace", False) and head_kind(cfg) == "graph":
             pooled_raw.append(r["pooled_raw"].detach().numpy()[0])
             pooled.append(r["pooled"].detach().numpy()[0])
         if arch.get("edge_dim"):
@@ -408,7 +451,13 @@ def evaluate(model, cfg, s, rec):
         g["forces"], g["forces_fd"], g["forces_fd_h"] = np.stack(F), np.stack(Ffd), np.stack(H)
         if Fc:
             g["forces_edge_attr_const"] = np.stack(Fc)
-        g["pooled_raw"] = np.stack(pooled_raw)
+        if readout_e:
+            g["readout_energy"] = np.array([[readout_e[l][b] for l in sorted(readout_e)]
+                                            for b in range(len(E))])
+            for l in sorted(readout_p):
+                g[f"readout_pooled_{l}"] = np.stack(readout_p[l])
+        else:
+            g["pooled_raw"] = np.stack(pooled_raw)
         g["pooled"] = np.stack(pooled)
 
     # ---- checks ----
@@ -527,7 +576,9 @@ def run_one(spec, shared, out, write=True, compare_to=None):
     summ["state_dict_tensors"] = len(model.state_dict())
     rec = Recorder(model)
 
-    if arch.get("use_graph_attr_conditioning") and arch["graph_attr_conditioning_mode"] == "film":
+    is_mace = hasattr(model.model, "multihead_decoders")
+    if (arch.get("use_graph_attr_conditioning") and arch["graph_attr_conditioning_mode"] == "film"
+            and not is_mace):
         summ["film_formula_max_abs_diff"] = film_formula_check(model, cfg, s)
 
     goldens = {}
@@ -547,6 +598,26 @@ def run_one(spec, shared, out, write=True, compare_to=None):
         summ["structures"][sn].update(rl[sn])
     summ["reload_dE"] = max(v["reload_dE"] for v in rl.values())
     summ["reload_dF"] = max(v["reload_dF"] for v in rl.values())
+
+    # ---- MACE fuse_pool: the same model without conditioning gives the same numbers? ----
+    if is_mace and arch.get("use_graph_attr_conditioning") and \
+            arch["graph_attr_conditioning_mode"] == "fuse_pool":
+        cfg0 = copy.deepcopy(cfg)
+        cfg0["NeuralNetwork"]["Architecture"]["use_graph_attr_conditioning"] = False
+        m0 = build(cfg0)
+        summ["fuse_pool_same_keys_as_unconditioned"] = (
+            list(m0.state_dict().keys()) == list(model.state_dict().keys()))
+        m0.load_state_dict(model.state_dict())
+        m0.eval()
+        dE, dF = 0.0, 0.0
+        for i, br in enumerate(branches(cfg)):
+            pos = pos0.clone().requires_grad_(True)
+            e0, _ = energy_of(m0, s, cfg0, pos, br)
+            f0, _ = grad_or_zero(e0, pos)
+            dE = max(dE, abs(e0.item() - float(g["energy"][i])))
+            dF = max(dF, float(np.abs(f0.detach().numpy() - g["forces"][i]).max()))
+        summ["fuse_pool_vs_unconditioned_dE"] = dE
+        summ["fuse_pool_vs_unconditioned_dF"] = dF
 
     # ---- non-edge backbones: does edge_dim change anything? ----
     if arch["mpnn_type"] in NON_EDGE_MODELS:

@@ -5,7 +5,9 @@ shifts every atom's features after every layer (each rank for its own atoms, gho
 `fuse_pool` maps the pooled feature vector, which under spatial decomposition is the vector
 all-reduced over the ranks. On 1 and 2 ranks LAMMPS's energy, forces and virial equal the ASE
 calculator's (the engine's whole-structure path, charge and spin from atoms.info) to 1e-10, for
-each branch, on the periodic Al5Cu7 x 4 cell (48 atoms).
+each branch, on the periodic Al5Cu7 x 4 cell (48 atoms). The same for HydraGNN's MACE conditioned
+by concat_node and film (the goldens GFM_MACE_graph2_concat / _film): MACE conditions every atom's
+scalar features after the embedding and after each layer.
 
 The checkpoint is HydraGNN's own when the goldens GFM_PAINN_graph2_film / _fuse_pool are in
 tests/hydragnn_golden_extra; until then the GFM_PAINN_graph2 state dict of ../shared with
@@ -26,6 +28,8 @@ EXTRA = os.path.join(ROOT, "tests", "hydragnn_golden_extra")
 CHARGE, SPIN = -1.0, 2.0
 SHAPES = {"film": ("graph_conditioner", [(16, 2), (32, 16)]),
           "fuse_pool": ("graph_pool_projector", [(16, 18), (16, 16)])}
+# HydraGNN's conditioned MACE goldens (graph head, two branches): golden key -> mode
+MACE_MODES = {"concat": "concat_node", "film": "film"}
 
 
 def _checkpoint(mode, d):
@@ -73,12 +77,40 @@ def cond_models(plugin, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def mace_models(plugin, cond_models, tmp_path_factory):
+    """HydraGNN's conditioned MACE goldens (concat_node, film) through the CLI (cond_models built
+    the binary)."""
+    d = tmp_path_factory.mktemp("mace_cond")
+    out = {}
+    for key, mode in MACE_MODES.items():
+        name = f"GFM_MACE_graph2_{key}"
+        cfg, sd = os.path.join(EXTRA, f"{name}_config.json"), os.path.join(EXTRA, f"{name}_state_dict.npz")
+        path = str(d / f"{name}.hgnn")
+        p = subprocess.run([os.path.join(ROOT, "target", "release", "hydragnn"), "import-hydragnn", cfg, sd,
+                            "-o", path], env=env(), capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "[charge, spin]" in p.stderr and mode in p.stderr, p.stderr
+        out[key] = path
+    return out
+
+
 @pytest.mark.parametrize("mode", list(SHAPES))
 def test_film_and_fuse_pool_in_lammps_equal_ase_on_1_and_2_ranks(plugin, cond_models, mode, tmp_path):
+    _lammps_equals_ase(plugin, cond_models[mode], mode, tmp_path)
+
+
+@pytest.mark.parametrize("key", list(MACE_MODES))
+def test_mace_conditioning_in_lammps_equals_ase_on_1_and_2_ranks(plugin, mace_models, key, tmp_path):
+    """MACE conditions every atom's scalars after the embedding and after each layer (ghost rows
+    conditioned by each rank as its own)."""
+    _lammps_equals_ase(plugin, mace_models[key], f"MACE {key}", tmp_path)
+
+
+def _lammps_equals_ase(plugin, model, mode, tmp_path):
     from ase import Atoms
     from hydragnn_ase import HydraGNNCalculator
 
-    model = cond_models[mode]
     pos, z, lengths = _system()
     data = str(tmp_path / "bulk.data")
     write_data(data, pos, z, lengths, species=(29, 13))

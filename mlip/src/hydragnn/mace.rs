@@ -4,7 +4,9 @@
 //! weights come from the checkpoint's buffers, and the readouts are split into per-element
 //! reference energies (readout 0), per-branch linear readouts of the middle layers (carried in
 //! the state) and the branch's energy head (the last readout); the graph readouts' biases are
-//! added to the energy head's last bias.
+//! added to the energy head's last bias. Charge/spin conditioning (`concat_node`, `film`) comes
+//! through [`super::conditioning`]; `fuse_pool`, which HydraGNN's MACE never applies, is
+//! imported without conditioning (`mace_conditioning`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,7 +17,7 @@ use super::weights::{self, Source};
 use super::{activation, cfg, getv, heads, int, species, typed, ImportOptions, Imported};
 use crate::error::Result;
 use crate::model::config::{
-    BranchConfig, HeadKind, InputConfig, MaceOptions, ModelConfig, MpnnType,
+    BranchConfig, GraphAttrConfig, HeadKind, InputConfig, MaceOptions, ModelConfig, MpnnType,
 };
 use crate::model::mace::NUM_ELEMENTS;
 use crate::model::Model;
@@ -140,15 +142,7 @@ pub(super) fn import(
             )));
         }
     }
-    if getv(arch, "use_graph_attr_conditioning")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-    {
-        return Err(cfg(
-            "MACE with use_graph_attr_conditioning cannot be imported: MACE conditions its node embedding and every \
-             layer, and there is no reference output to check that against",
-        ));
-    }
+    let graph_attr = mace_conditioning(arch, state, &mut warnings)?;
     let edge_dim = getv(arch, "edge_dim").and_then(Value::as_i64).unwrap_or(0);
     if edge_dim > 1 {
         return Err(cfg(format!(
@@ -269,6 +263,16 @@ pub(super) fn import(
         &[(h, 0)],
     )?;
     t.insert("mace.emb".into(), emb[0].1.shallow_clone());
+
+    if let Some(g) = &graph_attr {
+        let mut src = BTreeMap::new();
+        super::conditioning_sources(g, &mut src);
+        for (mine, from) in src {
+            if let Source::Copy(key) = from {
+                t.insert(mine, r.get(&key)?);
+            }
+        }
+    }
 
     let mut bias_fold = vec![0.0; branches.len()];
     let mut readouts: Vec<Vec<Tensor>> = (0..nl).map(|_| Vec::new()).collect();
@@ -450,6 +454,7 @@ pub(super) fn import(
         silu_scale,
     };
     config.avg_num_neighbors = Some(avg);
+    config.graph_attr = graph_attr;
     config.validate()?;
     let model = Model::new(config, opts.kind, Device::Cpu, 0)?;
     let sources: BTreeMap<String, Source> = t
@@ -463,4 +468,38 @@ pub(super) fn import(
         max_neighbours,
         species_map,
     })
+}
+
+/// HydraGNN's `use_graph_attr_conditioning` for MACE: `concat_node` and `film` as for the other
+/// backbones ([`super::conditioning`]); `MACEStack.forward` conditions the node features only
+/// and never calls `_apply_graph_pool_conditioning`, so `fuse_pool` has no module and no effect
+/// there: the model is imported without conditioning (the same numbers), with a warning.
+fn mace_conditioning(
+    arch: &Value,
+    state: &BTreeMap<String, Tensor>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<GraphAttrConfig>> {
+    let on = getv(arch, "use_graph_attr_conditioning")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mode = getv(arch, "graph_attr_conditioning_mode")
+        .and_then(Value::as_str)
+        .unwrap_or("concat_node")
+        .to_ascii_lowercase();
+    if on && mode == "fuse_pool" {
+        if let Some(k) = state.keys().find(|k| k.contains("graph_pool_projector")) {
+            return Err(cfg(format!(
+                "MACE with graph_attr_conditioning_mode fuse_pool, but the checkpoint has '{k}': HydraGNN's MACE never \
+                 applies a pool projector, so this checkpoint does not come from HydraGNN's MACEStack"
+            )));
+        }
+        warnings.push(
+            "graph_attr_conditioning_mode fuse_pool with MACE: HydraGNN's MACEStack.forward never applies the pooled \
+             conditioning (its readouts pool on their own), so charge and spin have no effect on this model; it is \
+             imported without conditioning and takes no charge/spin at run time"
+                .into(),
+        );
+        return Ok(None);
+    }
+    super::conditioning(arch, state, warnings)
 }

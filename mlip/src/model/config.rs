@@ -547,17 +547,20 @@ pub struct GraphAttrConfig {
 pub enum ConditioningMode {
     /// After every conv layer, before `post_conv_activation`: s_i ← W [s_i, a] + b, one shared
     /// Linear (`graph_attr.concat`, `hidden_dim` + d → `hidden_dim`). HydraGNN's `concat_node`.
+    /// MACE: on the scalar (0e) features after the embedding and after every layer but the
+    /// last; each layer's readout reads its features before the conditioning.
     ConcatNode,
     /// After every conv layer, before `post_conv_activation`: s_i ← s_i ⊙ (1 + tanh σ) + τ with
     /// [σ, τ] = W₂ act(W₁ a + b₁) + b₂ (`graph_attr.film.0`: d → max(`hidden_dim`, d),
     /// `graph_attr.film.2`: → 2 `hidden_dim`; act = `activation_function`). HydraGNN's `film`.
+    /// MACE: where `concat_node` acts there.
     Film,
     /// The node features are left alone; the pooled vector x of every `pool_first` graph head
     /// (the graph-level energy included) becomes W₂ act(W₁ [x, a] + b₁) + b₂ before the
     /// branch's shared layers (`graph_attr.pool.0`: `hidden_dim` + d → `hidden_dim`,
     /// `graph_attr.pool.2`: `hidden_dim` → `hidden_dim`; act = `activation_function`). Under
     /// spatial decomposition it acts on the pooled vector reduced over every piece. HydraGNN's
-    /// `fuse_pool`.
+    /// `fuse_pool`. Not for MACE, whose HydraGNN forward never applies it.
     FusePool,
 }
 
@@ -720,14 +723,25 @@ impl ModelConfig {
             let ok = o.cutoff_p > 0.0
                 && o.silu_scale > 0.0
                 && (0..=1).contains(&o.edge_dim)
-                && self.avg_num_neighbors.is_some_and(|a| a > 0.0)
-                && self.graph_attr.is_none();
+                && self.avg_num_neighbors.is_some_and(|a| a > 0.0);
             if !ok {
                 return bad(format!(
-                    "MACE needs mace.cutoff_p > 0, mace.silu_scale > 0, mace.edge_dim 0 or 1 and avg_num_neighbors > 0, \
-                     and takes no graph_attr conditioning; got {o:?}, avg_num_neighbors {:?}",
+                    "MACE needs mace.cutoff_p > 0, mace.silu_scale > 0, mace.edge_dim 0 or 1 and avg_num_neighbors > 0; \
+                     got {o:?}, avg_num_neighbors {:?}",
                     self.avg_num_neighbors
                 ));
+            }
+            if self
+                .graph_attr
+                .as_ref()
+                .is_some_and(|g| g.mode == ConditioningMode::FusePool)
+            {
+                return bad(
+                    "MACE takes graph_attr conditioning in mode concat_node or film only: HydraGNN's MACE applies \
+                     graph_attr to the node features (after the embedding and after every layer) and never to a \
+                     pooled vector, so graph_attr mode fuse_pool would have no effect"
+                        .into(),
+                );
             }
         } else if self.mace != MaceOptions::default() {
             return bad("'mace' options are set but mpnn_type is not MACE".into());

@@ -23,6 +23,11 @@
 //! branch; the readouts of layers 0..L−1 are linear in that layer's scalars, one column per
 //! branch, accumulated in the state; the last layer's is the branch's energy head. The state's
 //! scalars are [h (H) | accumulated readouts (one per branch) | Z (1)].
+//!
+//! `graph_attr` conditioning ([`Edges::condition`], `concat_node` or `film`) acts on the scalars
+//! h as HydraGNN's `MACEStack.forward` applies it: once on the embedding (at the start of layer
+//! 0) and after every layer, after that layer's readout has read h. After the last layer it
+//! would act on features nothing reads, so it is skipped there.
 
 use tch::{nn, Kind, Tensor};
 
@@ -290,6 +295,12 @@ impl Backbone for Mace {
         let acc = s.narrow(1, hd, self.nb);
         let z = self.element(s);
         let h0 = s.narrow(1, 0, hd);
+        // graph_attr conditioning of the embedding (HydraGNN's MACEStack.forward conditions it
+        // once before conv 1); layer 0's input is always the embedding ([`Backbone::init_state`])
+        let h0 = match (&e.condition, l) {
+            (Some(c), 0) => c.apply(&h0),
+            _ => h0,
+        };
         // (n, H, 3)
         let h1 = if ly.vin {
             st.v.as_ref().map(|v| v.transpose(1, 2))
@@ -385,6 +396,13 @@ impl Backbone for Mace {
         let acc = match &ly.readout {
             Some(r) => acc + g0.matmul(r),
             None => acc.shallow_clone(),
+        };
+        // graph_attr conditioning after the layer and its readout (the readout reads the
+        // features before it); after the last layer HydraGNN conditions features nothing reads,
+        // and the energy head reads them unconditioned
+        let g0 = match (&e.condition, &ly.readout) {
+            (Some(c), Some(_)) => c.apply(&g0),
+            _ => g0,
         };
         State {
             s: Tensor::cat(&[g0, acc, zcol], 1),
