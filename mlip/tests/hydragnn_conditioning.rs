@@ -30,7 +30,8 @@ mod golden;
 mod common;
 
 use common::gfm::{
-    fd_errors, flat, invariance_errors, max_rel, pieces, read_golden, run_pieces, Golden,
+    assert_layered_equals_whole, fd_errors, flat, invariance_errors, max_rel, pieces, read_golden,
+    run_pieces, Golden,
 };
 
 /// The golden `GFM_<name>_<structure>_golden.npz` in `dir`.
@@ -317,35 +318,7 @@ fn film_and_fuse_pool_are_conservative_invariant_and_layered() {
                 de < 1e-12 && df < 1e-10,
                 "{mode} {bn}: invariance {de:e} {df:e}"
             );
-            let whole = m.compute(&s0, FORCES).unwrap();
-            let mut worst: f64 = 0.0;
-            for n_pieces in 1..=4 {
-                let slabs = if n_pieces == 4 { 3 } else { n_pieces };
-                let owner: Vec<usize> = s0
-                    .positions
-                    .iter()
-                    .map(|p| {
-                        ((p[2] / s0.cell[2][2]).rem_euclid(1.0) * slabs as f64) as usize % slabs
-                    })
-                    .collect();
-                let (e, f, v) = run_pieces(&m, &pieces(&s0, m.cutoff(), &owner, n_pieces));
-                let wmax = whole
-                    .virial
-                    .iter()
-                    .flatten()
-                    .map(|x| x.abs())
-                    .fold(0.0, f64::max);
-                let dv = (0..9)
-                    .map(|k| (v[k / 3][k % 3] - whole.virial[k / 3][k % 3]).abs() / wmax)
-                    .fold(0.0, f64::max);
-                let de = (e - whole.energy).abs() / whole.energy.abs();
-                let df = max_rel(&f, &whole.forces);
-                worst = worst.max(de).max(df).max(dv);
-                assert!(
-                    de < 1e-12 && df < 1e-11 && dv < 1e-11,
-                    "{mode} {bn}, {n_pieces} pieces: energy {de:e}, forces {df:e}, virial {dv:e}"
-                );
-            }
+            let worst = assert_layered_equals_whole(&m, &s0, &format!("{mode} {bn}"));
             eprintln!(
                 "{mode} {bn}: layer by layer over 1-4 pieces = whole structure to {worst:.1e}"
             );

@@ -115,59 +115,10 @@ fn painn_graph_head_forces_and_stress_are_energy_derivatives() {
     let (mut model, _) = import_gfm("PAINN_graph2", |_| {});
     let g = golden("PAINN_graph2", "cual12");
     let s0 = &g.structure;
-    let req = Request {
-        forces: true,
-        virial: true,
-        energies: false,
-        virials: false,
-    };
-    let h = 1e-5;
     for name in ["branch-0", "branch-1"] {
         model.set_branch(name).unwrap();
-        let r = model.compute(s0, req).unwrap();
-        let e = |s: &Structure| model.compute(s, Request::ENERGY).unwrap().energy;
-        let fmax = r
-            .forces
-            .iter()
-            .flatten()
-            .map(|x| x.abs())
-            .fold(0.0, f64::max);
-        let mut worst: f64 = 0.0;
-        for i in [0, 3, 7, 10] {
-            for k in 0..3 {
-                let mut p = s0.clone();
-                p.positions[i][k] += h;
-                let mut m = s0.clone();
-                m.positions[i][k] -= h;
-                let fd = -(e(&p) - e(&m)) / (2.0 * h);
-                worst = worst.max((fd - r.forces[i][k]).abs() / fmax);
-            }
-        }
+        let (worst, worst_w) = fd_errors(&model, s0, 1e-5);
         assert!(worst < 1e-7, "{name}: forces vs FD off by {worst:e}");
-        // virial W = -dE/dε (ε symmetric-free strain applied to positions and cell)
-        let wmax = r
-            .virial
-            .iter()
-            .flatten()
-            .map(|x| x.abs())
-            .fold(0.0, f64::max);
-        let mut worst_w: f64 = 0.0;
-        for a in 0..3 {
-            for b in 0..3 {
-                let strained = |eps: f64| {
-                    let mut s = s0.clone();
-                    let apply = |v: &mut [f64; 3]| {
-                        let x = v[b];
-                        v[a] += eps * x;
-                    };
-                    s.positions.iter_mut().for_each(apply);
-                    s.cell.iter_mut().for_each(apply);
-                    s
-                };
-                let fd = -(e(&strained(h)) - e(&strained(-h))) / (2.0 * h);
-                worst_w = worst_w.max((fd - r.virial[a][b]).abs() / wmax);
-            }
-        }
         assert!(worst_w < 1e-7, "{name}: virial vs FD off by {worst_w:e}");
         eprintln!("{name}: FD forces rel {worst:.1e}, FD virial rel {worst_w:.1e}");
     }
@@ -349,49 +300,9 @@ fn graph_energy_layer_by_layer_across_pieces_equals_whole_structure() {
     skip_without_golden!();
     let (mut model, _) = import_gfm("PAINN_graph2", |_| {});
     let s = golden("PAINN_graph2", "cual12").structure;
-    let req = Request {
-        forces: true,
-        virial: true,
-        energies: false,
-        virials: false,
-    };
     for name in ["branch-0", "branch-1"] {
         model.set_branch(name).unwrap();
-        let whole = model.compute(&s, req).unwrap();
-        for n_pieces in 1..=4 {
-            // slabs along z; with 4 pieces the last one is left empty
-            let slabs = if n_pieces == 4 { 3 } else { n_pieces };
-            let owner: Vec<usize> = s
-                .positions
-                .iter()
-                .map(|p| ((p[2] / s.cell[2][2]).rem_euclid(1.0) * slabs as f64) as usize % slabs)
-                .collect();
-            let ps = pieces(&s, model.cutoff(), &owner, n_pieces);
-            let (e, f, w) = run_pieces(&model, &ps);
-            assert!(
-                (e - whole.energy).abs() <= 1e-12 * whole.energy.abs(),
-                "{name}, {n_pieces} pieces: {e} vs {}",
-                whole.energy
-            );
-            assert!(
-                max_rel(&f, &whole.forces) < 1e-11,
-                "{name}, {n_pieces} pieces: forces"
-            );
-            let wmax = whole
-                .virial
-                .iter()
-                .flatten()
-                .map(|x| x.abs())
-                .fold(0.0, f64::max);
-            for a in 0..3 {
-                for b in 0..3 {
-                    assert!(
-                        (w[a][b] - whole.virial[a][b]).abs() < 1e-11 * wmax,
-                        "{name}, {n_pieces} pieces: virial"
-                    );
-                }
-            }
-        }
+        assert_layered_equals_whole(&model, &s, name);
     }
 }
 

@@ -27,7 +27,7 @@ use tch::{Kind, Tensor};
 mod golden;
 mod common;
 
-use common::gfm::{fd_errors, flat, max_rel, pieces, read_golden, run_pieces, Golden};
+use common::gfm::{assert_layered_equals_whole, fd_errors, flat, max_rel, read_golden, Golden};
 
 const FORCES: Request = Request {
     forces: true,
@@ -246,35 +246,7 @@ fn mace_conditioning_is_conservative_and_layered() {
             let (wf, ww) = fd_errors(&m, &s0, 1e-5);
             eprintln!("MACE {mode} {bn} on Al5Cu7: FD forces rel {wf:.1e}, FD virial rel {ww:.1e}");
             assert!(wf < 1e-7 && ww < 1e-7, "{mode} {bn}: FD {wf:e} {ww:e}");
-            let whole = m.compute(&s0, FORCES).unwrap();
-            let mut worst: f64 = 0.0;
-            for n_pieces in 1..=4 {
-                let slabs = if n_pieces == 4 { 3 } else { n_pieces };
-                let owner: Vec<usize> = s0
-                    .positions
-                    .iter()
-                    .map(|p| {
-                        ((p[2] / s0.cell[2][2]).rem_euclid(1.0) * slabs as f64) as usize % slabs
-                    })
-                    .collect();
-                let (e, f, v) = run_pieces(&m, &pieces(&s0, m.cutoff(), &owner, n_pieces));
-                let wmax = whole
-                    .virial
-                    .iter()
-                    .flatten()
-                    .map(|x| x.abs())
-                    .fold(0.0, f64::max);
-                let dv = (0..9)
-                    .map(|k| (v[k / 3][k % 3] - whole.virial[k / 3][k % 3]).abs() / wmax)
-                    .fold(0.0, f64::max);
-                let de = (e - whole.energy).abs() / whole.energy.abs();
-                let df = max_rel(&f, &whole.forces);
-                worst = worst.max(de).max(df).max(dv);
-                assert!(
-                    de < 1e-12 && df < 1e-11 && dv < 1e-11,
-                    "{mode} {bn}, {n_pieces} pieces: energy {de:e}, forces {df:e}, virial {dv:e}"
-                );
-            }
+            let worst = assert_layered_equals_whole(&m, &s0, &format!("MACE {mode} {bn}"));
             eprintln!(
                 "MACE {mode} {bn}: layer by layer over 1-4 pieces = whole structure to {worst:.1e}"
             );

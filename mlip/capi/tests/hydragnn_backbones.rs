@@ -126,62 +126,15 @@ fn through_the_c_abi(name: &str) {
         shifts: shifts.as_ptr(),
     };
     unsafe {
-        let mut ev = std::ptr::null_mut();
-        assert_eq!(
-            hgnn_eval_begin(model, &graph, &mut ev),
-            HGNN_SUCCESS,
-            "{}",
-            last_error()
-        );
-        let mut nl = 0;
-        assert_eq!(hgnn_model_num_layers(model, &mut nl), HGNN_SUCCESS);
-        for l in 0..nl {
-            assert_eq!(
-                hgnn_eval_forward_layer(ev, l),
-                HGNN_SUCCESS,
-                "{}",
-                last_error()
-            );
-        }
-        let mut local = f64::NAN;
-        assert_eq!(
-            hgnn_eval_readout(ev, &mut local),
-            HGNN_SUCCESS,
-            "{}",
-            last_error()
-        );
-        for l in (0..nl).rev() {
-            assert_eq!(
-                hgnn_eval_backward_layer(ev, l),
-                HGNN_SUCCESS,
-                "{}",
-                last_error()
-            );
-        }
-        let mut forces = vec![0.0; 3 * n];
-        let mut energies = vec![0.0; n];
-        let mut r = hgnn_results_t {
-            energy: 0.0,
-            forces: forces.as_mut_ptr(),
-            virial: std::ptr::null_mut(),
-            energies: energies.as_mut_ptr(),
-            virials: std::ptr::null_mut(),
-        };
-        assert_eq!(
-            hgnn_eval_results(ev, &mut r),
-            HGNN_SUCCESS,
-            "{}",
-            last_error()
-        );
-        hgnn_eval_free(ev);
+        let r = run_layered(model, &graph);
         hgnn_model_free(model);
         let e_rel = (r.energy - e_gold).abs() / e_gold.abs();
-        let ne_rel = max_rel(&energies, &ne_gold);
-        let f_rel = f_err(&forces);
+        let ne_rel = max_rel(&r.energies, &ne_gold);
+        let f_rel = f_err(&r.forces);
         eprintln!(
             "GFM_{name} layer by layer: energy rel {e_rel:.1e}, per-atom rel {ne_rel:.1e}, forces {f_rel:.1e}"
         );
-        assert_eq!(r.energy, local);
+        assert_eq!(r.energy, r.local);
         assert!(
             e_rel < 1e-8 && ne_rel < 1e-8 && f_rel < 1e-8,
             "{name} layered: {e_rel:e} {ne_rel:e} {f_rel:e}"

@@ -26,7 +26,7 @@ use tch::{Kind, Tensor};
 mod golden;
 mod common;
 
-use common::{flat, last_error, load, max_rel};
+use common::{flat, last_error, load, max_rel, run_layered};
 
 fn vec3(v: &[f64]) -> Vec<[f64; 3]> {
     v.chunks(3).map(|c| [c[0], c[1], c[2]]).collect()
@@ -175,68 +175,9 @@ fn through_the_c_abi(
                     neighbors: ei[ne..].as_ptr(),
                     shifts: shifts.as_ptr(),
                 };
-                let mut ev = std::ptr::null_mut();
-                assert_eq!(
-                    hgnn_eval_begin(model, &graph, &mut ev),
-                    HGNN_SUCCESS,
-                    "{}",
-                    last_error()
-                );
-                let mut nl = 0;
-                assert_eq!(hgnn_model_num_layers(model, &mut nl), HGNN_SUCCESS);
-                for l in 0..nl {
-                    assert_eq!(
-                        hgnn_eval_forward_layer(ev, l),
-                        HGNN_SUCCESS,
-                        "{}",
-                        last_error()
-                    );
-                }
-                let mut local = f64::NAN;
-                assert_eq!(hgnn_eval_readout(ev, &mut local), HGNN_SUCCESS);
-                let (mut ns, mut nm) = (0, 0);
-                assert_eq!(
-                    hgnn_model_head_partials_size(model, &mut ns, &mut nm),
-                    HGNN_SUCCESS
-                );
-                let mut sums = vec![0.0; ns as usize];
-                let mut maxs = vec![0.0; nm as usize];
-                assert_eq!(
-                    hgnn_eval_head_partials(ev, sums.as_mut_ptr(), ns, maxs.as_mut_ptr(), nm),
-                    HGNN_SUCCESS
-                );
-                let mut e = 0.0;
-                assert_eq!(
-                    hgnn_eval_reduce(ev, sums.as_ptr(), ns, maxs.as_ptr(), nm, &mut e),
-                    HGNN_SUCCESS,
-                    "{}",
-                    last_error()
-                );
-                for l in (0..nl).rev() {
-                    assert_eq!(
-                        hgnn_eval_backward_layer(ev, l),
-                        HGNN_SUCCESS,
-                        "{}",
-                        last_error()
-                    );
-                }
-                let mut forces = vec![0.0; 3 * n];
-                let mut r = hgnn_results_t {
-                    energy: 0.0,
-                    forces: forces.as_mut_ptr(),
-                    virial: std::ptr::null_mut(),
-                    energies: std::ptr::null_mut(),
-                    virials: std::ptr::null_mut(),
-                };
-                assert_eq!(
-                    hgnn_eval_results(ev, &mut r),
-                    HGNN_SUCCESS,
-                    "{}",
-                    last_error()
-                );
-                hgnn_eval_free(ev);
+                let r = run_layered(model, &graph);
                 let e_rel = (r.energy - e_want).abs() / e_want.abs();
-                let f_rel = max_rel(&forces, &f_want);
+                let f_rel = max_rel(&r.forces, &f_want);
                 eprintln!("{what} {branch} layer by layer: energy rel {e_rel:.1e}, forces rel {f_rel:.1e}");
                 assert!(
                     e_rel < tol && f_rel < tol,

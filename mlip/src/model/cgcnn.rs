@@ -55,13 +55,6 @@ impl Cgcnn {
 }
 
 impl Backbone for Cgcnn {
-    fn init_state(&self, x0: &Tensor) -> State {
-        State {
-            s: x0.shallow_clone(),
-            v: None,
-        }
-    }
-
     fn layer(&self, l: usize, st: &State, e: &Edges) -> State {
         let b = &self.layers[l];
         let h = &st.s;
@@ -82,16 +75,5 @@ impl Backbone for Cgcnn {
 
     fn width(&self, _l: usize) -> i64 {
         self.width
-    }
-
-    fn flatten(&self, st: &State) -> Tensor {
-        st.s.shallow_clone()
-    }
-
-    fn unflatten(&self, _l: usize, t: &Tensor) -> State {
-        State {
-            s: t.shallow_clone(),
-            v: None,
-        }
     }
 }

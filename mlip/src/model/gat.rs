@@ -100,13 +100,6 @@ impl Gat {
 }
 
 impl Backbone for Gat {
-    fn init_state(&self, x0: &Tensor) -> State {
-        State {
-            s: x0.shallow_clone(),
-            v: None,
-        }
-    }
-
     fn layer(&self, l: usize, st: &State, e: &Edges) -> State {
         let b = &self.layers[l];
         let x = &st.s;
@@ -154,17 +147,6 @@ impl Backbone for Gat {
 
     fn width(&self, l: usize) -> i64 {
         self.dims[l]
-    }
-
-    fn flatten(&self, st: &State) -> Tensor {
-        st.s.shallow_clone()
-    }
-
-    fn unflatten(&self, _l: usize, t: &Tensor) -> State {
-        State {
-            s: t.shallow_clone(),
-            v: None,
-        }
     }
 }
 

@@ -57,13 +57,6 @@ impl Gin {
 }
 
 impl Backbone for Gin {
-    fn init_state(&self, x0: &Tensor) -> State {
-        State {
-            s: x0.shallow_clone(),
-            v: None,
-        }
-    }
-
     fn layer(&self, l: usize, st: &State, e: &Edges) -> State {
         let b = &self.layers[l];
         let h = &st.s;
@@ -80,16 +73,5 @@ impl Backbone for Gin {
 
     fn width(&self, l: usize) -> i64 {
         self.dims[l]
-    }
-
-    fn flatten(&self, st: &State) -> Tensor {
-        st.s.shallow_clone()
-    }
-
-    fn unflatten(&self, _l: usize, t: &Tensor) -> State {
-        State {
-            s: t.shallow_clone(),
-            v: None,
-        }
     }
 }

@@ -70,13 +70,6 @@ impl Mfc {
 }
 
 impl Backbone for Mfc {
-    fn init_state(&self, x0: &Tensor) -> State {
-        State {
-            s: x0.shallow_clone(),
-            v: None,
-        }
-    }
-
     fn layer(&self, l: usize, st: &State, e: &Edges) -> State {
         let b = &self.layers[l];
         let h = &st.s;
@@ -110,16 +103,5 @@ impl Backbone for Mfc {
 
     fn width(&self, l: usize) -> i64 {
         self.dims[l]
-    }
-
-    fn flatten(&self, st: &State) -> Tensor {
-        st.s.shallow_clone()
-    }
-
-    fn unflatten(&self, _l: usize, t: &Tensor) -> State {
-        State {
-            s: t.shallow_clone(),
-            v: None,
-        }
     }
 }

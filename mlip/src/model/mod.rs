@@ -46,16 +46,30 @@ pub struct State {
 /// One message-passing backbone. The per-atom state entering layer `l` flattens to `width(l)`
 /// numbers: that is what a spatial-decomposition client exchanges for ghost atoms.
 pub trait Backbone: Send {
-    /// State entering layer 0 from the per-atom input features.
-    fn init_state(&self, x0: &Tensor) -> State;
+    /// State entering layer 0 from the per-atom input features (by default the features
+    /// themselves, for backbones whose state is scalar features only).
+    fn init_state(&self, x0: &Tensor) -> State {
+        State {
+            s: x0.shallow_clone(),
+            v: None,
+        }
+    }
     /// Layer `l`: the state after it, for every node that receives messages.
     fn layer(&self, l: usize, st: &State, e: &Edges) -> State;
     /// Flattened width of the state entering layer `l` (`l` = number of layers: the final state).
     fn width(&self, l: usize) -> i64;
-    /// Flattens a state to (n, width).
-    fn flatten(&self, st: &State) -> Tensor;
-    /// Inverse of [`Backbone::flatten`] for the state entering layer `l`.
-    fn unflatten(&self, l: usize, t: &Tensor) -> State;
+    /// Flattens a state to (n, width) (by default its scalar features).
+    fn flatten(&self, st: &State) -> Tensor {
+        st.s.shallow_clone()
+    }
+    /// Inverse of [`Backbone::flatten`] for the state entering layer `l` (by default scalar
+    /// features only).
+    fn unflatten(&self, _l: usize, t: &Tensor) -> State {
+        State {
+            s: t.shallow_clone(),
+            v: None,
+        }
+    }
     /// Whether a layer reads edges between neighbours (DimeNet's triplets k → j → i): then a
     /// graph whose ghost atoms are separate rows, with edges centred on local atoms only, is
     /// not enough ([`Model::check_ghost_rows`]).

@@ -9,7 +9,7 @@
 //! piecewise constant and the forces and virial are exactly zero (as in HydraGNN, where SAGE
 //! takes no edge attributes).
 
-use tch::{nn, Tensor};
+use tch::nn;
 
 use super::config::{Activation, ModelConfig};
 use super::convs::{after_conv, in_degree, unit_edge_factor, BatchNorm};
@@ -59,13 +59,6 @@ impl Sage {
 }
 
 impl Backbone for Sage {
-    fn init_state(&self, x0: &Tensor) -> State {
-        State {
-            s: x0.shallow_clone(),
-            v: None,
-        }
-    }
-
     fn layer(&self, l: usize, st: &State, e: &Edges) -> State {
         let b = &self.layers[l];
         let h = &st.s;
@@ -80,16 +73,5 @@ impl Backbone for Sage {
 
     fn width(&self, l: usize) -> i64 {
         self.dims[l]
-    }
-
-    fn flatten(&self, st: &State) -> Tensor {
-        st.s.shallow_clone()
-    }
-
-    fn unflatten(&self, _l: usize, t: &Tensor) -> State {
-        State {
-            s: t.shallow_clone(),
-            v: None,
-        }
     }
 }

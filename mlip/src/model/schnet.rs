@@ -12,7 +12,7 @@
 //! h_i ← lin2(m_i) with filters of width `num_filters`, PyG's float32 Gaussian centres and its
 //! float32-rounded shifted softplus; `post_conv_activation` follows.
 
-use tch::{nn, Tensor};
+use tch::nn;
 
 use super::config::{Activation, ModelConfig};
 use super::nn::{act, Edges};
@@ -84,13 +84,6 @@ impl SchNet {
 }
 
 impl Backbone for SchNet {
-    fn init_state(&self, x0: &Tensor) -> State {
-        State {
-            s: x0.shallow_clone(),
-            v: None,
-        }
-    }
-
     fn layer(&self, l: usize, st: &State, e: &Edges) -> State {
         let b = &self.layers[l];
         let w = e.filter(|rbf, env, dist| {
@@ -133,16 +126,5 @@ impl Backbone for SchNet {
 
     fn width(&self, l: usize) -> i64 {
         self.dims[l]
-    }
-
-    fn flatten(&self, st: &State) -> Tensor {
-        st.s.shallow_clone()
-    }
-
-    fn unflatten(&self, _l: usize, t: &Tensor) -> State {
-        State {
-            s: t.shallow_clone(),
-            v: None,
-        }
     }
 }

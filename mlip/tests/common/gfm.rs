@@ -391,3 +391,52 @@ pub fn invariance_errors(m: &Model, s0: &Structure) -> (f64, f64) {
     let df_perm = max_rel(&rp.forces, &permuted);
     (de_rot.max(de_perm), df_rot.max(df_perm))
 }
+
+/// The layer-by-layer protocol over 1, 2, 3 and 4 simulated ranks (slabs along z; with 4
+/// pieces the last one is left without atoms) against the whole structure: per piece count,
+/// the relative differences of energy, forces and virial.
+pub fn layered_errors(m: &Model, s: &Structure) -> Vec<(usize, f64, f64, f64)> {
+    let req = Request {
+        forces: true,
+        virial: true,
+        energies: false,
+        virials: false,
+    };
+    let whole = m.compute(s, req).unwrap();
+    let wmax = whole
+        .virial
+        .iter()
+        .flatten()
+        .map(|x| x.abs())
+        .fold(0.0, f64::max);
+    (1..=4)
+        .map(|n_pieces| {
+            let slabs = if n_pieces == 4 { 3 } else { n_pieces };
+            let owner: Vec<usize> = s
+                .positions
+                .iter()
+                .map(|p| ((p[2] / s.cell[2][2]).rem_euclid(1.0) * slabs as f64) as usize % slabs)
+                .collect();
+            let (e, f, v) = run_pieces(m, &pieces(s, m.cutoff(), &owner, n_pieces));
+            let dv = (0..9)
+                .map(|k| (v[k / 3][k % 3] - whole.virial[k / 3][k % 3]).abs() / wmax)
+                .fold(0.0, f64::max);
+            let de = (e - whole.energy).abs() / whole.energy.abs();
+            (n_pieces, de, max_rel(&f, &whole.forces), dv)
+        })
+        .collect()
+}
+
+/// [`layered_errors`] within 1e-12 (energy) and 1e-11 (forces, virial) for every piece count;
+/// returns the largest difference. `what` names the model in the failure message.
+pub fn assert_layered_equals_whole(m: &Model, s: &Structure, what: &str) -> f64 {
+    let mut worst: f64 = 0.0;
+    for (n, de, df, dv) in layered_errors(m, s) {
+        assert!(
+            de < 1e-12 && df < 1e-11 && dv < 1e-11,
+            "{what}, {n} pieces: energy {de:e}, forces {df:e}, virial {dv:e}"
+        );
+        worst = worst.max(de).max(df).max(dv);
+    }
+    worst
+}

@@ -88,3 +88,82 @@ pub fn max_rel(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max);
     num / b.iter().map(|v| v.abs()).fold(0.0, f64::max)
 }
+
+/// What one run of the layer-by-layer protocol returns: the energy of `hgnn_eval_results`, the
+/// local readout (`hgnn_eval_readout`), the forces (3n) and per-atom energies (n, node-head
+/// energies only: empty for a pooled energy).
+pub struct Layered {
+    pub energy: f64,
+    pub local: f64,
+    pub forces: Vec<f64>,
+    pub energies: Vec<f64>,
+}
+
+/// The layer-by-layer protocol on one piece without ghosts: every layer forward, the readout, for
+/// a pooled (graph-level) energy the reduction step (`hgnn_eval_head_partials` and
+/// `hgnn_eval_reduce` of this piece alone), every layer backward, the results. Asserts that
+/// every call succeeds, naming the last error.
+///
+/// # Safety
+/// `model` must be a live model and `graph`'s pointers valid for its sizes.
+pub unsafe fn run_layered(model: *mut hgnn_model_t, graph: &hgnn_graph_t) -> Layered {
+    let ok = |rc: hgnn_status_t| assert_eq!(rc, HGNN_SUCCESS, "{}", last_error());
+    let n = graph.n_local as usize;
+    let mut ev = std::ptr::null_mut();
+    ok(hgnn_eval_begin(model, graph, &mut ev));
+    let mut nl = 0;
+    ok(hgnn_model_num_layers(model, &mut nl));
+    for l in 0..nl {
+        ok(hgnn_eval_forward_layer(ev, l));
+    }
+    let mut local = f64::NAN;
+    ok(hgnn_eval_readout(ev, &mut local));
+    let mut pooled = 0;
+    ok(hgnn_model_energy_is_pooled(model, &mut pooled));
+    if pooled == 1 {
+        let (mut ns, mut nm) = (0, 0);
+        ok(hgnn_model_head_partials_size(model, &mut ns, &mut nm));
+        let mut sums = vec![0.0; ns as usize];
+        let mut maxs = vec![0.0; nm as usize];
+        ok(hgnn_eval_head_partials(
+            ev,
+            sums.as_mut_ptr(),
+            ns,
+            maxs.as_mut_ptr(),
+            nm,
+        ));
+        let mut e = 0.0;
+        ok(hgnn_eval_reduce(
+            ev,
+            sums.as_ptr(),
+            ns,
+            maxs.as_ptr(),
+            nm,
+            &mut e,
+        ));
+    }
+    for l in (0..nl).rev() {
+        ok(hgnn_eval_backward_layer(ev, l));
+    }
+    let mut forces = vec![0.0; 3 * n];
+    let mut energies = vec![0.0; if pooled == 1 { 0 } else { n }];
+    let mut r = hgnn_results_t {
+        energy: 0.0,
+        forces: forces.as_mut_ptr(),
+        virial: std::ptr::null_mut(),
+        energies: if pooled == 1 {
+            std::ptr::null_mut()
+        } else {
+            energies.as_mut_ptr()
+        },
+        virials: std::ptr::null_mut(),
+    };
+    ok(hgnn_eval_results(ev, &mut r));
+    hgnn_eval_free(ev);
+    Layered {
+        energy: r.energy,
+        local,
+        forces,
+        energies,
+    }
+}
