@@ -8,8 +8,8 @@
 //! `add_self_loops` do; with `conv.edge_dim` = 1 the self loop's edge attribute is the mean
 //! distance of the atom's other incoming edges (PyG's `fill_value="mean"`; 0 without any).
 //! x_l = W_l h + b_l, x_r = W_r h + b_r, both (n, H, F); on edge j → i,
-//! a_ij = att · leaky_relu(x_r[i] + x_l[j] + W_e |r_ij|), α_ij = softmax over the edges into i;
-//! out_i = Σ_j α_ij x_l[j]; every layer but the last concatenates the heads (H·F wide), the last
+//! `a_ij = att · leaky_relu(x_r[i] + x_l[j] + W_e |r_ij|)`, α_ij = softmax over the edges into i;
+//! `out_i = Σ_j α_ij x_l[j]`; every layer but the last concatenates the heads (H·F wide), the last
 //! averages them (F wide); then + bias, HydraGNN's feature layer (BatchNorm in evaluation mode
 //! with `conv.batch_norm`) and `post_conv_activation`. The distance enters without a cutoff
 //! function: the energy jumps when a pair crosses the cutoff.

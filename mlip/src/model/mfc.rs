@@ -5,7 +5,7 @@
 //! [`ModelConfig`].
 //!
 //! Layer l: with d = min(number of neighbours of i, `conv.max_degree`),
-//! h_i ← W_l[d] Σ_j h_j + b_l[d] + W_r[d] h_i, then HydraGNN's feature layer (BatchNorm in
+//! `h_i ← W_l[d] Σ_j h_j + b_l[d] + W_r[d] h_i`, then HydraGNN's feature layer (BatchNorm in
 //! evaluation mode with `conv.batch_norm`) and `post_conv_activation`. The layer reads only
 //! which atoms are within the cutoff: the energy is piecewise constant and the forces and virial
 //! are exactly zero (as in HydraGNN, where MFC takes no edge attributes).
