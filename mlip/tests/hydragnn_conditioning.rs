@@ -30,14 +30,9 @@ mod golden;
 mod common;
 
 use common::gfm::{
-    assert_layered_equals_whole, fd_errors, flat, invariance_errors, max_rel, pieces, read_golden,
-    run_pieces, Golden,
+    assert_layered_equals_whole, fd_errors, golden_errors_in_dir, golden_in, invariance_errors,
+    max_rel, pieces, run_pieces, FORCES,
 };
-
-/// The golden `GFM_<name>_<structure>_golden.npz` in `dir`.
-fn golden_in(dir: &Path, name: &str, structure: &str) -> Golden {
-    read_golden(&dir.join(format!("GFM_{name}_{structure}_golden.npz")))
-}
 
 /// The engine model of `GFM_<name>` in `dir`, its config and state dict edited first.
 fn import_edited(
@@ -137,44 +132,6 @@ fn sheared_cual12() -> Structure {
     s0
 }
 
-const FORCES: Request = Request {
-    forces: true,
-    virial: true,
-    energies: false,
-    virials: false,
-};
-
-/// Energy (every branch) and forces of `m` against the golden `GFM_<name>_<structure>`:
-/// (worst energy rel, worst forces rel).
-fn golden_errors_in(m: &mut Model, dir: &Path, name: &str, structure: &str) -> (f64, f64) {
-    let g = golden_in(dir, name, structure);
-    let npz = read_npz(&dir.join(format!("GFM_{name}_{structure}_golden.npz"))).unwrap();
-    if let Some(a) = npz.get("graph_attr") {
-        m.set_graph_attr(&flat(a)).unwrap();
-    }
-    let branches = m.branch_names();
-    assert_eq!(
-        g.energy.len(),
-        branches.len(),
-        "{name}: one energy per branch"
-    );
-    let (mut de, mut df) = (0.0f64, 0.0f64);
-    for (b, bn) in branches.iter().enumerate() {
-        m.set_branch(bn).unwrap();
-        let r = m.compute(&g.structure, FORCES).unwrap();
-        let e_rel = (r.energy - g.energy[b]).abs() / g.energy[b].abs();
-        let f_rel = max_rel(&r.forces, &g.forces[b]);
-        eprintln!(
-            "{name} {bn} ({structure}): energy {} (HydraGNN {}), rel {e_rel:.1e}; forces rel {f_rel:.1e}",
-            r.energy, g.energy[b]
-        );
-        de = de.max(e_rel);
-        df = df.max(f_rel);
-    }
-    m.set_branch(&branches[0]).unwrap();
-    (de, df)
-}
-
 /// The structures of the golden `GFM_<name>_*_golden.npz` files in `dir`.
 fn golden_structures(dir: &Path, name: &str) -> Vec<String> {
     let prefix = format!("GFM_{name}_");
@@ -215,7 +172,7 @@ fn new_goldens_reproduce_hydragnn() {
         );
         let (mut m, _) = import_edited(&dir, name, |_| {}, |_| {});
         for st in structures {
-            let (de, df) = golden_errors_in(&mut m, &dir, name, &st);
+            let (de, df) = golden_errors_in_dir(&mut m, &dir, name, &st);
             assert!(de < 1e-8, "{name} {st}: energy off by {de:e}");
             assert!(df < 1e-8, "{name} {st}: forces off by {df:e}");
             checked += 1;
@@ -350,7 +307,7 @@ fn edge_identity(name: &str, structure: &str, zero: impl FnOnce(&mut BTreeMap<St
         warnings.iter().any(|w| w.contains("edge_dim = 1")),
         "{warnings:?}"
     );
-    let (de, df) = golden_errors_in(&mut m, &dir, name, structure);
+    let (de, df) = golden_errors_in_dir(&mut m, &dir, name, structure);
     assert!(
         de < 1e-13 && df < 1e-10,
         "{name} with a zero edge input: {de:e} {df:e}"

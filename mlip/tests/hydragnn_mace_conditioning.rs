@@ -27,19 +27,9 @@ use tch::{Kind, Tensor};
 mod golden;
 mod common;
 
-use common::gfm::{assert_layered_equals_whole, fd_errors, flat, max_rel, read_golden, Golden};
-
-const FORCES: Request = Request {
-    forces: true,
-    virial: true,
-    energies: false,
-    virials: false,
+use common::gfm::{
+    assert_layered_equals_whole, fd_errors, golden_errors_in_dir, golden_in, max_rel, FORCES,
 };
-
-/// The golden `GFM_<name>_<structure>_golden.npz` in `dir`.
-fn golden_in(dir: &Path, name: &str, structure: &str) -> Golden {
-    read_golden(&dir.join(format!("GFM_{name}_{structure}_golden.npz")))
-}
 
 /// The engine model of `GFM_<name>` in `dir`, its config and state dict edited first, and the
 /// importer's warnings.
@@ -64,37 +54,6 @@ fn import_edited(
 fn rand(shape: &[i64], seed: i64) -> Tensor {
     tch::manual_seed(seed);
     Tensor::randn(shape, (Kind::Double, tch::Device::Cpu)) * 0.3
-}
-
-/// Energy (every branch) and forces of `m` against the golden: (worst energy rel, worst forces
-/// rel); charge and spin from the golden's `graph_attr` where it has one and the model takes it.
-fn golden_errors(m: &mut Model, dir: &Path, name: &str, structure: &str) -> (f64, f64) {
-    let g = golden_in(dir, name, structure);
-    let npz = read_npz(&dir.join(format!("GFM_{name}_{structure}_golden.npz"))).unwrap();
-    if let (Some(a), false) = (npz.get("graph_attr"), m.graph_attr_names().is_empty()) {
-        m.set_graph_attr(&flat(a)).unwrap();
-    }
-    let branches = m.branch_names();
-    assert_eq!(
-        g.energy.len(),
-        branches.len(),
-        "{name}: one energy per branch"
-    );
-    let (mut de, mut df) = (0.0f64, 0.0f64);
-    for (b, bn) in branches.iter().enumerate() {
-        m.set_branch(bn).unwrap();
-        let r = m.compute(&g.structure, FORCES).unwrap();
-        let e_rel = (r.energy - g.energy[b]).abs() / g.energy[b].abs();
-        let f_rel = max_rel(&r.forces, &g.forces[b]);
-        eprintln!(
-            "{name} {bn} ({structure}): energy {} (HydraGNN {}), rel {e_rel:.1e}; forces rel {f_rel:.1e}",
-            r.energy, g.energy[b]
-        );
-        de = de.max(e_rel);
-        df = df.max(f_rel);
-    }
-    m.set_branch(&branches[0]).unwrap();
-    (de, df)
 }
 
 /// The three MACE goldens made with upstream HydraGNN: both branches' energies and the forces
@@ -127,7 +86,7 @@ fn mace_conditioning_goldens_reproduce_hydragnn() {
                 "{warnings:?}"
             );
         }
-        let (de, df) = golden_errors(&mut m, &dir, name, "ethanol");
+        let (de, df) = golden_errors_in_dir(&mut m, &dir, name, "ethanol");
         assert!(de < 1e-8, "{name}: energy off by {de:e}");
         assert!(df < 1e-8, "{name}: forces off by {df:e}");
         if mode != "fuse_pool" {

@@ -440,3 +440,48 @@ pub fn assert_layered_equals_whole(m: &Model, s: &Structure, what: &str) -> f64 
     }
     worst
 }
+
+/// Forces and virial, no per-atom quantities.
+pub const FORCES: Request = Request {
+    forces: true,
+    virial: true,
+    energies: false,
+    virials: false,
+};
+
+/// The golden `GFM_<name>_<structure>_golden.npz` of the directory `dir`.
+pub fn golden_in(dir: &Path, name: &str, structure: &str) -> Golden {
+    read_golden(&dir.join(format!("GFM_{name}_{structure}_golden.npz")))
+}
+
+/// Energy and force errors against `GFM_<name>_<structure>_golden.npz` in `dir`, for every
+/// branch of `m` (the golden's charge and spin set first when the model takes them); leaves
+/// the first branch selected.
+pub fn golden_errors_in_dir(m: &mut Model, dir: &Path, name: &str, structure: &str) -> (f64, f64) {
+    let g = golden_in(dir, name, structure);
+    let npz = read_npz(&dir.join(format!("GFM_{name}_{structure}_golden.npz"))).unwrap();
+    if let (Some(a), false) = (npz.get("graph_attr"), m.graph_attr_names().is_empty()) {
+        m.set_graph_attr(&flat(a)).unwrap();
+    }
+    let branches = m.branch_names();
+    assert_eq!(
+        g.energy.len(),
+        branches.len(),
+        "{name}: one energy per branch"
+    );
+    let (mut de, mut df) = (0.0f64, 0.0f64);
+    for (b, bn) in branches.iter().enumerate() {
+        m.set_branch(bn).unwrap();
+        let r = m.compute(&g.structure, FORCES).unwrap();
+        let e_rel = (r.energy - g.energy[b]).abs() / g.energy[b].abs();
+        let f_rel = max_rel(&r.forces, &g.forces[b]);
+        eprintln!(
+            "{name} {bn} ({structure}): energy {} (HydraGNN {}), rel {e_rel:.1e}; forces rel {f_rel:.1e}",
+            r.energy, g.energy[b]
+        );
+        de = de.max(e_rel);
+        df = df.max(f_rel);
+    }
+    m.set_branch(&branches[0]).unwrap();
+    (de, df)
+}
