@@ -18,6 +18,7 @@
 //! whose shapes the engine has already checked.
 
 pub mod compute;
+pub mod device;
 pub mod elements;
 pub mod ensemble;
 pub mod error;

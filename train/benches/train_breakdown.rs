@@ -1,7 +1,8 @@
 //! Training throughput by backbone, with where the time of a step goes
 //! (`benchmarks/train_breakdown.sh`, or
 //! `cargo bench -p hydragnn-train --bench train_breakdown -- [DATASET.bp] [--steps N] [--batch B]
-//! [--threads 1,2] [--models schnet,painn,egnn]`).
+//! [--threads 1,2] [--models schnet,painn,egnn] [--device cpu|cuda]`; on a GPU every phase ends
+//! with a device synchronisation, so each is charged its own kernels).
 //!
 //! For SchNet, PaiNN and EGNN, built by the trainer's own model construction (`plan_model`,
 //! `new_model`) from the architecture of `examples/train/metals.json`, `metals_painn.json` and
@@ -82,16 +83,22 @@ struct Times {
 struct Lap {
     wall: Instant,
     cpu: f64,
+    device: Device,
 }
 
 impl Lap {
-    fn start() -> Lap {
+    fn start(device: Device) -> Lap {
         Lap {
             wall: Instant::now(),
             cpu: cpu_now(),
+            device,
         }
     }
     fn mark(&mut self, t: &mut Times, phase: usize) {
+        // On a GPU the ops are asynchronous: wait for them, or the time lands in a later phase.
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
         let (w, c) = (Instant::now(), cpu_now());
         t.wall[phase] += (w - self.wall).as_secs_f64();
         t.cpu[phase] += c - self.cpu;
@@ -127,10 +134,10 @@ struct Run {
     times: Times,
 }
 
-fn bench(cfg: &TrainConfig, graphs: &[Graph], steps: usize, batch: usize) -> Run {
+fn bench(cfg: &TrainConfig, graphs: &[Graph], steps: usize, batch: usize, device: Device) -> Run {
     let (mc, metas) = plan_model(cfg).expect("plan");
     let spec = metas[0].1.clone();
-    let model = new_model(mc, Kind::Float, Device::Cpu, 0).expect("model");
+    let model = new_model(mc, Kind::Float, device, 0).expect("model");
     let t = cfg.training();
     let mut opt = AdamW::new(model.var_store(), &t.optimizer);
     let clip = t.clip_grad_norm;
@@ -141,9 +148,9 @@ fn bench(cfg: &TrainConfig, graphs: &[Graph], steps: usize, batch: usize) -> Run
         let s = (k * batch) % n.saturating_sub(batch).max(1);
         let part: Vec<&Graph> = graphs[s..(s + batch).min(n)].iter().collect();
         let atoms: usize = part.iter().map(|g| g.n_atoms()).sum();
-        let mut lap = Lap::start();
+        let mut lap = Lap::start(device);
         opt.zero_grad();
-        let c = collate(&part, &[], &[], Kind::Float, Device::Cpu, true);
+        let c = collate(&part, &[], &[], Kind::Float, device, true);
         lap.mark(times, 0);
         let out = model.forward(&c.graph, Some(spec.branch)).expect("forward");
         lap.mark(times, 1);
@@ -210,6 +217,10 @@ fn main() {
         .split(',')
         .map(|t| t.trim().parse().expect("--threads 1,2"))
         .collect();
+    let device = opt("--device", "cpu")
+        .parse::<mlip::device::DeviceChoice>()
+        .and_then(|c| c.resolve(0))
+        .unwrap_or_else(|e| panic!("--device: {e}"));
     let models: Vec<String> = opt("--models", "schnet,painn,egnn")
         .split(',')
         .map(|m| m.trim().to_lowercase())
@@ -221,7 +232,7 @@ fn main() {
     let sr = ds.split("trainset").expect("trainset");
     let all = sr.read_block(0..sr.n_graphs()).expect("read trainset");
     println!(
-        "dataset {} | trainset {} graphs, {} atoms | batch {batch} | {steps} timed steps after 3 warm-up",
+        "dataset {} | trainset {} graphs, {} atoms | batch {batch} | {steps} timed steps after 3 warm-up | {device:?}",
         data.display(),
         sr.n_graphs(),
         all.total_atoms()
@@ -243,7 +254,7 @@ fn main() {
         );
         for &t in &threads {
             tch::set_num_threads(t);
-            let r = bench(&cfg, &graphs, steps, batch);
+            let r = bench(&cfg, &graphs, steps, batch, device);
             let wall: f64 = r.times.wall.iter().sum();
             let cpu: f64 = r.times.cpu.iter().sum();
             println!(

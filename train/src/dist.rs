@@ -18,6 +18,7 @@ pub struct Dist {
     size: usize,
     local_rank: usize,
     local_size: usize,
+    device: mlip::device::DeviceChoice,
 }
 
 impl std::fmt::Debug for Dist {
@@ -38,6 +39,7 @@ impl Dist {
             size: 1,
             local_rank: 0,
             local_size: 1,
+            device: mlip::device::DeviceChoice::Auto,
         }
     }
 
@@ -56,6 +58,7 @@ impl Dist {
                     size,
                     local_rank,
                     local_size,
+                    device: mlip::device::DeviceChoice::Auto,
                 }
             }
             None => Dist::single(),
@@ -78,6 +81,7 @@ impl Dist {
                 comm: Some((None, sub)),
                 local_rank: self.local_rank,
                 local_size: self.local_size,
+                device: self.device,
             },
             None => Dist::single(),
         }
@@ -141,13 +145,25 @@ impl Dist {
         Ok(())
     }
 
-    /// The device of this rank: its node-local GPU when CUDA is available, else the CPU.
-    pub fn device(&self) -> tch::Device {
-        if tch::Cuda::is_available() {
-            let n = tch::Cuda::device_count().max(1) as usize;
-            tch::Device::Cuda(self.local_rank % n)
-        } else {
-            tch::Device::Cpu
-        }
+    /// Sets the device the ranks are asked to use (`hydragnn train --device`; default
+    /// [`DeviceChoice::Auto`](mlip::device::DeviceChoice::Auto)).
+    pub fn with_device(mut self, choice: mlip::device::DeviceChoice) -> Dist {
+        self.device = choice;
+        self
+    }
+
+    /// The device choice of the run.
+    pub fn device_choice(&self) -> mlip::device::DeviceChoice {
+        self.device
+    }
+
+    /// The device of this rank: with `auto` (the default) or `cuda`, GPU `local_rank % count`
+    /// of the GPUs this process sees (one rank per GPU on a node; with Slurm's
+    /// `--gpus-per-task 1` each rank sees one), `local_rank` being the rank's index among the
+    /// ranks of its node (`MPI_Comm_split_type` shared memory, the same as `SLURM_LOCALID` or
+    /// `OMPI_COMM_WORLD_LOCAL_RANK`); `auto` falls back to the CPU without a usable GPU, `cuda`
+    /// is then an error saying why ([`mlip::device`]).
+    pub fn device(&self) -> mlip::Result<tch::Device> {
+        self.device.resolve(self.local_rank)
     }
 }

@@ -5,6 +5,12 @@
 //! the figures are rank 0's node (every rank on it included). Without readable counters (no
 //! RAPL, a VM, or counters readable by root only) the run says so once and goes on.
 //!
+//! On GPU nodes the GPUs' own counters are added: NVML's total energy since the driver was loaded
+//! (`nvmlDeviceGetTotalEnergyConsumption`, millijoules; Volta and newer), read from
+//! `libnvidia-ml.so.1` when it can be loaded, for every GPU of rank 0's node that NVML lists (the
+//! node is assumed to be the job's, as on Perlmutter and Frontier, which allocate whole nodes).
+//! `HYDRAGNN_NVML=0` leaves them out.
+//!
 //! `HYDRAGNN_POWERCAP_DIR` replaces `/sys/class/powercap` (for tests with a fixture directory).
 
 use std::io::Write;
@@ -28,8 +34,103 @@ struct Zone {
 pub struct EnergyMeter {
     zones: Vec<Zone>,
     names: Vec<String>,
+    gpus: Option<nvml::Gpus>,
     total_j: f64,
     since: Instant,
+}
+
+/// NVML, loaded at run time (no link-time dependency on the NVIDIA driver): the four calls the
+/// meter needs.
+mod nvml {
+    use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void};
+
+    type Device = *mut c_void;
+    type Init = unsafe extern "C" fn() -> c_int;
+    type Count = unsafe extern "C" fn(*mut c_uint) -> c_int;
+    type Handle = unsafe extern "C" fn(c_uint, *mut Device) -> c_int;
+    type Energy = unsafe extern "C" fn(Device, *mut c_ulonglong) -> c_int;
+    type Name = unsafe extern "C" fn(Device, *mut c_char, c_uint) -> c_int;
+
+    /// The node's GPUs whose energy counter NVML reads, with their last readings (mJ).
+    pub struct Gpus {
+        energy: Energy,
+        devices: Vec<(Device, u64)>,
+        /// `index name` of each GPU read.
+        pub names: Vec<String>,
+        _lib: libloading::Library,
+    }
+
+    impl std::fmt::Debug for Gpus {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Gpus").field("names", &self.names).finish()
+        }
+    }
+
+    impl Gpus {
+        /// The GPUs with a readable energy counter; None without NVML or without such a GPU.
+        pub fn open() -> Option<Gpus> {
+            // SAFETY: NVML is a C library with no initialisers beyond nvmlInit; the symbols are
+            // called with the signatures of nvml.h (NVML_SUCCESS is 0).
+            unsafe {
+                let lib = libloading::Library::new("libnvidia-ml.so.1").ok()?;
+                let init: Init = *lib.get::<Init>(b"nvmlInit_v2\0").ok()?;
+                let count: Count = *lib.get::<Count>(b"nvmlDeviceGetCount_v2\0").ok()?;
+                let handle: Handle = *lib.get::<Handle>(b"nvmlDeviceGetHandleByIndex_v2\0").ok()?;
+                let energy: Energy = *lib
+                    .get::<Energy>(b"nvmlDeviceGetTotalEnergyConsumption\0")
+                    .ok()?;
+                let name: Name = *lib.get::<Name>(b"nvmlDeviceGetName\0").ok()?;
+                if init() != 0 {
+                    return None;
+                }
+                let mut n: c_uint = 0;
+                if count(&mut n) != 0 {
+                    return None;
+                }
+                let mut devices = Vec::new();
+                let mut names = Vec::new();
+                for i in 0..n {
+                    let mut d: Device = std::ptr::null_mut();
+                    let mut mj: c_ulonglong = 0;
+                    if handle(i, &mut d) != 0 || energy(d, &mut mj) != 0 {
+                        continue;
+                    }
+                    let mut buf = [0 as c_char; 96];
+                    let label = if name(d, buf.as_mut_ptr(), buf.len() as c_uint) == 0 {
+                        std::ffi::CStr::from_ptr(buf.as_ptr())
+                            .to_string_lossy()
+                            .into_owned()
+                    } else {
+                        "GPU".to_string()
+                    };
+                    names.push(format!("gpu{i} {label}"));
+                    devices.push((d, mj));
+                }
+                (!devices.is_empty()).then_some(Gpus {
+                    energy,
+                    devices,
+                    names,
+                    _lib: lib,
+                })
+            }
+        }
+
+        /// Joules since the last call (or since opening), summed over the GPUs; a GPU whose
+        /// counter can no longer be read adds nothing.
+        pub fn lap(&mut self) -> f64 {
+            let mut mj = 0u64;
+            for (d, last) in &mut self.devices {
+                let mut now: c_ulonglong = 0;
+                // SAFETY: the handle came from NVML, which stays initialised while `_lib` lives.
+                if unsafe { (self.energy)(*d, &mut now) } != 0 {
+                    continue;
+                }
+                mj += now.saturating_sub(*last);
+                *last = now;
+            }
+            mj as f64 * 1e-3
+        }
+    }
 }
 
 fn read_u64(p: &Path) -> Option<u64> {
@@ -37,27 +138,40 @@ fn read_u64(p: &Path) -> Option<u64> {
 }
 
 impl EnergyMeter {
-    /// The counters under `HYDRAGNN_POWERCAP_DIR` or `/sys/class/powercap`; None if none is readable.
+    /// The RAPL counters under `HYDRAGNN_POWERCAP_DIR` or `/sys/class/powercap`, and the GPUs'
+    /// NVML counters (unless `HYDRAGNN_NVML=0`); None if none is readable.
     pub fn open() -> Option<EnergyMeter> {
         let dir = std::env::var_os("HYDRAGNN_POWERCAP_DIR")
             .map_or_else(|| PathBuf::from("/sys/class/powercap"), PathBuf::from);
-        EnergyMeter::open_at(&dir)
+        let gpus = if std::env::var("HYDRAGNN_NVML").is_ok_and(|v| v.trim() == "0") {
+            None
+        } else {
+            nvml::Gpus::open()
+        };
+        EnergyMeter::with_gpus(&dir, gpus)
     }
 
-    /// The top-level RAPL zones (`intel-rapl:N`) under `dir` whose `energy_uj` can be read.
+    /// The top-level RAPL zones (`intel-rapl:N`) under `dir` whose `energy_uj` can be read (no
+    /// GPUs).
     pub fn open_at(dir: &Path) -> Option<EnergyMeter> {
+        EnergyMeter::with_gpus(dir, None)
+    }
+
+    /// The GPUs read through NVML (`gpu0 NVIDIA H100 ...`); empty without NVML.
+    pub fn gpus(&self) -> &[String] {
+        self.gpus.as_ref().map_or(&[], |g| &g.names)
+    }
+
+    fn with_gpus(dir: &Path, gpus: Option<nvml::Gpus>) -> Option<EnergyMeter> {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_prefix("intel-rapl:"))
-                    .is_some_and(|rest| {
-                        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit())
-                    })
-            })
-            .collect();
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_else(|_| Vec::new());
+        entries.retain(|p: &PathBuf| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("intel-rapl:"))
+                .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()))
+        });
         entries.sort();
         let mut zones = Vec::new();
         let mut names = Vec::new();
@@ -77,9 +191,10 @@ impl EnergyMeter {
                 last_uj: now,
             });
         }
-        (!zones.is_empty()).then(|| EnergyMeter {
+        (!zones.is_empty() || gpus.is_some()).then(|| EnergyMeter {
             zones,
             names,
+            gpus,
             total_j: 0.0,
             since: Instant::now(),
         })
@@ -90,7 +205,8 @@ impl EnergyMeter {
         &self.names
     }
 
-    /// Joules used since the last call (or since opening), summed over the zones; a counter
+    /// Joules used since the last call (or since opening), summed over the zones and the GPUs; a
+    /// counter
     /// that wrapped around adds `max_energy_range_uj - last + now`. A zone that can no longer be
     /// read adds nothing.
     pub fn lap(&mut self) -> f64 {
@@ -106,7 +222,7 @@ impl EnergyMeter {
             };
             z.last_uj = now;
         }
-        let j = uj as f64 * 1e-6;
+        let j = uj as f64 * 1e-6 + self.gpus.as_mut().map_or(0.0, |g| g.lap());
         self.total_j += j;
         j
     }
@@ -121,9 +237,12 @@ impl EnergyMeter {
         let new = !path.exists();
         let mut text = String::new();
         if new {
+            let mut counters = format!("# RAPL zones: {}", self.names.join(" "));
+            if !self.gpus().is_empty() {
+                counters.push_str(&format!(" | NVML GPUs: {}", self.gpus().join(", ")));
+            }
             text.push_str(&format!(
-                "# RAPL zones: {}\nepoch,joules,total_joules,seconds,watts\n",
-                self.names.join(" ")
+                "{counters}\nepoch,joules,total_joules,seconds,watts\n"
             ));
         }
         text.push_str(&format!(

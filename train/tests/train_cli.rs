@@ -575,3 +575,51 @@ fn new_models_get_zbl_and_the_shortest_training_distance() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("NeuralNetwork.Architecture.zbl"), "{err}");
 }
+
+#[test]
+fn device_flag_errors_name_the_device_and_cpu_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = committed_model();
+    let xyz = dir.path().join("cu.xyz");
+    write_extxyz(&xyz, &metal_frames(2, 3)).unwrap();
+    let m = model.to_str().unwrap();
+    let x = xyz.to_str().unwrap();
+    // An unknown device is a usage error naming it and the choices.
+    let (code, _, err) = hydragnn(&["eval", m, x, "--device", "tpu"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("tpu") && err.contains("auto, cpu, cuda"), "{err}");
+    // The CPU always works, and gives the same metrics as the default (auto) here.
+    let (code, cpu, err) = hydragnn(&["eval", m, x, "--device", "cpu"]);
+    assert_eq!(code, 0, "{err}");
+    if !mlip::device::cuda_available() {
+        let (code, auto, err) = hydragnn(&["eval", m, x]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(auto, cpu);
+        // Asking for a GPU where there is none says why, and does not fall back silently.
+        let (code, _, err) = hydragnn(&["eval", m, x, "--device", "cuda"]);
+        assert_ne!(code, 0);
+        assert!(err.contains("no GPU is usable"), "{err}");
+        let cfg = dir.path().join("c.json");
+        std::fs::write(&cfg, "{}").unwrap();
+        let (code, _, err) = hydragnn(&[
+            "train",
+            cfg.to_str().unwrap(),
+            "--device",
+            "cuda",
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
+        ]);
+        assert_ne!(code, 0);
+        assert!(err.contains("no GPU is usable") || err.contains("c.json"), "{err}");
+    }
+    // HYDRAGNN_DEVICE is read when the flag is absent; a bad value names the variable.
+    let o = Command::new(bin())
+        .args(["eval", m, x])
+        .env("HYDRAGNN_NO_MPI", "1")
+        .env("HYDRAGNN_DEVICE", "tpu")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("HYDRAGNN_DEVICE") && err.contains("tpu"), "{err}");
+}

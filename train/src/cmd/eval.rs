@@ -48,6 +48,10 @@ pub struct Args {
     /// Compute in float64 instead of float32.
     #[arg(long)]
     fp64: bool,
+    /// Where to compute: `auto` (a GPU when libtorch can use one, else the CPU), `cpu`, `cuda`
+    /// or `cuda:N`. Default: the environment variable `HYDRAGNN_DEVICE`, else `auto`.
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<mlip::device::DeviceChoice>,
     /// Also write the metrics as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -112,11 +116,11 @@ fn meta_of_frames(path: &Path, b: &FrameBlock) -> anyhow::Result<DatasetMeta> {
 pub fn run(a: Args) -> anyhow::Result<()> {
     mlip::compute::threads_from_env()?;
     let kind = if a.fp64 { Kind::Double } else { Kind::Float };
-    let device = if tch::Cuda::is_available() {
-        Device::Cuda(0)
-    } else {
-        Device::Cpu
-    };
+    let device = match a.device {
+        Some(c) => c,
+        None => mlip::device::DeviceChoice::from_env()?,
+    }
+    .resolve(0)?;
     let ens = mlip::ensemble::Ensemble::load(&a.model, kind, device)?;
     let members: Vec<&Model> = ens.members.iter().collect();
     let model = members[0];

@@ -28,6 +28,11 @@ pub struct Args {
     /// `Training.ensemble`, which does the same.
     #[arg(long, value_name = "K")]
     ensemble: Option<usize>,
+    /// Where each rank computes: `auto` (a GPU when libtorch can use one, else the CPU), `cpu`,
+    /// `cuda` (one GPU per rank: node-local rank modulo the GPUs it sees; an error if there is
+    /// none) or `cuda:N`. Default: the environment variable `HYDRAGNN_DEVICE`, else `auto`.
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<mlip::device::DeviceChoice>,
 }
 
 /// Runs the command.
@@ -40,16 +45,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         Dist::init()
     };
+    let choice = match a.device {
+        Some(c) => c,
+        None => mlip::device::DeviceChoice::from_env()?,
+    };
+    let dist = dist.with_device(choice);
     dist.set_threads()?;
+    let device = dist.device()?;
     let out_dir = a
         .out
         .unwrap_or_else(|| PathBuf::from("logs").join(&cfg.config.dataset.name));
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     if dist.is_root() && cfg.config.verbosity.level >= 1 {
         eprintln!(
-            "hydragnn train: {} rank(s), {} libtorch thread(s) per rank, output {}",
+            "hydragnn train: {} rank(s), {} libtorch thread(s) per rank, device {} (rank 0: {device:?}), output {}",
             dist.size(),
             tch::get_num_threads(),
+            choice,
             out_dir.display()
         );
     }

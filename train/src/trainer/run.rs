@@ -182,14 +182,22 @@ impl Trainer<'_> {
         let mut meter = root.then(crate::energy::EnergyMeter::open).flatten();
         if root && meter.is_none() && self.verbose >= 1 {
             eprintln!(
-                "energy: no readable RAPL counters (/sys/class/powercap): energy.csv not written"
+                "energy: no readable RAPL counters (/sys/class/powercap) and no NVML GPU counters: energy.csv not written"
+            );
+        }
+        if let (Some(m), true) = (&meter, self.verbose >= 1) {
+            let mut from: Vec<String> = m.zones().to_vec();
+            from.extend(m.gpus().iter().cloned());
+            eprintln!(
+                "energy: joules per epoch into energy.csv from {}",
+                from.join(", ")
             );
         }
         // Joules of each epoch of this session (rank 0), for the energy-aware stop.
         let mut epoch_joules: Vec<f64> = Vec::new();
         if let (Some(_), true, true) = (&t.energy_stopping, root, meter.is_none()) {
             eprintln!(
-                "EnergyStopping: no readable RAPL counters, so the energy-aware stop is off in this run"
+                "EnergyStopping: no readable RAPL counters or NVML GPU counters, so the energy-aware stop is off in this run"
             );
         }
         if self.state.finished && self.state.epoch >= t.num_epoch {

@@ -173,7 +173,7 @@ impl<'a> Trainer<'a> {
             ));
         }
         let kind = t.precision.master().kind();
-        let device = dist.device();
+        let device = dist.device()?;
         if t.precision.autocast().is_some() && dist.is_root() && cfg.config.verbosity.level >= 1 {
             let native = device != Device::Cpu
                 || std::fs::read_to_string("/proc/cpuinfo")
