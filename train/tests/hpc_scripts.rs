@@ -155,6 +155,8 @@ fn the_scripts_config_trains_under_mpirun_with_the_scripts_flags() {
         .map(|a| match a.as_str() {
             "\"$CONFIG\"" => cfg.to_string_lossy().into_owned(),
             "\"$OUT\"" => out.to_string_lossy().into_owned(),
+            // The script's GPU: this machine's CPU stands in.
+            "\"$DEVICE\"" => "cpu".to_string(),
             other => other.to_string(),
         })
         .collect();
