@@ -195,12 +195,89 @@ fn bench(cfg: &TrainConfig, graphs: &[Graph], steps: usize, batch: usize, device
     }
 }
 
+/// One training step's gradients (the trainer's energy + force + stress loss, double backward) of
+/// `model` on `part`,
+/// in float64, flat in [`AdamW::params`] order, with the loss.
+fn step_grads(
+    model: &mlip::model::Model,
+    cfg: &TrainConfig,
+    spec: &hydragnn_train::metrics::BranchSpec,
+    part: &[&Graph],
+    device: Device,
+) -> (f64, Vec<f64>, Vec<(String, usize)>) {
+    let t = cfg.training();
+    let mut opt = AdamW::new(model.var_store(), &t.optimizer);
+    opt.zero_grad();
+    let atoms: usize = part.iter().map(|g| g.n_atoms()).sum();
+    let c = collate(part, &[], &[], Kind::Double, device, true);
+    // The trainer's prediction: energy, forces and (for this dataset) stress.
+    let p = hydragnn_train::metrics::predict(model, spec, &c, true).expect("predict");
+    let l = batch_loss(
+        spec,
+        &p,
+        &c,
+        t.loss_function_type,
+        part.len() as f64,
+        atoms as f64,
+    );
+    l.backward();
+    let names = opt
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.var.numel()))
+        .collect();
+    (l.double_value(&[]), opt.grads_flat(), names)
+}
+
+/// `--grad-check`: the same float64 model (CPU weights copied to `device`) and batch give the
+/// same loss and parameter gradients on the CPU and on `device`; prints the parameters that
+/// differ most. Returns whether every gradient agrees to `1e-9` relative to the largest.
+fn grad_check(cfg: &TrainConfig, graphs: &[Graph], batch: usize, device: Device) -> bool {
+    let (mc, metas) = plan_model(cfg).expect("plan");
+    let spec = metas[0].1.clone();
+    let cpu = new_model(mc.clone(), Kind::Double, Device::Cpu, 0).expect("model");
+    let mut dev = new_model(mc, Kind::Double, device, 0).expect("model");
+    dev.var_store_mut()
+        .copy(cpu.var_store())
+        .expect("copy weights");
+    let part: Vec<&Graph> = graphs[..batch.min(graphs.len())].iter().collect();
+    let (la, ga, names) = step_grads(&cpu, cfg, &spec, &part, Device::Cpu);
+    let (lb, gb, _) = step_grads(&dev, cfg, &spec, &part, device);
+    let scale = ga.iter().fold(0f64, |m, g| m.max(g.abs())).max(1e-300);
+    let mut per: Vec<(f64, String, f64, f64)> = Vec::new();
+    let mut off = 0;
+    for (name, n) in names {
+        let (a, b) = (&ga[off..off + n], &gb[off..off + n]);
+        let d = a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+        let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+        per.push((d / scale, name, na, nb));
+        off += n;
+    }
+    per.sort_by(|x, y| y.0.total_cmp(&x.0));
+    let worst = per.first().map_or(0.0, |p| p.0);
+    println!(
+        "  grad check {device:?} vs Cpu (float64, one batch of {batch}): loss {la:.15e} vs {lb:.15e}, max |dg| / max |g| = {worst:.3e}"
+    );
+    for (d, name, na, nb) in per.iter().take(6) {
+        println!("    {name}: max |dg|/max|g| {d:.3e}, |g| cpu {na:.6e}, {device:?} {nb:.6e}");
+    }
+    worst <= 1e-9 && ((la - lb).abs() <= 1e-12 * la.abs())
+}
+
 fn main() {
     hydragnn_train::malloc::retain_freed_memory();
     let mut args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    let check = match args.iter().position(|a| a == "--grad-check") {
+        Some(i) => {
+            args.remove(i);
+            true
+        }
+        None => false,
+    };
     let mut opt = |name: &str, default: &str| -> String {
         match args.iter().position(|a| a == name) {
             Some(i) => {
@@ -252,6 +329,18 @@ fn main() {
             mc.radius,
             edges as f64 / all.total_atoms() as f64
         );
+        if check {
+            let ok = grad_check(&cfg, &graphs, batch, device);
+            println!(
+                "  {}",
+                if ok {
+                    "grad check PASS"
+                } else {
+                    "grad check FAIL"
+                }
+            );
+            continue;
+        }
         for &t in &threads {
             tch::set_num_threads(t);
             let r = bench(&cfg, &graphs, steps, batch, device);

@@ -587,7 +587,10 @@ fn device_flag_errors_name_the_device_and_cpu_runs() {
     // An unknown device is a usage error naming it and the choices.
     let (code, _, err) = hydragnn(&["eval", m, x, "--device", "tpu"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("tpu") && err.contains("auto, cpu, cuda"), "{err}");
+    assert!(
+        err.contains("tpu") && err.contains("auto, cpu, cuda"),
+        "{err}"
+    );
     // The CPU always works, and gives the same metrics as the default (auto) here.
     let (code, cpu, err) = hydragnn(&["eval", m, x, "--device", "cpu"]);
     assert_eq!(code, 0, "{err}");
@@ -610,7 +613,10 @@ fn device_flag_errors_name_the_device_and_cpu_runs() {
             dir.path().join("o").to_str().unwrap(),
         ]);
         assert_ne!(code, 0);
-        assert!(err.contains("no GPU is usable") || err.contains("c.json"), "{err}");
+        assert!(
+            err.contains("no GPU is usable") || err.contains("c.json"),
+            "{err}"
+        );
     }
     // HYDRAGNN_DEVICE is read when the flag is absent; a bad value names the variable.
     let o = Command::new(bin())
@@ -621,5 +627,8 @@ fn device_flag_errors_name_the_device_and_cpu_runs() {
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("HYDRAGNN_DEVICE") && err.contains("tpu"), "{err}");
+    assert!(
+        err.contains("HYDRAGNN_DEVICE") && err.contains("tpu"),
+        "{err}"
+    );
 }

@@ -176,7 +176,20 @@ impl std::fmt::Debug for Model {
 
 impl Model {
     /// A freshly initialised model (weights from `seed`) in `kind` (Float or Double) on `device`.
+    /// The weights are drawn on the CPU whatever the device: a GPU's random generator gives other
+    /// numbers for the same seed, and a run on a GPU must start from the weights a CPU run of the
+    /// same seed starts from (`benchmarks/gpu_check.sh` compares the two).
     pub fn new(config: ModelConfig, kind: Kind, device: Device, seed: i64) -> Result<Self> {
+        if device == Device::Cpu {
+            return Self::build(config, kind, device, seed);
+        }
+        let cpu = Self::build(config.clone(), kind, Device::Cpu, seed)?;
+        let mut m = Self::build(config, kind, device, seed)?;
+        m.vs.copy(&cpu.vs)?;
+        Ok(m)
+    }
+
+    fn build(config: ModelConfig, kind: Kind, device: Device, seed: i64) -> Result<Self> {
         config.validate()?;
         if !matches!(kind, Kind::Float | Kind::Double) {
             return Err(Error::InvalidInput(format!(
