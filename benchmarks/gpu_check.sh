@@ -2,9 +2,11 @@
 # GPU checks of the trainer (issue 16), on a machine with an NVIDIA GPU:
 #   1. the training benchmark (benchmarks/train_breakdown.sh's binary) on the GPU, batch 8 and 64,
 #      for SchNet, PaiNN and EGNN, and on 1 CPU thread of the same machine for comparison;
+#   0. the trainer's loss gradients for one batch, GPU against CPU in float64 (same weights);
 #   2. `hydragnn train --device cuda` under `mpiexec -np 1` and `-np 2` (both ranks on the one GPU)
 #      in float64: the step losses must agree to 1e-5 relative (as train/tests/train_mpi.rs on
-#      the CPU), and the first step's loss must equal the CPU's to 1e-9;
+#      the CPU), the first step's loss must equal the CPU run's to 1e-9 and every step's to 1e-4
+#      (the same seed gives the same initial weights on both: Model::new draws them on the CPU);
 #   3. the energy counters (energy.csv: NVML joules per epoch);
 #   4. `hydragnn eval --device cuda` against `--device cpu` on the trained model (float64).
 # Prints PASS/FAIL per check and exits non-zero on a failure.
@@ -40,8 +42,14 @@ check() { # NAME STATUS
 nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv 2>&1 | head -n 3
 echo "load: $(uptime)"
 
+rm -rf "$out/metals.bp"
 "$hg" ingest train/data/metals.xyz --out "$out/metals.bp" --name metals >/dev/null
 check "ingest" $?
+
+echo "== 0. the trainer's loss gradients (energy + forces, double backward), $dev vs CPU, float64 =="
+"$bench" "$out/metals.bp" --grad-check --device "$dev" --models schnet,painn,egnn --batch 8 | tee "$out/gradcheck.txt" | grep "grad check"
+! grep -q "grad check FAIL" "$out/gradcheck.txt" && grep -q "grad check PASS" "$out/gradcheck.txt"
+check "gradients $dev = cpu (1e-9 of the largest)" $?
 
 echo "== 1. training benchmark, GPU (batch 8, then 64) =="
 HYDRAGNN_NUM_THREADS=1 "$bench" "$out/metals.bp" --device "$dev" --threads 1 --steps "$steps" --batch 8
@@ -87,10 +95,12 @@ worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
 print(f"steps: np1 {len(a)}, np2 {len(b)}; max relative step-loss difference np1 vs np2: {worst:.3e}")
 print(f"step 1 loss: cuda {a[0]!r}, cpu {c[0]!r}, relative difference {abs(a[0]-c[0])/abs(c[0]):.3e}")
 print(f"last step loss: cuda {a[-1]!r}, cpu {c[-1]!r}, relative difference {abs(a[-1]-c[-1])/abs(c[-1]):.3e}")
-ok = len(a) == len(b) > 0 and worst <= 1e-5 and abs(a[0] - c[0]) <= 1e-9 * abs(c[0])
+worst_c = max(abs(x - y) / abs(y) for x, y in zip(a, c))
+print(f"max relative step-loss difference, device np1 vs cpu over {len(c)} steps: {worst_c:.3e}")
+ok = len(a) == len(b) == len(c) > 0 and worst <= 1e-5 and abs(a[0] - c[0]) <= 1e-9 * abs(c[0]) and worst_c <= 1e-4
 sys.exit(0 if ok else 1)
 PY
-check "np1 = np2 on cuda (1e-5), cuda = cpu at step 1 (1e-9)" $?
+check "np1 = np2 on $dev (1e-5); $dev = cpu at step 1 (1e-9) and at every step (1e-4)" $?
 
 echo "== 3. energy counters =="
 if [ "$dev" = cpu ]; then echo "(skipped on the CPU)"
