@@ -90,39 +90,46 @@ impl AdamW {
         self.params.iter().map(|p| p.var.numel()).sum()
     }
 
-    /// All gradients, concatenated in parameter order, as f64.
+    /// All gradients, concatenated in parameter order, as f64. The gradients are joined on their
+    /// device and cross to the host in one copy (on a GPU, one transfer and one synchronisation
+    /// per step instead of one per parameter tensor).
     pub fn grads_flat(&self) -> Vec<f64> {
-        let mut out = Vec::with_capacity(self.numel());
-        for p in &self.params {
-            let g = p.var.grad();
-            let n = p.var.numel();
-            if g.defined() {
-                let g = g
-                    .to_kind(Kind::Double)
-                    .to_device(tch::Device::Cpu)
-                    .contiguous()
-                    .view([-1]);
-                let mut buf = vec![0.0; n];
-                g.copy_data(&mut buf, n);
-                out.extend_from_slice(&buf);
-            } else {
-                out.extend(std::iter::repeat_n(0.0, n));
-            }
+        let n = self.numel();
+        if self.params.is_empty() {
+            return Vec::new();
         }
+        let parts: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|p| {
+                let g = p.var.grad();
+                if g.defined() {
+                    g.detach().reshape([-1]).to_kind(Kind::Double)
+                } else {
+                    Tensor::zeros([p.var.numel() as i64], (Kind::Double, p.var.device()))
+                }
+            })
+            .collect();
+        let flat = Tensor::cat(&parts, 0).to_device(tch::Device::Cpu);
+        let mut out = vec![0.0; n];
+        flat.copy_data(&mut out, n);
         out
     }
 
-    /// Overwrites every gradient from a flat buffer laid out as [`AdamW::grads_flat`].
+    /// Overwrites every gradient from a flat buffer laid out as [`AdamW::grads_flat`]: one copy to
+    /// the parameters' device, then a slice of it per gradient.
     pub fn set_grads_flat(&mut self, flat: &[f64]) {
-        let mut off = 0;
+        let Some(first) = self.params.first() else {
+            return;
+        };
+        let (kind, device) = (first.var.kind(), first.var.device());
         tch::no_grad(|| {
+            let all = Tensor::from_slice(flat).to_device(device).to_kind(kind);
+            let mut off = 0i64;
             for p in &mut self.params {
-                let n = p.var.numel();
+                let n = p.var.numel() as i64;
                 let mut g = p.var.grad();
-                let src = Tensor::from_slice(&flat[off..off + n])
-                    .view(p.var.size().as_slice())
-                    .to_kind(p.var.kind())
-                    .to_device(p.var.device());
+                let src = all.narrow(0, off, n).view(p.var.size().as_slice());
                 g.copy_(&src);
                 off += n;
             }
