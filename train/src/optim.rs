@@ -195,7 +195,7 @@ impl AdamW {
                 if decoupled {
                     w_new = &w * (1.0 - lr * wd);
                 } else {
-                    g = g + &w * wd;
+                    g += &w * wd;
                 }
             }
             let m = &self.flat_m * b1 + &g * (1.0 - b1);
@@ -476,7 +476,7 @@ mod tests {
                     if kind == "AdamW" {
                         w[i] = &w[i] * (1.0 - lr * wd);
                     } else {
-                        g = g + &w[i] * wd;
+                        g += &w[i] * wd;
                     }
                     m[i] = &m[i] * b1 + &g * (1.0 - b1);
                     v[i] = &v[i] * b2 + &g * &g * (1.0 - b2);
