@@ -437,7 +437,7 @@ mod tests {
             let vs = tch::nn::VarStore::new(tch::Device::Cpu);
             let shapes: [&[i64]; 3] = [&[3, 4], &[5], &[2, 2, 2]];
             for (i, sh) in shapes.iter().enumerate() {
-                vs.root().var(
+                let _ = vs.root().var(
                     &format!("p{i}"),
                     sh,
                     tch::nn::Init::Uniform { lo: -1.0, up: 1.0 },
