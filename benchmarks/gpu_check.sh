@@ -8,7 +8,9 @@
 #      the CPU), the first step's loss must equal the CPU run's to 1e-9 and every step's to 1e-4
 #      (the same seed gives the same initial weights on both: Model::new draws them on the CPU);
 #   3. the energy counters (energy.csv: NVML joules per epoch);
-#   4. `hydragnn eval --device cuda` against `--device cpu` on the trained model (float64).
+#   4. `hydragnn eval --device cuda` against `--device cpu` on the trained model (float64);
+#   5. one epoch with `"precision": "bf16"` (autocast) on the GPU: runs, finite losses, and how
+#      far they are from the float64 run's.
 # Prints PASS/FAIL per check and exits non-zero on a failure.
 #
 #   benchmarks/gpu_check.sh [OUTDIR]          # builds with cargo unless HYDRAGNN_BIN_DIR is set
@@ -129,5 +131,28 @@ print(f"eval metrics, cuda vs cpu: max relative difference {worst:.3e}")
 sys.exit(0 if worst <= 1e-9 else 1)
 PY
 check "eval cuda = cpu (1e-9)" $?
+echo "== 5. mixed precision (bf16 autocast, float32 master weights) on $dev, 1 epoch =="
+"$py" - "$out/c.json" "$out/c_bf16.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+t = c["NeuralNetwork"]["Training"]
+t["precision"] = "bf16"
+t["num_epoch"] = 1
+json.dump(c, open(sys.argv[2], "w"), indent=1)
+PY
+rm -rf "$out/bf16"
+HYDRAGNN_NO_MPI=1 "$hg" train "$out/c_bf16.json" --device "$dev" --out "$out/bf16" 2>&1 | grep -E "precision|best model, valset" | head -n 3
+check "train bf16 on $dev" "${PIPESTATUS[0]}"
+"$py" - "$out" <<'PY'
+import math, sys
+out = sys.argv[1]
+b = [float(l.split(",")[5]) for l in open(f"{out}/bf16/steps.csv") if l[0].isdigit()]
+a = [float(l.split(",")[5]) for l in open(f"{out}/np1/steps.csv") if l[0].isdigit()][: len(b)]
+worst = max(abs(x - y) / abs(y) for x, y in zip(b, a))
+print(f"bf16 step losses: {len(b)} steps, all finite: {all(map(math.isfinite, b))}; step 1 {b[0]!r} vs float64 {a[0]!r}; max relative difference to the float64 run over epoch 1: {worst:.3e}")
+sys.exit(0 if b and all(map(math.isfinite, b)) else 1)
+PY
+check "bf16 losses finite" $?
+
 [ "$fail" = 0 ] && echo "==== gpu_check: all passed ====" || echo "==== gpu_check: FAILURES ===="
 exit "$fail"
