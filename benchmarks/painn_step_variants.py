@@ -12,15 +12,20 @@ padded (3 x k)(k x F) product for sum_j dvs_ij (x) e_ij, layer 0 without the v_j
   c     y = v * phi_vv per atom, gathered and multiplied by the filter's vv part
   t5    one (N, 5F) table [phi_s, v * phi_vv, phi_vs] gathered once, one scatter for [ds, dv_vv]
   sp    sums into atoms as a sparse CSR (N x E) incidence matrix times the messages, not index_add
+  upstream  HydraGNN's PainnMessage: the filter per edge (from per-edge distances), the full
+        (E, 3, F) message v_j * dvv_ij + dvs_ij (x) e_ij in every layer, index_add
   fact  no per-edge products: W(r) = rbf'(r) Wt factorised, sum_j rbf'_ij (x) T_j as batched
         matrix products in the padded layout, then contracted with Wt
 
   .venv/bin/python benchmarks/painn_step_variants.py [--rounds 6] [--variants base,a,b,fact]
   .venv/bin/python benchmarks/painn_step_variants.py --check   # float64 agreement with base
 
+The force loss is on atom forces (edge gradients summed), as in the trainer.
 Prints CPU seconds per step (min and median over interleaved rounds; compare on one machine in
-one run: a shared machine moves single runs by 10-20%). Measured 2026-11-26 (load 3-6): none
-measurably faster than base (sp within noise, about -3%); c and fact slower (fact about 1.5x).
+one run: a shared machine moves single runs by 10-20%). Measured 2026-11-26 23:19 UTC (load
+2.6-3.5), median CPU-s/step over 5 rounds: base 0.353, a 0.388, b 0.372, ab 0.412, c 0.520,
+t5 0.429, sp 0.402, upstream 0.487, fact 0.661: none faster than base; base is about 1.4x the
+upstream formulation on the same libtorch (0.328 against 0.468 in a run at 23:19).
 """
 import argparse, ctypes, itertools, math, sys, time
 import warnings
@@ -111,12 +116,18 @@ def update(b,s,v):
     s = s + asv*dot + ass
     return s,v
 
+def atom_forces(g):
+    # vec[e] = x[src[e]] - x[dst[e]]: -dE/dx from dE/dvec
+    z = torch.zeros(N, 3, dtype=g.dtype)
+    return z.index_add(0, dst, g) - z.index_add(0, src, g)
+
 def step(layer_fn):
     rbf,env,dist = geometry(vec)
     s=s0; v=torch.zeros(N,3,F)
     for l in range(L): s,v = layer_fn(l,s,v,rbf,env,dist,vec)
     e = mlp(s,head).sum()
     g, = torch.autograd.grad(e, vec, create_graph=True)
+    g = atom_forces(g)
     loss = e*e*1e-6 + 10*(g*g).mean()
     for p in params: p.grad=None
     loss.backward()
@@ -255,6 +266,7 @@ def step_fact():
     for l in range(L): s,v = layer_fact(l,s,v,geo)
     e = mlp(s,head).sum()
     g, = torch.autograd.grad(e, vec, create_graph=True)
+    g = atom_forces(g)
     loss = e*e*1e-6 + 10*(g*g).mean()
     for p in params: p.grad=None
     loss.backward()
@@ -285,6 +297,30 @@ def layer_sp(l, s, v, rbf, env, dist, vec):
     return update(b, s, v)
 
 
+def step_upstream():
+    dist = vec.square().sum(-1).sqrt()
+    n = torch.arange(1, R + 1)
+    rbf = torch.sin(dist[:, None] * n * math.pi / cutoff) / dist[:, None]
+    env = 0.5 * (torch.cos(math.pi * dist / cutoff) + 1)
+    s = s0; v = torch.zeros(N, 3, F)
+    for l in range(L):
+        b = layers[l]
+        filt = ap(rbf, b['w']) * env[:, None]
+        x = filt * mlp(s, b['phi']).index_select(0, src)
+        ds, dvv, dvs = x.split(F, -1)
+        mv = v.index_select(0, src) * dvv.unsqueeze(1) + dvs.unsqueeze(1) * (vec / dist[:, None]).unsqueeze(-1)
+        s = s + torch.zeros_like(s).index_add(0, dst, ds)
+        v = v + torch.zeros_like(v).index_add(0, dst, mv)
+        s, v = update(b, s, v)
+    e = mlp(s, head).sum()
+    g, = torch.autograd.grad(e, vec, create_graph=True)
+    g = atom_forces(g)
+    loss = e * e * 1e-6 + 10 * (g * g).mean()
+    for p in params: p.grad = None
+    loss.backward()
+    return e.detach(), g.detach(), [p.grad.clone() for p in params]
+
+
 VARIANTS = {
     "base": lambda: step(layer_base),
     "a": lambda: step(layer_a),
@@ -293,6 +329,7 @@ VARIANTS = {
     "c": lambda: step(layer_c),
     "t5": lambda: step(layer_t5),
     "sp": lambda: step(layer_sp),
+    "upstream": step_upstream,
     "fact": step_fact,
 }
 
@@ -334,7 +371,7 @@ def main():
             times[n].append((time.process_time() - t) / a.steps)
     for n in names:
         ts = sorted(times[n])
-        print(f"{n:5s} CPU-s/step min {ts[0]:.4f} median {ts[len(ts) // 2]:.4f} ({N / ts[len(ts) // 2]:.0f} atoms per CPU-second)")
+        print(f"{n:8s} CPU-s/step min {ts[0]:.4f} median {ts[len(ts) // 2]:.4f} ({N / ts[len(ts) // 2]:.0f} atoms per CPU-second)")
 
 
 if __name__ == "__main__":
