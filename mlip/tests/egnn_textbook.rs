@@ -1,9 +1,9 @@
-//! EGNN's layers (per-node products of the edge MLP's first layer gathered to the edges, its
-//! bias folded into the per-node product, the distance term as one fused multiply-add, the
-//! pair-major layout) give the same energies, forces and parameter gradients of an energy + force
-//! loss (the trainer's double backward) as the textbook per-edge E_GCL formula on the
-//! concatenation [h_i, h_j, d_e(, rbf)], in float64, to rounding: with and without coordinate
-//! updates, with and without the radial basis in the edge input.
+//! EGNN's layers (per-node products of the edge MLP's first layer gathered to the edges, the
+//! distance terms once per pair of edges, the pair-major layout) give the same energies, forces
+//! and parameter gradients of an energy + force loss (the trainer's double backward) as the
+//! textbook per-edge E_GCL formula on the concatenation [h_i, h_j, d_e(, rbf)], in float64, to
+//! rounding: with and without coordinate updates, with and without the radial basis in the edge
+//! input.
 
 mod common;
 use common::*;

@@ -118,33 +118,38 @@ impl Backbone for Egnn {
                 self.edge_rbf.then(|| e.rbf.shallow_clone()),
             ),
         };
-        // The edge MLP's first layer on [h_i, h_j, d] is A·h_i + B·h_j + c·d + b: A·h + b and B·h
-        // are computed once per node and gathered, instead of a (2F+1)-wide product (and a bias
-        // add) on every edge; c·d is one fused multiply-add onto the gathered sum.
+        // The edge MLP's first layer on [h_i, h_j, d] is A·h_i + B·h_j + c·d + b: A·h and B·h are
+        // computed once per node and gathered, instead of a (2F+1)-wide product on every edge.
         let first = b.edge_mlp.first();
         let f = h.size()[1];
         let (wa, wb, wc) = (
             first.ws.narrow(1, 0, f),
             first.ws.narrow(1, f, f),
-            first.ws.narrow(1, 2 * f, 1).squeeze_dim(1),
+            first.ws.narrow(1, 2 * f, 1),
         );
-        let w_rbf = |n: i64| first.ws.narrow(1, 2 * f + 1, n).tr();
-        let ha = match &first.bs {
-            Some(bias) => bias.addmm(h, &wa.tr()),
-            None => h.matmul(&wa.tr()),
+        // The distance terms c·d (+ the radial basis, + b) depend on the distance alone: once per
+        // pair of edges while the atoms have not moved (no coordinate updates, or layer 0, whose
+        // displacements are zero by construction): the input geometry, `Edges::filter`.
+        let radial = |dist: &Tensor, rbf: Option<&Tensor>| {
+            let mut z = dist.unsqueeze(-1) * wc.squeeze_dim(1);
+            if let Some(rbf) = rbf {
+                let n = rbf.size()[1];
+                z += rbf.matmul(&first.ws.narrow(1, 2 * f + 1, n).tr());
+            }
+            if let Some(bias) = &first.bs {
+                z += bias;
+            }
+            z
         };
-        let hb = h.matmul(&wb.tr());
+        let (ha, hb) = (h.matmul(&wa.tr()), h.matmul(&wb.tr()));
         let (m, mut agg) = match (&e.half, e.pair_major()) {
-            // Without coordinate updates, pair-major ([`Edges::pair_major`]): the per-pair distance
-            // terms and envelope broadcast over both edges of a pair instead of being expanded.
+            // Without coordinate updates, pair-major ([`Edges::pair_major`]): the per-pair radial
+            // term and envelope broadcast over both edges of a pair instead of being expanded.
             (Some(hf), Some(pm)) if st.v.is_none() => {
                 let hd = ha.size()[1];
-                let g =
-                    (ha.index_select(0, &pm.dst) + hb.index_select(0, &pm.src)).view([2, -1, hd]);
-                let mut z0 = g.addcmul(&hf.dist.view([1, -1, 1]), &wc);
-                if self.edge_rbf {
-                    z0 += hf.rbf.matmul(&w_rbf(hf.rbf.size()[1])).unsqueeze(0);
-                }
+                let z0 = (ha.index_select(0, &pm.dst) + hb.index_select(0, &pm.src))
+                    .view([2, -1, hd])
+                    + radial(&hf.dist, self.edge_rbf.then_some(&hf.rbf)).unsqueeze(0);
                 let m =
                     act(self.act, &b.edge_mlp.forward_after_first(&z0)) * hf.env.view([1, -1, 1]);
                 let m = m.view([-1, hd]);
@@ -152,16 +157,6 @@ impl Backbone for Egnn {
                 (m, agg)
             }
             _ => {
-                // The distance terms depend on the distance alone: once per pair of edges while
-                // the atoms have not moved (no coordinate updates, or layer 0, whose displacements
-                // are zero by construction): the input geometry, `Edges::filter`.
-                let radial = |dist: &Tensor, rbf: Option<&Tensor>| {
-                    let mut z = dist.unsqueeze(-1) * &wc;
-                    if let Some(rbf) = rbf {
-                        z += rbf.matmul(&w_rbf(rbf.size()[1]));
-                    }
-                    z
-                };
                 let radial = if st.v.is_none() || (l == 0 && e.half.is_some()) {
                     e.filter(|rbf, _env, dist| radial(dist, self.edge_rbf.then_some(rbf)))
                 } else {
