@@ -93,7 +93,8 @@ def geometry(vec):
     dist = vec.square().sum(-1).sqrt()
     return rbf, env, dist
 
-def layer_base(l, s, v, rbf, env, dist, vec):
+def layer_base(l, s, v, rbf, env, dist, vec, aggregate=None):
+    sum_in = aggregate or (lambda m: agg(dst, m))
     b=layers[l]
     dir_ = vec/dist[:,None]
     phi = mlp(s,b['phi'])
@@ -101,9 +102,9 @@ def layer_base(l, s, v, rbf, env, dist, vec):
     x = (phi.index_select(0,src).view(2,-1,3*F)*filt.unsqueeze(0)).view(-1,3*F)
     ds,dvv,dvs = x.split(F,-1)
     vs_sum = pad_rows(row,k,dir_).transpose(1,2).bmm(pad_rows(row,k,dvs))
-    s = s + agg(dst,ds)
+    s = s + sum_in(ds)
     if l==0: v = v + vs_sum
-    else: v = v + agg(dst, v.index_select(0,src)*dvv.unsqueeze(1)) + vs_sum
+    else: v = v + sum_in(v.index_select(0,src)*dvv.unsqueeze(1)) + vs_sum
     return update(b,s,v)
 
 def update(b,s,v):
@@ -282,19 +283,7 @@ def layer_sp(l, s, v, rbf, env, dist, vec):
     def agg_sp(m):
         sh = list(m.shape); sh[0] = N
         return (S_dst.to(m.dtype) @ m.reshape(E, -1)).view(sh)
-    b = layers[l]
-    dir_ = vec / dist[:, None]
-    phi = mlp(s, b['phi'])
-    filt = ap(rbf, b['w']) * env[:, None]
-    x = (phi.index_select(0, src).view(2, -1, 3 * F) * filt.unsqueeze(0)).view(-1, 3 * F)
-    ds, dvv, dvs = x.split(F, -1)
-    vs_sum = pad_rows(row, k, dir_).transpose(1, 2).bmm(pad_rows(row, k, dvs))
-    s = s + agg_sp(ds)
-    if l == 0:
-        v = v + vs_sum
-    else:
-        v = v + agg_sp(v.index_select(0, src) * dvv.unsqueeze(1)) + vs_sum
-    return update(b, s, v)
+    return layer_base(l, s, v, rbf, env, dist, vec, aggregate=agg_sp)
 
 
 def step_upstream():

@@ -101,58 +101,9 @@ fn textbook_energy(m: &Model, g: &GraphTensors) -> Tensor {
     m.heads(None, &h, g).unwrap().energy
 }
 
-/// Energy, forces and the gradient of an energy + force loss with respect to every parameter.
-fn evaluate(m: &Model, g: &GraphTensors, textbook: bool) -> (Tensor, Tensor, Vec<Tensor>) {
-    for v in m.var_store().trainable_variables() {
-        let mut gr = v.grad();
-        if gr.defined() {
-            let _ = gr.zero_();
-        }
-    }
-    let e = if textbook {
-        textbook_energy(m, g)
-    } else {
-        m.forward(g, None).unwrap().energy
-    };
-    let (_, f, grads) = force_loss_gradients(m, g, &e);
-    (e.detach(), f, grads)
-}
-
 fn check_with(tweak: impl Fn(&mut ModelConfig)) {
-    let mut c = ModelConfig::small(MpnnType::Egnn, vec![28, 29], 4.5);
-    c.hidden_dim = 16;
-    c.num_conv_layers = 3;
-    tweak(&mut c);
-    let m = Model::new(c, Kind::Double, Device::Cpu, 5).unwrap();
-    // 1×1×1 conventional cell (3.6 Å < 4.5 Å cutoff): every atom bonds to its own images.
-    let g = pair_graph(
-        &m,
-        &[rattled_cuni(1), cuni_cluster(), rattled_cuni(2)],
-        true,
-    );
-    let (e0, f0, p0) = evaluate(&m, &g, true);
-    let (e1, f1, p1) = evaluate(&m, &g, false);
-    assert!(rel_max(&e1, &e0) < 1e-13, "energies differ");
-    assert!(
-        rel_max(&f1, &f0) < 1e-12,
-        "forces differ: {}",
-        rel_max(&f1, &f0)
-    );
-    assert!(f0.abs().max().double_value(&[]) > 0.0);
-    let mut nonzero = 0;
-    for (k, (a, b)) in p1.iter().zip(&p0).enumerate() {
-        if b.abs().max().double_value(&[]) > 0.0 {
-            nonzero += 1;
-            assert!(
-                rel_max(a, b) < 1e-12,
-                "gradient of parameter {k} differs by {}",
-                rel_max(a, b)
-            );
-        } else {
-            assert_eq!(a.abs().max().double_value(&[]), 0.0, "parameter {k}");
-        }
-    }
-    assert!(nonzero > 0);
+    let (m, g) = rewrite_case(MpnnType::Egnn, tweak);
+    assert_matches_reference("Egnn", &m, &g, textbook_energy);
 }
 
 #[test]

@@ -152,11 +152,6 @@ impl Dist {
         self
     }
 
-    /// The device choice of the run.
-    pub fn device_choice(&self) -> mlip::device::DeviceChoice {
-        self.device
-    }
-
     /// The device of this rank: with `auto` (the default) or `cuda`, GPU `local_rank % count`
     /// of the GPUs this process sees (one rank per GPU on a node; with Slurm's
     /// `--gpus-per-task 1` each rank sees one), `local_rank` being the rank's index among the
