@@ -95,6 +95,7 @@ pub fn spec_for_model(model: &Model, branch: usize, meta: &DatasetMeta) -> Resul
         w_forces: 100.0,
         stress: energy && meta.layout.forces && meta.layout.stress,
         w_stress: 0.0,
+        loss_types: Default::default(),
     })
 }
 
@@ -121,6 +122,10 @@ pub struct LossWeights {
     pub stress: f64,
     /// Weights of the other outputs, by name.
     pub props: std::collections::BTreeMap<String, f64>,
+    /// The loss of single terms where it differs from the run's `loss_function_type`
+    /// (`NeuralNetwork.Training.loss_function_types`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub types: std::collections::BTreeMap<String, LossType>,
 }
 
 impl LossWeights {
@@ -136,6 +141,7 @@ impl LossWeights {
                 .iter()
                 .map(|p| (p.name.clone(), p.weight))
                 .collect(),
+            types: spec.loss_types.clone(),
         }
     }
 
@@ -145,6 +151,7 @@ impl LossWeights {
         spec.w_energy_peratom = self.energy_peratom;
         spec.w_forces = self.forces;
         spec.w_stress = self.stress;
+        spec.loss_types = self.types.clone();
         for p in &mut spec.props {
             if let Some(w) = self.props.get(&p.name) {
                 p.weight = *w;
@@ -161,7 +168,16 @@ impl LossWeights {
             format!("stress {}", self.stress),
         ];
         v.extend(self.props.iter().map(|(k, w)| format!("{k} {w}")));
-        v.join(", ")
+        let mut s = v.join(", ");
+        if !self.types.is_empty() {
+            let t: Vec<String> = self
+                .types
+                .iter()
+                .map(|(k, t)| format!("{k} {}", t.name()))
+                .collect();
+            s.push_str(&format!("; loss of single terms: {}", t.join(", ")));
+        }
+        s
     }
 }
 

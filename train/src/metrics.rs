@@ -58,9 +58,40 @@ pub struct BranchSpec {
     pub stress: bool,
     /// Weight of L(σ) (per component, eV/Angstrom^3).
     pub w_stress: f64,
+    /// The loss of single terms (`energy`, `energy_peratom`, `forces`, `stress`, an output's
+    /// name) where it differs from the run's `loss_function_type`.
+    pub loss_types: BTreeMap<String, LossType>,
 }
 
 impl BranchSpec {
+    /// This spec with each weight named in `start` (keys `energy`, `energy_peratom`, `forces`,
+    /// `stress`, an output's name) moved towards its start value:
+    /// `w + (start - w) · lr_ratio` (DeePMD-kit's prefactor schedule; `lr_ratio` is the current
+    /// over the initial learning rate, 1 at the first step).
+    pub fn with_start_weights(&self, start: &BTreeMap<String, f64>, lr_ratio: f64) -> BranchSpec {
+        let at = |w: f64, key: &str| match start.get(key) {
+            Some(s) => w + (s - w) * lr_ratio,
+            None => w,
+        };
+        let mut s = self.clone();
+        s.w_energy = at(s.w_energy, "energy");
+        s.w_energy_peratom = at(s.w_energy_peratom, "energy_peratom");
+        if s.forces {
+            s.w_forces = at(s.w_forces, "forces");
+        }
+        if s.stress {
+            s.w_stress = at(s.w_stress, "stress");
+        }
+        for p in &mut s.props {
+            p.weight = at(p.weight, &p.name);
+        }
+        s
+    }
+
+    /// The loss of `term`: its entry in [`BranchSpec::loss_types`], else `default`.
+    pub fn loss_of(&self, term: &str, default: LossType) -> LossType {
+        self.loss_types.get(term).copied().unwrap_or(default)
+    }
     /// Graph-level properties with widths (for [`crate::graphs::collate`]).
     pub fn graph_props(&self) -> Vec<(String, usize)> {
         self.props
@@ -245,22 +276,25 @@ pub fn batch_loss_counted(
         let d = (&p.energy - &e.value) * &e.mask;
         let ng = n.energy.max(1.0);
         if spec.w_energy > 0.0 {
-            total += elem(loss, &d).sum(kind) * (spec.w_energy / ng);
+            total += elem(spec.loss_of("energy", loss), &d).sum(kind) * (spec.w_energy / ng);
         }
         if spec.w_energy_peratom > 0.0 {
-            total += elem(loss, &(&d / &c.n_atoms)).sum(kind) * (spec.w_energy_peratom / ng);
+            total += elem(spec.loss_of("energy_peratom", loss), &(&d / &c.n_atoms)).sum(kind)
+                * (spec.w_energy_peratom / ng);
         }
     }
     if let (true, Some(f), Some(t)) = (spec.forces, &p.forces, &c.forces) {
         if spec.w_forces > 0.0 {
             let d = (f - &t.value) * &t.mask;
-            total += elem(loss, &d).sum(kind) * (spec.w_forces / (3.0 * n.forces.max(1.0)));
+            total += elem(spec.loss_of("forces", loss), &d).sum(kind)
+                * (spec.w_forces / (3.0 * n.forces.max(1.0)));
         }
     }
     if let (true, Some(s), Some(t)) = (spec.stress, &p.stress, &c.stress) {
         if spec.w_stress > 0.0 {
             let d = (s - &t.value) * &t.mask;
-            total += elem(loss, &d).sum(kind) * (spec.w_stress / (9.0 * n.stress.max(1.0)));
+            total += elem(spec.loss_of("stress", loss), &d).sum(kind)
+                * (spec.w_stress / (9.0 * n.stress.max(1.0)));
         }
     }
     for (k, ps) in spec.props.iter().enumerate() {
@@ -270,7 +304,8 @@ pub fn batch_loss_counted(
         let (y, t) = (&p.props[&ps.name], &c.props[&ps.name]);
         let rows = n.props.get(k).copied().unwrap_or(0.0).max(1.0);
         let d = (y - &t.value) * &t.mask;
-        total += elem(loss, &d).sum(kind) * (ps.weight / (rows * ps.width as f64));
+        total += elem(spec.loss_of(&ps.name, loss), &d).sum(kind)
+            * (ps.weight / (rows * ps.width as f64));
     }
     total
 }
@@ -310,22 +345,22 @@ pub fn accumulate(spec: &BranchSpec, p: &Prediction, c: &Collated, loss: LossTyp
             let dpa = &d / c.n_atoms.to_kind(Kind::Double);
             s[S_E_ABS] += tsum(&dpa.abs());
             s[S_E_SQ] += tsum(&dpa.square());
-            s[S_E_LOSS] += tsum(&elem(loss, &d));
-            s[S_EPA_LOSS] += tsum(&elem(loss, &dpa));
+            s[S_E_LOSS] += tsum(&elem(spec.loss_of("energy", loss), &d));
+            s[S_EPA_LOSS] += tsum(&elem(spec.loss_of("energy_peratom", loss), &dpa));
             s[S_E_N] += e.rows as f64;
         }
         if let (true, Some(f), Some(t)) = (spec.forces, &p.forces, &c.forces) {
             let d = ((f - &t.value) * &t.mask).to_kind(Kind::Double);
             s[S_F_ABS] += tsum(&d.abs());
             s[S_F_SQ] += tsum(&d.square());
-            s[S_F_LOSS] += tsum(&elem(loss, &d));
+            s[S_F_LOSS] += tsum(&elem(spec.loss_of("forces", loss), &d));
             s[S_F_N] += t.rows as f64;
         }
         if let (true, Some(st), Some(t)) = (spec.stress, &p.stress, &c.stress) {
             let d = ((st - &t.value) * &t.mask).to_kind(Kind::Double);
             s[S_S_ABS] += tsum(&d.abs());
             s[S_S_SQ] += tsum(&d.square());
-            s[S_S_LOSS] += tsum(&elem(loss, &d));
+            s[S_S_LOSS] += tsum(&elem(spec.loss_of("stress", loss), &d));
             s[S_S_N] += t.rows as f64;
         }
         for (k, ps) in spec.props.iter().enumerate() {
@@ -334,7 +369,7 @@ pub fn accumulate(spec: &BranchSpec, p: &Prediction, c: &Collated, loss: LossTyp
             let o = SUM_FIXED + PROP_STRIDE * k;
             s[o] += tsum(&d.abs());
             s[o + 1] += tsum(&d.square());
-            s[o + 2] += tsum(&elem(loss, &d));
+            s[o + 2] += tsum(&elem(spec.loss_of(&ps.name, loss), &d));
             s[o + 3] += t.rows as f64;
         }
     });

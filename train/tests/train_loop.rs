@@ -265,3 +265,165 @@ fn autograd_forces_match_the_engine_and_rank_split_gradients_add_up() {
         "gradient split differs: {diff} vs norm {norm}"
     );
 }
+
+#[test]
+fn per_term_loss_types_mix_mse_and_mae_and_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = metals(dir.path(), 4, 2);
+    let mk = |types: serde_json::Value| {
+        config(
+            &[("metals", &data, None)],
+            &[("energy", "graph")],
+            serde_json::json!({"precision": "fp64", "num_epoch": 1,
+                "loss_function_types": types}),
+        )
+    };
+    let cp = write_config(
+        dir.path(),
+        "c.json",
+        &mk(serde_json::json!({"forces": "mae"})),
+    );
+    let cfg = TrainConfig::load(&cp).unwrap();
+    let (mc, metas) = plan_model(&cfg).unwrap();
+    let spec = metas[0].1.clone();
+    assert_eq!(spec.loss_of("forces", LossType::Mse), LossType::Mae);
+    assert_eq!(spec.loss_of("energy", LossType::Mse), LossType::Mse);
+
+    // The batch loss: energy squared, forces absolute, each with its weight and count.
+    let model = new_model(mc.clone(), Kind::Double, Device::Cpu, 3).unwrap();
+    let sr = Dataset::open(&data).unwrap();
+    let sr = sr.split("trainset").unwrap();
+    let graphs = GraphSpec::new(mc.radius, &mc.species, false)
+        .load(&sr, 0..4, "t")
+        .unwrap();
+    let refs: Vec<_> = graphs.iter().collect();
+    let c = collate(&refs, &[], &[], Kind::Double, Device::Cpu, true);
+    let p = predict(&model, &spec, &c, true).unwrap();
+    let atoms: usize = refs.iter().map(|g| g.n_atoms()).sum();
+    let l = batch_loss(&spec, &p, &c, LossType::Mse, 4.0, atoms as f64).double_value(&[]);
+    let de = &p.energy - &c.energy.as_ref().unwrap().value;
+    let df = p.forces.as_ref().unwrap() - &c.forces.as_ref().unwrap().value;
+    let want = de.square().sum(Kind::Double).double_value(&[]) * spec.w_energy / 4.0
+        + df.abs().sum(Kind::Double).double_value(&[]) * spec.w_forces / (3.0 * atoms as f64);
+    assert!((l - want).abs() <= 1e-12 * want.abs(), "{l} vs {want}");
+    let all_mse = batch_loss(
+        &spec_without_types(&spec),
+        &p,
+        &c,
+        LossType::Mse,
+        4.0,
+        atoms as f64,
+    )
+    .double_value(&[]);
+    assert!(
+        (l - all_mse).abs() > 1e-6 * l.abs(),
+        "the override changed nothing"
+    );
+
+    // Recorded in the model file, so that `hydragnn eval` scores with the same loss.
+    let out = dir.path().join("out");
+    run_train(&cp, &out, false);
+    let rec = hydragnn_train::evaluate::recorded_loss(&out.join("best.model"))
+        .unwrap()
+        .unwrap();
+    let w = &rec.branches["metals"];
+    assert_eq!(w.types.get("forces"), Some(&LossType::Mae));
+    assert!(w.describe().contains("forces mae"), "{}", w.describe());
+
+    // A key that is no loss term is refused, naming it.
+    let cp = write_config(
+        dir.path(),
+        "bad.json",
+        &mk(serde_json::json!({"force": "mae"})),
+    );
+    let e = plan_model(&TrainConfig::load(&cp).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("loss_function_types.force") && e.contains("'force'"),
+        "{e}"
+    );
+}
+
+fn spec_without_types(
+    spec: &hydragnn_train::metrics::BranchSpec,
+) -> hydragnn_train::metrics::BranchSpec {
+    let mut s = spec.clone();
+    s.loss_types.clear();
+    s
+}
+
+#[test]
+fn start_weights_give_the_first_step_their_loss_and_move_with_the_learning_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = metals(dir.path(), 8, 2);
+    // ExponentialDecay x0.5 every step: the rate ratio is 1, 0.5, 0.25, ... at steps 1, 2, 3.
+    let run = |name: &str, force_weight: f64, start: serde_json::Value| {
+        let mut c = config(
+            &[("metals", &data, None)],
+            &[("energy", "graph")],
+            serde_json::json!({"precision": "fp64", "num_epoch": 1, "batch_size": 4,
+                "loss_weights_start": start,
+                "Scheduler": {"type": "ExponentialDecay", "factor": 0.5, "decay_steps": 1}}),
+        );
+        c["NeuralNetwork"]["Architecture"]["force_weight"] = serde_json::json!(force_weight);
+        let cp = write_config(dir.path(), &format!("{name}.json"), &c);
+        let out = dir.path().join(name);
+        run_train(&cp, &out, false);
+        let text = std::fs::read_to_string(out.join("steps.csv")).unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(5).unwrap().parse::<f64>().unwrap())
+            .collect::<Vec<f64>>()
+    };
+    let scheduled = run("scheduled", 100.0, serde_json::json!({"forces": 10.0}));
+    let fixed_start = run("fixed_start", 10.0, serde_json::json!({}));
+    let fixed_limit = run("fixed_limit", 100.0, serde_json::json!({}));
+    assert_eq!(scheduled.len(), 2);
+    // Step 1 (same weights, same model): the start weight exactly.
+    assert!(
+        (scheduled[0] - fixed_start[0]).abs() <= 1e-12 * fixed_start[0],
+        "{scheduled:?} vs {fixed_start:?}"
+    );
+    assert!((scheduled[0] - fixed_limit[0]).abs() > 1e-3 * fixed_limit[0]);
+    // Step 2: the weight is 100 + (10 - 100) * 0.5 = 55, neither of the fixed runs' weights.
+    assert!((scheduled[1] - fixed_start[1]).abs() > 1e-6 * scheduled[1]);
+    assert!((scheduled[1] - fixed_limit[1]).abs() > 1e-6 * scheduled[1]);
+
+    let spec = {
+        let cp = dir.path().join("scheduled.json");
+        plan_model(&TrainConfig::load(&cp).unwrap()).unwrap().1[0]
+            .1
+            .clone()
+    };
+    let start = [("forces".to_string(), 10.0)].into_iter().collect();
+    assert_eq!(spec.with_start_weights(&start, 1.0).w_forces, 10.0);
+    assert_eq!(spec.with_start_weights(&start, 0.5).w_forces, 55.0);
+    assert_eq!(spec.with_start_weights(&start, 0.0).w_forces, 100.0);
+    assert_eq!(spec.with_start_weights(&start, 0.5).w_energy, spec.w_energy);
+
+    // Unknown terms and negative weights are refused, naming the key.
+    for (bad, want) in [
+        (
+            serde_json::json!({"force": 1.0}),
+            "loss_weights_start.force",
+        ),
+        (
+            serde_json::json!({"energy": -1.0}),
+            "loss_weights_start.energy",
+        ),
+    ] {
+        let c = config(
+            &[("metals", &data, None)],
+            &[("energy", "graph")],
+            serde_json::json!({"loss_weights_start": bad}),
+        );
+        let cp = write_config(dir.path(), "bad.json", &c);
+        let e = plan_model(&TrainConfig::load(&cp).unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}

@@ -17,6 +17,16 @@ pub enum LossType {
     Mae,
 }
 
+impl LossType {
+    /// The config's name of the loss (`mse`, `mae`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LossType::Mse => "mse",
+            LossType::Mae => "mae",
+        }
+    }
+}
+
 /// Floating-point precision of weights and computations: the engine's one model of it
 /// ("fp32"/"fp64", also "float32"/"float64" ...): that of model files and evaluation.
 pub use mlip::Precision;
@@ -40,6 +50,19 @@ pub struct Training {
     /// `mse` (default) or `mae`.
     #[serde(default)]
     pub loss_function_type: LossType,
+    /// Extension: the loss of single terms, overriding `loss_function_type` for them: keys
+    /// `energy`, `energy_peratom`, `forces`, `stress` or an output's name, values `mse`/`mae`
+    /// (e.g. `{"energy": "mse", "forces": "mae"}`). An unknown key is refused when the run is
+    /// planned, naming it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub loss_function_types: std::collections::BTreeMap<String, LossType>,
+    /// Extension, DeePMD-kit's `start_pref_*`: the weight of a term at the first step (keys as
+    /// in `loss_function_types`). The weight moves with the learning rate from this value to
+    /// the configured one (DeePMD-kit's `limit_pref_*`):
+    /// `w(step) = w + (w_start - w) · lr(step) / learning_rate`. Validation (and so the best
+    /// model) always uses the configured weights.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub loss_weights_start: std::collections::BTreeMap<String, f64>,
     /// Forces as -dE/dx by autograd, in the loss with `force_weight` (needs `energy` and forces in every dataset).
     #[serde(default)]
     pub compute_grad_energy: bool,

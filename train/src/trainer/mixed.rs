@@ -147,7 +147,8 @@ impl Trainer<'_> {
                     stress: ns,
                     props: spec.props.iter().map(|p| nprop[p.name.as_str()]).collect(),
                 };
-                let l = batch_loss_counted(spec, &pred, c, loss_type, &counts);
+                let l =
+                    batch_loss_counted(&self.scheduled_spec(spec), &pred, c, loss_type, &counts);
                 let w = self.cfg.config.dataset.datasets[d].loss_weight;
                 total += if w == 1.0 { l } else { l * w };
                 a0 += na;

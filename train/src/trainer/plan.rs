@@ -283,6 +283,37 @@ fn plan_branch(cfg: &TrainConfig, i: usize) -> Result<(DatasetMeta, BranchSpec)>
             format!("is true but {what} has no forces"),
         ));
     }
+    let terms = ["energy", "energy_peratom", "forces", "stress"];
+    let keys = t
+        .loss_function_types
+        .keys()
+        .map(|k| ("loss_function_types", k));
+    for (section, k) in keys.chain(
+        t.loss_weights_start
+            .keys()
+            .map(|k| ("loss_weights_start", k)),
+    ) {
+        if !terms.contains(&k.as_str()) && !cfg.outputs_of(i).iter().any(|o| &o.name == k) {
+            return Err(Error::config(
+                &cfg.path,
+                format!("NeuralNetwork.Training.{section}.{k}"),
+                format!(
+                    "'{k}' is not a loss term: use energy, energy_peratom, forces, stress or an output's name"
+                ),
+            ));
+        }
+    }
+    if let Some((k, w)) = t
+        .loss_weights_start
+        .iter()
+        .find(|(_, w)| !(w.is_finite() && **w >= 0.0))
+    {
+        return Err(Error::config(
+            &cfg.path,
+            format!("NeuralNetwork.Training.loss_weights_start.{k}"),
+            format!("must be a finite weight >= 0, got {w}"),
+        ));
+    }
     let tw = cfg
         .outputs_of(i)
         .iter()
@@ -308,6 +339,7 @@ fn plan_branch(cfg: &TrainConfig, i: usize) -> Result<(DatasetMeta, BranchSpec)>
         } else {
             0.0
         },
+        loss_types: t.loss_function_types.clone(),
     };
     Ok((meta, spec))
 }

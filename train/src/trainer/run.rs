@@ -68,8 +68,9 @@ impl Trainer<'_> {
         if let Some(c) = &c {
             let autocast = self.autocast()?;
             let p = predict(&self.model, spec, c, true)?;
+            let now = self.scheduled_spec(spec);
             let mut loss =
-                batch_loss_counted(spec, &p, c, self.cfg.training().loss_function_type, &counts);
+                batch_loss_counted(&now, &p, c, self.cfg.training().loss_function_type, &counts);
             let w = self.cfg.config.dataset.datasets[d].loss_weight;
             if w != 1.0 {
                 loss *= w;
@@ -99,6 +100,20 @@ impl Trainer<'_> {
         self.opt
             .step(|v| model.parameter_branch(v).is_none_or(|b| b == branch));
         Ok(loss)
+    }
+
+    /// `spec` with the weights of this step under `Training.loss_weights_start` (itself when
+    /// the map is empty).
+    pub(super) fn scheduled_spec<'s>(
+        &self,
+        spec: &'s crate::metrics::BranchSpec,
+    ) -> std::borrow::Cow<'s, crate::metrics::BranchSpec> {
+        let t = self.cfg.training();
+        if t.loss_weights_start.is_empty() {
+            return std::borrow::Cow::Borrowed(spec);
+        }
+        let ratio = self.opt.lr / t.optimizer.learning_rate;
+        std::borrow::Cow::Owned(spec.with_start_weights(&t.loss_weights_start, ratio))
     }
 
     /// Validation metrics per branch (summed over ranks) and the total validation loss.
