@@ -6,7 +6,7 @@
 # random alloys) and print one table next to the numbers DeePMD-kit se_e2_a reached in the same
 # budget (quoted from issue 10 as constants, not rerun here).
 #
-#   benchmarks/deepmd_compare.sh                     # benchmarks/metals_accuracy.json, ~15 min
+#   benchmarks/deepmd_compare.sh                     # benchmarks/metals_accuracy_v16.json (mae + stress), ~15 min
 #   benchmarks/deepmd_compare.sh my_config.json      # another config (its Dataset path must point
 #                                                    # at runs/deepmd_compare/metals.bp)
 #   HYDRAGNN_BENCH_SMOKE=1 benchmarks/deepmd_compare.sh   # pipeline check: 300 frames, 30 s
@@ -26,7 +26,7 @@ cd "$ROOT"
 HYDRAGNN="$ROOT/target/release/hydragnn"
 [ -x "$HYDRAGNN" ] || { echo "error: $HYDRAGNN missing: cargo build --release -p hydragnn-train" >&2; exit 1; }
 
-DEFAULT_CONFIG=benchmarks/metals_accuracy.json
+DEFAULT_CONFIG=benchmarks/metals_accuracy_v16.json
 CONFIG="${1:-$DEFAULT_CONFIG}"
 [ -f "$CONFIG" ] || { echo "error: no config $CONFIG" >&2; exit 2; }
 NP="${HYDRAGNN_BENCH_NP:-2}"

@@ -96,6 +96,7 @@ pub fn spec_for_model(model: &Model, branch: usize, meta: &DatasetMeta) -> Resul
         stress: energy && meta.layout.forces && meta.layout.stress,
         w_stress: 0.0,
         loss_types: Default::default(),
+        smooth_l1_beta: crate::config::default_smooth_l1_beta(),
     })
 }
 
@@ -126,6 +127,9 @@ pub struct LossWeights {
     /// (`NeuralNetwork.Training.loss_function_types`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub types: std::collections::BTreeMap<String, LossType>,
+    /// β of the `smooth_l1` loss (`NeuralNetwork.Training.smooth_l1_beta`).
+    #[serde(default = "crate::config::default_smooth_l1_beta")]
+    pub smooth_l1_beta: f64,
 }
 
 impl LossWeights {
@@ -142,6 +146,7 @@ impl LossWeights {
                 .map(|p| (p.name.clone(), p.weight))
                 .collect(),
             types: spec.loss_types.clone(),
+            smooth_l1_beta: spec.smooth_l1_beta,
         }
     }
 
@@ -152,6 +157,7 @@ impl LossWeights {
         spec.w_forces = self.forces;
         spec.w_stress = self.stress;
         spec.loss_types = self.types.clone();
+        spec.smooth_l1_beta = self.smooth_l1_beta;
         for p in &mut spec.props {
             if let Some(w) = self.props.get(&p.name) {
                 p.weight = *w;

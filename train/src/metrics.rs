@@ -61,6 +61,8 @@ pub struct BranchSpec {
     /// The loss of single terms (`energy`, `energy_peratom`, `forces`, `stress`, an output's
     /// name) where it differs from the run's `loss_function_type`.
     pub loss_types: BTreeMap<String, LossType>,
+    /// β of the `smooth_l1` loss (`Training.smooth_l1_beta`).
+    pub smooth_l1_beta: f64,
 }
 
 impl BranchSpec {
@@ -238,10 +240,18 @@ pub fn predict(
     })
 }
 
-fn elem(loss: LossType, d: &Tensor) -> Tensor {
-    match loss {
+/// The elementwise loss of the errors `d` of `term` under the run's loss `default` (or the
+/// term's own, [`BranchSpec::loss_of`]).
+fn elem(spec: &BranchSpec, term: &str, default: LossType, d: &Tensor) -> Tensor {
+    match spec.loss_of(term, default) {
         LossType::Mse => d.square(),
         LossType::Mae => d.abs(),
+        LossType::SmoothL1 => {
+            let beta = spec.smooth_l1_beta;
+            let a = d.abs();
+            let small = a.lt(beta);
+            (&a * &a * (0.5 / beta)).where_self(&small, &(a - 0.5 * beta))
+        }
     }
 }
 
@@ -276,24 +286,24 @@ pub fn batch_loss_counted(
         let d = (&p.energy - &e.value) * &e.mask;
         let ng = n.energy.max(1.0);
         if spec.w_energy > 0.0 {
-            total += elem(spec.loss_of("energy", loss), &d).sum(kind) * (spec.w_energy / ng);
+            total += elem(spec, "energy", loss, &d).sum(kind) * (spec.w_energy / ng);
         }
         if spec.w_energy_peratom > 0.0 {
-            total += elem(spec.loss_of("energy_peratom", loss), &(&d / &c.n_atoms)).sum(kind)
+            total += elem(spec, "energy_peratom", loss, &(&d / &c.n_atoms)).sum(kind)
                 * (spec.w_energy_peratom / ng);
         }
     }
     if let (true, Some(f), Some(t)) = (spec.forces, &p.forces, &c.forces) {
         if spec.w_forces > 0.0 {
             let d = (f - &t.value) * &t.mask;
-            total += elem(spec.loss_of("forces", loss), &d).sum(kind)
+            total += elem(spec, "forces", loss, &d).sum(kind)
                 * (spec.w_forces / (3.0 * n.forces.max(1.0)));
         }
     }
     if let (true, Some(s), Some(t)) = (spec.stress, &p.stress, &c.stress) {
         if spec.w_stress > 0.0 {
             let d = (s - &t.value) * &t.mask;
-            total += elem(spec.loss_of("stress", loss), &d).sum(kind)
+            total += elem(spec, "stress", loss, &d).sum(kind)
                 * (spec.w_stress / (9.0 * n.stress.max(1.0)));
         }
     }
@@ -304,8 +314,7 @@ pub fn batch_loss_counted(
         let (y, t) = (&p.props[&ps.name], &c.props[&ps.name]);
         let rows = n.props.get(k).copied().unwrap_or(0.0).max(1.0);
         let d = (y - &t.value) * &t.mask;
-        total += elem(spec.loss_of(&ps.name, loss), &d).sum(kind)
-            * (ps.weight / (rows * ps.width as f64));
+        total += elem(spec, &ps.name, loss, &d).sum(kind) * (ps.weight / (rows * ps.width as f64));
     }
     total
 }
@@ -345,22 +354,22 @@ pub fn accumulate(spec: &BranchSpec, p: &Prediction, c: &Collated, loss: LossTyp
             let dpa = &d / c.n_atoms.to_kind(Kind::Double);
             s[S_E_ABS] += tsum(&dpa.abs());
             s[S_E_SQ] += tsum(&dpa.square());
-            s[S_E_LOSS] += tsum(&elem(spec.loss_of("energy", loss), &d));
-            s[S_EPA_LOSS] += tsum(&elem(spec.loss_of("energy_peratom", loss), &dpa));
+            s[S_E_LOSS] += tsum(&elem(spec, "energy", loss, &d));
+            s[S_EPA_LOSS] += tsum(&elem(spec, "energy_peratom", loss, &dpa));
             s[S_E_N] += e.rows as f64;
         }
         if let (true, Some(f), Some(t)) = (spec.forces, &p.forces, &c.forces) {
             let d = ((f - &t.value) * &t.mask).to_kind(Kind::Double);
             s[S_F_ABS] += tsum(&d.abs());
             s[S_F_SQ] += tsum(&d.square());
-            s[S_F_LOSS] += tsum(&elem(spec.loss_of("forces", loss), &d));
+            s[S_F_LOSS] += tsum(&elem(spec, "forces", loss, &d));
             s[S_F_N] += t.rows as f64;
         }
         if let (true, Some(st), Some(t)) = (spec.stress, &p.stress, &c.stress) {
             let d = ((st - &t.value) * &t.mask).to_kind(Kind::Double);
             s[S_S_ABS] += tsum(&d.abs());
             s[S_S_SQ] += tsum(&d.square());
-            s[S_S_LOSS] += tsum(&elem(spec.loss_of("stress", loss), &d));
+            s[S_S_LOSS] += tsum(&elem(spec, "stress", loss, &d));
             s[S_S_N] += t.rows as f64;
         }
         for (k, ps) in spec.props.iter().enumerate() {
@@ -369,7 +378,7 @@ pub fn accumulate(spec: &BranchSpec, p: &Prediction, c: &Collated, loss: LossTyp
             let o = SUM_FIXED + PROP_STRIDE * k;
             s[o] += tsum(&d.abs());
             s[o + 1] += tsum(&d.square());
-            s[o + 2] += tsum(&elem(spec.loss_of(&ps.name, loss), &d));
+            s[o + 2] += tsum(&elem(spec, &ps.name, loss, &d));
             s[o + 3] += t.rows as f64;
         }
     });

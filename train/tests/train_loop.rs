@@ -290,16 +290,7 @@ fn per_term_loss_types_mix_mse_and_mae_and_are_recorded() {
     assert_eq!(spec.loss_of("energy", LossType::Mse), LossType::Mse);
 
     // The batch loss: energy squared, forces absolute, each with its weight and count.
-    let model = new_model(mc.clone(), Kind::Double, Device::Cpu, 3).unwrap();
-    let sr = Dataset::open(&data).unwrap();
-    let sr = sr.split("trainset").unwrap();
-    let graphs = GraphSpec::new(mc.radius, &mc.species, false)
-        .load(&sr, 0..4, "t")
-        .unwrap();
-    let refs: Vec<_> = graphs.iter().collect();
-    let c = collate(&refs, &[], &[], Kind::Double, Device::Cpu, true);
-    let p = predict(&model, &spec, &c, true).unwrap();
-    let atoms: usize = refs.iter().map(|g| g.n_atoms()).sum();
+    let (p, c, atoms) = predict_four(&mc, &spec, &data);
     let l = batch_loss(&spec, &p, &c, LossType::Mse, 4.0, atoms as f64).double_value(&[]);
     let de = &p.energy - &c.energy.as_ref().unwrap().value;
     let df = p.forces.as_ref().unwrap() - &c.forces.as_ref().unwrap().value;
@@ -426,4 +417,80 @@ fn start_weights_give_the_first_step_their_loss_and_move_with_the_learning_rate(
             .to_string();
         assert!(e.contains(want), "{e}");
     }
+}
+
+#[test]
+fn smooth_l1_is_squared_below_beta_and_absolute_above() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = metals(dir.path(), 4, 2);
+    let mk = |beta: f64| {
+        config(
+            &[("metals", &data, None)],
+            &[("energy", "graph")],
+            serde_json::json!({"precision": "fp64", "loss_function_type": "smooth_l1",
+                "smooth_l1_beta": beta}),
+        )
+    };
+    let cp = write_config(dir.path(), "c.json", &mk(0.05));
+    let (mc, metas) = plan_model(&TrainConfig::load(&cp).unwrap()).unwrap();
+    let mut spec = metas[0].1.clone();
+    assert_eq!(spec.smooth_l1_beta, 0.05);
+    let (p, c, atoms) = predict_four(&mc, &spec, &data);
+    let de = &p.energy - &c.energy.as_ref().unwrap().value;
+    let df = p.forces.as_ref().unwrap() - &c.forces.as_ref().unwrap().value;
+    // β at the median force error, so that both regimes are exercised.
+    let mut v: Vec<f64> = Vec::try_from(df.abs().view([-1])).unwrap();
+    v.sort_by(f64::total_cmp);
+    let beta = v[v.len() / 2];
+    spec.smooth_l1_beta = beta;
+    let l = batch_loss(&spec, &p, &c, LossType::SmoothL1, 4.0, atoms as f64).double_value(&[]);
+    let sl1 = |t: &tch::Tensor| -> f64 {
+        Vec::<f64>::try_from(t.view([-1]))
+            .unwrap()
+            .iter()
+            .map(|x| {
+                if x.abs() < beta {
+                    0.5 * x * x / beta
+                } else {
+                    x.abs() - 0.5 * beta
+                }
+            })
+            .sum()
+    };
+    let want = sl1(&de) * spec.w_energy / 4.0 + sl1(&df) * spec.w_forces / (3.0 * atoms as f64);
+    assert!((l - want).abs() <= 1e-12 * want.abs(), "{l} vs {want}");
+    let mse = batch_loss(&spec, &p, &c, LossType::Mse, 4.0, atoms as f64).double_value(&[]);
+    let mae = batch_loss(&spec, &p, &c, LossType::Mae, 4.0, atoms as f64).double_value(&[]);
+    assert!((l - mse).abs() > 1e-9 * l && (l - mae).abs() > 1e-9 * l);
+
+    let cp = write_config(dir.path(), "bad.json", &mk(0.0));
+    let e = plan_model(&TrainConfig::load(&cp).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("smooth_l1_beta"), "{e}");
+}
+
+/// A fresh float64 model's prediction on the first 4 training graphs of `data`, with the batch and
+/// its atom count.
+fn predict_four(
+    mc: &mlip::model::config::ModelConfig,
+    spec: &hydragnn_train::metrics::BranchSpec,
+    data: &std::path::Path,
+) -> (
+    hydragnn_train::metrics::Prediction,
+    hydragnn_train::graphs::Collated,
+    usize,
+) {
+    let model = new_model(mc.clone(), Kind::Double, Device::Cpu, 3).unwrap();
+    let sr = Dataset::open(data).unwrap();
+    let sr = sr.split("trainset").unwrap();
+    let graphs = GraphSpec::new(mc.radius, &mc.species, false)
+        .load(&sr, 0..4, "t")
+        .unwrap();
+    let refs: Vec<_> = graphs.iter().collect();
+    let c = collate(&refs, &[], &[], Kind::Double, Device::Cpu, true);
+    let p = predict(&model, spec, &c, true).unwrap();
+    let atoms = refs.iter().map(|g| g.n_atoms()).sum();
+    (p, c, atoms)
 }

@@ -29,6 +29,7 @@ pub use architecture::{Architecture, HeadLayers, OutputHeads};
 pub use dataset::{DatasetEntry, DatasetSection};
 pub use dataset::{Sampling, SamplingMode};
 pub use outputs::VariablesOfInterest;
+pub(crate) use training::default_smooth_l1_beta;
 pub use training::BatchMixing;
 pub use training::EnsembleSpec;
 pub use training::{EnergyStopping, LossType, Optimizer, Precision, Scheduler, Training};

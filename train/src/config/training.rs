@@ -15,6 +15,11 @@ pub enum LossType {
     Mse,
     /// Mean absolute error.
     Mae,
+    /// HydraGNN's `smooth_l1` (PyTorch's `SmoothL1Loss`): `0.5 x²/β` where `|x| < β`, else
+    /// `|x| - 0.5 β`, with β = `Training.smooth_l1_beta` (default 1, PyTorch's): squared for
+    /// small errors, absolute for large ones.
+    #[serde(rename = "smooth_l1")]
+    SmoothL1,
 }
 
 impl LossType {
@@ -23,6 +28,7 @@ impl LossType {
         match self {
             LossType::Mse => "mse",
             LossType::Mae => "mae",
+            LossType::SmoothL1 => "smooth_l1",
         }
     }
 }
@@ -56,6 +62,9 @@ pub struct Training {
     /// planned, naming it.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub loss_function_types: std::collections::BTreeMap<String, LossType>,
+    /// β of the `smooth_l1` loss, in the units of each term it applies to (default 1, PyTorch's).
+    #[serde(default = "default_smooth_l1_beta")]
+    pub smooth_l1_beta: f64,
     /// Extension, DeePMD-kit's `start_pref_*`: the weight of a term at the first step (keys as
     /// in `loss_function_types`). The weight moves with the learning rate from this value to
     /// the configured one (DeePMD-kit's `limit_pref_*`):
@@ -364,6 +373,11 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// `smooth_l1_beta`: PyTorch's default.
+pub(crate) fn default_smooth_l1_beta() -> f64 {
+    1.0
 }
 
 /// `patience`: epochs without improvement before early stopping.

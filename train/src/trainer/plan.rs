@@ -303,6 +303,13 @@ fn plan_branch(cfg: &TrainConfig, i: usize) -> Result<(DatasetMeta, BranchSpec)>
             ));
         }
     }
+    if !(t.smooth_l1_beta.is_finite() && t.smooth_l1_beta > 0.0) {
+        return Err(Error::config(
+            &cfg.path,
+            "NeuralNetwork.Training.smooth_l1_beta",
+            format!("must be a finite number > 0, got {}", t.smooth_l1_beta),
+        ));
+    }
     if let Some((k, w)) = t
         .loss_weights_start
         .iter()
@@ -340,6 +347,7 @@ fn plan_branch(cfg: &TrainConfig, i: usize) -> Result<(DatasetMeta, BranchSpec)>
             0.0
         },
         loss_types: t.loss_function_types.clone(),
+        smooth_l1_beta: t.smooth_l1_beta,
     };
     Ok((meta, spec))
 }
