@@ -17,7 +17,8 @@ pub fn dataset(arg: Option<&String>, tmp: &Path) -> PathBuf {
                     .unwrap()
                     .join(p)
             } else {
-                p
+                // Absolute, as the bench writes configs into its temp dir that name this path.
+                p.canonicalize().unwrap_or(p)
             }
         }
         None => {
