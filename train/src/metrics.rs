@@ -247,10 +247,7 @@ fn elem(spec: &BranchSpec, term: &str, default: LossType, d: &Tensor) -> Tensor 
         LossType::Mse => d.square(),
         LossType::Mae => d.abs(),
         LossType::SmoothL1 => {
-            let beta = spec.smooth_l1_beta;
-            let a = d.abs();
-            let small = a.lt(beta);
-            (&a * &a * (0.5 / beta)).where_self(&small, &(a - 0.5 * beta))
+            d.smooth_l1_loss(&d.zeros_like(), tch::Reduction::None, spec.smooth_l1_beta)
         }
     }
 }

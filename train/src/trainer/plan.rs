@@ -293,7 +293,8 @@ fn plan_branch(cfg: &TrainConfig, i: usize) -> Result<(DatasetMeta, BranchSpec)>
             .keys()
             .map(|k| ("loss_weights_start", k)),
     ) {
-        if !terms.contains(&k.as_str()) && !cfg.outputs_of(i).iter().any(|o| &o.name == k) {
+        // An output of any dataset: a branch without it simply has no such term.
+        if !terms.contains(&k.as_str()) && !cfg.variables().output_names.contains(k) {
             return Err(Error::config(
                 &cfg.path,
                 format!("NeuralNetwork.Training.{section}.{k}"),
