@@ -9,6 +9,7 @@ pub mod config;
 pub mod convs;
 pub mod dimenet;
 pub mod egnn;
+pub mod fused;
 pub mod gat;
 pub mod gin;
 pub mod graphs;

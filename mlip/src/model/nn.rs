@@ -5,8 +5,11 @@ use tch::{nn, Kind, Tensor};
 
 use super::config::{Activation, Envelope, RadialType};
 
-/// Applies an activation.
+/// Applies an activation (the fused one of [`super::fused`] where it applies).
 pub fn act(a: Activation, x: &Tensor) -> Tensor {
+    if let Some(y) = super::fused::act(a, x) {
+        return y;
+    }
     match a {
         Activation::Silu => x.silu(),
         Activation::Ssp => x.softplus() - std::f64::consts::LN_2,

@@ -1,0 +1,120 @@
+//! The fused activations (`mlip::model::fused`, C++ custom autograd functions) against libtorch's
+//! own expressions: values and first, second (both inputs of the derivative) and third
+//! derivatives in float64 and float32, and whole models' energies, forces and force-loss
+//! parameter gradients with the fused path on and off. One test function: the on/off switch is
+//! process-wide.
+
+mod common;
+
+use common::{energy_force_grads, rel_max, rewrite_case};
+use mlip::model::config::{Activation, MpnnType};
+use mlip::model::fused;
+use tch::{Device, Kind, Tensor};
+
+fn plain(a: Activation, x: &Tensor) -> Tensor {
+    match a {
+        Activation::Silu => x * x.sigmoid(),
+        Activation::Ssp => x.softplus() - std::f64::consts::LN_2,
+        Activation::Tanh => x.tanh(),
+        Activation::Relu => x.relu(),
+    }
+}
+
+fn grad(y: &Tensor, xs: &[&Tensor], keep: bool) -> Vec<Tensor> {
+    Tensor::run_backward(&[y], xs, keep, keep)
+}
+
+/// (y, dy·w/dx, d(dy·w/dx · u)/dx and d(dy·w/dx · u)/dw with the graph kept and without it (the
+/// fused path has a kernel for the latter and differentiable expressions for the former), and the
+/// third derivative d(d²(...)/dx² · q)/dx) for the activation `f`.
+fn derivatives(f: impl Fn(&Tensor) -> Tensor, x0: &Tensor, w0: &Tensor) -> Vec<Tensor> {
+    let second_without_graph = {
+        let x = x0.copy().set_requires_grad(true);
+        let w = w0.copy().set_requires_grad(true);
+        let g1 = grad(&(f(&x) * &w).sum(x.kind()), &[&x], true)
+            .pop()
+            .unwrap();
+        grad(&(&g1 * x0.cos()).sum(x.kind()), &[&x, &w], false)
+    };
+    let x = x0.copy().set_requires_grad(true);
+    let w = w0.copy().set_requires_grad(true);
+    let u = x0.cos();
+    let q = x0.sin() + 0.5;
+    let y = f(&x);
+    let g1 = grad(&(&y * &w).sum(x.kind()), &[&x], true).pop().unwrap();
+    let mut g2 = grad(&(&g1 * &u).sum(x.kind()), &[&x, &w], true);
+    let g2w = g2.pop().unwrap();
+    let g2x = g2.pop().unwrap();
+    let g3 = grad(&(&g2x * &q).sum(x.kind()), &[&x], false)
+        .pop()
+        .unwrap();
+    let mut all = vec![y.detach(), g1.detach(), g2x.detach(), g2w.detach(), g3];
+    all.extend(second_without_graph);
+    all
+}
+
+#[test]
+fn fused_activations_match_libtorch_to_every_order_and_in_whole_models() {
+    fused::set_enabled(true);
+    for kind in [Kind::Double, Kind::Float] {
+        let tol = if kind == Kind::Double { 1e-13 } else { 2e-6 };
+        // a (5, 7) block of values over [-12, 12] (both tails) and a non-contiguous view of it
+        let x = Tensor::linspace(-12.0, 12.0, 35, (kind, Device::Cpu)).view([5, 7]);
+        let w = Tensor::linspace(-1.0, 2.0, 35, (kind, Device::Cpu)).view([5, 7]);
+        for x in [x.shallow_clone(), x.tr()] {
+            let w = if x.is_contiguous() {
+                w.shallow_clone()
+            } else {
+                w.tr()
+            };
+            for a in [Activation::Silu, Activation::Ssp, Activation::Tanh] {
+                let got = derivatives(|x| fused::act(a, x).expect("fused applies"), &x, &w);
+                let want = derivatives(|x| plain(a, x), &x, &w);
+                for (k, (g, e)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.kind(), kind);
+                    let err = rel_max(g, e);
+                    assert!(err < tol, "{a:?} {kind:?} order {k}: rel err {err}");
+                }
+            }
+        }
+    }
+    // where it does not apply, the caller's libtorch operation runs
+    let x = Tensor::ones([3], (Kind::Double, Device::Cpu));
+    assert!(fused::act(Activation::Relu, &x).is_none());
+    assert!(fused::act(Activation::Silu, &x.to_kind(Kind::BFloat16)).is_none());
+    fused::set_enabled(false);
+    assert!(fused::act(Activation::Silu, &x).is_none());
+
+    // whole models: the same energies, forces and parameter gradients of E² + 10 F² (float64)
+    for (mpnn, act) in [
+        (MpnnType::SchNet, None),
+        (MpnnType::PaiNN, None),
+        (MpnnType::Egnn, None),
+        (MpnnType::Egnn, Some(Activation::Tanh)),
+    ] {
+        let (m, g) = rewrite_case(mpnn, |c| {
+            if let Some(a) = act {
+                c.activation_function = a;
+            }
+        });
+        let energy =
+            |m: &mlip::Model, g: &mlip::model::GraphTensors| m.forward(g, None).unwrap().energy;
+        fused::set_enabled(false);
+        let (e0, f0, p0) = energy_force_grads(&m, &g, energy);
+        fused::set_enabled(true);
+        let (e1, f1, p1) = energy_force_grads(&m, &g, energy);
+        let label = format!("{mpnn:?} {act:?}");
+        assert!(rel_max(&e1, &e0) < 1e-13, "{label}: energies differ");
+        assert!(rel_max(&f1, &f0) < 1e-12, "{label}: forces differ");
+        assert!(f0.abs().max().double_value(&[]) > 0.0);
+        let mut nonzero = 0;
+        for (k, (a, b)) in p1.iter().zip(&p0).enumerate() {
+            if b.abs().max().double_value(&[]) > 0.0 {
+                nonzero += 1;
+            }
+            let err = rel_max(a, b);
+            assert!(err < 1e-12, "{label}: gradient of parameter {k}: {err}");
+        }
+        assert!(nonzero > 3, "{label}: too few parameters with gradients");
+    }
+}
