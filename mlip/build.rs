@@ -1,6 +1,6 @@
 //! Embeds rpaths to libtorch (torch wheel) so tests, benches and examples run without
-//! LD_LIBRARY_PATH, and compiles the C++ fused activations (`csrc/fused_act.cpp`, custom autograd
-//! functions) against the headers of the libtorch that tch links.
+//! LD_LIBRARY_PATH, and compiles the C++ fused kernels (`csrc/fused_act.cpp`, `csrc/fused_edges.cpp`:
+//! custom autograd functions) against the headers of the libtorch that tch links.
 include!("../scripts/build_rpath.rs");
 
 use std::path::PathBuf;
@@ -34,6 +34,7 @@ fn cxx11_abi() -> String {
 fn main() {
     emit_rpaths();
     println!("cargo:rerun-if-changed=csrc/fused_act.cpp");
+    println!("cargo:rerun-if-changed=csrc/fused_edges.cpp");
     let lib = PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB")
             .expect("torch-sys did not report its libtorch (DEP_TCH_LIBTORCH_LIB)"),
@@ -52,5 +53,6 @@ fn main() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .opt_level(3)
         .file("csrc/fused_act.cpp")
+        .file("csrc/fused_edges.cpp")
         .compile("hgnn_fused");
 }

@@ -78,6 +78,60 @@ fn fused_activations_match_libtorch_to_every_order_and_in_whole_models() {
             }
         }
     }
+    // gather-multiply-scatter: value and derivatives w.r.t. both inputs to the third order
+    for kind in [Kind::Double, Kind::Float] {
+        let tol = if kind == Kind::Double { 1e-13 } else { 1e-5 };
+        let opts = (kind, Device::Cpu);
+        let (na, nout, e, f) = (5, 4, 11, 6);
+        let a0 = Tensor::linspace(-1.0, 1.5, na * 3 * f, opts)
+            .view([na, 3, f])
+            .sin();
+        let w0 = Tensor::linspace(-2.0, 1.0, e * f, opts).view([e, f]).cos();
+        let src = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 0, 1, 4, 4, 2, 3]);
+        let dst = Tensor::from_slice(&[1i64, 0, 3, 2, 2, 0, 1, 3, 0, 1, 1]);
+        let plain_gms = |a: &Tensor, w: &Tensor| {
+            Tensor::zeros([nout, 3, f], opts).index_add(
+                0,
+                &dst,
+                &(a.index_select(0, &src) * w.unsqueeze(1)),
+            )
+        };
+        let fused_gms = |a: &Tensor, w: &Tensor| {
+            fused::gather_mul_scatter(a, w, &src, &dst, nout).expect("fused applies")
+        };
+        let u = Tensor::linspace(0.3, -0.7, nout * 3 * f, opts).view([nout, 3, f]);
+        let chain = |op: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
+            let a = a0.copy().set_requires_grad(true);
+            let w = w0.copy().set_requires_grad(true);
+            let y = op(&a, &w);
+            // a nonlinear scalar so that every order has something to differentiate
+            let l = (&y * &u).sum(kind) + (&y * &y * &y).sum(kind);
+            let g = grad(&l, &[&a, &w], true);
+            let l2 = (&g[0] * &g[0]).sum(kind) + (&g[1] * &g[1] * &g[1]).sum(kind);
+            let g2 = grad(&l2, &[&a, &w], true);
+            let l3 = (&g2[0] * &g2[0]).sum(kind) + (&g2[1] * &g2[1]).sum(kind);
+            let g3 = grad(&l3, &[&a, &w], false);
+            let mut all = vec![y.detach()];
+            all.extend(g.iter().map(|t| t.detach()));
+            all.extend(g2.iter().map(|t| t.detach()));
+            all.extend(g3);
+            all
+        };
+        let got = chain(&fused_gms);
+        let want = chain(&plain_gms);
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            let err = rel_max(g, w);
+            assert!(
+                err < tol,
+                "gather_mul_scatter {kind:?} output {k}: rel err {err}"
+            );
+        }
+        // an index out of range is refused (the caller's libtorch expression then reports it)
+        let bad = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 0, 1, 4, 4, 2, 9]);
+        assert!(fused::gather_mul_scatter(&a0, &w0, &src, &bad, nout).is_none());
+        assert!(fused::gather_mul_scatter(&a0, &w0, &bad, &dst, nout).is_none());
+    }
+
     // where it does not apply, the caller's libtorch operation runs
     let x = Tensor::ones([3], (Kind::Double, Device::Cpu));
     assert!(fused::act(Activation::Relu, &x).is_none());

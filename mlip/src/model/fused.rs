@@ -1,5 +1,6 @@
-//! Fused activations: SiLU, shifted softplus and tanh as custom libtorch autograd functions
-//! (C++, `mlip/csrc/fused_act.cpp`) whose first and second derivatives are one pass each.
+//! Fused kernels as custom libtorch autograd functions (C++, `mlip/csrc/`): activations whose
+//! first and second derivatives are one pass each ([`act`]), and a gather-multiply-scatter over
+//! the edges with its whole derivative family ([`gather_mul_scatter`]).
 //!
 //! Training on forces differentiates every activation twice (the forces, then the parameter
 //! gradient of the force loss). libtorch records SiLU's derivative as ~6 element-wise operations
@@ -7,8 +8,8 @@
 //! custom function and its backward computes gg·f'(x) and gg·g·f''(x) in one pass. Higher orders
 //! fall back to differentiable ATen expressions, so every order is exact.
 //!
-//! Used for CPU float32/float64 tensors; other devices and dtypes, or `HYDRAGNN_FUSED_ACT=0` in
-//! the environment (read once), take libtorch's own operations. `mlip/tests/fused_act.rs` holds
+//! Used for CPU float32/float64 tensors; other devices and dtypes, or `HYDRAGNN_FUSED=0` in the
+//! environment (read once), take libtorch's own operations. `mlip/tests/fused_act.rs` holds
 //! values and first, second and third derivatives to the plain expressions.
 
 use std::ffi::{c_char, c_int, CStr};
@@ -26,25 +27,35 @@ extern "C" {
         err: *mut c_char,
         len: usize,
     ) -> c_int;
+    fn hgnn_fused_gms(
+        a: *const torch_sys::C_tensor,
+        w: *const torch_sys::C_tensor,
+        src: *const torch_sys::C_tensor,
+        dst: *const torch_sys::C_tensor,
+        n_out: i64,
+        out: *mut *mut torch_sys::C_tensor,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
 }
 
 /// 0: not yet read, 1: on, 2: off.
 static STATE: AtomicU8 = AtomicU8::new(0);
 
-/// Whether the fused activations are in use (`HYDRAGNN_FUSED_ACT=0` turns them off).
+/// Whether the fused kernels are in use (`HYDRAGNN_FUSED=0` turns them off).
 pub fn enabled() -> bool {
     match STATE.load(Ordering::Relaxed) {
         1 => true,
         2 => false,
         _ => {
-            let on = std::env::var("HYDRAGNN_FUSED_ACT").map_or(true, |v| v.trim() != "0");
+            let on = std::env::var("HYDRAGNN_FUSED").map_or(true, |v| v.trim() != "0");
             STATE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
             on
         }
     }
 }
 
-/// Turns the fused activations on or off for this process (benchmarks and tests compare both).
+/// Turns the fused kernels on or off for this process (benchmarks and tests compare both).
 pub fn set_enabled(on: bool) {
     STATE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
@@ -62,11 +73,51 @@ pub fn act(a: Activation, x: &Tensor) -> Option<Tensor> {
     if !enabled() || x.device() != Device::Cpu || !matches!(x.kind(), Kind::Float | Kind::Double) {
         return None;
     }
+    // SAFETY: `x` is a live tensor; `out` and `err` are the buffers `call` passes.
+    call(|out, err, len| unsafe { hgnn_fused_act(x.as_ptr(), kind, out, err, len) })
+}
+
+/// `out[dst[e], c, f] += a[src[e], c, f] · w[e, f]` for `a` (Na, C, F), `w` (E, F), int64 `src`
+/// and `dst` (E), `out` (n_out, C, F): one pass over the edges instead of libtorch's gathered
+/// and multiplied (E, C, F) tensors, in every derivative too. `None` where it does not apply
+/// (turned off, not a CPU float32/float64 tensor, shapes that do not fit; the caller's libtorch
+/// expression then runs).
+pub fn gather_mul_scatter(
+    a: &Tensor,
+    w: &Tensor,
+    src: &Tensor,
+    dst: &Tensor,
+    n_out: i64,
+) -> Option<Tensor> {
+    if !enabled()
+        || a.device() != Device::Cpu
+        || !matches!(a.kind(), Kind::Float | Kind::Double)
+        || w.kind() != a.kind()
+    {
+        return None;
+    }
+    // SAFETY: the tensors are live; `out` and `err` are the buffers `call` passes.
+    call(|out, err, len| unsafe {
+        hgnn_fused_gms(
+            a.as_ptr(),
+            w.as_ptr(),
+            src.as_ptr(),
+            dst.as_ptr(),
+            n_out,
+            out,
+            err,
+            len,
+        )
+    })
+}
+
+/// Runs a C entry point that writes a new tensor to `out` or a message to `err`.
+fn call(
+    f: impl FnOnce(*mut *mut torch_sys::C_tensor, *mut c_char, usize) -> c_int,
+) -> Option<Tensor> {
     let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
     let mut err = [0 as c_char; 256];
-    // SAFETY: `x` is a live tensor; on success `out` is a new heap tensor whose ownership passes
-    // to the returned `Tensor`; `err` is a writable buffer of the stated length.
-    let rc = unsafe { hgnn_fused_act(x.as_ptr(), kind, &mut out, err.as_mut_ptr(), err.len()) };
+    let rc = f(&mut out, err.as_mut_ptr(), err.len());
     if rc != 0 || out.is_null() {
         // SAFETY: the C++ side always NUL-terminates within the buffer.
         let msg = unsafe { CStr::from_ptr(err.as_ptr()) };
@@ -80,6 +131,6 @@ pub fn act(a: Activation, x: &Tensor) -> Option<Tensor> {
 fn log_once(msg: &str) {
     static SAID: AtomicU8 = AtomicU8::new(0);
     if SAID.swap(1, Ordering::Relaxed) == 0 {
-        eprintln!("hydragnn: fused activation unavailable ({msg}); using libtorch's");
+        eprintln!("hydragnn: fused kernel unavailable ({msg}); using libtorch's operations");
     }
 }

@@ -189,7 +189,12 @@ impl Backbone for PaiNN {
         let v = if l == 0 && e.initial_state {
             v + vs_sum
         } else {
-            v + e.aggregate_to(dst, &(v.index_select(0, src) * dvv.unsqueeze(1))) + vs_sum
+            // Σ_j v_j ⊙ dvv_ij in one pass over the edges where the fused kernel applies.
+            let vv_sum = super::fused::gather_mul_scatter(v, dvv, src, dst, e.n_nodes)
+                .unwrap_or_else(|| {
+                    e.aggregate_to(dst, &(v.index_select(0, src) * dvv.unsqueeze(1)))
+                });
+            v + vv_sum + vs_sum
         };
         // update
         let uv = v.apply(&b.u);
