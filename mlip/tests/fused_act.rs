@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{energy_force_grads, rel_max, rewrite_case};
+use common::{energy_force_grads, pair_graph, rel_max, rewrite_case};
 use mlip::model::config::{Activation, MpnnType};
 use mlip::model::fused;
 use tch::{Device, Kind, Tensor};
@@ -146,29 +146,41 @@ fn fused_activations_match_libtorch_to_every_order_and_in_whole_models() {
         (MpnnType::Egnn, None),
         (MpnnType::Egnn, Some(Activation::Tanh)),
     ] {
-        let (m, g) = rewrite_case(mpnn, |c| {
+        let (m, paired) = rewrite_case(mpnn, |c| {
             if let Some(a) = act {
                 c.activation_function = a;
             }
         });
-        let energy =
-            |m: &mlip::Model, g: &mlip::model::GraphTensors| m.forward(g, None).unwrap().energy;
-        fused::set_enabled(false);
-        let (e0, f0, p0) = energy_force_grads(&m, &g, energy);
-        fused::set_enabled(true);
-        let (e1, f1, p1) = energy_force_grads(&m, &g, energy);
-        let label = format!("{mpnn:?} {act:?}");
-        assert!(rel_max(&e1, &e0) < 1e-13, "{label}: energies differ");
-        assert!(rel_max(&f1, &f0) < 1e-12, "{label}: forces differ");
-        assert!(f0.abs().max().double_value(&[]) > 0.0);
-        let mut nonzero = 0;
-        for (k, (a, b)) in p1.iter().zip(&p0).enumerate() {
-            if b.abs().max().double_value(&[]) > 0.0 {
-                nonzero += 1;
+        // and the edge-major path (no pairing: PaiNN's per-edge filters)
+        let unpaired = pair_graph(
+            &m,
+            &[
+                common::rattled_cuni(1),
+                common::cuni_cluster(),
+                common::rattled_cuni(2),
+            ],
+            false,
+        );
+        for (g, layout) in [(paired, "paired"), (unpaired, "unpaired")] {
+            let energy =
+                |m: &mlip::Model, g: &mlip::model::GraphTensors| m.forward(g, None).unwrap().energy;
+            fused::set_enabled(false);
+            let (e0, f0, p0) = energy_force_grads(&m, &g, energy);
+            fused::set_enabled(true);
+            let (e1, f1, p1) = energy_force_grads(&m, &g, energy);
+            let label = format!("{mpnn:?} {act:?} {layout}");
+            assert!(rel_max(&e1, &e0) < 1e-13, "{label}: energies differ");
+            assert!(rel_max(&f1, &f0) < 1e-12, "{label}: forces differ");
+            assert!(f0.abs().max().double_value(&[]) > 0.0);
+            let mut nonzero = 0;
+            for (k, (a, b)) in p1.iter().zip(&p0).enumerate() {
+                if b.abs().max().double_value(&[]) > 0.0 {
+                    nonzero += 1;
+                }
+                let err = rel_max(a, b);
+                assert!(err < 1e-12, "{label}: gradient of parameter {k}: {err}");
             }
-            let err = rel_max(a, b);
-            assert!(err < 1e-12, "{label}: gradient of parameter {k}: {err}");
+            assert!(nonzero > 3, "{label}: too few parameters with gradients");
         }
-        assert!(nonzero > 3, "{label}: too few parameters with gradients");
     }
 }

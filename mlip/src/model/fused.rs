@@ -60,6 +60,11 @@ pub fn set_enabled(on: bool) {
     STATE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
+/// Whether the fused kernels apply to tensors like `x`: turned on, on the CPU, float32/float64.
+pub fn applies(x: &Tensor) -> bool {
+    enabled() && x.device() == Device::Cpu && matches!(x.kind(), Kind::Float | Kind::Double)
+}
+
 /// The fused activation of `x`, or `None` where it does not apply (another activation, device or
 /// dtype; turned off; or the C++ side reported an error, which the caller's libtorch operation
 /// then raises in its own words).
@@ -89,11 +94,7 @@ pub fn gather_mul_scatter(
     dst: &Tensor,
     n_out: i64,
 ) -> Option<Tensor> {
-    if !enabled()
-        || a.device() != Device::Cpu
-        || !matches!(a.kind(), Kind::Float | Kind::Double)
-        || w.kind() != a.kind()
-    {
+    if !applies(a) || w.kind() != a.kind() {
         return None;
     }
     // SAFETY: the tensors are live; `out` and `err` are the buffers `call` passes.

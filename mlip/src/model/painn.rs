@@ -119,6 +119,137 @@ impl PaiNN {
     }
 }
 
+impl PaiNN {
+    /// The message step with libtorch's operations: (s + Σ_j ds_ij, v + Σ_j v_j ⊙ dvv_ij +
+    /// Σ_j dvs_ij ⊗ e_ij), x_ij = φ(s_j) ⊙ W(r_ij) split into (ds, dvv, dvs).
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &self,
+        phi: &Tensor,
+        st: &State,
+        v: &Tensor,
+        e: &Edges,
+        radial: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
+        dir: &Tensor,
+        skip_vv: bool,
+    ) -> (Tensor, Tensor) {
+        let f = phi.size()[1] / 3;
+        // With the pairing known, the edges are taken pair-major ([`Edges::pair_major`]): the
+        // filter, once per pair, multiplies both edges of its pair by broadcasting instead of
+        // being expanded to every edge (and its gradient summed back per pair).
+        let (src, dst, dir, x, row) = match (&e.half, e.pair_major()) {
+            (Some(h), Some(pm)) => {
+                let filter = radial(&h.rbf, &h.env, &h.dist);
+                let x = (phi.index_select(0, &pm.src).view([2, -1, 3 * f]) * filter.unsqueeze(0))
+                    .view([-1, 3 * f]);
+                let dir = dir.index_select(0, &pm.perm);
+                (&pm.src, &pm.dst, dir, x, pm.row.as_ref())
+            }
+            _ => {
+                let x = phi.index_select(0, &e.src) * e.filter(radial);
+                let row = e.slots().map(|sl| &sl.row);
+                (&e.src, &e.dst, dir.shallow_clone(), x, row)
+            }
+        };
+        let parts = x.split(f, -1);
+        let (ds, dvv, dvs) = (&parts[0], &parts[1], &parts[2]);
+        // Σ_j dvs_ij ⊗ e_ij: a (3 × k) by (k × F) product per node in the padded layout, with no
+        // (E, 3, F) intermediate in the forward pass or in either backward pass.
+        let vs_sum = Self::vs_sum(e, row, &dir, dvs, dst);
+        let s = &st.s + e.aggregate_to(dst, ds);
+        let v = if skip_vv {
+            v + vs_sum
+        } else {
+            v + e.aggregate_to(dst, &(v.index_select(0, src) * dvv.unsqueeze(1))) + vs_sum
+        };
+        (s, v)
+    }
+
+    /// [`Self::message`] with the fused gather-multiply-scatter ([`super::fused`]): Σ_j ds_ij =
+    /// Σ_j φ_s(s_j) ⊙ W_s(r_ij) and Σ_j v_j ⊙ dvv_ij = Σ_j (v_j ⊙ φ_v(s_j)) ⊙ W_v(r_ij) are
+    /// one pass over the edges each, so only the (E, F) block dvs is formed per edge.
+    #[allow(clippy::too_many_arguments)]
+    fn message_fused(
+        &self,
+        phi: &Tensor,
+        st: &State,
+        v: &Tensor,
+        e: &Edges,
+        radial: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
+        dir: &Tensor,
+        skip_vv: bool,
+    ) -> (Tensor, Tensor) {
+        let f = phi.size()[1] / 3;
+        let n = e.n_nodes;
+        let (phi_s, phi_v, phi_vs) = (
+            phi.narrow(1, 0, f),
+            phi.narrow(1, f, f),
+            phi.narrow(1, 2 * f, f),
+        );
+        let (src, dst, dir, ws, wv, dvs, row) = match (&e.half, e.pair_major()) {
+            (Some(h), Some(pm)) => {
+                let filter = radial(&h.rbf, &h.env, &h.dist);
+                let parts = filter.split(f, -1);
+                // the pair's filter for both of its edges (pair-major: edge p and p + P)
+                let both = |t: &Tensor| t.unsqueeze(0).expand([2, -1, -1], false).reshape([-1, f]);
+                let dvs = (phi_vs.index_select(0, &pm.src).view([2, -1, f])
+                    * parts[2].unsqueeze(0))
+                .view([-1, f]);
+                let dir = dir.index_select(0, &pm.perm);
+                (
+                    &pm.src,
+                    &pm.dst,
+                    dir,
+                    both(&parts[0]),
+                    both(&parts[1]),
+                    dvs,
+                    pm.row.as_ref(),
+                )
+            }
+            _ => {
+                let filter = e.filter(radial);
+                let parts = filter.split(f, -1);
+                let dvs = phi_vs.index_select(0, &e.src) * &parts[2];
+                let row = e.slots().map(|sl| &sl.row);
+                let dir = dir.shallow_clone();
+                (
+                    &e.src,
+                    &e.dst,
+                    dir,
+                    parts[0].shallow_clone(),
+                    parts[1].shallow_clone(),
+                    dvs,
+                    row,
+                )
+            }
+        };
+        let gms = |a: &Tensor, w: &Tensor| {
+            super::fused::gather_mul_scatter(a, w, src, dst, n)
+                .unwrap_or_else(|| e.aggregate_to(dst, &(a.index_select(0, src) * w.unsqueeze(1))))
+        };
+        let vs_sum = Self::vs_sum(e, row, &dir, &dvs, dst);
+        let s = &st.s + gms(&phi_s.unsqueeze(1), &ws).squeeze_dim(1);
+        let v = if skip_vv {
+            v + vs_sum
+        } else {
+            v + gms(&(v * phi_v.unsqueeze(1)), &wv) + vs_sum
+        };
+        (s, v)
+    }
+
+    /// Σ_j dvs_ij ⊗ e_ij: a (3 × k) by (k × F) product per node in the padded layout, with no
+    /// (E, 3, F) intermediate in the forward pass or in either backward pass.
+    fn vs_sum(e: &Edges, row: Option<&Tensor>, dir: &Tensor, dvs: &Tensor, dst: &Tensor) -> Tensor {
+        match (row, e.slots()) {
+            (Some(row), Some(sl)) => e
+                .pad_rows(row, sl.k, dir)
+                .transpose(1, 2)
+                .bmm(&e.pad_rows(row, sl.k, dvs)),
+            _ => e.aggregate_to(dst, &(dvs.unsqueeze(1) * dir.unsqueeze(-1))),
+        }
+    }
+}
+
 impl Backbone for PaiNN {
     fn init_state(&self, x0: &Tensor) -> State {
         let n = x0.size()[0];
@@ -155,46 +286,13 @@ impl Backbone for PaiNN {
             }
         };
         let phi = b.phi.forward(&st.s);
-        // With the pairing known, the edges are taken pair-major ([`Edges::pair_major`]): the
-        // filter, once per pair, multiplies both edges of its pair by broadcasting instead of
-        // being expanded to every edge (and its gradient summed back per pair).
-        let (src, dst, dir, x, row) = match (&e.half, e.pair_major()) {
-            (Some(h), Some(pm)) => {
-                let filter = radial(&h.rbf, &h.env, &h.dist);
-                let x = (phi.index_select(0, &pm.src).view([2, -1, 3 * f]) * filter.unsqueeze(0))
-                    .view([-1, 3 * f]);
-                let dir = dir.index_select(0, &pm.perm);
-                (&pm.src, &pm.dst, dir, x, pm.row.as_ref())
-            }
-            _ => {
-                let x = phi.index_select(0, &e.src) * e.filter(radial);
-                let row = e.slots().map(|sl| &sl.row);
-                (&e.src, &e.dst, dir, x, row)
-            }
-        };
-        let parts = x.split(f, -1);
-        let (ds, dvv, dvs) = (&parts[0], &parts[1], &parts[2]);
-        // Σ_j dvs_ij ⊗ e_ij: a (3 × k) by (k × F) product per node in the padded layout, with no
-        // (E, 3, F) intermediate in the forward pass or in either backward pass.
-        let vs_sum = match (row, e.slots()) {
-            (Some(row), Some(sl)) => e
-                .pad_rows(row, sl.k, &dir)
-                .transpose(1, 2)
-                .bmm(&e.pad_rows(row, sl.k, dvs)),
-            _ => e.aggregate_to(dst, &(dvs.unsqueeze(1) * dir.unsqueeze(-1))),
-        };
-        let s = &st.s + e.aggregate_to(dst, ds);
+        let skip_vv = l == 0 && e.initial_state;
         // Layer 0's vectors are zero by construction (`init_state`), so Σ_j v_j ⊙ dvv_ij is zero
         // there, and so are its derivatives w.r.t. everything but those vectors: skipped.
-        let v = if l == 0 && e.initial_state {
-            v + vs_sum
+        let (s, v) = if super::fused::applies(&phi) {
+            self.message_fused(&phi, st, v, e, &radial, &dir, skip_vv)
         } else {
-            // Σ_j v_j ⊙ dvv_ij in one pass over the edges where the fused kernel applies.
-            let vv_sum = super::fused::gather_mul_scatter(v, dvv, src, dst, e.n_nodes)
-                .unwrap_or_else(|| {
-                    e.aggregate_to(dst, &(v.index_select(0, src) * dvv.unsqueeze(1)))
-                });
-            v + vv_sum + vs_sum
+            self.message(&phi, st, v, e, &radial, &dir, skip_vv)
         };
         // update
         let uv = v.apply(&b.u);
