@@ -77,49 +77,96 @@ Tensor d2_graph(int64_t kind, const Tensor& x) {
 }
 
 template <typename T>
-void grad_kernel(int64_t kind, const T* x, const T* a, const T* g, T* out, int64_t n) {
-  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    switch (kind) {
-      case kSilu:
-        for (int64_t i = b; i < e; ++i) out[i] = g[i] * d1<T>(kSilu, x[i], a[i]);
-        break;
-      case kSsp:
-        for (int64_t i = b; i < e; ++i) out[i] = g[i] * a[i];
-        break;
-      default:
-        for (int64_t i = b; i < e; ++i) out[i] = g[i] * d1<T>(kTanh, x[i], a[i]);
-    }
-  });
+inline void grad_range(int64_t kind, const T* x, const T* a, const T* g, T* out, int64_t b,
+                       int64_t e) {
+  switch (kind) {
+    case kSilu:
+      for (int64_t i = b; i < e; ++i) out[i] = g[i] * d1<T>(kSilu, x[i], a[i]);
+      break;
+    case kSsp:
+      for (int64_t i = b; i < e; ++i) out[i] = g[i] * a[i];
+      break;
+    default:
+      for (int64_t i = b; i < e; ++i) out[i] = g[i] * d1<T>(kTanh, x[i], a[i]);
+  }
 }
 
-// gx = gg * g * f''(x) (when gx != nullptr) and gg_out = gg * f'(x) (when gg_out != nullptr).
+// gx = gg * g * f''(x) (when gx != nullptr) and ggo = gg * f'(x) (when ggo != nullptr).
+template <typename T>
+inline void grad2_range(int64_t kind, const T* x, const T* a, const T* g, const T* gg, T* gx,
+                        T* ggo, int64_t b, int64_t e) {
+#define HGNN_LOOP(K)                                                                \
+  if (gx && ggo) {                                                                  \
+    for (int64_t i = b; i < e; ++i) {                                               \
+      gx[i] = gg[i] * g[i] * d2<T>(K, x[i], a[i]);                                  \
+      ggo[i] = gg[i] * d1<T>(K, x[i], a[i]);                                        \
+    }                                                                               \
+  } else if (gx) {                                                                  \
+    for (int64_t i = b; i < e; ++i) gx[i] = gg[i] * g[i] * d2<T>(K, x[i], a[i]);    \
+  } else {                                                                          \
+    for (int64_t i = b; i < e; ++i) ggo[i] = gg[i] * d1<T>(K, x[i], a[i]);          \
+  }
+  switch (kind) {
+    case kSilu:
+      HGNN_LOOP(kSilu)
+      break;
+    case kSsp:
+      HGNN_LOOP(kSsp)
+      break;
+    default:
+      HGNN_LOOP(kTanh)
+  }
+#undef HGNN_LOOP
+}
+
+// Compiled twice, for AVX2 + FMA and for baseline x86-64, and picked at load time by the CPU.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HGNN_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define HGNN_CLONES
+#endif
+
+#define HGNN_RANGES(T, SUFFIX)                                                                 \
+  HGNN_CLONES void grad_range_##SUFFIX(int64_t kind, const T* x, const T* a, const T* g, T* out, \
+                                       int64_t b, int64_t e) {                                 \
+    grad_range<T>(kind, x, a, g, out, b, e);                                                   \
+  }                                                                                            \
+  HGNN_CLONES void grad2_range_##SUFFIX(int64_t kind, const T* x, const T* a, const T* g,      \
+                                        const T* gg, T* gx, T* ggo, int64_t b, int64_t e) {    \
+    grad2_range<T>(kind, x, a, g, gg, gx, ggo, b, e);                                          \
+  }
+HGNN_RANGES(float, f32)
+HGNN_RANGES(double, f64)
+#undef HGNN_RANGES
+
+void grad_any(int64_t kind, const float* x, const float* a, const float* g, float* o, int64_t b,
+              int64_t e) {
+  grad_range_f32(kind, x, a, g, o, b, e);
+}
+void grad_any(int64_t kind, const double* x, const double* a, const double* g, double* o,
+              int64_t b, int64_t e) {
+  grad_range_f64(kind, x, a, g, o, b, e);
+}
+void grad2_any(int64_t kind, const float* x, const float* a, const float* g, const float* gg,
+               float* gx, float* ggo, int64_t b, int64_t e) {
+  grad2_range_f32(kind, x, a, g, gg, gx, ggo, b, e);
+}
+void grad2_any(int64_t kind, const double* x, const double* a, const double* g, const double* gg,
+               double* gx, double* ggo, int64_t b, int64_t e) {
+  grad2_range_f64(kind, x, a, g, gg, gx, ggo, b, e);
+}
+
+template <typename T>
+void grad_kernel(int64_t kind, const T* x, const T* a, const T* g, T* out, int64_t n) {
+  at::parallel_for(0, n, kGrain,
+                   [&](int64_t b, int64_t e) { grad_any(kind, x, a, g, out, b, e); });
+}
+
 template <typename T>
 void grad2_kernel(int64_t kind, const T* x, const T* a, const T* g, const T* gg, T* gx, T* ggo,
                   int64_t n) {
-  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-#define HGNN_LOOP(K)                                                   \
-  if (gx && ggo) {                                                     \
-    for (int64_t i = b; i < e; ++i) {                                  \
-      gx[i] = gg[i] * g[i] * d2<T>(K, x[i], a[i]);                     \
-      ggo[i] = gg[i] * d1<T>(K, x[i], a[i]);                           \
-    }                                                                  \
-  } else if (gx) {                                                     \
-    for (int64_t i = b; i < e; ++i) gx[i] = gg[i] * g[i] * d2<T>(K, x[i], a[i]); \
-  } else {                                                             \
-    for (int64_t i = b; i < e; ++i) ggo[i] = gg[i] * d1<T>(K, x[i], a[i]); \
-  }
-    switch (kind) {
-      case kSilu:
-        HGNN_LOOP(kSilu)
-        break;
-      case kSsp:
-        HGNN_LOOP(kSsp)
-        break;
-      default:
-        HGNN_LOOP(kTanh)
-    }
-#undef HGNN_LOOP
-  });
+  at::parallel_for(0, n, kGrain,
+                   [&](int64_t b, int64_t e) { grad2_any(kind, x, a, g, gg, gx, ggo, b, e); });
 }
 
 // out = g * f'(x), one pass (x, a, g contiguous, same dtype and shape).

@@ -38,6 +38,57 @@ void check_index(const Tensor& idx, int64_t n, const char* what) {
   }
 }
 
+// Compiled twice, for AVX2 + FMA and for baseline x86-64, and picked at load time by the CPU.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HGNN_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define HGNN_CLONES
+#endif
+
+// out[d_e, c, f] += a[s_e, c, f] * w[e, f] for the channels f0 <= f < f1.
+template <typename T>
+inline void gms_range(const T* ap, const T* wp, T* op, const int64_t* sp, const int64_t* dp,
+                      int64_t E, int64_t C, int64_t F, int64_t f0, int64_t f1) {
+  for (int64_t e = 0; e < E; ++e) {
+    const T* ar = ap + sp[e] * C * F;
+    const T* wr = wp + e * F;
+    T* orow = op + dp[e] * C * F;
+    for (int64_t c = 0; c < C; ++c) {
+      const T* ac = ar + c * F;
+      T* oc = orow + c * F;
+      for (int64_t f = f0; f < f1; ++f) oc[f] += ac[f] * wr[f];
+    }
+  }
+}
+
+// out[e, f] = sum_c a[s_e, c, f] * b[d_e, c, f] for the edges e0 <= e < e1.
+template <typename T>
+inline void edot_range(const T* ap, const T* bp, T* op, const int64_t* sp, const int64_t* dp,
+                       int64_t C, int64_t F, int64_t e0, int64_t e1) {
+  for (int64_t e = e0; e < e1; ++e) {
+    const T* ar = ap + sp[e] * C * F;
+    const T* br = bp + dp[e] * C * F;
+    T* orow = op + e * F;
+    for (int64_t f = 0; f < F; ++f) orow[f] = ar[f] * br[f];
+    for (int64_t c = 1; c < C; ++c)
+      for (int64_t f = 0; f < F; ++f) orow[f] += ar[c * F + f] * br[c * F + f];
+  }
+}
+
+#define HGNN_RANGES(T)                                                                        \
+  HGNN_CLONES void gms_any(const T* ap, const T* wp, T* op, const int64_t* sp,                \
+                           const int64_t* dp, int64_t E, int64_t C, int64_t F, int64_t f0,    \
+                           int64_t f1) {                                                      \
+    gms_range<T>(ap, wp, op, sp, dp, E, C, F, f0, f1);                                        \
+  }                                                                                           \
+  HGNN_CLONES void edot_any(const T* ap, const T* bp, T* op, const int64_t* sp,               \
+                            const int64_t* dp, int64_t C, int64_t F, int64_t e0, int64_t e1) { \
+    edot_range<T>(ap, bp, op, sp, dp, C, F, e0, e1);                                          \
+  }
+HGNN_RANGES(float)
+HGNN_RANGES(double)
+#undef HGNN_RANGES
+
 Tensor gms_kernel(const Tensor& a_in, const Tensor& w_in, const Tensor& s_in, const Tensor& d_in,
                   int64_t n_out) {
   auto a = a_in.contiguous();
@@ -57,16 +108,7 @@ Tensor gms_kernel(const Tensor& a_in, const Tensor& w_in, const Tensor& s_in, co
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     // Threads split the channels: no two threads write the same element.
     at::parallel_for(0, F, 16, [&](int64_t f0, int64_t f1) {
-      for (int64_t e = 0; e < E; ++e) {
-        const scalar_t* ar = ap + sp[e] * C * F;
-        const scalar_t* wr = wp + e * F;
-        scalar_t* orow = op + dp[e] * C * F;
-        for (int64_t c = 0; c < C; ++c) {
-          const scalar_t* ac = ar + c * F;
-          scalar_t* oc = orow + c * F;
-          for (int64_t f = f0; f < f1; ++f) oc[f] += ac[f] * wr[f];
-        }
-      }
+      gms_any(ap, wp, op, sp, dp, E, C, F, f0, f1);
     });
   });
   return out;
@@ -90,14 +132,7 @@ Tensor edot_kernel(const Tensor& a_in, const Tensor& b_in, const Tensor& s_in,
     const scalar_t* bp = b.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, E, 256, [&](int64_t e0, int64_t e1) {
-      for (int64_t e = e0; e < e1; ++e) {
-        const scalar_t* ar = ap + sp[e] * C * F;
-        const scalar_t* br = bp + dp[e] * C * F;
-        scalar_t* orow = op + e * F;
-        for (int64_t f = 0; f < F; ++f) orow[f] = ar[f] * br[f];
-        for (int64_t c = 1; c < C; ++c)
-          for (int64_t f = 0; f < F; ++f) orow[f] += ar[c * F + f] * br[c * F + f];
-      }
+      edot_any(ap, bp, op, sp, dp, C, F, e0, e1);
     });
   });
   return out;
