@@ -19,6 +19,7 @@
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -176,6 +177,165 @@ variable_list Gms::backward(AutogradContext* ctx, variable_list grads) {
   return {ga, gw, Tensor(), Tensor(), Tensor()};
 }
 
+
+// ---- Gather-add: z[e] = x[i_e] + y[j_e] + r[e % P] (EGNN's first edge layer, split per atom) ----
+//
+//   GA3(x, y, r, i, j)[e, f] = x[i_e, f] + y[j_e, f] + r[e mod P, f]     x: (Nx, H), y: (Ny, H),
+//                                                                         r: (P, H), E = k P
+//   SC3(g, i, j, Nx, Ny, P) = (sum_{e: i_e = n} g[e], sum_{e: j_e = n} g[e], sum_k g[p + k P])
+//
+// SC3 is GA3's backward and GA3 is SC3's, so every order of derivative is exact.
+
+template <typename T>
+inline void ga3_range(const T* x, const T* y, const T* r, const int64_t* i, const int64_t* j,
+                      T* z, int64_t P, int64_t H, int64_t e0, int64_t e1) {
+  for (int64_t e = e0; e < e1; ++e) {
+    const T* xr = x + i[e] * H;
+    const T* yr = y + j[e] * H;
+    const T* rr = r + (e % P) * H;
+    T* zr = z + e * H;
+    for (int64_t f = 0; f < H; ++f) zr[f] = xr[f] + yr[f] + rr[f];
+  }
+}
+
+// The scatters of SC3 for the channels f0 <= f < f1 (threads split the channels).
+template <typename T>
+inline void sc3_range(const T* g, const int64_t* i, const int64_t* j, T* gx, T* gy, T* gr,
+                      int64_t E, int64_t P, int64_t H, int64_t f0, int64_t f1) {
+  for (int64_t e = 0; e < E; ++e) {
+    const T* gg = g + e * H;
+    T* xr = gx + i[e] * H;
+    T* yr = gy + j[e] * H;
+    T* rr = gr + (e % P) * H;
+    for (int64_t f = f0; f < f1; ++f) {
+      xr[f] += gg[f];
+      yr[f] += gg[f];
+      rr[f] += gg[f];
+    }
+  }
+}
+
+#define HGNN_RANGES(T)                                                                        \
+  HGNN_CLONES void ga3_any(const T* x, const T* y, const T* r, const int64_t* i,              \
+                           const int64_t* j, T* z, int64_t P, int64_t H, int64_t e0,          \
+                           int64_t e1) {                                                      \
+    ga3_range<T>(x, y, r, i, j, z, P, H, e0, e1);                                             \
+  }                                                                                           \
+  HGNN_CLONES void sc3_any(const T* g, const int64_t* i, const int64_t* j, T* gx, T* gy,      \
+                           T* gr, int64_t E, int64_t P, int64_t H, int64_t f0, int64_t f1) {  \
+    sc3_range<T>(g, i, j, gx, gy, gr, E, P, H, f0, f1);                                       \
+  }
+HGNN_RANGES(float)
+HGNN_RANGES(double)
+#undef HGNN_RANGES
+
+Tensor ga3_kernel(const Tensor& x_in, const Tensor& y_in, const Tensor& r_in, const Tensor& i_in,
+                  const Tensor& j_in) {
+  auto x = x_in.contiguous();
+  auto y = y_in.contiguous();
+  auto r = r_in.contiguous();
+  auto i = i_in.contiguous();
+  auto j = j_in.contiguous();
+  const int64_t E = i.size(0), H = x.size(1), P = r.size(0);
+  TORCH_CHECK(y.size(1) == H && r.size(1) == H && j.size(0) == E && P > 0 && E % P == 0,
+              "hgnn GA3: shapes");
+  check_index(i, x.size(0), "first");
+  check_index(j, y.size(0), "second");
+  auto z = at::empty({E, H}, x.options());
+  const int64_t* ip = i.const_data_ptr<int64_t>();
+  const int64_t* jp = j.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hgnn_ga3", [&] {
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* yp = y.const_data_ptr<scalar_t>();
+    const scalar_t* rp = r.const_data_ptr<scalar_t>();
+    scalar_t* zp = z.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, E, 256, [&](int64_t e0, int64_t e1) {
+      ga3_any(xp, yp, rp, ip, jp, zp, P, H, e0, e1);
+    });
+  });
+  return z;
+}
+
+std::vector<Tensor> sc3_kernel(const Tensor& g_in, const Tensor& i_in, const Tensor& j_in,
+                               int64_t nx, int64_t ny, int64_t P) {
+  auto g = g_in.contiguous();
+  auto i = i_in.contiguous();
+  auto j = j_in.contiguous();
+  const int64_t E = i.size(0), H = g.size(1);
+  TORCH_CHECK(g.size(0) == E && j.size(0) == E && P > 0 && E % P == 0, "hgnn SC3: shapes");
+  check_index(i, nx, "first");
+  check_index(j, ny, "second");
+  auto gx = at::zeros({nx, H}, g.options());
+  auto gy = at::zeros({ny, H}, g.options());
+  auto gr = at::zeros({P, H}, g.options());
+  const int64_t* ip = i.const_data_ptr<int64_t>();
+  const int64_t* jp = j.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "hgnn_sc3", [&] {
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    scalar_t* xp = gx.mutable_data_ptr<scalar_t>();
+    scalar_t* yp = gy.mutable_data_ptr<scalar_t>();
+    scalar_t* rp = gr.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, H, 16, [&](int64_t f0, int64_t f1) {
+      sc3_any(gp, ip, jp, xp, yp, rp, E, P, H, f0, f1);
+    });
+  });
+  return {gx, gy, gr};
+}
+
+struct Sc3;
+
+struct Ga3 : public Function<Ga3> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& y, const Tensor& r,
+                        const Tensor& i, const Tensor& j) {
+    ctx->save_for_backward({i, j});
+    ctx->saved_data["nx"] = x.size(0);
+    ctx->saved_data["ny"] = y.size(0);
+    ctx->saved_data["p"] = r.size(0);
+    return ga3_kernel(x, y, r, i, j);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads);
+};
+
+struct Sc3 : public Function<Sc3> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& g, const Tensor& i,
+                               const Tensor& j, int64_t nx, int64_t ny, int64_t p) {
+    ctx->save_for_backward({i, j});
+    ctx->saved_data["nx"] = nx;
+    ctx->saved_data["ny"] = ny;
+    ctx->saved_data["p"] = p;
+    return sc3_kernel(g, i, j, nx, ny, p);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto v = ctx->get_saved_variables();
+    const auto &i = v[0], &j = v[1];
+    if (!ctx->needs_input_grad(0)) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    // An output without a gradient contributes zeros.
+    auto opts = grads[0].defined() ? grads[0].options()
+                : grads[1].defined() ? grads[1].options() : grads[2].options();
+    int64_t H = 0;
+    for (const auto& g : grads)
+      if (g.defined()) H = g.size(1);
+    auto orzero = [&](const Tensor& g, int64_t rows) {
+      return g.defined() ? g : at::zeros({rows, H}, opts);
+    };
+    Tensor gg = Ga3::apply(orzero(grads[0], ctx->saved_data["nx"].toInt()),
+                           orzero(grads[1], ctx->saved_data["ny"].toInt()),
+                           orzero(grads[2], ctx->saved_data["p"].toInt()), i, j);
+    return {gg, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+variable_list Ga3::backward(AutogradContext* ctx, variable_list grads) {
+  auto v = ctx->get_saved_variables();
+  const auto &i = v[0], &j = v[1];
+  const auto& g = grads[0];
+  if (!g.defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  auto out = Sc3::apply(g, i, j, ctx->saved_data["nx"].toInt(), ctx->saved_data["ny"].toInt(),
+                        ctx->saved_data["p"].toInt());
+  return {ctx->needs_input_grad(0) ? out[0] : Tensor(), ctx->needs_input_grad(1) ? out[1] : Tensor(),
+          ctx->needs_input_grad(2) ? out[2] : Tensor(), Tensor(), Tensor()};
+}
+
 void set_error(char* err, size_t len, const char* msg) {
   if (err && len > 0) {
     std::strncpy(err, msg, len - 1);
@@ -212,6 +372,37 @@ int hgnn_fused_gms(const at::Tensor* a, const at::Tensor* w, const at::Tensor* s
     return 1;
   } catch (...) {
     set_error(err, len, "hgnn_fused_gms: unknown C++ exception");
+    return 1;
+  }
+}
+
+
+// *out = x[i_e] + y[j_e] + r[e mod P] (E, H) as a new tensor; x: (Nx, H), y: (Ny, H), r: (P, H)
+// with E a multiple of P, same floating dtype, CPU; i, j: int64 (E). Returns 0, or 1 with a
+// message in err (never throws).
+int hgnn_fused_gather_add(const at::Tensor* x, const at::Tensor* y, const at::Tensor* r,
+                          const at::Tensor* i, const at::Tensor* j, at::Tensor** out, char* err,
+                          size_t len) {
+  try {
+    bool ok = x->dim() == 2 && y->dim() == 2 && r->dim() == 2 && i->dim() == 1 && j->dim() == 1 &&
+              x->device().is_cpu() && y->device().is_cpu() && r->device().is_cpu() &&
+              i->device().is_cpu() && j->device().is_cpu() &&
+              (x->scalar_type() == at::kFloat || x->scalar_type() == at::kDouble) &&
+              y->scalar_type() == x->scalar_type() && r->scalar_type() == x->scalar_type() &&
+              i->scalar_type() == at::kLong && j->scalar_type() == at::kLong &&
+              y->size(1) == x->size(1) && r->size(1) == x->size(1) && j->size(0) == i->size(0) &&
+              r->size(0) > 0 && i->size(0) % r->size(0) == 0;
+    if (!ok) {
+      set_error(err, len, "hgnn_fused_gather_add: unsupported shapes, dtypes or device");
+      return 1;
+    }
+    *out = new at::Tensor(Ga3::apply(*x, *y, *r, *i, *j));
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(err, len, e.what());
+    return 1;
+  } catch (...) {
+    set_error(err, len, "hgnn_fused_gather_add: unknown C++ exception");
     return 1;
   }
 }

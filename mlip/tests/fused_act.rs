@@ -132,6 +132,68 @@ fn fused_activations_match_libtorch_to_every_order_and_in_whole_models() {
         assert!(fused::gather_mul_scatter(&a0, &w0, &bad, &dst, nout).is_none());
     }
 
+    // gather-add: value and derivatives w.r.t. all three inputs to the third order, with a
+    // per-pair term (E = 2P) and a per-edge one (P = E)
+    for kind in [Kind::Double, Kind::Float] {
+        let tol = if kind == Kind::Double { 1e-13 } else { 1e-5 };
+        let opts = (kind, Device::Cpu);
+        let (nx, ny, e, h) = (4, 5, 10, 6);
+        let i = Tensor::from_slice(&[0i64, 1, 2, 3, 0, 1, 3, 3, 2, 0]);
+        let j = Tensor::from_slice(&[4i64, 0, 1, 2, 3, 3, 0, 4, 4, 1]);
+        for p in [e / 2, e] {
+            let x0 = Tensor::linspace(-1.0, 1.5, nx * h, opts)
+                .view([nx, h])
+                .sin();
+            let y0 = Tensor::linspace(-2.0, 1.0, ny * h, opts)
+                .view([ny, h])
+                .cos();
+            let r0 = Tensor::linspace(0.5, -1.0, p * h, opts).view([p, h]);
+            let plain_ga = |x: &Tensor, y: &Tensor, r: &Tensor| {
+                (x.index_select(0, &i) + y.index_select(0, &j)).view([e / p, p, h]) + r.unsqueeze(0)
+            };
+            let fused_ga = |x: &Tensor, y: &Tensor, r: &Tensor| {
+                fused::gather_add(x, y, r, &i, &j)
+                    .expect("fused applies")
+                    .view([e / p, p, h])
+            };
+            let chain = |op: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor| {
+                let x = x0.copy().set_requires_grad(true);
+                let y = y0.copy().set_requires_grad(true);
+                let r = r0.copy().set_requires_grad(true);
+                let z = op(&x, &y, &r);
+                let l = (&z * &z * &z).sum(kind);
+                let g = grad(&l, &[&x, &y, &r], true);
+                let l2 = (&g[0] * &g[0] * &g[0]).sum(kind)
+                    + (&g[1] * &g[1]).sum(kind)
+                    + (&g[2] * &g[2]).sum(kind);
+                let g2 = grad(&l2, &[&x, &y, &r], true);
+                let l3 = (&g2[0] * &g2[0]).sum(kind)
+                    + (&g2[1] * &g2[1]).sum(kind)
+                    + (&g2[2] * &g2[2] * &g2[2]).sum(kind);
+                let g3 = grad(&l3, &[&x, &y, &r], false);
+                let mut all = vec![z.detach()];
+                all.extend(g.iter().map(|t| t.detach()));
+                all.extend(g2.iter().map(|t| t.detach()));
+                all.extend(g3);
+                all
+            };
+            let got = chain(&fused_ga);
+            let want = chain(&plain_ga);
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                let err = rel_max(g, w);
+                assert!(
+                    err < tol,
+                    "gather_add {kind:?} P={p} output {k}: rel err {err}"
+                );
+            }
+        }
+        let x = Tensor::ones([nx, h], opts);
+        let bad = Tensor::from_slice(&[0i64, 1, 2, 3, 0, 1, 3, 3, 2, 7]);
+        assert!(fused::gather_add(&x, &x, &x, &bad, &i).is_none());
+        // E not a multiple of the rows of r
+        assert!(fused::gather_add(&x, &x, &Tensor::ones([3, h], opts), &i, &i).is_none());
+    }
+
     // where it does not apply, the caller's libtorch operation runs
     let x = Tensor::ones([3], (Kind::Double, Device::Cpu));
     assert!(fused::act(Activation::Relu, &x).is_none());

@@ -147,9 +147,15 @@ impl Backbone for Egnn {
             // term and envelope broadcast over both edges of a pair instead of being expanded.
             (Some(hf), Some(pm)) if st.v.is_none() => {
                 let hd = ha.size()[1];
-                let z0 = (ha.index_select(0, &pm.dst) + hb.index_select(0, &pm.src))
-                    .view([2, -1, hd])
-                    + radial(&hf.dist, self.edge_rbf.then_some(&hf.rbf)).unsqueeze(0);
+                let r = radial(&hf.dist, self.edge_rbf.then_some(&hf.rbf));
+                let z0 = match super::fused::gather_add(&ha, &hb, &r, &pm.dst, &pm.src) {
+                    Some(z0) => z0.view([2, -1, hd]),
+                    None => {
+                        (ha.index_select(0, &pm.dst) + hb.index_select(0, &pm.src))
+                            .view([2, -1, hd])
+                            + r.unsqueeze(0)
+                    }
+                };
                 let m =
                     act(self.act, &b.edge_mlp.forward_after_first(&z0)) * hf.env.view([1, -1, 1]);
                 let m = m.view([-1, hd]);
@@ -162,7 +168,10 @@ impl Backbone for Egnn {
                 } else {
                     radial(&dist, rbf.as_ref())
                 };
-                let z0 = ha.index_select(0, &e.dst) + hb.index_select(0, &e.src) + radial;
+                let z0 = super::fused::gather_add(&ha, &hb, &radial, &e.dst, &e.src)
+                    .unwrap_or_else(|| {
+                        ha.index_select(0, &e.dst) + hb.index_select(0, &e.src) + &radial
+                    });
                 let m = act(self.act, &b.edge_mlp.forward_after_first(&z0)) * env.unsqueeze(-1);
                 let agg = e.aggregate(&m);
                 (m, agg)

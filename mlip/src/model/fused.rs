@@ -1,6 +1,7 @@
 //! Fused kernels as custom libtorch autograd functions (C++, `mlip/csrc/`): activations whose
-//! first and second derivatives are one pass each ([`act`]), and a gather-multiply-scatter over
-//! the edges with its whole derivative family ([`gather_mul_scatter`]).
+//! first and second derivatives are one pass each ([`act`]), and a gather-multiply-scatter
+//! ([`gather_mul_scatter`]) and a gather-add ([`gather_add`]) over the edges, each with its whole
+//! derivative family.
 //!
 //! Training on forces differentiates every activation twice (the forces, then the parameter
 //! gradient of the force loss). libtorch records SiLU's derivative as ~6 element-wise operations
@@ -33,6 +34,16 @@ extern "C" {
         src: *const torch_sys::C_tensor,
         dst: *const torch_sys::C_tensor,
         n_out: i64,
+        out: *mut *mut torch_sys::C_tensor,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn hgnn_fused_gather_add(
+        x: *const torch_sys::C_tensor,
+        y: *const torch_sys::C_tensor,
+        r: *const torch_sys::C_tensor,
+        i: *const torch_sys::C_tensor,
+        j: *const torch_sys::C_tensor,
         out: *mut *mut torch_sys::C_tensor,
         err: *mut c_char,
         len: usize,
@@ -105,6 +116,30 @@ pub fn gather_mul_scatter(
             src.as_ptr(),
             dst.as_ptr(),
             n_out,
+            out,
+            err,
+            len,
+        )
+    })
+}
+
+/// `z[e] = x[i[e]] + y[j[e]] + r[e mod P]` for `x` (Nx, H), `y` (Ny, H), `r` (P, H) and int64
+/// `i`, `j` (E), E a multiple of P: EGNN's first edge layer split per atom, with `r` the
+/// per-pair (pair-major edges, E = 2P) or per-edge (P = E) radial term. One pass instead of two
+/// gathered (E, H) tensors and two sums, in every derivative too (its backward is one pass of
+/// three scatters, whose backward is this again). `None` where it does not apply.
+pub fn gather_add(x: &Tensor, y: &Tensor, r: &Tensor, i: &Tensor, j: &Tensor) -> Option<Tensor> {
+    if !applies(x) || y.kind() != x.kind() || r.kind() != x.kind() {
+        return None;
+    }
+    // SAFETY: the tensors are live; `out` and `err` are the buffers `call` passes.
+    call(|out, err, len| unsafe {
+        hgnn_fused_gather_add(
+            x.as_ptr(),
+            y.as_ptr(),
+            r.as_ptr(),
+            i.as_ptr(),
+            j.as_ptr(),
             out,
             err,
             len,
