@@ -119,20 +119,33 @@ impl PaiNN {
     }
 }
 
+/// The inputs of a PaiNN message step: φ(s) (N, 3F), the state, its vectors, the edges, the
+/// radial filter (of rbf, envelope, distance), the unit edge vectors, and whether Σ_j v_j ⊙ dvv_ij
+/// is skipped (layer 0, zero vectors).
+#[derive(Clone, Copy)]
+struct Msg<'a> {
+    phi: &'a Tensor,
+    st: &'a State,
+    v: &'a Tensor,
+    e: &'a Edges,
+    radial: &'a dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
+    dir: &'a Tensor,
+    skip_vv: bool,
+}
+
 impl PaiNN {
     /// The message step with libtorch's operations: (s + Σ_j ds_ij, v + Σ_j v_j ⊙ dvv_ij +
     /// Σ_j dvs_ij ⊗ e_ij), x_ij = φ(s_j) ⊙ W(r_ij) split into (ds, dvv, dvs).
-    #[allow(clippy::too_many_arguments)]
-    fn message(
-        &self,
-        phi: &Tensor,
-        st: &State,
-        v: &Tensor,
-        e: &Edges,
-        radial: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
-        dir: &Tensor,
-        skip_vv: bool,
-    ) -> (Tensor, Tensor) {
+    fn message(m: &Msg) -> (Tensor, Tensor) {
+        let Msg {
+            phi,
+            st,
+            v,
+            e,
+            radial,
+            dir,
+            skip_vv,
+        } = *m;
         let f = phi.size()[1] / 3;
         // With the pairing known, the edges are taken pair-major ([`Edges::pair_major`]): the
         // filter, once per pair, multiplies both edges of its pair by broadcasting instead of
@@ -168,17 +181,16 @@ impl PaiNN {
     /// [`Self::message`] with the fused gather-multiply-scatter ([`super::fused`]): Σ_j ds_ij =
     /// Σ_j φ_s(s_j) ⊙ W_s(r_ij) and Σ_j v_j ⊙ dvv_ij = Σ_j (v_j ⊙ φ_v(s_j)) ⊙ W_v(r_ij) are
     /// one pass over the edges each, so only the (E, F) block dvs is formed per edge.
-    #[allow(clippy::too_many_arguments)]
-    fn message_fused(
-        &self,
-        phi: &Tensor,
-        st: &State,
-        v: &Tensor,
-        e: &Edges,
-        radial: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
-        dir: &Tensor,
-        skip_vv: bool,
-    ) -> (Tensor, Tensor) {
+    fn message_fused(m: &Msg) -> (Tensor, Tensor) {
+        let Msg {
+            phi,
+            st,
+            v,
+            e,
+            radial,
+            dir,
+            skip_vv,
+        } = *m;
         let f = phi.size()[1] / 3;
         let n = e.n_nodes;
         let (phi_s, phi_v, phi_vs) = (
@@ -289,10 +301,19 @@ impl Backbone for PaiNN {
         let skip_vv = l == 0 && e.initial_state;
         // Layer 0's vectors are zero by construction (`init_state`), so Σ_j v_j ⊙ dvv_ij is zero
         // there, and so are its derivatives w.r.t. everything but those vectors: skipped.
+        let m = Msg {
+            phi: &phi,
+            st,
+            v,
+            e,
+            radial: &radial,
+            dir: &dir,
+            skip_vv,
+        };
         let (s, v) = if super::fused::applies(&phi) {
-            self.message_fused(&phi, st, v, e, &radial, &dir, skip_vv)
+            Self::message_fused(&m)
         } else {
-            self.message(&phi, st, v, e, &radial, &dir, skip_vv)
+            Self::message(&m)
         };
         // update
         let uv = v.apply(&b.u);
