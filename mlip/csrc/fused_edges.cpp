@@ -336,6 +336,183 @@ variable_list Ga3::backward(AutogradContext* ctx, variable_list grads) {
           ctx->needs_input_grad(2) ? out[2] : Tensor(), Tensor(), Tensor()};
 }
 
+
+// ---- Scale-scatter: out[d_e] += m[e] * s[e mod P] (EGNN's enveloped message and its sum) ----
+//
+//   SS(m, s, d, N)[n]  = sum_{e: d_e = n} m[e] * s[e mod P]      m: (E, H), s: (P), E = k P
+//   GS(g, s, d)[e]     = g[d_e] * s[e mod P]                      g: (N, H)
+//   DOT(g, m, d, P)[p] = sum_{e = p mod P} sum_f g[d_e, f] * m[e, f]
+//
+// dSS/dm = GS, dSS/ds = DOT; dGS/dg = SS, dGS/ds = DOT; dDOT/dg = SS, dDOT/dm = GS: closed, so
+// every order of derivative is exact.
+
+template <typename T>
+inline void ss_range(const T* m, const T* s, const int64_t* d, T* out, int64_t E, int64_t P,
+                     int64_t H, int64_t f0, int64_t f1) {
+  for (int64_t e = 0; e < E; ++e) {
+    const T* mr = m + e * H;
+    const T se = s[e % P];
+    T* o = out + d[e] * H;
+    for (int64_t f = f0; f < f1; ++f) o[f] += mr[f] * se;
+  }
+}
+
+template <typename T>
+inline void gs_range(const T* g, const T* s, const int64_t* d, T* out, int64_t P, int64_t H,
+                     int64_t e0, int64_t e1) {
+  for (int64_t e = e0; e < e1; ++e) {
+    const T* gr = g + d[e] * H;
+    const T se = s[e % P];
+    T* o = out + e * H;
+    for (int64_t f = 0; f < H; ++f) o[f] = gr[f] * se;
+  }
+}
+
+template <typename T>
+inline void dot_range(const T* g, const T* m, const int64_t* d, T* out, int64_t E, int64_t P,
+                      int64_t H, int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p) {
+    T acc = 0;
+    for (int64_t e = p; e < E; e += P) {
+      const T* gr = g + d[e] * H;
+      const T* mr = m + e * H;
+      for (int64_t f = 0; f < H; ++f) acc += gr[f] * mr[f];
+    }
+    out[p] = acc;
+  }
+}
+
+#define HGNN_RANGES(T)                                                                       \
+  HGNN_CLONES void ss_any(const T* m, const T* s, const int64_t* d, T* out, int64_t E,       \
+                          int64_t P, int64_t H, int64_t f0, int64_t f1) {                    \
+    ss_range<T>(m, s, d, out, E, P, H, f0, f1);                                              \
+  }                                                                                          \
+  HGNN_CLONES void gs_any(const T* g, const T* s, const int64_t* d, T* out, int64_t P,       \
+                          int64_t H, int64_t e0, int64_t e1) {                               \
+    gs_range<T>(g, s, d, out, P, H, e0, e1);                                                 \
+  }                                                                                          \
+  HGNN_CLONES void dot_any(const T* g, const T* m, const int64_t* d, T* out, int64_t E,      \
+                           int64_t P, int64_t H, int64_t p0, int64_t p1) {                   \
+    dot_range<T>(g, m, d, out, E, P, H, p0, p1);                                             \
+  }
+HGNN_RANGES(float)
+HGNN_RANGES(double)
+#undef HGNN_RANGES
+
+Tensor ss_kernel(const Tensor& m_in, const Tensor& s_in, const Tensor& d_in, int64_t n) {
+  auto m = m_in.contiguous();
+  auto s = s_in.contiguous();
+  auto d = d_in.contiguous();
+  const int64_t E = m.size(0), H = m.size(1), P = s.size(0);
+  TORCH_CHECK(d.size(0) == E && P > 0 && E % P == 0, "hgnn SS: shapes");
+  check_index(d, n, "destination");
+  auto out = at::zeros({n, H}, m.options());
+  const int64_t* dp = d.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "hgnn_ss", [&] {
+    const scalar_t* mp = m.const_data_ptr<scalar_t>();
+    const scalar_t* sp = s.const_data_ptr<scalar_t>();
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, H, 16,
+                     [&](int64_t f0, int64_t f1) { ss_any(mp, sp, dp, op, E, P, H, f0, f1); });
+  });
+  return out;
+}
+
+Tensor gs_kernel(const Tensor& g_in, const Tensor& s_in, const Tensor& d_in) {
+  auto g = g_in.contiguous();
+  auto s = s_in.contiguous();
+  auto d = d_in.contiguous();
+  const int64_t E = d.size(0), H = g.size(1), P = s.size(0);
+  TORCH_CHECK(P > 0 && E % P == 0, "hgnn GS: shapes");
+  check_index(d, g.size(0), "destination");
+  auto out = at::empty({E, H}, g.options());
+  const int64_t* dp = d.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "hgnn_gs", [&] {
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    const scalar_t* sp = s.const_data_ptr<scalar_t>();
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, E, 256,
+                     [&](int64_t e0, int64_t e1) { gs_any(gp, sp, dp, op, P, H, e0, e1); });
+  });
+  return out;
+}
+
+Tensor dot_kernel(const Tensor& g_in, const Tensor& m_in, const Tensor& d_in, int64_t P) {
+  auto g = g_in.contiguous();
+  auto m = m_in.contiguous();
+  auto d = d_in.contiguous();
+  const int64_t E = m.size(0), H = m.size(1);
+  TORCH_CHECK(g.size(1) == H && d.size(0) == E && P > 0 && E % P == 0, "hgnn DOT: shapes");
+  check_index(d, g.size(0), "destination");
+  auto out = at::empty({P}, m.options());
+  const int64_t* dp = d.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "hgnn_dot", [&] {
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    const scalar_t* mp = m.const_data_ptr<scalar_t>();
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, P, 256,
+                     [&](int64_t p0, int64_t p1) { dot_any(gp, mp, dp, op, E, P, H, p0, p1); });
+  });
+  return out;
+}
+
+struct Gs;
+struct Dot;
+
+struct Ss : public Function<Ss> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& m, const Tensor& s, const Tensor& d,
+                        int64_t n) {
+    ctx->save_for_backward({m, s, d});
+    return ss_kernel(m, s, d, n);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads);
+};
+
+struct Gs : public Function<Gs> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& g, const Tensor& s, const Tensor& d) {
+    ctx->save_for_backward({g, s, d});
+    return gs_kernel(g, s, d);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads);
+};
+
+struct Dot : public Function<Dot> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& g, const Tensor& m, const Tensor& d,
+                        int64_t P) {
+    ctx->save_for_backward({g, m, d});
+    return dot_kernel(g, m, d, P);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto v = ctx->get_saved_variables();
+    const auto &g = v[0], &m = v[1], &d = v[2];
+    const auto& gp = grads[0];
+    if (!gp.defined()) return {Tensor(), Tensor(), Tensor(), Tensor()};
+    Tensor gg = ctx->needs_input_grad(0) ? Ss::apply(m, gp, d, g.size(0)) : Tensor();
+    Tensor gm = ctx->needs_input_grad(1) ? Gs::apply(g, gp, d) : Tensor();
+    return {gg, gm, Tensor(), Tensor()};
+  }
+};
+
+variable_list Ss::backward(AutogradContext* ctx, variable_list grads) {
+  auto v = ctx->get_saved_variables();
+  const auto &m = v[0], &s = v[1], &d = v[2];
+  const auto& g = grads[0];
+  if (!g.defined()) return {Tensor(), Tensor(), Tensor(), Tensor()};
+  Tensor gm = ctx->needs_input_grad(0) ? Gs::apply(g, s, d) : Tensor();
+  Tensor gs = ctx->needs_input_grad(1) ? Dot::apply(g, m, d, s.size(0)) : Tensor();
+  return {gm, gs, Tensor(), Tensor()};
+}
+
+variable_list Gs::backward(AutogradContext* ctx, variable_list grads) {
+  auto v = ctx->get_saved_variables();
+  const auto &g = v[0], &s = v[1], &d = v[2];
+  const auto& gg = grads[0];
+  if (!gg.defined()) return {Tensor(), Tensor(), Tensor()};
+  Tensor gg_out = ctx->needs_input_grad(0) ? Ss::apply(gg, s, d, g.size(0)) : Tensor();
+  Tensor gs = ctx->needs_input_grad(1) ? Dot::apply(g, gg, d, s.size(0)) : Tensor();
+  return {gg_out, gs, Tensor()};
+}
+
 void set_error(char* err, size_t len, const char* msg) {
   if (err && len > 0) {
     std::strncpy(err, msg, len - 1);
@@ -403,6 +580,34 @@ int hgnn_fused_gather_add(const at::Tensor* x, const at::Tensor* y, const at::Te
     return 1;
   } catch (...) {
     set_error(err, len, "hgnn_fused_gather_add: unknown C++ exception");
+    return 1;
+  }
+}
+
+
+// *out = SS(m, s, d, n): out[d_e] += m[e] * s[e mod P] (n, H) as a new tensor; m: (E, H), s: (P)
+// with E a multiple of P, same floating dtype, CPU; d: int64 (E). Returns 0, or 1 with a
+// message in err (never throws).
+int hgnn_fused_scale_scatter(const at::Tensor* m, const at::Tensor* s, const at::Tensor* d,
+                             int64_t n, at::Tensor** out, char* err, size_t len) {
+  try {
+    bool ok = m->dim() == 2 && s->dim() == 1 && d->dim() == 1 && m->device().is_cpu() &&
+              s->device().is_cpu() && d->device().is_cpu() &&
+              (m->scalar_type() == at::kFloat || m->scalar_type() == at::kDouble) &&
+              s->scalar_type() == m->scalar_type() && d->scalar_type() == at::kLong &&
+              d->size(0) == m->size(0) && s->size(0) > 0 && m->size(0) % s->size(0) == 0 &&
+              n >= 0;
+    if (!ok) {
+      set_error(err, len, "hgnn_fused_scale_scatter: unsupported shapes, dtypes or device");
+      return 1;
+    }
+    *out = new at::Tensor(Ss::apply(*m, *s, *d, n));
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(err, len, e.what());
+    return 1;
+  } catch (...) {
+    set_error(err, len, "hgnn_fused_scale_scatter: unknown C++ exception");
     return 1;
   }
 }

@@ -194,6 +194,57 @@ fn fused_activations_match_libtorch_to_every_order_and_in_whole_models() {
         assert!(fused::gather_add(&x, &x, &Tensor::ones([3, h], opts), &i, &i).is_none());
     }
 
+    // scale-scatter: value and derivatives w.r.t. both inputs to the third order, per pair
+    // (E = 2P) and per edge (P = E)
+    for kind in [Kind::Double, Kind::Float] {
+        let tol = if kind == Kind::Double { 1e-13 } else { 1e-5 };
+        let opts = (kind, Device::Cpu);
+        let (n, e, h) = (4, 10, 6);
+        let d = Tensor::from_slice(&[0i64, 1, 2, 3, 0, 1, 3, 3, 2, 0]);
+        for p in [e / 2, e] {
+            let m0 = Tensor::linspace(-1.0, 1.5, e * h, opts).view([e, h]).sin();
+            let s0 = Tensor::linspace(0.2, 1.3, p, opts).cos();
+            let plain_ss = |m: &Tensor, s: &Tensor| {
+                Tensor::zeros([n, h], opts).index_add(
+                    0,
+                    &d,
+                    &(m.view([e / p, p, h]) * s.view([1, p, 1])).view([e, h]),
+                )
+            };
+            let fused_ss =
+                |m: &Tensor, s: &Tensor| fused::scale_scatter(m, s, &d, n).expect("fused applies");
+            let chain = |op: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
+                let m = m0.copy().set_requires_grad(true);
+                let s = s0.copy().set_requires_grad(true);
+                let z = op(&m, &s);
+                let l = (&z * &z * &z).sum(kind);
+                let g = grad(&l, &[&m, &s], true);
+                let l2 = (&g[0] * &g[0] * &g[0]).sum(kind) + (&g[1] * &g[1] * &g[1]).sum(kind);
+                let g2 = grad(&l2, &[&m, &s], true);
+                let l3 = (&g2[0] * &g2[0]).sum(kind) + (&g2[1] * &g2[1] * &g2[1]).sum(kind);
+                let g3 = grad(&l3, &[&m, &s], false);
+                let mut all = vec![z.detach()];
+                all.extend(g.iter().map(|t| t.detach()));
+                all.extend(g2.iter().map(|t| t.detach()));
+                all.extend(g3);
+                all
+            };
+            let got = chain(&fused_ss);
+            let want = chain(&plain_ss);
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                let err = rel_max(g, w);
+                assert!(
+                    err < tol,
+                    "scale_scatter {kind:?} P={p} output {k}: rel err {err}"
+                );
+            }
+        }
+        let m = Tensor::ones([e, h], opts);
+        let bad = Tensor::from_slice(&[0i64, 1, 2, 3, 0, 1, 3, 3, 2, 4]);
+        assert!(fused::scale_scatter(&m, &Tensor::ones([e], opts), &bad, n).is_none());
+        assert!(fused::scale_scatter(&m, &Tensor::ones([3], opts), &d, n).is_none());
+    }
+
     // where it does not apply, the caller's libtorch operation runs
     let x = Tensor::ones([3], (Kind::Double, Device::Cpu));
     assert!(fused::act(Activation::Relu, &x).is_none());

@@ -156,11 +156,15 @@ impl Backbone for Egnn {
                             + r.unsqueeze(0)
                     }
                 };
-                let m =
-                    act(self.act, &b.edge_mlp.forward_after_first(&z0)) * hf.env.view([1, -1, 1]);
-                let m = m.view([-1, hd]);
-                let agg = e.aggregate_to(&pm.dst, &m);
-                (m, agg)
+                // Σ_j a_ij · env_ij in one pass where the fused kernel applies.
+                let a = act(self.act, &b.edge_mlp.forward_after_first(&z0));
+                let agg =
+                    super::fused::scale_scatter(&a.view([-1, hd]), &hf.env, &pm.dst, e.n_nodes)
+                        .unwrap_or_else(|| {
+                            e.aggregate_to(&pm.dst, &(a * hf.env.view([1, -1, 1])).view([-1, hd]))
+                        });
+                // no coordinate updates on this path, so the messages are not needed again
+                (None, agg)
             }
             _ => {
                 let radial = if st.v.is_none() || (l == 0 && e.half.is_some()) {
@@ -174,22 +178,22 @@ impl Backbone for Egnn {
                     });
                 let m = act(self.act, &b.edge_mlp.forward_after_first(&z0)) * env.unsqueeze(-1);
                 let agg = e.aggregate(&m);
-                (m, agg)
+                (Some(m), agg)
             }
         };
         if let Some(k) = self.avg_num_neighbors {
             agg /= k;
         }
         let s = b.node_mlp.forward(&Tensor::cat(&[h, &agg], -1));
-        let v = match (&st.v, &b.coord) {
-            (Some(d), Some((w1, w2))) => {
+        let v = match (&st.v, &b.coord, &m) {
+            (Some(d), Some((w1, w2)), Some(m)) => {
                 let phi = act(self.act, &m.apply(w1)).apply(w2).tanh();
                 let trans = (&vec / (dist.unsqueeze(-1) + 1.0) * phi).clamp(-100.0, 100.0)
                     * env.unsqueeze(-1);
                 let count = e.aggregate(&env).clamp_min(1.0);
                 Some(d + (e.aggregate(&trans) / count.unsqueeze(-1)).unsqueeze(-1))
             }
-            (d, _) => d.as_ref().map(|d| d.shallow_clone()),
+            (d, _, _) => d.as_ref().map(|d| d.shallow_clone()),
         };
         let s = match &e.condition {
             Some(c) => c.apply(&s),

@@ -1,7 +1,7 @@
 //! Fused kernels as custom libtorch autograd functions (C++, `mlip/csrc/`): activations whose
 //! first and second derivatives are one pass each ([`act`]), and a gather-multiply-scatter
-//! ([`gather_mul_scatter`]) and a gather-add ([`gather_add`]) over the edges, each with its whole
-//! derivative family.
+//! ([`gather_mul_scatter`]), a gather-add ([`gather_add`]) and a scale-scatter
+//! ([`scale_scatter`]) over the edges, each with its whole derivative family.
 //!
 //! Training on forces differentiates every activation twice (the forces, then the parameter
 //! gradient of the force loss). libtorch records SiLU's derivative as ~6 element-wise operations
@@ -44,6 +44,15 @@ extern "C" {
         r: *const torch_sys::C_tensor,
         i: *const torch_sys::C_tensor,
         j: *const torch_sys::C_tensor,
+        out: *mut *mut torch_sys::C_tensor,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn hgnn_fused_scale_scatter(
+        m: *const torch_sys::C_tensor,
+        s: *const torch_sys::C_tensor,
+        d: *const torch_sys::C_tensor,
+        n: i64,
         out: *mut *mut torch_sys::C_tensor,
         err: *mut c_char,
         len: usize,
@@ -144,6 +153,20 @@ pub fn gather_add(x: &Tensor, y: &Tensor, r: &Tensor, i: &Tensor, j: &Tensor) ->
             err,
             len,
         )
+    })
+}
+
+/// `out[d[e]] += m[e] · s[e mod P]` for `m` (E, H), `s` (P), int64 `d` (E), E a multiple of
+/// P, `out` (n, H): EGNN's messages times their envelope (per pair, E = 2P, or per edge, P = E)
+/// summed into their destinations in one pass, in every derivative too. `None` where it does
+/// not apply.
+pub fn scale_scatter(m: &Tensor, s: &Tensor, d: &Tensor, n: i64) -> Option<Tensor> {
+    if !applies(m) || s.kind() != m.kind() {
+        return None;
+    }
+    // SAFETY: the tensors are live; `out` and `err` are the buffers `call` passes.
+    call(|out, err, len| unsafe {
+        hgnn_fused_scale_scatter(m.as_ptr(), s.as_ptr(), d.as_ptr(), n, out, err, len)
     })
 }
 
