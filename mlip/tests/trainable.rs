@@ -114,9 +114,21 @@ fn painn_fp32_steps_from_scratch_are_finite() {
     );
     let ok = adam_steps(MpnnType::PaiNN, Some(k), 5);
     assert!(ok.iter().all(|&x| x), "non-finite loss or gradient: {ok:?}");
-    // The bug: with plain sums the features of the fresh model reach ~1e17 after 3 layers and
-    // the float32 force-loss gradient overflows at the first step.
+    // The same with libtorch's own operations instead of the fused kernels, and the bug there:
+    // with plain sums the features of the fresh model reach ~1e17 after 3 layers and the float32
+    // force-loss gradient overflows at the first step. (The fused kernels form fewer
+    // intermediates and happen to stay finite on this case, so the control runs without them;
+    // the switch is process-wide, and both paths give the same numbers to rounding for the other
+    // tests of this file.)
+    let was = mlip::model::fused::enabled();
+    mlip::model::fused::set_enabled(false);
+    let ok_unfused = adam_steps(MpnnType::PaiNN, Some(k), 5);
     let plain = adam_steps(MpnnType::PaiNN, None, 1);
+    mlip::model::fused::set_enabled(was);
+    assert!(
+        ok_unfused.iter().all(|&x| x),
+        "non-finite loss or gradient without the fused kernels: {ok_unfused:?}"
+    );
     assert!(
         !plain[0],
         "plain sums no longer overflow: is the test still sharp?"
