@@ -35,6 +35,7 @@ fn main() {
     emit_rpaths();
     println!("cargo:rerun-if-changed=csrc/fused_act.cpp");
     println!("cargo:rerun-if-changed=csrc/fused_edges.cpp");
+    println!("cargo:rerun-if-changed=csrc/fused_common.h");
     let lib = PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB")
             .expect("torch-sys did not report its libtorch (DEP_TCH_LIBTORCH_LIB)"),

@@ -15,6 +15,8 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "fused_common.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -118,13 +120,6 @@ inline void grad2_range(int64_t kind, const T* x, const T* a, const T* g, const 
   }
 #undef HGNN_LOOP
 }
-
-// Compiled twice, for AVX2 + FMA and for baseline x86-64, and picked at load time by the CPU.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define HGNN_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define HGNN_CLONES
-#endif
 
 #define HGNN_RANGES(T, SUFFIX)                                                                 \
   HGNN_CLONES void grad_range_##SUFFIX(int64_t kind, const T* x, const T* a, const T* g, T* out, \
@@ -253,13 +248,6 @@ struct Act : public Function<Act> {
   }
 };
 
-void set_error(char* err, size_t len, const char* msg) {
-  if (err && len > 0) {
-    std::strncpy(err, msg, len - 1);
-    err[len - 1] = '\0';
-  }
-}
-
 }  // namespace
 
 extern "C" {
@@ -268,25 +256,11 @@ extern "C" {
 // softplus, 2 tanh. x must be a CPU float32/float64 tensor. Returns 0, or 1 with a message in
 // err (never throws).
 int hgnn_fused_act(const at::Tensor* x, int64_t kind, at::Tensor** out, char* err, size_t len) {
-  try {
-    if (kind < kSilu || kind > kTanh) {
-      set_error(err, len, "hgnn_fused_act: unknown activation kind");
-      return 1;
-    }
-    if (!x->device().is_cpu() ||
-        (x->scalar_type() != at::kFloat && x->scalar_type() != at::kDouble)) {
-      set_error(err, len, "hgnn_fused_act: needs a CPU float32 or float64 tensor");
-      return 1;
-    }
-    *out = new at::Tensor(Act::apply(*x, kind));
-    return 0;
-  } catch (const std::exception& e) {
-    set_error(err, len, e.what());
-    return 1;
-  } catch (...) {
-    set_error(err, len, "hgnn_fused_act: unknown C++ exception");
-    return 1;
-  }
+  return hgnn::guarded("hgnn_fused_act", out, err, len, [&] {
+    if (kind < kSilu || kind > kTanh) throw std::invalid_argument("unknown activation kind");
+    if (!hgnn::cpu_real(*x)) throw std::invalid_argument("needs a CPU float32 or float64 tensor");
+    return Act::apply(*x, kind);
+  });
 }
 
 }  // extern "C"

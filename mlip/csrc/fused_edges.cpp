@@ -14,6 +14,8 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "fused_common.h"
+
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -38,13 +40,6 @@ void check_index(const Tensor& idx, int64_t n, const char* what) {
                             std::to_string(hi));
   }
 }
-
-// Compiled twice, for AVX2 + FMA and for baseline x86-64, and picked at load time by the CPU.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define HGNN_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define HGNN_CLONES
-#endif
 
 // out[d_e, c, f] += a[s_e, c, f] * w[e, f] for the channels f0 <= f < f1.
 template <typename T>
@@ -513,14 +508,9 @@ variable_list Gs::backward(AutogradContext* ctx, variable_list grads) {
   return {gg_out, gs, Tensor()};
 }
 
-void set_error(char* err, size_t len, const char* msg) {
-  if (err && len > 0) {
-    std::strncpy(err, msg, len - 1);
-    err[len - 1] = '\0';
-  }
-}
-
 }  // namespace
+
+constexpr const char* kUnsupported = "unsupported shapes, dtypes or device";
 
 extern "C" {
 
@@ -530,29 +520,17 @@ extern "C" {
 int hgnn_fused_gms(const at::Tensor* a, const at::Tensor* w, const at::Tensor* src,
                    const at::Tensor* dst, int64_t n_out, at::Tensor** out, char* err,
                    size_t len) {
-  try {
+  return hgnn::guarded("hgnn_fused_gms", out, err, len, [&] {
     bool ok = a->dim() == 3 && w->dim() == 2 && src->dim() == 1 && dst->dim() == 1 &&
-              a->device().is_cpu() && w->device().is_cpu() && src->device().is_cpu() &&
+              hgnn::cpu_real(*a) && w->device().is_cpu() && src->device().is_cpu() &&
               dst->device().is_cpu() && a->scalar_type() == w->scalar_type() &&
-              (a->scalar_type() == at::kFloat || a->scalar_type() == at::kDouble) &&
               src->scalar_type() == at::kLong && dst->scalar_type() == at::kLong &&
               w->size(0) == src->size(0) && dst->size(0) == src->size(0) &&
               w->size(1) == a->size(2) && n_out >= 0;
-    if (!ok) {
-      set_error(err, len, "hgnn_fused_gms: unsupported shapes, dtypes or device");
-      return 1;
-    }
-    *out = new at::Tensor(Gms::apply(*a, *w, *src, *dst, n_out));
-    return 0;
-  } catch (const std::exception& e) {
-    set_error(err, len, e.what());
-    return 1;
-  } catch (...) {
-    set_error(err, len, "hgnn_fused_gms: unknown C++ exception");
-    return 1;
-  }
+    if (!ok) throw std::invalid_argument(kUnsupported);
+    return Gms::apply(*a, *w, *src, *dst, n_out);
+  });
 }
-
 
 // *out = x[i_e] + y[j_e] + r[e mod P] (E, H) as a new tensor; x: (Nx, H), y: (Ny, H), r: (P, H)
 // with E a multiple of P, same floating dtype, CPU; i, j: int64 (E). Returns 0, or 1 with a
@@ -560,56 +538,33 @@ int hgnn_fused_gms(const at::Tensor* a, const at::Tensor* w, const at::Tensor* s
 int hgnn_fused_gather_add(const at::Tensor* x, const at::Tensor* y, const at::Tensor* r,
                           const at::Tensor* i, const at::Tensor* j, at::Tensor** out, char* err,
                           size_t len) {
-  try {
+  return hgnn::guarded("hgnn_fused_gather_add", out, err, len, [&] {
     bool ok = x->dim() == 2 && y->dim() == 2 && r->dim() == 2 && i->dim() == 1 && j->dim() == 1 &&
-              x->device().is_cpu() && y->device().is_cpu() && r->device().is_cpu() &&
+              hgnn::cpu_real(*x) && y->device().is_cpu() && r->device().is_cpu() &&
               i->device().is_cpu() && j->device().is_cpu() &&
-              (x->scalar_type() == at::kFloat || x->scalar_type() == at::kDouble) &&
               y->scalar_type() == x->scalar_type() && r->scalar_type() == x->scalar_type() &&
               i->scalar_type() == at::kLong && j->scalar_type() == at::kLong &&
               y->size(1) == x->size(1) && r->size(1) == x->size(1) && j->size(0) == i->size(0) &&
               r->size(0) > 0 && i->size(0) % r->size(0) == 0;
-    if (!ok) {
-      set_error(err, len, "hgnn_fused_gather_add: unsupported shapes, dtypes or device");
-      return 1;
-    }
-    *out = new at::Tensor(Ga3::apply(*x, *y, *r, *i, *j));
-    return 0;
-  } catch (const std::exception& e) {
-    set_error(err, len, e.what());
-    return 1;
-  } catch (...) {
-    set_error(err, len, "hgnn_fused_gather_add: unknown C++ exception");
-    return 1;
-  }
+    if (!ok) throw std::invalid_argument(kUnsupported);
+    return Ga3::apply(*x, *y, *r, *i, *j);
+  });
 }
-
 
 // *out = SS(m, s, d, n): out[d_e] += m[e] * s[e mod P] (n, H) as a new tensor; m: (E, H), s: (P)
 // with E a multiple of P, same floating dtype, CPU; d: int64 (E). Returns 0, or 1 with a
 // message in err (never throws).
 int hgnn_fused_scale_scatter(const at::Tensor* m, const at::Tensor* s, const at::Tensor* d,
                              int64_t n, at::Tensor** out, char* err, size_t len) {
-  try {
-    bool ok = m->dim() == 2 && s->dim() == 1 && d->dim() == 1 && m->device().is_cpu() &&
+  return hgnn::guarded("hgnn_fused_scale_scatter", out, err, len, [&] {
+    bool ok = m->dim() == 2 && s->dim() == 1 && d->dim() == 1 && hgnn::cpu_real(*m) &&
               s->device().is_cpu() && d->device().is_cpu() &&
-              (m->scalar_type() == at::kFloat || m->scalar_type() == at::kDouble) &&
               s->scalar_type() == m->scalar_type() && d->scalar_type() == at::kLong &&
               d->size(0) == m->size(0) && s->size(0) > 0 && m->size(0) % s->size(0) == 0 &&
               n >= 0;
-    if (!ok) {
-      set_error(err, len, "hgnn_fused_scale_scatter: unsupported shapes, dtypes or device");
-      return 1;
-    }
-    *out = new at::Tensor(Ss::apply(*m, *s, *d, n));
-    return 0;
-  } catch (const std::exception& e) {
-    set_error(err, len, e.what());
-    return 1;
-  } catch (...) {
-    set_error(err, len, "hgnn_fused_scale_scatter: unknown C++ exception");
-    return 1;
-  }
+    if (!ok) throw std::invalid_argument(kUnsupported);
+    return Ss::apply(*m, *s, *d, n);
+  });
 }
 
 }  // extern "C"
