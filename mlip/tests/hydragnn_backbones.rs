@@ -73,10 +73,11 @@ fn engine_model(t: MpnnType, seed: i64) -> Model {
         max_degree: if t == MpnnType::Mfc { 12 } else { 0 },
     };
     let mut m = Model::new(c, Kind::Double, Device::Cpu, seed).unwrap();
-    tch::manual_seed(seed + 1);
     tch::no_grad(|| {
-        for (name, mut v) in m.var_store_mut().variables() {
-            let noise = Tensor::randn(v.size(), (Kind::Double, Device::Cpu));
+        // sorted by name, each tensor its own stream: the same noise whatever the map's order
+        let vars: BTreeMap<String, Tensor> = m.var_store_mut().variables().into_iter().collect();
+        for (k, (name, mut v)) in vars.into_iter().enumerate() {
+            let noise = common::randn_seeded(&v.size(), (seed as u64) << 16 | k as u64);
             if name.ends_with("running_mean") || name.ends_with(".eps") {
                 v.copy_(&(noise * 0.2));
             } else if name.ends_with("running_var") {
@@ -85,6 +86,11 @@ fn engine_model(t: MpnnType, seed: i64) -> Model {
                 v.copy_(&(noise * 0.2 + 1.0));
             } else if name.ends_with("bn.bias") || name.ends_with(".bias") {
                 v.copy_(&(noise * 0.2));
+            } else if name.ends_with("lin_edge") {
+                // GAT reads the distance only through the attention: a stronger edge weight makes
+                // its forces larger (seed 11: max |F| 2.5e-2 instead of 5.7e-3) and the virial's
+                // finite difference better conditioned
+                v.copy_(&(&v * 4.0));
             }
         }
     });
@@ -160,8 +166,9 @@ fn engine_backbones_are_conservative_and_invariant() {
             let (wf, ww) = fd_errors(&m, &s0, 1e-4);
             let (de, df) = invariance_errors(&m, &s0);
             eprintln!(
-                "{t:?} on Al5Cu7: FD forces rel {wf:.1e}, virial rel {ww:.1e}; rotation/permutation: energy {de:.1e}, \
-                 forces {df:.1e}"
+                "{t:?} on Al5Cu7: max |F| {:.1e}, FD forces rel {wf:.1e}, virial rel {ww:.1e}; \
+                 rotation/permutation: energy {de:.1e}, forces {df:.1e}",
+                max_abs(&r.forces)
             );
             assert!(max_abs(&r.forces) > 1e-3, "{t:?}: forces vanish");
             assert!(

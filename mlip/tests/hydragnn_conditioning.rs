@@ -58,8 +58,7 @@ fn arch(c: &mut Value) -> &mut Value {
 
 /// A reproducible random tensor of `shape`, entries N(0, 0.3²).
 fn rand(shape: &[i64], seed: i64) -> Tensor {
-    tch::manual_seed(seed);
-    Tensor::randn(shape, (Kind::Double, tch::Device::Cpu)) * 0.3
+    common::randn_seeded(shape, seed as u64) * 0.3
 }
 
 /// `GFM_PAINN_graph2` (two branches, graph-level energy, `edge_dim` 1) conditioned by `mode`,

@@ -52,8 +52,7 @@ fn import_edited(
 
 /// A reproducible random tensor of `shape`, entries N(0, 0.3²).
 fn rand(shape: &[i64], seed: i64) -> Tensor {
-    tch::manual_seed(seed);
-    Tensor::randn(shape, (Kind::Double, tch::Device::Cpu)) * 0.3
+    common::randn_seeded(shape, seed as u64) * 0.3
 }
 
 /// The three MACE goldens made with upstream HydraGNN: both branches' energies and the forces

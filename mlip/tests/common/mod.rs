@@ -10,6 +10,24 @@ use tch::{Device, Kind, Tensor};
 
 pub mod gfm;
 
+/// A reproducible tensor of `shape` (float64 on the CPU) with standard normal entries, drawn from
+/// its own generator (ChaCha8 seeded with `seed`, Box–Muller) rather than libtorch's global one:
+/// tests run on parallel threads and each [`Model::new`] reseeds the global generator, so a
+/// `tch::manual_seed` followed by `Tensor::randn` in a test can draw another test's numbers.
+pub fn randn_seeded(shape: &[i64], seed: u64) -> Tensor {
+    let n: i64 = shape.iter().product();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f64> = (0..n)
+        .map(|_| {
+            // u1 in (0, 1], so the logarithm is finite
+            let u1 = 1.0 - rng.gen::<f64>();
+            let u2 = rng.gen::<f64>();
+            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        })
+        .collect();
+    Tensor::from_slice(&v).reshape(shape)
+}
+
 /// Both backbones.
 pub const BACKBONES: [MpnnType; 2] = [MpnnType::SchNet, MpnnType::PaiNN];
 
