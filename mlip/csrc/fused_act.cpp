@@ -30,11 +30,12 @@ using torch::autograd::AutogradContext;
 using torch::autograd::Function;
 using torch::autograd::variable_list;
 
-enum ActKind : int64_t { kSilu = 0, kSsp = 1, kTanh = 2 };
+enum ActKind : int64_t { kSilu = 0, kSsp = 1, kTanh = 2, kRelu = 3 };
 
 constexpr int64_t kGrain = 16384;
 
-// f'(x) and f''(x) from x and the auxiliary a (sigmoid(x), or tanh(x) for tanh).
+// f'(x) and f''(x) from x and the auxiliary a (sigmoid(x), or tanh(x) for tanh; x itself for
+// ReLU, whose f' is the step x > 0, as libtorch's threshold_backward has it, and f'' zero).
 template <typename T>
 inline T d1(int64_t kind, T x, T a) {
   switch (kind) {
@@ -42,6 +43,8 @@ inline T d1(int64_t kind, T x, T a) {
       return a * (T(1) + x * (T(1) - a));
     case kSsp:
       return a;
+    case kRelu:
+      return x > T(0) ? T(1) : T(0);
     default:
       return T(1) - a * a;
   }
@@ -54,6 +57,8 @@ inline T d2(int64_t kind, T x, T a) {
       return a * (T(1) - a) * (T(2) + x * (T(1) - T(2) * a));
     case kSsp:
       return a * (T(1) - a);
+    case kRelu:
+      return T(0);
     default:
       return T(-2) * a * (T(1) - a * a);
   }
@@ -61,6 +66,7 @@ inline T d2(int64_t kind, T x, T a) {
 
 // The same derivatives as differentiable ATen expressions of x (for orders above two).
 Tensor d1_graph(int64_t kind, const Tensor& x) {
+  if (kind == kRelu) return at::gt(x, 0).to(x.scalar_type());
   if (kind == kTanh) {
     auto t = at::tanh(x);
     return 1 - t * t;
@@ -88,6 +94,9 @@ inline void grad_range(int64_t kind, const T* x, const T* a, const T* g, T* out,
     case kSsp:
       for (int64_t i = b; i < e; ++i) out[i] = g[i] * a[i];
       break;
+    case kRelu:
+      for (int64_t i = b; i < e; ++i) out[i] = x[i] > T(0) ? g[i] : T(0);
+      break;
     default:
       for (int64_t i = b; i < e; ++i) out[i] = g[i] * d1<T>(kTanh, x[i], a[i]);
   }
@@ -114,6 +123,9 @@ inline void grad2_range(int64_t kind, const T* x, const T* a, const T* g, const 
       break;
     case kSsp:
       HGNN_LOOP(kSsp)
+      break;
+    case kRelu:
+      HGNN_LOOP(kRelu)
       break;
     default:
       HGNN_LOOP(kTanh)
@@ -193,7 +205,8 @@ struct ActGrad : public Function<ActGrad> {
     auto a = ctx->saved_data["a"].toTensor();
     int64_t kind = ctx->saved_data["kind"].toInt();
     const auto& gg = grads[0];
-    bool want_x = ctx->needs_input_grad(0);
+    // ReLU's f'' is zero: no gradient for x (autograd reads an undefined one as zeros)
+    bool want_x = ctx->needs_input_grad(0) && kind != kRelu;
     bool want_g = ctx->needs_input_grad(1);
     if (!gg.defined() || (!want_x && !want_g)) return {Tensor(), Tensor(), Tensor(), Tensor()};
     if (at::GradMode::is_enabled()) {
@@ -220,9 +233,12 @@ struct ActGrad : public Function<ActGrad> {
 struct Act : public Function<Act> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, int64_t kind) {
     auto xc = x.contiguous();
-    Tensor a = kind == kTanh ? at::tanh(xc) : at::sigmoid(xc);
+    Tensor a = kind == kTanh ? at::tanh(xc) : kind == kRelu ? xc : at::sigmoid(xc);
     Tensor y;
     switch (kind) {
+      case kRelu:
+        y = at::relu(xc);
+        break;
       case kSilu:
         y = xc * a;
         break;
@@ -253,11 +269,11 @@ struct Act : public Function<Act> {
 extern "C" {
 
 // *out = act(x) as a new tensor (free it with tch's destructor); kind 0 SiLU, 1 shifted
-// softplus, 2 tanh. x must be a CPU float32/float64 tensor. Returns 0, or 1 with a message in
+// softplus, 2 tanh, 3 ReLU. x must be a CPU float32/float64 tensor. Returns 0, or 1 with a message in
 // err (never throws).
 int hgnn_fused_act(const at::Tensor* x, int64_t kind, at::Tensor** out, char* err, size_t len) {
   return hgnn::guarded("hgnn_fused_act", out, err, len, [&] {
-    if (kind < kSilu || kind > kTanh) throw std::invalid_argument("unknown activation kind");
+    if (kind < kSilu || kind > kRelu) throw std::invalid_argument("unknown activation kind");
     if (!hgnn::cpu_real(*x)) throw std::invalid_argument("needs a CPU float32 or float64 tensor");
     return Act::apply(*x, kind);
   });

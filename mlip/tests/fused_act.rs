@@ -7,7 +7,7 @@
 mod common;
 
 use common::{energy_force_grads, pair_graph, rel_max, rewrite_case};
-use mlip::model::config::{Activation, MpnnType};
+use mlip::model::config::{Activation, Envelope, ModelConfig, MpnnType};
 use mlip::model::fused;
 use tch::{Device, Kind, Tensor};
 
@@ -74,6 +74,28 @@ fn fused_activations_match_libtorch_to_every_order_and_in_whole_models() {
                     assert_eq!(g.kind(), kind);
                     let err = rel_max(g, e);
                     assert!(err < tol, "{a:?} {kind:?} order {k}: rel err {err}");
+                }
+            }
+            // ReLU, with the entries |x| < 1 set to an exact 0 (f'(0) = 0 as in libtorch): the
+            // value, g·f'(x), and the second derivative's w part (d(g·f'·u)/dw = f'·u) with and
+            // without the graph; its x part is zero, which the fused derivative leaves undefined
+            let x0 = x.where_self(&x.abs().ge(1.0), &x.zeros_like());
+            assert!(x0.eq(0.0).any().int64_value(&[]) == 1);
+            let relu_chain = |f: &dyn Fn(&Tensor) -> Tensor, keep: bool| {
+                let xr = x0.copy().set_requires_grad(true);
+                let wr = w.copy().set_requires_grad(true);
+                let y = f(&xr);
+                let g1 = grad(&(&y * &wr).sum(kind), &[&xr], true).pop().unwrap();
+                let g2 = grad(&(&g1 * x.cos()).sum(kind), &[&wr], keep)
+                    .pop()
+                    .unwrap();
+                [y.detach(), g1.detach(), g2.detach()]
+            };
+            for keep in [true, false] {
+                let got = relu_chain(&|x| fused::act(Activation::Relu, x).expect("fused"), keep);
+                let want = relu_chain(&|x| x.relu(), keep);
+                for (k, (g, e)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g, e, "ReLU {kind:?} keep {keep} order {k}");
                 }
             }
         }
@@ -247,23 +269,29 @@ fn fused_activations_match_libtorch_to_every_order_and_in_whole_models() {
 
     // where it does not apply, the caller's libtorch operation runs
     let x = Tensor::ones([3], (Kind::Double, Device::Cpu));
-    assert!(fused::act(Activation::Relu, &x).is_none());
     assert!(fused::act(Activation::Silu, &x.to_kind(Kind::BFloat16)).is_none());
     fused::set_enabled(false);
     assert!(fused::act(Activation::Silu, &x).is_none());
 
     // whole models: the same energies, forces and parameter gradients of E² + 10 F² (float64)
-    for (mpnn, act) in [
-        (MpnnType::SchNet, None),
-        (MpnnType::PaiNN, None),
-        (MpnnType::Egnn, None),
-        (MpnnType::Egnn, Some(Activation::Tanh)),
-    ] {
-        let (m, paired) = rewrite_case(mpnn, |c| {
-            if let Some(a) = act {
-                c.activation_function = a;
-            }
-        });
+    // EGNN as HydraGNN builds it (ReLU inside, no envelope, the distance as the only edge
+    // input): the architecture timed against upstream (`--models egnn-hydragnn`)
+    let hydragnn_egnn = |c: &mut ModelConfig| {
+        c.conv_activation = Some(Activation::Relu);
+        c.envelope = Envelope::Hard;
+        c.egnn.edge_rbf = false;
+    };
+    let tanh = |c: &mut ModelConfig| c.activation_function = Activation::Tanh;
+    let keep = |_: &mut ModelConfig| {};
+    let cases: [(MpnnType, &str, &dyn Fn(&mut ModelConfig)); 5] = [
+        (MpnnType::SchNet, "", &keep),
+        (MpnnType::PaiNN, "", &keep),
+        (MpnnType::Egnn, "", &keep),
+        (MpnnType::Egnn, "tanh", &tanh),
+        (MpnnType::Egnn, "as HydraGNN's", &hydragnn_egnn),
+    ];
+    for (mpnn, act, edit) in cases {
+        let (m, paired) = rewrite_case(mpnn, edit);
         // and the edge-major path (no pairing: PaiNN's per-edge filters)
         let unpaired = pair_graph(
             &m,
@@ -281,7 +309,7 @@ fn fused_activations_match_libtorch_to_every_order_and_in_whole_models() {
             let (e0, f0, p0) = energy_force_grads(&m, &g, energy);
             fused::set_enabled(true);
             let (e1, f1, p1) = energy_force_grads(&m, &g, energy);
-            let label = format!("{mpnn:?} {act:?} {layout}");
+            let label = format!("{mpnn:?} {act} {layout}");
             assert!(rel_max(&e1, &e0) < 1e-13, "{label}: energies differ");
             assert!(rel_max(&f1, &f0) < 1e-12, "{label}: forces differ");
             assert!(f0.abs().max().double_value(&[]) > 0.0);

@@ -2,7 +2,9 @@
 //! (`benchmarks/train_breakdown.sh`, or
 //! `cargo bench -p hydragnn-train --bench train_breakdown -- [DATASET.bp] [--steps N] [--batch B]
 //! [--threads 1,2] [--models schnet,painn,egnn] [--device cpu|cuda]`; on a GPU every phase ends
-//! with a device synchronisation, so each is charged its own kernels).
+//! with a device synchronisation, so each is charged its own kernels). `--models egnn-hydragnn`
+//! times HydraGNN's own EGNN (ReLU inside, the distance as the only edge input, no envelope),
+//! the architecture that `benchmarks/upstream_train_bench.sh` times upstream.
 //!
 //! For SchNet, PaiNN and EGNN, built by the trainer's own model construction (`plan_model`,
 //! `new_model`) from the architecture of `examples/train/metals.json`, `metals_painn.json` and
@@ -36,10 +38,12 @@ use std::time::Instant;
 
 use hydragnn_train::data::Dataset;
 use hydragnn_train::graphs::{collate, Graph, GraphSpec};
+use hydragnn_train::metrics::BranchSpec;
 use hydragnn_train::metrics::{batch_loss, Prediction};
 use hydragnn_train::optim::AdamW;
 use hydragnn_train::trainer::{new_model, plan_model};
 use hydragnn_train::TrainConfig;
+use mlip::model::config::{Activation, Envelope, ModelConfig};
 use tch::{Device, Kind};
 
 /// The process's CPU time (all threads, user + system) in seconds.
@@ -107,14 +111,29 @@ impl Lap {
     }
 }
 
+/// The model of `model`'s config as the trainer plans it; for `egnn-hydragnn`, HydraGNN's own
+/// EGNN instead of the trainer's (upstream's `E_GCL`: ReLU inside the edge and node MLPs, the
+/// plain distance as the only edge input, no cutoff envelope), the architecture that
+/// `benchmarks/upstream_train_bench.py` times upstream.
+fn plan(model: &str, cfg: &TrainConfig) -> (ModelConfig, BranchSpec) {
+    let (mut mc, metas) = plan_model(cfg).expect("plan");
+    if model == "egnn-hydragnn" {
+        mc.conv_activation = Some(Activation::Relu);
+        mc.envelope = Envelope::Hard;
+        mc.egnn.edge_rbf = false;
+        mc.validate().expect("HydraGNN's EGNN");
+    }
+    (mc, metas[0].1.clone())
+}
+
 /// The example config of a backbone, pointed at `data`, silent, as a parsed trainer config.
 fn config_for(model: &str, data: &Path, batch: usize, tmp: &Path) -> TrainConfig {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let file = match model {
         "schnet" => "metals.json",
         "painn" => "metals_painn.json",
-        "egnn" => "metals_egnn.json",
-        other => panic!("unknown model '{other}' (schnet, painn, egnn)"),
+        "egnn" | "egnn-hydragnn" => "metals_egnn.json",
+        other => panic!("unknown model '{other}' (schnet, painn, egnn, egnn-hydragnn)"),
     };
     let path = root.join("examples/train").join(file);
     let text = std::fs::read_to_string(&path).expect("example config");
@@ -134,9 +153,15 @@ struct Run {
     times: Times,
 }
 
-fn bench(cfg: &TrainConfig, graphs: &[Graph], steps: usize, batch: usize, device: Device) -> Run {
-    let (mc, metas) = plan_model(cfg).expect("plan");
-    let spec = metas[0].1.clone();
+fn bench(
+    model: &str,
+    cfg: &TrainConfig,
+    graphs: &[Graph],
+    steps: usize,
+    batch: usize,
+    device: Device,
+) -> Run {
+    let (mc, spec) = plan(model, cfg);
     let model = new_model(mc, Kind::Float, device, 0).expect("model");
     let t = cfg.training();
     let mut opt = AdamW::new(model.var_store(), &t.optimizer);
@@ -232,9 +257,14 @@ fn step_grads(
 /// `--grad-check`: the same float64 model (CPU weights copied to `device`) and batch give the
 /// same loss and parameter gradients on the CPU and on `device`; prints the parameters that
 /// differ most. Returns whether every gradient agrees to `1e-9` relative to the largest.
-fn grad_check(cfg: &TrainConfig, graphs: &[Graph], batch: usize, device: Device) -> bool {
-    let (mc, metas) = plan_model(cfg).expect("plan");
-    let spec = metas[0].1.clone();
+fn grad_check(
+    model: &str,
+    cfg: &TrainConfig,
+    graphs: &[Graph],
+    batch: usize,
+    device: Device,
+) -> bool {
+    let (mc, spec) = plan(model, cfg);
     let cpu = new_model(mc.clone(), Kind::Double, Device::Cpu, 0).expect("model");
     let mut dev = new_model(mc, Kind::Double, device, 0).expect("model");
     dev.var_store_mut()
@@ -317,7 +347,7 @@ fn main() {
     let mut rows = Vec::new();
     for m in &models {
         let cfg = config_for(m, &data, batch, &tmp);
-        let (mc, _) = plan_model(&cfg).expect("plan");
+        let (mc, _) = plan(m, &cfg);
         let gs = GraphSpec::new(mc.radius, &mc.species, false);
         let graphs: Vec<Graph> = gs.graphs_of_block(&all, "bench").expect("graphs");
         let edges: usize = graphs.iter().map(|g| g.src.len()).sum();
@@ -330,7 +360,7 @@ fn main() {
             edges as f64 / all.total_atoms() as f64
         );
         if check {
-            let ok = grad_check(&cfg, &graphs, batch, device);
+            let ok = grad_check(m, &cfg, &graphs, batch, device);
             println!(
                 "  {}",
                 if ok {
@@ -343,7 +373,7 @@ fn main() {
         }
         for &t in &threads {
             tch::set_num_threads(t);
-            let r = bench(&cfg, &graphs, steps, batch, device);
+            let r = bench(m, &cfg, &graphs, steps, batch, device);
             let wall: f64 = r.times.wall.iter().sum();
             let cpu: f64 = r.times.cpu.iter().sum();
             println!(

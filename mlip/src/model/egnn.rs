@@ -131,7 +131,9 @@ impl Backbone for Egnn {
         // pair of edges while the atoms have not moved (no coordinate updates, or layer 0, whose
         // displacements are zero by construction): the input geometry, `Edges::filter`.
         let radial = |dist: &Tensor, rbf: Option<&Tensor>| {
-            let mut z = dist.unsqueeze(-1) * wc.squeeze_dim(1);
+            // d · c as a (P, 1)·(1, H) product: its derivatives are matrix-vector products,
+            // where the broadcast product's are an element-wise pass and a reduction each
+            let mut z = dist.unsqueeze(-1).matmul(&wc.tr());
             if let Some(rbf) = rbf {
                 let n = rbf.size()[1];
                 z += rbf.matmul(&first.ws.narrow(1, 2 * f + 1, n).tr());

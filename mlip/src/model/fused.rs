@@ -6,8 +6,9 @@
 //! Training on forces differentiates every activation twice (the forces, then the parameter
 //! gradient of the force loss). libtorch records SiLU's derivative as ~6 element-wise operations
 //! when the graph is kept and their derivatives as ~11 more; here the derivative g·f'(x) is one
-//! custom function and its backward computes gg·f'(x) and gg·g·f''(x) in one pass. Higher orders
-//! fall back to differentiable ATen expressions, so every order is exact.
+//! custom function and its backward computes gg·f'(x) and gg·g·f''(x) in one pass (for ReLU,
+//! whose f'' is zero, gg·f'(x) alone: no zero tensor is filled). Higher orders fall back to
+//! differentiable ATen expressions, so every order is exact.
 //!
 //! Used for CPU float32/float64 tensors; other devices and dtypes, or `HYDRAGNN_FUSED=0` in the
 //! environment (read once), take libtorch's own operations. `mlip/tests/fused_act.rs` holds
@@ -93,7 +94,7 @@ pub fn act(a: Activation, x: &Tensor) -> Option<Tensor> {
         Activation::Silu => 0,
         Activation::Ssp => 1,
         Activation::Tanh => 2,
-        Activation::Relu => return None,
+        Activation::Relu => 3,
     };
     if !enabled() || x.device() != Device::Cpu || !matches!(x.kind(), Kind::Float | Kind::Double) {
         return None;
