@@ -283,7 +283,8 @@ fn fused_activations_match_libtorch_to_every_order_and_in_whole_models() {
     };
     let tanh = |c: &mut ModelConfig| c.activation_function = Activation::Tanh;
     let keep = |_: &mut ModelConfig| {};
-    let cases: [(MpnnType, &str, &dyn Fn(&mut ModelConfig)); 5] = [
+    type Edit<'a> = &'a dyn Fn(&mut ModelConfig);
+    let cases: [(MpnnType, &str, Edit); 5] = [
         (MpnnType::SchNet, "", &keep),
         (MpnnType::PaiNN, "", &keep),
         (MpnnType::Egnn, "", &keep),
