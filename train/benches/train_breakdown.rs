@@ -38,8 +38,7 @@ use std::time::Instant;
 
 use hydragnn_train::data::Dataset;
 use hydragnn_train::graphs::{collate, Graph, GraphSpec};
-use hydragnn_train::metrics::BranchSpec;
-use hydragnn_train::metrics::{batch_loss, Prediction};
+use hydragnn_train::metrics::{batch_loss, BranchSpec, Prediction};
 use hydragnn_train::optim::AdamW;
 use hydragnn_train::trainer::{new_model, plan_model};
 use hydragnn_train::TrainConfig;
@@ -111,7 +110,7 @@ impl Lap {
     }
 }
 
-/// The model of `model`'s config as the trainer plans it; for `egnn-hydragnn`, HydraGNN's own
+/// The model named `model` (`--models`) as the trainer plans it; for `egnn-hydragnn`, HydraGNN's own
 /// EGNN instead of the trainer's (upstream's `E_GCL`: ReLU inside the edge and node MLPs, the
 /// plain distance as the only edge input, no cutoff envelope), the architecture that
 /// `benchmarks/upstream_train_bench.py` times upstream.
@@ -154,14 +153,14 @@ struct Run {
 }
 
 fn bench(
-    model: &str,
+    name: &str,
     cfg: &TrainConfig,
     graphs: &[Graph],
     steps: usize,
     batch: usize,
     device: Device,
 ) -> Run {
-    let (mc, spec) = plan(model, cfg);
+    let (mc, spec) = plan(name, cfg);
     let model = new_model(mc, Kind::Float, device, 0).expect("model");
     let t = cfg.training();
     let mut opt = AdamW::new(model.var_store(), &t.optimizer);
@@ -258,13 +257,13 @@ fn step_grads(
 /// same loss and parameter gradients on the CPU and on `device`; prints the parameters that
 /// differ most. Returns whether every gradient agrees to `1e-9` relative to the largest.
 fn grad_check(
-    model: &str,
+    name: &str,
     cfg: &TrainConfig,
     graphs: &[Graph],
     batch: usize,
     device: Device,
 ) -> bool {
-    let (mc, spec) = plan(model, cfg);
+    let (mc, spec) = plan(name, cfg);
     let cpu = new_model(mc.clone(), Kind::Double, Device::Cpu, 0).expect("model");
     let mut dev = new_model(mc, Kind::Double, device, 0).expect("model");
     dev.var_store_mut()
