@@ -34,8 +34,8 @@ enum ActKind : int64_t { kSilu = 0, kSsp = 1, kTanh = 2, kRelu = 3 };
 
 constexpr int64_t kGrain = 16384;
 
-// f'(x) and f''(x) from x and the auxiliary a (sigmoid(x), or tanh(x) for tanh; x itself for
-// ReLU, whose f' is the step x > 0, as libtorch's threshold_backward has it, and f'' zero).
+// f'(x) and f''(x) from x and the auxiliary a (sigmoid(x), or tanh(x) for tanh). ReLU (f' the
+// step x > 0, as libtorch's threshold_backward has it; f'' zero) has its own loop, relu_mask.
 template <typename T>
 inline T d1(int64_t kind, T x, T a) {
   switch (kind) {
@@ -43,8 +43,6 @@ inline T d1(int64_t kind, T x, T a) {
       return a * (T(1) + x * (T(1) - a));
     case kSsp:
       return a;
-    case kRelu:
-      return x > T(0) ? T(1) : T(0);
     default:
       return T(1) - a * a;
   }
@@ -57,8 +55,6 @@ inline T d2(int64_t kind, T x, T a) {
       return a * (T(1) - a) * (T(2) + x * (T(1) - T(2) * a));
     case kSsp:
       return a * (T(1) - a);
-    case kRelu:
-      return T(0);
     default:
       return T(-2) * a * (T(1) - a * a);
   }

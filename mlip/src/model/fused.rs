@@ -96,7 +96,7 @@ pub fn act(a: Activation, x: &Tensor) -> Option<Tensor> {
         Activation::Tanh => 2,
         Activation::Relu => 3,
     };
-    if !enabled() || x.device() != Device::Cpu || !matches!(x.kind(), Kind::Float | Kind::Double) {
+    if !applies(x) {
         return None;
     }
     // SAFETY: `x` is a live tensor; `out` and `err` are the buffers `call` passes.
